@@ -1,0 +1,3 @@
+//! `portico-agent`: the agent binary.
+
+fn main() {}

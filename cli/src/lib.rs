@@ -1,0 +1,1 @@
+//! `portico-cli`: the `portico` command-line tool.

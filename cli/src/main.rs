@@ -1,0 +1,3 @@
+//! `portico`: the command-line tool.
+
+fn main() {}

@@ -1,0 +1,154 @@
+//! Key layout and value encoding: the one place that knows where things live in the store.
+//!
+//! ```text
+//! <root>/v1/config/<kind>/<name>   Resource            (protobuf)
+//! <root>/v1/history/<revision>     HistoryRecord       (protobuf; revision zero-padded to 20
+//!                                                       digits so key order is numeric order)
+//! <root>/v1/agents/<node id>       AgentRecord         (protobuf, on a lease)
+//! <root>/v1/meta/config-revision   the last config revision (decimal), bumped by every apply
+//!                                  so that a CAS on it orders applies across replicas
+//! ```
+//!
+//! `<root>` is "/portico" by default and configurable (`--etcd-prefix`), so several Portico
+//! installations can share one etcd.
+
+use portico_api::Kind;
+use prost::Message;
+
+/// The default root of every key.
+pub const DEFAULT_ROOT: &str = "/portico";
+
+/// Builds keys under one root.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    root: String,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Keys::new(DEFAULT_ROOT)
+    }
+}
+
+impl Keys {
+    /// Keys under `root` (a trailing '/' is ignored).
+    pub fn new(root: &str) -> Self {
+        Keys {
+            root: root.trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// Prefix of every config resource.
+    pub fn config_prefix(&self) -> String {
+        format!("{}/v1/config/", self.root)
+    }
+
+    /// Prefix of the config resources of one kind.
+    pub fn config_kind_prefix(&self, kind: Kind) -> String {
+        format!("{}{}/", self.config_prefix(), kind_segment(kind))
+    }
+
+    /// Key of one config resource.
+    pub fn config(&self, kind: Kind, name: &str) -> String {
+        format!("{}{name}", self.config_kind_prefix(kind))
+    }
+
+    /// Parses a config key back into kind and name.
+    pub fn parse_config(&self, key: &str) -> Option<(Kind, String)> {
+        let rest = key.strip_prefix(&self.config_prefix())?;
+        let (kind, name) = rest.split_once('/')?;
+        let kind = Kind::ALL.into_iter().find(|k| kind_segment(*k) == kind)?;
+        Some((kind, name.to_string()))
+    }
+
+    /// Prefix of the history records.
+    pub fn history_prefix(&self) -> String {
+        format!("{}/v1/history/", self.root)
+    }
+
+    /// Key of the history record of one revision.
+    pub fn history(&self, revision: i64) -> String {
+        format!("{}{revision:020}", self.history_prefix())
+    }
+
+    /// Parses a history key back into its revision.
+    pub fn parse_history(&self, key: &str) -> Option<i64> {
+        key.strip_prefix(&self.history_prefix())?.parse().ok()
+    }
+
+    /// Prefix of the agent registry.
+    pub fn agents_prefix(&self) -> String {
+        format!("{}/v1/agents/", self.root)
+    }
+
+    /// Key of one agent's registry record.
+    pub fn agent(&self, node_id: &str) -> String {
+        format!("{}{node_id}", self.agents_prefix())
+    }
+
+    /// Key holding the last config revision.
+    pub fn config_revision(&self) -> String {
+        format!("{}/v1/meta/config-revision", self.root)
+    }
+}
+
+/// The key segment of a kind: stable, lowercase, never renamed (stored data depends on it).
+fn kind_segment(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Unspecified => "unspecified",
+        Kind::Listener => "listener",
+        Kind::RouteTable => "route-table",
+        Kind::Cluster => "cluster",
+        Kind::Policy => "policy",
+        Kind::Consumer => "consumer",
+        Kind::Secret => "secret",
+    }
+}
+
+/// Encodes a stored value (every value is a protobuf message).
+pub fn encode<M: Message>(message: &M) -> Vec<u8> {
+    message.encode_to_vec()
+}
+
+/// Decodes a stored value, naming the key when the bytes are not a valid message.
+pub fn decode<M: Message + Default>(key: &str, bytes: &[u8]) -> Result<M, DecodeError> {
+    M::decode(bytes).map_err(|source| DecodeError {
+        key: key.to_string(),
+        source,
+    })
+}
+
+/// A stored value that is not the message its key says it is.
+#[derive(Debug, thiserror::Error)]
+#[error("stored value at {key} does not decode")]
+pub struct DecodeError {
+    /// The key.
+    pub key: String,
+    /// Why.
+    #[source]
+    pub source: prost::DecodeError,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_keys_round_trip() {
+        let keys = Keys::new("/portico/");
+        for kind in Kind::ALL {
+            let key = keys.config(kind, "web-1");
+            assert!(key.starts_with("/portico/v1/config/"), "{key}");
+            assert_eq!(keys.parse_config(&key), Some((kind, "web-1".to_string())));
+        }
+        assert_eq!(keys.parse_config("/portico/v1/config/bogus/x"), None);
+        assert_eq!(keys.parse_config("/other/v1/config/listener/x"), None);
+    }
+
+    #[test]
+    fn history_keys_sort_numerically() {
+        let keys = Keys::default();
+        assert!(keys.history(9) < keys.history(10));
+        assert_eq!(keys.parse_history(&keys.history(1234)), Some(1234));
+    }
+}

@@ -1,0 +1,3 @@
+//! `portico-cp`: the control-plane binary.
+
+fn main() {}

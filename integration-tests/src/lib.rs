@@ -1,0 +1,16 @@
+//! The test harness: starts real processes on free ports and stops them when dropped.
+//!
+//! Every helper binds port 0 or asks the OS for a free port, polls readiness with a deadline
+//! (never sleeps to synchronise), and kills what it started in `Drop`.
+//!
+//! # Layout
+//! - [`bins`]: builds and locates the workspace binaries (`portico-cp`, `portico-agent`,
+//!   `portico`) so `cargo test` alone is enough.
+//! - [`etcd`]: a real single-node etcd in a temp dir.
+//! - [`net`]: free ports and polling helpers.
+//! - [`process`]: a child process killed on drop.
+
+pub mod bins;
+pub mod etcd;
+pub mod net;
+pub mod process;

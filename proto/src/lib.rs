@@ -1,0 +1,22 @@
+//! `portico-api`: the one source of truth for what Portico's resources and services are.
+//!
+//! The `.proto` files under `proto/` define the six resource kinds and the Discovery and Admin
+//! gRPC services; `build.rs` generates prost/tonic code and proto3-JSON serde impls from them.
+//! On top of the generated types this crate holds the resource file format and validation of a
+//! whole resource set, so that the control plane, the agent and the CLI agree on both.
+//!
+//! # Layout
+//! - [`pb`]: generated messages and gRPC stubs (`portico.v1`).
+//! - [`resource`]: the kind of a resource, its key, [`ResourceSet`], helpers on [`pb::Resource`].
+
+pub mod resource;
+
+/// Generated protobuf messages, gRPC clients/servers, and their proto3-JSON serde impls.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/portico.v1.rs"));
+    include!(concat!(env!("OUT_DIR"), "/portico.v1.serde.rs"));
+}
+
+pub use pb::{Kind, Resource, ResourceKey};
+pub use resource::ResourceSet;

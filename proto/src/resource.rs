@@ -1,0 +1,199 @@
+//! The kind of a resource, its key, and small helpers on [`Resource`] used everywhere.
+
+use std::collections::BTreeMap;
+
+use crate::pb::{Kind, Resource, ResourceKey, resource::Spec};
+
+impl Kind {
+    /// Every real kind, in apply order (things that are referenced come after their users,
+    /// so listing in this order reads top-down).
+    pub const ALL: [Kind; 6] = [
+        Kind::Listener,
+        Kind::RouteTable,
+        Kind::Cluster,
+        Kind::Policy,
+        Kind::Consumer,
+        Kind::Secret,
+    ];
+
+    /// The name used in files and on the command line, e.g. "RouteTable".
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Kind::Unspecified => "Unspecified",
+            Kind::Listener => "Listener",
+            Kind::RouteTable => "RouteTable",
+            Kind::Cluster => "Cluster",
+            Kind::Policy => "Policy",
+            Kind::Consumer => "Consumer",
+            Kind::Secret => "Secret",
+        }
+    }
+
+    /// Parses a kind name as written in files or on the command line. Case-insensitive;
+    /// accepts "RouteTable", "route_table", "route-table", "routetable" and plural forms.
+    pub fn parse(s: &str) -> Option<Kind> {
+        let norm: String = s
+            .chars()
+            .filter(|c| *c != '_' && *c != '-')
+            .flat_map(char::to_lowercase)
+            .collect();
+        let norm = norm.strip_suffix('s').unwrap_or(&norm);
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.display_name().to_ascii_lowercase() == norm)
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.display_name())
+    }
+}
+
+impl Resource {
+    /// The kind, from which spec field is set (`Unspecified` when none is).
+    pub fn kind(&self) -> Kind {
+        match &self.spec {
+            None => Kind::Unspecified,
+            Some(Spec::Listener(_)) => Kind::Listener,
+            Some(Spec::RouteTable(_)) => Kind::RouteTable,
+            Some(Spec::Cluster(_)) => Kind::Cluster,
+            Some(Spec::Policy(_)) => Kind::Policy,
+            Some(Spec::Consumer(_)) => Kind::Consumer,
+            Some(Spec::Secret(_)) => Kind::Secret,
+        }
+    }
+
+    /// The resource's key.
+    pub fn key(&self) -> ResourceKey {
+        ResourceKey::new(self.kind(), &self.name)
+    }
+}
+
+impl ResourceKey {
+    /// A key from a kind and a name.
+    pub fn new(kind: Kind, name: impl Into<String>) -> Self {
+        ResourceKey {
+            kind: kind as i32,
+            name: name.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ResourceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.kind(), self.name)
+    }
+}
+
+/// A set of resources keyed by kind and name: a whole config, or what one apply brings.
+///
+/// Ordered, so iteration (and so encoding, diffing and printing) is deterministic.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ResourceSet {
+    by_key: BTreeMap<(Kind, String), Resource>,
+}
+
+impl ResourceSet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Inserts or replaces a resource; returns the one it replaced.
+    pub fn insert(&mut self, resource: Resource) -> Option<Resource> {
+        self.by_key
+            .insert((resource.kind(), resource.name.clone()), resource)
+    }
+
+    /// Removes a resource; returns it if it was present.
+    pub fn remove(&mut self, kind: Kind, name: &str) -> Option<Resource> {
+        self.by_key.remove(&(kind, name.to_string()))
+    }
+
+    /// The resource of this kind and name.
+    pub fn get(&self, kind: Kind, name: &str) -> Option<&Resource> {
+        self.by_key.get(&(kind, name.to_string()))
+    }
+
+    /// Whether a resource of this kind and name is present.
+    pub fn contains(&self, kind: Kind, name: &str) -> bool {
+        self.get(kind, name).is_some()
+    }
+
+    /// Every resource, by kind then name.
+    pub fn iter(&self) -> impl Iterator<Item = &Resource> {
+        self.by_key.values()
+    }
+
+    /// The resources of one kind, by name.
+    pub fn of_kind(&self, kind: Kind) -> impl Iterator<Item = &Resource> {
+        self.by_key
+            .range((kind, String::new())..)
+            .take_while(move |((k, _), _)| *k == kind)
+            .map(|(_, r)| r)
+    }
+
+    /// Number of resources.
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+}
+
+impl FromIterator<Resource> for ResourceSet {
+    fn from_iter<I: IntoIterator<Item = Resource>>(iter: I) -> Self {
+        let mut set = ResourceSet::new();
+        for r in iter {
+            set.insert(r);
+        }
+        set
+    }
+}
+
+impl IntoIterator for ResourceSet {
+    type Item = Resource;
+    type IntoIter = std::collections::btree_map::IntoValues<(Kind, String), Resource>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.by_key.into_values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_names_parse_in_every_spelling() {
+        for (s, k) in [
+            ("RouteTable", Kind::RouteTable),
+            ("route_table", Kind::RouteTable),
+            ("route-tables", Kind::RouteTable),
+            ("listeners", Kind::Listener),
+            ("SECRET", Kind::Secret),
+        ] {
+            assert_eq!(Kind::parse(s), Some(k), "{s}");
+        }
+        assert_eq!(Kind::parse("nope"), None);
+        assert_eq!(Kind::parse("unspecified"), None);
+    }
+
+    #[test]
+    fn of_kind_returns_only_that_kind() {
+        let set: ResourceSet = [
+            Resource { name: "b".into(), spec: Some(Spec::Cluster(Default::default())), ..Default::default() },
+            Resource { name: "a".into(), spec: Some(Spec::Cluster(Default::default())), ..Default::default() },
+            Resource { name: "a".into(), spec: Some(Spec::Listener(Default::default())), ..Default::default() },
+            Resource { name: "z".into(), spec: Some(Spec::Policy(Default::default())), ..Default::default() },
+        ]
+        .into_iter()
+        .collect();
+        let names: Vec<_> = set.of_kind(Kind::Cluster).map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(set.len(), 4);
+    }
+}
