@@ -7,9 +7,15 @@
 //!
 //! # Layout
 //! - [`pb`]: generated messages and gRPC stubs (`portico.v1`).
+//! - [`file`]: the resource file format (YAML/JSON envelope), loading files and directories.
+//! - [`reference`]: what each resource refers to (for validation and scoping); redaction.
+//! - [`validate`]: validation of a whole resource set with field-path errors.
 //! - [`resource`]: the kind of a resource, its key, [`ResourceSet`], helpers on [`pb::Resource`].
 
+pub mod file;
+pub mod reference;
 pub mod resource;
+pub mod validate;
 
 /// Generated protobuf messages, gRPC clients/servers, and their proto3-JSON serde impls.
 #[allow(clippy::all, missing_docs)]

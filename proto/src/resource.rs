@@ -185,14 +185,33 @@ mod tests {
     #[test]
     fn of_kind_returns_only_that_kind() {
         let set: ResourceSet = [
-            Resource { name: "b".into(), spec: Some(Spec::Cluster(Default::default())), ..Default::default() },
-            Resource { name: "a".into(), spec: Some(Spec::Cluster(Default::default())), ..Default::default() },
-            Resource { name: "a".into(), spec: Some(Spec::Listener(Default::default())), ..Default::default() },
-            Resource { name: "z".into(), spec: Some(Spec::Policy(Default::default())), ..Default::default() },
+            Resource {
+                name: "b".into(),
+                spec: Some(Spec::Cluster(Default::default())),
+                ..Default::default()
+            },
+            Resource {
+                name: "a".into(),
+                spec: Some(Spec::Cluster(Default::default())),
+                ..Default::default()
+            },
+            Resource {
+                name: "a".into(),
+                spec: Some(Spec::Listener(Default::default())),
+                ..Default::default()
+            },
+            Resource {
+                name: "z".into(),
+                spec: Some(Spec::Policy(Default::default())),
+                ..Default::default()
+            },
         ]
         .into_iter()
         .collect();
-        let names: Vec<_> = set.of_kind(Kind::Cluster).map(|r| r.name.as_str()).collect();
+        let names: Vec<_> = set
+            .of_kind(Kind::Cluster)
+            .map(|r| r.name.as_str())
+            .collect();
         assert_eq!(names, ["a", "b"]);
         assert_eq!(set.len(), 4);
     }

@@ -30,4 +30,12 @@ impl Proxy {
     pub async fn apply(&self, _config: &ConfigSet) -> Result<(), ApplyError> {
         Ok(())
     }
+
+    /// Client connections open now, over every listener.
+    pub fn active_connections(&self) -> u64 {
+        0
+    }
+
+    /// Stops accepting on every listener and waits up to `grace` for in-flight requests.
+    pub async fn shutdown(&self, _grace: std::time::Duration) {}
 }
