@@ -33,7 +33,7 @@ pub struct FileError {
     pub path: String,
     /// The document's index in the file (0-based).
     pub document: usize,
-    /// Path of the field at fault, e.g. "spec.virtual_hosts[0].domains".
+    /// Path of the field at fault, e.g. `spec.virtual_hosts[0].domains`.
     pub field: String,
     /// What is wrong.
     pub message: String,

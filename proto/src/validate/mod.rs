@@ -1,6 +1,6 @@
 //! Validation of a whole resource set: every error, each with the resource and a field path.
 //!
-//! Each kind has its own module checking one resource alone; [`refs`] checks what resources
+//! Each kind has its own module checking one resource alone; `refs` checks what resources
 //! say about each other (references resolve, secrets fit their use), and the kind modules add
 //! the few set-wide rules of their kind (listeners sharing a socket, consumers sharing a key).
 //!
