@@ -1,7 +1,7 @@
 //! Validation rules, table-driven: each case replaces or adds resources in the valid fixture
 //! configuration and lists the errors it must produce, in order, and no others.
 
-use portico_api::validate::{validate_apply, validate_set};
+use portico_api::validate::{ValidationError, validate_apply, validate_set};
 use portico_api::{Kind, ResourceKey, ResourceSet};
 
 use crate::fixtures::{assert_errors, lines, parse, pems, tls_secret, valid, valid_with};
@@ -789,4 +789,19 @@ fn apply_rules() {
     assert!(result.contains(Kind::Consumer, "carol"));
     assert!(!result.contains(Kind::Secret, "token"));
     assert_eq!(result.len(), stored.len());
+}
+
+#[test]
+fn errors_cross_the_admin_api_unchanged() {
+    let errors = validate_set(&valid_with(
+        "kind: Listener\nname: plain\nspec: {port: 0, protocol: HTTP, route_table: shop}\n",
+    ));
+    assert_eq!(errors.len(), 1);
+    let wire = portico_api::pb::ValidationError::from(errors[0].clone());
+    let back = ValidationError::from(wire);
+    assert_eq!(back, errors[0]);
+    assert_eq!(
+        back.to_string(),
+        "Listener/plain: port: port 0 is not in 1-65535"
+    );
 }
