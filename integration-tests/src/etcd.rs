@@ -1,6 +1,7 @@
 //! A real single-node etcd on free ports with a temp data dir, stopped when dropped.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -10,9 +11,20 @@ use crate::process::Process;
 /// What to tell whoever runs the tests when etcd is missing.
 pub const INSTALL_HINT: &str = "install etcd-server (apt-get install -y etcd-server)";
 
+/// PEM files for TLS on etcd's client port.
+pub struct EtcdTlsFiles {
+    /// etcd's server certificate (valid for 127.0.0.1).
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// The CA whose client certificates etcd requires (`--client-cert-auth`).
+    pub client_ca: PathBuf,
+}
+
 /// A running etcd.
 pub struct Etcd {
     client: SocketAddr,
+    scheme: &'static str,
     process: Process,
     _dir: tempfile::TempDir,
 }
@@ -21,6 +33,15 @@ impl Etcd {
     /// Starts etcd and waits until it accepts clients. Panics with [`INSTALL_HINT`] when the
     /// `etcd` binary is not on PATH.
     pub fn start() -> Etcd {
+        Etcd::start_with(None)
+    }
+
+    /// Starts etcd serving clients over TLS only, requiring client certificates.
+    pub fn start_tls(tls: &EtcdTlsFiles) -> Etcd {
+        Etcd::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<&EtcdTlsFiles>) -> Etcd {
         if Command::new("etcd")
             .arg("--version")
             .stdout(Stdio::null())
@@ -32,17 +53,27 @@ impl Etcd {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
         let client = free_addr();
         let peer = free_addr();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut cmd = Command::new("etcd");
         cmd.args(["--name", "n1", "--logger", "zap", "--log-level", "error"])
             .arg("--data-dir")
             .arg(dir.path())
-            .arg(format!("--listen-client-urls=http://{client}"))
-            .arg(format!("--advertise-client-urls=http://{client}"))
+            .arg(format!("--listen-client-urls={scheme}://{client}"))
+            .arg(format!("--advertise-client-urls={scheme}://{client}"))
             .arg(format!("--listen-peer-urls=http://{peer}"))
             .arg(format!("--initial-advertise-peer-urls=http://{peer}"))
             .arg(format!("--initial-cluster=n1=http://{peer}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if let Some(tls) = tls {
+            cmd.arg("--cert-file")
+                .arg(&tls.cert)
+                .arg("--key-file")
+                .arg(&tls.key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.client_ca)
+                .arg("--client-cert-auth");
+        }
         let mut process = Process::spawn("etcd", cmd);
         let deadline = Instant::now() + Duration::from_secs(20);
         while !is_listening(client) {
@@ -56,14 +87,15 @@ impl Etcd {
         }
         Etcd {
             client,
+            scheme,
             process,
             _dir: dir,
         }
     }
 
-    /// The client URL, e.g. `http://127.0.0.1:23791`.
+    /// The client URL, e.g. `http://127.0.0.1:23791` (`https://` with TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.client)
+        format!("{}://{}", self.scheme, self.client)
     }
 
     /// Kills etcd (SIGKILL), e.g. to test a store that goes away.

@@ -12,8 +12,8 @@ use futures::StreamExt;
 use portico_control_plane::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use portico_control_plane::store::etcd::{EtcdConfig, EtcdStore};
 use portico_control_plane::store::{
-    Change, Compare, KeyValue, Op, Revision, Store, StoreError, Txn, TxnOutcome, WatchEvent,
-    WatchStream,
+    Change, Compare, KeyValue, MAX_TXN_OPS, Op, Revision, Store, StoreError, Txn, TxnOutcome,
+    WatchEvent, WatchStream,
 };
 use portico_integration_tests::etcd::Etcd;
 use portico_integration_tests::net::eventually;
@@ -78,7 +78,7 @@ conformance!(
     deletes_and_empty_transactions_make_no_revision,
     compare_and_swap,
     transactions_are_atomic,
-    duplicate_keys_in_a_transaction_are_invalid,
+    malformed_transactions_are_invalid,
     watch_replays_then_follows,
     watch_resumes_after_a_dropped_stream,
     compaction_is_signalled,
@@ -331,17 +331,26 @@ async fn transactions_are_atomic(store: Arc<dyn Store>) {
     );
 }
 
-async fn duplicate_keys_in_a_transaction_are_invalid(store: Arc<dyn Store>) {
+async fn malformed_transactions_are_invalid(store: Arc<dyn Store>) {
+    let too_many = (0..=MAX_TXN_OPS)
+        .map(|i| put(&format!("/x/{i}"), "v"))
+        .collect();
     for txn in [
         ops(vec![put("/x/k", "1"), put("/x/k", "2")]),
         ops(vec![put("/x/k", "1"), delete("/x/k")]),
+        ops(too_many),
     ] {
         match store.txn(txn).await {
             Err(StoreError::Invalid(_)) => {}
             other => panic!("expected Invalid, got {other:?}"),
         }
     }
-    assert_eq!(value(&store, "/x/k").await, None);
+    let (written, _) = store.list("/x/").await.expect("list");
+    assert!(written.is_empty(), "{written:?}");
+    let at_limit = (0..MAX_TXN_OPS)
+        .map(|i| put(&format!("/x/{i}"), "v"))
+        .collect();
+    commit(&store, ops(at_limit)).await;
 }
 
 async fn watch_replays_then_follows(store: Arc<dyn Store>) {

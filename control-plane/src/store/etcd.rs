@@ -24,6 +24,10 @@ use super::{
 
 /// Keys per `list` page.
 const PAGE: i64 = 500;
+/// The largest response accepted. etcd sends a watch's replay of up to 1,000 revisions, or a
+/// page of large values, in one message, far beyond gRPC's default 4 MiB; refusing it would
+/// fail the same request on every retry.
+const MAX_MESSAGE: usize = 256 << 20;
 
 /// How to reach etcd.
 #[derive(Clone, Debug)]
@@ -103,6 +107,9 @@ impl EtcdStore {
     /// Connects and checks that etcd answers within `connect_timeout`, so a wrong address or a
     /// dead cluster fails at startup with a clear error rather than at the first request.
     pub async fn connect(config: &EtcdConfig) -> Result<EtcdStore, StoreError> {
+        if config.endpoints.is_empty() {
+            return Err(StoreError::Invalid("no etcd endpoints given".into()));
+        }
         let endpoints = config.endpoints.join(",");
         let mut options = ConnectOptions::new()
             .with_connect_timeout(config.connect_timeout)
@@ -156,8 +163,14 @@ impl EtcdStore {
         }
     }
 
+    fn kv(&self) -> etcd_client::KvClient {
+        self.client
+            .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE)
+    }
+
     async fn current_revision(&self) -> Result<Revision, StoreError> {
-        let mut kv = self.client.kv_client();
+        let mut kv = self.kv();
         let options = GetOptions::new().with_count_only();
         let resp = self.call("get", None, kv.get("/", Some(options))).await?;
         Ok(resp.header().map_or(0, |h| h.revision()))
@@ -167,13 +180,13 @@ impl EtcdStore {
 #[async_trait::async_trait]
 impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        let mut kv = self.client.kv_client();
+        let mut kv = self.kv();
         let resp = self.call("get", None, kv.get(key, None)).await?;
         resp.kvs().first().map(key_value).transpose()
     }
 
     async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision), StoreError> {
-        let mut kv = self.client.kv_client();
+        let mut kv = self.kv();
         let end = prefix_end(prefix.as_bytes());
         let mut start = if prefix.is_empty() {
             vec![0]
@@ -237,7 +250,7 @@ impl Store for EtcdStore {
             })
             .collect();
         let request = etcd_client::Txn::new().when(compares).and_then(ops);
-        let mut kv = self.client.kv_client();
+        let mut kv = self.kv();
         let resp = self.call("txn", lease, kv.txn(request)).await?;
         let revision = resp.header().map_or(0, |h| h.revision());
         Ok(if resp.succeeded() {
@@ -253,7 +266,10 @@ impl Store for EtcdStore {
                 "a watch starts at revision 1 or later, not {from}"
             )));
         }
-        let mut client = self.client.watch_client();
+        let mut client = self
+            .client
+            .watch_client()
+            .max_decoding_message_size(MAX_MESSAGE);
         let options = WatchOptions::new().with_prefix().with_start_revision(from);
         let stream = self
             .call("watch", None, client.watch(prefix, Some(options)))
@@ -306,7 +322,7 @@ impl Store for EtcdStore {
                 "cannot compact to revision {revision}: the current revision is {current}"
             )));
         }
-        let mut kv = self.client.kv_client();
+        let mut kv = self.kv();
         let options = CompactionOptions::new().with_physical();
         match tokio::time::timeout(self.request_timeout, kv.compact(revision, Some(options))).await
         {
