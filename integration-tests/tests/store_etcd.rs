@@ -40,6 +40,22 @@ async fn connect_fails_fast_when_etcd_is_unreachable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_live_endpoint_of_several_is_enough() {
+    let etcd = tokio::task::spawn_blocking(Etcd::start)
+        .await
+        .expect("etcd");
+    let dead = format!("http://{}", free_addr());
+    let store = EtcdStore::connect(&EtcdConfig::new([dead, etcd.endpoint()]))
+        .await
+        .expect("connect with one endpoint down");
+    for i in 0..10 {
+        let key = format!("/multi/{i}");
+        store.txn(put(&key)).await.expect("txn");
+        assert!(store.get(&key).await.expect("get").is_some());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_etcd_gives_retryable_errors_and_ends_watches() {
     let mut etcd = tokio::task::spawn_blocking(Etcd::start)
         .await
