@@ -123,8 +123,7 @@ impl EtcdStore {
         }
         let unreachable = |detail: String| {
             StoreError::Unavailable(format!(
-                "cannot reach etcd at {} within {:?}: {detail}",
-                config.endpoints.join(","),
+                "cannot reach etcd at {endpoints} within {:?}: {detail}",
                 config.connect_timeout
             ))
         };
@@ -140,7 +139,7 @@ impl EtcdStore {
         };
         let store = EtcdStore {
             client,
-            endpoints,
+            endpoints: endpoints.clone(),
             request_timeout: config.request_timeout,
         };
         let probe = || {

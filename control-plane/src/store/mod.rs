@@ -175,7 +175,8 @@ pub trait Store: Send + Sync + 'static {
     /// Changes to keys starting with `prefix`, from revision `from` (inclusive, ≥ 1) onwards.
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError>;
 
-    /// Creates a lease that expires `ttl` after its last keep-alive.
+    /// Creates a lease that expires `ttl` after its last keep-alive. etcd counts whole seconds
+    /// (the ttl is rounded up) and may raise a short ttl to its minimum (about 2 s by default).
     async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId, StoreError>;
 
     /// Refreshes a lease. Fails with [`StoreError::LeaseNotFound`] when it already expired.
