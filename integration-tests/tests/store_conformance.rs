@@ -358,6 +358,11 @@ async fn watch_replays_then_follows(store: Arc<dyn Store>) {
     commit(&store, ops(vec![put("/other", "x")])).await;
     let r3 = commit(&store, ops(vec![put("/w/b", "1"), delete("/w/a")])).await;
 
+    match store.watch("/w/", 0).await {
+        Err(StoreError::Invalid(_)) => {}
+        Err(e) => panic!("watch from revision 0: expected Invalid, got {e}"),
+        Ok(_) => panic!("watch from revision 0 was accepted"),
+    }
     let mut watch = store.watch("/w/", r1).await.expect("watch");
     let replayed = changes_through(&mut watch, r3).await;
     assert_eq!(
@@ -643,6 +648,24 @@ mod embedded_only {
             Arc::new(EmbeddedStore::open(dir.path()).expect("reopen after close"));
         assert_eq!(value(&reopened, "/k").await, Some(b"v".to_vec()));
         assert_eq!(revision(&reopened).await, rev);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closing_the_store_ends_watches_and_frees_the_directory() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).expect("open"));
+        let rev = commit(&store, ops(vec![put("/e/a", "1")])).await;
+        let mut watch = store.watch("/e/", rev).await.expect("watch");
+        changes_through(&mut watch, rev).await;
+        drop(store);
+
+        let end = tokio::time::timeout(WAIT, watch.next()).await;
+        match end {
+            Ok(Some(Err(e))) => assert!(e.is_retryable(), "{e:?}"),
+            other => panic!("expected the watch to fail, got {other:?}"),
+        }
+        // The open watch did not keep the directory locked.
+        EmbeddedStore::open(dir.path()).expect("reopen");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
