@@ -465,3 +465,64 @@ fn an_unreachable_store_at_start_is_one_error_line_and_exit_1() {
     assert_eq!(lines.len(), 1, "{stderr}");
     assert!(lines[0].contains("etcd store"), "{stderr}");
 }
+
+#[tokio::test]
+async fn agents_receive_only_their_scope() {
+    let (cp, _dir) = start();
+    let mut admin = cp.admin().await;
+    apply(
+        &mut admin,
+        &docs(&[
+            listener("web-eu", 8080, "eu", &["eu"]),
+            route_table("eu", "eu-backend"),
+            cluster("eu-backend", 9001),
+            portico_integration_tests::cp::https_listener("web-us", 8443, "us", "us-cert", &["us"]),
+            route_table("us", "us-backend"),
+            cluster("us-backend", 9002),
+            portico_integration_tests::cp::tls_secret("us-cert", "shop.example.com"),
+            cluster("unused", 9003),
+        ]),
+    )
+    .await;
+    let mut eu = ScriptedAgent::connect(&cp.endpoint(), node("eu-1", "eu", "eu-1a"), 0)
+        .await
+        .expect("connect eu");
+    let mut us = ScriptedAgent::connect(&cp.endpoint(), node("us-1", "us", "us-1a"), 0)
+        .await
+        .expect("connect us");
+    let eu_update = eu.expect_update().await;
+    let us_update = us.expect_update().await;
+    assert_eq!(
+        names(&eu_update),
+        ["Listener/web-eu", "RouteTable/eu", "Cluster/eu-backend"]
+    );
+    assert_eq!(
+        names(&us_update),
+        [
+            "Listener/web-us",
+            "RouteTable/us",
+            "Cluster/us-backend",
+            "Secret/us-cert"
+        ]
+    );
+    eu.ack(&eu_update);
+    us.ack(&us_update);
+
+    // A change outside the eu scope still advances the eu agent, with an empty diff.
+    let changed = apply(&mut admin, &cluster("us-backend", 9004)).await;
+    let eu_update = eu.expect_update().await;
+    assert_eq!(eu_update.version, changed.revision);
+    assert!(eu_update.upserts.is_empty() && eu_update.removals.is_empty());
+    let us_update = us.expect_update().await;
+    assert_eq!(names(&us_update), ["Cluster/us-backend"]);
+
+    // Moving the eu listener to us removes it (and what it reaches) from the eu agent.
+    eu.ack(&eu_update);
+    us.ack(&us_update);
+    apply(&mut admin, &listener("web-eu", 8080, "eu", &["us"])).await;
+    let eu_update = eu.expect_update().await;
+    assert!(eu_update.upserts.is_empty());
+    assert_eq!(eu_update.removals.len(), 3);
+    eu.ack(&eu_update);
+    assert!(eu.config.resources.is_empty());
+}
