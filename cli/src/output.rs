@@ -7,6 +7,8 @@
 use std::io::IsTerminal;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use portico_api::Resource;
+use portico_api::file;
 use serde::Serialize;
 
 use crate::error::{CliError, CliResult};
@@ -47,6 +49,15 @@ pub fn render<T: Serialize>(
         text.push('\n');
     }
     Ok(text)
+}
+
+/// Resources in the file format (YAML documents or a JSON array), which `apply` reads back.
+pub fn resources(format: Format, resources: &[Resource]) -> CliResult<String> {
+    let text = match format {
+        Format::Json => file::to_json(resources),
+        Format::Yaml | Format::Table => file::to_yaml(resources),
+    };
+    text.map_err(|e| CliError::Other(e.into()))
 }
 
 /// Rows under a header, each column as wide as its widest cell, separated by three spaces.

@@ -3,16 +3,16 @@
 
 use std::collections::BTreeMap;
 
+use portico_api::Kind;
 use portico_api::pb::Resource;
 use portico_api::reference::redacted;
-use portico_api::{Kind, file};
 use similar::TextDiff;
 
 use crate::commands::Context;
 use crate::commands::apply::absent_from;
 use crate::error::{CliError, CliResult};
 use crate::files::{FileArgs, load_or_fail};
-use crate::output::Style;
+use crate::output::{self, Format, Style};
 
 /// `portico diff -f FILE|DIR [-f ...] [--prune]`.
 #[derive(Debug, clap::Args)]
@@ -48,19 +48,19 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
         match stored.get(&(key.kind(), key.name.clone())) {
             Some((old, _)) if *old == new => {}
             Some((old, rev)) => diffs.push(unified(
-                &file::to_yaml(std::slice::from_ref(old)),
-                &file::to_yaml(&[new]),
+                &yaml(old)?,
+                &yaml(&new)?,
                 &format!("{key} (stored, revision {rev})"),
                 &new_label,
             )),
-            None => diffs.push(unified("", &file::to_yaml(&[new]), "/dev/null", &new_label)),
+            None => diffs.push(unified("", &yaml(&new)?, "/dev/null", &new_label)),
         }
     }
     if args.prune {
         for key in absent_from(&files, stored.values().map(|(r, _)| r)) {
             if let Some((old, rev)) = stored.get(&(key.kind(), key.name.clone())) {
                 diffs.push(unified(
-                    &file::to_yaml(std::slice::from_ref(old)),
+                    &yaml(old)?,
                     "",
                     &format!("{key} (stored, revision {rev})"),
                     "/dev/null",
@@ -81,6 +81,10 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
     std::io::stdout()
         .write_all(out.as_bytes())
         .map_err(|e| CliError::Other(e.into()))
+}
+
+fn yaml(resource: &Resource) -> CliResult<String> {
+    output::resources(Format::Yaml, std::slice::from_ref(resource))
 }
 
 /// A unified diff with three lines of context.

@@ -1,14 +1,13 @@
 //! `portico get KIND [NAME]`: a table of resources with a few key fields per kind, or the
 //! resources in the file format (`-o yaml|json`), which `apply` takes back as is.
 
-use portico_api::file;
 use portico_api::pb::listener::Protocol;
 use portico_api::pb::resource::Spec;
 use portico_api::pb::{GetRequest, Kind, ListRequest, ResourceKey, StoredResource, policy, secret};
 
 use crate::commands::{Context, parse_kind};
 use crate::error::CliResult;
-use crate::output::{Format, Table};
+use crate::output::{self, Format, Table};
 
 /// `portico get KIND [NAME]`.
 #[derive(Debug, clap::Args)]
@@ -50,8 +49,7 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
     };
     let resources: Vec<_> = stored.iter().filter_map(|s| s.resource.clone()).collect();
     let text = match ctx.format {
-        Format::Yaml => file::to_yaml(&resources),
-        Format::Json => file::to_json(&resources),
+        Format::Yaml | Format::Json => output::resources(ctx.format, &resources)?,
         Format::Table if stored.is_empty() => {
             eprintln!("no resources found");
             return Ok(());
