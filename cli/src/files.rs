@@ -61,22 +61,24 @@ impl std::fmt::Display for FieldError {
     }
 }
 
+impl From<file::FileError> for FieldError {
+    fn from(e: file::FileError) -> FieldError {
+        FieldError {
+            path: Some(e.path),
+            document: Some(e.document),
+            kind: None,
+            name: None,
+            field: e.field,
+            message: e.message,
+        }
+    }
+}
+
 impl Files {
     /// Loads every file and directory; file-level errors are validation failures.
     pub fn load(paths: &[PathBuf]) -> Result<Files, Vec<FieldError>> {
-        let loaded = file::load_paths(paths).map_err(|errors| {
-            errors
-                .into_iter()
-                .map(|e| FieldError {
-                    path: Some(e.path),
-                    document: Some(e.document),
-                    kind: None,
-                    name: None,
-                    field: e.field,
-                    message: e.message,
-                })
-                .collect::<Vec<_>>()
-        })?;
+        let loaded = file::load_paths(paths)
+            .map_err(|errors| errors.into_iter().map(FieldError::from).collect::<Vec<_>>())?;
         let origin = loaded
             .iter()
             .map(|l| {
