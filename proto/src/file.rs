@@ -201,10 +201,17 @@ fn documents(path: &Path, text: &str) -> Result<Vec<Value>, String> {
     } else {
         // YAML 1.1 booleans would turn names like `y` or `no` into `false`; the JSON mapping
         // wants real booleans spelled `true`/`false` anyway.
+        // The default budget stops at 1,024 documents and 250,000 nodes; a fleet's config
+        // can be larger. Depth and alias limits stay as they are.
         let options = serde_saphyr::options! {
             with_snippet: false,
             strict_booleans: true,
             leading_zero_numbers_as_strings: true,
+            budget: serde_saphyr::budget! {
+                max_documents: 1_000_000,
+                max_nodes: 50_000_000,
+                max_events: 100_000_000,
+            },
         };
         serde_saphyr::from_multiple_with_options(text, options)
             .map_err(|e| format!("invalid YAML: {e}"))?

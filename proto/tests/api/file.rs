@@ -216,3 +216,51 @@ fn directories_load_resource_files_in_name_order_and_report_cross_file_duplicate
         "{errors:?}"
     );
 }
+
+#[test]
+fn large_files_load_and_deep_nesting_is_an_error_not_a_crash() {
+    let many: String = (0..3000)
+        .map(|i| format!("kind: Consumer\nname: c{i}\nspec: {{plan: p}}\n---\n"))
+        .collect();
+    let loaded = file::parse("many.yaml".as_ref(), &many).expect("3000 documents");
+    assert_eq!(loaded.len(), 3000);
+    assert_eq!(loaded[2999].document, 2999);
+
+    let deep = format!(
+        "kind: Consumer\nname: a\nspec: {}{}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    check_errors("deep.yaml", &deep, &["deep.yaml: document 0: invalid YAML"]);
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    check_errors("deep.json", &deep, &["deep.json: document 0: invalid JSON"]);
+}
+
+#[test]
+fn strings_that_look_like_other_yaml_round_trip() {
+    let tricky = [
+        "", "yes", "no", "on", "null", "~", "true", "0x10", "1e3", "007", "12", "-1", ".inf",
+        " lead", "trail ", "a: b", "#c", "- x", "@x", "`x", "*star", "&amp", "!tag", "%p", "{a}",
+        "[a]", "'q'", "\"dq\"", "a\nb", "a\n", "tab\tin", "ünï", "---", "...",
+    ];
+    let body = tricky.join("|");
+    let yaml = "kind: RouteTable\nname: t\nspec: {}\n";
+    let mut table = parse(yaml).remove(0);
+    for (i, s) in tricky.iter().enumerate() {
+        table.labels.insert(format!("k{i}"), s.to_string());
+    }
+    let Some(portico_api::pb::resource::Spec::RouteTable(t)) = &mut table.spec else {
+        panic!("route table")
+    };
+    t.virtual_hosts.push(portico_api::pb::VirtualHost {
+        name: body.clone(),
+        domains: tricky.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    });
+    let resources = vec![table];
+    let yaml = file::to_yaml(&resources).expect("render YAML");
+    assert_eq!(parse(&yaml), resources, "rendered:\n{yaml}");
+    let json = file::to_json(&resources).expect("render JSON");
+    let back = file::parse("t.json".as_ref(), &json).expect("parse JSON");
+    assert_eq!(back[0].resource, resources[0]);
+}
