@@ -114,7 +114,6 @@ impl Outcome {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

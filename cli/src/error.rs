@@ -106,7 +106,6 @@ impl CliError {
 pub type CliResult<T = ()> = Result<T, CliError>;
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use tonic::{Code, Status};

@@ -132,7 +132,6 @@ pub fn load_or_fail(paths: &[PathBuf]) -> CliResult<Files> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

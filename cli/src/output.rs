@@ -210,7 +210,6 @@ pub fn progress_bar(done: u32, total: u32, width: usize, label: &str) -> String 
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -1,33 +1,12 @@
 //! Every example config under `deploy/` loads and validates, so none goes stale. (The CLI
 //! tests also apply them to a real control plane.)
 
-use std::path::{Path, PathBuf};
+mod cli_support;
 
+use cli_support::example_files;
 use portico_api::ResourceSet;
 use portico_api::file::load_paths;
 use portico_api::validate::validate_set;
-
-/// The resource files of the examples: `deploy/examples/*` and the compose demo's config.
-fn example_files() -> Vec<PathBuf> {
-    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
-    let mut files = Vec::new();
-    for dir in [deploy.join("examples"), deploy.join("compose/config")] {
-        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-        for entry in entries {
-            let path = entry
-                .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-                .path();
-            if path
-                .extension()
-                .is_some_and(|x| x == "yaml" || x == "yml" || x == "json")
-            {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    files
-}
 
 #[test]
 fn every_example_config_loads_and_validates() {

@@ -168,7 +168,6 @@ fn table(agents: &[AgentRecord], config_revision: i64, now: SystemTime) -> Strin
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use portico_api::pb::{NackInfo, Node};

@@ -85,7 +85,10 @@ pub async fn run(args: Args) -> CliResult {
     ));
     parts.push((
         "demo upstream",
-        tokio::spawn(wrap(demo::run(upstream_listener, stop.clone().cancelled_owned()))),
+        tokio::spawn(wrap(demo::run(
+            upstream_listener,
+            stop.clone().cancelled_owned(),
+        ))),
     ));
 
     let started = async {
@@ -131,14 +134,18 @@ pub async fn run(args: Args) -> CliResult {
     result
 }
 
-async fn wrap<E: Into<anyhow::Error>>(f: impl Future<Output = Result<(), E>>) -> anyhow::Result<()> {
+async fn wrap<E: Into<anyhow::Error>>(
+    f: impl Future<Output = Result<(), E>>,
+) -> anyhow::Result<()> {
     f.await.map_err(Into::into)
 }
 
 /// Binds `addr`, or fails with a line naming the port and the flag that moves it.
 async fn bind(addr: SocketAddr, flag: &str) -> CliResult<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| {
-        CliError::Other(anyhow!("cannot listen on {addr} ({e}); choose another address with {flag}"))
+        CliError::Other(anyhow!(
+            "cannot listen on {addr} ({e}); choose another address with {flag}"
+        ))
     })
 }
 
@@ -155,11 +162,12 @@ fn init_logging() {
 /// The quickstart resources, with the listener on `proxy_port` and the demo cluster pointing
 /// at `upstream`.
 pub fn quickstart(proxy_port: u16, upstream: SocketAddr) -> CliResult<Vec<Resource>> {
-    let loaded = file::parse(Path::new("deploy/examples/quickstart.yaml"), QUICKSTART)
-        .map_err(|errors| {
+    let loaded = file::parse(Path::new("deploy/examples/quickstart.yaml"), QUICKSTART).map_err(
+        |errors| {
             let errors: Vec<FieldError> = errors.into_iter().map(FieldError::from).collect();
             validation_failed(&errors)
-        })?;
+        },
+    )?;
     let mut resources: Vec<Resource> = loaded.into_iter().map(|l| l.resource).collect();
     for r in &mut resources {
         match &mut r.spec {
@@ -199,7 +207,10 @@ async fn apply_quickstart(server: &str, proxy_port: u16, upstream: SocketAddr) -
         Ok(())
     } else {
         Err(CliError::Validation(
-            resp.errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect(),
+            resp.errors
+                .iter()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect(),
         ))
     }
 }

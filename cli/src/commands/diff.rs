@@ -122,7 +122,6 @@ pub fn colorize(diff: &str, style: Style) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

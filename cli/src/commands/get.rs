@@ -186,7 +186,6 @@ fn policy_type(p: Option<&policy::Policy>) -> &'static str {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use portico_api::pb::{Cluster, Endpoint, Listener, Resource, Route, RouteTable, VirtualHost};

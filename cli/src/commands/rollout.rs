@@ -227,7 +227,6 @@ impl Progress {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use portico_api::pb::AgentNack as PbNack;
