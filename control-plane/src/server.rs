@@ -17,6 +17,8 @@ use crate::keys::Keys;
 use crate::metered::MeteredStore;
 use crate::registry::Registry;
 use crate::snapshot;
+use crate::store::embedded::EmbeddedStore;
+use crate::store::etcd::{EtcdConfig, EtcdStore};
 use crate::store::{Store, StoreError};
 use crate::views::Views;
 
@@ -44,8 +46,16 @@ pub enum ServerError {
 /// Opens the store named by `config` and checks that it answers.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServerError> {
     let (kind, opened): (&'static str, Result<Arc<dyn Store>, StoreError>) = match config.store {
-        StoreKind::Embedded => ("embedded", Err(StoreError::Unavailable("pending".into()))),
-        StoreKind::Etcd => ("etcd", Err(StoreError::Unavailable("pending".into()))),
+        StoreKind::Embedded => (
+            "embedded",
+            EmbeddedStore::open(&config.data_dir).map(|s| Arc::new(s) as Arc<dyn Store>),
+        ),
+        StoreKind::Etcd => (
+            "etcd",
+            EtcdStore::connect(&EtcdConfig::new(config.etcd_endpoints.clone()))
+                .await
+                .map(|s| Arc::new(s) as Arc<dyn Store>),
+        ),
     };
     let store = opened.map_err(|source| ServerError::Open { kind, source })?;
     // A store that connects lazily fails here instead of on the first agent.

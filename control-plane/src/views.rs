@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use portico_api::pb::{AgentSelector, ControlMessage, Node, Update, control_message, resource};
-use portico_api::{Kind, ResourceSet};
+use portico_api::{Kind, ResourceKey, ResourceSet, reference};
 use prost::Message;
 use tokio::sync::watch;
 
@@ -165,10 +165,13 @@ impl Views {
         if let Some(hit) = self.lock().views.get(&key) {
             return hit.clone();
         }
-        let roots = scope.split(',').filter(|s| !s.is_empty());
+        let roots = scope
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|name| ResourceKey::new(Kind::Listener, name));
         let view = Arc::new(ScopeView {
             version: snapshot.version,
-            resources: reachable(&snapshot.resources, roots),
+            resources: reference::reachable(&snapshot.resources, roots),
             scope,
         });
         self.lock().views.insert(key, view.clone());
@@ -200,25 +203,6 @@ pub fn selects(selector: Option<&AgentSelector>, node: &Node) -> bool {
     (s.regions.is_empty() || s.regions.contains(&node.region))
         && (s.zones.is_empty() || s.zones.contains(&node.zone))
         && s.labels.iter().all(|(k, v)| node.labels.get(k) == Some(v))
-}
-
-/// The listeners named in `roots` and everything they reach.
-fn reachable<'a>(set: &ResourceSet, roots: impl Iterator<Item = &'a str>) -> ResourceSet {
-    let mut out = ResourceSet::new();
-    let mut todo: Vec<(Kind, String)> = roots.map(|n| (Kind::Listener, n.to_string())).collect();
-    while let Some((kind, name)) = todo.pop() {
-        if out.contains(kind, &name) {
-            continue;
-        }
-        let Some(resource) = set.get(kind, &name) else {
-            continue;
-        };
-        for reference in portico_api::reference::references(resource) {
-            todo.push((reference.target.kind(), reference.target.name));
-        }
-        out.insert(resource.clone());
-    }
-    out
 }
 
 /// Encodes the update from `from` (None: full) to `to`.
