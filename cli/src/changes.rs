@@ -65,14 +65,9 @@ impl Outcome {
     /// The human form: one line per resource, then a summary line.
     pub fn table(&self, style: Style) -> String {
         let mut out = String::new();
-        let width = self
-            .changes
-            .iter()
-            .map(|c| c.change.len())
-            .max()
-            .unwrap_or(0);
         for c in &self.changes {
-            let padded = format!("{:width$}", c.change);
+            // As wide as the longest word, "unchanged", so names line up across commands.
+            let padded = format!("{:9}", c.change);
             let word = match c.change {
                 "created" => style.green(&padded),
                 "updated" => style.yellow(&padded),

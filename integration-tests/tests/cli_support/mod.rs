@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use portico_integration_tests::bins;
+use portico_integration_tests::cp::{self, StoreSpec};
 use portico_integration_tests::net::{free_addr, is_listening};
 use portico_integration_tests::process::Process;
 
@@ -20,29 +21,18 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct ControlPlane {
     /// `http://127.0.0.1:<port>`.
     pub url: String,
-    process: Process,
+    _cp: cp::ControlPlane,
     _dir: tempfile::TempDir,
 }
 
 impl ControlPlane {
-    /// Starts `portico-cp` on free ports and waits until it accepts connections.
+    /// Starts `portico-cp` on free ports and waits until it is ready.
     pub fn start() -> ControlPlane {
         let dir = tempfile::tempdir().unwrap();
-        let listen = free_addr();
-        let mut cmd = Command::new(bins::path("portico-cp"));
-        cmd.arg("--listen")
-            .arg(listen.to_string())
-            .arg("--metrics-listen")
-            .arg(free_addr().to_string())
-            .arg("--data-dir")
-            .arg(dir.path())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null());
-        let mut process = Process::spawn("portico-cp", cmd);
-        wait_listening(&mut process, listen, "portico-cp");
+        let cp = cp::ControlPlane::start(StoreSpec::Embedded(dir.path().to_path_buf()), "cp-test");
         ControlPlane {
-            url: format!("http://{listen}"),
-            process,
+            url: cp.endpoint(),
+            _cp: cp,
             _dir: dir,
         }
     }
@@ -232,21 +222,4 @@ pub fn small_config(port: u16, body: &str, upstream_port: u16) -> String {
          ---\n\
          kind: Cluster\nname: app\nspec:\n  endpoints:\n    - {{address: 127.0.0.1, port: {upstream_port}}}\n"
     )
-}
-
-/// A plain HTTP/1.1 GET; returns the status code and the body.
-pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    use std::io::Write;
-    let mut conn = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        conn,
-        "GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    conn.read_to_string(&mut text).ok()?;
-    let status = text.split(' ').nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n")?.1.to_string();
-    Some((status, body))
 }
