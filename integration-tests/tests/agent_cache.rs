@@ -1,11 +1,13 @@
 //! The agent's last-good cache with no control plane reachable: a valid cache makes the agent
 //! serve at once, a corrupt one is ignored.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use portico_agent::cache::Cache;
 use portico_agent::config::ConfigSet;
-use portico_api::pb::{Resource, resource::Spec};
+use portico_api::pb::{Resource, Update, resource::Spec};
 use portico_integration_tests::agent::{Agent, AgentOptions};
 use portico_integration_tests::net::free_addr;
 
@@ -14,16 +16,21 @@ fn no_control_plane() -> Vec<String> {
     vec![format!("http://{}", free_addr())]
 }
 
+fn cluster(name: &str) -> Resource {
+    Resource {
+        name: name.into(),
+        spec: Some(Spec::Cluster(Default::default())),
+        ..Default::default()
+    }
+}
+
 fn cached_config(version: i64) -> ConfigSet {
-    let resources = ["checkout", "search"]
-        .into_iter()
-        .map(|name| Resource {
-            name: name.into(),
-            spec: Some(Spec::Cluster(Default::default())),
-            ..Default::default()
-        })
-        .collect();
-    ConfigSet { version, resources }
+    ConfigSet::default().with_update(&Update {
+        version,
+        full: true,
+        upserts: vec![cluster("checkout"), cluster("search")],
+        ..Default::default()
+    })
 }
 
 #[tokio::test]
