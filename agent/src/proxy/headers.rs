@@ -93,7 +93,8 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, tls: bool, host: &
     }
     let proto = if tls { "https" } else { "http" };
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    if !headers.contains_key(&X_FORWARDED_HOST)
+    if !host.is_empty()
+        && !headers.contains_key(&X_FORWARDED_HOST)
         && let Ok(value) = HeaderValue::from_str(host)
     {
         headers.insert(X_FORWARDED_HOST.clone(), value);

@@ -285,6 +285,7 @@ async fn forward(
         .map_err(|_| ProxyError::BadRequest("bad_uri"))?;
     parts.version = upstream.version();
     if !parts.headers.contains_key(header::HOST)
+        && !target.authority.is_empty()
         && let Ok(value) = HeaderValue::from_str(target.authority)
     {
         parts.headers.insert(header::HOST, value);
