@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use http::{Request, StatusCode, Version};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use portico_api::pb::{self, resource::Spec};
 use proxy_support::*;
@@ -64,16 +64,7 @@ async fn http2_prior_knowledge_clients_and_http2_upstreams() {
             .unwrap();
         assert_eq!(response.version(), Version::HTTP_2);
         assert_eq!(response.status(), StatusCode::OK);
-        let text = String::from_utf8(
-            response
-                .into_body()
-                .collect()
-                .await
-                .unwrap()
-                .to_bytes()
-                .to_vec(),
-        )
-        .unwrap();
+        let text = text(response).await;
         assert!(text.contains(upstream_sees), "{path}: {text}");
     }
     proxy.shutdown(Duration::from_secs(1)).await;
@@ -186,16 +177,7 @@ async fn https_selects_the_certificate_by_sni_and_negotiates_alpn() {
             sender.send_request(req).await.unwrap()
         };
         assert_eq!(response.status(), StatusCode::OK);
-        let text = String::from_utf8(
-            response
-                .into_body()
-                .collect()
-                .await
-                .unwrap()
-                .to_bytes()
-                .to_vec(),
-        )
-        .unwrap();
+        let text = text(response).await;
         assert!(text.contains("x-forwarded-proto: https"), "{text}");
         assert!(text.contains(&format!("host: {name}")), "{text}");
     }

@@ -138,19 +138,9 @@ async fn route(
             r
         }
         Action::Redirect(redirect) => redirect_response(redirect, ctx.tls, &authority, &path, &req),
-        Action::Forward(upstream) => {
+        Action::Forward(targets) => {
             let target = Target {
-                upstream,
-                route,
-                path: &path,
-                authority: &authority,
-            };
-            forward(ctx, listener, target, req, log).await?
-        }
-        Action::Weighted(targets) => {
-            let upstream = pick_weighted(targets);
-            let target = Target {
-                upstream,
+                upstream: targets.pick(),
                 route,
                 path: &path,
                 authority: &authority,
@@ -160,20 +150,6 @@ async fn route(
     };
     route.response_headers.apply(response.headers_mut());
     Ok(response)
-}
-
-fn pick_weighted(targets: &[(Arc<Upstream>, u32)]) -> &Arc<Upstream> {
-    let total: u64 = targets.iter().map(|(_, w)| u64::from(*w)).sum();
-    let mut point = rand::random_range(0..total.max(1));
-    for (upstream, weight) in targets {
-        if point < u64::from(*weight) {
-            return upstream;
-        }
-        point -= u64::from(*weight);
-    }
-    // Weights sum above zero (checked at compile), so the loop returns; the last is a safe
-    // answer all the same.
-    &targets[targets.len() - 1].0
 }
 
 fn redirect_response(

@@ -116,10 +116,8 @@ impl ValueMatch {
 /// What a route does.
 #[derive(Debug)]
 pub enum Action {
-    /// Forward to one cluster.
-    Forward(Arc<Upstream>),
-    /// Forward to a cluster chosen at random by weight.
-    Weighted(Vec<(Arc<Upstream>, u32)>),
+    /// Forward to a cluster, chosen at random by weight when there are several.
+    Forward(Targets),
     /// Answer with a redirect.
     Redirect(Redirect),
     /// Answer with a fixed response.
@@ -146,6 +144,31 @@ pub struct Redirect {
     pub path: Option<String>,
     /// The redirect status.
     pub status: StatusCode,
+}
+
+/// The clusters a route forwards to, with their weights (summing above zero).
+#[derive(Debug)]
+pub struct Targets(Vec<(Arc<Upstream>, u32)>);
+
+impl Targets {
+    /// The cluster for one request.
+    pub fn pick(&self) -> &Upstream {
+        let total: u64 = self.0.iter().map(|(_, w)| u64::from(*w)).sum();
+        let mut point = if self.0.len() > 1 {
+            rand::random_range(0..total.max(1))
+        } else {
+            0
+        };
+        for (upstream, weight) in &self.0 {
+            if point < u64::from(*weight) {
+                return upstream;
+            }
+            point -= u64::from(*weight);
+        }
+        // Unreachable while weights sum above zero, which compile checks; any target is a safe
+        // answer all the same.
+        &self.0[0].0
+    }
 }
 
 #[derive(Debug, Default)]
@@ -502,9 +525,10 @@ fn compile_action(
     };
     match spec.and_then(|a| a.action.as_ref()) {
         None => Err(("action".into(), "no action".into())),
-        Some(route_action::Action::Cluster(name)) => {
-            Ok(Action::Forward(cluster(name, "action.cluster".into())?))
-        }
+        Some(route_action::Action::Cluster(name)) => Ok(Action::Forward(Targets(vec![(
+            cluster(name, "action.cluster".into())?,
+            1,
+        )]))),
         Some(route_action::Action::WeightedClusters(w)) => {
             let mut targets = Vec::new();
             for (i, wc) in w.clusters.iter().enumerate() {
@@ -517,7 +541,7 @@ fn compile_action(
                     "weights must sum above zero".into(),
                 ));
             }
-            Ok(Action::Weighted(targets))
+            Ok(Action::Forward(Targets(targets)))
         }
         Some(route_action::Action::Redirect(r)) => {
             let status = match r.status {
