@@ -33,10 +33,6 @@ use crate::proxy::Proxy;
 use crate::report;
 use crate::state::State;
 
-/// Gauge: the config version the agent serves.
-pub const CONFIG_VERSION: &str = "portico_agent_config_version";
-/// Counter: updates received, by `result` (`ack` or `nack`).
-pub const CONFIG_UPDATES: &str = "portico_agent_config_updates_total";
 /// Gauge: 1 while a stream to a control plane is open.
 pub const CONTROL_PLANE_CONNECTED: &str = "portico_agent_control_plane_connected";
 /// Counter: streams that ended, by `reason` (`error` or `resync`).
@@ -252,10 +248,8 @@ impl Sync {
                     full = update.full,
                     upserts = update.upserts.len(),
                     removals = update.removals.len(),
-                    "applied config"
+                    "acked update"
                 );
-                metrics::counter!(CONFIG_UPDATES, "result" => "ack").increment(1);
-                metrics::gauge!(CONFIG_VERSION).set(update.version as f64);
                 self.state.publish(Arc::clone(&next));
                 *base = next;
                 Ok(agent_message::Message::Ack(Ack {
@@ -265,8 +259,7 @@ impl Sync {
             }
             Err(e) => {
                 let error = e.to_string();
-                tracing::warn!(version = update.version, error, "rejected config");
-                metrics::counter!(CONFIG_UPDATES, "result" => "nack").increment(1);
+                tracing::warn!(version = update.version, error, "nacked update");
                 Ok(agent_message::Message::Nack(Nack {
                     nonce: update.nonce,
                     version: update.version,
