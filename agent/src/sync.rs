@@ -33,10 +33,6 @@ use crate::proxy::Proxy;
 use crate::report;
 use crate::state::State;
 
-/// Gauge: the config version the agent serves.
-pub const CONFIG_VERSION: &str = "portico_agent_config_version";
-/// Counter: updates received, by `result` (`ack` or `nack`).
-pub const CONFIG_UPDATES: &str = "portico_agent_config_updates_total";
 /// Gauge: 1 while a stream to a control plane is open.
 pub const CONTROL_PLANE_CONNECTED: &str = "portico_agent_control_plane_connected";
 /// Counter: streams that ended, by `reason` (`error` or `resync`).
@@ -56,13 +52,10 @@ const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// Why a stream ended.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
-    /// The control plane could not be reached.
-    #[error("connecting to {url}: {source}")]
-    Connect {
-        url: String,
-        #[source]
-        source: tonic::transport::Error,
-    },
+    /// The control plane could not be reached. `reason` holds the whole error chain, because
+    /// tonic's transport error alone says only "transport error".
+    #[error("connecting to {url}: {reason}")]
+    Connect { url: String, reason: String },
     /// The control plane refused the stream.
     #[error("opening the stream: {0}")]
     Open(#[source] tonic::Status),
@@ -206,9 +199,9 @@ impl Sync {
         url: &str,
         applied_version: i64,
     ) -> Result<(mpsc::Sender<AgentMessage>, tonic::Streaming<ControlMessage>), StreamError> {
-        let connect_err = |source| StreamError::Connect {
+        let connect_err = |e: tonic::transport::Error| StreamError::Connect {
             url: url.to_string(),
-            source,
+            reason: chain(&e),
         };
         let channel = Endpoint::from_shared(url.to_string())
             .map_err(connect_err)?
@@ -255,10 +248,8 @@ impl Sync {
                     full = update.full,
                     upserts = update.upserts.len(),
                     removals = update.removals.len(),
-                    "applied config"
+                    "acked update"
                 );
-                metrics::counter!(CONFIG_UPDATES, "result" => "ack").increment(1);
-                metrics::gauge!(CONFIG_VERSION).set(update.version as f64);
                 self.state.publish(Arc::clone(&next));
                 *base = next;
                 Ok(agent_message::Message::Ack(Ack {
@@ -268,8 +259,7 @@ impl Sync {
             }
             Err(e) => {
                 let error = e.to_string();
-                tracing::warn!(version = update.version, error, "rejected config");
-                metrics::counter!(CONFIG_UPDATES, "result" => "nack").increment(1);
+                tracing::warn!(version = update.version, error, "nacked update");
                 Ok(agent_message::Message::Nack(Nack {
                     nonce: update.nonce,
                     version: update.version,
@@ -278,6 +268,17 @@ impl Sync {
             }
         }
     }
+}
+
+/// `e` and its sources, joined by ": ".
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
 }
 
 fn message(m: agent_message::Message) -> AgentMessage {

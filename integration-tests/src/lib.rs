@@ -4,6 +4,7 @@
 //! (never sleeps to synchronise), and kills what it started in `Drop`.
 //!
 //! # Layout
+//! - [`agent`]: a real `portico-agent` process and its admin endpoint (`/readyz`, `/config`).
 //! - [`bins`]: builds and locates the workspace binaries (`portico-cp`, `portico-agent`,
 //!   `portico`) so `cargo test` alone is enough.
 //! - [`cp`]: a real `portico-cp` process with an embedded or etcd store, and its admin client.
@@ -12,6 +13,7 @@
 //! - [`process`]: a child process killed on drop.
 //! - [`scripted_agent`]: a raw-gRPC agent that ACKs or NACKs on command.
 
+pub mod agent;
 pub mod bins;
 pub mod cp;
 pub mod etcd;
