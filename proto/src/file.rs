@@ -33,7 +33,7 @@ pub struct FileError {
     pub path: String,
     /// The document's index in the file (0-based).
     pub document: usize,
-    /// Path of the field at fault, e.g. "spec.virtual_hosts[0].domains".
+    /// Path of the field at fault, e.g. `spec.virtual_hosts[0].domains`.
     pub field: String,
     /// What is wrong.
     pub message: String,
@@ -52,8 +52,14 @@ pub enum RenderError {
         source: serde_json::Error,
     },
     /// The YAML emitter refused a value.
-    #[error("cannot render resources as YAML: {0}")]
-    Yaml(#[source] serde_saphyr::SerializeError),
+    #[error("cannot render {resource} as YAML: {source}")]
+    Yaml {
+        /// The resource, as "Kind/name".
+        resource: String,
+        /// Why.
+        #[source]
+        source: serde_saphyr::SerializeError,
+    },
 }
 
 /// Loads files and directories (every `*.yaml`, `*.yml`, `*.json` directly in a directory,
@@ -98,16 +104,28 @@ pub fn to_value(resource: &Resource) -> Result<Value, RenderError> {
     })
 }
 
-/// Renders resources as YAML documents that [`parse`] reads back unchanged.
+/// Renders resources as YAML documents that [`parse`] reads back unchanged. Fields after the
+/// envelope's are sorted by name, so the output is deterministic (map fields too).
 pub fn to_yaml(resources: &[Resource]) -> Result<String, RenderError> {
-    let values = values(resources)?;
-    let ordered: Vec<_> = values.iter().map(Ordered).collect();
-    serde_saphyr::to_string_multiple(&ordered).map_err(RenderError::Yaml)
+    let documents = resources
+        .iter()
+        .map(|r| {
+            serde_saphyr::to_string(&Ordered(&to_value(r)?)).map_err(|source| RenderError::Yaml {
+                resource: r.key().to_string(),
+                source,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(documents.join("---\n"))
 }
 
-/// Renders resources as a JSON array that [`parse`] reads back unchanged.
+/// Renders resources as a JSON array that [`parse`] reads back unchanged, ordered as
+/// [`to_yaml`] orders.
 pub fn to_json(resources: &[Resource]) -> Result<String, RenderError> {
-    let values = values(resources)?;
+    let values = resources
+        .iter()
+        .map(to_value)
+        .collect::<Result<Vec<_>, _>>()?;
     let ordered: Vec<_> = values.iter().map(Ordered).collect();
     let mut text = serde_json::to_string_pretty(&ordered).map_err(|source| RenderError::Json {
         resource: "resources".into(),
@@ -115,12 +133,6 @@ pub fn to_json(resources: &[Resource]) -> Result<String, RenderError> {
     })?;
     text.push('\n');
     Ok(text)
-}
-
-/// Envelopes of `resources`; going through `Value` names the resource the JSON mapping
-/// refuses.
-fn values(resources: &[Resource]) -> Result<Vec<Value>, RenderError> {
-    resources.iter().map(to_value).collect()
 }
 
 /// The files named by `paths`: files as given, directories expanded to their resource files.
@@ -428,8 +440,8 @@ impl Serialize for SpecRef<'_> {
     }
 }
 
-/// Serializes an envelope value with `kind`, `name`, `labels`, `spec` first, in that order,
-/// whatever order the JSON map keeps; nested maps keep their own order.
+/// Serializes an envelope value as `kind`, `name`, `labels`, `spec`, in that order; a JSON
+/// map would sort them.
 struct Ordered<'a>(&'a Value);
 
 impl Serialize for Ordered<'_> {
@@ -439,14 +451,11 @@ impl Serialize for Ordered<'_> {
             return self.0.serialize(serializer);
         };
         const FIRST: [&str; 4] = ["kind", "name", "labels", "spec"];
-        let mut out = serializer.serialize_map(Some(map.len()))?;
+        let mut out = serializer.serialize_map(None)?;
         for key in FIRST {
             if let Some(v) = map.get(key) {
                 out.serialize_entry(key, v)?;
             }
-        }
-        for (k, v) in map.iter().filter(|(k, _)| !FIRST.contains(&k.as_str())) {
-            out.serialize_entry(k, v)?;
         }
         out.end()
     }

@@ -264,3 +264,24 @@ fn strings_that_look_like_other_yaml_round_trip() {
     let back = file::parse("t.json".as_ref(), &json).expect("parse JSON");
     assert_eq!(back[0].resource, resources[0]);
 }
+#[test]
+fn output_does_not_depend_on_map_order() {
+    let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+    let listener = |keys: &mut dyn Iterator<Item = &String>| {
+        let labels: String = keys.map(|k| format!("{k}: v, ")).collect();
+        let yaml = format!(
+            "kind: Listener\nname: a\nlabels: {{{labels}}}\nspec: {{selector: {{labels: {{{labels}}}}}}}\n"
+        );
+        parse(&yaml)
+    };
+    let forward = listener(&mut keys.iter());
+    let backward = listener(&mut keys.iter().rev());
+    assert_eq!(forward, backward);
+    let render = |r: &[Resource]| {
+        (
+            file::to_yaml(r).expect("yaml"),
+            file::to_json(r).expect("json"),
+        )
+    };
+    assert_eq!(render(&forward), render(&backward));
+}

@@ -772,6 +772,18 @@ fn apply_rules() {
         &["Listener/plain: route_table: route table \"gone\" does not exist"],
     );
 
+    // Rules about one resource alone judge what is applied, not what is stored.
+    let odd = "kind: Listener\nname: odd\nspec: {port: 0, protocol: HTTP, route_table: shop}\n";
+    let mut odd_stored = stored.clone();
+    odd_stored.insert(parse(odd).remove(0));
+    validate_apply(&odd_stored, &carol, &[]).expect("stored resources are not re-judged alone");
+    let errors = validate_apply(&stored, &parse(odd), &[]).expect_err("port 0");
+    assert_errors(
+        "port 0",
+        &errors,
+        &["Listener/odd: port: port 0 is not in 1-65535"],
+    );
+
     let result =
         validate_apply(&stored, &carol, &[key(Kind::Secret, "token")]).expect("valid apply");
     assert!(result.contains(Kind::Consumer, "carol"));
