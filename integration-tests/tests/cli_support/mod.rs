@@ -4,15 +4,12 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::io::Read;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use portico_integration_tests::bins;
 use portico_integration_tests::cp::{self, StoreSpec};
-use portico_integration_tests::net::{free_addr, is_listening};
-use portico_integration_tests::process::Process;
 
 /// How long one `portico` command may run.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -41,55 +38,20 @@ impl ControlPlane {
     pub fn portico(&self, args: &[&str]) -> Run {
         portico(&self.url, args)
     }
-
-    /// Starts an agent connected to this control plane.
-    pub fn agent(&self, id: &str, region: &str, labels: &[&str]) -> Agent {
-        let admin = free_addr();
-        let mut cmd = Command::new(bins::path("portico-agent"));
-        cmd.args([
-            "--control-plane",
-            &self.url,
-            "--node-id",
-            id,
-            "--region",
-            region,
-        ])
-        .args(["--zone", &format!("{region}-1")])
-        .arg("--admin-listen")
-        .arg(admin.to_string())
-        .args(["--report-interval", "1s", "--drain-timeout", "1s"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null());
-        for l in labels {
-            cmd.args(["--label", l]);
-        }
-        let mut process = Process::spawn("portico-agent", cmd);
-        wait_listening(&mut process, admin, "portico-agent");
-        Agent {
-            id: id.to_string(),
-            _process: process,
-        }
-    }
 }
 
-/// A running agent.
-pub struct Agent {
-    /// Its node id.
-    pub id: String,
-    _process: Process,
-}
-
-fn wait_listening(process: &mut Process, addr: SocketAddr, name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !is_listening(addr) {
-        if let Some(status) = process.try_wait() {
-            panic!("{name} exited at start: {status}");
+/// Calls `check` every 50 ms until it returns `Some`, or fails after `timeout` with `what`.
+pub fn poll<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
         }
         assert!(
             Instant::now() < deadline,
-            "{name} did not listen on {addr} within 20s"
+            "timed out after {timeout:?} waiting for {what}"
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -210,13 +172,32 @@ pub fn example_files() -> Vec<PathBuf> {
     files
 }
 
-/// A listener on `port`, a route table with a direct response and a route to `cluster`, and
-/// that cluster pointing at `upstream_port`: the smallest complete config.
+/// A listener on `port`, a route table with a route to cluster `app` and a direct response
+/// of `body`, and that cluster pointing at `upstream_port`: the smallest complete config.
 pub fn small_config(port: u16, body: &str, upstream_port: u16) -> String {
     format!(
-        "kind: Listener\nname: web\nspec:\n  address: 127.0.0.1\n  port: {port}\n  protocol: HTTP\n  route_table: main\n\
-         ---\n\
-         kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: [\"*\"]\n      routes:\n\
+        "{}---\n{}",
+        listener("web", port, None),
+        routes(body, upstream_port)
+    )
+}
+
+/// A listener named `name` on 127.0.0.1:`port` for the route table `main`, selecting the
+/// agents of `region` (all when `None`).
+pub fn listener(name: &str, port: u16, region: Option<&str>) -> String {
+    let selector = region.map_or(String::new(), |r| {
+        format!("  selector: {{regions: [{r}]}}\n")
+    });
+    format!(
+        "kind: Listener\nname: {name}\nspec:\n  address: 127.0.0.1\n  port: {port}\n  protocol: HTTP\n  route_table: main\n{selector}"
+    )
+}
+
+/// The route table `main` (a route to cluster `app`, then a direct response of `body`) and
+/// the cluster `app` pointing at `upstream_port`.
+pub fn routes(body: &str, upstream_port: u16) -> String {
+    format!(
+        "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: [\"*\"]\n      routes:\n\
          \x20       - match: {{prefix: /app}}\n          action: {{cluster: app}}\n\
          \x20       - action:\n            direct_response: {{status: 200, body: \"{body}\"}}\n\
          ---\n\
