@@ -175,8 +175,8 @@ async fn rollout_status_wait_exits_5_on_timeout_while_an_agent_has_not_applied()
 
 /// `portico dev` on `ports`, its stdout and stderr written to files in `out`.
 fn start_dev(ports: &DevPorts, out: &Files) -> Process {
-    let stdout = std::fs::File::create(out.path().join("stdout")).unwrap();
-    let stderr = std::fs::File::create(out.path().join("stderr")).unwrap();
+    let stdout = std::fs::File::create(out.path().join("stdout")).expect("stdout file");
+    let stderr = std::fs::File::create(out.path().join("stderr")).expect("stderr file");
     let mut cmd = Command::new(bins::path("portico"));
     cmd.arg("dev")
         .arg("--listen")
