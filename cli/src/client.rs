@@ -104,3 +104,42 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn intercepted(token: Option<&str>) -> Option<String> {
+        let mut interceptor = BearerToken::new(token).unwrap();
+        let req = interceptor.call(tonic::Request::new(())).unwrap();
+        req.metadata()
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_string())
+    }
+
+    #[test]
+    fn the_token_is_sent_as_a_bearer_authorization_header() {
+        assert_eq!(
+            intercepted(Some("s3cret")).as_deref(),
+            Some("Bearer s3cret")
+        );
+        assert_eq!(intercepted(None), None);
+        assert_eq!(intercepted(Some("")), None);
+    }
+
+    #[test]
+    fn a_token_that_cannot_be_a_header_is_a_usage_error() {
+        let err = BearerToken::new(Some("bad\ntoken")).err().unwrap();
+        assert_eq!(err.exit_code(), crate::error::EXIT_USAGE);
+    }
+
+    #[tokio::test]
+    async fn a_malformed_server_url_is_a_usage_error() {
+        let config = ClientConfig {
+            server: "not a url".into(),
+            token: None,
+        };
+        let err = config.connect().await.err().unwrap();
+        assert_eq!(err.exit_code(), crate::error::EXIT_USAGE, "{err}");
+    }
+}
