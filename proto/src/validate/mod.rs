@@ -47,6 +47,28 @@ impl std::fmt::Display for ValidationError {
 
 impl std::error::Error for ValidationError {}
 
+/// For the Admin API's apply response.
+impl From<ValidationError> for crate::pb::ValidationError {
+    fn from(e: ValidationError) -> Self {
+        crate::pb::ValidationError {
+            key: Some(e.key),
+            field: e.field,
+            message: e.message,
+        }
+    }
+}
+
+/// For showing an apply response's errors as [`validate_set`] shows them.
+impl From<crate::pb::ValidationError> for ValidationError {
+    fn from(e: crate::pb::ValidationError) -> Self {
+        ValidationError {
+            key: e.key.unwrap_or_default(),
+            field: e.field,
+            message: e.message,
+        }
+    }
+}
+
 /// Every error in `set`, in resource order. Empty when the set is valid.
 pub fn validate_set(set: &ResourceSet) -> Vec<ValidationError> {
     validate_with(set, None, &HashSet::new())
