@@ -26,7 +26,8 @@ pub struct FileArgs {
 /// The resources of the files named with `-f`, in file order.
 pub struct Files {
     loaded: Vec<Loaded>,
-    origin: HashMap<(Kind, String), (String, usize)>,
+    /// Index into `loaded` by kind and name.
+    origin: HashMap<(Kind, String), usize>,
 }
 
 /// One validation error with where it came from, as printed and as rendered to JSON/YAML.
@@ -36,6 +37,8 @@ pub struct FieldError {
     pub path: Option<String>,
     /// The document's index in the file (0-based), when the resource came from a file.
     pub document: Option<usize>,
+    /// The line the document starts on (1-based), when known.
+    pub line: Option<usize>,
     /// The resource's kind, when known.
     pub kind: Option<String>,
     /// The resource's name, when known.
@@ -49,7 +52,11 @@ pub struct FieldError {
 impl std::fmt::Display for FieldError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if let (Some(path), Some(doc)) = (&self.path, self.document) {
-            write!(f, "{path}: document {doc}: ")?;
+            write!(f, "{path}: document {doc}")?;
+            if let Some(line) = self.line {
+                write!(f, " (line {line})")?;
+            }
+            f.write_str(": ")?;
         }
         if let (Some(kind), Some(name)) = (&self.kind, &self.name) {
             write!(f, "{kind}/{name}: ")?;
@@ -66,6 +73,7 @@ impl From<file::FileError> for FieldError {
         FieldError {
             path: Some(e.path),
             document: Some(e.document),
+            line: (e.line > 0).then_some(e.line),
             kind: None,
             name: None,
             field: e.field,
@@ -81,12 +89,8 @@ impl Files {
             .map_err(|errors| errors.into_iter().map(FieldError::from).collect::<Vec<_>>())?;
         let origin = loaded
             .iter()
-            .map(|l| {
-                (
-                    (l.resource.kind(), l.resource.name.clone()),
-                    (l.path.display().to_string(), l.document),
-                )
-            })
+            .enumerate()
+            .map(|(i, l)| ((l.resource.kind(), l.resource.name.clone()), i))
             .collect();
         Ok(Files { loaded, origin })
     }
@@ -109,10 +113,14 @@ impl Files {
     /// A server-side validation error, with the file and document of its resource.
     pub fn locate(&self, e: &ValidationError) -> FieldError {
         let key = e.key.clone().unwrap_or_default();
-        let origin = self.origin.get(&(key.kind(), key.name.clone()));
+        let origin = self
+            .origin
+            .get(&(key.kind(), key.name.clone()))
+            .and_then(|i| self.loaded.get(*i));
         FieldError {
-            path: origin.map(|(p, _)| p.clone()),
-            document: origin.map(|(_, d)| *d),
+            path: origin.map(|l| l.path.display().to_string()),
+            document: origin.map(|l| l.document),
+            line: origin.map(|l| l.line).filter(|l| *l > 0),
             kind: e.key.as_ref().map(|k| k.kind().display_name().to_string()),
             name: e.key.as_ref().map(|k| k.name.clone()),
             field: e.field.clone(),
@@ -140,6 +148,7 @@ mod tests {
         let e = FieldError {
             path: Some("routes.yaml".into()),
             document: Some(1),
+            line: Some(12),
             kind: Some("RouteTable".into()),
             name: Some("shop".into()),
             field: "virtual_hosts[0].routes[2].action.cluster".into(),
@@ -147,7 +156,7 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "routes.yaml: document 1: RouteTable/shop: \
+            "routes.yaml: document 1 (line 12): RouteTable/shop: \
              virtual_hosts[0].routes[2].action.cluster: cluster \"cart\" does not exist"
         );
     }
@@ -157,6 +166,7 @@ mod tests {
         let e = FieldError {
             path: None,
             document: None,
+            line: None,
             kind: Some("Cluster".into()),
             name: Some("web".into()),
             field: String::new(),

@@ -147,8 +147,9 @@ fn file_errors_name_file_document_and_field_and_exit_4() {
     );
     let run = cp.portico(&["apply", "-f", &bad]).expect(4);
     assert!(
-        run.stderr
-            .contains(&format!("{bad}: document 1: spec.prot: unknown field")),
+        run.stderr.contains(&format!(
+            "{bad}: document 1 (line 5): spec.prot: unknown field"
+        )),
         "{run:#?}"
     );
     assert!(run.stderr.contains("nothing was applied"), "{run:#?}");
@@ -167,7 +168,7 @@ fn server_validation_errors_are_traced_to_file_and_document_and_exit_4() {
     let run = cp.portico(&["apply", "-f", &path]).expect(4);
     assert!(
         run.stderr.contains(&format!(
-            "{path}: document 1: RouteTable/main: virtual_hosts[0].routes[0].action.cluster:"
+            "{path}: document 1 (line 9): RouteTable/main: virtual_hosts[0].routes[0].action.cluster:"
         )),
         "{run:#?}"
     );
@@ -180,6 +181,7 @@ fn server_validation_errors_are_traced_to_file_and_document_and_exit_4() {
     let error = &json["errors"][0];
     assert_eq!(error["path"], path.as_str());
     assert_eq!(error["document"], 1);
+    assert_eq!(error["line"], 9);
     assert_eq!(error["kind"], "RouteTable");
     assert_eq!(error["field"], "virtual_hosts[0].routes[0].action.cluster");
 
