@@ -4,6 +4,7 @@
 mod cli_support;
 
 use cli_support::{ControlPlane, Files, example_files, portico, small_config};
+use portico_integration_tests::etcd::Etcd;
 use portico_integration_tests::net::free_port;
 
 #[test]
@@ -339,6 +340,49 @@ fn delete_refuses_a_referenced_resource_and_removes_an_unreferenced_one() {
         "{deleted:#?}"
     );
     cp.portico(&["get", "cluster", "spare"]).expect(1);
+}
+
+#[test]
+fn two_control_planes_on_one_etcd_agree_and_refuse_a_stale_write() {
+    let etcd = Etcd::start();
+    let cp1 = ControlPlane::on_etcd(&etcd.endpoint(), "cp-1");
+    let cp2 = ControlPlane::on_etcd(&etcd.endpoint(), "cp-2");
+    let files = Files::new();
+    let (port, upstream) = (free_port(), free_port());
+    let first = files.write("a.yaml", &small_config(port, "one", upstream));
+    let applied = cp1
+        .portico(&["-o", "json", "apply", "-m", "via cp-1", "-f", &first])
+        .ok()
+        .json();
+    let revision = applied["revision"].as_i64().unwrap();
+
+    let from_cp1 = cp1.portico(&["-o", "yaml", "get", "all"]).ok().stdout;
+    let from_cp2 = cp2.portico(&["-o", "yaml", "get", "all"]).ok().stdout;
+    assert_eq!(from_cp1, from_cp2);
+    let history = cp2.portico(&["-o", "json", "history"]).ok().json();
+    assert_eq!(history["entries"][0]["revision"], revision);
+    assert_eq!(history["entries"][0]["message"], "via cp-1");
+
+    let second = files.write("a.yaml", &small_config(port, "two", upstream));
+    let newer = cp2
+        .portico(&["-o", "json", "apply", "-f", &second])
+        .ok()
+        .json();
+    let current = newer["revision"].as_i64().unwrap();
+    let third = files.write("a.yaml", &small_config(port, "three", upstream));
+    let run = cp1
+        .portico(&[
+            "apply",
+            "--expected-revision",
+            &revision.to_string(),
+            "-f",
+            &third,
+        ])
+        .expect(3);
+    assert!(
+        run.stderr.contains(&format!("current revision {current}")),
+        "{run:#?}"
+    );
 }
 
 #[test]

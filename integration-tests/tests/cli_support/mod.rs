@@ -14,23 +14,38 @@ use portico_integration_tests::cp::{self, StoreSpec};
 /// How long one `portico` command may run.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A control plane on the embedded store in a temp dir.
+/// A control plane, killed when dropped.
 pub struct ControlPlane {
     /// `http://127.0.0.1:<port>`.
     pub url: String,
     _cp: cp::ControlPlane,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl ControlPlane {
-    /// Starts `portico-cp` on free ports and waits until it is ready.
+    /// Starts `portico-cp` on the embedded store in a temp dir and waits until it is ready.
     pub fn start() -> ControlPlane {
         let dir = tempfile::tempdir().unwrap();
         let cp = cp::ControlPlane::start(StoreSpec::Embedded(dir.path().to_path_buf()), "cp-test");
         ControlPlane {
             url: cp.endpoint(),
             _cp: cp,
-            _dir: dir,
+            _dir: Some(dir),
+        }
+    }
+
+    /// Starts `portico-cp` replica `replica` on the etcd at `endpoint`, under key prefix
+    /// `/cli-test`, and waits until it is ready.
+    pub fn on_etcd(endpoint: &str, replica: &str) -> ControlPlane {
+        let store = StoreSpec::Etcd {
+            endpoint: endpoint.to_string(),
+            prefix: "/cli-test".to_string(),
+        };
+        let cp = cp::ControlPlane::start(store, replica);
+        ControlPlane {
+            url: cp.endpoint(),
+            _cp: cp,
+            _dir: None,
         }
     }
 
