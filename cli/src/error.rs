@@ -96,7 +96,9 @@ impl CliError {
                     message
                 },
             },
-            Code::NotFound => CliError::Server(message),
+            Code::NotFound | Code::FailedPrecondition | Code::AlreadyExists => {
+                CliError::Server(message)
+            }
             code => CliError::Server(format!("{code:?}: {message}")),
         }
     }
