@@ -171,16 +171,21 @@ impl Proxy {
                 .map_or(0, |l| l.conn.limits.max_connections);
             bound.insert(addr, Bound::spawn(self.shared.clone(), addr, socket, max));
         }
-        bound.retain(|addr, b| match runtime.listeners.get(addr) {
-            Some(l) => {
+        let removed: Vec<SocketAddr> = bound
+            .keys()
+            .filter(|addr| !runtime.listeners.contains_key(addr))
+            .copied()
+            .collect();
+        for addr in removed {
+            if let Some(b) = bound.remove(&addr) {
+                b.close().await;
+            }
+        }
+        for (addr, b) in bound.iter_mut() {
+            if let Some(l) = runtime.listeners.get(addr) {
                 b.set_max_connections(l.conn.limits.max_connections);
-                true
             }
-            None => {
-                b.stop.cancel();
-                false
-            }
-        });
+        }
         tracing::info!(
             version = config.version,
             listeners = runtime.listeners.len(),
@@ -203,7 +208,9 @@ impl Proxy {
     pub async fn shutdown(&self, grace: std::time::Duration) {
         let mut bound = self.bound.lock().await;
         self.shared.shutdown.cancel();
-        bound.clear();
+        for (_, b) in bound.drain() {
+            b.close().await;
+        }
         self.shared.tracker.close();
         if tokio::time::timeout(grace, self.shared.tracker.wait())
             .await
