@@ -8,7 +8,8 @@
 //! - [`conn`]: per-connection state and the I/O wrapper that answers 408 and spots framing
 //!   conflicts.
 //! - [`service`]: request handling: hygiene, routing, actions, forwarding.
-//! - [`upstream`]: per-cluster connection pools and round robin.
+//! - [`upstream`]: per-cluster connection pools and round robin; [`connector`]: TCP and TLS
+//!   connections to endpoints.
 //! - [`headers`], [`path`]: header hygiene and transforms; path normalisation.
 //! - [`body`]: the boxed body type and the size-limited request body.
 //! - [`error`]: classified data-path errors and the status each maps to.
@@ -17,6 +18,7 @@
 pub mod access_log;
 pub mod body;
 pub mod conn;
+pub mod connector;
 pub mod error;
 pub mod headers;
 pub mod listener;
