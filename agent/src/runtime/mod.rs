@@ -3,10 +3,12 @@
 //! dangling name or a bad regex.
 //!
 //! # Layout
-//! - [`router`]: route tables (virtual hosts, route index, actions).
+//! - [`router`]: route tables (virtual hosts, route index, matching).
+//! - [`action`]: what a route does (forward, weighted split, redirect, fixed answer).
 //! - [`cluster`]: clusters into upstream pools.
 //! - [`listener`]: listeners into bind addresses, limits and TLS.
 
+pub mod action;
 pub mod cluster;
 pub mod listener;
 pub mod router;
