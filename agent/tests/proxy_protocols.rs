@@ -25,23 +25,13 @@ async fn http2_prior_knowledge_clients_and_http2_upstreams() {
     if let Some(Spec::Cluster(c)) = h2_cluster.spec.as_mut() {
         c.protocol = pb::cluster::UpstreamProtocol::Http2 as i32;
     }
-    let cfg = config(
+    let cfg = web(
         1,
+        port,
+        vec![cluster("h1", &[up.addr]), h2_cluster],
         vec![
-            listener("web", port, "rt"),
-            cluster("h1", &[up.addr]),
-            h2_cluster,
-            table(
-                "rt",
-                vec![vhost(
-                    "all",
-                    &["*"],
-                    vec![
-                        route("to-h2", prefix("/h2"), to("h2")),
-                        route("to-h1", prefix("/"), to("h1")),
-                    ],
-                )],
-            ),
+            route("to-h2", prefix("/h2"), to("h2")),
+            route("to-h1", prefix("/"), to("h1")),
         ],
     );
     let proxy = proxy_with(&cfg).await;
@@ -224,4 +214,69 @@ async fn websockets_are_passed_through_both_ways() {
     ws.close(None).await.unwrap();
     proxy.shutdown(Duration::from_secs(1)).await;
     ws_stop.cancel();
+}
+
+#[tokio::test]
+async fn clusters_can_reach_their_endpoints_over_tls() {
+    let (up_secret, _) = self_signed("up.internal");
+    let (other_ca, _) = self_signed("someone.else");
+    let server_tls = portico_agent::tls::server_config(
+        &pb::ListenerTls {
+            certificates: vec![pb::SniCertificate {
+                server_names: vec!["up.internal".into()],
+                secret: "up".into(),
+            }],
+            ..Default::default()
+        },
+        |_| Some(up_secret.clone()),
+    )
+    .unwrap();
+    let up = Upstream::start_tls("secure-up", server_tls).await;
+    let port = free_port();
+    let tls_cluster = |name: &str, ca: &str| {
+        let mut c = cluster(name, &[up.addr]);
+        if let Some(Spec::Cluster(spec)) = c.spec.as_mut() {
+            spec.tls = Some(pb::UpstreamTls {
+                enabled: true,
+                server_name: "up.internal".into(),
+                ca_secret: ca.into(),
+                client_certificate_secret: String::new(),
+            });
+        }
+        c
+    };
+    let ca_only = |s: &pb::TlsSecret| pb::TlsSecret {
+        certificate_chain: s.certificate_chain.clone(),
+        private_key: String::new(),
+    };
+    let cfg = web(
+        1,
+        port,
+        vec![
+            secret("up-ca", ca_only(&up_secret)),
+            secret("wrong-ca", ca_only(&other_ca)),
+            tls_cluster("trusted", "up-ca"),
+            tls_cluster("untrusted", "wrong-ca"),
+        ],
+        vec![
+            route("bad", prefix("/untrusted"), to("untrusted")),
+            route("good", prefix("/"), to("trusted")),
+        ],
+    );
+    let proxy = proxy_with(&cfg).await;
+    let good = get(port, "x", "/hello").await;
+    assert_eq!(good.status, StatusCode::OK, "{}", good.body);
+    assert_eq!(good.upstream(), "secure-up");
+    let bad = get(port, "x", "/untrusted").await;
+    assert_eq!(bad.status, StatusCode::BAD_GATEWAY, "{}", bad.body);
+    assert_eq!(up.hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    let mut missing = cfg.clone();
+    missing.resources.insert(tls_cluster("trusted", "nope"));
+    let err = proxy.apply(&missing).await.unwrap_err();
+    assert!(
+        err.to_string().contains("Cluster/trusted: tls.ca_secret"),
+        "{err}"
+    );
+    proxy.shutdown(Duration::from_secs(1)).await;
 }

@@ -29,9 +29,10 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// A socket being accepted on.
 pub struct Bound {
     /// Stops accepting and drains the listener's connections.
-    pub stop: CancellationToken,
+    stop: CancellationToken,
     semaphore: Arc<Semaphore>,
     max_connections: u32,
+    accepting: tokio::task::JoinHandle<()>,
 }
 
 impl Bound {
@@ -51,12 +52,20 @@ impl Bound {
             semaphore.clone(),
             stop.clone(),
         );
-        shared.tracker.spawn(task);
+        let accepting = shared.tracker.spawn(task);
         Bound {
             stop,
             semaphore,
             max_connections,
+            accepting,
         }
+    }
+
+    /// Stops accepting and waits until the socket is closed, so its address can be bound
+    /// again at once; the listener's connections drain in the background.
+    pub async fn close(self) {
+        self.stop.cancel();
+        let _ = self.accepting.await;
     }
 
     /// Applies a new connection limit to connections accepted from now on.

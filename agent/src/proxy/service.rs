@@ -20,7 +20,8 @@ use super::headers;
 use super::path;
 use super::upstream::Upstream;
 use crate::metrics as m;
-use crate::runtime::router::{Action, Redirect, RequestView, Route};
+use crate::runtime::action::{Action, Redirect};
+use crate::runtime::router::{RequestView, Route};
 use crate::runtime::{ListenerRuntime, Runtime};
 
 /// What every request on one client connection shares.

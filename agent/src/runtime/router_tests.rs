@@ -1,7 +1,8 @@
 //! Table-driven tests of route table compilation and matching.
 
 use super::*;
-use pb::{HeaderMatch, QueryParamMatch, RouteMatch};
+use http::HeaderValue;
+use pb::{HeaderMatch, QueryParamMatch, RouteMatch, route_action};
 
 fn route(name: &str, path: Option<route_match::Path>) -> pb::Route {
     pb::Route {
