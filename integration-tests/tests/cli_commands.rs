@@ -11,7 +11,11 @@ use portico_integration_tests::net::free_port;
 fn apply_then_get_yaml_reapplied_is_a_noop() {
     let cp = ControlPlane::start();
     let files = Files::new();
-    let config = files.write("web.yaml", &small_config(free_port(), "hi", free_port()));
+    let secret = "---\nkind: Secret\nname: token\nspec: {opaque: s3cret}\n";
+    let config = files.write(
+        "web.yaml",
+        &format!("{}{secret}", small_config(free_port(), "hi", free_port())),
+    );
 
     let applied = cp.portico(&["apply", "-f", &config, "-m", "first"]).ok();
     for line in [
@@ -37,6 +41,8 @@ fn apply_then_get_yaml_reapplied_is_a_noop() {
     );
 
     let yaml = cp.portico(&["-o", "yaml", "get", "all"]).ok();
+    assert!(!yaml.stdout.contains("kind: Secret"), "{yaml:#?}");
+    assert!(yaml.stderr.contains("1 secret(s) left out"), "{yaml:#?}");
     let dumped = files.write("dump.yaml", &yaml.stdout);
     let again = cp
         .portico(&["-o", "json", "apply", "-f", &dumped])

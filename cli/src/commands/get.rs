@@ -3,7 +3,9 @@
 
 use portico_api::pb::listener::Protocol;
 use portico_api::pb::resource::Spec;
-use portico_api::pb::{GetRequest, Kind, ListRequest, ResourceKey, StoredResource, policy, secret};
+use portico_api::pb::{
+    GetRequest, Kind, ListRequest, Resource, ResourceKey, StoredResource, policy, secret,
+};
 
 use crate::commands::{Context, parse_kind};
 use crate::error::CliResult;
@@ -47,9 +49,17 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
                 .resources
         }
     };
-    let resources: Vec<_> = stored.iter().filter_map(|s| s.resource.clone()).collect();
     let text = match ctx.format {
-        Format::Yaml | Format::Json => output::resources(ctx.format, &resources)?,
+        Format::Yaml | Format::Json => {
+            let (resources, secrets) = dump(kind, &stored);
+            if secrets > 0 {
+                eprintln!(
+                    "{secrets} secret(s) left out: their material is never printed back, and \
+                     applying the redacted form would overwrite it"
+                );
+            }
+            output::resources(ctx.format, &resources)?
+        }
         Format::Table if stored.is_empty() => {
             eprintln!("no resources found");
             return Ok(());
@@ -61,6 +71,17 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
         println!();
     }
     Ok(())
+}
+
+/// The resources printed for `-o yaml|json`, and how many secrets were left out: a dump of
+/// every kind must be safe to apply back, and a redacted secret is not.
+fn dump(kind: Kind, stored: &[StoredResource]) -> (Vec<Resource>, usize) {
+    let all = stored.iter().filter_map(|s| s.resource.clone());
+    if kind != Kind::Unspecified {
+        return (all.collect(), 0);
+    }
+    let (secrets, rest): (Vec<_>, Vec<_>) = all.partition(|r| r.kind() == Kind::Secret);
+    (rest, secrets.len())
 }
 
 /// The table: NAME, REVISION and the key fields of `kind` (KIND first when listing all kinds).
@@ -214,6 +235,19 @@ mod tests {
             "NAME     REVISION   ADDRESS          PROTOCOL   ROUTE TABLE   REGIONS\n\
              public   3          127.0.0.1:8080   http       main          *\n"
         );
+    }
+
+    #[test]
+    fn dumps_of_every_kind_leave_secrets_out() {
+        let secret = stored("key", Spec::Secret(Default::default()), 1);
+        let cluster = stored("web", Spec::Cluster(Default::default()), 1);
+        let both = [secret.clone(), cluster];
+        let (resources, left_out) = dump(Kind::Unspecified, &both);
+        assert_eq!(left_out, 1);
+        assert_eq!(resources.len(), 1);
+        assert_eq!(resources[0].name, "web");
+        // Asking for secrets by kind prints them, redacted by the server.
+        assert_eq!(dump(Kind::Secret, &[secret]).0.len(), 1);
     }
 
     #[test]
