@@ -4,6 +4,7 @@
 //! (never sleeps to synchronise), and kills what it started in `Drop`.
 //!
 //! # Layout
+//! - [`agent`]: a real `portico-agent` process and its admin endpoint (`/readyz`, `/config`).
 //! - [`bins`]: builds and locates the workspace binaries (`portico-cp`, `portico-agent`,
 //!   `portico`) so `cargo test` alone is enough.
 //! - [`cp`]: a real `portico-cp` process with an embedded or etcd store, and its admin client.
@@ -11,10 +12,13 @@
 //! - [`net`]: free ports and polling helpers.
 //! - [`process`]: a child process killed on drop.
 //! - [`scripted_agent`]: a raw-gRPC agent that ACKs or NACKs on command.
+//! - [`upstream`]: a real HTTP upstream and the resources that route a listener to it.
 
+pub mod agent;
 pub mod bins;
 pub mod cp;
 pub mod etcd;
 pub mod net;
 pub mod process;
 pub mod scripted_agent;
+pub mod upstream;

@@ -1,0 +1,145 @@
+//! Where the control plane is and how to authenticate to it: the global `--server` and
+//! `--token` options, and the Admin client built from them.
+
+use std::time::Duration;
+
+use portico_api::pb::admin_client::AdminClient;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{CliError, CliResult};
+
+/// The control plane's address when none is given.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7000";
+
+/// How long to wait for the control plane to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The global connection options.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ClientConfig {
+    /// The control plane's Admin API URL.
+    #[arg(long, global = true, env = "PORTICO_SERVER", default_value = DEFAULT_SERVER)]
+    pub server: String,
+    /// Bearer token sent with every call.
+    #[arg(long, global = true, env = "PORTICO_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// The Admin client with the token attached to every call.
+pub type Admin = AdminClient<InterceptedService<Channel, BearerToken>>;
+
+/// Adds `authorization: Bearer <token>` to every request when a token is set.
+#[derive(Clone)]
+pub struct BearerToken(Option<MetadataValue<Ascii>>);
+
+impl BearerToken {
+    /// The interceptor for `token`; a usage error if it cannot be sent as a header.
+    pub fn new(token: Option<&str>) -> CliResult<BearerToken> {
+        let value = match token.filter(|t| !t.is_empty()) {
+            None => None,
+            Some(t) => Some(format!("Bearer {t}").parse().map_err(|_| {
+                CliError::Usage(
+                    "the token must be printable ASCII (from --token or PORTICO_TOKEN)".into(),
+                )
+            })?),
+        };
+        Ok(BearerToken(value))
+    }
+}
+
+impl Interceptor for BearerToken {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+impl ClientConfig {
+    /// Connects to the control plane; an unreachable server is a one-line error naming it.
+    pub async fn connect(&self) -> CliResult<Admin> {
+        let token = BearerToken::new(self.token.as_deref())?;
+        let endpoint = Endpoint::from_shared(self.server.clone())
+            .map_err(|e| CliError::Usage(format!("bad --server URL {:?}: {e}", self.server)))?
+            .connect_timeout(CONNECT_TIMEOUT);
+        let endpoint = if self.server.starts_with("https://") {
+            endpoint
+                .tls_config(tonic::transport::ClientTlsConfig::new().with_enabled_roots())
+                .map_err(|e| self.unreachable(e))?
+        } else {
+            endpoint
+        };
+        let channel = endpoint.connect().await.map_err(|e| self.unreachable(e))?;
+        Ok(AdminClient::with_interceptor(channel, token))
+    }
+
+    /// Classifies a failed call.
+    pub fn status(&self, status: tonic::Status) -> CliError {
+        CliError::from_status(status, &self.server)
+    }
+
+    fn unreachable(&self, e: impl std::error::Error) -> CliError {
+        CliError::Unreachable {
+            server: self.server.clone(),
+            reason: error_chain(&e),
+        }
+    }
+}
+
+/// An error and its sources on one line, e.g. "transport error: Connection refused".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn intercepted(token: Option<&str>) -> Option<String> {
+        let mut interceptor = BearerToken::new(token).unwrap();
+        let req = interceptor.call(tonic::Request::new(())).unwrap();
+        req.metadata()
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_string())
+    }
+
+    #[test]
+    fn the_token_is_sent_as_a_bearer_authorization_header() {
+        assert_eq!(
+            intercepted(Some("s3cret")).as_deref(),
+            Some("Bearer s3cret")
+        );
+        assert_eq!(intercepted(None), None);
+        assert_eq!(intercepted(Some("")), None);
+    }
+
+    #[test]
+    fn a_token_that_cannot_be_a_header_is_a_usage_error() {
+        let err = BearerToken::new(Some("bad\ntoken")).err().unwrap();
+        assert_eq!(err.exit_code(), crate::error::EXIT_USAGE);
+    }
+
+    #[tokio::test]
+    async fn a_malformed_server_url_is_a_usage_error() {
+        let config = ClientConfig {
+            server: "not a url".into(),
+            token: None,
+        };
+        let err = config.connect().await.err().unwrap();
+        assert_eq!(err.exit_code(), crate::error::EXIT_USAGE, "{err}");
+    }
+}

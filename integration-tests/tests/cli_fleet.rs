@@ -1,0 +1,292 @@
+//! The `portico` binary with agents: `agents`, `rollout status --wait` (success, NACK,
+//! timeout), and `portico dev` serving the curl commands it prints.
+
+mod cli_support;
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use cli_support::{ControlPlane, Files, listener, poll, routes, small_config};
+use portico_integration_tests::agent::{Agent, AgentOptions};
+use portico_integration_tests::bins;
+use portico_integration_tests::cp::http_get;
+use portico_integration_tests::net::{free_addr, free_port};
+use portico_integration_tests::process::Process;
+use portico_integration_tests::scripted_agent::{ScriptedAgent, node};
+
+fn agent(cp: &ControlPlane, id: &str, region: &str) -> AgentOptions {
+    let mut options = AgentOptions::new(id, std::slice::from_ref(&cp.url));
+    options.region = region.to_string();
+    options.zone = format!("{region}-1");
+    options
+}
+
+/// One listener per region on its own port (agents share this machine), and the routes.
+fn regional_config(regions: &[&str]) -> String {
+    let mut docs: Vec<String> = regions
+        .iter()
+        .map(|r| listener(&format!("web-{r}"), free_port(), Some(r)))
+        .collect();
+    docs.push(routes("hi", free_port()));
+    docs.join("---\n")
+}
+
+#[test]
+fn agents_lists_each_agent_with_its_state_and_filters_by_region_and_label() {
+    let cp = ControlPlane::start();
+    let _eu = Agent::start(&agent(&cp, "edge-eu", "eu").label("tier", "edge"));
+    let _us = Agent::start(&agent(&cp, "edge-us", "us"));
+    let files = Files::new();
+    let config = files.write("a.yaml", &regional_config(&["eu", "us"]));
+    let revision = cp
+        .portico(&["-o", "json", "apply", "-f", &config])
+        .ok()
+        .json()["revision"]
+        .as_i64()
+        .unwrap();
+
+    let listed = poll("both agents in sync", Duration::from_secs(20), || {
+        let json = cp.portico(&["-o", "json", "agents"]).ok().json();
+        let agents = json["agents"].as_array()?;
+        (agents.len() == 2 && agents.iter().all(|a| a["state"] == "in-sync")).then_some(json)
+    });
+    assert_eq!(listed["config_revision"], revision);
+    let eu = &listed["agents"][0];
+    assert_eq!(eu["id"], "edge-eu");
+    assert_eq!(eu["region"], "eu");
+    assert_eq!(eu["zone"], "eu-1");
+    assert_eq!(eu["labels"]["tier"], "edge");
+    assert_eq!(eu["applied_version"], revision);
+    assert!(
+        eu["last_seen"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{eu}"
+    );
+
+    let table = cp.portico(&["agents"]).ok();
+    assert!(table.stdout.starts_with("ID "), "{table:#?}");
+    assert!(
+        table.stdout.contains("edge-us") && table.stdout.contains("in-sync"),
+        "{table:#?}"
+    );
+
+    let ids = |args: &[&str]| -> Vec<String> {
+        let mut full = vec!["-o", "json", "agents"];
+        full.extend_from_slice(args);
+        let json = cp.portico(&full).ok().json();
+        json["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&["--region", "us"]), ["edge-us"]);
+    assert_eq!(ids(&["--selector", "tier=edge"]), ["edge-eu"]);
+    cp.portico(&["agents", "--selector", "tier"]).expect(2);
+}
+
+#[test]
+fn rollout_status_wait_succeeds_once_every_agent_applied() {
+    let cp = ControlPlane::start();
+    let _a = Agent::start(&agent(&cp, "edge-1", "eu"));
+    let _b = Agent::start(&agent(&cp, "edge-2", "us"));
+    poll("both agents registered", Duration::from_secs(20), || {
+        let json = cp.portico(&["-o", "json", "agents"]).ok().json();
+        (json["agents"].as_array()?.len() == 2).then_some(())
+    });
+    let files = Files::new();
+    let config = files.write("a.yaml", &regional_config(&["eu", "us"]));
+    cp.portico(&["apply", "-f", &config]).ok();
+
+    let run = cp
+        .portico(&["rollout", "status", "--wait", "--timeout", "30s"])
+        .ok();
+    assert!(
+        run.stdout.contains("2/2 applied, 0 pending, 0 NACKed"),
+        "{run:#?}"
+    );
+    let json = cp.portico(&["-o", "json", "rollout", "status"]).ok().json();
+    assert_eq!(json["state"], "complete");
+    assert_eq!(json["applied"], 2);
+}
+
+#[test]
+fn rollout_status_wait_exits_5_with_the_reason_when_an_agent_nacks() {
+    let cp = ControlPlane::start();
+    let _agent = Agent::start(&agent(&cp, "edge-1", "eu"));
+    // The listener's port is taken, so the agent cannot bind it and rejects the config.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let files = Files::new();
+    cp.portico(&[
+        "apply",
+        "-f",
+        &files.write("a.yaml", &small_config(port, "hi", free_port())),
+    ])
+    .ok();
+
+    let run = cp
+        .portico(&["rollout", "status", "--wait", "--timeout", "30s"])
+        .expect(5);
+    assert!(run.stdout.contains("1 NACKed"), "{run:#?}");
+    assert!(run.stdout.contains("NACK from edge-1:"), "{run:#?}");
+    assert!(
+        run.stderr.contains("rejected by 1 agent(s): edge-1:"),
+        "{run:#?}"
+    );
+    assert!(
+        run.stderr.contains(&port.to_string()),
+        "the reason names the port: {run:#?}"
+    );
+
+    let agents = cp.portico(&["agents"]).ok();
+    assert!(agents.stdout.contains("NACKed"), "{agents:#?}");
+    // Without --wait the status is printed and the exit code still says it failed.
+    cp.portico(&["rollout", "status"]).expect(5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_status_wait_exits_5_on_timeout_while_an_agent_has_not_applied() {
+    let cp = ControlPlane::start();
+    // An agent that receives updates and never answers: the fault of a hung agent.
+    let mut stuck = ScriptedAgent::connect(&cp.url, node("stuck", "eu", "eu-1"), 0)
+        .await
+        .unwrap();
+    let files = Files::new();
+    let config = files.write("a.yaml", &small_config(free_port(), "hi", free_port()));
+    let url = cp.url.clone();
+    tokio::task::spawn_blocking(move || cli_support::portico(&url, &["apply", "-f", &config]).ok())
+        .await
+        .unwrap();
+    stuck.expect_update().await;
+
+    let url = cp.url.clone();
+    let run = tokio::task::spawn_blocking(move || {
+        cli_support::portico(&url, &["rollout", "status", "--wait", "--timeout", "1s"])
+    })
+    .await
+    .unwrap()
+    .expect(5);
+    assert!(run.stderr.contains("timed out after 1s"), "{run:#?}");
+    assert!(run.stderr.contains("0 of 1 agents applied it"), "{run:#?}");
+    assert!(run.stdout.contains("1 pending"), "{run:#?}");
+}
+
+/// `portico dev` on `ports`, its stdout and stderr written to files in `out`.
+fn start_dev(ports: &DevPorts, out: &Files) -> Process {
+    let stdout = std::fs::File::create(out.path().join("stdout")).expect("stdout file");
+    let stderr = std::fs::File::create(out.path().join("stderr")).expect("stderr file");
+    let mut cmd = Command::new(bins::path("portico"));
+    cmd.arg("dev")
+        .arg("--listen")
+        .arg(ports.cp.to_string())
+        .arg("--proxy-port")
+        .arg(ports.proxy.port().to_string())
+        .arg("--upstream")
+        .arg(ports.upstream.to_string())
+        .arg("--agent-admin")
+        .arg(free_addr().to_string())
+        .arg("--metrics-listen")
+        .arg(free_addr().to_string())
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr);
+    Process::spawn("portico dev", cmd)
+}
+
+fn read(out: &Files, name: &str) -> String {
+    std::fs::read_to_string(out.path().join(name)).unwrap_or_default()
+}
+
+struct DevPorts {
+    cp: SocketAddr,
+    proxy: SocketAddr,
+    upstream: SocketAddr,
+}
+
+impl DevPorts {
+    fn free() -> DevPorts {
+        DevPorts {
+            cp: free_addr(),
+            proxy: free_addr(),
+            upstream: free_addr(),
+        }
+    }
+}
+
+#[test]
+fn dev_serves_the_curl_commands_it_prints_and_stops_on_ctrl_c() {
+    let ports = DevPorts::free();
+    let out = Files::new();
+    let mut dev = start_dev(&ports, &out);
+    let curls = poll(
+        "the curl commands portico dev prints",
+        Duration::from_secs(60),
+        || {
+            if let Some(status) = dev.try_wait() {
+                panic!("portico dev exited with {status}: {}", read(&out, "stderr"));
+            }
+            let urls: Vec<String> = read(&out, "stdout")
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("curl -i ").map(String::from))
+                .collect();
+            (urls.len() == 3).then_some(urls)
+        },
+    );
+    let api = format!("http://{}/api/hello", ports.proxy);
+    assert_eq!(curls[0], api);
+
+    let (status, body) = http_get(ports.proxy, "/api/hello").expect("the proxy answers");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("hello from the portico demo upstream"),
+        "{body}"
+    );
+    assert!(
+        body.contains("\"path\": \"/hello\""),
+        "the prefix is rewritten: {body}"
+    );
+    let (status, body) = http_get(ports.proxy, "/healthz").expect("the proxy answers");
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let (status, _) = http_get(ports.proxy, "/nothing-here").expect("the proxy answers");
+    assert_eq!(status, 404);
+
+    let server = format!("http://{}", ports.cp);
+    let agents = cli_support::portico(&server, &["-o", "json", "agents"])
+        .ok()
+        .json();
+    assert_eq!(agents["agents"][0]["id"], "dev-agent");
+    assert_eq!(agents["agents"][0]["state"], "in-sync");
+
+    dev.signal(2); // SIGINT, as Ctrl-C sends
+    let status = dev.wait_timeout(Duration::from_secs(20));
+    assert!(status.success(), "portico dev exited with {status}");
+    assert!(
+        http_get(ports.proxy, "/healthz").is_none(),
+        "the proxy stopped"
+    );
+    assert!(
+        http_get(ports.upstream, "/").is_none(),
+        "the demo upstream stopped"
+    );
+}
+
+#[test]
+fn dev_fails_clearly_when_a_port_is_taken() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let ports = DevPorts {
+        proxy: taken.local_addr().unwrap(),
+        ..DevPorts::free()
+    };
+    let out = Files::new();
+    let mut dev = start_dev(&ports, &out);
+    let status = dev.wait_timeout(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(1));
+    let stderr = read(&out, "stderr");
+    assert!(
+        stderr.contains(&format!("cannot listen on {}", ports.proxy))
+            && stderr.contains("--proxy-port"),
+        "{stderr}"
+    );
+}
