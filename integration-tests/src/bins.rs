@@ -1,8 +1,10 @@
 //! Builds and locates the workspace binaries.
 //!
 //! Integration tests run the real binaries. `cargo test` does not build the binaries of other
-//! packages, so the first test that needs one runs `cargo build --bins` for the workspace
-//! (with the same profile as the test), once per test process.
+//! packages, so the first test that needs one runs `cargo build --bins --tests` for the
+//! workspace (with the same profile as the test), once per test process. `--tests` makes cargo
+//! resolve features as `cargo test` does, so the build reuses the test build's artifacts
+//! instead of rebuilding every crate with dev-dependency features off.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -28,7 +30,7 @@ fn build() -> Result<PathBuf, String> {
         .ok_or("test executable has no target/<profile> directory")?
         .to_path_buf();
     let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["build", "--bins", "--workspace"]);
+    cmd.args(["build", "--workspace", "--bins", "--tests"]);
     if profile_dir.file_name().is_some_and(|p| p == "release") {
         cmd.arg("--release");
     }
