@@ -17,6 +17,7 @@ use super::body::{self, BodyStats, LimitedBody, ProxyBody};
 use super::conn::{ConnTrack, HEAD_CL_AND_TE};
 use super::error::ProxyError;
 use super::headers;
+use super::listener::ConnSlot;
 use super::path;
 use super::upstream::Upstream;
 use crate::metrics as m;
@@ -38,6 +39,8 @@ pub struct ConnCtx {
     pub tls: bool,
     /// Connection state shared with the I/O wrapper.
     pub track: Arc<ConnTrack>,
+    /// The connection's slot, kept by an upgraded stream that outlives the HTTP connection.
+    pub slot: Arc<ConnSlot>,
 }
 
 /// Handles one request on the runtime current when it arrived.
@@ -295,13 +298,20 @@ async fn forward(
     let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     match client_upgrade {
         Some(client) if upgraded => {
+            ctx.track.mark_upgraded();
             let server = hyper::upgrade::on(&mut response);
-            tokio::spawn(async move {
+            let slot = ctx.slot.clone();
+            let kill = ctx.shared.kill.clone();
+            ctx.shared.tracker.spawn(async move {
+                let _slot = slot;
                 let (Ok(client), Ok(server)) = tokio::join!(client, server) else {
                     return;
                 };
                 let (mut client, mut server) = (TokioIo::new(client), TokioIo::new(server));
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                    _ = kill.cancelled() => {}
+                }
             });
         }
         _ => {}
