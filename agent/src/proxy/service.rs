@@ -22,7 +22,7 @@ use super::path;
 use super::upstream::Upstream;
 use crate::metrics as m;
 use crate::runtime::action::{Action, Redirect};
-use crate::runtime::router::{RequestView, Route};
+use crate::runtime::router::{RequestView, Route, strip_port};
 use crate::runtime::{ListenerRuntime, Runtime};
 
 /// What every request on one client connection shares.
@@ -72,13 +72,6 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<L
     }
     log.status = response.status().as_u16();
     response.map(|b| LoggedBody::new(b, log))
-}
-
-fn strip_port(host: &str) -> &str {
-    match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => h,
-        _ => host,
-    }
 }
 
 async fn route(
@@ -341,12 +334,5 @@ mod tests {
                 "{path}"
             );
         }
-    }
-
-    #[test]
-    fn ports_are_stripped_from_hosts() {
-        assert_eq!(strip_port("shop.example:8443"), "shop.example");
-        assert_eq!(strip_port("shop.example"), "shop.example");
-        assert_eq!(strip_port("[::1]:80"), "[::1]");
     }
 }
