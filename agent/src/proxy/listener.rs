@@ -27,7 +27,7 @@ const MIN_HEAD_BUFFER: usize = 8192;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// A socket being accepted on.
-pub struct Bound {
+pub(crate) struct Bound {
     /// Stops accepting and drains the listener's connections.
     stop: CancellationToken,
     semaphore: Arc<Semaphore>,
@@ -132,7 +132,7 @@ async fn accept_loop(
 
 /// A connection's place under the listener's limit, and its count among the open
 /// connections; held until the connection, or the upgraded stream it became, is gone.
-pub struct ConnSlot {
+pub(crate) struct ConnSlot {
     _permit: OwnedSemaphorePermit,
     _active: ActiveGuard,
 }

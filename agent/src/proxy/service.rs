@@ -26,7 +26,7 @@ use crate::runtime::router::{RequestView, Route, strip_port};
 use crate::runtime::{ListenerRuntime, Runtime};
 
 /// What every request on one client connection shares.
-pub struct ConnCtx {
+pub(crate) struct ConnCtx {
     /// The proxy's shared state.
     pub shared: Arc<Shared>,
     /// The listener's bind address (its key in the runtime).
@@ -44,7 +44,7 @@ pub struct ConnCtx {
 }
 
 /// Handles one request on the runtime current when it arrived.
-pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<LoggedBody> {
+pub(crate) async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<LoggedBody> {
     let head_flags = ctx.track.begin_request();
     let runtime = ctx.shared.runtime.load_full();
     let request_id = headers::request_id(req.headers_mut());
