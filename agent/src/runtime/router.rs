@@ -350,7 +350,7 @@ pub fn compile(
     Ok(table)
 }
 
-/// `host` without its port: "a.example:8080" is "a.example", "[::1]:80" is "[::1]".
+/// `host` without its port: `a.example:8080` is `a.example`, `[::1]:80` is `[::1]`.
 pub fn strip_port(host: &str) -> &str {
     match host.rsplit_once(':') {
         Some((h, port))
