@@ -178,21 +178,22 @@ async fn https_selects_the_certificate_by_sni_and_negotiates_alpn() {
 async fn websockets_are_passed_through_both_ways() {
     let (ws_addr, ws_stop) = websocket_echo().await;
     let port = free_port();
-    let cfg = config(
+    let mut cfg = web(
         1,
-        vec![
-            listener("web", port, "rt"),
-            cluster("ws", &[ws_addr]),
-            table(
-                "rt",
-                vec![vhost(
-                    "all",
-                    &["*"],
-                    vec![route("ws", prefix("/ws"), to("ws"))],
-                )],
-            ),
-        ],
+        port,
+        vec![cluster("ws", &[ws_addr])],
+        vec![route("ws", prefix("/ws"), to("ws"))],
     );
+    // Upgraded traffic must not be mistaken for a slow request head.
+    let mut l = listener("web", port, "rt");
+    listener_spec(&mut l).limits = Some(pb::ListenerLimits {
+        header_read_timeout: Some(pbjson_types::Duration {
+            seconds: 0,
+            nanos: 200_000_000,
+        }),
+        ..Default::default()
+    });
+    cfg.resources.insert(l);
     let proxy = proxy_with(&cfg).await;
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -206,12 +207,25 @@ async fn websockets_are_passed_through_both_ways() {
         let echoed = ws.next().await.unwrap().unwrap();
         assert_eq!(echoed, Message::text(text));
     }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        proxy.active_connections(),
+        1,
+        "an upgraded stream counts as a connection"
+    );
     ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
     assert_eq!(
         ws.next().await.unwrap().unwrap(),
         Message::binary(vec![1u8, 2, 3])
     );
     ws.close(None).await.unwrap();
+    drop(ws);
+    eventually(
+        "the upgraded stream is released",
+        Duration::from_secs(5),
+        || async { (proxy.active_connections() == 0).then_some(()) },
+    )
+    .await;
     proxy.shutdown(Duration::from_secs(1)).await;
     ws_stop.cancel();
 }

@@ -27,7 +27,7 @@ const MIN_HEAD_BUFFER: usize = 8192;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// A socket being accepted on.
-pub struct Bound {
+pub(crate) struct Bound {
     /// Stops accepting and drains the listener's connections.
     stop: CancellationToken,
     semaphore: Arc<Semaphore>,
@@ -130,6 +130,13 @@ async fn accept_loop(
     tracing::debug!(%addr, "listener stopped accepting");
 }
 
+/// A connection's place under the listener's limit, and its count among the open
+/// connections; held until the connection, or the upgraded stream it became, is gone.
+pub(crate) struct ConnSlot {
+    _permit: OwnedSemaphorePermit,
+    _active: ActiveGuard,
+}
+
 /// Counts an open connection for as long as it lives.
 struct ActiveGuard {
     shared: Arc<Shared>,
@@ -159,14 +166,29 @@ async fn serve(
     addr: SocketAddr,
     stream: TcpStream,
     peer: SocketAddr,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
     stop: CancellationToken,
 ) {
-    let _active = ActiveGuard::new(shared.clone(), settings.name.clone());
+    let slot = Arc::new(ConnSlot {
+        _permit: permit,
+        _active: ActiveGuard::new(shared.clone(), settings.name.clone()),
+    });
     let _ = stream.set_nodelay(true);
     let limits = settings.limits;
     match &settings.tls {
-        None => serve_http(shared, &settings, addr, stream, peer, false, false, stop).await,
+        None => {
+            serve_http(
+                shared,
+                &settings,
+                addr,
+                stream,
+                peer,
+                (false, false),
+                slot,
+                stop,
+            )
+            .await
+        }
         Some(config) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
             let handshake =
@@ -183,7 +205,7 @@ async fn serve(
                 }
             };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            serve_http(shared, &settings, addr, tls, peer, true, h2, stop).await;
+            serve_http(shared, &settings, addr, tls, peer, (true, h2), slot, stop).await;
         }
     }
 }
@@ -195,8 +217,8 @@ async fn serve_http<S>(
     addr: SocketAddr,
     stream: S,
     peer: SocketAddr,
-    tls: bool,
-    h2: bool,
+    (tls, h2): (bool, bool),
+    slot: Arc<ConnSlot>,
     stop: CancellationToken,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -220,6 +242,7 @@ async fn serve_http<S>(
         peer,
         tls,
         track: track.clone(),
+        slot,
     });
     let svc = hyper::service::service_fn(move |req| {
         let ctx = ctx.clone();

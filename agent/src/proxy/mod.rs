@@ -74,7 +74,7 @@ impl Default for ProxyConfig {
 }
 
 /// State shared by the proxy, its accept loops and its connections.
-pub struct Shared {
+pub(crate) struct Shared {
     /// The runtime new requests use.
     pub runtime: ArcSwap<Runtime>,
     /// Whether access log lines are written.

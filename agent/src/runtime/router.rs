@@ -350,12 +350,17 @@ pub fn compile(
     Ok(table)
 }
 
-fn strip_port(domain: &str) -> &str {
-    match domain.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !host.ends_with(']') => {
-            host
+/// `host` without its port: `a.example:8080` is `a.example`, `[::1]:80` is `[::1]`.
+pub fn strip_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((h, port))
+            if !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && (!h.contains(':') || (h.starts_with('[') && h.ends_with(']'))) =>
+        {
+            h
         }
-        _ => domain,
+        _ => host,
     }
 }
 

@@ -285,3 +285,18 @@ fn candidates_do_not_grow_with_unrelated_routes() {
         Some("h/r5000")
     );
 }
+
+#[test]
+fn ports_are_stripped_from_hosts() {
+    let cases = [
+        ("shop.example:8443", "shop.example"),
+        ("shop.example", "shop.example"),
+        ("[::1]:80", "[::1]"),
+        ("[::1]", "[::1]"),
+        ("::1", "::1"),
+        ("a:b", "a:b"),
+    ];
+    for (host, expected) in cases {
+        assert_eq!(strip_port(host), expected, "{host}");
+    }
+}
