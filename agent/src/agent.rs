@@ -15,7 +15,7 @@ use crate::proxy::{Proxy, ProxyConfig};
 use crate::runtime::NodeInfo;
 use crate::settings::Settings;
 use crate::state::State;
-use crate::sync::Sync;
+use crate::sync;
 
 /// Runs an agent until `shutdown` completes, then drains: stops config sync, lets in-flight
 /// requests finish for up to `settings.drain_timeout`, and returns.
@@ -49,6 +49,7 @@ pub async fn serve(
     };
     admin::prometheus();
     crate::metrics::describe();
+    sync::describe_metrics();
     let proxy = Arc::new(Proxy::new(ProxyConfig {
         node: NodeInfo {
             region: node.region.clone(),
@@ -79,7 +80,7 @@ pub async fn serve(
     ));
     let writer_task =
         cache.map(|cache| tokio::spawn(cache.run_writer(state.subscribe(), stop_rest.clone())));
-    let sync = Sync {
+    let sync = sync::Client {
         control_planes: settings.control_planes.clone(),
         node,
         report_interval: settings.report_interval,

@@ -38,6 +38,18 @@ pub const CONTROL_PLANE_CONNECTED: &str = "portico_agent_control_plane_connected
 /// Counter: streams that ended, by `reason` (`error` or `resync`).
 pub const CONTROL_PLANE_DISCONNECTS: &str = "portico_agent_control_plane_disconnects_total";
 
+/// Registers the help texts of the metrics above with the installed recorder.
+pub fn describe_metrics() {
+    metrics::describe_gauge!(
+        CONTROL_PLANE_CONNECTED,
+        "1 while a stream to a control plane is open."
+    );
+    metrics::describe_counter!(
+        CONTROL_PLANE_DISCONNECTS,
+        "Control-plane streams that ended, by reason."
+    );
+}
+
 /// Full updates of large configs exceed tonic's 4 MiB default.
 const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -74,7 +86,7 @@ pub enum StreamError {
 }
 
 /// The discovery client of one agent.
-pub struct Sync {
+pub struct Client {
     /// Control plane URLs, tried in turn.
     pub control_planes: Vec<String>,
     /// The agent's identity, sent in `Hello`.
@@ -96,7 +108,7 @@ struct Ended {
     acked: bool,
 }
 
-impl Sync {
+impl Client {
     /// Keeps a stream to a control plane open until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
         if self.control_planes.is_empty() {
@@ -165,6 +177,8 @@ impl Sync {
         let opened_at = Instant::now();
         let start = tokio::time::Instant::now() + self.report_interval;
         let mut reports = tokio::time::interval_at(start, self.report_interval);
+        // A long apply delays the next report; it does not cause a burst of them.
+        reports.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ended.error = loop {
             let reply = tokio::select! {
                 message = inbound.message() => match message {

@@ -168,12 +168,14 @@ impl Agent {
         self.config().await["version"].as_i64().unwrap_or(0)
     }
 
-    /// Waits until `/config` is at `version` or newer; returns it.
+    /// Waits until `/config` is at `version` or newer; returns it. The agent may still be
+    /// starting.
     pub async fn wait_for_version(&self, version: i64) -> serde_json::Value {
         eventually(
             &format!("the agent to serve version {version}"),
             READY_TIMEOUT,
             || async {
+                self.get("/config").await?;
                 let config = self.config().await;
                 (config["version"].as_i64().unwrap_or(0) >= version).then_some(config)
             },
