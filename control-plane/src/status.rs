@@ -3,7 +3,7 @@
 use tonic::{Code, Status};
 
 use crate::admin::AdminError;
-use crate::discovery::HelloError;
+use crate::discovery::ProtocolError;
 use crate::history::HistoryError;
 use crate::store::StoreError;
 
@@ -31,7 +31,12 @@ pub fn store(error: &StoreError) -> Status {
     Status::new(code, error.to_string())
 }
 
-/// The status ending a stream whose Hello was refused.
-pub fn hello(error: HelloError) -> Status {
+/// The status refusing or ending a discovery stream that broke the protocol.
+pub fn protocol(error: ProtocolError) -> Status {
     Status::invalid_argument(error.to_string())
+}
+
+/// The status of a call to a method this server does not have.
+pub fn unknown_method() -> Status {
+    Status::unimplemented("no such method")
 }
