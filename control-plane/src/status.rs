@@ -13,7 +13,9 @@ pub fn admin(error: AdminError) -> Status {
         AdminError::Store(e) | AdminError::History(HistoryError::Read(e)) => return store(e),
         AdminError::Conflict { .. } => Code::Aborted,
         AdminError::Busy => Code::Aborted,
-        AdminError::Invalid(_) | AdminError::BadRequest(_) => Code::InvalidArgument,
+        AdminError::Invalid(_) | AdminError::BadRequest(_) | AdminError::TooLarge(_) => {
+            Code::InvalidArgument
+        }
         AdminError::History(HistoryError::UnknownRevision(_)) => Code::NotFound,
         AdminError::NotFound(_) => Code::NotFound,
         AdminError::Referenced { .. } => Code::FailedPrecondition,
