@@ -16,12 +16,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(&descriptors)
         .compile_well_known_types(true)
+        // Ordered maps make encoding deterministic, so every replica sends the same bytes.
+        .btree_map(".")
         .extern_path(".google.protobuf", "::pbjson_types")
         .compile_with_config(config, &protos, &["proto"])?;
 
     let set = std::fs::read(&descriptors)?;
     pbjson_build::Builder::new()
         .register_descriptors(&set)?
+        .btree_map(["."])
         .build(&[".portico.v1"])?;
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

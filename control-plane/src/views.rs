@@ -245,11 +245,11 @@ fn encode(from: Option<&ScopeView>, to: &ScopeView) -> EncodedUpdate {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
+    use std::collections::BTreeMap;
 
     use super::*;
 
-    fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

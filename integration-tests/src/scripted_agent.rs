@@ -1,7 +1,6 @@
 //! A raw-gRPC agent that does exactly what a test tells it: connect, say Hello, receive updates,
 //! ACK or NACK them on command, send reports.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::channel::mpsc;
@@ -23,7 +22,7 @@ pub fn node(id: &str, region: &str, zone: &str) -> Node {
         id: id.to_string(),
         region: region.to_string(),
         zone: zone.to_string(),
-        labels: HashMap::new(),
+        labels: Default::default(),
         agent_version: "scripted".to_string(),
     }
 }

@@ -1,6 +1,6 @@
 //! `portico agents`: the agent registry, with how far each agent has applied the config.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use portico_api::pb::{AgentRecord, AgentsRequest};
@@ -106,7 +106,7 @@ impl Agent {
 }
 
 /// Parses `k=v` selectors.
-pub fn parse_selector(items: &[String]) -> CliResult<HashMap<String, String>> {
+pub fn parse_selector(items: &[String]) -> CliResult<BTreeMap<String, String>> {
     items
         .iter()
         .filter(|s| !s.is_empty())
