@@ -187,7 +187,7 @@ struct ActiveGuard {
 impl ActiveGuard {
     fn new(shared: Arc<Shared>, listener: Arc<str>) -> Self {
         shared.active.fetch_add(1, Ordering::Relaxed);
-        metrics::gauge!(m::ACTIVE_CONNECTIONS, m::LABEL_LISTENER => listener.to_string())
+        metrics::gauge!(m::ACTIVE_CONNECTIONS, m::LABEL_LISTENER => listener.clone())
             .increment(1.0);
         ActiveGuard { shared, listener }
     }
@@ -196,7 +196,7 @@ impl ActiveGuard {
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.shared.active.fetch_sub(1, Ordering::Relaxed);
-        metrics::gauge!(m::ACTIVE_CONNECTIONS, m::LABEL_LISTENER => self.listener.to_string())
+        metrics::gauge!(m::ACTIVE_CONNECTIONS, m::LABEL_LISTENER => self.listener.clone())
             .decrement(1.0);
     }
 }

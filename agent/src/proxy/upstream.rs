@@ -2,6 +2,7 @@
 //! worker so a connection is only ever used by the thread that opened it, and round robin over
 //! the cluster's endpoints.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A cluster at run time: its endpoints, the round-robin cursor and the connection pools.
 pub struct Upstream {
-    name: String,
+    name: Arc<str>,
     endpoints: Vec<Authority>,
     next: AtomicUsize,
     version: Version,
@@ -63,7 +64,7 @@ impl Upstream {
             .map(|_| builder.build(connector.clone()))
             .collect();
         Upstream {
-            name: name.to_string(),
+            name: name.into(),
             endpoints,
             next: AtomicUsize::new(0),
             version: if http2 {
@@ -76,7 +77,7 @@ impl Upstream {
     }
 
     /// The cluster's name.
-    pub fn name(&self) -> &str {
+    pub fn name(&self) -> &Arc<str> {
         &self.name
     }
 
