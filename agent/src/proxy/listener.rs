@@ -6,7 +6,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -31,30 +30,24 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Pending connections per listening socket (tokio's default).
 const LISTEN_BACKLOG: u32 = 1024;
 
-/// Binds `addr` once and registers a handle to the socket with every worker, so each worker
-/// accepts on it: the kernel hands each connection to whichever worker takes it first.
+/// Binds one socket on `addr` per worker, registered with that worker. With `SO_REUSEPORT` the
+/// kernel spreads new connections over the sockets; workers sharing one socket instead saw
+/// whichever woke first take every connection. The first bind still fails when another socket
+/// (without `SO_REUSEPORT`) holds the address.
 pub(crate) fn bind(addr: SocketAddr, workers: &[Handle]) -> io::Result<Vec<TcpListener>> {
-    let Some((first, rest)) = workers.split_first() else {
-        return Ok(Vec::new());
-    };
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    let listener = {
-        let _worker = first.enter();
-        socket.listen(LISTEN_BACKLOG)?
-    };
     let mut sockets = Vec::with_capacity(workers.len());
-    for worker in rest {
-        let fd = listener.as_fd().try_clone_to_owned()?;
+    for worker in workers {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(addr)?;
         let _worker = worker.enter();
-        sockets.push(TcpListener::from_std(std::net::TcpListener::from(fd))?);
+        sockets.push(socket.listen(LISTEN_BACKLOG)?);
     }
-    sockets.insert(0, listener);
     Ok(sockets)
 }
 
