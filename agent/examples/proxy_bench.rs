@@ -2,7 +2,8 @@
 //!
 //! `proxy_bench upstream` serves "ok" on a free port and prints its address;
 //! `proxy_bench proxy 18080 127.0.0.1:PORT` serves `http://127.0.0.1:18080/` through the proxy
-//! to that upstream. Run them as two processes so the proxy's threads do only proxy work.
+//! to that upstream (`proxy 18080 127.0.0.1:PORT 1` to serve on one worker thread instead of one
+//! per core). Run them as two processes so the proxy's threads do only proxy work.
 
 use std::convert::Infallible;
 
@@ -23,18 +24,20 @@ fn resource(name: &str, spec: Spec) -> Resource {
     }
 }
 
-// One thread: on a small shared machine this measured faster than the two-worker scheduler,
-// which spends its time handing each request between threads.
+// The proxy runs on its own worker threads; this thread only applies the config and waits.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("upstream") => upstream().await,
         Some("proxy") => match (args.get(2), args.get(3)) {
-            (Some(port), Some(upstream)) => proxy(port.parse()?, upstream.parse()?).await,
-            _ => anyhow::bail!("usage: proxy_bench proxy PORT UPSTREAM_ADDR"),
+            (Some(port), Some(upstream)) => {
+                let workers = args.get(4).map_or(Ok(0), |w| w.parse())?;
+                proxy(port.parse()?, upstream.parse()?, workers).await
+            }
+            _ => anyhow::bail!("usage: proxy_bench proxy PORT UPSTREAM_ADDR [WORKERS]"),
         },
-        _ => anyhow::bail!("usage: proxy_bench upstream | proxy PORT UPSTREAM_ADDR"),
+        _ => anyhow::bail!("usage: proxy_bench upstream | proxy PORT UPSTREAM_ADDR [WORKERS]"),
     }
 }
 
@@ -53,7 +56,11 @@ async fn upstream() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn proxy(port: u16, upstream_addr: std::net::SocketAddr) -> anyhow::Result<()> {
+async fn proxy(
+    port: u16,
+    upstream_addr: std::net::SocketAddr,
+    workers: usize,
+) -> anyhow::Result<()> {
     let resources: ResourceSet = [
         resource(
             "bench",
@@ -100,6 +107,7 @@ async fn proxy(port: u16, upstream_addr: std::net::SocketAddr) -> anyhow::Result
     .collect();
     let proxy = Proxy::new(ProxyConfig {
         access_log: false,
+        workers,
         ..Default::default()
     });
     proxy

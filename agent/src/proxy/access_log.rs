@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::Method;
+use http::uri::Authority;
 use http_body::{Body, Frame, SizeHint};
+use metrics::SharedString;
 
 use super::body::{BodyStats, BoxError, ProxyBody};
 use super::conn::ConnTrack;
@@ -27,14 +29,14 @@ pub struct RequestLog {
     pub listener: Arc<str>,
     /// The method.
     pub method: Method,
-    /// The path as received.
+    /// The path as received; empty when the access log is off.
     pub path: String,
     /// The matched route.
     pub route: Option<Arc<str>>,
     /// The cluster forwarded to.
-    pub cluster: Option<String>,
+    pub cluster: Option<Arc<str>>,
     /// The upstream endpoint forwarded to.
-    pub upstream: Option<String>,
+    pub upstream: Option<Authority>,
     /// The response status.
     pub status: u16,
     /// Why the agent answered itself, if it did.
@@ -54,7 +56,7 @@ impl RequestLog {
         request_id: String,
         listener: Arc<str>,
         method: Method,
-        path: String,
+        path: &str,
         enabled: bool,
         track: Arc<ConnTrack>,
         runtime: Arc<Runtime>,
@@ -63,7 +65,12 @@ impl RequestLog {
             request_id,
             listener,
             method,
-            path,
+            // Only the log line needs its own copy.
+            path: if enabled {
+                path.to_string()
+            } else {
+                String::new()
+            },
             route: None,
             cluster: None,
             upstream: None,
@@ -83,19 +90,19 @@ impl Drop for RequestLog {
     fn drop(&mut self) {
         self.track.end_request();
         let elapsed = self.start.elapsed();
-        let route = self.route.as_deref().unwrap_or("").to_string();
-        let cluster = self.cluster.clone().unwrap_or_default();
+        // Shared label strings: recording a sample allocates nothing.
+        let route = label(&self.route);
         metrics::counter!(
             m::REQUESTS_TOTAL,
-            m::LABEL_LISTENER => self.listener.to_string(),
+            m::LABEL_LISTENER => self.listener.clone(),
             m::LABEL_ROUTE => route.clone(),
-            m::LABEL_CLUSTER => cluster,
+            m::LABEL_CLUSTER => label(&self.cluster),
             m::LABEL_STATUS_CLASS => m::status_class(self.status),
         )
         .increment(1);
         metrics::histogram!(
             m::REQUEST_DURATION_SECONDS,
-            m::LABEL_LISTENER => self.listener.to_string(),
+            m::LABEL_LISTENER => self.listener.clone(),
             m::LABEL_ROUTE => route,
         )
         .record(elapsed.as_secs_f64());
@@ -114,7 +121,7 @@ impl Drop for RequestLog {
             path = %self.path,
             route = self.route.as_deref().unwrap_or(""),
             cluster = self.cluster.as_deref().unwrap_or(""),
-            upstream = self.upstream.as_deref().unwrap_or(""),
+            upstream = self.upstream.as_ref().map_or("", Authority::as_str),
             status = self.status,
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             bytes_in,
@@ -125,11 +132,17 @@ impl Drop for RequestLog {
     }
 }
 
+fn label(value: &Option<Arc<str>>) -> SharedString {
+    value
+        .clone()
+        .map_or(SharedString::const_str(""), SharedString::from)
+}
+
 /// Logs and counts an answer hyper or the connection wrapper gave before any handler ran.
 pub fn rejected(listener: &Arc<str>, request_id: &str, status: u16, reason: &'static str) {
     metrics::counter!(
         m::REQUESTS_TOTAL,
-        m::LABEL_LISTENER => listener.to_string(),
+        m::LABEL_LISTENER => listener.clone(),
         m::LABEL_ROUTE => "",
         m::LABEL_CLUSTER => "",
         m::LABEL_STATUS_CLASS => m::status_class(status),

@@ -4,6 +4,7 @@
 //! about the listener (protocol, TLS, limits, routes) is read from the current runtime per
 //! connection or per request, so config changes never restart it.
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -11,7 +12,8 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +27,29 @@ use crate::runtime::ConnSettings;
 const MIN_HEAD_BUFFER: usize = 8192;
 /// Pause after a failed accept (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Pending connections per listening socket (tokio's default).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds one socket on `addr` per worker, registered with that worker. With `SO_REUSEPORT` the
+/// kernel spreads new connections over the sockets; workers sharing one socket instead saw
+/// whichever woke first take every connection. The first bind still fails when another socket
+/// (without `SO_REUSEPORT`) holds the address.
+pub(crate) fn bind(addr: SocketAddr, workers: &[Handle]) -> io::Result<Vec<TcpListener>> {
+    let mut sockets = Vec::with_capacity(workers.len());
+    for worker in workers {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(addr)?;
+        let _worker = worker.enter();
+        sockets.push(socket.listen(LISTEN_BACKLOG)?);
+    }
+    Ok(sockets)
+}
 
 /// A socket being accepted on.
 pub(crate) struct Bound {
@@ -32,27 +57,34 @@ pub(crate) struct Bound {
     stop: CancellationToken,
     semaphore: Arc<Semaphore>,
     max_connections: u32,
-    accepting: tokio::task::JoinHandle<()>,
+    accepting: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Bound {
-    /// Starts accepting on `listener`.
+    /// Starts accepting on `sockets`, each on the worker it was registered with.
     pub fn spawn(
         shared: Arc<Shared>,
         addr: SocketAddr,
-        listener: TcpListener,
+        sockets: Vec<TcpListener>,
+        workers: &[Handle],
         max_connections: u32,
     ) -> Bound {
         let stop = shared.shutdown.child_token();
         let semaphore = Arc::new(Semaphore::new(max_connections as usize));
-        let task = accept_loop(
-            shared.clone(),
-            addr,
-            listener,
-            semaphore.clone(),
-            stop.clone(),
-        );
-        let accepting = shared.tracker.spawn(task);
+        let accepting = sockets
+            .into_iter()
+            .zip(workers)
+            .map(|(socket, worker)| {
+                let task = accept_loop(
+                    shared.clone(),
+                    addr,
+                    socket,
+                    semaphore.clone(),
+                    stop.clone(),
+                );
+                worker.spawn(shared.tracker.track_future(task))
+            })
+            .collect();
         Bound {
             stop,
             semaphore,
@@ -65,7 +97,9 @@ impl Bound {
     /// again at once; the listener's connections drain in the background.
     pub async fn close(self) {
         self.stop.cancel();
-        let _ = self.accepting.await;
+        for task in self.accepting {
+            let _ = task.await;
+        }
     }
 
     /// Applies a new connection limit to connections accepted from now on.
@@ -146,7 +180,7 @@ struct ActiveGuard {
 impl ActiveGuard {
     fn new(shared: Arc<Shared>, listener: Arc<str>) -> Self {
         shared.active.fetch_add(1, Ordering::Relaxed);
-        metrics::gauge!(m::ACTIVE_CONNECTIONS, m::LABEL_LISTENER => listener.to_string())
+        metrics::gauge!(m::ACTIVE_CONNECTIONS, m::LABEL_LISTENER => listener.clone())
             .increment(1.0);
         ActiveGuard { shared, listener }
     }
@@ -155,7 +189,7 @@ impl ActiveGuard {
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.shared.active.fetch_sub(1, Ordering::Relaxed);
-        metrics::gauge!(m::ACTIVE_CONNECTIONS, m::LABEL_LISTENER => self.listener.to_string())
+        metrics::gauge!(m::ACTIVE_CONNECTIONS, m::LABEL_LISTENER => self.listener.clone())
             .decrement(1.0);
     }
 }

@@ -14,6 +14,7 @@
 //! - [`body`]: the boxed body type and the size-limited request body.
 //! - [`error`]: classified data-path errors and the status each maps to.
 //! - [`access_log`]: one log line and one metric sample per request.
+//! - `workers`: the threads serving traffic, one single-threaded runtime per core.
 
 pub mod access_log;
 pub mod body;
@@ -25,6 +26,7 @@ pub mod listener;
 pub mod path;
 pub mod service;
 pub mod upstream;
+pub(crate) mod workers;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -39,6 +41,7 @@ use crate::config::ConfigSet;
 use crate::metrics as m;
 use crate::runtime::{NodeInfo, Runtime};
 use listener::Bound;
+use workers::Workers;
 
 /// Why a config could not be applied. The previous config keeps serving.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +65,9 @@ pub struct ProxyConfig {
     pub node: NodeInfo,
     /// Write one access log line per request (tracing target [`access_log::TARGET`]).
     pub access_log: bool,
+    /// Worker threads serving traffic, each with its own single-threaded runtime and upstream
+    /// pools; 0 means one per available core.
+    pub workers: usize,
 }
 
 impl Default for ProxyConfig {
@@ -69,6 +75,7 @@ impl Default for ProxyConfig {
         ProxyConfig {
             node: NodeInfo::default(),
             access_log: true,
+            workers: 0,
         }
     }
 }
@@ -93,6 +100,7 @@ pub(crate) struct Shared {
 pub struct Proxy {
     shared: Arc<Shared>,
     node: NodeInfo,
+    workers: Workers,
     /// Serialises applies and shutdown; held across binds, never by requests.
     bound: tokio::sync::Mutex<HashMap<SocketAddr, Bound>>,
 }
@@ -116,6 +124,10 @@ impl Proxy {
                 active: AtomicU64::new(0),
             }),
             node: config.node,
+            workers: Workers::start(match config.workers {
+                0 => workers::default_count(),
+                n => n,
+            }),
             bound: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
@@ -146,15 +158,16 @@ impl Proxy {
             return Err(ApplyError::Compile("the proxy is shutting down".into()));
         }
         let previous = self.shared.runtime.load_full();
-        let runtime = Runtime::compile(config, &self.node, &previous)
+        let workers = self.workers.handles();
+        let runtime = Runtime::compile(config, &self.node, &previous, workers.len())
             .map_err(|e| ApplyError::Compile(e.to_string()))?;
         let mut fresh = Vec::new();
         for addr in runtime.listeners.keys() {
             if bound.contains_key(addr) {
                 continue;
             }
-            match tokio::net::TcpListener::bind(addr).await {
-                Ok(socket) => fresh.push((*addr, socket)),
+            match listener::bind(*addr, workers) {
+                Ok(sockets) => fresh.push((*addr, sockets)),
                 // Returning drops the sockets in `fresh`, closing them again.
                 Err(source) => {
                     return Err(ApplyError::Bind {
@@ -166,12 +179,13 @@ impl Proxy {
         }
         let runtime = Arc::new(runtime);
         self.shared.runtime.store(runtime.clone());
-        for (addr, socket) in fresh {
+        for (addr, sockets) in fresh {
             let max = runtime
                 .listeners
                 .get(&addr)
                 .map_or(0, |l| l.conn.limits.max_connections);
-            bound.insert(addr, Bound::spawn(self.shared.clone(), addr, socket, max));
+            let b = Bound::spawn(self.shared.clone(), addr, sockets, workers, max);
+            bound.insert(addr, b);
         }
         let removed: Vec<SocketAddr> = bound
             .keys()

@@ -52,7 +52,7 @@ pub(crate) async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Res
         request_id.clone(),
         ctx.listener.clone(),
         req.method().clone(),
-        req.uri().path().to_string(),
+        req.uri().path(),
         ctx.shared.access_log,
         ctx.track.clone(),
         runtime.clone(),
@@ -233,12 +233,12 @@ async fn forward(
         && headers::wants_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, incoming) = req.into_parts();
-    log.cluster = Some(upstream.name().to_string());
+    log.cluster = Some(upstream.name().clone());
     let endpoint = upstream
         .pick()
         .ok_or_else(|| ProxyError::NoEndpoint(upstream.name().to_string()))?
         .clone();
-    log.upstream = Some(endpoint.to_string());
+    log.upstream = Some(endpoint.clone());
 
     let path: Cow<'_, str> = match (&target.route.prefix_rewrite, target.route.matched_prefix()) {
         (Some(replacement), Some(prefix)) => {
@@ -281,7 +281,7 @@ async fn forward(
             return Err(ProxyError::BodyTooLarge);
         }
         Ok(Err(e)) if e.is_connect() => {
-            metrics::counter!(m::UPSTREAM_CONNECT_ERRORS_TOTAL, m::LABEL_CLUSTER => upstream.name().to_string())
+            metrics::counter!(m::UPSTREAM_CONNECT_ERRORS_TOTAL, m::LABEL_CLUSTER => upstream.name().clone())
                 .increment(1);
             return Err(ProxyError::UpstreamConnect(error_chain(&e)));
         }

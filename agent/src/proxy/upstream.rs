@@ -1,6 +1,8 @@
-//! Upstream pools and load balancing: one pooled keep-alive client per cluster, and round robin
-//! over its endpoints.
+//! Upstream pools and load balancing: pooled keep-alive clients per cluster, one per proxy
+//! worker so a connection is only ever used by the thread that opened it, and round robin over
+//! the cluster's endpoints.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -13,17 +15,19 @@ use super::connector::{Connector, UpstreamTls};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::ProxyBody;
+use super::workers;
 
 /// How long an idle pooled upstream connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// A cluster at run time: its endpoints, the round-robin cursor and the connection pool.
+/// A cluster at run time: its endpoints, the round-robin cursor and the connection pools.
 pub struct Upstream {
-    name: String,
+    name: Arc<str>,
     endpoints: Vec<Authority>,
     next: AtomicUsize,
     version: Version,
-    client: Client<Connector, ProxyBody>,
+    /// One per worker, indexed by [`workers::current`].
+    clients: Vec<Client<Connector, ProxyBody>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -37,26 +41,30 @@ impl std::fmt::Debug for Upstream {
 
 impl Upstream {
     /// An upstream speaking HTTP/2 when `http2` (prior knowledge, or ALPN over TLS), else
-    /// HTTP/1.1; over TLS when `tls` is set.
+    /// HTTP/1.1; over TLS when `tls` is set; with `pools` connection pools (at least one).
     pub fn new(
         name: &str,
         endpoints: Vec<Authority>,
         http2: bool,
         connect_timeout: Duration,
         tls: Option<UpstreamTls>,
+        pools: usize,
     ) -> Self {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(connect_timeout));
         let connector = Connector::new(http, tls);
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .http2_only(http2)
-            .build(connector);
+            .http2_only(http2);
+        let clients = (0..pools.max(1))
+            .map(|_| builder.build(connector.clone()))
+            .collect();
         Upstream {
-            name: name.to_string(),
+            name: name.into(),
             endpoints,
             next: AtomicUsize::new(0),
             version: if http2 {
@@ -64,12 +72,12 @@ impl Upstream {
             } else {
                 Version::HTTP_11
             },
-            client,
+            clients,
         }
     }
 
     /// The cluster's name.
-    pub fn name(&self) -> &str {
+    pub fn name(&self) -> &Arc<str> {
         &self.name
     }
 
@@ -87,12 +95,13 @@ impl Upstream {
         self.endpoints.get(i)
     }
 
-    /// Sends `request` (with an absolute URI) over a pooled connection.
+    /// Sends `request` (with an absolute URI) over a connection from the current worker's pool.
     pub async fn send(
         &self,
         request: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
-        self.client.request(request).await
+        let client = &self.clients[workers::current() % self.clients.len()];
+        client.request(request).await
     }
 }
 
@@ -107,12 +116,12 @@ mod tests {
             .iter()
             .map(|a| a.parse().unwrap())
             .collect();
-        let upstream = Upstream::new("c", endpoints, false, Duration::from_secs(1), None);
+        let upstream = Upstream::new("c", endpoints, false, Duration::from_secs(1), None, 1);
         let picks: Vec<String> = (0..6)
             .map(|_| upstream.pick().unwrap().to_string())
             .collect();
         assert_eq!(picks, ["a:1", "b:2", "c:3", "a:1", "b:2", "c:3"]);
-        let empty = Upstream::new("e", Vec::new(), false, Duration::from_secs(1), None);
+        let empty = Upstream::new("e", Vec::new(), false, Duration::from_secs(1), None, 1);
         assert!(empty.pick().is_none());
     }
 }

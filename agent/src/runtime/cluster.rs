@@ -21,10 +21,11 @@ pub fn secret_names(spec: &pb::Cluster) -> [&str; 2] {
     }
 }
 
-/// Compiles cluster `name`; `secret` resolves tls Secret names.
+/// Compiles cluster `name` with `pools` connection pools; `secret` resolves tls Secret names.
 pub fn compile(
     name: &str,
     spec: &pb::Cluster,
+    pools: usize,
     secret: impl Fn(&str) -> Option<pb::TlsSecret>,
 ) -> Result<Upstream, CompileError> {
     let err = |field: String, message: String| CompileError::new("Cluster", name, field, message);
@@ -55,7 +56,14 @@ pub fn compile(
         endpoints.push(authority);
     }
     let connect_timeout = duration_or(spec.connect_timeout.as_ref(), DEFAULT_CONNECT_TIMEOUT);
-    Ok(Upstream::new(name, endpoints, http2, connect_timeout, tls))
+    Ok(Upstream::new(
+        name,
+        endpoints,
+        http2,
+        connect_timeout,
+        tls,
+        pools,
+    ))
 }
 
 fn upstream_tls(
@@ -116,7 +124,7 @@ mod tests {
             endpoints: vec![endpoint("127.0.0.1", 8080), endpoint("::1", 9090)],
             ..Default::default()
         };
-        let upstream = compile("c", &spec, |_| None).unwrap();
+        let upstream = compile("c", &spec, 1, |_| None).unwrap();
         assert_eq!(upstream.pick().unwrap().as_str(), "127.0.0.1:8080");
         assert_eq!(upstream.pick().unwrap().as_str(), "[::1]:9090");
     }
@@ -132,7 +140,7 @@ mod tests {
                 endpoints: vec![spec],
                 ..Default::default()
             };
-            let e = compile("c", &cluster, |_| None).unwrap_err();
+            let e = compile("c", &cluster, 1, |_| None).unwrap_err();
             assert_eq!(e.field, field);
         }
     }

@@ -102,12 +102,14 @@ fn tls_secret(set: &portico_api::ResourceSet, name: &str) -> Option<pb::TlsSecre
 }
 
 impl Runtime {
-    /// Compiles `config` for `node`. Clusters whose spec equals one in `previous` reuse its
-    /// upstream, and with it the warm connection pool.
+    /// Compiles `config` for `node`, with `pools` connection pools per cluster (one per proxy
+    /// worker). Clusters whose spec equals one in `previous` reuse its upstream, and with it
+    /// the warm connection pools.
     pub fn compile(
         config: &ConfigSet,
         node: &NodeInfo,
         previous: &Runtime,
+        pools: usize,
     ) -> Result<Runtime, CompileError> {
         let set = &config.resources;
         let mut clusters = HashMap::new();
@@ -124,7 +126,9 @@ impl Runtime {
             };
             let upstream = match previous.clusters.get(&r.name) {
                 Some((old, upstream)) if *old == source => upstream.clone(),
-                _ => Arc::new(cluster::compile(&r.name, spec, |n| tls_secret(set, n))?),
+                _ => Arc::new(cluster::compile(&r.name, spec, pools, |n| {
+                    tls_secret(set, n)
+                })?),
             };
             clusters.insert(r.name.clone(), (source, upstream));
         }
