@@ -56,6 +56,7 @@ pub async fn serve(
             zone: node.zone.clone(),
             labels: settings.labels.iter().cloned().collect(),
         },
+        workers: settings.proxy_workers,
         ..ProxyConfig::default()
     }));
     let state = Arc::new(State::default());

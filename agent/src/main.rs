@@ -6,7 +6,9 @@ use clap::Parser;
 use portico_agent::settings::{LogFormat, Settings};
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
+// Traffic runs on the proxy's own per-core worker threads; this runtime only carries sync,
+// reports and the admin endpoint.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let settings = Settings::parse();
     init_logging(settings.log_format);

@@ -66,6 +66,11 @@ pub struct Settings {
     /// How long in-flight requests may run after SIGTERM before the agent exits anyway.
     #[arg(long, env = "PORTICO_AGENT_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
+
+    /// Threads serving traffic, each with its own runtime, sockets and upstream pools
+    /// (0: one per core).
+    #[arg(long, env = "PORTICO_AGENT_PROXY_WORKERS", default_value_t = 0)]
+    pub proxy_workers: usize,
 }
 
 /// Log line format.

@@ -227,6 +227,7 @@ fn agent_settings(server: &str, admin: SocketAddr) -> portico_agent::settings::S
         log_format: portico_agent::settings::LogFormat::Text,
         report_interval: Duration::from_secs(5),
         drain_timeout: Duration::from_secs(5),
+        proxy_workers: 0,
     }
 }
 
