@@ -8,7 +8,7 @@ use portico_api::pb::ApplyRequest;
 use portico_api::pb::admin_client::AdminClient;
 use tonic::transport::Channel;
 
-/// An Admin API client for `url` (e.g. `http://127.0.0.1:7070`), retrying the connect for up to
+/// An Admin API client for `url` (e.g. `http://127.0.0.1:7000`), retrying the connect for up to
 /// `wait` while the control plane starts.
 pub async fn connect(url: &str, wait: Duration) -> anyhow::Result<AdminClient<Channel>> {
     let deadline = tokio::time::Instant::now() + wait;

@@ -9,7 +9,7 @@ use portico_bench::{admin, config};
 #[derive(Parser)]
 struct Args {
     /// The control plane's Admin API.
-    #[arg(long, default_value = "http://127.0.0.1:7070")]
+    #[arg(long, default_value = "http://127.0.0.1:7000")]
     admin: String,
     /// Bearer token for the Admin API, if it needs one.
     #[arg(long, env = "PORTICO_TOKEN")]

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 #[derive(Parser)]
 struct Args {
     /// The control plane's Admin API.
-    #[arg(long, default_value = "http://127.0.0.1:7070")]
+    #[arg(long, default_value = "http://127.0.0.1:7000")]
     admin: String,
     /// The control plane's Discovery API (default: the Admin URL).
     #[arg(long)]
