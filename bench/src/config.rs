@@ -140,3 +140,52 @@ fn named(name: &str, spec: resource::Spec) -> Resource {
         ..Default::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portico_api::{Kind, ResourceSet};
+
+    fn set(resources: Vec<Resource>) -> ResourceSet {
+        let mut set = ResourceSet::new();
+        for r in resources {
+            assert!(set.insert(r).is_none(), "duplicate resource");
+        }
+        set
+    }
+
+    #[test]
+    fn dataplane_config_is_valid_and_routes_the_last_prefix() {
+        let resources = dataplane(18081, 18080, 1000);
+        let set = set(resources.clone());
+        assert_eq!(portico_api::validate::validate_set(&set), vec![]);
+        let Some(resource::Spec::RouteTable(table)) = &resources[1].spec else {
+            panic!("second resource is not the route table");
+        };
+        let routes = &table.virtual_hosts[0].routes;
+        assert_eq!(routes.len(), 1000);
+        assert_eq!(
+            routes[999].r#match.as_ref().and_then(|m| m.path.clone()),
+            Some(route_match::Path::Prefix("/r00999".into()))
+        );
+    }
+
+    #[test]
+    fn fleet_config_is_valid_and_a_change_is_one_route() {
+        let set = set(fleet(200, 10));
+        assert_eq!(set.of_kind(Kind::Listener).count(), 201);
+        assert_eq!(portico_api::validate::validate_set(&set), vec![]);
+        let before = fleet_change(10, 0);
+        let after = fleet_change(10, 1);
+        let routes = |r: &Resource| match &r.spec {
+            Some(resource::Spec::RouteTable(t)) => t.virtual_hosts[0].routes.clone(),
+            _ => panic!("not a route table"),
+        };
+        let changed = routes(&before[0])
+            .iter()
+            .zip(routes(&after[0]).iter())
+            .filter(|(a, b)| a != b)
+            .count();
+        assert_eq!(changed, 1);
+    }
+}
