@@ -1,3 +1,39 @@
-//! `portico-agent`: the agent binary.
+//! `portico-agent`: the agent binary. Flags are in [`portico_agent::settings::Settings`].
 
-fn main() {}
+use clap::Parser;
+use portico_agent::settings::{LogFormat, Settings};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = Settings::parse();
+    init_logging(settings.log_format);
+    // Exactly one rustls provider: ring (see DEPENDENCIES.md).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    portico_agent::run(settings, shutdown_signal()).await
+}
+
+/// `RUST_LOG` filters (default `info`).
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the agent");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

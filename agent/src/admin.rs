@@ -1,0 +1,153 @@
+//! The admin endpoint: `/healthz`, `/readyz`, `/metrics` and `/config`, over HTTP/1.1.
+//!
+//! Meant for a local port (default 127.0.0.1:9901): `/config` shows the applied resources,
+//! with secret material redacted.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use portico_api::Resource;
+use portico_api::reference::redacted;
+use tokio::net::TcpListener;
+
+use crate::state::State;
+
+/// Histograms are folded into their summaries this often, whether or not anyone scrapes.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+/// Admin requests are short; this bounds how long shutdown waits for them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+/// Backoff after a failed accept (e.g. out of file descriptors), so the loop does not spin.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+
+/// The process's Prometheus recorder, installed on first use.
+///
+/// There is one global recorder per process; several agents in one process (tests,
+/// `portico dev`) share it. If another recorder was installed first, `/metrics` renders an
+/// empty recorder of its own and the agent's metrics go to the other one.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => handle,
+        Err(e) => {
+            tracing::warn!(error = %e, "another metrics recorder is installed; /metrics will be empty");
+            PrometheusBuilder::new().build_recorder().handle()
+        }
+    })
+}
+
+/// Serves the admin endpoint on `listener` until `shutdown` completes.
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let metrics = prometheus().clone();
+    let graceful = GracefulShutdown::new();
+    let mut upkeep = tokio::time::interval(UPKEEP_INTERVAL);
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            _ = &mut shutdown => break,
+            _ = upkeep.tick() => {
+                metrics.run_upkeep();
+                continue;
+            }
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(ACCEPT_RETRY).await;
+                    continue;
+                }
+            },
+        };
+        let state = Arc::clone(&state);
+        let metrics = metrics.clone();
+        let service = service_fn(move |req| {
+            let response = respond(&req, &state, &metrics);
+            async move { Ok::<_, Infallible>(response) }
+        });
+        let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "admin connection failed");
+            }
+        });
+    }
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
+    Ok(())
+}
+
+fn respond(
+    req: &Request<Incoming>,
+    state: &State,
+    metrics: &PrometheusHandle,
+) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+    }
+    match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" if state.ready() => text(StatusCode::OK, "ready\n"),
+        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/metrics" => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            metrics.render(),
+        ),
+        "/config" => match config_json(state) {
+            Ok(body) => reply(StatusCode::OK, "application/json", body),
+            Err(e) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain; charset=utf-8",
+                format!("rendering the config: {e}\n"),
+            ),
+        },
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// The body of `/config`.
+#[derive(serde::Serialize)]
+struct ConfigView {
+    version: i64,
+    /// In the proto3 JSON mapping, secrets redacted.
+    resources: Vec<Resource>,
+}
+
+/// Fails only on a value the JSON mapping cannot express (e.g. an enum number unknown to
+/// this build).
+fn config_json(state: &State) -> serde_json::Result<String> {
+    let applied = state.applied().unwrap_or_default();
+    let view = ConfigView {
+        version: applied.version,
+        resources: applied.resources.iter().map(redacted).collect(),
+    };
+    Ok(serde_json::to_string_pretty(&view)? + "\n")
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    reply(status, "text/plain; charset=utf-8", body.to_string())
+}
+
+fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    response
+}

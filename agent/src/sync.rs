@@ -1,0 +1,285 @@
+//! Config sync: the agent's side of the discovery stream (DESIGN.md §5).
+//!
+//! One stream at a time, to one control plane. The agent sends `Hello` with the version it
+//! serves, then answers every `Update` with `Ack` (applied) or `Nack` (rejected, the previous
+//! config keeps serving), and sends a `Report` every report interval. When the stream fails the
+//! agent waits (capped exponential backoff with jitter) and connects to the next control-plane
+//! URL, resuming from the version it serves.
+//!
+//! # Base versions
+//! An incremental update is a diff against what the control plane believes the agent has: the
+//! `applied_version` of `Hello`, then each version the agent ACKed on the stream. `Update` does
+//! not name its base, so the agent checks what it can: an incremental update older than the
+//! agent's config cannot be based on it. The agent then does not NACK (a NACK would leave the
+//! control plane believing the old base and sending more diffs against it); it closes the stream
+//! and reconnects at once with `applied_version = 0`, which asks for a full update, and applies
+//! whatever comes next against an empty base. It keeps serving its config meanwhile.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use portico_api::pb::discovery_client::DiscoveryClient;
+use portico_api::pb::{
+    Ack, AgentMessage, ControlMessage, Hello, Nack, Node, Update, agent_message, control_message,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
+
+use crate::backoff::Backoff;
+use crate::config::ConfigSet;
+use crate::proxy::Proxy;
+use crate::report;
+use crate::state::State;
+
+/// Gauge: the config version the agent serves.
+pub const CONFIG_VERSION: &str = "portico_agent_config_version";
+/// Counter: updates received, by `result` (`ack` or `nack`).
+pub const CONFIG_UPDATES: &str = "portico_agent_config_updates_total";
+/// Gauge: 1 while a stream to a control plane is open.
+pub const CONTROL_PLANE_CONNECTED: &str = "portico_agent_control_plane_connected";
+/// Counter: streams that ended, by `reason` (`error` or `resync`).
+pub const CONTROL_PLANE_DISCONNECTS: &str = "portico_agent_control_plane_disconnects_total";
+
+/// Full updates of large configs exceed tonic's 4 MiB default.
+const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Opening the stream waits for the control plane's response headers.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Keepalive pings find a control plane that vanished without closing the connection.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A stream that stayed up this long worked, even if it brought no update.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+
+/// Why a stream ended.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The control plane could not be reached.
+    #[error("connecting to {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The control plane refused the stream.
+    #[error("opening the stream: {0}")]
+    Open(#[source] tonic::Status),
+    /// The control plane did not answer the stream in time.
+    #[error("opening the stream: no answer within {OPEN_TIMEOUT:?}")]
+    OpenTimeout,
+    /// The stream failed.
+    #[error("receiving: {0}")]
+    Receive(#[source] tonic::Status),
+    /// The control plane ended the stream.
+    #[error("the control plane closed the stream")]
+    Closed,
+    /// An incremental update cannot apply to the agent's config (see the module doc).
+    #[error("incremental update to version {update} is older than the agent's version {base}")]
+    BaseMismatch { update: i64, base: i64 },
+}
+
+/// The discovery client of one agent.
+pub struct Sync {
+    /// Control plane URLs, tried in turn.
+    pub control_planes: Vec<String>,
+    /// The agent's identity, sent in `Hello`.
+    pub node: Node,
+    /// Time between reports.
+    pub report_interval: Duration,
+    /// The data path that applies updates.
+    pub proxy: Arc<Proxy>,
+    /// Where applied configs are published.
+    pub state: Arc<State>,
+}
+
+/// How a stream ended, and what it achieved before.
+struct Ended {
+    error: StreamError,
+    /// The stream brought an update or stayed up: the next failure starts a fresh backoff.
+    worked: bool,
+    /// An update was ACKed, so the control plane knows the agent's version again.
+    acked: bool,
+}
+
+impl Sync {
+    /// Keeps a stream to a control plane open until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        if self.control_planes.is_empty() {
+            tracing::error!("no control plane URL; config sync is off");
+            return;
+        }
+        let mut backoff = Backoff::default();
+        let mut url_index = 0;
+        let mut resync = false;
+        loop {
+            let url = &self.control_planes[url_index % self.control_planes.len()];
+            let ended = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                ended = self.stream(url, resync) => ended,
+            };
+            metrics::gauge!(CONTROL_PLANE_CONNECTED).set(0.0);
+            if ended.worked {
+                backoff.reset();
+            }
+            if ended.acked {
+                resync = false;
+            }
+            if let StreamError::BaseMismatch { .. } = ended.error {
+                tracing::warn!(url, error = %ended.error, "asking for a full update");
+                metrics::counter!(CONTROL_PLANE_DISCONNECTS, "reason" => "resync").increment(1);
+                resync = true;
+                continue;
+            }
+            metrics::counter!(CONTROL_PLANE_DISCONNECTS, "reason" => "error").increment(1);
+            url_index += 1;
+            let delay = backoff.next_delay();
+            let next = &self.control_planes[url_index % self.control_planes.len()];
+            tracing::warn!(url, error = %ended.error, retry_in = ?delay, next, "control plane stream ended");
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// One stream, from connect until it fails. With `resync` the agent claims no config, so
+    /// the control plane sends everything.
+    async fn stream(&self, url: &str, resync: bool) -> Ended {
+        let mut ended = Ended {
+            error: StreamError::Closed,
+            worked: false,
+            acked: false,
+        };
+        let mut base = match (resync, self.state.applied()) {
+            (false, Some(applied)) => applied,
+            _ => Arc::new(ConfigSet::default()),
+        };
+        let (tx, mut inbound) = match self.open(url, base.version).await {
+            Ok(opened) => opened,
+            Err(error) => {
+                ended.error = error;
+                return ended;
+            }
+        };
+        tracing::info!(
+            url,
+            applied_version = base.version,
+            "connected to the control plane"
+        );
+        metrics::gauge!(CONTROL_PLANE_CONNECTED).set(1.0);
+        let opened_at = Instant::now();
+        let start = tokio::time::Instant::now() + self.report_interval;
+        let mut reports = tokio::time::interval_at(start, self.report_interval);
+        ended.error = loop {
+            let reply = tokio::select! {
+                message = inbound.message() => match message {
+                    Ok(Some(ControlMessage { message: Some(control_message::Message::Update(update)) })) => {
+                        ended.worked = true;
+                        match self.apply(&mut base, update).await {
+                            Ok(reply) => {
+                                ended.acked |= matches!(reply, agent_message::Message::Ack(_));
+                                reply
+                            }
+                            Err(error) => break error,
+                        }
+                    }
+                    // A message kind from a newer control plane.
+                    Ok(Some(_)) => continue,
+                    Ok(None) => break StreamError::Closed,
+                    Err(status) => break StreamError::Receive(status),
+                },
+                _ = reports.tick() => agent_message::Message::Report(report::current(&self.state, &self.proxy)),
+            };
+            if tx.send(message(reply)).await.is_err() {
+                break StreamError::Closed;
+            }
+        };
+        ended.worked |= opened_at.elapsed() >= STABLE_AFTER;
+        ended
+    }
+
+    /// Connects, sends `Hello` and opens the stream.
+    async fn open(
+        &self,
+        url: &str,
+        applied_version: i64,
+    ) -> Result<(mpsc::Sender<AgentMessage>, tonic::Streaming<ControlMessage>), StreamError> {
+        let connect_err = |source| StreamError::Connect {
+            url: url.to_string(),
+            source,
+        };
+        let channel = Endpoint::from_shared(url.to_string())
+            .map_err(connect_err)?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
+            .connect()
+            .await
+            .map_err(connect_err)?;
+        let mut client = DiscoveryClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let (tx, rx) = mpsc::channel(16);
+        let hello = agent_message::Message::Hello(Hello {
+            node: Some(self.node.clone()),
+            applied_version,
+        });
+        // The channel is new and has room: this cannot fail.
+        let _ = tx.try_send(message(hello));
+        let response = tokio::time::timeout(OPEN_TIMEOUT, client.stream(ReceiverStream::new(rx)))
+            .await
+            .map_err(|_| StreamError::OpenTimeout)?
+            .map_err(StreamError::Open)?;
+        Ok((tx, response.into_inner()))
+    }
+
+    /// Applies `update` on top of `base` (what the control plane believes the agent has) and
+    /// returns the answer. On ACK, `base` becomes the new config.
+    async fn apply(
+        &self,
+        base: &mut Arc<ConfigSet>,
+        update: Update,
+    ) -> Result<agent_message::Message, StreamError> {
+        if !update.full && update.version < base.version {
+            return Err(StreamError::BaseMismatch {
+                update: update.version,
+                base: base.version,
+            });
+        }
+        let next = Arc::new(base.with_update(&update));
+        match self.proxy.apply(&next).await {
+            Ok(()) => {
+                tracing::info!(
+                    version = update.version,
+                    full = update.full,
+                    upserts = update.upserts.len(),
+                    removals = update.removals.len(),
+                    "applied config"
+                );
+                metrics::counter!(CONFIG_UPDATES, "result" => "ack").increment(1);
+                metrics::gauge!(CONFIG_VERSION).set(update.version as f64);
+                self.state.publish(Arc::clone(&next));
+                *base = next;
+                Ok(agent_message::Message::Ack(Ack {
+                    nonce: update.nonce,
+                    version: update.version,
+                }))
+            }
+            Err(e) => {
+                let error = e.to_string();
+                tracing::warn!(version = update.version, error, "rejected config");
+                metrics::counter!(CONFIG_UPDATES, "result" => "nack").increment(1);
+                Ok(agent_message::Message::Nack(Nack {
+                    nonce: update.nonce,
+                    version: update.version,
+                    error,
+                }))
+            }
+        }
+    }
+}
+
+fn message(m: agent_message::Message) -> AgentMessage {
+    AgentMessage { message: Some(m) }
+}

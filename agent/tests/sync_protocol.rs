@@ -1,0 +1,402 @@
+//! The agent's side of the discovery protocol against a scripted control plane: a test-side
+//! `Discovery` server that hands each stream to the test, which then plays the control plane
+//! message by message. It produces what a correct control plane never sends (an incremental
+//! update older than the agent's config); end-to-end tests with the real `portico-cp` are in
+//! `integration-tests/tests/agent_*.rs`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use portico_agent::settings::Settings;
+use portico_api::Kind;
+use portico_api::pb::discovery_server::{Discovery, DiscoveryServer};
+use portico_api::pb::{
+    AgentMessage, ControlMessage, Hello, Resource, ResourceKey, Update, agent_message,
+    control_message, resource::Spec,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// One agent stream as the scripted control plane sees it.
+struct Session {
+    hello: Hello,
+    from_agent: Streaming<AgentMessage>,
+    to_agent: mpsc::Sender<Result<ControlMessage, Status>>,
+}
+
+impl Session {
+    async fn send(&self, update: Update) {
+        let message = ControlMessage {
+            message: Some(control_message::Message::Update(update)),
+        };
+        self.to_agent.send(Ok(message)).await.unwrap();
+    }
+
+    /// The next Ack or Nack (reports are skipped).
+    async fn answer(&mut self) -> agent_message::Message {
+        loop {
+            let next = tokio::time::timeout(WAIT, self.from_agent.message()).await;
+            let message = next.expect("no answer in time").unwrap().unwrap();
+            match message.message.unwrap() {
+                agent_message::Message::Report(_) => continue,
+                other => return other,
+            }
+        }
+    }
+}
+
+struct ScriptedCp {
+    sessions: mpsc::UnboundedSender<Session>,
+}
+
+#[tonic::async_trait]
+impl Discovery for ScriptedCp {
+    type StreamStream =
+        Pin<Box<dyn tokio_stream::Stream<Item = Result<ControlMessage, Status>> + Send>>;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let mut from_agent = request.into_inner();
+        let Some(AgentMessage {
+            message: Some(agent_message::Message::Hello(hello)),
+        }) = from_agent.message().await?
+        else {
+            return Err(Status::invalid_argument("first message must be Hello"));
+        };
+        let (to_agent, rx) = mpsc::channel(8);
+        let _ = self.sessions.send(Session {
+            hello,
+            from_agent,
+            to_agent,
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// A scripted control plane on a free port.
+struct Cp {
+    url: String,
+    sessions: mpsc::UnboundedReceiver<Session>,
+    stop: CancellationToken,
+}
+
+impl Cp {
+    async fn start() -> Cp {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, sessions) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let server = tonic::transport::Server::builder()
+            .add_service(DiscoveryServer::new(ScriptedCp { sessions: tx }))
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                stop.clone().cancelled_owned(),
+            );
+        tokio::spawn(server);
+        Cp {
+            url,
+            sessions,
+            stop,
+        }
+    }
+
+    async fn session(&mut self) -> Session {
+        tokio::time::timeout(WAIT, self.sessions.recv())
+            .await
+            .expect("the agent did not connect in time")
+            .unwrap()
+    }
+}
+
+impl Drop for Cp {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// An in-process agent with its admin endpoint on a free port.
+struct Agent {
+    admin: SocketAddr,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Agent {
+    async fn start(control_planes: &str, extra: &[&str]) -> Agent {
+        let mut args = vec![
+            "portico-agent",
+            "--control-plane",
+            control_planes,
+            "--node-id",
+            "edge-1",
+            "--region",
+            "eu",
+            "--zone",
+            "eu-1",
+            "--label",
+            "tier=edge",
+            "--report-interval",
+            "50ms",
+        ];
+        args.extend_from_slice(extra);
+        let settings = Settings::try_parse_from(args).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(portico_agent::serve(
+            settings,
+            listener,
+            stop.clone().cancelled_owned(),
+        ));
+        Agent { admin, stop, task }
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let mut stream = TcpStream::connect(self.admin).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        let status = response[9..12].parse().unwrap();
+        let body = response.split_once("\r\n\r\n").unwrap().1.to_string();
+        (status, body)
+    }
+
+    async fn config(&self) -> serde_json::Value {
+        let (status, body) = self.get("/config").await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Polls `/config` until it is at `version`; returns the resource names.
+    async fn wait_for_version(&self, version: i64) -> Vec<String> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let config = self.config().await;
+            if config["version"] == version {
+                let resources = config["resources"].as_array().unwrap();
+                return resources
+                    .iter()
+                    .map(|r| r["name"].as_str().unwrap().to_string())
+                    .collect();
+            }
+            assert!(Instant::now() < deadline, "still at {config}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("the agent did not stop in time")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn cluster(name: &str) -> Resource {
+    Resource {
+        name: name.into(),
+        spec: Some(Spec::Cluster(Default::default())),
+        ..Default::default()
+    }
+}
+
+fn update(version: i64, full: bool, upserts: &[&str], removals: &[&str]) -> Update {
+    Update {
+        version,
+        nonce: format!("n{version}"),
+        full,
+        upserts: upserts.iter().map(|n| cluster(n)).collect(),
+        removals: removals
+            .iter()
+            .map(|n| ResourceKey::new(Kind::Cluster, *n))
+            .collect(),
+    }
+}
+
+/// A control plane, an agent connected to it, and their stream after a full update of
+/// clusters `names` at `version` was ACKed.
+async fn synced(version: i64, names: &[&str]) -> (Cp, Agent, Session) {
+    let mut cp = Cp::start().await;
+    let agent = Agent::start(&cp.url, &[]).await;
+    let mut session = cp.session().await;
+    session.send(update(version, true, names, &[])).await;
+    assert_ack(session.answer().await, version);
+    (cp, agent, session)
+}
+
+/// A URL on a port nothing listens on.
+async fn unreachable_url() -> String {
+    let down = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    format!("http://{}", down.local_addr().unwrap())
+}
+
+fn assert_ack(answer: agent_message::Message, version: i64) {
+    match answer {
+        agent_message::Message::Ack(ack) => {
+            assert_eq!((ack.nonce, ack.version), (format!("n{version}"), version));
+        }
+        other => panic!("expected Ack of {version}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn hello_then_updates_are_acked_and_served() {
+    let mut cp = Cp::start().await;
+    let agent = Agent::start(&cp.url, &[]).await;
+    assert_eq!(agent.get("/readyz").await.0, 503);
+
+    let mut session = cp.session().await;
+    let node = session.hello.node.clone().unwrap();
+    assert_eq!(
+        (node.id.as_str(), node.region.as_str(), node.zone.as_str()),
+        ("edge-1", "eu", "eu-1")
+    );
+    assert_eq!(node.labels.get("tier").map(String::as_str), Some("edge"));
+    assert!(!node.agent_version.is_empty());
+    assert_eq!(session.hello.applied_version, 0);
+
+    session.send(update(5, true, &["a", "b"], &[])).await;
+    assert_ack(session.answer().await, 5);
+    assert_eq!(agent.wait_for_version(5).await, ["a", "b"]);
+    assert_eq!(agent.get("/readyz").await.0, 200);
+
+    session.send(update(7, false, &["c"], &["a"])).await;
+    assert_ack(session.answer().await, 7);
+    assert_eq!(agent.wait_for_version(7).await, ["b", "c"]);
+
+    let (status, metrics) = agent.get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("portico_agent_config_version 7"),
+        "{metrics}"
+    );
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn reports_carry_the_agents_health() {
+    let (_cp, agent, mut session) = synced(3, &["a"]).await;
+    let report = loop {
+        let message = tokio::time::timeout(WAIT, session.from_agent.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Some(agent_message::Message::Report(r)) = message.message
+            && r.applied_version == 3
+        {
+            break r;
+        }
+    };
+    assert!(report.ready);
+    assert!(report.rss_bytes > 0);
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn reconnect_resumes_from_the_applied_version() {
+    let (mut cp, agent, session) = synced(4, &["a"]).await;
+
+    // The control plane ends the stream; the agent comes back claiming version 4 and takes a
+    // diff against it.
+    drop(session);
+    let mut session = cp.session().await;
+    assert_eq!(session.hello.applied_version, 4);
+    session.send(update(6, false, &["b"], &[])).await;
+    assert_ack(session.answer().await, 6);
+    assert_eq!(agent.wait_for_version(6).await, ["a", "b"]);
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn stale_incremental_update_makes_the_agent_ask_for_a_full_one() {
+    let (mut cp, agent, session) = synced(9, &["a", "b"]).await;
+
+    session.send(update(8, false, &["x"], &[])).await;
+    let mut resync = cp.session().await;
+    assert_eq!(resync.hello.applied_version, 0, "a resync claims no config");
+    // Meanwhile the old config keeps serving.
+    assert_eq!(agent.wait_for_version(9).await, ["a", "b"]);
+
+    // What comes next is relative to nothing, so "a" and "b" are gone after it.
+    resync.send(update(10, false, &["c"], &[])).await;
+    assert_ack(resync.answer().await, 10);
+    assert_eq!(agent.wait_for_version(10).await, ["c"]);
+
+    // Once ACKed, reconnects claim the version again.
+    drop(resync);
+    assert_eq!(cp.session().await.hello.applied_version, 10);
+    drop(session);
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn agent_fails_over_to_the_next_control_plane() {
+    let down_url = unreachable_url().await;
+    let mut cp = Cp::start().await;
+    let agent = Agent::start(&format!("{down_url},{}", cp.url), &[]).await;
+    let mut session = cp.session().await;
+    session.send(update(2, true, &["a"], &[])).await;
+    assert_ack(session.answer().await, 2);
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn cached_config_serves_before_any_control_plane_answers() {
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().to_str().unwrap();
+    let mut cp = Cp::start().await;
+    let agent = Agent::start(&cp.url, &["--cache-dir", cache_dir]).await;
+    let mut session = cp.session().await;
+    session.send(update(12, true, &["a", "b"], &[])).await;
+    assert_ack(session.answer().await, 12);
+    agent.wait_for_version(12).await;
+    drop(session);
+    agent.stop().await;
+
+    // No control plane at all: the cache alone makes the agent ready.
+    let agent = Agent::start(&unreachable_url().await, &["--cache-dir", cache_dir]).await;
+    assert_eq!(agent.wait_for_version(12).await, ["a", "b"]);
+    assert_eq!(agent.get("/readyz").await.0, 200);
+    agent.stop().await;
+
+    // With a control plane, Hello carries the cached version.
+    let agent = Agent::start(&cp.url, &["--cache-dir", cache_dir]).await;
+    assert_eq!(cp.session().await.hello.applied_version, 12);
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn corrupt_cache_is_ignored() {
+    let cache = tempfile::tempdir().unwrap();
+    std::fs::write(cache.path().join("config.pb"), b"PORTICO\x01 truncated").unwrap();
+    let mut cp = Cp::start().await;
+    let cache_dir = cache.path().to_str().unwrap();
+    let agent = Agent::start(&cp.url, &["--cache-dir", cache_dir]).await;
+    let mut session = cp.session().await;
+    assert_eq!(session.hello.applied_version, 0);
+    assert_eq!(agent.get("/readyz").await.0, 503);
+    session.send(update(1, true, &["a"], &[])).await;
+    assert_ack(session.answer().await, 1);
+    agent.wait_for_version(1).await;
+    agent.stop().await;
+    // The good config replaced the corrupt file.
+    let agent = Agent::start(&cp.url, &["--cache-dir", cache_dir]).await;
+    assert_eq!(cp.session().await.hello.applied_version, 1);
+    agent.stop().await;
+}
