@@ -1,5 +1,7 @@
 //! `portico-agent`: the agent binary. Flags are in [`portico_agent::settings::Settings`].
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use portico_agent::settings::{LogFormat, Settings};
 use tracing_subscriber::EnvFilter;
@@ -16,7 +18,10 @@ async fn main() -> anyhow::Result<()> {
 /// `RUST_LOG` filters (default `info`).
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

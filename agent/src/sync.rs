@@ -56,13 +56,10 @@ const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// Why a stream ended.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
-    /// The control plane could not be reached.
-    #[error("connecting to {url}: {source}")]
-    Connect {
-        url: String,
-        #[source]
-        source: tonic::transport::Error,
-    },
+    /// The control plane could not be reached. `reason` holds the whole error chain, because
+    /// tonic's transport error alone says only "transport error".
+    #[error("connecting to {url}: {reason}")]
+    Connect { url: String, reason: String },
     /// The control plane refused the stream.
     #[error("opening the stream: {0}")]
     Open(#[source] tonic::Status),
@@ -206,9 +203,9 @@ impl Sync {
         url: &str,
         applied_version: i64,
     ) -> Result<(mpsc::Sender<AgentMessage>, tonic::Streaming<ControlMessage>), StreamError> {
-        let connect_err = |source| StreamError::Connect {
+        let connect_err = |e: tonic::transport::Error| StreamError::Connect {
             url: url.to_string(),
-            source,
+            reason: chain(&e),
         };
         let channel = Endpoint::from_shared(url.to_string())
             .map_err(connect_err)?
@@ -278,6 +275,17 @@ impl Sync {
             }
         }
     }
+}
+
+/// `e` and its sources, joined by ": ".
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
 }
 
 fn message(m: agent_message::Message) -> AgentMessage {

@@ -4,12 +4,14 @@
 //! (never sleeps to synchronise), and kills what it started in `Drop`.
 //!
 //! # Layout
+//! - [`agent`]: a real `portico-agent` process and its admin endpoint (`/readyz`, `/config`).
 //! - [`bins`]: builds and locates the workspace binaries (`portico-cp`, `portico-agent`,
 //!   `portico`) so `cargo test` alone is enough.
 //! - [`etcd`]: a real single-node etcd in a temp dir.
 //! - [`net`]: free ports and polling helpers.
 //! - [`process`]: a child process killed on drop.
 
+pub mod agent;
 pub mod bins;
 pub mod etcd;
 pub mod net;

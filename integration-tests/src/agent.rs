@@ -1,0 +1,229 @@
+//! A real `portico-agent` process with its admin endpoint on a free port, stopped when dropped.
+//!
+//! The agent's log goes to a file that is printed when a test panics while the agent runs.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::bins;
+use crate::net::{eventually, free_addr};
+use crate::process::Process;
+
+/// How long an agent may take to become ready or reach a config version.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// SIGTERM: the agent drains and exits 0.
+const SIGTERM: i32 = 15;
+
+/// How to start an agent. Every flag the tests do not set keeps the binary's default, except
+/// the admin address (a free port) and the report interval (short, so reports arrive quickly).
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    /// `--control-plane` URLs, in failover order.
+    pub control_planes: Vec<String>,
+    /// `--node-id`.
+    pub node_id: String,
+    /// `--region`.
+    pub region: String,
+    /// `--zone`.
+    pub zone: String,
+    /// `--label k=v` each.
+    pub labels: Vec<(String, String)>,
+    /// `--cache-dir`.
+    pub cache_dir: Option<PathBuf>,
+    /// `--drain-timeout`.
+    pub drain_timeout: Option<Duration>,
+    /// Passed as environment variables instead of flags.
+    pub env: Vec<(String, String)>,
+}
+
+impl AgentOptions {
+    /// Node `node_id` in region `eu`, zone `eu-1`, syncing from `control_planes`.
+    pub fn new(node_id: &str, control_planes: &[String]) -> Self {
+        AgentOptions {
+            control_planes: control_planes.to_vec(),
+            node_id: node_id.to_string(),
+            region: "eu".to_string(),
+            zone: "eu-1".to_string(),
+            labels: Vec::new(),
+            cache_dir: None,
+            drain_timeout: None,
+            env: Vec::new(),
+        }
+    }
+
+    /// With the last-good cache in `dir`.
+    pub fn cache_dir(mut self, dir: &Path) -> Self {
+        self.cache_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// With label `key=value`.
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.labels.push((key.to_string(), value.to_string()));
+        self
+    }
+}
+
+/// A running agent.
+pub struct Agent {
+    process: Process,
+    admin: SocketAddr,
+    log: PathBuf,
+    _log_dir: tempfile::TempDir,
+}
+
+impl Agent {
+    /// Starts `portico-agent` (building it first if needed). Does not wait for readiness.
+    pub fn start(options: &AgentOptions) -> Agent {
+        let admin = free_addr();
+        let log_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let log = log_dir.path().join("agent.log");
+        let log_file =
+            std::fs::File::create(&log).unwrap_or_else(|e| panic!("creating {log:?}: {e}"));
+        let stderr = log_file
+            .try_clone()
+            .unwrap_or_else(|e| panic!("log file: {e}"));
+        let mut cmd = Command::new(bins::path("portico-agent"));
+        cmd.arg("--control-plane")
+            .arg(options.control_planes.join(","))
+            .args(["--node-id", &options.node_id])
+            .args(["--region", &options.region])
+            .args(["--zone", &options.zone])
+            .arg("--admin-listen")
+            .arg(admin.to_string())
+            .args(["--report-interval", "200ms"]);
+        for (k, v) in &options.labels {
+            cmd.arg("--label").arg(format!("{k}={v}"));
+        }
+        if let Some(dir) = &options.cache_dir {
+            cmd.arg("--cache-dir").arg(dir);
+        }
+        if let Some(grace) = options.drain_timeout {
+            cmd.arg("--drain-timeout")
+                .arg(format!("{}ms", grace.as_millis()));
+        }
+        cmd.envs(options.env.iter().map(|(k, v)| (k, v)))
+            .env("RUST_LOG", "info,portico_agent=debug")
+            .stdin(Stdio::null())
+            .stdout(log_file)
+            .stderr(stderr);
+        Agent {
+            process: Process::spawn("portico-agent", cmd),
+            admin,
+            log,
+            _log_dir: log_dir,
+        }
+    }
+
+    /// Starts an agent and waits until `/readyz` answers 200.
+    pub async fn start_ready(options: &AgentOptions) -> Agent {
+        let agent = Agent::start(options);
+        agent.wait_ready().await;
+        agent
+    }
+
+    /// The admin endpoint's address.
+    pub fn admin(&self) -> SocketAddr {
+        self.admin
+    }
+
+    /// `GET` on the admin endpoint: the status, or `None` when it does not answer, and the body.
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+        let uri = format!("http://{}{path}", self.admin)
+            .parse()
+            .unwrap_or_else(|e| panic!("admin path {path:?}: {e}"));
+        let response = client.get(uri).await.ok()?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.ok()?.to_bytes();
+        Some((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    /// Whether `/readyz` answers 200 now.
+    pub async fn is_ready(&self) -> bool {
+        matches!(self.get("/readyz").await, Some((200, _)))
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        eventually("the agent to be ready", READY_TIMEOUT, || async {
+            self.is_ready().await.then_some(())
+        })
+        .await;
+    }
+
+    /// `/config`: `{"version": N, "resources": [...]}`.
+    pub async fn config(&self) -> serde_json::Value {
+        let (status, body) = self
+            .get("/config")
+            .await
+            .unwrap_or_else(|| panic!("the agent's admin endpoint does not answer"));
+        assert_eq!(status, 200, "GET /config: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("/config is not JSON ({e}): {body}"))
+    }
+
+    /// The version in `/config`.
+    pub async fn version(&self) -> i64 {
+        self.config().await["version"].as_i64().unwrap_or(0)
+    }
+
+    /// Waits until `/config` is at `version` or newer; returns it.
+    pub async fn wait_for_version(&self, version: i64) -> serde_json::Value {
+        eventually(
+            &format!("the agent to serve version {version}"),
+            READY_TIMEOUT,
+            || async {
+                let config = self.config().await;
+                (config["version"].as_i64().unwrap_or(0) >= version).then_some(config)
+            },
+        )
+        .await
+    }
+
+    /// The names of the resources of `kind` (e.g. "cluster") in `/config`.
+    pub async fn resource_names(&self, kind: &str) -> Vec<String> {
+        let config = self.config().await;
+        let resources = config["resources"].as_array().cloned().unwrap_or_default();
+        resources
+            .iter()
+            .filter(|r| r.get(kind).is_some())
+            .filter_map(|r| r["name"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        self.process.signal(SIGTERM);
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        self.process.wait_timeout(timeout)
+    }
+
+    /// Kills the agent (SIGKILL).
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// The agent's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- portico-agent log ({}) ---\n{}", self.admin, self.log());
+        }
+    }
+}
