@@ -16,16 +16,22 @@
 //! - [`proxy`]: the data path. [`proxy::Proxy::apply`] compiles a config into an immutable
 //!   runtime, binds new listeners and swaps atomically; nothing else changes what is served.
 //!   It never sees [`sync`].
+//! - [`runtime`]: compiling a config into that immutable runtime.
+//! - [`tls`]: TLS termination material (certificates by SNI).
+//! - [`metrics`]: the names of every data-path metric.
 
 pub mod admin;
 pub mod agent;
 pub mod backoff;
 pub mod cache;
 pub mod config;
+pub mod metrics;
 pub mod proxy;
 pub mod report;
+pub mod runtime;
 pub mod settings;
 pub mod state;
 pub mod sync;
+pub mod tls;
 
 pub use agent::{run, serve};

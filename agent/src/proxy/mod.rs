@@ -2,8 +2,41 @@
 //!
 //! [`Proxy`] owns the running listeners and the current runtime. It never sees the sync
 //! client: the two meet only in [`Proxy::apply`].
+//!
+//! # Layout
+//! - [`listener`]: bound sockets, accept loops, connection serving and draining.
+//! - [`conn`]: per-connection state and the I/O wrapper that answers 408 and spots framing
+//!   conflicts.
+//! - [`service`]: request handling: hygiene, routing, actions, forwarding.
+//! - [`upstream`]: per-cluster connection pools and round robin.
+//! - [`headers`], [`path`]: header hygiene and transforms; path normalisation.
+//! - [`body`]: the boxed body type and the size-limited request body.
+//! - [`error`]: classified data-path errors and the status each maps to.
+//! - [`access_log`]: one log line and one metric sample per request.
+
+pub mod access_log;
+pub mod body;
+pub mod conn;
+pub mod error;
+pub mod headers;
+pub mod listener;
+pub mod path;
+pub mod service;
+pub mod upstream;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::ConfigSet;
+use crate::metrics as m;
+use crate::runtime::{NodeInfo, Runtime};
+use listener::Bound;
 
 /// Why a config could not be applied. The previous config keeps serving.
 #[derive(Debug, thiserror::Error)]
@@ -20,22 +53,168 @@ pub enum ApplyError {
     },
 }
 
+/// Static settings of the data path, built once in `main`.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// Where this agent runs: listeners whose selector does not match are not served.
+    pub node: NodeInfo,
+    /// Write one access log line per request (tracing target [`access_log::TARGET`]).
+    pub access_log: bool,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            node: NodeInfo::default(),
+            access_log: true,
+        }
+    }
+}
+
+/// State shared by the proxy, its accept loops and its connections.
+pub struct Shared {
+    /// The runtime new requests use.
+    pub runtime: ArcSwap<Runtime>,
+    /// Whether access log lines are written.
+    pub access_log: bool,
+    /// Cancelled by [`Proxy::shutdown`]; every listener's stop token is a child.
+    pub shutdown: CancellationToken,
+    /// Cancelled when the shutdown grace period is over: remaining connections are dropped.
+    pub kill: CancellationToken,
+    /// Accept loops and connections.
+    pub tracker: TaskTracker,
+    /// Open client connections.
+    pub active: AtomicU64,
+}
+
 /// The running data path.
-#[derive(Default)]
-pub struct Proxy {}
+pub struct Proxy {
+    shared: Arc<Shared>,
+    node: NodeInfo,
+    /// Serialises applies and shutdown; held across binds, never by requests.
+    bound: tokio::sync::Mutex<HashMap<SocketAddr, Bound>>,
+}
+
+impl Default for Proxy {
+    fn default() -> Self {
+        Proxy::new(ProxyConfig::default())
+    }
+}
 
 impl Proxy {
+    /// A proxy serving nothing until the first [`Proxy::apply`].
+    pub fn new(config: ProxyConfig) -> Self {
+        Proxy {
+            shared: Arc::new(Shared {
+                runtime: ArcSwap::from_pointee(Runtime::default()),
+                access_log: config.access_log,
+                shutdown: CancellationToken::new(),
+                kill: CancellationToken::new(),
+                tracker: TaskTracker::new(),
+                active: AtomicU64::new(0),
+            }),
+            node: config.node,
+            bound: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
     /// Compiles `config`, binds its new listeners and swaps it in atomically. On error nothing
-    /// changes.
-    pub async fn apply(&self, _config: &ConfigSet) -> Result<(), ApplyError> {
+    /// changes: listeners bound during the attempt are closed again.
+    pub async fn apply(&self, config: &ConfigSet) -> Result<(), ApplyError> {
+        let result = self.try_apply(config).await;
+        match &result {
+            Ok(()) => {
+                metrics::counter!(m::APPLIES_TOTAL).increment(1);
+                metrics::gauge!(m::CONFIG_VERSION).set(config.version as f64);
+            }
+            Err(e) => {
+                let reason = match e {
+                    ApplyError::Compile(_) => "compile",
+                    ApplyError::Bind { .. } => "bind",
+                };
+                metrics::counter!(m::APPLY_FAILURES_TOTAL, m::LABEL_REASON => reason).increment(1);
+            }
+        }
+        result
+    }
+
+    async fn try_apply(&self, config: &ConfigSet) -> Result<(), ApplyError> {
+        let mut bound = self.bound.lock().await;
+        if self.shared.shutdown.is_cancelled() {
+            return Err(ApplyError::Compile("the proxy is shutting down".into()));
+        }
+        let previous = self.shared.runtime.load_full();
+        let runtime = Runtime::compile(config, &self.node, &previous)
+            .map_err(|e| ApplyError::Compile(e.to_string()))?;
+        let mut fresh = Vec::new();
+        for addr in runtime.listeners.keys() {
+            if bound.contains_key(addr) {
+                continue;
+            }
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(socket) => fresh.push((*addr, socket)),
+                // Returning drops the sockets in `fresh`, closing them again.
+                Err(source) => {
+                    return Err(ApplyError::Bind {
+                        address: addr.to_string(),
+                        source,
+                    });
+                }
+            }
+        }
+        let runtime = Arc::new(runtime);
+        self.shared.runtime.store(runtime.clone());
+        for (addr, socket) in fresh {
+            let max = runtime
+                .listeners
+                .get(&addr)
+                .map_or(0, |l| l.conn.limits.max_connections);
+            bound.insert(addr, Bound::spawn(self.shared.clone(), addr, socket, max));
+        }
+        bound.retain(|addr, b| match runtime.listeners.get(addr) {
+            Some(l) => {
+                b.set_max_connections(l.conn.limits.max_connections);
+                true
+            }
+            None => {
+                b.stop.cancel();
+                false
+            }
+        });
+        tracing::info!(
+            version = config.version,
+            listeners = runtime.listeners.len(),
+            "config applied"
+        );
         Ok(())
+    }
+
+    /// The config version being served (0 before the first apply).
+    pub fn version(&self) -> i64 {
+        self.shared.runtime.load().version
     }
 
     /// Client connections open now, over every listener.
     pub fn active_connections(&self) -> u64 {
-        0
+        self.shared.active.load(Ordering::Relaxed)
     }
 
     /// Stops accepting on every listener and waits up to `grace` for in-flight requests.
-    pub async fn shutdown(&self, _grace: std::time::Duration) {}
+    pub async fn shutdown(&self, grace: std::time::Duration) {
+        let mut bound = self.bound.lock().await;
+        self.shared.shutdown.cancel();
+        bound.clear();
+        self.shared.tracker.close();
+        if tokio::time::timeout(grace, self.shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                connections = self.active_connections(),
+                "shutdown grace period over; dropping remaining connections"
+            );
+            self.shared.kill.cancel();
+            self.shared.tracker.wait().await;
+        }
+    }
 }

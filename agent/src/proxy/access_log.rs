@@ -1,0 +1,185 @@
+//! The access log and request metrics: one line and one count per request, written when the
+//! response body ends (or is abandoned), under the tracing target [`TARGET`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::Method;
+use http_body::{Body, Frame, SizeHint};
+
+use super::body::{BodyStats, BoxError, ProxyBody};
+use super::conn::ConnTrack;
+use crate::metrics as m;
+use crate::runtime::Runtime;
+
+/// The tracing target of access log lines.
+pub const TARGET: &str = "portico::access";
+
+/// What is known about one request; logged and counted when dropped.
+pub struct RequestLog {
+    /// The request id.
+    pub request_id: String,
+    /// The listener's name.
+    pub listener: Arc<str>,
+    /// The method.
+    pub method: Method,
+    /// The path as received.
+    pub path: String,
+    /// The matched route.
+    pub route: Option<Arc<str>>,
+    /// The cluster forwarded to.
+    pub cluster: Option<String>,
+    /// The upstream endpoint forwarded to.
+    pub upstream: Option<String>,
+    /// The response status.
+    pub status: u16,
+    /// Why the agent answered itself, if it did.
+    pub reason: Option<&'static str>,
+    /// Request body bytes.
+    pub body_in: Option<Arc<BodyStats>>,
+    bytes_out: u64,
+    start: Instant,
+    enabled: bool,
+    track: Arc<ConnTrack>,
+    _runtime: Arc<Runtime>,
+}
+
+impl RequestLog {
+    /// Starts the record of a request; `track` learns when it ends.
+    pub fn new(
+        request_id: String,
+        listener: Arc<str>,
+        method: Method,
+        path: String,
+        enabled: bool,
+        track: Arc<ConnTrack>,
+        runtime: Arc<Runtime>,
+    ) -> Self {
+        RequestLog {
+            request_id,
+            listener,
+            method,
+            path,
+            route: None,
+            cluster: None,
+            upstream: None,
+            status: 0,
+            reason: None,
+            body_in: None,
+            bytes_out: 0,
+            start: Instant::now(),
+            enabled,
+            track,
+            _runtime: runtime,
+        }
+    }
+}
+
+impl Drop for RequestLog {
+    fn drop(&mut self) {
+        self.track.end_request();
+        let elapsed = self.start.elapsed();
+        let route = self.route.as_deref().unwrap_or("").to_string();
+        let cluster = self.cluster.clone().unwrap_or_default();
+        metrics::counter!(
+            m::REQUESTS_TOTAL,
+            m::LABEL_LISTENER => self.listener.to_string(),
+            m::LABEL_ROUTE => route.clone(),
+            m::LABEL_CLUSTER => cluster,
+            m::LABEL_STATUS_CLASS => m::status_class(self.status),
+        )
+        .increment(1);
+        metrics::histogram!(
+            m::REQUEST_DURATION_SECONDS,
+            m::LABEL_LISTENER => self.listener.to_string(),
+            m::LABEL_ROUTE => route,
+        )
+        .record(elapsed.as_secs_f64());
+        if !self.enabled {
+            return;
+        }
+        let bytes_in = self
+            .body_in
+            .as_ref()
+            .map_or(0, |s| s.bytes.load(Ordering::Relaxed));
+        tracing::info!(
+            target: TARGET,
+            request_id = %self.request_id,
+            listener = %self.listener,
+            method = %self.method,
+            path = %self.path,
+            route = self.route.as_deref().unwrap_or(""),
+            cluster = self.cluster.as_deref().unwrap_or(""),
+            upstream = self.upstream.as_deref().unwrap_or(""),
+            status = self.status,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            bytes_in,
+            bytes_out = self.bytes_out,
+            reason = self.reason.unwrap_or(""),
+            "request"
+        );
+    }
+}
+
+/// Logs and counts an answer hyper or the connection wrapper gave before any handler ran.
+pub fn rejected(listener: &Arc<str>, request_id: &str, status: u16, reason: &'static str) {
+    metrics::counter!(
+        m::REQUESTS_TOTAL,
+        m::LABEL_LISTENER => listener.to_string(),
+        m::LABEL_ROUTE => "",
+        m::LABEL_CLUSTER => "",
+        m::LABEL_STATUS_CLASS => m::status_class(status),
+    )
+    .increment(1);
+    tracing::info!(
+        target: TARGET,
+        request_id,
+        listener = %listener,
+        status,
+        reason,
+        "request"
+    );
+}
+
+/// A response body that counts the bytes sent and carries the request's log until it ends.
+pub struct LoggedBody {
+    inner: ProxyBody,
+    log: RequestLog,
+}
+
+impl LoggedBody {
+    /// Wraps `inner`; `log` is written when this body is dropped.
+    pub fn new(inner: ProxyBody, log: RequestLog) -> Self {
+        LoggedBody { inner, log }
+    }
+}
+
+impl Body for LoggedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.log.bytes_out += data.len() as u64;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

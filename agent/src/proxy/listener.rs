@@ -1,0 +1,255 @@
+//! Bound sockets: the accept loop of each listener and the serving of each connection.
+//!
+//! A bound socket lives as long as some config has a listener on its address; everything else
+//! about the listener (protocol, TLS, limits, routes) is read from the current runtime per
+//! connection or per request, so config changes never restart it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use super::conn::{ConnIo, ConnTrack};
+use super::service::{self, ConnCtx};
+use crate::metrics as m;
+use crate::runtime::ConnSettings;
+
+/// The smallest read buffer hyper accepts; smaller header limits are raised to it.
+const MIN_HEAD_BUFFER: usize = 8192;
+/// Pause after a failed accept (e.g. out of file descriptors) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// A socket being accepted on.
+pub struct Bound {
+    /// Stops accepting and drains the listener's connections.
+    pub stop: CancellationToken,
+    semaphore: Arc<Semaphore>,
+    max_connections: u32,
+}
+
+impl Bound {
+    /// Starts accepting on `listener`.
+    pub fn spawn(
+        shared: Arc<Shared>,
+        addr: SocketAddr,
+        listener: TcpListener,
+        max_connections: u32,
+    ) -> Bound {
+        let stop = shared.shutdown.child_token();
+        let semaphore = Arc::new(Semaphore::new(max_connections as usize));
+        let task = accept_loop(
+            shared.clone(),
+            addr,
+            listener,
+            semaphore.clone(),
+            stop.clone(),
+        );
+        shared.tracker.spawn(task);
+        Bound {
+            stop,
+            semaphore,
+            max_connections,
+        }
+    }
+
+    /// Applies a new connection limit to connections accepted from now on.
+    pub fn set_max_connections(&mut self, max: u32) {
+        if max > self.max_connections {
+            self.semaphore
+                .add_permits((max - self.max_connections) as usize);
+        } else {
+            self.semaphore
+                .forget_permits((self.max_connections - max) as usize);
+        }
+        self.max_connections = max;
+    }
+}
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    listener: TcpListener,
+    semaphore: Arc<Semaphore>,
+    stop: CancellationToken,
+) {
+    loop {
+        let permit = tokio::select! {
+            _ = stop.cancelled() => break,
+            p = semaphore.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(%addr, error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        let Some(settings) = shared
+            .runtime
+            .load()
+            .listeners
+            .get(&addr)
+            .map(|l| l.conn.clone())
+        else {
+            break;
+        };
+        let conn = serve(
+            shared.clone(),
+            settings,
+            addr,
+            stream,
+            peer,
+            permit,
+            stop.clone(),
+        );
+        shared.tracker.spawn(conn);
+    }
+    tracing::debug!(%addr, "listener stopped accepting");
+}
+
+/// Counts an open connection for as long as it lives.
+struct ActiveGuard {
+    shared: Arc<Shared>,
+    listener: Arc<str>,
+}
+
+impl ActiveGuard {
+    fn new(shared: Arc<Shared>, listener: Arc<str>) -> Self {
+        shared.active.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!(m::ACTIVE_CONNECTIONS, m::LABEL_LISTENER => listener.to_string())
+            .increment(1.0);
+        ActiveGuard { shared, listener }
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.shared.active.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!(m::ACTIVE_CONNECTIONS, m::LABEL_LISTENER => self.listener.to_string())
+            .decrement(1.0);
+    }
+}
+
+async fn serve(
+    shared: Arc<Shared>,
+    settings: Arc<ConnSettings>,
+    addr: SocketAddr,
+    stream: TcpStream,
+    peer: SocketAddr,
+    _permit: OwnedSemaphorePermit,
+    stop: CancellationToken,
+) {
+    let _active = ActiveGuard::new(shared.clone(), settings.name.clone());
+    let _ = stream.set_nodelay(true);
+    let limits = settings.limits;
+    match &settings.tls {
+        None => serve_http(shared, &settings, addr, stream, peer, false, false, stop).await,
+        Some(config) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
+            let handshake =
+                tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await;
+            let tls = match handshake {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "tls handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "tls handshake timed out");
+                    return;
+                }
+            };
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            serve_http(shared, &settings, addr, tls, peer, true, h2, stop).await;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve_http<S>(
+    shared: Arc<Shared>,
+    settings: &ConnSettings,
+    addr: SocketAddr,
+    stream: S,
+    peer: SocketAddr,
+    tls: bool,
+    h2: bool,
+    stop: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = settings.limits;
+    let kill = shared.kill.clone();
+    let head_limit = (limits.max_request_header_bytes as usize).max(MIN_HEAD_BUFFER);
+    let track = Arc::new(ConnTrack::default());
+    let io = ConnIo::new(
+        stream,
+        track.clone(),
+        settings.name.clone(),
+        limits.header_read_timeout,
+        head_limit,
+        h2,
+    );
+    let ctx = Arc::new(ConnCtx {
+        shared,
+        addr,
+        listener: settings.name.clone(),
+        peer,
+        tls,
+        track: track.clone(),
+    });
+    let svc = hyper::service::service_fn(move |req| {
+        let ctx = ctx.clone();
+        async move { Ok::<_, std::convert::Infallible>(service::handle(ctx, req).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_buf_size(head_limit);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_request_header_bytes);
+    let builder = if h2 { builder.http2_only() } else { builder };
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let mut draining = false;
+    loop {
+        let idle_at = track.idle_deadline(limits.idle_timeout);
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            _ = kill.cancelled() => break,
+            _ = stop.cancelled(), if !draining => {
+                conn.as_mut().graceful_shutdown();
+                draining = true;
+            }
+            _ = tokio::time::sleep_until(idle_at), if !draining => {
+                if track.is_idle(limits.idle_timeout) {
+                    conn.as_mut().graceful_shutdown();
+                    draining = true;
+                }
+            }
+        }
+    }
+}

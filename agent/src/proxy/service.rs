@@ -1,0 +1,365 @@
+//! Request handling: hygiene checks, routing, then the route's action (forward, redirect or a
+//! fixed answer), with header rules on the way up and down.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use super::Shared;
+use super::access_log::{LoggedBody, RequestLog};
+use super::body::{self, BodyStats, LimitedBody, ProxyBody};
+use super::conn::{ConnTrack, HEAD_CL_AND_TE};
+use super::error::ProxyError;
+use super::headers;
+use super::path;
+use super::upstream::Upstream;
+use crate::metrics as m;
+use crate::runtime::router::{Action, Redirect, RequestView, Route};
+use crate::runtime::{ListenerRuntime, Runtime};
+
+/// What every request on one client connection shares.
+pub struct ConnCtx {
+    /// The proxy's shared state.
+    pub shared: Arc<Shared>,
+    /// The listener's bind address (its key in the runtime).
+    pub addr: SocketAddr,
+    /// The listener's name when the connection was accepted.
+    pub listener: Arc<str>,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+    /// Connection state shared with the I/O wrapper.
+    pub track: Arc<ConnTrack>,
+}
+
+/// Handles one request on the runtime current when it arrived.
+pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<LoggedBody> {
+    let head_flags = ctx.track.begin_request();
+    let runtime = ctx.shared.runtime.load_full();
+    let request_id = headers::request_id(req.headers_mut());
+    let mut log = RequestLog::new(
+        request_id.clone(),
+        ctx.listener.clone(),
+        req.method().clone(),
+        req.uri().path().to_string(),
+        ctx.shared.access_log,
+        ctx.track.clone(),
+        runtime.clone(),
+    );
+    let mut response = match route(&ctx, &runtime, req, head_flags, &mut log).await {
+        Ok(response) => response,
+        Err(e) => {
+            log.reason = Some(e.reason());
+            tracing::debug!(request_id = %request_id, error = %e, "answered by the proxy");
+            e.response(&request_id)
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response
+            .headers_mut()
+            .insert(headers::REQUEST_ID.clone(), value);
+    }
+    log.status = response.status().as_u16();
+    response.map(|b| LoggedBody::new(b, log))
+}
+
+fn strip_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => h,
+        _ => host,
+    }
+}
+
+async fn route(
+    ctx: &ConnCtx,
+    runtime: &Runtime,
+    req: Request<Incoming>,
+    head_flags: u8,
+    log: &mut RequestLog,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let listener = runtime
+        .listeners
+        .get(&ctx.addr)
+        .ok_or(ProxyError::ListenerRemoved)?;
+    if head_flags & HEAD_CL_AND_TE != 0 {
+        return Err(ProxyError::BadRequest(
+            "content_length_and_transfer_encoding",
+        ));
+    }
+    let host_header = req.headers().get(header::HOST);
+    if req.version() == Version::HTTP_11 && host_header.is_none() {
+        return Err(ProxyError::BadRequest("missing_host"));
+    }
+    let authority = match req.uri().authority() {
+        Some(a) => a.as_str().to_string(),
+        None => host_header
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+            .to_string(),
+    };
+    let host = strip_port(&authority).to_ascii_lowercase();
+    let path = path::normalise(req.uri().path(), listener.merge_slashes)
+        .map_err(|_| ProxyError::BadRequest("bad_path"))?
+        .into_owned();
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > listener.conn.limits.max_request_body_bytes) {
+        return Err(ProxyError::BodyTooLarge);
+    }
+    let view = RequestView {
+        host: &host,
+        path: &path,
+        query: req.uri().query(),
+        method: req.method(),
+        headers: req.headers(),
+    };
+    let (_, route) = listener.routes.find(&view).ok_or(ProxyError::NoRoute)?;
+    log.route = Some(route.name.clone());
+    let mut response = match &route.action {
+        Action::Direct {
+            status,
+            body: content,
+            content_type,
+        } => {
+            let mut r = Response::new(body::full(content.clone()));
+            *r.status_mut() = *status;
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, content_type.clone());
+            r
+        }
+        Action::Redirect(redirect) => redirect_response(redirect, ctx.tls, &authority, &path, &req),
+        Action::Forward(upstream) => {
+            let target = Target {
+                upstream,
+                route,
+                path: &path,
+                authority: &authority,
+            };
+            forward(ctx, listener, target, req, log).await?
+        }
+        Action::Weighted(targets) => {
+            let upstream = pick_weighted(targets);
+            let target = Target {
+                upstream,
+                route,
+                path: &path,
+                authority: &authority,
+            };
+            forward(ctx, listener, target, req, log).await?
+        }
+    };
+    route.response_headers.apply(response.headers_mut());
+    Ok(response)
+}
+
+fn pick_weighted(targets: &[(Arc<Upstream>, u32)]) -> &Arc<Upstream> {
+    let total: u64 = targets.iter().map(|(_, w)| u64::from(*w)).sum();
+    let mut point = rand::random_range(0..total.max(1));
+    for (upstream, weight) in targets {
+        if point < u64::from(*weight) {
+            return upstream;
+        }
+        point -= u64::from(*weight);
+    }
+    // Weights sum above zero (checked at compile), so the loop returns; the last is a safe
+    // answer all the same.
+    &targets[targets.len() - 1].0
+}
+
+fn redirect_response(
+    r: &Redirect,
+    tls: bool,
+    authority: &str,
+    path: &str,
+    req: &Request<Incoming>,
+) -> Response<ProxyBody> {
+    let scheme = r
+        .scheme
+        .as_deref()
+        .unwrap_or(if tls { "https" } else { "http" });
+    let request_host = strip_port(authority);
+    let request_port = authority
+        .strip_prefix(request_host)
+        .and_then(|p| p.strip_prefix(':'));
+    let host = r.host.as_deref().unwrap_or(request_host);
+    let port = match (r.port, r.scheme.is_none() && r.host.is_none()) {
+        (Some(p), _) => Some(p.to_string()),
+        (None, true) => request_port.map(str::to_string),
+        (None, false) => None,
+    };
+    let target = match (&r.path, req.uri().query()) {
+        (Some(p), _) => p.clone(),
+        (None, Some(q)) => format!("{path}?{q}"),
+        (None, None) => path.to_string(),
+    };
+    let location = match port {
+        Some(port) => format!("{scheme}://{host}:{port}{target}"),
+        None => format!("{scheme}://{host}{target}"),
+    };
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = r.status;
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// Where a request is forwarded.
+struct Target<'a> {
+    upstream: &'a Upstream,
+    route: &'a Route,
+    path: &'a str,
+    authority: &'a str,
+}
+
+fn rewrite_prefix(path: &str, prefix: &str, replacement: &str) -> String {
+    let rest = path.strip_prefix(prefix).unwrap_or(path);
+    let joined = if replacement.ends_with('/') && rest.starts_with('/') {
+        format!("{replacement}{}", &rest[1..])
+    } else {
+        format!("{replacement}{rest}")
+    };
+    if joined.is_empty() {
+        "/".into()
+    } else {
+        joined
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+async fn forward(
+    ctx: &ConnCtx,
+    listener: &ListenerRuntime,
+    target: Target<'_>,
+    mut req: Request<Incoming>,
+    log: &mut RequestLog,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let upstream = target.upstream;
+    let upgrade = req.version() == Version::HTTP_11
+        && upstream.version() == Version::HTTP_11
+        && headers::wants_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, incoming) = req.into_parts();
+    log.cluster = Some(upstream.name().to_string());
+    let endpoint = upstream
+        .pick()
+        .ok_or_else(|| ProxyError::NoEndpoint(upstream.name().to_string()))?
+        .clone();
+    log.upstream = Some(endpoint.to_string());
+
+    let path: Cow<'_, str> = match (&target.route.prefix_rewrite, target.route.matched_prefix()) {
+        (Some(replacement), Some(prefix)) => {
+            rewrite_prefix(target.path, prefix, replacement).into()
+        }
+        _ => target.path.into(),
+    };
+    let path_and_query = match parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.into_owned(),
+    };
+    parts.uri = Uri::builder()
+        .scheme("http")
+        .authority(endpoint)
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|_| ProxyError::BadRequest("bad_uri"))?;
+    parts.version = upstream.version();
+    if !parts.headers.contains_key(header::HOST)
+        && !target.authority.is_empty()
+        && let Ok(value) = HeaderValue::from_str(target.authority)
+    {
+        parts.headers.insert(header::HOST, value);
+    }
+    headers::remove_hop_by_hop(&mut parts.headers, upgrade);
+    headers::set_forwarded(&mut parts.headers, ctx.peer.ip(), ctx.tls, target.authority);
+    target.route.request_headers.apply(&mut parts.headers);
+
+    let stats = Arc::new(BodyStats::default());
+    log.body_in = Some(stats.clone());
+    let limit = listener.conn.limits.max_request_body_bytes;
+    let request = Request::from_parts(
+        parts,
+        LimitedBody::new(incoming, limit, stats.clone()).boxed(),
+    );
+    let sent = tokio::time::timeout(target.route.timeout, upstream.send(request)).await;
+    let mut response = match sent {
+        Err(_) => return Err(ProxyError::UpstreamTimeout),
+        Ok(Err(_)) if stats.exceeded.load(std::sync::atomic::Ordering::Relaxed) => {
+            return Err(ProxyError::BodyTooLarge);
+        }
+        Ok(Err(e)) if e.is_connect() => {
+            metrics::counter!(m::UPSTREAM_CONNECT_ERRORS_TOTAL, m::LABEL_CLUSTER => upstream.name().to_string())
+                .increment(1);
+            return Err(ProxyError::UpstreamConnect(error_chain(&e)));
+        }
+        Ok(Err(e)) => return Err(ProxyError::UpstreamRequest(error_chain(&e))),
+        Ok(Ok(response)) => response,
+    };
+    let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    match client_upgrade {
+        Some(client) if upgraded => {
+            let server = hyper::upgrade::on(&mut response);
+            tokio::spawn(async move {
+                let (Ok(client), Ok(server)) = tokio::join!(client, server) else {
+                    return;
+                };
+                let (mut client, mut server) = (TokioIo::new(client), TokioIo::new(server));
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+        _ => {}
+    }
+    headers::remove_hop_by_hop(response.headers_mut(), upgraded && upgrade);
+    Ok(response.map(|b| b.map_err(body::BoxError::from).boxed()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_rewrite_table() {
+        let cases = [
+            ("/api/v1/x", "/api", "/svc", "/svc/v1/x"),
+            ("/api", "/api", "/svc", "/svc"),
+            ("/api/x", "/api", "/", "/x"),
+            ("/api/x", "/api/", "/v2/", "/v2/x"),
+            ("/api", "/api", "", "/"),
+        ];
+        for (path, prefix, replacement, expected) in cases {
+            assert_eq!(
+                rewrite_prefix(path, prefix, replacement),
+                expected,
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn ports_are_stripped_from_hosts() {
+        assert_eq!(strip_port("shop.example:8443"), "shop.example");
+        assert_eq!(strip_port("shop.example"), "shop.example");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+    }
+}

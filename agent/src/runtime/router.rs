@@ -1,0 +1,583 @@
+//! Compiled route tables: virtual hosts by Host, and per host an index over its routes so that
+//! matching cost depends on the path, not on how many routes there are.
+//!
+//! Candidates come from an exact-path hash map, a segment trie of prefixes, one `RegexSet` for
+//! regex paths, and the routes without a path condition. The few candidates are then checked
+//! in route order for their remaining conditions; the first that holds wins.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use portico_api::pb::{self, header_match, query_param_match, route_action, route_match};
+use regex::{Regex, RegexSet};
+
+use super::{CompileError, duration_or};
+use crate::proxy::headers::HeaderTransform;
+use crate::proxy::upstream::Upstream;
+
+/// Route timeout when the route sets none.
+const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The request facts routes are matched on.
+pub struct RequestView<'a> {
+    /// Host without port, lowercase.
+    pub host: &'a str,
+    /// The normalised path.
+    pub path: &'a str,
+    /// The raw query string, without '?'.
+    pub query: Option<&'a str>,
+    /// The method.
+    pub method: &'a Method,
+    /// The request headers.
+    pub headers: &'a HeaderMap,
+}
+
+/// A compiled route table.
+#[derive(Debug)]
+pub struct RouteTable {
+    hosts: Vec<VirtualHost>,
+    exact_hosts: HashMap<String, usize>,
+    /// Keyed by the suffix with its leading dot, e.g. ".example.com" for "*.example.com".
+    wildcard_hosts: HashMap<String, usize>,
+    default_host: Option<usize>,
+}
+
+/// A compiled virtual host.
+#[derive(Debug)]
+pub struct VirtualHost {
+    /// The host's name, for logs.
+    pub name: String,
+    routes: Vec<Route>,
+    index: RouteIndex,
+}
+
+/// A compiled route.
+#[derive(Debug)]
+pub struct Route {
+    /// The route's name (or its index), for logs and metrics.
+    pub name: Arc<str>,
+    path: PathMatch,
+    methods: Vec<Method>,
+    headers: Vec<HeaderCondition>,
+    query: Vec<QueryCondition>,
+    /// What to do with matched requests.
+    pub action: Action,
+    /// Replaces the matched prefix before forwarding (prefix routes only).
+    pub prefix_rewrite: Option<String>,
+    /// Changes to the request sent upstream.
+    pub request_headers: HeaderTransform,
+    /// Changes to the response sent to the client.
+    pub response_headers: HeaderTransform,
+    /// Upstream timeout until the response head.
+    pub timeout: Duration,
+}
+
+#[derive(Debug)]
+enum PathMatch {
+    Any,
+    Exact,
+    Prefix(String),
+    Regex,
+}
+
+#[derive(Debug)]
+struct HeaderCondition {
+    name: HeaderName,
+    value: ValueMatch,
+    invert: bool,
+}
+
+#[derive(Debug)]
+struct QueryCondition {
+    name: String,
+    value: ValueMatch,
+}
+
+#[derive(Debug)]
+enum ValueMatch {
+    Exact(String),
+    Regex(Regex),
+    Present,
+}
+
+impl ValueMatch {
+    fn matches(&self, value: &[u8]) -> bool {
+        match self {
+            ValueMatch::Exact(want) => value == want.as_bytes(),
+            ValueMatch::Regex(re) => std::str::from_utf8(value).is_ok_and(|v| re.is_match(v)),
+            ValueMatch::Present => true,
+        }
+    }
+}
+
+/// What a route does.
+#[derive(Debug)]
+pub enum Action {
+    /// Forward to one cluster.
+    Forward(Arc<Upstream>),
+    /// Forward to a cluster chosen at random by weight.
+    Weighted(Vec<(Arc<Upstream>, u32)>),
+    /// Answer with a redirect.
+    Redirect(Redirect),
+    /// Answer with a fixed response.
+    Direct {
+        /// The status.
+        status: StatusCode,
+        /// The body.
+        body: Bytes,
+        /// The Content-Type.
+        content_type: HeaderValue,
+    },
+}
+
+/// A compiled redirect; `None` parts are kept from the request.
+#[derive(Debug)]
+pub struct Redirect {
+    /// "http" or "https".
+    pub scheme: Option<String>,
+    /// The new host.
+    pub host: Option<String>,
+    /// The new port.
+    pub port: Option<u16>,
+    /// The new path.
+    pub path: Option<String>,
+    /// The redirect status.
+    pub status: StatusCode,
+}
+
+#[derive(Debug, Default)]
+struct RouteIndex {
+    exact: HashMap<String, Vec<u32>>,
+    prefixes: TrieNode,
+    regex: Option<(RegexSet, Vec<u32>)>,
+    any: Vec<u32>,
+}
+
+#[derive(Debug, Default)]
+struct TrieNode {
+    routes: Vec<u32>,
+    children: HashMap<String, TrieNode>,
+}
+
+/// Path segments a prefix spans, ignoring one trailing '/'.
+fn prefix_segments(prefix: &str) -> impl Iterator<Item = &str> {
+    let trimmed = prefix.strip_suffix('/').unwrap_or(prefix);
+    trimmed.split('/').skip(1)
+}
+
+impl RouteIndex {
+    fn candidates(&self, path: &str, out: &mut Vec<u32>) {
+        out.extend_from_slice(&self.any);
+        if let Some(routes) = self.exact.get(path) {
+            out.extend_from_slice(routes);
+        }
+        let mut node = &self.prefixes;
+        out.extend_from_slice(&node.routes);
+        for segment in path.split('/').skip(1) {
+            match node.children.get(segment) {
+                Some(child) => {
+                    node = child;
+                    out.extend_from_slice(&node.routes);
+                }
+                None => break,
+            }
+        }
+        if let Some((set, routes)) = &self.regex {
+            out.extend(
+                set.matches(path)
+                    .iter()
+                    .filter_map(|i| routes.get(i).copied()),
+            );
+        }
+        out.sort_unstable();
+        out.dedup();
+    }
+}
+
+fn prefix_holds(prefix: &str, path: &str) -> bool {
+    path.starts_with(prefix)
+        && (path.len() == prefix.len()
+            || prefix.ends_with('/')
+            || path.as_bytes().get(prefix.len()) == Some(&b'/'))
+}
+
+/// Decoded query parameters.
+fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(n), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(h), Some(l)) if hex(*h).is_some() && hex(*l).is_some() => {
+                let v = hex(*h).unwrap_or(0) * 16 + hex(*l).unwrap_or(0);
+                out.push(v as u8);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl Route {
+    fn matches(&self, req: &RequestView<'_>, query: &mut Option<Vec<(String, String)>>) -> bool {
+        if let PathMatch::Prefix(prefix) = &self.path
+            && !prefix_holds(prefix, req.path)
+        {
+            return false;
+        }
+        if !self.methods.is_empty() && !self.methods.contains(req.method) {
+            return false;
+        }
+        let headers_hold = self.headers.iter().all(|c| {
+            let found = req
+                .headers
+                .get_all(&c.name)
+                .iter()
+                .any(|v| c.value.matches(v.as_bytes()));
+            found != c.invert
+        });
+        if !headers_hold {
+            return false;
+        }
+        if self.query.is_empty() {
+            return true;
+        }
+        let pairs = query.get_or_insert_with(|| req.query.map(query_pairs).unwrap_or_default());
+        self.query.iter().all(|c| {
+            pairs
+                .iter()
+                .any(|(n, v)| *n == c.name && c.value.matches(v.as_bytes()))
+        })
+    }
+
+    /// The matched prefix, for prefix rewriting.
+    pub fn matched_prefix(&self) -> Option<&str> {
+        match &self.path {
+            PathMatch::Prefix(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+impl RouteTable {
+    /// The virtual host serving `host` (lowercase, without port).
+    pub fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
+        let index = self.exact_hosts.get(host).copied().or_else(|| {
+            host.char_indices()
+                .filter(|(_, c)| *c == '.')
+                .find_map(|(i, _)| self.wildcard_hosts.get(&host[i..]).copied())
+                .or(self.default_host)
+        })?;
+        self.hosts.get(index)
+    }
+
+    /// The virtual host and the first route that takes the request.
+    pub fn find(&self, req: &RequestView<'_>) -> Option<(&VirtualHost, &Route)> {
+        let host = self.virtual_host(req.host)?;
+        let mut candidates = Vec::new();
+        host.index.candidates(req.path, &mut candidates);
+        let mut query = None;
+        candidates
+            .iter()
+            .filter_map(|i| host.routes.get(*i as usize))
+            .find(|r| r.matches(req, &mut query))
+            .map(|r| (host, r))
+    }
+}
+
+/// Compiles a route table; `clusters` resolves cluster names.
+pub fn compile(
+    name: &str,
+    spec: &pb::RouteTable,
+    clusters: &HashMap<String, Arc<Upstream>>,
+) -> Result<RouteTable, CompileError> {
+    let err =
+        |field: String, message: String| CompileError::new("RouteTable", name, field, message);
+    let mut table = RouteTable {
+        hosts: Vec::with_capacity(spec.virtual_hosts.len()),
+        exact_hosts: HashMap::new(),
+        wildcard_hosts: HashMap::new(),
+        default_host: None,
+    };
+    for (h, vh) in spec.virtual_hosts.iter().enumerate() {
+        for domain in &vh.domains {
+            let domain = domain.to_ascii_lowercase();
+            let domain = strip_port(&domain);
+            if domain == "*" {
+                table.default_host.get_or_insert(h);
+            } else if let Some(suffix) = domain.strip_prefix('*') {
+                if !suffix.starts_with('.') {
+                    return Err(err(
+                        format!("virtual_hosts[{h}].domains"),
+                        format!("wildcard {domain:?} must look like \"*.suffix\""),
+                    ));
+                }
+                table.wildcard_hosts.entry(suffix.to_string()).or_insert(h);
+            } else {
+                table.exact_hosts.entry(domain.to_string()).or_insert(h);
+            }
+        }
+        let mut host = VirtualHost {
+            name: if vh.name.is_empty() {
+                h.to_string()
+            } else {
+                vh.name.clone()
+            },
+            routes: Vec::with_capacity(vh.routes.len()),
+            index: RouteIndex::default(),
+        };
+        let mut regexes = Vec::new();
+        let mut regex_routes = Vec::new();
+        for (r, route) in vh.routes.iter().enumerate() {
+            let field = |f: &str| format!("virtual_hosts[{h}].routes[{r}].{f}");
+            let compiled = compile_route(r, route, clusters)
+                .map_err(|(f, message)| err(field(&f), message))?;
+            let i = r as u32;
+            match route.r#match.as_ref().and_then(|m| m.path.as_ref()) {
+                None => host.index.any.push(i),
+                Some(route_match::Path::Exact(p)) => {
+                    host.index.exact.entry(p.clone()).or_default().push(i)
+                }
+                Some(route_match::Path::Prefix(p)) => {
+                    let mut node = &mut host.index.prefixes;
+                    for segment in prefix_segments(p) {
+                        node = node.children.entry(segment.to_string()).or_default();
+                    }
+                    node.routes.push(i);
+                }
+                Some(route_match::Path::Regex(re)) => {
+                    regexes.push(format!("^(?:{re})$"));
+                    regex_routes.push(i);
+                }
+            }
+            host.routes.push(compiled);
+        }
+        if !regexes.is_empty() {
+            let set = RegexSet::new(&regexes)
+                .map_err(|e| err(format!("virtual_hosts[{h}].routes"), e.to_string()))?;
+            host.index.regex = Some((set, regex_routes));
+        }
+        table.hosts.push(host);
+    }
+    Ok(table)
+}
+
+fn strip_port(domain: &str) -> &str {
+    match domain.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !host.ends_with(']') => {
+            host
+        }
+        _ => domain,
+    }
+}
+
+fn anchored(re: &str) -> Result<Regex, regex::Error> {
+    Regex::new(&format!("^(?:{re})$"))
+}
+
+fn value_match(
+    exact: Option<&String>,
+    regex: Option<&String>,
+    present: bool,
+    field: &str,
+) -> Result<ValueMatch, (String, String)> {
+    match (exact, regex) {
+        (Some(e), _) => Ok(ValueMatch::Exact(e.clone())),
+        (None, Some(re)) => anchored(re)
+            .map(ValueMatch::Regex)
+            .map_err(|e| (format!("{field}.regex"), e.to_string())),
+        (None, None) if present => Ok(ValueMatch::Present),
+        (None, None) => Err((field.to_string(), "no value condition".into())),
+    }
+}
+
+type FieldError = (String, String);
+
+fn compile_route(
+    index: usize,
+    spec: &pb::Route,
+    clusters: &HashMap<String, Arc<Upstream>>,
+) -> Result<Route, FieldError> {
+    let m = spec.r#match.clone().unwrap_or_default();
+    let path = match &m.path {
+        None => PathMatch::Any,
+        Some(route_match::Path::Exact(_)) => PathMatch::Exact,
+        Some(route_match::Path::Prefix(p)) => PathMatch::Prefix(p.clone()),
+        Some(route_match::Path::Regex(re)) => {
+            anchored(re).map_err(|e| ("match.regex".to_string(), e.to_string()))?;
+            PathMatch::Regex
+        }
+    };
+    let methods = m
+        .methods
+        .iter()
+        .map(|s| Method::from_bytes(s.to_ascii_uppercase().as_bytes()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ("match.methods".to_string(), e.to_string()))?;
+    let mut headers = Vec::new();
+    for (i, hm) in m.headers.iter().enumerate() {
+        let field = format!("match.headers[{i}]");
+        let name = HeaderName::from_bytes(hm.name.as_bytes())
+            .map_err(|e| (format!("{field}.name"), e.to_string()))?;
+        let (exact, regex, present) = match &hm.value {
+            Some(header_match::Value::Exact(e)) => (Some(e), None, false),
+            Some(header_match::Value::Regex(r)) => (None, Some(r), false),
+            Some(header_match::Value::Present(p)) => (None, None, *p),
+            None => (None, None, true),
+        };
+        headers.push(HeaderCondition {
+            name,
+            value: value_match(exact, regex, present, &field)?,
+            invert: hm.invert,
+        });
+    }
+    let mut query = Vec::new();
+    for (i, qm) in m.query_params.iter().enumerate() {
+        let field = format!("match.query_params[{i}]");
+        let (exact, regex, present) = match &qm.value {
+            Some(query_param_match::Value::Exact(e)) => (Some(e), None, false),
+            Some(query_param_match::Value::Regex(r)) => (None, Some(r), false),
+            Some(query_param_match::Value::Present(p)) => (None, None, *p),
+            None => (None, None, true),
+        };
+        query.push(QueryCondition {
+            name: qm.name.clone(),
+            value: value_match(exact, regex, present, &field)?,
+        });
+    }
+    let action = compile_action(spec.action.as_ref(), clusters)?;
+    let transform = |t: Option<&pb::HeaderTransform>, field: &str| {
+        HeaderTransform::compile(t).map_err(|e| (field.to_string(), e.to_string()))
+    };
+    Ok(Route {
+        name: if spec.name.is_empty() {
+            index.to_string().into()
+        } else {
+            spec.name.as_str().into()
+        },
+        path,
+        methods,
+        headers,
+        query,
+        action,
+        prefix_rewrite: (!spec.prefix_rewrite.is_empty()).then(|| spec.prefix_rewrite.clone()),
+        request_headers: transform(spec.request_headers.as_ref(), "request_headers")?,
+        response_headers: transform(spec.response_headers.as_ref(), "response_headers")?,
+        timeout: duration_or(spec.timeout.as_ref(), DEFAULT_ROUTE_TIMEOUT),
+    })
+}
+
+fn compile_action(
+    spec: Option<&pb::RouteAction>,
+    clusters: &HashMap<String, Arc<Upstream>>,
+) -> Result<Action, FieldError> {
+    let cluster = |name: &str, field: String| {
+        clusters
+            .get(name)
+            .cloned()
+            .ok_or_else(|| (field, format!("cluster {name:?} does not exist")))
+    };
+    match spec.and_then(|a| a.action.as_ref()) {
+        None => Err(("action".into(), "no action".into())),
+        Some(route_action::Action::Cluster(name)) => {
+            Ok(Action::Forward(cluster(name, "action.cluster".into())?))
+        }
+        Some(route_action::Action::WeightedClusters(w)) => {
+            let mut targets = Vec::new();
+            for (i, wc) in w.clusters.iter().enumerate() {
+                let field = format!("action.weighted_clusters.clusters[{i}].cluster");
+                targets.push((cluster(&wc.cluster, field)?, wc.weight));
+            }
+            if targets.iter().map(|(_, w)| u64::from(*w)).sum::<u64>() == 0 {
+                return Err((
+                    "action.weighted_clusters".into(),
+                    "weights must sum above zero".into(),
+                ));
+            }
+            Ok(Action::Weighted(targets))
+        }
+        Some(route_action::Action::Redirect(r)) => {
+            let status = match r.status {
+                0 => StatusCode::MOVED_PERMANENTLY,
+                301 | 302 | 303 | 307 | 308 => StatusCode::from_u16(r.status as u16)
+                    .map_err(|e| ("action.redirect.status".to_string(), e.to_string()))?,
+                other => {
+                    return Err((
+                        "action.redirect.status".into(),
+                        format!("{other} is not a redirect status"),
+                    ));
+                }
+            };
+            let port =
+                match r.port {
+                    0 => None,
+                    p => Some(u16::try_from(p).map_err(|_| {
+                        ("action.redirect.port".to_string(), format!("bad port {p}"))
+                    })?),
+                };
+            let non_empty = |s: &String| (!s.is_empty()).then(|| s.clone());
+            Ok(Action::Redirect(Redirect {
+                scheme: non_empty(&r.scheme),
+                host: non_empty(&r.host),
+                port,
+                path: non_empty(&r.path),
+                status,
+            }))
+        }
+        Some(route_action::Action::DirectResponse(d)) => {
+            let status = u16::try_from(d.status)
+                .ok()
+                .and_then(|s| StatusCode::from_u16(s).ok())
+                .filter(|s| (200..=599).contains(&s.as_u16()))
+                .ok_or_else(|| {
+                    (
+                        "action.direct_response.status".to_string(),
+                        format!("bad status {}", d.status),
+                    )
+                })?;
+            let content_type = if d.content_type.is_empty() {
+                HeaderValue::from_static("text/plain")
+            } else {
+                HeaderValue::from_str(&d.content_type).map_err(|e| {
+                    (
+                        "action.direct_response.content_type".to_string(),
+                        e.to_string(),
+                    )
+                })?
+            };
+            Ok(Action::Direct {
+                status,
+                body: Bytes::from(d.body.clone()),
+                content_type,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+#[path = "router_tests.rs"]
+mod tests;

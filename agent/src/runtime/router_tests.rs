@@ -1,0 +1,286 @@
+//! Table-driven tests of route table compilation and matching.
+
+use super::*;
+use pb::{HeaderMatch, QueryParamMatch, RouteMatch};
+
+fn route(name: &str, path: Option<route_match::Path>) -> pb::Route {
+    pb::Route {
+        name: name.into(),
+        r#match: Some(RouteMatch {
+            path,
+            ..Default::default()
+        }),
+        action: Some(pb::RouteAction {
+            action: Some(route_action::Action::DirectResponse(pb::DirectResponse {
+                status: 200,
+                body: name.into(),
+                content_type: String::new(),
+            })),
+        }),
+        ..Default::default()
+    }
+}
+
+fn exact(p: &str) -> Option<route_match::Path> {
+    Some(route_match::Path::Exact(p.into()))
+}
+fn prefix(p: &str) -> Option<route_match::Path> {
+    Some(route_match::Path::Prefix(p.into()))
+}
+fn regex(p: &str) -> Option<route_match::Path> {
+    Some(route_match::Path::Regex(p.into()))
+}
+
+fn vhost(name: &str, domains: &[&str], routes: Vec<pb::Route>) -> pb::VirtualHost {
+    pb::VirtualHost {
+        name: name.into(),
+        domains: domains.iter().map(|d| d.to_string()).collect(),
+        routes,
+    }
+}
+
+fn table(hosts: Vec<pb::VirtualHost>) -> RouteTable {
+    compile(
+        "t",
+        &pb::RouteTable {
+            virtual_hosts: hosts,
+        },
+        &HashMap::new(),
+    )
+    .unwrap()
+}
+
+/// The "host/route" that takes the request, or None.
+fn check(
+    t: &RouteTable,
+    method: &str,
+    host: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> Option<String> {
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    let mut map = HeaderMap::new();
+    for (n, v) in headers {
+        map.append(
+            HeaderName::from_bytes(n.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    let method = Method::from_bytes(method.as_bytes()).unwrap();
+    let view = RequestView {
+        host,
+        path,
+        query,
+        method: &method,
+        headers: &map,
+    };
+    t.find(&view).map(|(h, r)| format!("{}/{}", h.name, r.name))
+}
+
+#[test]
+fn hosts_resolve_exact_then_longest_wildcard_then_default() {
+    let t = table(vec![
+        vhost(
+            "exact",
+            &["shop.example.com", "Other.Example:8080"],
+            vec![route("r", None)],
+        ),
+        vhost("wide", &["*.example.com"], vec![route("r", None)]),
+        vhost("narrow", &["*.api.example.com"], vec![route("r", None)]),
+        vhost("default", &["*"], vec![route("r", None)]),
+    ]);
+    let cases = [
+        ("shop.example.com", "exact/r"),
+        ("other.example", "exact/r"),
+        ("x.example.com", "wide/r"),
+        ("v1.api.example.com", "narrow/r"),
+        ("api.example.com", "wide/r"),
+        ("example.com", "default/r"),
+        ("elsewhere.org", "default/r"),
+    ];
+    for (host, expected) in cases {
+        assert_eq!(
+            check(&t, "GET", host, "/", &[]).as_deref(),
+            Some(expected),
+            "{host}"
+        );
+    }
+    let no_default = table(vec![vhost("only", &["a.example"], vec![route("r", None)])]);
+    assert_eq!(check(&no_default, "GET", "b.example", "/", &[]), None);
+}
+
+#[test]
+fn paths_match_exact_prefix_and_regex_first_match_wins() {
+    let t = table(vec![vhost(
+        "h",
+        &["*"],
+        vec![
+            route("exact-login", exact("/login")),
+            route("api-v2", prefix("/api/v2")),
+            route("api", prefix("/api")),
+            route("slash-prefix", prefix("/static/")),
+            route("item", regex("/items/[0-9]+")),
+            route("shadowed", exact("/api/v2/x")),
+            route("root", prefix("/")),
+        ],
+    )]);
+    let cases = [
+        ("/login", "h/exact-login"),
+        ("/login/x", "h/root"),
+        ("/api", "h/api"),
+        ("/api/", "h/api"),
+        ("/api/users", "h/api"),
+        ("/apix", "h/root"),
+        ("/api/v2", "h/api-v2"),
+        ("/api/v2/x", "h/api-v2"),
+        ("/api/v20", "h/api"),
+        ("/static/a.css", "h/slash-prefix"),
+        ("/static", "h/root"),
+        ("/items/42", "h/item"),
+        ("/items/42/x", "h/root"),
+        ("/items/abc", "h/root"),
+        ("/", "h/root"),
+    ];
+    for (path, expected) in cases {
+        assert_eq!(
+            check(&t, "GET", "any", path, &[]).as_deref(),
+            Some(expected),
+            "{path}"
+        );
+    }
+}
+
+type Headers<'a> = &'a [(&'a str, &'a str)];
+
+#[test]
+fn methods_headers_and_query_params_narrow_a_match() {
+    let mut post_only = route("post", prefix("/x"));
+    post_only.r#match.as_mut().unwrap().methods = vec!["post".into(), "PUT".into()];
+    let mut canary = route("canary", prefix("/x"));
+    canary.r#match.as_mut().unwrap().headers = vec![HeaderMatch {
+        name: "X-Canary".into(),
+        value: Some(header_match::Value::Exact("yes".into())),
+        invert: false,
+    }];
+    let mut not_bot = route("not-bot", prefix("/x"));
+    not_bot.r#match.as_mut().unwrap().headers = vec![HeaderMatch {
+        name: "user-agent".into(),
+        value: Some(header_match::Value::Regex(".*bot.*".into())),
+        invert: true,
+    }];
+    let mut beta = route("beta", prefix("/q"));
+    beta.r#match.as_mut().unwrap().query_params = vec![QueryParamMatch {
+        name: "beta".into(),
+        value: Some(query_param_match::Value::Exact("on now".into())),
+    }];
+    let mut has_id = route("has-id", prefix("/q"));
+    has_id.r#match.as_mut().unwrap().query_params = vec![QueryParamMatch {
+        name: "id".into(),
+        value: Some(query_param_match::Value::Present(true)),
+    }];
+    let t = table(vec![vhost(
+        "h",
+        &["*"],
+        vec![
+            post_only,
+            canary,
+            not_bot,
+            beta,
+            has_id,
+            route("fallback", None),
+        ],
+    )]);
+    let cases: &[(&str, &str, Headers, &str)] = &[
+        ("POST", "/x", &[], "h/post"),
+        ("PUT", "/x/1", &[], "h/post"),
+        ("GET", "/x", &[("x-canary", "yes")], "h/canary"),
+        (
+            "GET",
+            "/x",
+            &[("x-canary", "no"), ("user-agent", "curl")],
+            "h/not-bot",
+        ),
+        ("GET", "/x", &[("user-agent", "googlebot/2")], "h/fallback"),
+        ("GET", "/x", &[], "h/not-bot"),
+        ("GET", "/q?beta=on%20now", &[], "h/beta"),
+        ("GET", "/q?a=1&beta=on+now", &[], "h/beta"),
+        ("GET", "/q?beta=off&id", &[], "h/has-id"),
+        ("GET", "/q?beta=off", &[], "h/fallback"),
+    ];
+    for (method, target, headers, expected) in cases {
+        assert_eq!(
+            check(&t, method, "any", target, headers).as_deref(),
+            Some(*expected),
+            "{method} {target} {headers:?}"
+        );
+    }
+}
+
+#[test]
+fn bad_routes_fail_to_compile_with_their_field() {
+    let bad_regex = vec![vhost(
+        "h",
+        &["*"],
+        vec![route("ok", None), route("bad", regex("("))],
+    )];
+    let mut missing_cluster = route("c", None);
+    missing_cluster.action = Some(pb::RouteAction {
+        action: Some(route_action::Action::Cluster("nope".into())),
+    });
+    let mut bad_redirect = route("r", None);
+    bad_redirect.action = Some(pb::RouteAction {
+        action: Some(route_action::Action::Redirect(pb::Redirect {
+            status: 200,
+            ..Default::default()
+        })),
+    });
+    let cases = [
+        (bad_regex, "virtual_hosts[0].routes[1].match.regex"),
+        (
+            vec![vhost("h", &["*"], vec![missing_cluster])],
+            "virtual_hosts[0].routes[0].action.cluster",
+        ),
+        (
+            vec![vhost("h", &["*"], vec![bad_redirect])],
+            "virtual_hosts[0].routes[0].action.redirect.status",
+        ),
+        (
+            vec![vhost("h", &["*x.com"], vec![])],
+            "virtual_hosts[0].domains",
+        ),
+    ];
+    for (hosts, field) in cases {
+        let e = compile(
+            "t",
+            &pb::RouteTable {
+                virtual_hosts: hosts,
+            },
+            &HashMap::new(),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, field, "{e}");
+    }
+}
+
+#[test]
+fn candidates_do_not_grow_with_unrelated_routes() {
+    let routes: Vec<pb::Route> = (0..10_000)
+        .map(|i| route(&format!("r{i}"), prefix(&format!("/svc{i}"))))
+        .chain((0..1_000).map(|i| route(&format!("e{i}"), exact(&format!("/e/{i}")))))
+        .collect();
+    let t = table(vec![vhost("h", &["*"], routes)]);
+    let host = t.virtual_host("x").unwrap();
+    let mut candidates = Vec::new();
+    host.index.candidates("/svc9999/a/b", &mut candidates);
+    assert_eq!(candidates, [9999]);
+    candidates.clear();
+    host.index.candidates("/e/7", &mut candidates);
+    assert_eq!(candidates, [10_007]);
+    assert_eq!(
+        check(&t, "GET", "x", "/svc5000/x", &[]).as_deref(),
+        Some("h/r5000")
+    );
+}
