@@ -2,11 +2,14 @@
 //!
 //! ```text
 //! <root>/v1/config/<kind>/<name>   Resource            (protobuf)
-//! <root>/v1/history/<revision>     HistoryRecord       (protobuf; revision zero-padded to 20
-//!                                                       digits so key order is numeric order)
+//! <root>/v1/history/<sequence>     HistoryRecord       (protobuf; the change's sequence number
+//!                                                       zero-padded to 20 digits so key order is
+//!                                                       numeric order; its revision is the key's
+//!                                                       create revision)
 //! <root>/v1/agents/<node id>       AgentRecord         (protobuf, on a lease)
-//! <root>/v1/meta/config-revision   the last config revision (decimal), bumped by every apply
-//!                                  so that a CAS on it orders applies across replicas
+//! <root>/v1/meta/config-revision   the number of config changes so far (decimal), rewritten by
+//!                                  every change: its mod revision is the config revision, and
+//!                                  a CAS on it orders changes across replicas
 //! ```
 //!
 //! `<root>` is "/portico" by default and configurable (`--etcd-prefix`), so several Portico
@@ -66,12 +69,12 @@ impl Keys {
         format!("{}/v1/history/", self.root)
     }
 
-    /// Key of the history record of one revision.
-    pub fn history(&self, revision: i64) -> String {
-        format!("{}{revision:020}", self.history_prefix())
+    /// Key of the history record of one change, by sequence number.
+    pub fn history(&self, sequence: i64) -> String {
+        format!("{}{sequence:020}", self.history_prefix())
     }
 
-    /// Parses a history key back into its revision.
+    /// Parses a history key back into its sequence number.
     pub fn parse_history(&self, key: &str) -> Option<i64> {
         key.strip_prefix(&self.history_prefix())?.parse().ok()
     }
@@ -86,7 +89,7 @@ impl Keys {
         format!("{}{node_id}", self.agents_prefix())
     }
 
-    /// Key holding the last config revision.
+    /// Key holding the number of config changes; its mod revision is the config revision.
     pub fn config_revision(&self) -> String {
         format!("{}/v1/meta/config-revision", self.root)
     }

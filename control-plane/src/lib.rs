@@ -1,8 +1,38 @@
 //! `portico-control-plane`: holds Portico's configuration in a store and streams it to agents.
 //!
+//! A change arrives through the Admin API, is validated and written with a history record in
+//! one store transaction; every replica's watcher turns it into a new immutable snapshot, from
+//! which per-scope views and encoded updates are derived and streamed to agents.
+//!
 //! # Layout
+//! - [`server`]: `run(listener, metrics_listener, config, shutdown)`, the entry point.
+//! - [`config`]: flags (and `PORTICO_CP_*` environment variables).
 //! - [`store`]: the store trait and its `etcd` and `embedded` implementations.
 //! - [`keys`]: key layout and value encoding; nothing else builds store keys.
+//! - [`metered`]: the store wrapper timing every call and tracking reachability.
+//! - [`snapshot`]: the materialized config at a revision, kept current by a store watch.
+//! - [`views`]: per-scope views, diffs and the encoded-update cache.
+//! - [`discovery`]: agent streams (Hello, updates, ACK/NACK, coalescing, resume).
+//! - [`admin`]: the Admin service (apply, get, list, delete, history, rollback, status).
+//! - [`history`]: history records and rollback reconstruction.
+//! - [`registry`]: the store-backed agent registry and its batched flusher.
+//! - [`rollout`]: rollout status of a revision.
+//! - [`status`]: the one place errors become gRPC statuses.
+//! - [`probes`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`metrics`]: metric names and the Prometheus recorder.
 
+pub mod admin;
+pub mod config;
+pub mod discovery;
+pub mod history;
 pub mod keys;
+pub mod metered;
+pub mod metrics;
+pub mod probes;
+pub mod registry;
+pub mod rollout;
+pub mod server;
+pub mod snapshot;
+pub mod status;
 pub mod store;
+pub mod views;

@@ -7,12 +7,16 @@
 //! - [`agent`]: a real `portico-agent` process and its admin endpoint (`/readyz`, `/config`).
 //! - [`bins`]: builds and locates the workspace binaries (`portico-cp`, `portico-agent`,
 //!   `portico`) so `cargo test` alone is enough.
+//! - [`cp`]: a real `portico-cp` process with an embedded or etcd store, and its admin client.
 //! - [`etcd`]: a real single-node etcd in a temp dir.
 //! - [`net`]: free ports and polling helpers.
 //! - [`process`]: a child process killed on drop.
+//! - [`scripted_agent`]: a raw-gRPC agent that ACKs or NACKs on command.
 
 pub mod agent;
 pub mod bins;
+pub mod cp;
 pub mod etcd;
 pub mod net;
 pub mod process;
+pub mod scripted_agent;

@@ -1,8 +1,18 @@
 //! The resource file format: YAML or JSON documents of `kind`, `name`, `labels`, `spec`.
+//!
+//! A file holds several documents: YAML documents separated by `---`, or a JSON object or
+//! array of objects (a top-level YAML sequence is read the same way). `spec` is the kind's
+//! message in the proto3 JSON mapping, so both `route_table` and `routeTable` are accepted and
+//! unknown fields are rejected. Every document is read through [`serde_json::Value`] so that
+//! both formats share one decoder and one field-path convention.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use crate::pb::Resource;
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::Value;
+
+use crate::pb::{Kind, Resource, resource::Spec};
 
 /// A resource and where it was read from.
 #[derive(Clone, Debug, PartialEq)]
@@ -29,22 +39,415 @@ pub struct FileError {
     pub message: String,
 }
 
-/// Loads files and directories (every `*.yaml`, `*.yml`, `*.json` directly in a directory).
-pub fn load_paths(_paths: &[PathBuf]) -> Result<Vec<Loaded>, Vec<FileError>> {
-    Ok(Vec::new())
+/// A resource that cannot be rendered in the file format.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// The JSON mapping refused a value, e.g. an enum number this build does not know.
+    #[error("cannot render {resource} as JSON: {source}")]
+    Json {
+        /// The resource, as "Kind/name".
+        resource: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The YAML emitter refused a value.
+    #[error("cannot render resources as YAML: {0}")]
+    Yaml(#[source] serde_saphyr::SerializeError),
 }
 
-/// Parses the documents of one file's text; `path` is used in errors and to pick JSON or YAML.
-pub fn parse(_path: &Path, _text: &str) -> Result<Vec<Loaded>, Vec<FileError>> {
-    Ok(Vec::new())
+/// Loads files and directories (every `*.yaml`, `*.yml`, `*.json` directly in a directory,
+/// in name order). Reports every error of every file, including a kind and name defined twice.
+pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<Loaded>, Vec<FileError>> {
+    let mut loaded = Vec::new();
+    let mut errors = Vec::new();
+    for file in expand(paths, &mut errors) {
+        match std::fs::read_to_string(&file) {
+            Ok(text) => decode_file(&file, &text, &mut loaded, &mut errors),
+            Err(e) => errors.push(file_error(&file, 0, "", format!("cannot read file: {e}"))),
+        }
+    }
+    check_duplicates(&loaded, &mut errors);
+    if errors.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Parses the documents of one file's text; `path` is used in errors and to pick JSON (for a
+/// `.json` extension) or YAML (otherwise; YAML also reads JSON).
+pub fn parse(path: &Path, text: &str) -> Result<Vec<Loaded>, Vec<FileError>> {
+    let mut loaded = Vec::new();
+    let mut errors = Vec::new();
+    decode_file(path, text, &mut loaded, &mut errors);
+    check_duplicates(&loaded, &mut errors);
+    if errors.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(errors)
+    }
+}
+
+/// One resource as a JSON envelope (`kind`, `name`, `labels` when non-empty, `spec`), as
+/// [`parse`] reads it.
+pub fn to_value(resource: &Resource) -> Result<Value, RenderError> {
+    serde_json::to_value(Envelope::of(resource)).map_err(|source| RenderError::Json {
+        resource: resource.key().to_string(),
+        source,
+    })
 }
 
 /// Renders resources as YAML documents that [`parse`] reads back unchanged.
-pub fn to_yaml(_resources: &[Resource]) -> String {
-    String::new()
+pub fn to_yaml(resources: &[Resource]) -> Result<String, RenderError> {
+    let values = values(resources)?;
+    let ordered: Vec<_> = values.iter().map(Ordered).collect();
+    serde_saphyr::to_string_multiple(&ordered).map_err(RenderError::Yaml)
 }
 
 /// Renders resources as a JSON array that [`parse`] reads back unchanged.
-pub fn to_json(_resources: &[Resource]) -> String {
-    String::from("[]")
+pub fn to_json(resources: &[Resource]) -> Result<String, RenderError> {
+    let values = values(resources)?;
+    let ordered: Vec<_> = values.iter().map(Ordered).collect();
+    let mut text = serde_json::to_string_pretty(&ordered).map_err(|source| RenderError::Json {
+        resource: "resources".into(),
+        source,
+    })?;
+    text.push('\n');
+    Ok(text)
+}
+
+/// Envelopes of `resources`; going through `Value` names the resource the JSON mapping
+/// refuses.
+fn values(resources: &[Resource]) -> Result<Vec<Value>, RenderError> {
+    resources.iter().map(to_value).collect()
+}
+
+/// The files named by `paths`: files as given, directories expanded to their resource files.
+fn expand(paths: &[PathBuf], errors: &mut Vec<FileError>) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for path in paths {
+        if !path.is_dir() {
+            files.push(path.clone());
+            continue;
+        }
+        let entries = match std::fs::read_dir(path) {
+            Ok(entries) => entries,
+            Err(e) => {
+                errors.push(file_error(
+                    path,
+                    0,
+                    "",
+                    format!("cannot read directory: {e}"),
+                ));
+                continue;
+            }
+        };
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && is_resource_file(p))
+            .collect();
+        found.sort();
+        files.extend(found);
+    }
+    files
+}
+
+fn is_resource_file(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml" | "json")
+    )
+}
+
+fn is_json(path: &Path) -> bool {
+    path.extension().and_then(|e| e.to_str()) == Some("json")
+}
+
+fn file_error(path: &Path, document: usize, field: &str, message: String) -> FileError {
+    FileError {
+        path: path.display().to_string(),
+        document,
+        field: field.to_string(),
+        message,
+    }
+}
+
+/// Decodes every document of one file, collecting resources and errors.
+fn decode_file(path: &Path, text: &str, loaded: &mut Vec<Loaded>, errors: &mut Vec<FileError>) {
+    let documents = match documents(path, text) {
+        Ok(documents) => documents,
+        Err(message) => {
+            errors.push(file_error(path, 0, "", message));
+            return;
+        }
+    };
+    for (document, value) in documents.into_iter().enumerate() {
+        match decode(value) {
+            Ok(resource) => loaded.push(Loaded {
+                resource,
+                path: path.to_path_buf(),
+                document,
+            }),
+            Err((field, message)) => errors.push(file_error(path, document, &field, message)),
+        }
+    }
+}
+
+/// The documents of a file; a top-level array stands for one document per element.
+fn documents(path: &Path, text: &str) -> Result<Vec<Value>, String> {
+    let roots: Vec<Value> = if is_json(path) {
+        vec![serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?]
+    } else {
+        // YAML 1.1 booleans would turn names like `y` or `no` into `false`; the JSON mapping
+        // wants real booleans spelled `true`/`false` anyway.
+        // The default budget stops at 1,024 documents and 250,000 nodes; a fleet's config
+        // can be larger. Depth and alias limits stay as they are.
+        let options = serde_saphyr::options! {
+            with_snippet: false,
+            strict_booleans: true,
+            leading_zero_numbers_as_strings: true,
+            budget: serde_saphyr::budget! {
+                max_documents: 1_000_000,
+                max_nodes: 50_000_000,
+                max_events: 100_000_000,
+            },
+        };
+        serde_saphyr::from_multiple_with_options(text, options)
+            .map_err(|e| format!("invalid YAML: {e}"))?
+    };
+    Ok(roots
+        .into_iter()
+        .flat_map(|root| match root {
+            Value::Array(items) => items,
+            Value::Null => Vec::new(),
+            other => vec![other],
+        })
+        .collect())
+}
+
+/// The envelope as read: every part optional so that a missing one gets its own message.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnvelope {
+    kind: Option<String>,
+    #[serde(default, deserialize_with = "scalar_text")]
+    name: Option<String>,
+    labels: Option<HashMap<String, Scalar>>,
+    spec: Option<Value>,
+}
+
+/// A label value or name written as a YAML scalar: `version: 2` means the text "2".
+#[derive(Deserialize)]
+#[serde(untagged, expecting = "a string")]
+enum Scalar {
+    Text(String),
+    Number(serde_json::Number),
+    Bool(bool),
+}
+
+impl Scalar {
+    fn into_text(self) -> String {
+        match self {
+            Scalar::Text(s) => s,
+            Scalar::Number(n) => n.to_string(),
+            Scalar::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+fn scalar_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<Scalar>::deserialize(d)?.map(Scalar::into_text))
+}
+
+/// Decodes one document; the error is a field path and a message.
+fn decode(document: Value) -> Result<Resource, (String, String)> {
+    if !document.is_object() {
+        return Err((
+            String::new(),
+            "expected a mapping with kind, name and spec".into(),
+        ));
+    }
+    let raw: RawEnvelope = deserialize_at("", &document)?;
+    let kind_name = raw.kind.ok_or_else(|| {
+        (
+            "kind".to_string(),
+            format!("missing kind ({})", valid_kinds()),
+        )
+    })?;
+    let kind = Kind::parse(&kind_name).ok_or_else(|| {
+        (
+            "kind".to_string(),
+            format!("unknown kind {kind_name:?} ({})", valid_kinds()),
+        )
+    })?;
+    let name = raw
+        .name
+        .ok_or_else(|| ("name".to_string(), "missing name".to_string()))?;
+    let spec = raw
+        .spec
+        .ok_or_else(|| ("spec".to_string(), "missing spec".to_string()))?;
+    Ok(Resource {
+        name,
+        labels: raw
+            .labels
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.into_text()))
+            .collect(),
+        spec: Some(decode_spec(kind, &spec)?),
+    })
+}
+
+fn valid_kinds() -> String {
+    let names: Vec<_> = Kind::ALL.iter().map(|k| k.display_name()).collect();
+    format!("valid kinds: {}", names.join(", "))
+}
+
+fn decode_spec(kind: Kind, spec: &Value) -> Result<Spec, (String, String)> {
+    Ok(match kind {
+        Kind::Listener => Spec::Listener(deserialize_at("spec", spec)?),
+        Kind::RouteTable => Spec::RouteTable(deserialize_at("spec", spec)?),
+        Kind::Cluster => Spec::Cluster(deserialize_at("spec", spec)?),
+        Kind::Policy => Spec::Policy(deserialize_at("spec", spec)?),
+        Kind::Consumer => Spec::Consumer(deserialize_at("spec", spec)?),
+        Kind::Secret => Spec::Secret(deserialize_at("spec", spec)?),
+        Kind::Unspecified => {
+            return Err(("kind".into(), format!("missing kind ({})", valid_kinds())));
+        }
+    })
+}
+
+/// Deserializes `value`; an error names the field under `prefix` and, when the message does
+/// not already show it, the value found there.
+fn deserialize_at<T: serde::de::DeserializeOwned>(
+    prefix: &str,
+    value: &Value,
+) -> Result<T, (String, String)> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let field = path_string(prefix, e.path());
+        let mut message = e.inner().to_string();
+        if let Some(found) = value_at(value, e.path()).filter(|v| !v.is_object() && !v.is_array()) {
+            let found = found.to_string();
+            if !message.contains(&found) {
+                message = format!("{message} (found {found})");
+            }
+        }
+        (field, message)
+    })
+}
+
+/// The value a serde path points to, when it points into `value`.
+fn value_at<'v>(mut value: &'v Value, path: &serde_path_to_error::Path) -> Option<&'v Value> {
+    use serde_path_to_error::Segment;
+    for segment in path.iter() {
+        value = match segment {
+            Segment::Seq { index } => value.get(index)?,
+            Segment::Map { key } => value.get(key)?,
+            Segment::Enum { .. } => value,
+            Segment::Unknown => return None,
+        };
+    }
+    Some(value)
+}
+
+/// Joins a prefix and a serde path ("." when empty) into "spec.virtualHosts[0].domains".
+fn path_string(prefix: &str, path: &serde_path_to_error::Path) -> String {
+    let rest = path.to_string();
+    match (prefix.is_empty(), rest == ".") {
+        (_, true) => prefix.to_string(),
+        (true, false) => rest,
+        (false, false) if rest.starts_with('[') => format!("{prefix}{rest}"),
+        (false, false) => format!("{prefix}.{rest}"),
+    }
+}
+
+/// Reports each kind and name defined more than once, naming both places.
+fn check_duplicates(loaded: &[Loaded], errors: &mut Vec<FileError>) {
+    let mut first: HashMap<(Kind, &str), &Loaded> = HashMap::new();
+    for l in loaded {
+        let key = (l.resource.kind(), l.resource.name.as_str());
+        match first.get(&key) {
+            Some(prev) => errors.push(file_error(
+                &l.path,
+                l.document,
+                "name",
+                format!(
+                    "{} is defined twice: also in {} document {}",
+                    l.resource.key(),
+                    prev.path.display(),
+                    prev.document
+                ),
+            )),
+            None => {
+                first.insert(key, l);
+            }
+        }
+    }
+}
+
+/// The envelope as written: fields in reading order, labels sorted and left out when empty.
+#[derive(Serialize)]
+struct Envelope<'a> {
+    kind: &'static str,
+    name: &'a str,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    labels: BTreeMap<&'a str, &'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spec: Option<SpecRef<'a>>,
+}
+
+impl<'a> Envelope<'a> {
+    fn of(resource: &'a Resource) -> Self {
+        Envelope {
+            kind: resource.kind().display_name(),
+            name: &resource.name,
+            labels: resource
+                .labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+            spec: resource.spec.as_ref().map(SpecRef),
+        }
+    }
+}
+
+/// Serializes the spec oneof as the bare message of its kind.
+struct SpecRef<'a>(&'a Spec);
+
+impl Serialize for SpecRef<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Spec::Listener(m) => m.serialize(serializer),
+            Spec::RouteTable(m) => m.serialize(serializer),
+            Spec::Cluster(m) => m.serialize(serializer),
+            Spec::Policy(m) => m.serialize(serializer),
+            Spec::Consumer(m) => m.serialize(serializer),
+            Spec::Secret(m) => m.serialize(serializer),
+        }
+    }
+}
+
+/// Serializes an envelope value with `kind`, `name`, `labels`, `spec` first, in that order,
+/// whatever order the JSON map keeps; nested maps keep their own order.
+struct Ordered<'a>(&'a Value);
+
+impl Serialize for Ordered<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Value::Object(map) = self.0 else {
+            return self.0.serialize(serializer);
+        };
+        const FIRST: [&str; 4] = ["kind", "name", "labels", "spec"];
+        let mut out = serializer.serialize_map(Some(map.len()))?;
+        for key in FIRST {
+            if let Some(v) = map.get(key) {
+                out.serialize_entry(key, v)?;
+            }
+        }
+        for (k, v) in map.iter().filter(|(k, _)| !FIRST.contains(&k.as_str())) {
+            out.serialize_entry(k, v)?;
+        }
+        out.end()
+    }
 }

@@ -1,0 +1,501 @@
+//! The Admin service: config changes (apply, delete, rollback), reads, history and fleet status.
+//!
+//! Every change reads the stored config and the config-revision meta key, validates and diffs,
+//! then writes the changed resources, a history record and the meta key in one transaction
+//! that compares the meta key's mod revision with the one read. Concurrent changes through any
+//! replica therefore serialize: the loser re-reads and retries (or, when the caller named an
+//! expected revision, fails with a conflict). Reads (Get, List) are served from this replica's
+//! snapshot, so they keep working while the store is away.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use portico_api::pb::admin_server::Admin;
+use portico_api::pb::{
+    AgentsRequest, AgentsResponse, ApplyRequest, ApplyResponse, ChangeType, DeleteRequest,
+    DeleteResponse, GetRequest, GetResponse, HistoryRequest, HistoryResponse, ListRequest,
+    ListResponse, ResourceChange, ResourceDelta, RollbackRequest, RollbackResponse,
+    RolloutStatusRequest, RolloutStatusResponse, StoredResource,
+};
+use portico_api::{Kind, Resource, ResourceKey, ResourceSet, reference, validate};
+use tonic::{Request, Response, Status};
+
+use crate::history::{self, HistoryError};
+use crate::keys::{self, Keys};
+use crate::metered::MeteredStore;
+use crate::registry::Registry;
+use crate::store::{Compare, Op, Revision, Store, StoreError, Txn, TxnOutcome};
+use crate::views::Views;
+use crate::{rollout, status};
+
+/// How often a change is retried when another change committed between its read and write.
+const MAX_ATTEMPTS: usize = 8;
+/// How long a change waits for this replica's snapshot to show it, for read-your-writes.
+const SHOW_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why an Admin call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Reading history failed or named no change.
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    /// The caller expected another config revision.
+    #[error("config changed: the current revision is {current}, not {expected}")]
+    Conflict {
+        expected: Revision,
+        current: Revision,
+    },
+    /// Other changes kept committing first.
+    #[error("config kept changing concurrently; try again")]
+    Busy,
+    /// The resulting config is invalid.
+    #[error("invalid config:\n{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<validate::ValidationError>),
+    /// The request itself is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such resource.
+    #[error("{0} not found")]
+    NotFound(ResourceKey),
+    /// The resource is still referenced.
+    #[error("{key} is referenced by {by} ({field})")]
+    Referenced {
+        key: ResourceKey,
+        by: ResourceKey,
+        field: String,
+    },
+}
+
+/// The stored config as read for a change.
+struct Stored {
+    /// The config revision (the meta key's mod revision; 0 before the first change).
+    revision: Revision,
+    /// Changes so far (the meta key's value); the next record's sequence number is this + 1.
+    sequence: i64,
+    resources: ResourceSet,
+}
+
+/// The Admin service.
+pub struct AdminService {
+    store: MeteredStore,
+    keys: Keys,
+    views: Arc<Views>,
+    registry: Arc<Registry>,
+}
+
+impl AdminService {
+    /// The service over one store.
+    pub fn new(
+        store: MeteredStore,
+        keys: Keys,
+        views: Arc<Views>,
+        registry: Arc<Registry>,
+    ) -> Self {
+        AdminService {
+            store,
+            keys,
+            views,
+            registry,
+        }
+    }
+
+    async fn read(&self) -> Result<Stored, AdminError> {
+        let meta = self.store.get(&self.keys.config_revision()).await?;
+        let (kvs, _) = self.store.list(&self.keys.config_prefix()).await?;
+        let mut resources = ResourceSet::new();
+        for kv in kvs {
+            match keys::decode::<Resource>(&kv.key, &kv.value) {
+                Ok(r) => {
+                    resources.insert(r);
+                }
+                Err(e) => tracing::warn!(error = %e, "skipping undecodable resource"),
+            }
+        }
+        let (revision, sequence) = match meta {
+            None => (0, 0),
+            Some(kv) => {
+                let sequence = std::str::from_utf8(&kv.value)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(kv.mod_revision);
+                (kv.mod_revision, sequence)
+            }
+        };
+        Ok(Stored {
+            revision,
+            sequence,
+            resources,
+        })
+    }
+
+    /// Writes `deltas` on top of `stored`; `None` when another change committed first.
+    async fn commit(
+        &self,
+        stored: &Stored,
+        deltas: Vec<ResourceDelta>,
+        author: &str,
+        message: &str,
+        rollback_of: Revision,
+    ) -> Result<Option<Revision>, AdminError> {
+        let mut ops = Vec::with_capacity(deltas.len() + 2);
+        for delta in &deltas {
+            let Some(key) = &delta.key else { continue };
+            let key = self.keys.config(key.kind(), &key.name);
+            ops.push(match &delta.after {
+                Some(after) => Op::Put {
+                    key,
+                    value: keys::encode(after),
+                    lease: None,
+                },
+                None => Op::Delete { key },
+            });
+        }
+        let sequence = stored.sequence + 1;
+        let record = history::record(author, message, deltas, rollback_of);
+        ops.push(Op::Put {
+            key: self.keys.history(sequence),
+            value: keys::encode(&record),
+            lease: None,
+        });
+        ops.push(Op::Put {
+            key: self.keys.config_revision(),
+            value: sequence.to_string().into_bytes(),
+            lease: None,
+        });
+        let txn = Txn {
+            compares: vec![Compare::ModRevision {
+                key: self.keys.config_revision(),
+                revision: stored.revision,
+            }],
+            ops,
+        };
+        match self.store.txn(txn).await? {
+            TxnOutcome::Committed(revision) => {
+                self.shown(revision).await;
+                Ok(Some(revision))
+            }
+            TxnOutcome::Conflict(_) => Ok(None),
+        }
+    }
+
+    /// Waits (bounded) until this replica's snapshot includes `revision`, so a Get right after
+    /// a change sees it and this replica's agents are already being updated.
+    async fn shown(&self, revision: Revision) {
+        let mut rx = self.views.subscribe();
+        let _ = tokio::time::timeout(SHOW_TIMEOUT, rx.wait_for(|s| s.version >= revision)).await;
+    }
+
+    async fn apply_inner(
+        &self,
+        req: ApplyRequest,
+        author: &str,
+    ) -> Result<ApplyResponse, AdminError> {
+        check_request(&req)?;
+        for _ in 0..MAX_ATTEMPTS {
+            let stored = self.read().await?;
+            if let Some(expected) = req.expected_revision
+                && expected != stored.revision
+            {
+                return Err(AdminError::Conflict {
+                    expected,
+                    current: stored.revision,
+                });
+            }
+            let changes = changes(&stored.resources, &req);
+            let target =
+                match validate::validate_apply(&stored.resources, &req.resources, &req.deletions) {
+                    Ok(target) => target,
+                    Err(errors) if req.dry_run => {
+                        return Ok(ApplyResponse {
+                            revision: stored.revision,
+                            changes,
+                            errors: errors.into_iter().map(to_pb_error).collect(),
+                            noop: false,
+                        });
+                    }
+                    Err(errors) => return Err(AdminError::Invalid(errors)),
+                };
+            let deltas = history::deltas(&stored.resources, &target);
+            let noop = deltas.is_empty();
+            if noop || req.dry_run {
+                return Ok(ApplyResponse {
+                    revision: stored.revision,
+                    changes,
+                    errors: Vec::new(),
+                    noop,
+                });
+            }
+            if let Some(revision) = self
+                .commit(&stored, deltas, author, &req.message, 0)
+                .await?
+            {
+                return Ok(ApplyResponse {
+                    revision,
+                    changes,
+                    errors: Vec::new(),
+                    noop: false,
+                });
+            }
+        }
+        Err(AdminError::Busy)
+    }
+
+    async fn delete_inner(
+        &self,
+        req: DeleteRequest,
+        author: &str,
+    ) -> Result<DeleteResponse, AdminError> {
+        let key = req
+            .key
+            .ok_or_else(|| AdminError::BadRequest("delete needs a resource key".into()))?;
+        let stored = self.read().await?;
+        if !stored.resources.contains(key.kind(), &key.name) {
+            return Err(AdminError::NotFound(key));
+        }
+        for r in stored.resources.iter().filter(|r| r.key() != key) {
+            if let Some(reference) = reference::references(r)
+                .into_iter()
+                .find(|x| x.target == key)
+            {
+                return Err(AdminError::Referenced {
+                    key,
+                    by: r.key(),
+                    field: reference.field,
+                });
+            }
+        }
+        let response = self
+            .apply_inner(
+                ApplyRequest {
+                    deletions: vec![key],
+                    expected_revision: req.expected_revision,
+                    message: req.message,
+                    ..Default::default()
+                },
+                author,
+            )
+            .await?;
+        Ok(DeleteResponse {
+            revision: response.revision,
+        })
+    }
+
+    async fn rollback_inner(
+        &self,
+        req: RollbackRequest,
+        author: &str,
+    ) -> Result<RollbackResponse, AdminError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let stored = self.read().await?;
+            let records = history::read_all(&self.store, &self.keys).await?;
+            let target = history::config_at(&stored.resources, &records, req.revision)?;
+            let deltas = history::deltas(&stored.resources, &target);
+            let changes = deltas.iter().map(delta_change).collect();
+            if deltas.is_empty() {
+                return Ok(RollbackResponse {
+                    revision: stored.revision,
+                    changes,
+                });
+            }
+            let message = if req.message.is_empty() {
+                format!("rollback to revision {}", req.revision)
+            } else {
+                req.message.clone()
+            };
+            if let Some(revision) = self
+                .commit(&stored, deltas, author, &message, req.revision)
+                .await?
+            {
+                return Ok(RollbackResponse { revision, changes });
+            }
+        }
+        Err(AdminError::Busy)
+    }
+}
+
+/// Rejects requests whose resources or keys name no kind (they have no place in the store).
+fn check_request(req: &ApplyRequest) -> Result<(), AdminError> {
+    if let Some(r) = req.resources.iter().find(|r| r.kind() == Kind::Unspecified) {
+        return Err(AdminError::BadRequest(format!(
+            "resource {:?} has no spec, so no kind",
+            r.name
+        )));
+    }
+    if let Some(k) = req.deletions.iter().find(|k| k.kind() == Kind::Unspecified) {
+        return Err(AdminError::BadRequest(format!(
+            "deletion of {:?} names no kind",
+            k.name
+        )));
+    }
+    Ok(())
+}
+
+/// What the request does to each resource it names.
+fn changes(stored: &ResourceSet, req: &ApplyRequest) -> Vec<ResourceChange> {
+    let upserts = req.resources.iter().map(|r| {
+        let change = match stored.get(r.kind(), &r.name) {
+            None => ChangeType::Created,
+            Some(old) if old == r => ChangeType::Unchanged,
+            Some(_) => ChangeType::Updated,
+        };
+        (r.key(), change)
+    });
+    let deletions = req.deletions.iter().map(|k| {
+        let change = if stored.contains(k.kind(), &k.name) {
+            ChangeType::Deleted
+        } else {
+            ChangeType::Unchanged
+        };
+        (k.clone(), change)
+    });
+    upserts
+        .chain(deletions)
+        .map(|(key, change)| ResourceChange {
+            key: Some(key),
+            change: change as i32,
+        })
+        .collect()
+}
+
+fn delta_change(delta: &ResourceDelta) -> ResourceChange {
+    let change = match (&delta.before, &delta.after) {
+        (None, _) => ChangeType::Created,
+        (_, None) => ChangeType::Deleted,
+        _ => ChangeType::Updated,
+    };
+    ResourceChange {
+        key: delta.key.clone(),
+        change: change as i32,
+    }
+}
+
+fn to_pb_error(e: validate::ValidationError) -> portico_api::pb::ValidationError {
+    portico_api::pb::ValidationError {
+        key: Some(e.key),
+        field: e.field,
+        message: e.message,
+    }
+}
+
+/// The caller, from the `x-portico-author` header; "anonymous" until authentication exists.
+fn author<T>(req: &Request<T>) -> String {
+    req.metadata()
+        .get("x-portico-author")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .unwrap_or("anonymous")
+        .to_string()
+}
+
+fn stored_resource(resource: &Resource, revision: Revision) -> StoredResource {
+    StoredResource {
+        resource: Some(reference::redacted(resource)),
+        revision,
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
+        let author = author(&req);
+        let response = self.apply_inner(req.into_inner(), &author).await;
+        response.map(Response::new).map_err(status::admin)
+    }
+
+    async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let key = req.into_inner().key.unwrap_or_default();
+        let snapshot = self.views.current();
+        match snapshot.resources.get(key.kind(), &key.name) {
+            Some(r) => Ok(Response::new(GetResponse {
+                resource: Some(stored_resource(r, snapshot.revision_of(&key))),
+            })),
+            None => Err(status::admin(AdminError::NotFound(key))),
+        }
+    }
+
+    async fn list(&self, req: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        let kind = req.into_inner().kind();
+        let snapshot = self.views.current();
+        let resources = snapshot
+            .resources
+            .iter()
+            .filter(|r| kind == Kind::Unspecified || r.kind() == kind)
+            .map(|r| stored_resource(r, snapshot.revision_of(&r.key())))
+            .collect();
+        Ok(Response::new(ListResponse {
+            resources,
+            revision: snapshot.version,
+        }))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let author = author(&req);
+        let response = self.delete_inner(req.into_inner(), &author).await;
+        response.map(Response::new).map_err(status::admin)
+    }
+
+    async fn history(
+        &self,
+        req: Request<HistoryRequest>,
+    ) -> Result<Response<HistoryResponse>, Status> {
+        let req = req.into_inner();
+        let records = history::read_all(&self.store, &self.keys)
+            .await
+            .map_err(|e| status::store(&e))?;
+        Ok(Response::new(history::page(
+            &records,
+            req.limit,
+            req.before_revision,
+        )))
+    }
+
+    async fn rollback(
+        &self,
+        req: Request<RollbackRequest>,
+    ) -> Result<Response<RollbackResponse>, Status> {
+        let author = author(&req);
+        let response = self.rollback_inner(req.into_inner(), &author).await;
+        response.map(Response::new).map_err(status::admin)
+    }
+
+    async fn agents(
+        &self,
+        req: Request<AgentsRequest>,
+    ) -> Result<Response<AgentsResponse>, Status> {
+        let req = req.into_inner();
+        let records = self.registry.list().await.map_err(|e| status::store(&e))?;
+        let agents = records
+            .into_iter()
+            .filter(|a| {
+                let node = a.node.clone().unwrap_or_default();
+                (req.region.is_empty() || node.region == req.region)
+                    && req
+                        .labels
+                        .iter()
+                        .all(|(k, v)| node.labels.get(k) == Some(v))
+            })
+            .collect();
+        Ok(Response::new(AgentsResponse {
+            agents,
+            config_revision: self.views.current().version,
+        }))
+    }
+
+    async fn rollout_status(
+        &self,
+        req: Request<RolloutStatusRequest>,
+    ) -> Result<Response<RolloutStatusResponse>, Status> {
+        let revision = match req.into_inner().revision {
+            0 => self.views.current().version,
+            r => r,
+        };
+        let records = self.registry.list().await.map_err(|e| status::store(&e))?;
+        Ok(Response::new(rollout::status(revision, &records)))
+    }
+}

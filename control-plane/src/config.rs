@@ -1,0 +1,137 @@
+//! Static configuration of a control plane: command-line flags, each also read from the
+//! environment as `PORTICO_CP_<FLAG>`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// Which store holds the configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// A durable store on local disk (`--data-dir`); a single control plane, no other service.
+    Embedded,
+    /// An etcd cluster (`--etcd-endpoints`); several control planes may share it.
+    Etcd,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The flags of `portico-cp`.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "portico-cp", version, about = "Portico control plane")]
+pub struct Config {
+    /// Address of the gRPC Admin and Discovery services.
+    #[arg(long, env = "PORTICO_CP_LISTEN", default_value = "127.0.0.1:7000")]
+    pub listen: SocketAddr,
+
+    /// Address of the HTTP endpoints /metrics, /healthz and /readyz.
+    #[arg(
+        long,
+        env = "PORTICO_CP_METRICS_LISTEN",
+        default_value = "127.0.0.1:9100"
+    )]
+    pub metrics_listen: SocketAddr,
+
+    /// The store.
+    #[arg(long, env = "PORTICO_CP_STORE", value_enum, default_value = "embedded")]
+    pub store: StoreKind,
+
+    /// Directory of the embedded store.
+    #[arg(long, env = "PORTICO_CP_DATA_DIR", default_value = "./portico-data")]
+    pub data_dir: PathBuf,
+
+    /// etcd client URLs, comma-separated.
+    #[arg(
+        long,
+        env = "PORTICO_CP_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        required_if_eq("store", "etcd")
+    )]
+    pub etcd_endpoints: Vec<String>,
+
+    /// Root of every key in etcd, so several installations can share one cluster.
+    #[arg(long, env = "PORTICO_CP_ETCD_PREFIX", default_value = crate::keys::DEFAULT_ROOT)]
+    pub etcd_prefix: String,
+
+    /// This replica's name in the agent registry; default `<hostname>-<pid>`.
+    #[arg(long, env = "PORTICO_CP_REPLICA_ID")]
+    pub replica_id: Option<String>,
+
+    /// Log format.
+    #[arg(
+        long,
+        env = "PORTICO_CP_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// The replica id: the flag, or `<hostname>-<pid>`.
+    pub fn replica_id(&self) -> String {
+        self.replica_id.clone().unwrap_or_else(|| {
+            let host = hostname::get()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "cp".to_string());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+
+    /// The key root: `--etcd-prefix` for etcd; the default for the embedded store, which holds
+    /// one installation only.
+    pub fn key_root(&self) -> &str {
+        match self.store {
+            StoreKind::Etcd => &self.etcd_prefix,
+            StoreKind::Embedded => crate::keys::DEFAULT_ROOT,
+        }
+    }
+
+    /// A config for tests and `portico dev`: embedded store in `data_dir`, everything else
+    /// default (the listen addresses are ignored by [`crate::server::run`]).
+    pub fn embedded(data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            store: StoreKind::Embedded,
+            data_dir: data_dir.into(),
+            etcd_endpoints: Vec::new(),
+            etcd_prefix: crate::keys::DEFAULT_ROOT.to_string(),
+            replica_id: None,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_etcd_flags_parse() {
+        let c = Config::try_parse_from(["portico-cp"]).unwrap();
+        assert_eq!(c.store, StoreKind::Embedded);
+        assert_eq!(c.listen.port(), 7000);
+        assert_eq!(c.metrics_listen.port(), 9100);
+        let c = Config::try_parse_from([
+            "portico-cp",
+            "--store",
+            "etcd",
+            "--etcd-endpoints",
+            "http://a:2379,http://b:2379",
+        ])
+        .unwrap();
+        assert_eq!(c.etcd_endpoints, ["http://a:2379", "http://b:2379"]);
+        assert!(Config::try_parse_from(["portico-cp", "--store", "etcd"]).is_err());
+    }
+}

@@ -1,0 +1,372 @@
+//! Discovery streams (DESIGN.md §5): one task per agent stream.
+//!
+//! After a valid Hello the stream sends the update that brings the agent from its applied
+//! version to the newest one: a diff when that version is still retained, else a full update.
+//! At most one update is unacknowledged; versions published meanwhile are coalesced, so the next
+//! update goes straight to the newest. Every version reaches every agent (with an empty diff
+//! when its scope did not change), which is what rollout status relies on.
+//!
+//! Updates are sent as pre-encoded bytes shared by all agents of a scope ([`crate::views`]),
+//! through a hand-written service whose response type is [`Encoded`] instead of the generated
+//! `ControlMessage`: the generated server would decode nothing but re-encode every message for
+//! every agent, i.e. 10,000 encodings of the same update.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, Bytes};
+use futures::Stream;
+use portico_api::pb::{AgentMessage, Hello, Node, agent_message};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
+use tonic::server::{Grpc, NamedService, StreamingService};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::metrics::{APPLY_TO_ACK, CONNECTED_AGENTS, NACKS, UPDATES_COALESCED, UPDATES_SENT};
+use crate::registry::{Registry, StreamId};
+use crate::snapshot::Snapshot;
+use crate::status;
+use crate::store::Revision;
+use crate::views::{EncodedUpdate, Views};
+
+/// How long a new stream may take to say Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an agent that claims a version newer than this replica's is given for this replica
+/// to catch up, before it gets a full update of what this replica has.
+const AHEAD_GRACE: Duration = Duration::from_secs(5);
+/// Limits on a Hello.
+const MAX_ID_LEN: usize = 128;
+const MAX_LABELS: usize = 64;
+const MAX_LABEL_KEY_LEN: usize = 63;
+const MAX_LABEL_VALUE_LEN: usize = 256;
+
+/// Why a Hello was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum HelloError {
+    /// The stream did not start with a Hello.
+    #[error("the first message of a discovery stream must be Hello")]
+    Missing,
+    /// The Hello has no node.
+    #[error("hello: node is required")]
+    NoNode,
+    /// A field breaks its rule.
+    #[error("hello: node.{field}: {rule}")]
+    Field { field: String, rule: String },
+}
+
+/// Checks a Hello against the limits of the protocol.
+pub fn check_hello(hello: &Hello) -> Result<&Node, HelloError> {
+    let node = hello.node.as_ref().ok_or(HelloError::NoNode)?;
+    let bad = |field: &str, rule: String| HelloError::Field {
+        field: field.to_string(),
+        rule,
+    };
+    let name_like = |s: &str, max: usize| {
+        !s.is_empty()
+            && s.len() <= max
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    };
+    let rule = format!("must be 1–{MAX_ID_LEN} characters of [A-Za-z0-9._-]");
+    if !name_like(&node.id, MAX_ID_LEN) {
+        return Err(bad("id", format!("{rule}, got {:?}", node.id)));
+    }
+    for (field, value) in [("region", &node.region), ("zone", &node.zone)] {
+        if !name_like(value, MAX_ID_LEN) {
+            return Err(bad(field, format!("is required and {rule}, got {value:?}")));
+        }
+    }
+    if node.agent_version.len() > MAX_ID_LEN {
+        return Err(bad("agent_version", format!("longer than {MAX_ID_LEN}")));
+    }
+    if node.labels.len() > MAX_LABELS {
+        return Err(bad("labels", format!("more than {MAX_LABELS} labels")));
+    }
+    for (k, v) in &node.labels {
+        if !name_like(k, MAX_LABEL_KEY_LEN) {
+            return Err(bad(
+                "labels",
+                format!("key {k:?} must be 1–{MAX_LABEL_KEY_LEN} characters of [A-Za-z0-9._-]"),
+            ));
+        }
+        if v.len() > MAX_LABEL_VALUE_LEN {
+            return Err(bad(
+                "labels",
+                format!("value of {k:?} is longer than {MAX_LABEL_VALUE_LEN}"),
+            ));
+        }
+    }
+    if hello.applied_version < 0 {
+        return Err(HelloError::Field {
+            field: "applied_version".into(),
+            rule: "must not be negative".into(),
+        });
+    }
+    Ok(node)
+}
+
+/// A pre-encoded message: encoding it copies its bytes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Encoded(pub Bytes);
+
+impl prost::Message for Encoded {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        buf.put_slice(&self.0);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0 = Bytes::new();
+    }
+}
+
+/// The Discovery service's shared state.
+#[derive(Clone)]
+pub struct Discovery {
+    views: Arc<Views>,
+    registry: Arc<Registry>,
+    cancel: CancellationToken,
+}
+
+impl Discovery {
+    /// Streams end when `cancel` fires.
+    pub fn new(views: Arc<Views>, registry: Arc<Registry>, cancel: CancellationToken) -> Self {
+        Discovery {
+            views,
+            registry,
+            cancel,
+        }
+    }
+
+    async fn open(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<UpdateStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await;
+        let hello = match first {
+            Ok(Ok(Some(AgentMessage {
+                message: Some(agent_message::Message::Hello(hello)),
+            }))) => hello,
+            Ok(Err(status)) => return Err(status),
+            _ => return Err(status::hello(HelloError::Missing)),
+        };
+        let node = check_hello(&hello).map_err(status::hello)?.clone();
+        let (tx, rx) = mpsc::channel(2);
+        let stream_id = self.registry.connect(&node, hello.applied_version);
+        tracing::info!(node = %node.id, region = %node.region, applied_version = hello.applied_version, "agent connected");
+        let session = Session {
+            views: self.views.clone(),
+            registry: self.registry.clone(),
+            node,
+            stream_id,
+            applied: hello.applied_version,
+            sent: hello.applied_version,
+            in_flight: None,
+        };
+        tokio::spawn(session.run(inbound, tx, self.cancel.clone()));
+        Ok(Response::new(UpdateStream(rx)))
+    }
+}
+
+/// The outgoing half of a stream.
+pub struct UpdateStream(mpsc::Receiver<Result<Encoded, Status>>);
+
+impl Stream for UpdateStream {
+    type Item = Result<Encoded, Status>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+/// One agent stream's state.
+struct Session {
+    views: Arc<Views>,
+    registry: Arc<Registry>,
+    node: Node,
+    stream_id: StreamId,
+    /// The version the agent runs (its last ACK, or its Hello).
+    applied: Revision,
+    /// The newest version the agent was sent (or had at Hello).
+    sent: Revision,
+    /// The unacknowledged update and when its version was published.
+    in_flight: Option<(EncodedUpdate, Option<Instant>)>,
+}
+
+impl Session {
+    async fn run(
+        mut self,
+        mut inbound: Streaming<AgentMessage>,
+        tx: mpsc::Sender<Result<Encoded, Status>>,
+        cancel: CancellationToken,
+    ) {
+        metrics::gauge!(CONNECTED_AGENTS).increment(1.0);
+        let mut snapshots = self.views.subscribe();
+        let ahead_deadline = tokio::time::Instant::now() + AHEAD_GRACE;
+        loop {
+            if self.in_flight.is_none() {
+                let current = snapshots.borrow_and_update().clone();
+                let behind = current.version < self.sent;
+                let give_up = behind && tokio::time::Instant::now() >= ahead_deadline;
+                if (current.version > self.sent || give_up) && !self.send(&current, &tx).await {
+                    break;
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tx.closed() => break,
+                changed = snapshots.changed() => if changed.is_err() { break },
+                _ = tokio::time::sleep_until(ahead_deadline), if snapshots.borrow().version < self.sent => {}
+                message = inbound.message() => match message {
+                    Ok(Some(message)) => {
+                        if let Err(status) = self.receive(message) {
+                            let _ = tx.send(Err(status)).await;
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(node = %self.node.id, %status, "agent stream failed");
+                        break;
+                    }
+                },
+            }
+        }
+        self.registry.disconnect(&self.node.id, self.stream_id);
+        metrics::gauge!(CONNECTED_AGENTS).decrement(1.0);
+        tracing::info!(node = %self.node.id, "agent disconnected");
+    }
+
+    /// Sends the update to `current`; false when the stream is gone.
+    async fn send(
+        &mut self,
+        current: &Arc<Snapshot>,
+        tx: &mpsc::Sender<Result<Encoded, Status>>,
+    ) -> bool {
+        // An agent ahead of this replica (it came from a replica further along, or from a store
+        // that was reset) gets a full update once the grace period is over.
+        let from = if current.version < self.applied {
+            0
+        } else {
+            self.applied
+        };
+        let update = self.views.update(&self.node, from, current);
+        let skipped = self.views.versions_between(self.sent, current.version);
+        if skipped > 0 {
+            metrics::counter!(UPDATES_COALESCED).increment(skipped as u64);
+        }
+        self.sent = current.version;
+        if tx.send(Ok(Encoded(update.bytes.clone()))).await.is_err() {
+            return false;
+        }
+        metrics::counter!(UPDATES_SENT).increment(1);
+        self.in_flight = Some((update, current.published));
+        true
+    }
+
+    fn receive(&mut self, message: AgentMessage) -> Result<(), Status> {
+        match message.message {
+            Some(agent_message::Message::Ack(ack)) => {
+                if let Some((update, published)) = self.take_in_flight(&ack.nonce) {
+                    self.applied = update.version;
+                    self.registry
+                        .acked(&self.node.id, self.stream_id, update.version);
+                    if let Some(published) = published {
+                        metrics::histogram!(APPLY_TO_ACK).record(published.elapsed().as_secs_f64());
+                    }
+                }
+            }
+            Some(agent_message::Message::Nack(nack)) => {
+                if let Some((update, _)) = self.take_in_flight(&nack.nonce) {
+                    metrics::counter!(NACKS).increment(1);
+                    tracing::warn!(node = %self.node.id, version = update.version, error = %nack.error, "agent rejected an update");
+                    self.registry.nacked(
+                        &self.node.id,
+                        self.stream_id,
+                        update.version,
+                        &nack.error,
+                    );
+                }
+            }
+            Some(agent_message::Message::Report(report)) => {
+                self.registry.report(&self.node.id, self.stream_id, report);
+            }
+            Some(agent_message::Message::Hello(_)) => {
+                return Err(Status::invalid_argument("hello sent twice on one stream"));
+            }
+            None => return Err(Status::invalid_argument("empty agent message")),
+        }
+        Ok(())
+    }
+
+    /// The in-flight update if `nonce` is its nonce; stale nonces are ignored.
+    fn take_in_flight(&mut self, nonce: &str) -> Option<(EncodedUpdate, Option<Instant>)> {
+        match &self.in_flight {
+            Some((update, _)) if &*update.nonce == nonce => self.in_flight.take(),
+            _ => {
+                tracing::debug!(node = %self.node.id, nonce, "ignoring a reply to no pending update");
+                None
+            }
+        }
+    }
+}
+
+/// The tonic service for `portico.v1.Discovery`, sending [`Encoded`] updates.
+#[derive(Clone)]
+pub struct DiscoveryServer(pub Discovery);
+
+impl NamedService for DiscoveryServer {
+    const NAME: &'static str = "portico.v1.Discovery";
+}
+
+impl StreamingService<AgentMessage> for Discovery {
+    type Response = Encoded;
+    type ResponseStream = UpdateStream;
+    type Future = BoxFuture<Response<UpdateStream>, Status>;
+
+    fn call(&mut self, request: Request<Streaming<AgentMessage>>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { this.open(request).await })
+    }
+}
+
+impl<B> Service<http::Request<B>> for DiscoveryServer
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let discovery = self.0.clone();
+        if req.uri().path() != "/portico.v1.Discovery/Stream" {
+            return Box::pin(async { Ok(Status::unimplemented("no such method").into_http()) });
+        }
+        Box::pin(async move {
+            let codec = tonic_prost::ProstCodec::<Encoded, AgentMessage>::default();
+            Ok(Grpc::new(codec).streaming(discovery, req).await)
+        })
+    }
+}

@@ -1,0 +1,143 @@
+//! Wiring: opens the store, loads the config, and serves gRPC (Admin + Discovery) and the HTTP
+//! probes until shutdown. `main`, the tests and `portico dev` all start a control plane here.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use portico_api::pb::admin_server::AdminServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::AdminService;
+use crate::config::{Config, StoreKind};
+use crate::discovery::{Discovery, DiscoveryServer};
+use crate::keys::Keys;
+use crate::metered::MeteredStore;
+use crate::registry::Registry;
+use crate::snapshot;
+use crate::store::embedded::EmbeddedStore;
+use crate::store::etcd::{EtcdConfig, EtcdStore};
+use crate::store::{Store, StoreError};
+use crate::views::Views;
+
+/// How long connecting to etcd at start may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the control plane could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The store could not be opened or reached.
+    #[error("opening the {kind} store: {source}")]
+    Open {
+        kind: &'static str,
+        #[source]
+        source: StoreError,
+    },
+    /// The config could not be read.
+    #[error("loading the config from the store: {0}")]
+    Load(#[source] StoreError),
+    /// The gRPC server failed.
+    #[error("serving gRPC: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Opens the store named by `config` and checks that it answers.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServerError> {
+    let (kind, opened): (&'static str, Result<Arc<dyn Store>, StoreError>) = match config.store {
+        StoreKind::Embedded => (
+            "embedded",
+            EmbeddedStore::open(&config.data_dir).map(|s| Arc::new(s) as Arc<dyn Store>),
+        ),
+        StoreKind::Etcd => (
+            "etcd",
+            EtcdStore::connect(&EtcdConfig::new(config.etcd_endpoints.clone()))
+                .await
+                .map(|s| Arc::new(s) as Arc<dyn Store>),
+        ),
+    };
+    let store = opened.map_err(|source| ServerError::Open { kind, source })?;
+    // A store that connects lazily fails here instead of on the first agent.
+    let probe = tokio::time::timeout(CONNECT_TIMEOUT, store.get("/portico-probe")).await;
+    match probe {
+        Ok(Ok(_)) => Ok(store),
+        Ok(Err(source)) => Err(ServerError::Open { kind, source }),
+        Err(_) => Err(ServerError::Open {
+            kind,
+            source: StoreError::Unavailable(format!("no answer within {CONNECT_TIMEOUT:?}")),
+        }),
+    }
+}
+
+/// Runs a control plane on `listener` (gRPC) and `metrics_listener` (HTTP) with the store
+/// named by `config`, until `shutdown` completes.
+pub async fn run(
+    listener: TcpListener,
+    metrics_listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    let store = open_store(&config).await?;
+    run_with_store(listener, metrics_listener, config, store, shutdown).await
+}
+
+/// [`run`] with a store opened by the caller.
+pub async fn run_with_store(
+    listener: TcpListener,
+    metrics_listener: TcpListener,
+    config: Config,
+    store: Arc<dyn Store>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    let store = MeteredStore::new(store);
+    let keys = Keys::new(config.key_root());
+    let (initial, listed_at) = snapshot::load(&store, &keys)
+        .await
+        .map_err(ServerError::Load)?;
+    tracing::info!(
+        revision = initial.version,
+        resources = initial.resources.len(),
+        "config loaded"
+    );
+    let views = Arc::new(Views::new(Arc::new(initial)));
+    let replica = config.replica_id();
+    let registry = Arc::new(Registry::new(store.clone(), keys.clone(), replica.clone()));
+    let cancel = CancellationToken::new();
+
+    let watcher = tokio::spawn(snapshot::follow(
+        store.clone(),
+        keys.clone(),
+        views.clone(),
+        listed_at,
+        cancel.clone(),
+    ));
+    let flusher = tokio::spawn(registry.clone().run_flusher(cancel.clone()));
+    let probes = tokio::spawn(crate::probes::run(
+        metrics_listener,
+        store.clone(),
+        cancel.clone(),
+    ));
+
+    let admin = AdminServer::new(AdminService::new(
+        store.clone(),
+        keys,
+        views.clone(),
+        registry.clone(),
+    ));
+    let discovery = DiscoveryServer(Discovery::new(views, registry, cancel.clone()));
+    tracing::info!(%replica, addr = ?listener.local_addr().ok(), "control plane serving");
+    let stop = cancel.clone();
+    let served = tonic::transport::Server::builder()
+        .add_service(admin)
+        .add_service(discovery)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            shutdown.await;
+            // Ending the discovery streams first lets the server's graceful drain finish.
+            stop.cancel();
+        })
+        .await;
+    cancel.cancel();
+    let _ = tokio::join!(watcher, flusher, probes);
+    served.map_err(ServerError::from)
+}

@@ -1,0 +1,231 @@
+//! Checks of single values shared by every kind: names, durations, sizes, regexes, HTTP
+//! tokens and header parts, host names and CIDRs. Each returns the message for a bad value.
+
+use std::collections::HashMap;
+
+use pbjson_types::Duration;
+
+use super::Errors;
+use crate::pb::HeaderTransform;
+
+/// Longest accepted regular expression, in bytes.
+pub(crate) const MAX_REGEX_LEN: usize = 4096;
+/// Largest compiled program of a regular expression; bounds matching cost and memory.
+pub(crate) const MAX_REGEX_SIZE: usize = 1 << 20;
+/// Upper bound of timeouts.
+pub(crate) const MAX_TIMEOUT_SECS: i64 = 3600;
+/// Upper bound of periods and intervals.
+pub(crate) const MAX_PERIOD_SECS: i64 = 24 * 3600;
+
+/// A resource name: lowercase letters, digits and '-', 1–63, not starting or ending with '-'.
+pub(crate) fn dns_label(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid name {name:?}: use 1-63 lowercase letters, digits and '-', \
+             not starting or ending with '-'"
+        ))
+    }
+}
+
+/// A duration, when set, is positive, well-formed and at most `max_secs`.
+pub(crate) fn duration(e: &mut Errors, field: &str, value: Option<&Duration>, max_secs: i64) {
+    let Some(d) = value else { return };
+    let result = if d.seconds < 0 || d.nanos < 0 || d.nanos >= 1_000_000_000 {
+        Err("must be positive".to_string())
+    } else if d.seconds == 0 && d.nanos == 0 {
+        Err("must be positive (leave it out for the default)".to_string())
+    } else if d.seconds > max_secs || (d.seconds == max_secs && d.nanos > 0) {
+        Err(format!("must be at most {max_secs}s"))
+    } else {
+        Ok(())
+    };
+    e.check(field, result);
+}
+
+/// A count or size, where 0 means "unset", is at most `max`.
+pub(crate) fn at_most(e: &mut Errors, field: &str, value: u64, max: u64) {
+    if value > max {
+        e.add(field, format!("{value} is above the limit of {max}"));
+    }
+}
+
+/// A regular expression compiles within the length and size limits.
+pub(crate) fn regex(pattern: &str) -> Result<(), String> {
+    if pattern.len() > MAX_REGEX_LEN {
+        return Err(format!(
+            "regex is {} bytes long; the limit is {MAX_REGEX_LEN}",
+            pattern.len()
+        ));
+    }
+    regex::RegexBuilder::new(pattern)
+        .size_limit(MAX_REGEX_SIZE)
+        .build()
+        .map(|_| ())
+        .map_err(|e| format!("invalid regex: {e}"))
+}
+
+/// An HTTP token (RFC 9110): a header name or a method.
+pub(crate) fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+pub(crate) fn header_name(name: &str) -> Result<(), String> {
+    if is_token(name) {
+        Ok(())
+    } else {
+        Err(format!("invalid header name {name:?}"))
+    }
+}
+
+pub(crate) fn method(method: &str) -> Result<(), String> {
+    if is_token(method) {
+        Ok(())
+    } else {
+        Err(format!("invalid method {method:?}"))
+    }
+}
+
+/// A header value: no control characters other than tab.
+pub(crate) fn header_value(value: &str) -> Result<(), String> {
+    if value.bytes().all(|b| b == b'\t' || !b.is_ascii_control()) {
+        Ok(())
+    } else {
+        Err("header value contains a control character".to_string())
+    }
+}
+
+/// A DNS host name or an IP address (IPv6 in brackets or bare).
+pub(crate) fn is_host(host: &str) -> bool {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    if let Some(ip) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return ip.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+pub(crate) fn host(host: &str) -> Result<(), String> {
+    if is_host(host) {
+        Ok(())
+    } else {
+        Err(format!("invalid host name {host:?}"))
+    }
+}
+
+/// An exact host name or a "*.suffix" wildcard (and "*" when `allow_any`).
+pub(crate) fn host_pattern(pattern: &str, allow_any: bool) -> Result<(), String> {
+    let bare = pattern.strip_prefix("*.").unwrap_or(pattern);
+    if (allow_any && pattern == "*") || is_host(bare) {
+        Ok(())
+    } else {
+        let any = if allow_any { ", \"*\"" } else { "" };
+        Err(format!(
+            "invalid domain {pattern:?}: use a host name, \"*.suffix\"{any} (without a port)"
+        ))
+    }
+}
+
+/// A CIDR ("10.0.0.0/8") or a single address.
+pub(crate) fn cidr(s: &str) -> Result<(), String> {
+    if s.parse::<ipnet::IpNet>().is_ok() || s.parse::<std::net::IpAddr>().is_ok() {
+        Ok(())
+    } else {
+        Err(format!("invalid CIDR {s:?}"))
+    }
+}
+
+/// A media type "type/subtype", the subtype "*" when `allow_wildcard`.
+pub(crate) fn media_type(s: &str, allow_wildcard: bool) -> Result<(), String> {
+    let valid = s.split_once('/').is_some_and(|(t, sub)| {
+        is_token(t) && (is_token(sub) && sub != "*" || allow_wildcard && sub == "*")
+    });
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid media type {s:?}: expected \"type/subtype\""
+        ))
+    }
+}
+
+/// One of `allowed`.
+pub(crate) fn one_of(value: &str, allowed: &[&str]) -> Result<(), String> {
+    if allowed.contains(&value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "unknown value {value:?}; expected one of: {}",
+            allowed.join(", ")
+        ))
+    }
+}
+
+/// An enum field holds a value this build knows.
+pub(crate) fn known_enum<E: TryFrom<i32>>(e: &mut Errors, field: &str, value: i32) {
+    if E::try_from(value).is_err() {
+        e.add(field, format!("unknown enum value {value}"));
+    }
+}
+
+/// Header names and values of a transform.
+pub(crate) fn header_transform(e: &mut Errors, at: &str, t: Option<&HeaderTransform>) {
+    let Some(t) = t else { return };
+    for (list, values) in [("add", &t.add), ("set", &t.set)] {
+        for (i, h) in values.iter().enumerate() {
+            e.check(format!("{at}.{list}[{i}].name"), header_name(&h.name));
+            e.check(format!("{at}.{list}[{i}].value"), header_value(&h.value));
+        }
+    }
+    for (i, name) in t.remove.iter().enumerate() {
+        e.check(format!("{at}.remove[{i}]"), header_name(name));
+    }
+}
+
+/// A referenced name in a list or required field is not empty.
+pub(crate) fn required(value: &str, what: &str) -> Result<(), String> {
+    if value.is_empty() {
+        Err(format!("{what} is required"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Records that `owner[index]` uses `value` (case-insensitively) and reports a value that is
+/// used twice, naming the first user.
+pub(crate) fn unique(
+    e: &mut Errors,
+    seen: &mut HashMap<String, usize>,
+    (owner, index): (&str, usize),
+    (field, what, value): (&str, &str, &str),
+) {
+    match seen.insert(value.to_ascii_lowercase(), index) {
+        Some(first) if first != index => e.add(
+            field,
+            format!("{what} {value:?} is also used by {owner}[{first}]"),
+        ),
+        Some(_) => e.add(field, format!("{what} {value:?} is listed twice")),
+        None => {}
+    }
+}

@@ -1,0 +1,161 @@
+//! Listener rules: the socket, TLS, limits and selector of one listener, and no two listeners
+//! bound to the same socket on agents they may share.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::field::{self, MAX_TIMEOUT_SECS};
+use super::{Errors, ValidationError, error};
+use crate::pb::{AgentSelector, Kind, Listener, ListenerTls, TlsVersion, listener::Protocol};
+use crate::{Resource, ResourceSet};
+
+const ALPN: &[&str] = &["h2", "http/1.1"];
+
+pub(crate) fn check(l: &Listener, e: &mut Errors) {
+    if !(1..=65535).contains(&l.port) {
+        e.add("port", format!("port {} is not in 1-65535", l.port));
+    }
+    if !l.address.is_empty() && l.address.parse::<IpAddr>().is_err() {
+        e.add(
+            "address",
+            format!("invalid address {:?}: expected an IP address", l.address),
+        );
+    }
+    match Protocol::try_from(l.protocol) {
+        Ok(Protocol::Unspecified) => e.add("protocol", "protocol is required (HTTP or HTTPS)"),
+        Ok(Protocol::Https) if l.tls.as_ref().is_none_or(|t| t.certificates.is_empty()) => {
+            e.add(
+                "tls.certificates",
+                "HTTPS requires at least one certificate",
+            );
+        }
+        Ok(Protocol::Http) if l.tls.is_some() => e.add("tls", "tls is set but protocol is HTTP"),
+        Ok(_) => {}
+        Err(_) => e.add("protocol", format!("unknown enum value {}", l.protocol)),
+    }
+    if let Some(tls) = &l.tls {
+        check_tls(tls, e);
+    }
+    if let Some(limits) = &l.limits {
+        field::at_most(
+            e,
+            "limits.max_request_body_bytes",
+            limits.max_request_body_bytes,
+            1 << 36,
+        );
+        field::at_most(
+            e,
+            "limits.max_request_header_bytes",
+            limits.max_request_header_bytes.into(),
+            1 << 20,
+        );
+        field::at_most(
+            e,
+            "limits.max_connections",
+            limits.max_connections.into(),
+            1_000_000,
+        );
+        let timeouts = [
+            ("limits.header_read_timeout", &limits.header_read_timeout),
+            ("limits.idle_timeout", &limits.idle_timeout),
+        ];
+        for (name, value) in timeouts {
+            field::duration(e, name, value.as_ref(), MAX_TIMEOUT_SECS);
+        }
+    }
+    e.check(
+        "route_table",
+        field::required(&l.route_table, "route_table"),
+    );
+    for (i, p) in l.policies.iter().enumerate() {
+        e.check(format!("policies[{i}]"), field::required(p, "policy name"));
+    }
+    if let Some(s) = &l.selector {
+        for (list, values) in [("regions", &s.regions), ("zones", &s.zones)] {
+            for (i, v) in values.iter().enumerate() {
+                e.check(format!("selector.{list}[{i}]"), field::required(v, "value"));
+            }
+        }
+        if s.labels.contains_key("") {
+            e.add("selector.labels", "label keys must not be empty");
+        }
+    }
+}
+
+fn check_tls(tls: &ListenerTls, e: &mut Errors) {
+    let mut names = HashMap::new();
+    for (i, c) in tls.certificates.iter().enumerate() {
+        let at = format!("tls.certificates[{i}]");
+        e.check(format!("{at}.secret"), field::required(&c.secret, "secret"));
+        for (j, name) in c.server_names.iter().enumerate() {
+            let field = format!("{at}.server_names[{j}]");
+            e.check(&field, field::host_pattern(name, false));
+            let owner = ("tls.certificates", i);
+            field::unique(e, &mut names, owner, (&field, "server name", name));
+        }
+    }
+    field::known_enum::<TlsVersion>(e, "tls.min_version", tls.min_version);
+    for (i, p) in tls.alpn.iter().enumerate() {
+        e.check(format!("tls.alpn[{i}]"), field::one_of(p, ALPN));
+    }
+}
+
+/// Reports a listener whose socket another listener (earlier by name) also binds on agents
+/// both may run on.
+pub(crate) fn check_sockets(set: &ResourceSet, out: &mut Vec<ValidationError>) {
+    let mut by_port: BTreeMap<u16, Vec<(&Resource, &Listener, IpAddr)>> = BTreeMap::new();
+    for r in set.of_kind(Kind::Listener) {
+        let Some(crate::pb::resource::Spec::Listener(l)) = &r.spec else {
+            continue;
+        };
+        let address = if l.address.is_empty() {
+            Ok(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+        } else {
+            l.address.parse()
+        };
+        // A bad address or port is already reported; it cannot be compared.
+        if let (Ok(address), Ok(port @ 1..)) = (address, u16::try_from(l.port)) {
+            by_port.entry(port).or_default().push((r, l, address));
+        }
+    }
+    for (port, listeners) in by_port {
+        for (j, (r, l, address)) in listeners.iter().enumerate() {
+            let clash = listeners[..j].iter().find(|(_, other, other_address)| {
+                addresses_overlap(*address, *other_address)
+                    && selectors_overlap(l.selector.as_ref(), other.selector.as_ref())
+            });
+            if let Some((other, _, _)) = clash {
+                out.push(error(
+                    &r.key(),
+                    "port",
+                    format!(
+                        "{} is also bound by {} on agents both select",
+                        std::net::SocketAddr::new(*address, port),
+                        other.key()
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// Equal addresses overlap, and an unspecified address overlaps every address of its family.
+fn addresses_overlap(a: IpAddr, b: IpAddr) -> bool {
+    a == b || (a.is_ipv4() == b.is_ipv4() && (a.is_unspecified() || b.is_unspecified()))
+}
+
+/// Two selectors overlap unless they provably select disjoint agents.
+pub(crate) fn selectors_overlap(a: Option<&AgentSelector>, b: Option<&AgentSelector>) -> bool {
+    let (Some(a), Some(b)) = (a, b) else {
+        return true;
+    };
+    let disjoint = |x: &[String], y: &[String]| {
+        let x: HashSet<&String> = x.iter().collect();
+        !x.is_empty() && !y.is_empty() && !y.iter().any(|v| x.contains(v))
+    };
+    let label_conflict = a
+        .labels
+        .iter()
+        .any(|(k, v)| b.labels.get(k).is_some_and(|w| w != v));
+    !(disjoint(&a.regions, &b.regions) || disjoint(&a.zones, &b.zones) || label_conflict)
+}

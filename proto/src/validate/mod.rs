@@ -1,0 +1,156 @@
+//! Validation of a whole resource set: every error, each with the resource and a field path.
+//!
+//! Each kind has its own module checking one resource alone; [`refs`] checks what resources
+//! say about each other (references resolve, secrets fit their use), and the kind modules add
+//! the few set-wide rules of their kind (listeners sharing a socket, consumers sharing a key).
+//!
+//! # Layout
+//! - `field`: checks shared by every kind (names, durations, regexes, headers, hosts).
+//! - `listener`, `route`, `cluster`, `policy`, `consumer`, `secret`: one kind each.
+//! - `refs`: references between resources, and deletions they forbid.
+
+mod cluster;
+mod consumer;
+mod field;
+mod listener;
+mod policy;
+mod refs;
+mod route;
+mod secret;
+
+use std::collections::HashSet;
+
+use crate::ResourceSet;
+use crate::pb::{Resource, ResourceKey, resource::Spec};
+
+/// One validation error: the resource, the field path, and what is wrong. Displays as
+/// `RouteTable/shop: virtual_hosts[0].routes[2].action.cluster: cluster "cart" does not exist`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidationError {
+    /// The resource at fault.
+    pub key: ResourceKey,
+    /// Path of the field at fault (empty for the resource as a whole).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}: {}", self.key, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.key, self.field, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ValidationError {}
+
+/// Every error in `set`, in resource order. Empty when the set is valid.
+pub fn validate_set(set: &ResourceSet) -> Vec<ValidationError> {
+    validate_with_deletions(set, &HashSet::new())
+}
+
+/// Validates the config that results from applying `upserts` and `deletions` to `stored`, and
+/// returns it. Besides [`validate_set`] on the result this rejects duplicate names within
+/// `upserts`, a resource both upserted and deleted, and deletions of resources the result still
+/// references (reported on the deleted resource, naming who refers to it and from where).
+pub fn validate_apply(
+    stored: &ResourceSet,
+    upserts: &[Resource],
+    deletions: &[ResourceKey],
+) -> Result<ResourceSet, Vec<ValidationError>> {
+    let mut errors = Vec::new();
+    let mut seen = HashSet::new();
+    for r in upserts {
+        let key = r.key();
+        if !seen.insert(key.clone()) {
+            errors.push(error(&key, "", "defined more than once in this apply"));
+        }
+    }
+    let deleted: HashSet<ResourceKey> = deletions.iter().cloned().collect();
+    for key in deleted.intersection(&seen) {
+        errors.push(error(key, "", "both applied and deleted in this apply"));
+    }
+    let mut set = stored.clone();
+    for key in deletions {
+        set.remove(key.kind(), &key.name);
+    }
+    for r in upserts {
+        set.insert(r.clone());
+    }
+    errors.extend(validate_with_deletions(&set, &deleted));
+    sort(&mut errors);
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Validates `set`; a reference to a resource in `deleted` is reported on that resource.
+fn validate_with_deletions(
+    set: &ResourceSet,
+    deleted: &HashSet<ResourceKey>,
+) -> Vec<ValidationError> {
+    let mut out = Vec::new();
+    for resource in set.iter() {
+        let key = resource.key();
+        let mut e = Errors::new(&key, &mut out);
+        if let Err(message) = field::dns_label(&resource.name) {
+            e.add("name", message);
+        }
+        match &resource.spec {
+            None => e.add("", "spec is not set"),
+            Some(Spec::Listener(l)) => listener::check(l, &mut e),
+            Some(Spec::RouteTable(t)) => route::check(t, &mut e),
+            Some(Spec::Cluster(c)) => cluster::check(c, &mut e),
+            Some(Spec::Policy(p)) => policy::check(p, &mut e),
+            Some(Spec::Consumer(c)) => consumer::check(c, &mut e),
+            Some(Spec::Secret(s)) => secret::check(s, &mut e),
+        }
+        refs::check(set, resource, deleted, &mut out);
+    }
+    listener::check_sockets(set, &mut out);
+    consumer::check_credentials(set, &mut out);
+    sort(&mut out);
+    out
+}
+
+/// Orders errors by resource, keeping each resource's errors in field order.
+fn sort(errors: &mut [ValidationError]) {
+    errors.sort_by(|a, b| (a.key.kind, &a.key.name).cmp(&(b.key.kind, &b.key.name)));
+}
+
+fn error(key: &ResourceKey, field: &str, message: impl Into<String>) -> ValidationError {
+    ValidationError {
+        key: key.clone(),
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Where one resource's errors go.
+pub(crate) struct Errors<'a> {
+    key: &'a ResourceKey,
+    out: &'a mut Vec<ValidationError>,
+}
+
+impl<'a> Errors<'a> {
+    fn new(key: &'a ResourceKey, out: &'a mut Vec<ValidationError>) -> Self {
+        Errors { key, out }
+    }
+
+    /// Records that `field` is wrong.
+    pub(crate) fn add(&mut self, field: impl AsRef<str>, message: impl Into<String>) {
+        self.out.push(error(self.key, field.as_ref(), message));
+    }
+
+    /// Records `field`'s error, if any.
+    pub(crate) fn check(&mut self, field: impl AsRef<str>, result: Result<(), String>) {
+        if let Err(message) = result {
+            self.add(field, message);
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! RouteTable rules: domains unique across virtual hosts, and each route's match, action,
+//! rewrites, header changes, timeout and retries.
+
+use std::collections::HashMap;
+
+use super::Errors;
+use super::field::{self, MAX_TIMEOUT_SECS};
+use crate::pb::{
+    DirectResponse, Redirect, Route, RouteMatch, RouteTable, WeightedClusters, header_match,
+    query_param_match, route_action::Action, route_match::Path,
+};
+
+const REDIRECT_STATUSES: &[u32] = &[301, 302, 303, 307, 308];
+const RETRY_ON: &[&str] = &["connect-failure", "reset", "5xx", "gateway-error"];
+const MAX_RETRIES: u32 = 10;
+const MAX_WEIGHT: u32 = 10_000;
+const MAX_BODY_BYTES: usize = 1 << 20;
+
+pub(crate) fn check(t: &RouteTable, e: &mut Errors) {
+    let mut domains = HashMap::new();
+    for (v, host) in t.virtual_hosts.iter().enumerate() {
+        let at = format!("virtual_hosts[{v}]");
+        if host.domains.is_empty() {
+            e.add(format!("{at}.domains"), "at least one domain is required");
+        }
+        for (d, domain) in host.domains.iter().enumerate() {
+            let field = format!("{at}.domains[{d}]");
+            e.check(&field, field::host_pattern(domain, true));
+            let owner = ("virtual_hosts", v);
+            field::unique(e, &mut domains, owner, (&field, "domain", domain));
+        }
+        for (r, route) in host.routes.iter().enumerate() {
+            check_route(route, &format!("{at}.routes[{r}]"), e);
+        }
+    }
+}
+
+fn check_route(route: &Route, at: &str, e: &mut Errors) {
+    let is_prefix = if let Some(m) = &route.r#match {
+        check_match(m, &format!("{at}.match"), e);
+        matches!(m.path, Some(Path::Prefix(_)))
+    } else {
+        false
+    };
+    match route.action.as_ref().and_then(|a| a.action.as_ref()) {
+        None => e.add(format!("{at}.action"), "an action is required"),
+        Some(Action::Cluster(c)) => {
+            e.check(
+                format!("{at}.action.cluster"),
+                field::required(c, "cluster"),
+            );
+        }
+        Some(Action::WeightedClusters(w)) => {
+            weighted(w, &format!("{at}.action.weighted_clusters"), e);
+        }
+        Some(Action::Redirect(r)) => redirect(r, &format!("{at}.action.redirect"), e),
+        Some(Action::DirectResponse(d)) => {
+            direct_response(d, &format!("{at}.action.direct_response"), e);
+        }
+    }
+    if !route.prefix_rewrite.is_empty() {
+        let field = format!("{at}.prefix_rewrite");
+        if !is_prefix {
+            e.add(&field, "prefix_rewrite needs a prefix match");
+        } else if !route.prefix_rewrite.starts_with('/') {
+            e.add(&field, "must start with '/'");
+        }
+    }
+    field::header_transform(
+        e,
+        &format!("{at}.request_headers"),
+        route.request_headers.as_ref(),
+    );
+    field::header_transform(
+        e,
+        &format!("{at}.response_headers"),
+        route.response_headers.as_ref(),
+    );
+    field::duration(
+        e,
+        &format!("{at}.timeout"),
+        route.timeout.as_ref(),
+        MAX_TIMEOUT_SECS,
+    );
+    if let Some(retry) = &route.retry {
+        if retry.attempts > MAX_RETRIES {
+            e.add(
+                format!("{at}.retry.attempts"),
+                format!(
+                    "{} retries is above the limit of {MAX_RETRIES}",
+                    retry.attempts
+                ),
+            );
+        }
+        for (i, cond) in retry.retry_on.iter().enumerate() {
+            e.check(
+                format!("{at}.retry.retry_on[{i}]"),
+                field::one_of(cond, RETRY_ON),
+            );
+        }
+        field::duration(
+            e,
+            &format!("{at}.retry.per_try_timeout"),
+            retry.per_try_timeout.as_ref(),
+            MAX_TIMEOUT_SECS,
+        );
+    }
+    for (i, p) in route.policies.iter().enumerate() {
+        e.check(
+            format!("{at}.policies[{i}]"),
+            field::required(p, "policy name"),
+        );
+    }
+}
+
+fn check_match(m: &RouteMatch, at: &str, e: &mut Errors) {
+    match &m.path {
+        Some(Path::Exact(p)) if !p.starts_with('/') => {
+            e.add(format!("{at}.exact"), "must start with '/'");
+        }
+        Some(Path::Prefix(p)) if !p.starts_with('/') => {
+            e.add(format!("{at}.prefix"), "must start with '/'");
+        }
+        Some(Path::Regex(r)) => e.check(format!("{at}.regex"), field::regex(r)),
+        _ => {}
+    }
+    for (i, method) in m.methods.iter().enumerate() {
+        e.check(format!("{at}.methods[{i}]"), field::method(method));
+    }
+    for (i, h) in m.headers.iter().enumerate() {
+        e.check(
+            format!("{at}.headers[{i}].name"),
+            field::header_name(&h.name),
+        );
+        if let Some(header_match::Value::Regex(r)) = &h.value {
+            e.check(format!("{at}.headers[{i}].regex"), field::regex(r));
+        }
+    }
+    for (i, q) in m.query_params.iter().enumerate() {
+        e.check(
+            format!("{at}.query_params[{i}].name"),
+            field::required(&q.name, "name"),
+        );
+        if let Some(query_param_match::Value::Regex(r)) = &q.value {
+            e.check(format!("{at}.query_params[{i}].regex"), field::regex(r));
+        }
+    }
+}
+
+fn weighted(w: &WeightedClusters, at: &str, e: &mut Errors) {
+    if w.clusters.is_empty() {
+        e.add(format!("{at}.clusters"), "at least one cluster is required");
+        return;
+    }
+    for (i, c) in w.clusters.iter().enumerate() {
+        e.check(
+            format!("{at}.clusters[{i}].cluster"),
+            field::required(&c.cluster, "cluster"),
+        );
+        if c.weight > MAX_WEIGHT {
+            e.add(
+                format!("{at}.clusters[{i}].weight"),
+                format!("weight {} is above the limit of {MAX_WEIGHT}", c.weight),
+            );
+        }
+    }
+    if w.clusters.iter().all(|c| c.weight == 0) {
+        e.add(format!("{at}.clusters"), "weights must sum above zero");
+    }
+}
+
+fn redirect(r: &Redirect, at: &str, e: &mut Errors) {
+    if r.status != 0 && !REDIRECT_STATUSES.contains(&r.status) {
+        e.add(
+            format!("{at}.status"),
+            format!(
+                "status {} is not a redirect; use 301, 302, 303, 307 or 308",
+                r.status
+            ),
+        );
+    }
+    if !r.scheme.is_empty() {
+        e.check(
+            format!("{at}.scheme"),
+            field::one_of(&r.scheme, &["http", "https"]),
+        );
+    }
+    if !r.host.is_empty() {
+        e.check(format!("{at}.host"), field::host(&r.host));
+    }
+    if r.port > 65535 {
+        e.add(
+            format!("{at}.port"),
+            format!("port {} is not in 1-65535", r.port),
+        );
+    }
+    if !r.path.is_empty() && !r.path.starts_with('/') {
+        e.add(format!("{at}.path"), "must start with '/'");
+    }
+}
+
+fn direct_response(d: &DirectResponse, at: &str, e: &mut Errors) {
+    if !(200..=599).contains(&d.status) {
+        e.add(
+            format!("{at}.status"),
+            format!("status {} is not in 200-599", d.status),
+        );
+    }
+    if d.body.len() > MAX_BODY_BYTES {
+        e.add(
+            format!("{at}.body"),
+            format!("body is larger than {MAX_BODY_BYTES} bytes"),
+        );
+    }
+    e.check(
+        format!("{at}.content_type"),
+        field::header_value(&d.content_type),
+    );
+}

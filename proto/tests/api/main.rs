@@ -1,0 +1,6 @@
+//! Tests of the file format, references and validation through the public API.
+
+mod file;
+mod fixtures;
+mod reference;
+mod validate;
