@@ -6,7 +6,7 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use portico_agent::config::ConfigSet;
-use portico_agent::proxy::Proxy;
+use portico_agent::proxy::{Proxy, ProxyConfig};
 use portico_api::pb::Update;
 use portico_bench::config;
 
@@ -21,7 +21,11 @@ fn free_port() -> u16 {
 
 fn one_route_diff(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let proxy = Proxy::default();
+    // No access log: the bench measures apply, not logging.
+    let proxy = Proxy::new(ProxyConfig {
+        access_log: false,
+        ..Default::default()
+    });
     let full = Update {
         version: 1,
         full: true,
@@ -39,11 +43,18 @@ fn one_route_diff(c: &mut Criterion) {
             generation += 1;
             let update = Update {
                 version: current.version + 1,
-                upserts: vec![config::route_table("bench", ROUTES, "upstream", &format!("v{generation}"))],
+                upserts: vec![config::route_table(
+                    "bench",
+                    ROUTES,
+                    "upstream",
+                    &format!("v{generation}"),
+                )],
                 ..Default::default()
             };
             let next = current.with_update(black_box(&update));
-            runtime.block_on(proxy.apply(&next)).expect("the diff applies");
+            runtime
+                .block_on(proxy.apply(&next))
+                .expect("the diff applies");
             current = next;
         });
     });
