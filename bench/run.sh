@@ -25,7 +25,7 @@ skipped dataplane || RAW=$raw/dataplane.tsv bash "$here/dataplane/run.sh"
 skipped fleet || ROWS=$raw/fleet.md bash "$here/fleet/run.sh"
 if ! skipped micro; then
   # Short criterion runs keep the whole suite under 15 minutes; medians stay stable.
-  cargo bench -q -p portico-bench -- --warm-up-time 1 --measurement-time 3 >&2
+  cargo bench -q -p portico-bench --benches -- --warm-up-time 1 --measurement-time 3 >&2
 fi
 
 mkdir -p "$here/results"

@@ -2,6 +2,8 @@
 //! reporting when it received which version. Many streams share a few HTTP/2 connections so
 //! that the simulator is not the bottleneck.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -35,6 +37,8 @@ pub struct Fleet {
     pub events: mpsc::UnboundedReceiver<Event>,
     /// Number of agents.
     pub size: usize,
+    /// Streams reopened after an error, over every agent.
+    pub retries: Arc<AtomicU64>,
 }
 
 impl Fleet {
@@ -57,23 +61,36 @@ impl Fleet {
             channels.push(channel);
         }
         let (tx, events) = mpsc::unbounded_channel();
+        let retries = Arc::new(AtomicU64::new(0));
         let mut tasks = JoinSet::new();
         for agent in 0..size {
             let channel = channels[agent % connections].clone();
             let tx = tx.clone();
+            let retries = retries.clone();
             tasks.spawn(async move {
-                if let Err(e) = run_agent(channel, agent, tx.clone()).await {
-                    let _ = tx.send(Event::Failed {
-                        agent,
-                        error: format!("{e:#}"),
-                    });
-                }
+                // Like a real agent, reconnect with a growing delay; during a storm the
+                // control plane may refuse a stream whose Hello it did not get in time.
+                let mut attempt = 0;
+                let error = loop {
+                    let Err(e) = run_agent(channel.clone(), agent, tx.clone()).await;
+                    attempt += 1;
+                    if attempt > MAX_RETRIES {
+                        break e;
+                    }
+                    retries.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                };
+                let _ = tx.send(Event::Failed {
+                    agent,
+                    error: format!("{error:#}"),
+                });
             });
         }
         Ok(Fleet {
             tasks,
             events,
             size,
+            retries,
         })
     }
 
@@ -126,11 +143,15 @@ impl Fleet {
     }
 }
 
+/// Reconnects per agent before it counts as failed.
+const MAX_RETRIES: u64 = 5;
+
+/// Runs one agent stream until it fails (it never ends otherwise).
 async fn run_agent(
     channel: Channel,
     agent: usize,
     events: mpsc::UnboundedSender<Event>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<std::convert::Infallible> {
     let region = REGIONS[agent % REGIONS.len()];
     let node = Node {
         id: format!("sim-{agent:05}"),

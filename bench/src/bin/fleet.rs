@@ -67,6 +67,7 @@ async fn main() -> anyhow::Result<()> {
         .context("connect storm")?;
     let storm = start.elapsed();
     let rss_after = process::rss_bytes(args.cp_pid)?;
+    let storm_retries = fleet.retries.load(std::sync::atomic::Ordering::Relaxed);
     let per_agent = rss_after.saturating_sub(rss_before) as f64 / args.agents as f64;
 
     let mut p50 = Vec::new();
@@ -111,14 +112,15 @@ async fn main() -> anyhow::Result<()> {
     };
     if !args.row {
         println!(
-            "| agents | connect storm s | push→50% ms | push→99% ms | push→100% ms | CP RSS MiB | RSS KiB/agent | CP CPU ms/push |"
+            "| agents | connect storm s | storm reconnects | push→50% ms | push→99% ms | push→100% ms | CP RSS MiB | RSS KiB/agent | CP CPU ms/push |"
         );
-        println!("|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|");
     }
     println!(
-        "| {} | {:.2} | {} | {} | {} | {:.1} | {:.1} | {} |",
+        "| {} | {:.2} | {} | {} | {} | {} | {:.1} | {:.1} | {} |",
         args.agents,
         storm.as_secs_f64(),
+        storm_retries,
         ms(median(&mut p50)),
         ms(median(&mut p99)),
         ms(median(&mut max)),
