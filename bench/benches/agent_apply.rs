@@ -4,7 +4,7 @@
 
 use std::hint::black_box;
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use portico_agent::config::ConfigSet;
 use portico_agent::proxy::{Proxy, ProxyConfig};
 use portico_api::pb::Update;
@@ -39,24 +39,30 @@ fn one_route_diff(c: &mut Criterion) {
     let mut generation = 0u64;
     let mut group = c.benchmark_group("agent_apply");
     group.bench_function(BenchmarkId::new("one_route_diff", ROUTES), |b| {
-        b.iter(|| {
-            generation += 1;
-            let update = Update {
-                version: current.version + 1,
-                upserts: vec![config::route_table(
-                    "bench",
-                    ROUTES,
-                    "upstream",
-                    &format!("v{generation}"),
-                )],
-                ..Default::default()
-            };
-            let next = current.with_update(black_box(&update));
-            runtime
-                .block_on(proxy.apply(&next))
-                .expect("the diff applies");
-            current = next;
-        });
+        b.iter_batched(
+            // The decoded update is input, not work: build it outside the timing.
+            || {
+                generation += 1;
+                Update {
+                    version: generation as i64 + 1,
+                    upserts: vec![config::route_table(
+                        "bench",
+                        ROUTES,
+                        "upstream",
+                        &format!("v{generation}"),
+                    )],
+                    ..Default::default()
+                }
+            },
+            |update| {
+                let next = current.with_update(black_box(&update));
+                runtime
+                    .block_on(proxy.apply(&next))
+                    .expect("the diff applies");
+                current = next;
+            },
+            BatchSize::PerIteration,
+        );
     });
     group.finish();
     runtime.block_on(proxy.shutdown(std::time::Duration::ZERO));
