@@ -161,6 +161,14 @@ start_portico() {
 # portico serves h1 and h2c on one listener.
 h2_port() { [[ $1 == portico ]] && echo "$PROXY_PORT" || echo "$PROXY_H2_PORT"; }
 
+# Another run (or anything else) on these ports would silently take the load.
+for port in $UP_PORT $PROXY_PORT $PROXY_H2_PORT $CP_PORT $CP_METRICS_PORT $AGENT_ADMIN_PORT; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "port $port is in use; stop whatever listens there first" >&2
+    exit 1
+  fi
+done
+
 mkdir -p "$(dirname "$RAW")"
 : >"$RAW"
 start upstream "$bin/bench-upstream" --listen "127.0.0.1:$UP_PORT" --threads 2
