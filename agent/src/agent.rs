@@ -11,10 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin;
 use crate::cache::Cache;
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, ProxyConfig};
+use crate::runtime::NodeInfo;
 use crate::settings::Settings;
 use crate::state::State;
-use crate::sync::{self, Sync};
+use crate::sync;
 
 /// Runs an agent until `shutdown` completes, then drains: stops config sync, lets in-flight
 /// requests finish for up to `settings.drain_timeout`, and returns.
@@ -47,7 +48,16 @@ pub async fn serve(
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     admin::prometheus();
-    let proxy = Arc::new(Proxy::default());
+    crate::metrics::describe();
+    sync::describe_metrics();
+    let proxy = Arc::new(Proxy::new(ProxyConfig {
+        node: NodeInfo {
+            region: node.region.clone(),
+            zone: node.zone.clone(),
+            labels: settings.labels.iter().cloned().collect(),
+        },
+        ..ProxyConfig::default()
+    }));
     let state = Arc::new(State::default());
     let cache = settings.cache_dir.as_ref().map(Cache::new);
     if let Some(cache) = &cache {
@@ -70,7 +80,7 @@ pub async fn serve(
     ));
     let writer_task =
         cache.map(|cache| tokio::spawn(cache.run_writer(state.subscribe(), stop_rest.clone())));
-    let sync = Sync {
+    let sync = sync::Client {
         control_planes: settings.control_planes.clone(),
         node,
         report_interval: settings.report_interval,
@@ -123,7 +133,6 @@ async fn serve_cached(cache: &Cache, proxy: &Proxy, state: &State) {
     match proxy.apply(&config).await {
         Ok(()) => {
             tracing::info!(version = config.version, "serving the cached config");
-            metrics::gauge!(sync::CONFIG_VERSION).set(config.version as f64);
             state.publish(Arc::new(config));
         }
         Err(e) => tracing::warn!(

@@ -33,14 +33,22 @@ use crate::proxy::Proxy;
 use crate::report;
 use crate::state::State;
 
-/// Gauge: the config version the agent serves.
-pub const CONFIG_VERSION: &str = "portico_agent_config_version";
-/// Counter: updates received, by `result` (`ack` or `nack`).
-pub const CONFIG_UPDATES: &str = "portico_agent_config_updates_total";
 /// Gauge: 1 while a stream to a control plane is open.
 pub const CONTROL_PLANE_CONNECTED: &str = "portico_agent_control_plane_connected";
 /// Counter: streams that ended, by `reason` (`error` or `resync`).
 pub const CONTROL_PLANE_DISCONNECTS: &str = "portico_agent_control_plane_disconnects_total";
+
+/// Registers the help texts of the metrics above with the installed recorder.
+pub fn describe_metrics() {
+    metrics::describe_gauge!(
+        CONTROL_PLANE_CONNECTED,
+        "1 while a stream to a control plane is open."
+    );
+    metrics::describe_counter!(
+        CONTROL_PLANE_DISCONNECTS,
+        "Control-plane streams that ended, by reason."
+    );
+}
 
 /// Full updates of large configs exceed tonic's 4 MiB default.
 const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
@@ -78,7 +86,7 @@ pub enum StreamError {
 }
 
 /// The discovery client of one agent.
-pub struct Sync {
+pub struct Client {
     /// Control plane URLs, tried in turn.
     pub control_planes: Vec<String>,
     /// The agent's identity, sent in `Hello`.
@@ -100,7 +108,7 @@ struct Ended {
     acked: bool,
 }
 
-impl Sync {
+impl Client {
     /// Keeps a stream to a control plane open until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
         if self.control_planes.is_empty() {
@@ -169,6 +177,8 @@ impl Sync {
         let opened_at = Instant::now();
         let start = tokio::time::Instant::now() + self.report_interval;
         let mut reports = tokio::time::interval_at(start, self.report_interval);
+        // A long apply delays the next report; it does not cause a burst of them.
+        reports.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ended.error = loop {
             let reply = tokio::select! {
                 message = inbound.message() => match message {
@@ -252,10 +262,8 @@ impl Sync {
                     full = update.full,
                     upserts = update.upserts.len(),
                     removals = update.removals.len(),
-                    "applied config"
+                    "acked update"
                 );
-                metrics::counter!(CONFIG_UPDATES, "result" => "ack").increment(1);
-                metrics::gauge!(CONFIG_VERSION).set(update.version as f64);
                 self.state.publish(Arc::clone(&next));
                 *base = next;
                 Ok(agent_message::Message::Ack(Ack {
@@ -265,8 +273,7 @@ impl Sync {
             }
             Err(e) => {
                 let error = e.to_string();
-                tracing::warn!(version = update.version, error, "rejected config");
-                metrics::counter!(CONFIG_UPDATES, "result" => "nack").increment(1);
+                tracing::warn!(version = update.version, error, "nacked update");
                 Ok(agent_message::Message::Nack(Nack {
                     nonce: update.nonce,
                     version: update.version,

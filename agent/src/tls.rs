@@ -27,16 +27,32 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
 }
 
-/// A certificate and signing key from a tls Secret.
-pub fn certified_key(secret: &pb::TlsSecret) -> Result<Arc<CertifiedKey>, TlsError> {
-    let chain = CertificateDer::pem_slice_iter(secret.certificate_chain.as_bytes())
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let chain = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::Certificate(e.to_string()))?;
     if chain.is_empty() {
         return Err(TlsError::Certificate("no certificate found".into()));
     }
+    Ok(chain)
+}
+
+type ChainAndKey = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+fn chain_and_key(secret: &pb::TlsSecret) -> Result<ChainAndKey, TlsError> {
+    let chain = certificates(&secret.certificate_chain)?;
     let key = PrivateKeyDer::from_pem_slice(secret.private_key.as_bytes())
         .map_err(|e| TlsError::PrivateKey(e.to_string()))?;
+    Ok((chain, key))
+}
+
+/// A certificate and signing key from a tls Secret.
+pub fn certified_key(secret: &pb::TlsSecret) -> Result<Arc<CertifiedKey>, TlsError> {
+    let (chain, key) = chain_and_key(secret)?;
     let signer = rustls::crypto::ring::sign::any_supported_type(&key)
         .map_err(|e| TlsError::PrivateKey(e.to_string()))?;
     Ok(Arc::new(CertifiedKey::new(chain, signer)))
@@ -120,17 +136,46 @@ pub fn server_config(
         pb::TlsVersion::Tls13 => &[&rustls::version::TLS13],
         _ => &[&rustls::version::TLS13, &rustls::version::TLS12],
     };
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(versions)?
-    .with_no_client_auth()
-    .with_cert_resolver(Arc::new(resolver));
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions)?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = if tls.alpn.is_empty() {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     } else {
         tls.alpn.iter().map(|p| p.as_bytes().to_vec()).collect()
     };
+    Ok(Arc::new(config))
+}
+
+/// A client config for upstream TLS: trusts the certificates in `ca`, presents `client` when
+/// set (mTLS), and offers `h2` or `http/1.1` by ALPN.
+pub fn client_config(
+    ca: &pb::TlsSecret,
+    client: Option<&pb::TlsSecret>,
+    http2: bool,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certificates(&ca.certificate_chain)? {
+        roots
+            .add(cert)
+            .map_err(|e| TlsError::Certificate(e.to_string()))?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let mut config = match client {
+        Some(secret) => {
+            let (chain, key) = chain_and_key(secret)?;
+            builder.with_client_auth_cert(chain, key)?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![if http2 {
+        b"h2".to_vec()
+    } else {
+        b"http/1.1".to_vec()
+    }];
     Ok(Arc::new(config))
 }
 

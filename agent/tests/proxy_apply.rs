@@ -232,6 +232,12 @@ async fn a_removed_listener_stops_accepting_and_drains_in_flight_requests() {
         "in-flight request finished: {}",
         answer.body
     );
+    proxy
+        .apply(&single_route(3, old_port, &[&a], "a"))
+        .await
+        .unwrap();
+    let back = get(old_port, "x", "/").await;
+    assert_eq!(back.status, StatusCode::OK, "the port can come back");
     proxy.shutdown(Duration::from_secs(1)).await;
 }
 

@@ -17,23 +17,16 @@ async fn requests_connections_errors_and_applies_are_counted() {
     let up = Upstream::start("up").await;
     let port = free_port();
     let dead = free_port();
-    let cfg = config(
+    let cfg = web(
         7,
+        port,
         vec![
-            listener("web", port, "rt"),
             cluster("up", &[up.addr]),
             cluster("gone", &[([127, 0, 0, 1], dead).into()]),
-            table(
-                "rt",
-                vec![vhost(
-                    "all",
-                    &["*"],
-                    vec![
-                        route("dead", prefix("/dead"), to("gone")),
-                        route("main", prefix("/"), to("up")),
-                    ],
-                )],
-            ),
+        ],
+        vec![
+            route("dead", prefix("/dead"), to("gone")),
+            route("main", prefix("/"), to("up")),
         ],
     );
     let proxy = proxy_with(&cfg).await;

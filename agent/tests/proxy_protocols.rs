@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use http::{Request, StatusCode, Version};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use portico_api::pb::{self, resource::Spec};
 use proxy_support::*;
@@ -25,23 +25,13 @@ async fn http2_prior_knowledge_clients_and_http2_upstreams() {
     if let Some(Spec::Cluster(c)) = h2_cluster.spec.as_mut() {
         c.protocol = pb::cluster::UpstreamProtocol::Http2 as i32;
     }
-    let cfg = config(
+    let cfg = web(
         1,
+        port,
+        vec![cluster("h1", &[up.addr]), h2_cluster],
         vec![
-            listener("web", port, "rt"),
-            cluster("h1", &[up.addr]),
-            h2_cluster,
-            table(
-                "rt",
-                vec![vhost(
-                    "all",
-                    &["*"],
-                    vec![
-                        route("to-h2", prefix("/h2"), to("h2")),
-                        route("to-h1", prefix("/"), to("h1")),
-                    ],
-                )],
-            ),
+            route("to-h2", prefix("/h2"), to("h2")),
+            route("to-h1", prefix("/"), to("h1")),
         ],
     );
     let proxy = proxy_with(&cfg).await;
@@ -64,16 +54,7 @@ async fn http2_prior_knowledge_clients_and_http2_upstreams() {
             .unwrap();
         assert_eq!(response.version(), Version::HTTP_2);
         assert_eq!(response.status(), StatusCode::OK);
-        let text = String::from_utf8(
-            response
-                .into_body()
-                .collect()
-                .await
-                .unwrap()
-                .to_bytes()
-                .to_vec(),
-        )
-        .unwrap();
+        let text = text(response).await;
         assert!(text.contains(upstream_sees), "{path}: {text}");
     }
     proxy.shutdown(Duration::from_secs(1)).await;
@@ -186,16 +167,7 @@ async fn https_selects_the_certificate_by_sni_and_negotiates_alpn() {
             sender.send_request(req).await.unwrap()
         };
         assert_eq!(response.status(), StatusCode::OK);
-        let text = String::from_utf8(
-            response
-                .into_body()
-                .collect()
-                .await
-                .unwrap()
-                .to_bytes()
-                .to_vec(),
-        )
-        .unwrap();
+        let text = text(response).await;
         assert!(text.contains("x-forwarded-proto: https"), "{text}");
         assert!(text.contains(&format!("host: {name}")), "{text}");
     }
@@ -206,21 +178,22 @@ async fn https_selects_the_certificate_by_sni_and_negotiates_alpn() {
 async fn websockets_are_passed_through_both_ways() {
     let (ws_addr, ws_stop) = websocket_echo().await;
     let port = free_port();
-    let cfg = config(
+    let mut cfg = web(
         1,
-        vec![
-            listener("web", port, "rt"),
-            cluster("ws", &[ws_addr]),
-            table(
-                "rt",
-                vec![vhost(
-                    "all",
-                    &["*"],
-                    vec![route("ws", prefix("/ws"), to("ws"))],
-                )],
-            ),
-        ],
+        port,
+        vec![cluster("ws", &[ws_addr])],
+        vec![route("ws", prefix("/ws"), to("ws"))],
     );
+    // Upgraded traffic must not be mistaken for a slow request head.
+    let mut l = listener("web", port, "rt");
+    listener_spec(&mut l).limits = Some(pb::ListenerLimits {
+        header_read_timeout: Some(pbjson_types::Duration {
+            seconds: 0,
+            nanos: 200_000_000,
+        }),
+        ..Default::default()
+    });
+    cfg.resources.insert(l);
     let proxy = proxy_with(&cfg).await;
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -234,12 +207,90 @@ async fn websockets_are_passed_through_both_ways() {
         let echoed = ws.next().await.unwrap().unwrap();
         assert_eq!(echoed, Message::text(text));
     }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        proxy.active_connections(),
+        1,
+        "an upgraded stream counts as a connection"
+    );
     ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
     assert_eq!(
         ws.next().await.unwrap().unwrap(),
         Message::binary(vec![1u8, 2, 3])
     );
     ws.close(None).await.unwrap();
+    drop(ws);
+    eventually(
+        "the upgraded stream is released",
+        Duration::from_secs(5),
+        || async { (proxy.active_connections() == 0).then_some(()) },
+    )
+    .await;
     proxy.shutdown(Duration::from_secs(1)).await;
     ws_stop.cancel();
+}
+
+#[tokio::test]
+async fn clusters_can_reach_their_endpoints_over_tls() {
+    let (up_secret, _) = self_signed("up.internal");
+    let (other_ca, _) = self_signed("someone.else");
+    let server_tls = portico_agent::tls::server_config(
+        &pb::ListenerTls {
+            certificates: vec![pb::SniCertificate {
+                server_names: vec!["up.internal".into()],
+                secret: "up".into(),
+            }],
+            ..Default::default()
+        },
+        |_| Some(up_secret.clone()),
+    )
+    .unwrap();
+    let up = Upstream::start_tls("secure-up", server_tls).await;
+    let port = free_port();
+    let tls_cluster = |name: &str, ca: &str| {
+        let mut c = cluster(name, &[up.addr]);
+        if let Some(Spec::Cluster(spec)) = c.spec.as_mut() {
+            spec.tls = Some(pb::UpstreamTls {
+                enabled: true,
+                server_name: "up.internal".into(),
+                ca_secret: ca.into(),
+                client_certificate_secret: String::new(),
+            });
+        }
+        c
+    };
+    let ca_only = |s: &pb::TlsSecret| pb::TlsSecret {
+        certificate_chain: s.certificate_chain.clone(),
+        private_key: String::new(),
+    };
+    let cfg = web(
+        1,
+        port,
+        vec![
+            secret("up-ca", ca_only(&up_secret)),
+            secret("wrong-ca", ca_only(&other_ca)),
+            tls_cluster("trusted", "up-ca"),
+            tls_cluster("untrusted", "wrong-ca"),
+        ],
+        vec![
+            route("bad", prefix("/untrusted"), to("untrusted")),
+            route("good", prefix("/"), to("trusted")),
+        ],
+    );
+    let proxy = proxy_with(&cfg).await;
+    let good = get(port, "x", "/hello").await;
+    assert_eq!(good.status, StatusCode::OK, "{}", good.body);
+    assert_eq!(good.upstream(), "secure-up");
+    let bad = get(port, "x", "/untrusted").await;
+    assert_eq!(bad.status, StatusCode::BAD_GATEWAY, "{}", bad.body);
+    assert_eq!(up.hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    let mut missing = cfg.clone();
+    missing.resources.insert(tls_cluster("trusted", "nope"));
+    let err = proxy.apply(&missing).await.unwrap_err();
+    assert!(
+        err.to_string().contains("Cluster/trusted: tls.ca_secret"),
+        "{err}"
+    );
+    proxy.shutdown(Duration::from_secs(1)).await;
 }

@@ -90,6 +90,8 @@ pub async fn run_with_store(
     store: Arc<dyn Store>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    // Install the recorder before anything records.
+    crate::metrics::handle();
     let store = MeteredStore::new(store);
     let keys = Keys::new(config.key_root());
     let (initial, listed_at) = snapshot::load(&store, &keys)

@@ -135,16 +135,9 @@ impl Agent {
         self.admin
     }
 
-    /// `GET` on the admin endpoint: the status, or `None` when it does not answer, and the body.
+    /// `GET` on the admin endpoint: the status and body, or `None` when it does not answer.
     pub async fn get(&self, path: &str) -> Option<(u16, String)> {
-        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-        let uri = format!("http://{}{path}", self.admin)
-            .parse()
-            .unwrap_or_else(|e| panic!("admin path {path:?}: {e}"));
-        let response = client.get(uri).await.ok()?;
-        let status = response.status().as_u16();
-        let body = response.into_body().collect().await.ok()?.to_bytes();
-        Some((status, String::from_utf8_lossy(&body).into_owned()))
+        http_get(&format!("http://{}{path}", self.admin)).await
     }
 
     /// Whether `/readyz` answers 200 now.
@@ -175,12 +168,14 @@ impl Agent {
         self.config().await["version"].as_i64().unwrap_or(0)
     }
 
-    /// Waits until `/config` is at `version` or newer; returns it.
+    /// Waits until `/config` is at `version` or newer; returns it. The agent may still be
+    /// starting.
     pub async fn wait_for_version(&self, version: i64) -> serde_json::Value {
         eventually(
             &format!("the agent to serve version {version}"),
             READY_TIMEOUT,
             || async {
+                self.get("/config").await?;
                 let config = self.config().await;
                 (config["version"].as_i64().unwrap_or(0) >= version).then_some(config)
             },
@@ -218,6 +213,17 @@ impl Agent {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// `GET url` over HTTP/1.1: the status and body, or `None` when nothing answers.
+pub async fn http_get(url: impl AsRef<str>) -> Option<(u16, String)> {
+    let url = url.as_ref();
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let uri = url.parse().unwrap_or_else(|e| panic!("URL {url:?}: {e}"));
+    let response = client.get(uri).await.ok()?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.ok()?.to_bytes();
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 impl Drop for Agent {

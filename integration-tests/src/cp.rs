@@ -136,3 +136,70 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
         .unwrap_or_default();
     Some((status, body))
 }
+
+/// Resources from YAML documents; panics with every error (test fixtures are meant to parse).
+pub fn resources(yaml: &str) -> Vec<portico_api::Resource> {
+    match portico_api::file::parse("fixture.yaml".as_ref(), yaml) {
+        Ok(loaded) => loaded.into_iter().map(|l| l.resource).collect(),
+        Err(errors) => panic!(
+            "fixture does not parse:\n{}",
+            errors
+                .iter()
+                .map(|e| format!("  {e}\n"))
+                .collect::<String>()
+        ),
+    }
+}
+
+/// A Listener on `port` routing through `table`, selected for `regions` (empty: every agent).
+pub fn listener(name: &str, port: u16, table: &str, regions: &[&str]) -> String {
+    format!(
+        "kind: Listener\nname: {name}\nspec:\n  port: {port}\n  protocol: HTTP\n  route_table: {table}\n  selector: {{regions: [{}]}}\n",
+        regions.join(", ")
+    )
+}
+
+/// A RouteTable sending everything to `cluster`.
+pub fn route_table(name: &str, cluster: &str) -> String {
+    format!(
+        "kind: RouteTable\nname: {name}\nspec:\n  virtual_hosts:\n    - domains: [\"*\"]\n      routes:\n        - match: {{prefix: /}}\n          action: {{cluster: {cluster}}}\n"
+    )
+}
+
+/// A Cluster with one endpoint on `port`.
+pub fn cluster(name: &str, port: u16) -> String {
+    format!(
+        "kind: Cluster\nname: {name}\nspec:\n  endpoints: [{{address: 127.0.0.1, port: {port}}}]\n"
+    )
+}
+
+/// An HTTPS Listener on `port` whose certificate is the tls Secret `secret`.
+pub fn https_listener(
+    name: &str,
+    port: u16,
+    table: &str,
+    secret: &str,
+    regions: &[&str],
+) -> String {
+    format!(
+        "kind: Listener\nname: {name}\nspec:\n  port: {port}\n  protocol: HTTPS\n  tls: {{certificates: [{{secret: {secret}}}]}}\n  route_table: {table}\n  selector: {{regions: [{}]}}\n",
+        regions.join(", ")
+    )
+}
+
+/// A tls Secret with a freshly generated self-signed certificate for `host`.
+pub fn tls_secret(name: &str, host: &str) -> String {
+    let cert = rcgen::generate_simple_self_signed(vec![host.to_string()])
+        .unwrap_or_else(|e| panic!("generating a certificate: {e}"));
+    let indent = |pem: String| -> String { pem.lines().map(|l| format!("      {l}\n")).collect() };
+    format!(
+        "kind: Secret\nname: {name}\nspec:\n  tls:\n    certificate_chain: |\n{}    private_key: |\n{}",
+        indent(cert.cert.pem()),
+        indent(cert.signing_key.serialize_pem())
+    )
+}
+
+/// Joins YAML documents.
+pub fn docs(documents: &[String]) -> String {
+    documents.join("---\n")
+}

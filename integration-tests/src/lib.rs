@@ -12,6 +12,7 @@
 //! - [`net`]: free ports and polling helpers.
 //! - [`process`]: a child process killed on drop.
 //! - [`scripted_agent`]: a raw-gRPC agent that ACKs or NACKs on command.
+//! - [`upstream`]: a real HTTP upstream and the resources that route a listener to it.
 
 pub mod agent;
 pub mod bins;
@@ -20,3 +21,4 @@ pub mod etcd;
 pub mod net;
 pub mod process;
 pub mod scripted_agent;
+pub mod upstream;

@@ -1,29 +1,41 @@
 //! The agent's last-good cache with no control plane reachable: a valid cache makes the agent
 //! serve at once, a corrupt one is ignored.
 
+#![allow(clippy::unwrap_used)]
+
+mod agent_support;
+
 use std::time::Duration;
+
+use agent_support::{apply, control_plane};
 
 use portico_agent::cache::Cache;
 use portico_agent::config::ConfigSet;
-use portico_api::pb::{Resource, resource::Spec};
-use portico_integration_tests::agent::{Agent, AgentOptions};
-use portico_integration_tests::net::free_addr;
+use portico_api::pb::{Resource, Update, resource::Spec};
+use portico_integration_tests::agent::{Agent, AgentOptions, http_get};
+use portico_integration_tests::net::{eventually, free_addr, free_port};
+use portico_integration_tests::upstream::{Upstream, routed};
 
 /// A control plane URL nothing answers on.
 fn no_control_plane() -> Vec<String> {
     vec![format!("http://{}", free_addr())]
 }
 
+fn cluster(name: &str) -> Resource {
+    Resource {
+        name: name.into(),
+        spec: Some(Spec::Cluster(Default::default())),
+        ..Default::default()
+    }
+}
+
 fn cached_config(version: i64) -> ConfigSet {
-    let resources = ["checkout", "search"]
-        .into_iter()
-        .map(|name| Resource {
-            name: name.into(),
-            spec: Some(Spec::Cluster(Default::default())),
-            ..Default::default()
-        })
-        .collect();
-    ConfigSet { version, resources }
+    ConfigSet::default().with_update(&Update {
+        version,
+        full: true,
+        upserts: vec![cluster("checkout"), cluster("search")],
+        ..Default::default()
+    })
 }
 
 #[tokio::test]
@@ -62,7 +74,7 @@ async fn corrupt_cache_is_ignored_with_a_warning() {
         std::fs::write(dir.path().join("config.pb"), bytes).unwrap();
         let options = AgentOptions::new("cache-bad", &no_control_plane()).cache_dir(dir.path());
         let agent = Agent::start(&options);
-        portico_integration_tests::net::eventually(
+        eventually(
             "the agent to log the bad cache",
             Duration::from_secs(20),
             || async {
@@ -90,4 +102,35 @@ fn truncated_cache() -> Vec<u8> {
     let mut bytes = std::fs::read(cache.path()).unwrap();
     bytes.truncate(bytes.len() / 2);
     bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_restarted_while_the_control_plane_is_down_serves_from_its_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache_dir = dir.path().join("cache");
+    let mut cp = control_plane(&dir);
+    let blue = Upstream::start("blue").await;
+    let options = AgentOptions::new("cache-2", &[cp.endpoint()]).cache_dir(&cache_dir);
+    let mut agent = Agent::start(&options);
+    let port = free_port();
+    let version = apply(&cp, routed("shop", port, &[blue.addr])).await;
+    agent.wait_for_version(version).await;
+    // The cache is written after the ACK, in the background.
+    let cache = Cache::new(&cache_dir);
+    eventually(
+        "the cache to hold the config",
+        Duration::from_secs(10),
+        || async {
+            let cached = cache.load().ok().flatten()?;
+            (cached.version == version).then_some(())
+        },
+    )
+    .await;
+
+    agent.kill();
+    cp.kill();
+    let agent = Agent::start_ready(&options).await;
+    assert_eq!(agent.version().await, version);
+    let answer = http_get(format!("http://127.0.0.1:{port}/")).await;
+    assert_eq!(answer, Some((200, "blue\n".to_string())));
 }

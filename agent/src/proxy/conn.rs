@@ -11,7 +11,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,8 @@ pub struct ConnTrack {
     /// 1 + the value of `started` when the current head began arriving; 0 when none is.
     head_pending: AtomicU64,
     head_flags: AtomicU8,
+    /// Set once the connection was handed over to an upgraded protocol (WebSocket...).
+    upgraded: AtomicBool,
 }
 
 impl Default for ConnTrack {
@@ -46,6 +48,7 @@ impl Default for ConnTrack {
             last_active: AtomicU64::new(0),
             head_pending: AtomicU64::new(0),
             head_flags: AtomicU8::new(0),
+            upgraded: AtomicBool::new(false),
         }
     }
 }
@@ -67,6 +70,11 @@ impl ConnTrack {
     pub fn end_request(&self) {
         self.touch();
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// The connection now carries an upgraded protocol: its bytes are no longer HTTP heads.
+    pub fn mark_upgraded(&self) {
+        self.upgraded.store(true, Ordering::Release);
     }
 
     fn head_in_progress(&self) -> bool {
@@ -179,7 +187,12 @@ impl<S> ConnIo<S> {
 
     fn drop_stale_head(&mut self) {
         let started = self.track.started.load(Ordering::Acquire);
-        if self.head.as_ref().is_some_and(|h| h.seq != started) {
+        let upgraded = self.track.upgraded.load(Ordering::Acquire);
+        if self
+            .head
+            .as_ref()
+            .is_some_and(|h| h.seq != started || upgraded)
+        {
             self.head = None;
         }
     }
@@ -190,7 +203,7 @@ impl<S> ConnIo<S> {
             self.first_read = false;
             self.h2 |= data.starts_with(b"PRI * HTTP/2.0");
         }
-        if self.h2 {
+        if self.h2 || self.track.upgraded.load(Ordering::Acquire) {
             return;
         }
         self.drop_stale_head();
@@ -214,7 +227,11 @@ impl<S> ConnIo<S> {
     /// Notes response heads hyper writes for requests the handler never saw (its automatic
     /// 400/431 answers to unparsable heads) so they are logged like every other answer.
     fn observe_write(&mut self, data: &[u8]) {
-        if self.h2 || !data.starts_with(b"HTTP/1.") || data.get(9) == Some(&b'1') {
+        if self.h2
+            || self.track.upgraded.load(Ordering::Acquire)
+            || !data.starts_with(b"HTTP/1.")
+            || data.get(9) == Some(&b'1')
+        {
             return;
         }
         self.responses_written += 1;

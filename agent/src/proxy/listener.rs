@@ -27,11 +27,12 @@ const MIN_HEAD_BUFFER: usize = 8192;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// A socket being accepted on.
-pub struct Bound {
+pub(crate) struct Bound {
     /// Stops accepting and drains the listener's connections.
-    pub stop: CancellationToken,
+    stop: CancellationToken,
     semaphore: Arc<Semaphore>,
     max_connections: u32,
+    accepting: tokio::task::JoinHandle<()>,
 }
 
 impl Bound {
@@ -51,12 +52,20 @@ impl Bound {
             semaphore.clone(),
             stop.clone(),
         );
-        shared.tracker.spawn(task);
+        let accepting = shared.tracker.spawn(task);
         Bound {
             stop,
             semaphore,
             max_connections,
+            accepting,
         }
+    }
+
+    /// Stops accepting and waits until the socket is closed, so its address can be bound
+    /// again at once; the listener's connections drain in the background.
+    pub async fn close(self) {
+        self.stop.cancel();
+        let _ = self.accepting.await;
     }
 
     /// Applies a new connection limit to connections accepted from now on.
@@ -121,6 +130,13 @@ async fn accept_loop(
     tracing::debug!(%addr, "listener stopped accepting");
 }
 
+/// A connection's place under the listener's limit, and its count among the open
+/// connections; held until the connection, or the upgraded stream it became, is gone.
+pub(crate) struct ConnSlot {
+    _permit: OwnedSemaphorePermit,
+    _active: ActiveGuard,
+}
+
 /// Counts an open connection for as long as it lives.
 struct ActiveGuard {
     shared: Arc<Shared>,
@@ -150,14 +166,29 @@ async fn serve(
     addr: SocketAddr,
     stream: TcpStream,
     peer: SocketAddr,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
     stop: CancellationToken,
 ) {
-    let _active = ActiveGuard::new(shared.clone(), settings.name.clone());
+    let slot = Arc::new(ConnSlot {
+        _permit: permit,
+        _active: ActiveGuard::new(shared.clone(), settings.name.clone()),
+    });
     let _ = stream.set_nodelay(true);
     let limits = settings.limits;
     match &settings.tls {
-        None => serve_http(shared, &settings, addr, stream, peer, false, false, stop).await,
+        None => {
+            serve_http(
+                shared,
+                &settings,
+                addr,
+                stream,
+                peer,
+                (false, false),
+                slot,
+                stop,
+            )
+            .await
+        }
         Some(config) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
             let handshake =
@@ -174,7 +205,7 @@ async fn serve(
                 }
             };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            serve_http(shared, &settings, addr, tls, peer, true, h2, stop).await;
+            serve_http(shared, &settings, addr, tls, peer, (true, h2), slot, stop).await;
         }
     }
 }
@@ -186,8 +217,8 @@ async fn serve_http<S>(
     addr: SocketAddr,
     stream: S,
     peer: SocketAddr,
-    tls: bool,
-    h2: bool,
+    (tls, h2): (bool, bool),
+    slot: Arc<ConnSlot>,
     stop: CancellationToken,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -211,6 +242,7 @@ async fn serve_http<S>(
         peer,
         tls,
         track: track.clone(),
+        slot,
     });
     let svc = hyper::service::service_fn(move |req| {
         let ctx = ctx.clone();

@@ -8,7 +8,8 @@
 //! - [`conn`]: per-connection state and the I/O wrapper that answers 408 and spots framing
 //!   conflicts.
 //! - [`service`]: request handling: hygiene, routing, actions, forwarding.
-//! - [`upstream`]: per-cluster connection pools and round robin.
+//! - [`upstream`]: per-cluster connection pools and round robin; [`connector`]: TCP and TLS
+//!   connections to endpoints.
 //! - [`headers`], [`path`]: header hygiene and transforms; path normalisation.
 //! - [`body`]: the boxed body type and the size-limited request body.
 //! - [`error`]: classified data-path errors and the status each maps to.
@@ -17,6 +18,7 @@
 pub mod access_log;
 pub mod body;
 pub mod conn;
+pub mod connector;
 pub mod error;
 pub mod headers;
 pub mod listener;
@@ -72,7 +74,7 @@ impl Default for ProxyConfig {
 }
 
 /// State shared by the proxy, its accept loops and its connections.
-pub struct Shared {
+pub(crate) struct Shared {
     /// The runtime new requests use.
     pub runtime: ArcSwap<Runtime>,
     /// Whether access log lines are written.
@@ -171,16 +173,21 @@ impl Proxy {
                 .map_or(0, |l| l.conn.limits.max_connections);
             bound.insert(addr, Bound::spawn(self.shared.clone(), addr, socket, max));
         }
-        bound.retain(|addr, b| match runtime.listeners.get(addr) {
-            Some(l) => {
+        let removed: Vec<SocketAddr> = bound
+            .keys()
+            .filter(|addr| !runtime.listeners.contains_key(addr))
+            .copied()
+            .collect();
+        for addr in removed {
+            if let Some(b) = bound.remove(&addr) {
+                b.close().await;
+            }
+        }
+        for (addr, b) in bound.iter_mut() {
+            if let Some(l) = runtime.listeners.get(addr) {
                 b.set_max_connections(l.conn.limits.max_connections);
-                true
             }
-            None => {
-                b.stop.cancel();
-                false
-            }
-        });
+        }
         tracing::info!(
             version = config.version,
             listeners = runtime.listeners.len(),
@@ -203,7 +210,9 @@ impl Proxy {
     pub async fn shutdown(&self, grace: std::time::Duration) {
         let mut bound = self.bound.lock().await;
         self.shared.shutdown.cancel();
-        bound.clear();
+        for (_, b) in bound.drain() {
+            b.close().await;
+        }
         self.shared.tracker.close();
         if tokio::time::timeout(grace, self.shared.tracker.wait())
             .await

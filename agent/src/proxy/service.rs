@@ -17,14 +17,16 @@ use super::body::{self, BodyStats, LimitedBody, ProxyBody};
 use super::conn::{ConnTrack, HEAD_CL_AND_TE};
 use super::error::ProxyError;
 use super::headers;
+use super::listener::ConnSlot;
 use super::path;
 use super::upstream::Upstream;
 use crate::metrics as m;
-use crate::runtime::router::{Action, Redirect, RequestView, Route};
+use crate::runtime::action::{Action, Redirect};
+use crate::runtime::router::{RequestView, Route, strip_port};
 use crate::runtime::{ListenerRuntime, Runtime};
 
 /// What every request on one client connection shares.
-pub struct ConnCtx {
+pub(crate) struct ConnCtx {
     /// The proxy's shared state.
     pub shared: Arc<Shared>,
     /// The listener's bind address (its key in the runtime).
@@ -37,10 +39,12 @@ pub struct ConnCtx {
     pub tls: bool,
     /// Connection state shared with the I/O wrapper.
     pub track: Arc<ConnTrack>,
+    /// The connection's slot, kept by an upgraded stream that outlives the HTTP connection.
+    pub slot: Arc<ConnSlot>,
 }
 
 /// Handles one request on the runtime current when it arrived.
-pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<LoggedBody> {
+pub(crate) async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<LoggedBody> {
     let head_flags = ctx.track.begin_request();
     let runtime = ctx.shared.runtime.load_full();
     let request_id = headers::request_id(req.headers_mut());
@@ -68,13 +72,6 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<L
     }
     log.status = response.status().as_u16();
     response.map(|b| LoggedBody::new(b, log))
-}
-
-fn strip_port(host: &str) -> &str {
-    match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => h,
-        _ => host,
-    }
 }
 
 async fn route(
@@ -138,19 +135,9 @@ async fn route(
             r
         }
         Action::Redirect(redirect) => redirect_response(redirect, ctx.tls, &authority, &path, &req),
-        Action::Forward(upstream) => {
+        Action::Forward(targets) => {
             let target = Target {
-                upstream,
-                route,
-                path: &path,
-                authority: &authority,
-            };
-            forward(ctx, listener, target, req, log).await?
-        }
-        Action::Weighted(targets) => {
-            let upstream = pick_weighted(targets);
-            let target = Target {
-                upstream,
+                upstream: targets.pick(),
                 route,
                 path: &path,
                 authority: &authority,
@@ -160,20 +147,6 @@ async fn route(
     };
     route.response_headers.apply(response.headers_mut());
     Ok(response)
-}
-
-fn pick_weighted(targets: &[(Arc<Upstream>, u32)]) -> &Arc<Upstream> {
-    let total: u64 = targets.iter().map(|(_, w)| u64::from(*w)).sum();
-    let mut point = rand::random_range(0..total.max(1));
-    for (upstream, weight) in targets {
-        if point < u64::from(*weight) {
-            return upstream;
-        }
-        point -= u64::from(*weight);
-    }
-    // Weights sum above zero (checked at compile), so the loop returns; the last is a safe
-    // answer all the same.
-    &targets[targets.len() - 1].0
 }
 
 fn redirect_response(
@@ -318,13 +291,20 @@ async fn forward(
     let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     match client_upgrade {
         Some(client) if upgraded => {
+            ctx.track.mark_upgraded();
             let server = hyper::upgrade::on(&mut response);
-            tokio::spawn(async move {
+            let slot = ctx.slot.clone();
+            let kill = ctx.shared.kill.clone();
+            ctx.shared.tracker.spawn(async move {
+                let _slot = slot;
                 let (Ok(client), Ok(server)) = tokio::join!(client, server) else {
                     return;
                 };
                 let (mut client, mut server) = (TokioIo::new(client), TokioIo::new(server));
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                    _ = kill.cancelled() => {}
+                }
             });
         }
         _ => {}
@@ -354,12 +334,5 @@ mod tests {
                 "{path}"
             );
         }
-    }
-
-    #[test]
-    fn ports_are_stripped_from_hosts() {
-        assert_eq!(strip_port("shop.example:8443"), "shop.example");
-        assert_eq!(strip_port("shop.example"), "shop.example");
-        assert_eq!(strip_port("[::1]:80"), "[::1]");
     }
 }

@@ -8,6 +8,8 @@ use http::uri::Authority;
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
+
+use super::connector::{Connector, UpstreamTls};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::ProxyBody;
@@ -21,7 +23,7 @@ pub struct Upstream {
     endpoints: Vec<Authority>,
     next: AtomicUsize,
     version: Version,
-    client: Client<HttpConnector, ProxyBody>,
+    client: Client<Connector, ProxyBody>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -34,16 +36,19 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// An upstream speaking HTTP/2 (prior knowledge) when `http2`, else HTTP/1.1.
+    /// An upstream speaking HTTP/2 when `http2` (prior knowledge, or ALPN over TLS), else
+    /// HTTP/1.1; over TLS when `tls` is set.
     pub fn new(
         name: &str,
         endpoints: Vec<Authority>,
         http2: bool,
         connect_timeout: Duration,
+        tls: Option<UpstreamTls>,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect_timeout));
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(connect_timeout));
+        let connector = Connector::new(http, tls);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
@@ -102,12 +107,12 @@ mod tests {
             .iter()
             .map(|a| a.parse().unwrap())
             .collect();
-        let upstream = Upstream::new("c", endpoints, false, Duration::from_secs(1));
+        let upstream = Upstream::new("c", endpoints, false, Duration::from_secs(1), None);
         let picks: Vec<String> = (0..6)
             .map(|_| upstream.pick().unwrap().to_string())
             .collect();
         assert_eq!(picks, ["a:1", "b:2", "c:3", "a:1", "b:2", "c:3"]);
-        let empty = Upstream::new("e", Vec::new(), false, Duration::from_secs(1));
+        let empty = Upstream::new("e", Vec::new(), false, Duration::from_secs(1), None);
         assert!(empty.pick().is_none());
     }
 }

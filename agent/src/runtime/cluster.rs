@@ -4,22 +4,35 @@ use std::time::Duration;
 
 use http::uri::Authority;
 use portico_api::pb;
+use rustls_pki_types::ServerName;
 
 use super::{CompileError, duration_or};
+use crate::proxy::connector::UpstreamTls;
 use crate::proxy::upstream::Upstream;
 
 /// TCP connect timeout when the cluster sets none.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Compiles cluster `name`.
-pub fn compile(name: &str, spec: &pb::Cluster) -> Result<Upstream, CompileError> {
-    let err = |field: String, message: String| CompileError::new("Cluster", name, field, message);
-    if spec.tls.as_ref().is_some_and(|t| t.enabled) {
-        return Err(err(
-            "tls.enabled".into(),
-            "TLS to upstream endpoints is not supported yet".into(),
-        ));
+/// The Secrets a cluster's TLS settings name: the CA, then the client certificate.
+pub fn secret_names(spec: &pb::Cluster) -> [&str; 2] {
+    match &spec.tls {
+        Some(t) if t.enabled => [&t.ca_secret, &t.client_certificate_secret],
+        _ => ["", ""],
     }
+}
+
+/// Compiles cluster `name`; `secret` resolves tls Secret names.
+pub fn compile(
+    name: &str,
+    spec: &pb::Cluster,
+    secret: impl Fn(&str) -> Option<pb::TlsSecret>,
+) -> Result<Upstream, CompileError> {
+    let err = |field: String, message: String| CompileError::new("Cluster", name, field, message);
+    let http2 = spec.protocol() == pb::cluster::UpstreamProtocol::Http2;
+    let tls = match &spec.tls {
+        Some(t) if t.enabled => Some(upstream_tls(t, http2, &secret).map_err(|(f, m)| err(f, m))?),
+        _ => None,
+    };
     let mut endpoints = Vec::with_capacity(spec.endpoints.len());
     for (i, e) in spec.endpoints.iter().enumerate() {
         let port = u16::try_from(e.port)
@@ -41,9 +54,47 @@ pub fn compile(name: &str, spec: &pb::Cluster) -> Result<Upstream, CompileError>
             .map_err(|e| err(format!("endpoints[{i}].address"), format!("{e}")))?;
         endpoints.push(authority);
     }
-    let http2 = spec.protocol() == pb::cluster::UpstreamProtocol::Http2;
     let connect_timeout = duration_or(spec.connect_timeout.as_ref(), DEFAULT_CONNECT_TIMEOUT);
-    Ok(Upstream::new(name, endpoints, http2, connect_timeout))
+    Ok(Upstream::new(name, endpoints, http2, connect_timeout, tls))
+}
+
+fn upstream_tls(
+    t: &pb::UpstreamTls,
+    http2: bool,
+    secret: &impl Fn(&str) -> Option<pb::TlsSecret>,
+) -> Result<UpstreamTls, (String, String)> {
+    if t.ca_secret.is_empty() {
+        return Err((
+            "tls.ca_secret".into(),
+            "required: system trust roots are not supported yet".into(),
+        ));
+    }
+    let lookup = |field: &str, name: &str| {
+        secret(name).ok_or_else(|| {
+            (
+                field.to_string(),
+                format!("tls secret {name:?} does not exist"),
+            )
+        })
+    };
+    let ca = lookup("tls.ca_secret", &t.ca_secret)?;
+    let client = match t.client_certificate_secret.as_str() {
+        "" => None,
+        name => Some(lookup("tls.client_certificate_secret", name)?),
+    };
+    let config = crate::tls::client_config(&ca, client.as_ref(), http2)
+        .map_err(|e| ("tls".to_string(), e.to_string()))?;
+    let server_name = match t.server_name.as_str() {
+        "" => None,
+        name => Some(
+            ServerName::try_from(name.to_string())
+                .map_err(|e| ("tls.server_name".to_string(), e.to_string()))?,
+        ),
+    };
+    Ok(UpstreamTls {
+        config,
+        server_name,
+    })
 }
 
 #[cfg(test)]
@@ -65,7 +116,7 @@ mod tests {
             endpoints: vec![endpoint("127.0.0.1", 8080), endpoint("::1", 9090)],
             ..Default::default()
         };
-        let upstream = compile("c", &spec).unwrap();
+        let upstream = compile("c", &spec, |_| None).unwrap();
         assert_eq!(upstream.pick().unwrap().as_str(), "127.0.0.1:8080");
         assert_eq!(upstream.pick().unwrap().as_str(), "[::1]:9090");
     }
@@ -81,7 +132,7 @@ mod tests {
                 endpoints: vec![spec],
                 ..Default::default()
             };
-            let e = compile("c", &cluster).unwrap_err();
+            let e = compile("c", &cluster, |_| None).unwrap_err();
             assert_eq!(e.field, field);
         }
     }

@@ -3,10 +3,12 @@
 //! dangling name or a bad regex.
 //!
 //! # Layout
-//! - [`router`]: route tables (virtual hosts, route index, actions).
+//! - [`router`]: route tables (virtual hosts, route index, matching).
+//! - [`action`]: what a route does (forward, weighted split, redirect, fixed answer).
 //! - [`cluster`]: clusters into upstream pools.
 //! - [`listener`]: listeners into bind addresses, limits and TLS.
 
+pub mod action;
 pub mod cluster;
 pub mod listener;
 pub mod router;
@@ -78,9 +80,25 @@ pub struct Runtime {
     pub version: i64,
     /// Listeners by bind address.
     pub listeners: HashMap<SocketAddr, Arc<ListenerRuntime>>,
-    /// Clusters by name, with the spec they were built from so the next compile can keep their
-    /// connection pools when the spec did not change.
-    clusters: HashMap<String, (pb::Cluster, Arc<Upstream>)>,
+    /// Clusters by name, with what they were built from so the next compile can keep their
+    /// connection pools when that did not change.
+    clusters: HashMap<String, (ClusterSource, Arc<Upstream>)>,
+}
+
+/// What a compiled cluster depends on: its spec and the Secrets it names.
+#[derive(Debug, PartialEq)]
+struct ClusterSource {
+    spec: pb::Cluster,
+    secrets: Vec<Option<pb::TlsSecret>>,
+}
+
+fn tls_secret(set: &portico_api::ResourceSet, name: &str) -> Option<pb::TlsSecret> {
+    match set.get(Kind::Secret, name).and_then(|s| s.spec.as_ref()) {
+        Some(Spec::Secret(pb::Secret {
+            secret: Some(pb::secret::Secret::Tls(tls)),
+        })) => Some(tls.clone()),
+        _ => None,
+    }
 }
 
 impl Runtime {
@@ -97,11 +115,18 @@ impl Runtime {
             let Some(Spec::Cluster(spec)) = &r.spec else {
                 continue;
             };
-            let upstream = match previous.clusters.get(&r.name) {
-                Some((old, upstream)) if old == spec => upstream.clone(),
-                _ => Arc::new(cluster::compile(&r.name, spec)?),
+            let source = ClusterSource {
+                spec: spec.clone(),
+                secrets: cluster::secret_names(spec)
+                    .iter()
+                    .map(|name| tls_secret(set, name))
+                    .collect(),
             };
-            clusters.insert(r.name.clone(), (spec.clone(), upstream));
+            let upstream = match previous.clusters.get(&r.name) {
+                Some((old, upstream)) if *old == source => upstream.clone(),
+                _ => Arc::new(cluster::compile(&r.name, spec, |n| tls_secret(set, n))?),
+            };
+            clusters.insert(r.name.clone(), (source, upstream));
         }
         let upstreams: HashMap<String, Arc<Upstream>> = clusters
             .iter()
@@ -136,14 +161,7 @@ impl Runtime {
                     table
                 }
             };
-            let compiled = listener::compile(&r.name, spec, routes, |name| {
-                match set.get(Kind::Secret, name).and_then(|s| s.spec.as_ref()) {
-                    Some(Spec::Secret(pb::Secret {
-                        secret: Some(pb::secret::Secret::Tls(tls)),
-                    })) => Some(tls.clone()),
-                    _ => None,
-                }
-            })?;
+            let compiled = listener::compile(&r.name, spec, routes, |n| tls_secret(set, n))?;
             if let Some(other) = listeners
                 .get(&compiled.addr)
                 .map(|l: &Arc<ListenerRuntime>| l.conn.name.to_string())

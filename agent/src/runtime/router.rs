@@ -9,11 +9,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use portico_api::pb::{self, header_match, query_param_match, route_action, route_match};
+use http::{HeaderMap, HeaderName, Method};
+use portico_api::pb::{self, header_match, query_param_match, route_match};
 use regex::{Regex, RegexSet};
 
+use super::action::{self, Action};
 use super::{CompileError, duration_or};
 use crate::proxy::headers::HeaderTransform;
 use crate::proxy::upstream::Upstream;
@@ -111,41 +111,6 @@ impl ValueMatch {
             ValueMatch::Present => true,
         }
     }
-}
-
-/// What a route does.
-#[derive(Debug)]
-pub enum Action {
-    /// Forward to one cluster.
-    Forward(Arc<Upstream>),
-    /// Forward to a cluster chosen at random by weight.
-    Weighted(Vec<(Arc<Upstream>, u32)>),
-    /// Answer with a redirect.
-    Redirect(Redirect),
-    /// Answer with a fixed response.
-    Direct {
-        /// The status.
-        status: StatusCode,
-        /// The body.
-        body: Bytes,
-        /// The Content-Type.
-        content_type: HeaderValue,
-    },
-}
-
-/// A compiled redirect; `None` parts are kept from the request.
-#[derive(Debug)]
-pub struct Redirect {
-    /// "http" or "https".
-    pub scheme: Option<String>,
-    /// The new host.
-    pub host: Option<String>,
-    /// The new port.
-    pub port: Option<u16>,
-    /// The new path.
-    pub path: Option<String>,
-    /// The redirect status.
-    pub status: StatusCode,
 }
 
 #[derive(Debug, Default)]
@@ -385,12 +350,17 @@ pub fn compile(
     Ok(table)
 }
 
-fn strip_port(domain: &str) -> &str {
-    match domain.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !host.ends_with(']') => {
-            host
+/// `host` without its port: `a.example:8080` is `a.example`, `[::1]:80` is `[::1]`.
+pub fn strip_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((h, port))
+            if !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && (!h.contains(':') || (h.starts_with('[') && h.ends_with(']'))) =>
+        {
+            h
         }
-        _ => domain,
+        _ => host,
     }
 }
 
@@ -414,7 +384,8 @@ fn value_match(
     }
 }
 
-type FieldError = (String, String);
+/// A field path and what is wrong with it.
+pub type FieldError = (String, String);
 
 fn compile_route(
     index: usize,
@@ -468,7 +439,7 @@ fn compile_route(
             value: value_match(exact, regex, present, &field)?,
         });
     }
-    let action = compile_action(spec.action.as_ref(), clusters)?;
+    let action = action::compile(spec.action.as_ref(), clusters)?;
     let transform = |t: Option<&pb::HeaderTransform>, field: &str| {
         HeaderTransform::compile(t).map_err(|e| (field.to_string(), e.to_string()))
     };
@@ -488,93 +459,6 @@ fn compile_route(
         response_headers: transform(spec.response_headers.as_ref(), "response_headers")?,
         timeout: duration_or(spec.timeout.as_ref(), DEFAULT_ROUTE_TIMEOUT),
     })
-}
-
-fn compile_action(
-    spec: Option<&pb::RouteAction>,
-    clusters: &HashMap<String, Arc<Upstream>>,
-) -> Result<Action, FieldError> {
-    let cluster = |name: &str, field: String| {
-        clusters
-            .get(name)
-            .cloned()
-            .ok_or_else(|| (field, format!("cluster {name:?} does not exist")))
-    };
-    match spec.and_then(|a| a.action.as_ref()) {
-        None => Err(("action".into(), "no action".into())),
-        Some(route_action::Action::Cluster(name)) => {
-            Ok(Action::Forward(cluster(name, "action.cluster".into())?))
-        }
-        Some(route_action::Action::WeightedClusters(w)) => {
-            let mut targets = Vec::new();
-            for (i, wc) in w.clusters.iter().enumerate() {
-                let field = format!("action.weighted_clusters.clusters[{i}].cluster");
-                targets.push((cluster(&wc.cluster, field)?, wc.weight));
-            }
-            if targets.iter().map(|(_, w)| u64::from(*w)).sum::<u64>() == 0 {
-                return Err((
-                    "action.weighted_clusters".into(),
-                    "weights must sum above zero".into(),
-                ));
-            }
-            Ok(Action::Weighted(targets))
-        }
-        Some(route_action::Action::Redirect(r)) => {
-            let status = match r.status {
-                0 => StatusCode::MOVED_PERMANENTLY,
-                301 | 302 | 303 | 307 | 308 => StatusCode::from_u16(r.status as u16)
-                    .map_err(|e| ("action.redirect.status".to_string(), e.to_string()))?,
-                other => {
-                    return Err((
-                        "action.redirect.status".into(),
-                        format!("{other} is not a redirect status"),
-                    ));
-                }
-            };
-            let port =
-                match r.port {
-                    0 => None,
-                    p => Some(u16::try_from(p).map_err(|_| {
-                        ("action.redirect.port".to_string(), format!("bad port {p}"))
-                    })?),
-                };
-            let non_empty = |s: &String| (!s.is_empty()).then(|| s.clone());
-            Ok(Action::Redirect(Redirect {
-                scheme: non_empty(&r.scheme),
-                host: non_empty(&r.host),
-                port,
-                path: non_empty(&r.path),
-                status,
-            }))
-        }
-        Some(route_action::Action::DirectResponse(d)) => {
-            let status = u16::try_from(d.status)
-                .ok()
-                .and_then(|s| StatusCode::from_u16(s).ok())
-                .filter(|s| (200..=599).contains(&s.as_u16()))
-                .ok_or_else(|| {
-                    (
-                        "action.direct_response.status".to_string(),
-                        format!("bad status {}", d.status),
-                    )
-                })?;
-            let content_type = if d.content_type.is_empty() {
-                HeaderValue::from_static("text/plain")
-            } else {
-                HeaderValue::from_str(&d.content_type).map_err(|e| {
-                    (
-                        "action.direct_response.content_type".to_string(),
-                        e.to_string(),
-                    )
-                })?
-            };
-            Ok(Action::Direct {
-                status,
-                body: Bytes::from(d.body.clone()),
-                content_type,
-            })
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! Table-driven tests of route table compilation and matching.
 
 use super::*;
-use pb::{HeaderMatch, QueryParamMatch, RouteMatch};
+use http::HeaderValue;
+use pb::{HeaderMatch, QueryParamMatch, RouteMatch, route_action};
 
 fn route(name: &str, path: Option<route_match::Path>) -> pb::Route {
     pb::Route {
@@ -283,4 +284,19 @@ fn candidates_do_not_grow_with_unrelated_routes() {
         check(&t, "GET", "x", "/svc5000/x", &[]).as_deref(),
         Some("h/r5000")
     );
+}
+
+#[test]
+fn ports_are_stripped_from_hosts() {
+    let cases = [
+        ("shop.example:8443", "shop.example"),
+        ("shop.example", "shop.example"),
+        ("[::1]:80", "[::1]"),
+        ("[::1]", "[::1]"),
+        ("::1", "::1"),
+        ("a:b", "a:b"),
+    ];
+    for (host, expected) in cases {
+        assert_eq!(strip_port(host), expected, "{host}");
+    }
 }

@@ -89,6 +89,15 @@ async fn upstream_answer(name: String, req: Request<Incoming>) -> Response<TestB
 
 impl Upstream {
     pub async fn start(name: &str) -> Upstream {
+        Upstream::start_with(name, None).await
+    }
+
+    /// An upstream serving HTTPS with `tls`.
+    pub async fn start_tls(name: &str, tls: Arc<rustls::ServerConfig>) -> Upstream {
+        Upstream::start_with(name, Some(tokio_rustls::TlsAcceptor::from(tls))).await
+    }
+
+    async fn start_with(name: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
@@ -107,11 +116,23 @@ impl Upstream {
                     async move { Ok::<_, Infallible>(upstream_answer(n, req).await) }
                 });
                 let s = s.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let builder =
                         hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                    tokio::select! { _ = conn => {}, _ = s.cancelled() => {} }
+                    match tls {
+                        None => {
+                            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                            tokio::select! { _ = conn => {}, _ = s.cancelled() => {} }
+                        }
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                            tokio::select! { _ = conn => {}, _ = s.cancelled() => {} }
+                        }
+                    }
                 });
             }
         });
@@ -264,6 +285,17 @@ pub fn config(version: i64, resources: Vec<Resource>) -> ConfigSet {
     }
 }
 
+/// Listener "web" on `port` with route table "rt": one virtual host for every domain with
+/// `routes`, plus `others` (clusters, secrets).
+pub fn web(version: i64, port: u16, others: Vec<Resource>, routes: Vec<pb::Route>) -> ConfigSet {
+    let mut resources = vec![
+        listener("web", port, "rt"),
+        table("rt", vec![vhost("all", &["*"], routes)]),
+    ];
+    resources.extend(others);
+    config(version, resources)
+}
+
 /// A proxy with `config` applied.
 pub async fn proxy_with(config: &ConfigSet) -> Proxy {
     let proxy = Proxy::new(ProxyConfig::default());
@@ -293,6 +325,12 @@ impl Answer {
             .skip(2)
             .find_map(|l| l.strip_prefix(header)?.strip_prefix(": "))
     }
+}
+
+/// The whole body of `response` as text.
+pub async fn text(response: Response<Incoming>) -> String {
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 pub fn client() -> Client<HttpConnector, Full<Bytes>> {
