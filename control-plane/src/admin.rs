@@ -24,12 +24,15 @@ use crate::history::{self, HistoryError};
 use crate::keys::{self, Keys};
 use crate::metered::MeteredStore;
 use crate::registry::Registry;
-use crate::store::{Compare, Op, Revision, Store, StoreError, Txn, TxnOutcome};
+use crate::store::{Compare, MAX_TXN_OPS, Op, Revision, Store, StoreError, Txn, TxnOutcome};
 use crate::views::Views;
 use crate::{rollout, status};
 
 /// How often a change is retried when another change committed between its read and write.
 const MAX_ATTEMPTS: usize = 8;
+/// Most resources one change may touch: a store transaction holds [`MAX_TXN_OPS`] ops, two of
+/// which are the history record and the meta key.
+pub const MAX_CHANGED: usize = MAX_TXN_OPS - 2;
 /// How long a change waits for this replica's snapshot to show it, for read-your-writes.
 const SHOW_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -54,6 +57,11 @@ pub enum AdminError {
     /// The resulting config is invalid.
     #[error("invalid config:\n{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<validate::ValidationError>),
+    /// The change is larger than one store transaction holds.
+    #[error(
+        "this change touches {0} resources; one change may touch at most {MAX_CHANGED} (split it)"
+    )]
+    TooLarge(usize),
     /// The request itself is malformed.
     #[error("{0}")]
     BadRequest(String),
@@ -140,6 +148,9 @@ impl AdminService {
         message: &str,
         rollback_of: Revision,
     ) -> Result<Option<Revision>, AdminError> {
+        if deltas.len() > MAX_CHANGED {
+            return Err(AdminError::TooLarge(deltas.len()));
+        }
         let mut ops = Vec::with_capacity(deltas.len() + 2);
         for delta in &deltas {
             let Some(key) = &delta.key else { continue };
@@ -212,7 +223,7 @@ impl AdminService {
                         return Ok(ApplyResponse {
                             revision: stored.revision,
                             changes,
-                            errors: errors.into_iter().map(to_pb_error).collect(),
+                            errors: errors.into_iter().map(Into::into).collect(),
                             noop: false,
                         });
                     }
@@ -369,14 +380,6 @@ fn delta_change(delta: &ResourceDelta) -> ResourceChange {
     ResourceChange {
         key: delta.key.clone(),
         change: change as i32,
-    }
-}
-
-fn to_pb_error(e: validate::ValidationError) -> portico_api::pb::ValidationError {
-    portico_api::pb::ValidationError {
-        key: Some(e.key),
-        field: e.field,
-        message: e.message,
     }
 }
 

@@ -43,9 +43,9 @@ const MAX_LABELS: usize = 64;
 const MAX_LABEL_KEY_LEN: usize = 63;
 const MAX_LABEL_VALUE_LEN: usize = 256;
 
-/// Why a Hello was refused.
+/// Why a stream was refused or ended by the control plane.
 #[derive(Debug, thiserror::Error)]
-pub enum HelloError {
+pub enum ProtocolError {
     /// The stream did not start with a Hello.
     #[error("the first message of a discovery stream must be Hello")]
     Missing,
@@ -55,12 +55,18 @@ pub enum HelloError {
     /// A field breaks its rule.
     #[error("hello: node.{field}: {rule}")]
     Field { field: String, rule: String },
+    /// A second Hello on one stream.
+    #[error("hello sent twice on one stream")]
+    RepeatedHello,
+    /// A message with nothing in it.
+    #[error("empty agent message")]
+    EmptyMessage,
 }
 
 /// Checks a Hello against the limits of the protocol.
-pub fn check_hello(hello: &Hello) -> Result<&Node, HelloError> {
-    let node = hello.node.as_ref().ok_or(HelloError::NoNode)?;
-    let bad = |field: &str, rule: String| HelloError::Field {
+pub fn check_hello(hello: &Hello) -> Result<&Node, ProtocolError> {
+    let node = hello.node.as_ref().ok_or(ProtocolError::NoNode)?;
+    let bad = |field: &str, rule: String| ProtocolError::Field {
         field: field.to_string(),
         rule,
     };
@@ -100,7 +106,7 @@ pub fn check_hello(hello: &Hello) -> Result<&Node, HelloError> {
         }
     }
     if hello.applied_version < 0 {
-        return Err(HelloError::Field {
+        return Err(ProtocolError::Field {
             field: "applied_version".into(),
             rule: "must not be negative".into(),
         });
@@ -165,9 +171,9 @@ impl Discovery {
                 message: Some(agent_message::Message::Hello(hello)),
             }))) => hello,
             Ok(Err(status)) => return Err(status),
-            _ => return Err(status::hello(HelloError::Missing)),
+            _ => return Err(status::protocol(ProtocolError::Missing)),
         };
-        let node = check_hello(&hello).map_err(status::hello)?.clone();
+        let node = check_hello(&hello).map_err(status::protocol)?.clone();
         let (tx, rx) = mpsc::channel(2);
         let stream_id = self.registry.connect(&node, hello.applied_version);
         tracing::info!(node = %node.id, region = %node.region, applied_version = hello.applied_version, "agent connected");
@@ -308,9 +314,9 @@ impl Session {
                 self.registry.report(&self.node.id, self.stream_id, report);
             }
             Some(agent_message::Message::Hello(_)) => {
-                return Err(Status::invalid_argument("hello sent twice on one stream"));
+                return Err(status::protocol(ProtocolError::RepeatedHello));
             }
-            None => return Err(Status::invalid_argument("empty agent message")),
+            None => return Err(status::protocol(ProtocolError::EmptyMessage)),
         }
         Ok(())
     }
@@ -362,7 +368,7 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let discovery = self.0.clone();
         if req.uri().path() != "/portico.v1.Discovery/Stream" {
-            return Box::pin(async { Ok(Status::unimplemented("no such method").into_http()) });
+            return Box::pin(async { Ok(status::unknown_method().into_http()) });
         }
         Box::pin(async move {
             let codec = tonic_prost::ProstCodec::<Encoded, AgentMessage>::default();

@@ -3,7 +3,7 @@
 use tonic::{Code, Status};
 
 use crate::admin::AdminError;
-use crate::discovery::HelloError;
+use crate::discovery::ProtocolError;
 use crate::history::HistoryError;
 use crate::store::StoreError;
 
@@ -13,7 +13,9 @@ pub fn admin(error: AdminError) -> Status {
         AdminError::Store(e) | AdminError::History(HistoryError::Read(e)) => return store(e),
         AdminError::Conflict { .. } => Code::Aborted,
         AdminError::Busy => Code::Aborted,
-        AdminError::Invalid(_) | AdminError::BadRequest(_) => Code::InvalidArgument,
+        AdminError::Invalid(_) | AdminError::BadRequest(_) | AdminError::TooLarge(_) => {
+            Code::InvalidArgument
+        }
         AdminError::History(HistoryError::UnknownRevision(_)) => Code::NotFound,
         AdminError::NotFound(_) => Code::NotFound,
         AdminError::Referenced { .. } => Code::FailedPrecondition,
@@ -31,7 +33,12 @@ pub fn store(error: &StoreError) -> Status {
     Status::new(code, error.to_string())
 }
 
-/// The status ending a stream whose Hello was refused.
-pub fn hello(error: HelloError) -> Status {
+/// The status refusing or ending a discovery stream that broke the protocol.
+pub fn protocol(error: ProtocolError) -> Status {
     Status::invalid_argument(error.to_string())
+}
+
+/// The status of a call to a method this server does not have.
+pub fn unknown_method() -> Status {
+    Status::unimplemented("no such method")
 }

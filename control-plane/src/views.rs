@@ -242,3 +242,49 @@ fn encode(from: Option<&ScopeView>, to: &ScopeView) -> EncodedUpdate {
         bytes: Bytes::from(message.encode_to_vec()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn selectors_match_every_non_empty_part() {
+        let node = Node {
+            id: "n".into(),
+            region: "eu".into(),
+            zone: "eu-1".into(),
+            labels: labels(&[("role", "edge"), ("tier", "a")]),
+            ..Default::default()
+        };
+        let selector = |regions: &[&str], zones: &[&str], l: &[(&str, &str)]| AgentSelector {
+            regions: regions.iter().map(|s| s.to_string()).collect(),
+            zones: zones.iter().map(|s| s.to_string()).collect(),
+            labels: labels(l),
+        };
+        let cases = [
+            (None, true),
+            (Some(selector(&[], &[], &[])), true),
+            (Some(selector(&["us", "eu"], &[], &[])), true),
+            (Some(selector(&["us"], &[], &[])), false),
+            (Some(selector(&["eu"], &["eu-2"], &[])), false),
+            (
+                Some(selector(&["eu"], &["eu-1"], &[("role", "edge")])),
+                true,
+            ),
+            (Some(selector(&[], &[], &[("role", "core")])), false),
+            (Some(selector(&[], &[], &[("missing", "x")])), false),
+        ];
+        for (i, (s, want)) in cases.into_iter().enumerate() {
+            assert_eq!(selects(s.as_ref(), &node), want, "case {i}");
+        }
+    }
+}

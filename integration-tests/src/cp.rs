@@ -203,3 +203,34 @@ pub fn tls_secret(name: &str, host: &str) -> String {
 pub fn docs(documents: &[String]) -> String {
     documents.join("---\n")
 }
+
+/// A small valid config: Listener `web` → RouteTable `shop` → Cluster `backend`.
+pub fn base_config() -> String {
+    docs(&[
+        listener("web", 8080, "shop", &[]),
+        route_table("shop", "backend"),
+        cluster("backend", 9001),
+    ])
+}
+
+/// Applies the resources of `yaml`; panics when the apply fails.
+pub async fn apply(admin: &mut AdminClient<Channel>, yaml: &str) -> portico_api::pb::ApplyResponse {
+    admin
+        .apply(portico_api::pb::ApplyRequest {
+            resources: resources(yaml),
+            message: "test".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("apply: {e}"))
+        .into_inner()
+}
+
+/// Lists every resource; panics when the call fails.
+pub async fn list(admin: &mut AdminClient<Channel>) -> portico_api::pb::ListResponse {
+    admin
+        .list(portico_api::pb::ListRequest::default())
+        .await
+        .unwrap_or_else(|e| panic!("list: {e}"))
+        .into_inner()
+}

@@ -1,6 +1,7 @@
 //! A real single-node etcd on free ports with a temp data dir, stopped when dropped.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -10,9 +11,20 @@ use crate::process::Process;
 /// What to tell whoever runs the tests when etcd is missing.
 pub const INSTALL_HINT: &str = "install etcd-server (apt-get install -y etcd-server)";
 
+/// PEM files for TLS on etcd's client port.
+pub struct EtcdTlsFiles {
+    /// etcd's server certificate (valid for 127.0.0.1).
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// The CA whose client certificates etcd requires (`--client-cert-auth`).
+    pub client_ca: PathBuf,
+}
+
 /// A running etcd.
 pub struct Etcd {
     client: SocketAddr,
+    scheme: &'static str,
     process: Process,
     _dir: tempfile::TempDir,
 }
@@ -21,6 +33,15 @@ impl Etcd {
     /// Starts etcd and waits until it accepts clients. Panics with [`INSTALL_HINT`] when the
     /// `etcd` binary is not on PATH.
     pub fn start() -> Etcd {
+        Etcd::start_with(None)
+    }
+
+    /// Starts etcd serving clients over TLS only, requiring client certificates.
+    pub fn start_tls(tls: &EtcdTlsFiles) -> Etcd {
+        Etcd::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<&EtcdTlsFiles>) -> Etcd {
         if Command::new("etcd")
             .arg("--version")
             .stdout(Stdio::null())
@@ -29,41 +50,75 @@ impl Etcd {
         {
             panic!("the etcd binary is not on PATH: {INSTALL_HINT}");
         }
+        // A port that was free a moment ago can be taken by someone else before etcd binds it
+        // (tests run in parallel); etcd then exits at once, and a new pair of ports fixes it.
+        let mut failures = Vec::new();
+        for _ in 0..5 {
+            match Etcd::try_start(tls) {
+                Ok(etcd) => return etcd,
+                Err(e) => failures.push(e),
+            }
+        }
+        panic!("etcd did not start:\n{}", failures.join("\n"));
+    }
+
+    fn try_start(tls: Option<&EtcdTlsFiles>) -> Result<Etcd, String> {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
         let client = free_addr();
         let peer = free_addr();
+        if peer == client {
+            return Err(format!("got port {} twice", client.port()));
+        }
+        let log_path = dir.path().join("etcd.log");
+        let log = std::fs::File::create(&log_path)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", log_path.display()));
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut cmd = Command::new("etcd");
         cmd.args(["--name", "n1", "--logger", "zap", "--log-level", "error"])
             .arg("--data-dir")
-            .arg(dir.path())
-            .arg(format!("--listen-client-urls=http://{client}"))
-            .arg(format!("--advertise-client-urls=http://{client}"))
+            .arg(dir.path().join("data"))
+            .arg(format!("--listen-client-urls={scheme}://{client}"))
+            .arg(format!("--advertise-client-urls={scheme}://{client}"))
             .arg(format!("--listen-peer-urls=http://{peer}"))
             .arg(format!("--initial-advertise-peer-urls=http://{peer}"))
             .arg(format!("--initial-cluster=n1=http://{peer}"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(Stdio::from(log));
+        if let Some(tls) = tls {
+            cmd.arg("--cert-file")
+                .arg(&tls.cert)
+                .arg("--key-file")
+                .arg(&tls.key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.client_ca)
+                .arg("--client-cert-auth");
+        }
         let mut process = Process::spawn("etcd", cmd);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !is_listening(client) {
+        loop {
             if let Some(status) = process.try_wait() {
-                panic!("etcd exited at start: {status}");
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                return Err(format!("etcd exited at start ({status}): {log}"));
+            }
+            if is_listening(client) {
+                break;
             }
             if Instant::now() > deadline {
                 panic!("etcd did not accept clients at {client} within 20s");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Etcd {
+        Ok(Etcd {
             client,
+            scheme,
             process,
             _dir: dir,
-        }
+        })
     }
 
-    /// The client URL, e.g. `http://127.0.0.1:23791`.
+    /// The client URL, e.g. `http://127.0.0.1:23791` (`https://` with TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.client)
+        format!("{}://{}", self.scheme, self.client)
     }
 
     /// Kills etcd (SIGKILL), e.g. to test a store that goes away.

@@ -72,6 +72,17 @@ impl ScriptedAgent {
         })
     }
 
+    /// Connects with nothing applied, then ACKs the first (full) update.
+    pub async fn synced(endpoint: &str, node: Node) -> Self {
+        let id = node.id.clone();
+        let mut agent = Self::connect(endpoint, node, 0)
+            .await
+            .unwrap_or_else(|e| panic!("connecting agent {id}: {e}"));
+        let update = agent.expect_update().await;
+        agent.ack(&update);
+        agent
+    }
+
     /// The next update, or None when none arrives within `timeout` or the stream ended.
     pub async fn next_update(&mut self, timeout: Duration) -> Option<Update> {
         match tokio::time::timeout(timeout, self.inbound.message()).await {

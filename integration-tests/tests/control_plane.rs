@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use portico_api::pb::admin_client::AdminClient;
 use portico_api::pb::{
-    ApplyRequest, ApplyResponse, HistoryRequest, Kind, ListRequest, ResourceKey, RollbackRequest,
+    AgentsRequest, ApplyRequest, HistoryRequest, Kind, ListRequest, ResourceKey, RollbackRequest,
     RolloutStatusRequest, RolloutStatusResponse,
 };
 use portico_integration_tests::cp::{
-    ControlPlane, StoreSpec, cluster, docs, listener, resources, route_table,
+    ControlPlane, StoreSpec, apply, base_config, cluster, docs, list, listener, resources,
+    route_table,
 };
 use portico_integration_tests::net::{eventually, free_addr};
 use portico_integration_tests::scripted_agent::{ScriptedAgent, node};
@@ -20,26 +21,6 @@ fn start() -> (ControlPlane, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let cp = ControlPlane::start(StoreSpec::Embedded(dir.path().join("data")), "cp-1");
     (cp, dir)
-}
-
-fn base() -> String {
-    docs(&[
-        listener("web", 8080, "shop", &[]),
-        route_table("shop", "backend"),
-        cluster("backend", 9001),
-    ])
-}
-
-async fn apply(admin: &mut AdminClient<Channel>, yaml: &str) -> ApplyResponse {
-    admin
-        .apply(ApplyRequest {
-            resources: resources(yaml),
-            message: "test".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("apply")
-        .into_inner()
 }
 
 async fn rollout(admin: &mut AdminClient<Channel>, revision: i64) -> RolloutStatusResponse {
@@ -58,7 +39,7 @@ fn names(update: &portico_api::pb::Update) -> Vec<String> {
 async fn full_then_incremental_updates() {
     let (cp, _dir) = start();
     let mut admin = cp.admin().await;
-    let first = apply(&mut admin, &base()).await;
+    let first = apply(&mut admin, &base_config()).await;
     assert!(first.revision > 0 && !first.noop);
 
     let mut agent = ScriptedAgent::connect(&cp.endpoint(), node("a1", "eu", "eu-1"), 0)
@@ -97,7 +78,7 @@ async fn full_then_incremental_updates() {
 async fn a_burst_of_applies_is_coalesced_while_the_ack_is_withheld() {
     let (cp, _dir) = start();
     let mut admin = cp.admin().await;
-    apply(&mut admin, &base()).await;
+    apply(&mut admin, &base_config()).await;
     let mut agent = ScriptedAgent::connect(&cp.endpoint(), node("a1", "eu", "eu-1"), 0)
         .await
         .expect("connect");
@@ -132,7 +113,7 @@ async fn a_burst_of_applies_is_coalesced_while_the_ack_is_withheld() {
 async fn a_nack_is_visible_in_rollout_status() {
     let (cp, _dir) = start();
     let mut admin = cp.admin().await;
-    let applied = apply(&mut admin, &base()).await;
+    let applied = apply(&mut admin, &base_config()).await;
     let mut agent = ScriptedAgent::connect(&cp.endpoint(), node("a1", "eu", "eu-1"), 0)
         .await
         .expect("connect");
@@ -158,22 +139,47 @@ async fn a_nack_is_visible_in_rollout_status() {
         status.nacks[0].error,
         "binding 0.0.0.0:8080: address in use"
     );
+
+    // Reports land in the registry beside the NACK.
+    let report = portico_api::pb::Report {
+        ready: true,
+        applied_version: 0,
+        uptime_seconds: 42,
+        active_connections: 3,
+        rss_bytes: 12 << 20,
+    };
+    agent.report(report);
+    let record = eventually(
+        "the report in the registry",
+        Duration::from_secs(10),
+        || {
+            let mut admin = admin.clone();
+            async move {
+                let agents = admin.agents(AgentsRequest::default()).await.ok()?;
+                let record = agents.into_inner().agents.pop()?;
+                record.last_report.is_some().then_some(record)
+            }
+        },
+    )
+    .await;
+    assert_eq!(record.last_report, Some(report));
+    assert!(record.connected);
+    assert_eq!(record.replica, "cp-1");
+    assert_eq!(record.node.map(|n| n.zone).as_deref(), Some("eu-1"));
+    assert_eq!(record.last_nack.map(|n| n.version), Some(applied.revision));
 }
 
 #[tokio::test]
 async fn resume_after_reconnect_sends_only_the_diff() {
     let (cp, _dir) = start();
     let mut admin = cp.admin().await;
-    apply(&mut admin, &base()).await;
-    let mut agent = ScriptedAgent::connect(&cp.endpoint(), node("a1", "eu", "eu-1"), 0)
-        .await
-        .expect("connect");
-    let full = agent.expect_update().await;
-    agent.ack(&full);
+    apply(&mut admin, &base_config()).await;
+    let agent = ScriptedAgent::synced(&cp.endpoint(), node("a1", "eu", "eu-1")).await;
+    let applied = agent.config.version;
     drop(agent);
 
     let changed = apply(&mut admin, &cluster("backend", 9100)).await;
-    let mut agent = ScriptedAgent::connect(&cp.endpoint(), node("a1", "eu", "eu-1"), full.version)
+    let mut agent = ScriptedAgent::connect(&cp.endpoint(), node("a1", "eu", "eu-1"), applied)
         .await
         .expect("reconnect");
     let diff = agent.expect_update().await;
@@ -199,7 +205,7 @@ async fn resume_after_reconnect_sends_only_the_diff() {
 async fn rollback_restores_the_exact_resources_of_a_revision() {
     let (cp, _dir) = start();
     let mut admin = cp.admin().await;
-    let v1 = apply(&mut admin, &base()).await;
+    let v1 = apply(&mut admin, &base_config()).await;
     let listed = |admin: &mut AdminClient<Channel>| {
         let mut admin = admin.clone();
         async move {
@@ -264,7 +270,7 @@ async fn rollback_restores_the_exact_resources_of_a_revision() {
 async fn a_stale_expected_revision_is_a_conflict() {
     let (cp, _dir) = start();
     let mut admin = cp.admin().await;
-    let v1 = apply(&mut admin, &base()).await;
+    let v1 = apply(&mut admin, &base_config()).await;
     let v2 = apply(&mut admin, &cluster("backend", 9300)).await;
     let err = admin
         .apply(ApplyRequest {
@@ -295,8 +301,8 @@ async fn a_stale_expected_revision_is_a_conflict() {
 async fn identical_applies_dry_runs_and_invalid_applies_write_nothing() {
     let (cp, _dir) = start();
     let mut admin = cp.admin().await;
-    let v1 = apply(&mut admin, &base()).await;
-    let again = apply(&mut admin, &base()).await;
+    let v1 = apply(&mut admin, &base_config()).await;
+    let again = apply(&mut admin, &base_config()).await;
     assert!(again.noop);
     assert_eq!(again.revision, v1.revision);
 
@@ -391,16 +397,12 @@ async fn a_bad_hello_is_refused_with_a_clear_message() {
 async fn a_sigkilled_control_plane_loses_no_applied_change() {
     let (mut cp, _dir) = start();
     let mut admin = cp.admin().await;
-    apply(&mut admin, &base()).await;
+    apply(&mut admin, &base_config()).await;
     let last = apply(&mut admin, &cluster("backend", 9500)).await;
     cp.kill();
     cp.restart();
     let mut admin = cp.admin().await;
-    let list = admin
-        .list(ListRequest::default())
-        .await
-        .expect("list")
-        .into_inner();
+    let list = list(&mut admin).await;
     assert_eq!(list.revision, last.revision);
     let backend = list
         .resources
@@ -423,12 +425,8 @@ async fn a_sigkilled_control_plane_loses_no_applied_change() {
 async fn metrics_and_probes_answer() {
     let (cp, _dir) = start();
     let mut admin = cp.admin().await;
-    apply(&mut admin, &base()).await;
-    let mut agent = ScriptedAgent::connect(&cp.endpoint(), node("a1", "eu", "eu-1"), 0)
-        .await
-        .expect("connect");
-    let update = agent.expect_update().await;
-    agent.ack(&update);
+    apply(&mut admin, &base_config()).await;
+    let _agent = ScriptedAgent::synced(&cp.endpoint(), node("a1", "eu", "eu-1")).await;
     assert_eq!(cp.http_get("/healthz").map(|r| r.0), Some(200));
     let text = eventually(
         "ACK latency in /metrics",

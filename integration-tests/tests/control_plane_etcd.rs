@@ -2,43 +2,20 @@
 
 use std::time::Duration;
 
-use portico_api::pb::admin_client::AdminClient;
-use portico_api::pb::{
-    AgentsRequest, ApplyRequest, ApplyResponse, HistoryRequest, ListRequest, RolloutStatusRequest,
-};
+use portico_api::pb::{AgentsRequest, ApplyRequest, HistoryRequest, RolloutStatusRequest};
 use portico_integration_tests::cp::{
-    ControlPlane, StoreSpec, cluster, docs, listener, resources, route_table,
+    ControlPlane, StoreSpec, apply, base_config, cluster, list, resources,
 };
 use portico_integration_tests::etcd::Etcd;
 use portico_integration_tests::net::eventually;
 use portico_integration_tests::scripted_agent::{ScriptedAgent, node};
 use tonic::Code;
-use tonic::transport::Channel;
 
 fn on(etcd: &Etcd) -> StoreSpec {
     StoreSpec::Etcd {
         endpoint: etcd.endpoint(),
         prefix: "/portico-test".into(),
     }
-}
-
-fn base() -> String {
-    docs(&[
-        listener("web", 8080, "shop", &[]),
-        route_table("shop", "backend"),
-        cluster("backend", 9001),
-    ])
-}
-
-async fn apply(admin: &mut AdminClient<Channel>, yaml: &str) -> ApplyResponse {
-    admin
-        .apply(ApplyRequest {
-            resources: resources(yaml),
-            ..Default::default()
-        })
-        .await
-        .expect("apply")
-        .into_inner()
 }
 
 #[tokio::test]
@@ -48,7 +25,7 @@ async fn two_replicas_serve_the_same_config_and_the_whole_fleet() {
     let two = ControlPlane::start(on(&etcd), "cp-2");
     let mut admin_one = one.admin().await;
     let mut admin_two = two.admin().await;
-    apply(&mut admin_one, &base()).await;
+    apply(&mut admin_one, &base_config()).await;
 
     let mut a = ScriptedAgent::connect(&one.endpoint(), node("a", "eu", "eu-1"), 0)
         .await
@@ -103,11 +80,7 @@ async fn two_replicas_serve_the_same_config_and_the_whole_fleet() {
             .into_inner();
         let replicas: Vec<_> = agents.agents.iter().map(|r| r.replica.as_str()).collect();
         assert_eq!(replicas, ["cp-1", "cp-2"]);
-        let lists = admin
-            .list(ListRequest::default())
-            .await
-            .expect("list")
-            .into_inner();
+        let lists = list(admin).await;
         assert_eq!(lists.revision, changed.revision);
     }
 }
@@ -118,34 +91,25 @@ async fn a_sigkilled_replica_loses_no_applied_change_and_its_agents_expire() {
     let mut one = ControlPlane::start(on(&etcd), "cp-1");
     let two = ControlPlane::start(on(&etcd), "cp-2");
     let mut admin = one.admin().await;
-    apply(&mut admin, &base()).await;
+    apply(&mut admin, &base_config()).await;
     let last = apply(&mut admin, &cluster("backend", 9003)).await;
-    let mut agent = ScriptedAgent::connect(&one.endpoint(), node("a", "eu", "eu-1"), 0)
-        .await
-        .expect("connect");
-    let update = agent.expect_update().await;
-    agent.ack(&update);
+    let _agent = ScriptedAgent::synced(&one.endpoint(), node("a", "eu", "eu-1")).await;
     let mut admin_two = two.admin().await;
-    eventually("the agent registered", Duration::from_secs(10), || {
-        let mut admin = admin_two.clone();
+    let watcher = admin_two.clone();
+    let registered = |n: usize| {
+        let mut admin = watcher.clone();
         async move {
-            let agents = admin
-                .agents(AgentsRequest::default())
-                .await
-                .ok()?
-                .into_inner();
-            (agents.agents.len() == 1).then_some(())
+            let agents = admin.agents(AgentsRequest::default()).await.ok()?;
+            (agents.into_inner().agents.len() == n).then_some(())
         }
+    };
+    eventually("the agent registered", Duration::from_secs(10), || {
+        registered(1)
     })
     .await;
 
     one.kill();
-    let list = admin_two
-        .list(ListRequest::default())
-        .await
-        .expect("list")
-        .into_inner();
-    assert_eq!(list.revision, last.revision);
+    assert_eq!(list(&mut admin_two).await.revision, last.revision);
     let history = admin_two
         .history(HistoryRequest::default())
         .await
@@ -155,27 +119,12 @@ async fn a_sigkilled_replica_loses_no_applied_change_and_its_agents_expire() {
     eventually(
         "the dead replica's agent to expire",
         Duration::from_secs(30),
-        || {
-            let mut admin = admin_two.clone();
-            async move {
-                let agents = admin
-                    .agents(AgentsRequest::default())
-                    .await
-                    .ok()?
-                    .into_inner();
-                agents.agents.is_empty().then_some(())
-            }
-        },
+        || registered(0),
     )
     .await;
     one.restart();
     let mut admin = one.admin().await;
-    let list = admin
-        .list(ListRequest::default())
-        .await
-        .expect("list")
-        .into_inner();
-    assert_eq!(list.revision, last.revision);
+    assert_eq!(list(&mut admin).await.revision, last.revision);
 }
 
 #[tokio::test]
@@ -183,12 +132,8 @@ async fn losing_the_store_keeps_agents_served_and_refuses_writes() {
     let mut etcd = Etcd::start();
     let cp = ControlPlane::start(on(&etcd), "cp-1");
     let mut admin = cp.admin().await;
-    let applied = apply(&mut admin, &base()).await;
-    let mut agent = ScriptedAgent::connect(&cp.endpoint(), node("a", "eu", "eu-1"), 0)
-        .await
-        .expect("connect");
-    let update = agent.expect_update().await;
-    agent.ack(&update);
+    let applied = apply(&mut admin, &base_config()).await;
+    let _agent = ScriptedAgent::synced(&cp.endpoint(), node("a", "eu", "eu-1")).await;
 
     etcd.kill();
     let err = admin
@@ -212,12 +157,7 @@ async fn losing_the_store_keeps_agents_served_and_refuses_writes() {
     .await;
 
     // Reads and agents are served from memory.
-    let list = admin
-        .list(ListRequest::default())
-        .await
-        .expect("list")
-        .into_inner();
-    assert_eq!(list.revision, applied.revision);
+    assert_eq!(list(&mut admin).await.revision, applied.revision);
     let mut late = ScriptedAgent::connect(&cp.endpoint(), node("late", "eu", "eu-1"), 0)
         .await
         .expect("a new agent connects without the store");

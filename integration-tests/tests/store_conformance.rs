@@ -12,8 +12,8 @@ use futures::StreamExt;
 use portico_control_plane::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use portico_control_plane::store::etcd::{EtcdConfig, EtcdStore};
 use portico_control_plane::store::{
-    Change, Compare, KeyValue, Op, Revision, Store, StoreError, Txn, TxnOutcome, WatchEvent,
-    WatchStream,
+    Change, Compare, KeyValue, MAX_TXN_OPS, Op, Revision, Store, StoreError, Txn, TxnOutcome,
+    WatchEvent, WatchStream,
 };
 use portico_integration_tests::etcd::Etcd;
 use portico_integration_tests::net::eventually;
@@ -78,7 +78,7 @@ conformance!(
     deletes_and_empty_transactions_make_no_revision,
     compare_and_swap,
     transactions_are_atomic,
-    duplicate_keys_in_a_transaction_are_invalid,
+    malformed_transactions_are_invalid,
     watch_replays_then_follows,
     watch_resumes_after_a_dropped_stream,
     compaction_is_signalled,
@@ -331,17 +331,26 @@ async fn transactions_are_atomic(store: Arc<dyn Store>) {
     );
 }
 
-async fn duplicate_keys_in_a_transaction_are_invalid(store: Arc<dyn Store>) {
+async fn malformed_transactions_are_invalid(store: Arc<dyn Store>) {
+    let too_many = (0..=MAX_TXN_OPS)
+        .map(|i| put(&format!("/x/{i}"), "v"))
+        .collect();
     for txn in [
         ops(vec![put("/x/k", "1"), put("/x/k", "2")]),
         ops(vec![put("/x/k", "1"), delete("/x/k")]),
+        ops(too_many),
     ] {
         match store.txn(txn).await {
             Err(StoreError::Invalid(_)) => {}
             other => panic!("expected Invalid, got {other:?}"),
         }
     }
-    assert_eq!(value(&store, "/x/k").await, None);
+    let (written, _) = store.list("/x/").await.expect("list");
+    assert!(written.is_empty(), "{written:?}");
+    let at_limit = (0..MAX_TXN_OPS)
+        .map(|i| put(&format!("/x/{i}"), "v"))
+        .collect();
+    commit(&store, ops(at_limit)).await;
 }
 
 async fn watch_replays_then_follows(store: Arc<dyn Store>) {
@@ -349,6 +358,11 @@ async fn watch_replays_then_follows(store: Arc<dyn Store>) {
     commit(&store, ops(vec![put("/other", "x")])).await;
     let r3 = commit(&store, ops(vec![put("/w/b", "1"), delete("/w/a")])).await;
 
+    match store.watch("/w/", 0).await {
+        Err(StoreError::Invalid(_)) => {}
+        Err(e) => panic!("watch from revision 0: expected Invalid, got {e}"),
+        Ok(_) => panic!("watch from revision 0 was accepted"),
+    }
     let mut watch = store.watch("/w/", r1).await.expect("watch");
     let replayed = changes_through(&mut watch, r3).await;
     assert_eq!(
@@ -634,6 +648,24 @@ mod embedded_only {
             Arc::new(EmbeddedStore::open(dir.path()).expect("reopen after close"));
         assert_eq!(value(&reopened, "/k").await, Some(b"v".to_vec()));
         assert_eq!(revision(&reopened).await, rev);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closing_the_store_ends_watches_and_frees_the_directory() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).expect("open"));
+        let rev = commit(&store, ops(vec![put("/e/a", "1")])).await;
+        let mut watch = store.watch("/e/", rev).await.expect("watch");
+        changes_through(&mut watch, rev).await;
+        drop(store);
+
+        let end = tokio::time::timeout(WAIT, watch.next()).await;
+        match end {
+            Ok(Some(Err(e))) => assert!(e.is_retryable(), "{e:?}"),
+            other => panic!("expected the watch to fail, got {other:?}"),
+        }
+        // The open watch did not keep the directory locked.
+        EmbeddedStore::open(dir.path()).expect("reopen");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

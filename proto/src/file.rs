@@ -23,20 +23,37 @@ pub struct Loaded {
     pub path: PathBuf,
     /// The document's index in the file (0-based).
     pub document: usize,
+    /// The line the document starts on (1-based), or 0 when unknown (JSON, list items).
+    pub line: usize,
 }
 
 /// An error in a file, naming the file, the document and the field.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: document {document}: {field}{sep}{message}", sep = if field.is_empty() { "" } else { ": " })]
 pub struct FileError {
     /// The file.
     pub path: String,
     /// The document's index in the file (0-based).
     pub document: usize,
-    /// Path of the field at fault, e.g. "spec.virtual_hosts[0].domains".
+    /// The line the document starts on (1-based), or 0 when unknown.
+    pub line: usize,
+    /// Path of the field at fault, e.g. `spec.virtual_hosts[0].domains`.
     pub field: String,
     /// What is wrong.
     pub message: String,
+}
+
+/// `a.yaml: document 2 (line 31): spec.port: ...`
+impl std::fmt::Display for FileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: document {}", self.path, self.document)?;
+        if self.line > 0 {
+            write!(f, " (line {})", self.line)?;
+        }
+        if !self.field.is_empty() {
+            write!(f, ": {}", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
 }
 
 /// A resource that cannot be rendered in the file format.
@@ -52,8 +69,14 @@ pub enum RenderError {
         source: serde_json::Error,
     },
     /// The YAML emitter refused a value.
-    #[error("cannot render resources as YAML: {0}")]
-    Yaml(#[source] serde_saphyr::SerializeError),
+    #[error("cannot render {resource} as YAML: {source}")]
+    Yaml {
+        /// The resource, as "Kind/name".
+        resource: String,
+        /// Why.
+        #[source]
+        source: serde_saphyr::SerializeError,
+    },
 }
 
 /// Loads files and directories (every `*.yaml`, `*.yml`, `*.json` directly in a directory,
@@ -64,7 +87,12 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<Loaded>, Vec<FileError>> {
     for file in expand(paths, &mut errors) {
         match std::fs::read_to_string(&file) {
             Ok(text) => decode_file(&file, &text, &mut loaded, &mut errors),
-            Err(e) => errors.push(file_error(&file, 0, "", format!("cannot read file: {e}"))),
+            Err(e) => errors.push(file_error(
+                &file,
+                FILE,
+                "",
+                format!("cannot read file: {e}"),
+            )),
         }
     }
     check_duplicates(&loaded, &mut errors);
@@ -98,16 +126,28 @@ pub fn to_value(resource: &Resource) -> Result<Value, RenderError> {
     })
 }
 
-/// Renders resources as YAML documents that [`parse`] reads back unchanged.
+/// Renders resources as YAML documents that [`parse`] reads back unchanged. Fields after the
+/// envelope's are sorted by name, so the output is deterministic (map fields too).
 pub fn to_yaml(resources: &[Resource]) -> Result<String, RenderError> {
-    let values = values(resources)?;
-    let ordered: Vec<_> = values.iter().map(Ordered).collect();
-    serde_saphyr::to_string_multiple(&ordered).map_err(RenderError::Yaml)
+    let documents = resources
+        .iter()
+        .map(|r| {
+            serde_saphyr::to_string(&Ordered(&to_value(r)?)).map_err(|source| RenderError::Yaml {
+                resource: r.key().to_string(),
+                source,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(documents.join("---\n"))
 }
 
-/// Renders resources as a JSON array that [`parse`] reads back unchanged.
+/// Renders resources as a JSON array that [`parse`] reads back unchanged, ordered as
+/// [`to_yaml`] orders.
 pub fn to_json(resources: &[Resource]) -> Result<String, RenderError> {
-    let values = values(resources)?;
+    let values = resources
+        .iter()
+        .map(to_value)
+        .collect::<Result<Vec<_>, _>>()?;
     let ordered: Vec<_> = values.iter().map(Ordered).collect();
     let mut text = serde_json::to_string_pretty(&ordered).map_err(|source| RenderError::Json {
         resource: "resources".into(),
@@ -115,12 +155,6 @@ pub fn to_json(resources: &[Resource]) -> Result<String, RenderError> {
     })?;
     text.push('\n');
     Ok(text)
-}
-
-/// Envelopes of `resources`; going through `Value` names the resource the JSON mapping
-/// refuses.
-fn values(resources: &[Resource]) -> Result<Vec<Value>, RenderError> {
-    resources.iter().map(to_value).collect()
 }
 
 /// The files named by `paths`: files as given, directories expanded to their resource files.
@@ -136,7 +170,7 @@ fn expand(paths: &[PathBuf], errors: &mut Vec<FileError>) -> Vec<PathBuf> {
             Err(e) => {
                 errors.push(file_error(
                     path,
-                    0,
+                    FILE,
                     "",
                     format!("cannot read directory: {e}"),
                 ));
@@ -164,10 +198,23 @@ fn is_json(path: &Path) -> bool {
     path.extension().and_then(|e| e.to_str()) == Some("json")
 }
 
-fn file_error(path: &Path, document: usize, field: &str, message: String) -> FileError {
+/// A document's index in its file and the line it starts on (0: unknown).
+#[derive(Clone, Copy)]
+struct Place {
+    document: usize,
+    line: usize,
+}
+
+const FILE: Place = Place {
+    document: 0,
+    line: 0,
+};
+
+fn file_error(path: &Path, at: Place, field: &str, message: String) -> FileError {
     FileError {
         path: path.display().to_string(),
-        document,
+        document: at.document,
+        line: at.line,
         field: field.to_string(),
         message,
     }
@@ -178,31 +225,37 @@ fn decode_file(path: &Path, text: &str, loaded: &mut Vec<Loaded>, errors: &mut V
     let documents = match documents(path, text) {
         Ok(documents) => documents,
         Err(message) => {
-            errors.push(file_error(path, 0, "", message));
+            errors.push(file_error(path, FILE, "", message));
             return;
         }
     };
-    for (document, value) in documents.into_iter().enumerate() {
+    for (document, (value, line)) in documents.into_iter().enumerate() {
         match decode(value) {
             Ok(resource) => loaded.push(Loaded {
                 resource,
                 path: path.to_path_buf(),
                 document,
+                line,
             }),
-            Err((field, message)) => errors.push(file_error(path, document, &field, message)),
+            Err((field, message)) => {
+                let at = Place { document, line };
+                errors.push(file_error(path, at, &field, message));
+            }
         }
     }
 }
 
-/// The documents of a file; a top-level array stands for one document per element.
-fn documents(path: &Path, text: &str) -> Result<Vec<Value>, String> {
-    let roots: Vec<Value> = if is_json(path) {
-        vec![serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?]
+/// The documents of a file with the lines they start on; a top-level list stands for one
+/// document per item.
+fn documents(path: &Path, text: &str) -> Result<Vec<(Value, usize)>, String> {
+    let roots: Vec<(Value, usize)> = if is_json(path) {
+        let root = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+        vec![(root, 0)]
     } else {
         // YAML 1.1 booleans would turn names like `y` or `no` into `false`; the JSON mapping
-        // wants real booleans spelled `true`/`false` anyway.
-        // The default budget stops at 1,024 documents and 250,000 nodes; a fleet's config
-        // can be larger. Depth and alias limits stay as they are.
+        // wants real booleans spelled `true`/`false` anyway. The default budget stops at
+        // 1,024 documents and 250,000 nodes; a fleet's config can be larger. Depth and alias
+        // limits stay as they are.
         let options = serde_saphyr::options! {
             with_snippet: false,
             strict_booleans: true,
@@ -213,15 +266,18 @@ fn documents(path: &Path, text: &str) -> Result<Vec<Value>, String> {
                 max_events: 100_000_000,
             },
         };
-        serde_saphyr::from_multiple_with_options(text, options)
+        serde_saphyr::from_multiple_with_options::<serde_saphyr::Spanned<Value>>(text, options)
             .map_err(|e| format!("invalid YAML: {e}"))?
+            .into_iter()
+            .map(|s| (s.value, usize::try_from(s.referenced.line()).unwrap_or(0)))
+            .collect()
     };
     Ok(roots
         .into_iter()
-        .flat_map(|root| match root {
-            Value::Array(items) => items,
+        .flat_map(|(root, line)| match root {
+            Value::Array(items) => items.into_iter().map(|item| (item, 0)).collect(),
             Value::Null => Vec::new(),
-            other => vec![other],
+            other => vec![(other, line)],
         })
         .collect())
 }
@@ -370,7 +426,10 @@ fn check_duplicates(loaded: &[Loaded], errors: &mut Vec<FileError>) {
         match first.get(&key) {
             Some(prev) => errors.push(file_error(
                 &l.path,
-                l.document,
+                Place {
+                    document: l.document,
+                    line: l.line,
+                },
                 "name",
                 format!(
                     "{} is defined twice: also in {} document {}",
@@ -428,8 +487,8 @@ impl Serialize for SpecRef<'_> {
     }
 }
 
-/// Serializes an envelope value with `kind`, `name`, `labels`, `spec` first, in that order,
-/// whatever order the JSON map keeps; nested maps keep their own order.
+/// Serializes an envelope value as `kind`, `name`, `labels`, `spec`, in that order; a JSON
+/// map would sort them.
 struct Ordered<'a>(&'a Value);
 
 impl Serialize for Ordered<'_> {
@@ -439,14 +498,11 @@ impl Serialize for Ordered<'_> {
             return self.0.serialize(serializer);
         };
         const FIRST: [&str; 4] = ["kind", "name", "labels", "spec"];
-        let mut out = serializer.serialize_map(Some(map.len()))?;
+        let mut out = serializer.serialize_map(None)?;
         for key in FIRST {
             if let Some(v) = map.get(key) {
                 out.serialize_entry(key, v)?;
             }
-        }
-        for (k, v) in map.iter().filter(|(k, _)| !FIRST.contains(&k.as_str())) {
-            out.serialize_entry(k, v)?;
         }
         out.end()
     }

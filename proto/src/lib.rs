@@ -7,8 +7,8 @@
 //!
 //! # Layout
 //! - [`pb`]: generated messages and gRPC stubs (`portico.v1`).
-//! - [`file`]: the resource file format (YAML/JSON envelope), loading files and directories.
-//! - [`reference`]: what each resource refers to (for validation and scoping); redaction.
+//! - [`file`](mod@file): the resource file format (YAML/JSON envelope), loading files and directories.
+//! - [`reference`](mod@reference): what each resource refers to (for validation and scoping); redaction.
 //! - [`validate`]: validation of a whole resource set with field-path errors.
 //! - [`resource`]: the kind of a resource, its key, [`ResourceSet`], helpers on [`pb::Resource`].
 
@@ -18,7 +18,8 @@ pub mod resource;
 pub mod validate;
 
 /// Generated protobuf messages, gRPC clients/servers, and their proto3-JSON serde impls.
-#[allow(clippy::all, missing_docs)]
+// Comments come from the .proto files, which are not written as rustdoc.
+#[allow(clippy::all, missing_docs, rustdoc::invalid_html_tags)]
 pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/portico.v1.rs"));
     include!(concat!(env!("OUT_DIR"), "/portico.v1.serde.rs"));

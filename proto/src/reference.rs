@@ -1,6 +1,6 @@
 //! What a resource refers to: the edges that scoping follows and validation checks.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 
 use crate::ResourceSet;
 use crate::pb::{Kind, Resource, ResourceKey, policy, resource::Spec, route_action, secret};
@@ -10,7 +10,7 @@ use crate::pb::{Kind, Resource, ResourceKey, policy, resource::Spec, route_actio
 pub struct Reference {
     /// The resource referred to.
     pub target: ResourceKey,
-    /// Path of the referring field, e.g. "virtual_hosts[0].routes[2].action.cluster".
+    /// Path of the referring field, e.g. `virtual_hosts[0].routes[2].action.cluster`.
     pub field: String,
 }
 
@@ -142,11 +142,11 @@ pub fn redacted(resource: &Resource) -> Resource {
 /// The resources of `set` reachable from `roots` by following references, roots included.
 /// Roots and references to resources missing from `set` are skipped.
 pub fn reachable(set: &ResourceSet, roots: impl IntoIterator<Item = ResourceKey>) -> ResourceSet {
-    let mut seen: BTreeSet<(i32, String)> = BTreeSet::new();
+    let mut seen = HashSet::new();
     let mut queue: VecDeque<ResourceKey> = roots.into_iter().collect();
     let mut out = ResourceSet::new();
     while let Some(key) = queue.pop_front() {
-        if !seen.insert((key.kind, key.name.clone())) {
+        if !seen.insert(key.clone()) {
             continue;
         }
         let Some(resource) = set.get(key.kind(), &key.name) else {

@@ -37,10 +37,14 @@ impl Kind {
             .filter(|c| *c != '_' && *c != '-')
             .flat_map(char::to_lowercase)
             .collect();
-        let norm = norm.strip_suffix('s').unwrap_or(&norm);
-        Kind::ALL
-            .into_iter()
-            .find(|k| k.display_name().to_ascii_lowercase() == norm)
+        Kind::ALL.into_iter().find(|k| {
+            let name = k.display_name().to_ascii_lowercase();
+            let plural = match name.strip_suffix('y') {
+                Some(stem) => format!("{stem}ies"),
+                None => format!("{name}s"),
+            };
+            norm == name || norm == plural
+        })
     }
 }
 
@@ -175,11 +179,14 @@ mod tests {
             ("route-tables", Kind::RouteTable),
             ("listeners", Kind::Listener),
             ("SECRET", Kind::Secret),
+            ("policies", Kind::Policy),
+            ("Policy", Kind::Policy),
         ] {
             assert_eq!(Kind::parse(s), Some(k), "{s}");
         }
         assert_eq!(Kind::parse("nope"), None);
         assert_eq!(Kind::parse("unspecified"), None);
+        assert_eq!(Kind::parse("policys"), None);
     }
 
     #[test]

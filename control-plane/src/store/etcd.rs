@@ -8,6 +8,7 @@
 //! [`StoreError::Unavailable`] and a missing lease is [`StoreError::LeaseNotFound`].
 
 use std::future::Future;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,8 +23,15 @@ use super::{
     WatchEvent, WatchStream,
 };
 
+/// How often a request that never reached etcd is sent again (to another endpoint, if the
+/// balancer has one) before its error is returned.
+const MAX_RETRIES: u32 = 10;
 /// Keys per `list` page.
 const PAGE: i64 = 500;
+/// The largest response accepted. etcd sends a watch's replay of up to 1,000 revisions, or a
+/// page of large values, in one message, far beyond gRPC's default 4 MiB; refusing it would
+/// fail the same request on every retry.
+const MAX_MESSAGE: usize = 256 << 20;
 
 /// How to reach etcd.
 #[derive(Clone, Debug)]
@@ -103,6 +111,9 @@ impl EtcdStore {
     /// Connects and checks that etcd answers within `connect_timeout`, so a wrong address or a
     /// dead cluster fails at startup with a clear error rather than at the first request.
     pub async fn connect(config: &EtcdConfig) -> Result<EtcdStore, StoreError> {
+        if config.endpoints.is_empty() {
+            return Err(StoreError::Invalid("no etcd endpoints given".into()));
+        }
         let endpoints = config.endpoints.join(",");
         let mut options = ConnectOptions::new()
             .with_connect_timeout(config.connect_timeout)
@@ -116,50 +127,100 @@ impl EtcdStore {
                 config.connect_timeout
             ))
         };
-        let connect = async {
-            let mut client = Client::connect(&config.endpoints, Some(options)).await?;
-            client.status().await?;
-            Ok::<_, etcd_client::Error>(client)
-        };
-        let client = match tokio::time::timeout(config.connect_timeout, connect).await {
+        let client = match tokio::time::timeout(
+            config.connect_timeout,
+            Client::connect(&config.endpoints, Some(options)),
+        )
+        .await
+        {
             Ok(Ok(client)) => client,
             Ok(Err(e)) => return Err(unreachable(e.to_string())),
             Err(_) => return Err(unreachable("no answer".into())),
         };
-        Ok(EtcdStore {
+        let store = EtcdStore {
             client,
-            endpoints,
+            endpoints: endpoints.clone(),
             request_timeout: config.request_timeout,
-        })
+        };
+        let probe = || {
+            let mut maintenance = store.client.maintenance_client();
+            async move { maintenance.status().await }
+        };
+        match store.send("status", config.connect_timeout, probe).await {
+            Ok(Ok(_)) => Ok(store),
+            Ok(Err(e)) => Err(unreachable(e.to_string())),
+            Err(_) => Err(unreachable("no answer".into())),
+        }
     }
 
-    /// Runs one request with the request timeout. `lease` is the lease the request refers
-    /// to, reported when etcd says it does not exist.
-    async fn call<T>(
+    /// Sends a request, retrying it while it fails before reaching etcd (an endpoint refuses
+    /// connections: the balancer tried a dead member), for at most `timeout` in all.
+    async fn send<T, F, Fut>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut request: F,
+    ) -> Result<Result<T, etcd_client::Error>, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut retries = 0;
+        loop {
+            match tokio::time::timeout_at(deadline, request()).await {
+                Ok(Err(e)) if retries < MAX_RETRIES && never_sent(&e) => {
+                    retries += 1;
+                    tokio::time::sleep(Duration::from_millis(10 * u64::from(retries))).await;
+                }
+                Ok(result) => return Ok(result),
+                Err(_) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "etcd at {} did not answer {what} within {timeout:?}",
+                        self.endpoints
+                    )));
+                }
+            }
+        }
+    }
+
+    /// [`EtcdStore::send`] with the request timeout and errors classified. `lease` is the
+    /// lease the request refers to, reported when etcd says it does not exist.
+    async fn call<T, F, Fut>(
         &self,
         what: &str,
         lease: Option<LeaseId>,
-        request: impl Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.request_timeout, request).await {
-            Ok(Err(etcd_client::Error::GRpcStatus(s))) if s.code() == Code::NotFound => {
+        request: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        match self.send(what, self.request_timeout, request).await? {
+            Ok(value) => Ok(value),
+            Err(etcd_client::Error::GRpcStatus(s)) if s.code() == Code::NotFound => {
                 Err(match lease {
                     Some(id) => StoreError::LeaseNotFound(id),
                     None => StoreError::Invalid(format!("etcd: {}", s.message())),
                 })
             }
-            Ok(result) => result.map_err(classify),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "etcd at {} did not answer {what} within {:?}",
-                self.endpoints, self.request_timeout
-            ))),
+            Err(e) => Err(classify(e)),
         }
     }
 
+    fn kv(&self) -> etcd_client::KvClient {
+        self.client
+            .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE)
+    }
+
     async fn current_revision(&self) -> Result<Revision, StoreError> {
-        let mut kv = self.client.kv_client();
-        let options = GetOptions::new().with_count_only();
-        let resp = self.call("get", None, kv.get("/", Some(options))).await?;
+        let resp = self
+            .call("get", None, || {
+                let mut kv = self.kv();
+                async move { kv.get("/", Some(GetOptions::new().with_count_only())).await }
+            })
+            .await?;
         Ok(resp.header().map_or(0, |h| h.revision()))
     }
 }
@@ -167,13 +228,16 @@ impl EtcdStore {
 #[async_trait::async_trait]
 impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        let mut kv = self.client.kv_client();
-        let resp = self.call("get", None, kv.get(key, None)).await?;
+        let resp = self
+            .call("get", None, || {
+                let mut kv = self.kv();
+                async move { kv.get(key, None).await }
+            })
+            .await?;
         resp.kvs().first().map(key_value).transpose()
     }
 
     async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision), StoreError> {
-        let mut kv = self.client.kv_client();
         let end = prefix_end(prefix.as_bytes());
         let mut start = if prefix.is_empty() {
             vec![0]
@@ -185,13 +249,16 @@ impl Store for EtcdStore {
         loop {
             // Later pages read at the first page's revision, so the list is one consistent
             // snapshot.
-            let options = GetOptions::new()
-                .with_range(end.clone())
-                .with_limit(PAGE)
-                .with_revision(revision);
-            let resp = self
-                .call("list", None, kv.get(start.clone(), Some(options)))
-                .await?;
+            let page = || {
+                let mut kv = self.kv();
+                let options = GetOptions::new()
+                    .with_range(end.clone())
+                    .with_limit(PAGE)
+                    .with_revision(revision);
+                let start = start.clone();
+                async move { kv.get(start, Some(options)).await }
+            };
+            let resp = self.call("list", None, page).await?;
             if revision == 0 {
                 revision = resp.header().map_or(0, |h| h.revision());
             }
@@ -237,8 +304,13 @@ impl Store for EtcdStore {
             })
             .collect();
         let request = etcd_client::Txn::new().when(compares).and_then(ops);
-        let mut kv = self.client.kv_client();
-        let resp = self.call("txn", lease, kv.txn(request)).await?;
+        let resp = self
+            .call("txn", lease, || {
+                let mut kv = self.kv();
+                let request = request.clone();
+                async move { kv.txn(request).await }
+            })
+            .await?;
         let revision = resp.header().map_or(0, |h| h.revision());
         Ok(if resp.succeeded() {
             TxnOutcome::Committed(revision)
@@ -253,11 +325,15 @@ impl Store for EtcdStore {
                 "a watch starts at revision 1 or later, not {from}"
             )));
         }
-        let mut client = self.client.watch_client();
-        let options = WatchOptions::new().with_prefix().with_start_revision(from);
-        let stream = self
-            .call("watch", None, client.watch(prefix, Some(options)))
-            .await?;
+        let start = || {
+            let mut client = self
+                .client
+                .watch_client()
+                .max_decoding_message_size(MAX_MESSAGE);
+            let options = WatchOptions::new().with_prefix().with_start_revision(from);
+            async move { client.watch(prefix, Some(options)).await }
+        };
+        let stream = self.call("watch", None, start).await?;
         Ok(Box::pin(futures::stream::unfold(Some(stream), next_event)))
     }
 
@@ -268,34 +344,37 @@ impl Store for EtcdStore {
         // etcd counts in whole seconds; round up so a lease never lives shorter than asked.
         let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
         let secs = i64::try_from(secs).unwrap_or(i64::MAX);
-        let mut lease = self.client.lease_client();
-        let resp = self
-            .call("lease grant", None, lease.grant(secs, None))
-            .await?;
+        let grant = || {
+            let mut lease = self.client.lease_client();
+            async move { lease.grant(secs, None).await }
+        };
+        let resp = self.call("lease grant", None, grant).await?;
         Ok(resp.id())
     }
 
     async fn lease_keep_alive(&self, id: LeaseId) -> Result<(), StoreError> {
-        let mut lease = self.client.lease_client();
         // `keep_alive` opens the stream and waits for the first answer, which reports whether
         // the lease still exists; one refresh needs nothing more.
-        match tokio::time::timeout(self.request_timeout, lease.keep_alive(id)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(etcd_client::Error::LeaseKeepAliveError(_))) => {
-                Err(StoreError::LeaseNotFound(id))
-            }
-            Ok(Err(e)) => Err(classify(e)),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "etcd at {} did not answer lease keep-alive within {:?}",
-                self.endpoints, self.request_timeout
-            ))),
+        let refresh = || {
+            let mut lease = self.client.lease_client();
+            async move { lease.keep_alive(id).await }
+        };
+        match self
+            .send("lease keep-alive", self.request_timeout, refresh)
+            .await?
+        {
+            Ok(_) => Ok(()),
+            Err(etcd_client::Error::LeaseKeepAliveError(_)) => Err(StoreError::LeaseNotFound(id)),
+            Err(e) => Err(classify(e)),
         }
     }
 
     async fn lease_revoke(&self, id: LeaseId) -> Result<(), StoreError> {
-        let mut lease = self.client.lease_client();
-        self.call("lease revoke", Some(id), lease.revoke(id))
-            .await?;
+        self.call("lease revoke", Some(id), || {
+            let mut lease = self.client.lease_client();
+            async move { lease.revoke(id).await }
+        })
+        .await?;
         Ok(())
     }
 
@@ -306,18 +385,18 @@ impl Store for EtcdStore {
                 "cannot compact to revision {revision}: the current revision is {current}"
             )));
         }
-        let mut kv = self.client.kv_client();
-        let options = CompactionOptions::new().with_physical();
-        match tokio::time::timeout(self.request_timeout, kv.compact(revision, Some(options))).await
-        {
-            Ok(Ok(_)) => Ok(()),
+        let compact = || {
+            let mut kv = self.kv();
+            async move {
+                let options = CompactionOptions::new().with_physical();
+                kv.compact(revision, Some(options)).await
+            }
+        };
+        match self.send("compact", self.request_timeout, compact).await? {
+            Ok(_) => Ok(()),
             // Not a future revision (checked above), so it is already compacted: done.
-            Ok(Err(etcd_client::Error::GRpcStatus(s))) if s.code() == Code::OutOfRange => Ok(()),
-            Ok(Err(e)) => Err(classify(e)),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "etcd at {} did not answer compact within {:?}",
-                self.endpoints, self.request_timeout
-            ))),
+            Err(etcd_client::Error::GRpcStatus(s)) if s.code() == Code::OutOfRange => Ok(()),
+            Err(e) => Err(classify(e)),
         }
     }
 }
@@ -402,6 +481,30 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
         }
     }
     vec![0]
+}
+
+/// Whether a request failed before it reached etcd, so sending it again cannot apply it
+/// twice: the connection to the chosen endpoint was refused or had no route.
+fn never_sent(e: &etcd_client::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = match e {
+        etcd_client::Error::GRpcStatus(status) => Some(status),
+        etcd_client::Error::TransportError(e) => Some(e),
+        etcd_client::Error::IoError(e) => Some(e),
+        _ => None,
+    };
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::NetworkUnreachable
+                    | ErrorKind::AddrNotAvailable
+            );
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// Classifies an etcd error by its gRPC code: only the ones that say "try again" are

@@ -22,6 +22,10 @@ pub type Revision = i64;
 /// A lease id.
 pub type LeaseId = i64;
 
+/// The most compares, and the most ops, one transaction may hold: etcd's default
+/// `--max-txn-ops`.
+pub const MAX_TXN_OPS: usize = 128;
+
 /// One stored key and its value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyValue {
@@ -60,6 +64,10 @@ pub enum Op {
 }
 
 /// Compares, then writes: all of the writes happen, at one new revision, or none do.
+///
+/// As in etcd, a key may be put at most once per transaction and not also deleted, and a
+/// transaction holds at most [`MAX_TXN_OPS`] compares and as many ops; both stores reject more
+/// with [`StoreError::Invalid`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Txn {
     /// Every compare must hold for the writes to happen.
@@ -72,7 +80,8 @@ pub struct Txn {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TxnOutcome {
     /// The compares held and the writes were made durably at this revision. A transaction
-    /// with no ops commits without creating a revision and reports the current one.
+    /// that changes nothing (no ops, or only deletes of absent keys) commits without creating
+    /// a revision and reports the current one, as etcd does.
     Committed(Revision),
     /// A compare failed; nothing was written. The store's current revision.
     Conflict(Revision),
@@ -131,7 +140,8 @@ pub enum StoreError {
     /// The lease does not exist (it expired or was revoked); not retryable.
     #[error("lease {0} not found (expired or revoked)")]
     LeaseNotFound(LeaseId),
-    /// Another process owns the embedded store's directory; not retryable.
+    /// Another process (or another open handle in this one) owns the embedded store's
+    /// directory; not retryable.
     #[error("store directory {path} is in use by another process")]
     Locked { path: String },
     /// The store's data is unreadable; not retryable.
@@ -165,7 +175,8 @@ pub trait Store: Send + Sync + 'static {
     /// Changes to keys starting with `prefix`, from revision `from` (inclusive, ≥ 1) onwards.
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError>;
 
-    /// Creates a lease that expires `ttl` after its last keep-alive.
+    /// Creates a lease that expires `ttl` after its last keep-alive. etcd counts whole seconds
+    /// (the ttl is rounded up) and may raise a short ttl to its minimum (about 2 s by default).
     async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId, StoreError>;
 
     /// Refreshes a lease. Fails with [`StoreError::LeaseNotFound`] when it already expired.

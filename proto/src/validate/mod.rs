@@ -1,6 +1,6 @@
 //! Validation of a whole resource set: every error, each with the resource and a field path.
 //!
-//! Each kind has its own module checking one resource alone; [`refs`] checks what resources
+//! Each kind has its own module checking one resource alone; `refs` checks what resources
 //! say about each other (references resolve, secrets fit their use), and the kind modules add
 //! the few set-wide rules of their kind (listeners sharing a socket, consumers sharing a key).
 //!
@@ -47,15 +47,41 @@ impl std::fmt::Display for ValidationError {
 
 impl std::error::Error for ValidationError {}
 
+/// For the Admin API's apply response.
+impl From<ValidationError> for crate::pb::ValidationError {
+    fn from(e: ValidationError) -> Self {
+        crate::pb::ValidationError {
+            key: Some(e.key),
+            field: e.field,
+            message: e.message,
+        }
+    }
+}
+
+/// For showing an apply response's errors as [`validate_set`] shows them.
+impl From<crate::pb::ValidationError> for ValidationError {
+    fn from(e: crate::pb::ValidationError) -> Self {
+        ValidationError {
+            key: e.key.unwrap_or_default(),
+            field: e.field,
+            message: e.message,
+        }
+    }
+}
+
 /// Every error in `set`, in resource order. Empty when the set is valid.
 pub fn validate_set(set: &ResourceSet) -> Vec<ValidationError> {
-    validate_with_deletions(set, &HashSet::new())
+    validate_with(set, None, &HashSet::new())
 }
 
 /// Validates the config that results from applying `upserts` and `deletions` to `stored`, and
-/// returns it. Besides [`validate_set`] on the result this rejects duplicate names within
-/// `upserts`, a resource both upserted and deleted, and deletions of resources the result still
-/// references (reported on the deleted resource, naming who refers to it and from where).
+/// returns it. The result is checked as [`validate_set`] does, except that the rules about one
+/// resource alone run only on `upserts`: stored resources passed them when they were applied,
+/// and a rule made stricter later must not block unrelated changes. Rules between resources
+/// (references, shared sockets and credentials) run on the whole result. Besides, this rejects
+/// duplicate names within `upserts`, a resource both upserted and deleted, and deletions of
+/// resources the result still references (reported on the deleted resource, naming who refers
+/// to it and from where).
 pub fn validate_apply(
     stored: &ResourceSet,
     upserts: &[Resource],
@@ -80,7 +106,7 @@ pub fn validate_apply(
     for r in upserts {
         set.insert(r.clone());
     }
-    errors.extend(validate_with_deletions(&set, &deleted));
+    errors.extend(validate_with(&set, Some(&seen), &deleted));
     sort(&mut errors);
     if errors.is_empty() {
         Ok(set)
@@ -89,26 +115,18 @@ pub fn validate_apply(
     }
 }
 
-/// Validates `set`; a reference to a resource in `deleted` is reported on that resource.
-fn validate_with_deletions(
+/// Validates `set`, checking resources one by one only when in `changed` (all when `None`);
+/// a reference to a resource in `deleted` is reported on that resource.
+fn validate_with(
     set: &ResourceSet,
+    changed: Option<&HashSet<ResourceKey>>,
     deleted: &HashSet<ResourceKey>,
 ) -> Vec<ValidationError> {
     let mut out = Vec::new();
     for resource in set.iter() {
         let key = resource.key();
-        let mut e = Errors::new(&key, &mut out);
-        if let Err(message) = field::dns_label(&resource.name) {
-            e.add("name", message);
-        }
-        match &resource.spec {
-            None => e.add("", "spec is not set"),
-            Some(Spec::Listener(l)) => listener::check(l, &mut e),
-            Some(Spec::RouteTable(t)) => route::check(t, &mut e),
-            Some(Spec::Cluster(c)) => cluster::check(c, &mut e),
-            Some(Spec::Policy(p)) => policy::check(p, &mut e),
-            Some(Spec::Consumer(c)) => consumer::check(c, &mut e),
-            Some(Spec::Secret(s)) => secret::check(s, &mut e),
+        if changed.is_none_or(|changed| changed.contains(&key)) {
+            check_one(resource, &mut Errors::new(&key, &mut out));
         }
         refs::check(set, resource, deleted, &mut out);
     }
@@ -116,6 +134,22 @@ fn validate_with_deletions(
     consumer::check_credentials(set, &mut out);
     sort(&mut out);
     out
+}
+
+/// The rules about one resource alone.
+fn check_one(resource: &Resource, e: &mut Errors) {
+    if let Err(message) = field::dns_label(&resource.name) {
+        e.add("name", message);
+    }
+    match &resource.spec {
+        None => e.add("", "spec is not set"),
+        Some(Spec::Listener(l)) => listener::check(l, e),
+        Some(Spec::RouteTable(t)) => route::check(t, e),
+        Some(Spec::Cluster(c)) => cluster::check(c, e),
+        Some(Spec::Policy(p)) => policy::check(p, e),
+        Some(Spec::Consumer(c)) => consumer::check(c, e),
+        Some(Spec::Secret(s)) => secret::check(s, e),
+    }
 }
 
 /// Orders errors by resource, keeping each resource's errors in field order.

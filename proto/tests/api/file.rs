@@ -82,6 +82,7 @@ fn json_accepts_an_object_or_an_array_and_both_field_spellings() {
     assert_eq!(one[0].resource, many[0].resource);
     assert_eq!(many[1].resource.kind(), Kind::Consumer);
     assert_eq!(many[1].document, 1);
+    assert_eq!(many[1].line, 0, "JSON has no lines to tell");
 }
 
 #[test]
@@ -99,28 +100,28 @@ fn document_errors_name_the_document_and_the_field() {
             "a.yaml",
             "kind: Cluster\nname: a\nspec: {}\n---\nkind: Gateway\nname: b\nspec: {}\n",
             &[
-                "a.yaml: document 1: kind: unknown kind \"Gateway\" (valid kinds: Listener, RouteTable, Cluster, Policy, Consumer, Secret)",
+                "a.yaml: document 1 (line 5): kind: unknown kind \"Gateway\" (valid kinds: Listener, RouteTable, Cluster, Policy, Consumer, Secret)",
             ],
         ),
         (
             "a.yaml",
             "kind: Listener\nname: a\nspec: {port: 80, prot: HTTP}\n",
-            &["a.yaml: document 0: spec.prot: unknown field `prot`"],
+            &["a.yaml: document 0 (line 1): spec.prot: unknown field `prot`"],
         ),
         (
             "a.yaml",
             "kind: Listener\nname: a\nspec:\n  tls:\n    certificates: [{secret: s, sni: [a]}]\n",
-            &["document 0: spec.tls.certificates[0].sni: unknown field `sni`"],
+            &["document 0 (line 1): spec.tls.certificates[0].sni: unknown field `sni`"],
         ),
         (
             "a.yaml",
             "kind: Listener\nname: a\nspec: {port: eighty}\n",
-            &["document 0: spec.port: invalid digit found in string (found \"eighty\")"],
+            &["document 0 (line 1): spec.port: invalid digit found in string (found \"eighty\")"],
         ),
         (
             "a.yaml",
             "kind: Listener\nname: a\nspec: {protocol: HTTP3}\n",
-            &["document 0: spec.protocol: unknown variant `HTTP3`"],
+            &["document 0 (line 1): spec.protocol: unknown variant `HTTP3`"],
         ),
         (
             "a.yaml",
@@ -130,22 +131,22 @@ fn document_errors_name_the_document_and_the_field() {
         (
             "a.yaml",
             "name: a\nspec: {}\n",
-            &["document 0: kind: missing kind"],
+            &["document 0 (line 1): kind: missing kind"],
         ),
         (
             "a.yaml",
             "kind: Cluster\nspec: {}\n",
-            &["document 0: name: missing name"],
+            &["document 0 (line 1): name: missing name"],
         ),
         (
             "a.yaml",
             "kind: Cluster\nname: a\n",
-            &["document 0: spec: missing spec"],
+            &["document 0 (line 1): spec: missing spec"],
         ),
         (
             "a.yaml",
             "kind: Cluster\nname: a\nspec: {}\nstatus: {}\n",
-            &["document 0: status: unknown field `status`"],
+            &["document 0 (line 1): status: unknown field `status`"],
         ),
         (
             "a.yaml",
@@ -169,7 +170,9 @@ fn document_errors_name_the_document_and_the_field() {
         (
             "a.yaml",
             "kind: Cluster\nname: a\nspec: {}\n---\nkind: clusters\nname: a\nspec: {}\n",
-            &["a.yaml: document 1: name: Cluster/a is defined twice: also in a.yaml document 0"],
+            &[
+                "a.yaml: document 1 (line 5): name: Cluster/a is defined twice: also in a.yaml document 0",
+            ],
         ),
     ];
     for (path, text, expected) in cases {
@@ -182,7 +185,7 @@ fn error_lists_every_bad_document() {
     check_errors(
         "a.yaml",
         "kind: Cluster\nname: a\nspec: {x: 1}\n---\nkind: Cluster\nname: b\nspec: {}\n---\nkind: Policy\nname: c\nspec: {y: 1}\n",
-        &["document 0: spec.x", "document 2: spec.y"],
+        &["document 0 (line 1): spec.x", "document 2 (line 9): spec.y"],
     );
 }
 
@@ -211,7 +214,8 @@ fn directories_load_resource_files_in_name_order_and_report_cross_file_duplicate
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert!(errors[0].contains("/nonexistent/portico.yaml: document 0: cannot read file"));
     assert!(
-        errors[1].contains("again.yaml: document 0: name: Cluster/b is defined twice: also in")
+        errors[1]
+            .contains("again.yaml: document 0 (line 1): name: Cluster/b is defined twice: also in")
             && errors[1].contains("b.yml document 0"),
         "{errors:?}"
     );
@@ -225,6 +229,11 @@ fn large_files_load_and_deep_nesting_is_an_error_not_a_crash() {
     let loaded = file::parse("many.yaml".as_ref(), &many).expect("3000 documents");
     assert_eq!(loaded.len(), 3000);
     assert_eq!(loaded[2999].document, 2999);
+    assert_eq!(
+        loaded[2999].line,
+        4 * 2999 + 1,
+        "each document is 3 lines and a ---"
+    );
 
     let deep = format!(
         "kind: Consumer\nname: a\nspec: {}{}\n",
@@ -263,4 +272,25 @@ fn strings_that_look_like_other_yaml_round_trip() {
     let json = file::to_json(&resources).expect("render JSON");
     let back = file::parse("t.json".as_ref(), &json).expect("parse JSON");
     assert_eq!(back[0].resource, resources[0]);
+}
+#[test]
+fn output_does_not_depend_on_map_order() {
+    let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+    let listener = |keys: &mut dyn Iterator<Item = &String>| {
+        let labels: String = keys.map(|k| format!("{k}: v, ")).collect();
+        let yaml = format!(
+            "kind: Listener\nname: a\nlabels: {{{labels}}}\nspec: {{selector: {{labels: {{{labels}}}}}}}\n"
+        );
+        parse(&yaml)
+    };
+    let forward = listener(&mut keys.iter());
+    let backward = listener(&mut keys.iter().rev());
+    assert_eq!(forward, backward);
+    let render = |r: &[Resource]| {
+        (
+            file::to_yaml(r).expect("yaml"),
+            file::to_json(r).expect("json"),
+        )
+    };
+    assert_eq!(render(&forward), render(&backward));
 }

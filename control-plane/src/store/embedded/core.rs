@@ -16,7 +16,9 @@ use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefi
 use tokio::sync::broadcast;
 
 use super::codec::{self, Record};
-use crate::store::{Change, Compare, KeyValue, LeaseId, Op, Revision, StoreError, Txn, TxnOutcome};
+use crate::store::{
+    Change, Compare, KeyValue, LeaseId, MAX_TXN_OPS, Op, Revision, StoreError, Txn, TxnOutcome,
+};
 
 /// Key → encoded [`Record`].
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
@@ -142,7 +144,7 @@ impl Core {
     }
 
     pub fn txn(&self, txn: &Txn) -> Result<TxnOutcome, StoreError> {
-        check_keys(txn)?;
+        check_txn(txn)?;
         let mut state = self.state();
         for op in &txn.ops {
             if let Op::Put {
@@ -157,7 +159,7 @@ impl Core {
         let revision = state.revision + 1;
         let staged = {
             let mut kv = write.open_table(KV).map_err(|e| self.err(e))?;
-            if compares_hold(&kv, &txn.compares).map_err(|e| self.err(e))? {
+            if compares_hold(&kv, &txn.compares, |e| self.err(e))? {
                 Some(self.apply_ops(&mut kv, &txn.ops, revision)?)
             } else {
                 None
@@ -526,22 +528,19 @@ fn read_meta(meta: &impl ReadableTable<&'static str, i64>, name: &str) -> Result
 fn compares_hold(
     kv: &impl ReadableTable<&'static str, &'static [u8]>,
     compares: &[Compare],
-) -> Result<bool, redb::Error> {
+    err: impl Fn(redb::Error) -> StoreError,
+) -> Result<bool, StoreError> {
     for compare in compares {
         let holds = match compare {
             Compare::ModRevision { key, revision } => {
-                let current = match kv.get(key.as_str())? {
-                    // A record too short to hold its mod revision never matches.
-                    Some(bytes) => bytes
-                        .value()
-                        .get(8..16)
-                        .and_then(|b| b.try_into().ok())
-                        .map_or(-1, i64::from_le_bytes),
+                let current = match kv.get(key.as_str()).map_err(|e| err(e.into()))? {
+                    Some(bytes) => codec::mod_revision(bytes.value())
+                        .map_err(|e| StoreError::Corrupt(format!("key {key}: {e}")))?,
                     None => 0,
                 };
                 current == *revision
             }
-            Compare::Exists { key } => kv.get(key.as_str())?.is_some(),
+            Compare::Exists { key } => kv.get(key.as_str()).map_err(|e| err(e.into()))?.is_some(),
         };
         if !holds {
             return Ok(false);
@@ -550,8 +549,14 @@ fn compares_hold(
     Ok(true)
 }
 
-/// Rejects what etcd rejects: a key put twice, or put and deleted, in one transaction.
-fn check_keys(txn: &Txn) -> Result<(), StoreError> {
+/// Rejects what etcd rejects: too many compares or ops, or a key put twice, or put and
+/// deleted, in one transaction.
+fn check_txn(txn: &Txn) -> Result<(), StoreError> {
+    if txn.compares.len() > MAX_TXN_OPS || txn.ops.len() > MAX_TXN_OPS {
+        return Err(StoreError::Invalid(format!(
+            "a transaction holds at most {MAX_TXN_OPS} compares and {MAX_TXN_OPS} ops"
+        )));
+    }
     let mut puts = HashSet::new();
     for op in &txn.ops {
         if let Op::Put { key, .. } = op

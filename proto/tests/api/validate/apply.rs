@@ -1,0 +1,141 @@
+//! References between resources, and applies that add and delete.
+
+use portico_api::validate::validate_apply;
+use portico_api::{Kind, ResourceKey, ResourceSet};
+
+use super::cases;
+use crate::fixtures::{assert_errors, lines, parse, pems, tls_secret, valid};
+
+#[test]
+fn references_resolve_to_fitting_resources() {
+    let p = pems();
+    cases(&[
+        (
+            "kind: Listener\nname: plain\nspec: {port: 80, protocol: HTTP, route_table: nope, policies: [auth, gone]}\n",
+            &[
+                "Listener/plain: route_table: route table \"nope\" does not exist",
+                "Listener/plain: policies[1]: policy \"gone\" does not exist",
+            ],
+        ),
+        (
+            "kind: RouteTable\nname: shop\nspec:\n  virtual_hosts:\n    - domains: [a.com]\n      routes:\n        - {action: {cluster: cart}}\n        - {action: {weighted_clusters: {clusters: [{cluster: x, weight: 1}]}}, policies: [y]}\n        - {action: {cluster: cart2}}\n",
+            &[
+                "RouteTable/shop: virtual_hosts[0].routes[1].action.weighted_clusters.clusters[0].cluster: cluster \"x\" does not exist",
+                "RouteTable/shop: virtual_hosts[0].routes[1].policies[0]: policy \"y\" does not exist",
+                "RouteTable/shop: virtual_hosts[0].routes[2].action.cluster: cluster \"cart2\" does not exist",
+            ],
+        ),
+        (
+            "kind: Policy\nname: jwt\nspec: {jwt_auth: {issuer: i, jwks: '{\"keys\": []}', consumers: [bob, eve]}}\n",
+            &["Policy/jwt: jwt_auth.consumers[1]: consumer \"eve\" does not exist"],
+        ),
+        (
+            "kind: Listener\nname: web-us\nspec: {port: 443, protocol: HTTPS, route_table: shop, selector: {regions: [us]}, tls: {certificates: [{secret: token}, {secret: upstream-ca}, {secret: none}]}}\n",
+            &[
+                "Listener/web-us: tls.certificates[0].secret: secret \"token\" is not a tls secret",
+                "Listener/web-us: tls.certificates[1].secret: secret \"upstream-ca\" has no private key",
+                "Listener/web-us: tls.certificates[2].secret: secret \"none\" does not exist",
+            ],
+        ),
+        (
+            "kind: Cluster\nname: cart\nspec: {tls: {enabled: true, ca_secret: token, client_certificate_secret: upstream-ca}}\n",
+            &[
+                "Cluster/cart: tls.ca_secret: secret \"token\" is not a tls secret",
+                "Cluster/cart: tls.client_certificate_secret: secret \"upstream-ca\" has no private key",
+            ],
+        ),
+        // A full pair can serve as a CA bundle too.
+        (
+            "kind: Cluster\nname: cart\nspec: {tls: {enabled: true, ca_secret: client-cert}}\n",
+            &[],
+        ),
+        (
+            &tls_secret("upstream-ca", &p.ca_chain, &p.other_key),
+            &["Secret/upstream-ca: tls.private_key: private key does not match"],
+        ),
+    ]);
+}
+
+#[test]
+fn apply_rules() {
+    let stored: ResourceSet = valid().into_iter().collect();
+    let key = |kind, name: &str| ResourceKey::new(kind, name);
+
+    let result = validate_apply(
+        &stored,
+        &parse("kind: Consumer\nname: carol\nspec: {}\n"),
+        &[key(Kind::Consumer, "bob")],
+    );
+    let applied = result.expect_err("bob is still referenced by Policy/jwt");
+    assert_errors(
+        "delete bob",
+        &applied,
+        &["Consumer/bob: cannot delete: referenced by Policy/jwt at jwt_auth.consumers[0]"],
+    );
+
+    let errors =
+        validate_apply(&stored, &[], &[key(Kind::Cluster, "cart")]).expect_err("cart is in use");
+    assert_errors(
+        "delete cart",
+        &errors,
+        &[
+            "Cluster/cart: cannot delete: referenced by RouteTable/shop at virtual_hosts[0].routes[0].action.cluster",
+            "Cluster/cart: cannot delete: referenced by RouteTable/shop at virtual_hosts[0].routes[1].action.weighted_clusters.clusters[0].cluster",
+        ],
+    );
+
+    // Dropping the references in the same apply makes the deletion fine.
+    let cart = parse("kind: Cluster\nname: cart\nspec: {endpoints: [{address: a, port: 1}]}\n");
+    let secrets = [
+        key(Kind::Secret, "upstream-ca"),
+        key(Kind::Secret, "client-cert"),
+    ];
+    let result = validate_apply(&stored, &cart, &secrets).map_err(|e| lines(&e));
+    let result = result.expect("secrets no longer used");
+    assert!(!result.contains(Kind::Secret, "upstream-ca"));
+
+    let dup = parse("kind: Consumer\nname: carol\nspec: {}\n");
+    let upserts = [dup.clone(), dup].concat();
+    let errors = validate_apply(&stored, &upserts, &[]).expect_err("carol twice");
+    assert_errors(
+        "carol twice",
+        &errors,
+        &["Consumer/carol: defined more than once in this apply"],
+    );
+
+    let carol = parse("kind: Consumer\nname: carol\nspec: {}\n");
+    let errors =
+        validate_apply(&stored, &carol, &[key(Kind::Consumer, "carol")]).expect_err("both");
+    assert_errors(
+        "apply and delete",
+        &errors,
+        &["Consumer/carol: both applied and deleted in this apply"],
+    );
+
+    let bad =
+        parse("kind: Listener\nname: plain\nspec: {port: 80, protocol: HTTP, route_table: gone}\n");
+    let errors = validate_apply(&stored, &bad, &[]).expect_err("dangling");
+    assert_errors(
+        "dangling",
+        &errors,
+        &["Listener/plain: route_table: route table \"gone\" does not exist"],
+    );
+
+    // Rules about one resource alone judge what is applied, not what is stored.
+    let odd = "kind: Listener\nname: odd\nspec: {port: 0, protocol: HTTP, route_table: shop}\n";
+    let mut odd_stored = stored.clone();
+    odd_stored.insert(parse(odd).remove(0));
+    validate_apply(&odd_stored, &carol, &[]).expect("stored resources are not re-judged alone");
+    let errors = validate_apply(&stored, &parse(odd), &[]).expect_err("port 0");
+    assert_errors(
+        "port 0",
+        &errors,
+        &["Listener/odd: port: port 0 is not in 1-65535"],
+    );
+
+    let result =
+        validate_apply(&stored, &carol, &[key(Kind::Secret, "token")]).expect("valid apply");
+    assert!(result.contains(Kind::Consumer, "carol"));
+    assert!(!result.contains(Kind::Secret, "token"));
+    assert_eq!(result.len(), stored.len());
+}

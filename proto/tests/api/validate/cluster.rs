@@ -1,0 +1,78 @@
+//! Cluster rules.
+
+use super::cases;
+
+#[test]
+fn cluster_rules() {
+    let cluster = |spec: &str| format!("kind: Cluster\nname: catalog\nspec: {spec}\n");
+    cases(&[
+        (
+            &cluster("{endpoints: [{address: a.internal, port: 1}]}"),
+            &[],
+        ),
+        (
+            &cluster("{endpoints: [{port: 0}, {address: 'bad host', port: 65536, weight: 10001}]}"),
+            &[
+                "Cluster/catalog: endpoints[0].address: address is required",
+                "endpoints[0].port: port 0 is not in 1-65535",
+                "endpoints[1].address: invalid host name \"bad host\"",
+                "endpoints[1].port: port 65536 is not in 1-65535",
+                "endpoints[1].weight: weight 10001 is above the limit of 10000",
+            ],
+        ),
+        (
+            &cluster("{lb_policy: MAGLEV}"),
+            &["hash_policy: RING_HASH and MAGLEV need a hash_policy"],
+        ),
+        (
+            &cluster("{lb_policy: RING_HASH, hash_policy: {}}"),
+            &["hash_policy: a key (header, cookie or source_ip) is required"],
+        ),
+        (
+            &cluster("{lb_policy: RING_HASH, hash_policy: {header: 'a b'}}"),
+            &["hash_policy.header: invalid header name"],
+        ),
+        (
+            &cluster("{hash_policy: {cookie: ''}}"),
+            &["hash_policy.cookie: cookie name is required"],
+        ),
+        (
+            &cluster("{lb_policy: RING_HASH, hash_policy: {source_ip: true}}"),
+            &[],
+        ),
+        (
+            &cluster(
+                "{health_check: {path: healthz, interval: 90000s, timeout: 0.5s, healthy_threshold: 1001, expected_statuses: [200, 99, 600]}}",
+            ),
+            &[
+                "health_check.path: must start with '/'",
+                "health_check.interval: must be at most 86400s",
+                "health_check.healthy_threshold: 1001 is above the limit of 1000",
+                "health_check.expected_statuses[1]: status 99 is not in 100-599",
+                "health_check.expected_statuses[2]: status 600 is not in 100-599",
+            ],
+        ),
+        (
+            &cluster(
+                "{outlier_detection: {consecutive_5xx: 5000, base_ejection_time: 0s, max_ejection_percent: 101}, circuit_breakers: {max_requests: 2000000}, connect_timeout: 3601s}",
+            ),
+            &[
+                "outlier_detection.base_ejection_time: must be positive",
+                "outlier_detection.consecutive_5xx: 5000 is above the limit of 1000",
+                "outlier_detection.max_ejection_percent: 101 is above the limit of 100",
+                "circuit_breakers.max_requests: 2000000 is above the limit of 1000000",
+                "connect_timeout: must be at most 3600s",
+            ],
+        ),
+        (
+            &cluster(
+                "{tls: {enabled: true, server_name: 'not valid'}, locality: {failover_threshold_percent: 150}, service: 'a/b'}",
+            ),
+            &[
+                "tls.server_name: invalid host name \"not valid\"",
+                "locality.failover_threshold_percent: 150 is above the limit of 100",
+                "service: invalid host name \"a/b\"",
+            ],
+        ),
+    ]);
+}

@@ -1,0 +1,114 @@
+//! Policy rules.
+
+use super::cases;
+
+#[test]
+fn policy_rules() {
+    let policy = |spec: &str| format!("kind: Policy\nname: limit\nspec: {spec}\n");
+    let at = "Policy/limit: ";
+    cases(&[
+        (&policy("{}"), &["Policy/limit: a policy kind is required"]),
+        (
+            &policy("{api_key_auth: {header: 'x key', consumers: ['']}}"),
+            &[
+                "api_key_auth.header: invalid header name \"x key\"",
+                "api_key_auth.consumers[0]: consumer name is required",
+            ],
+        ),
+        (
+            &policy("{jwt_auth: {jwks: '{\"keys\": []}'}}"),
+            &[&format!("{at}jwt_auth.issuer: issuer is required")],
+        ),
+        (
+            &policy("{jwt_auth: {issuer: i, jwks: 'not json'}}"),
+            &["jwt_auth.jwks: jwks is not JSON"],
+        ),
+        (
+            &policy("{jwt_auth: {issuer: i, jwks: '{\"keys\": {}}'}}"),
+            &["jwt_auth.jwks: jwks must be an object with a \"keys\" array"],
+        ),
+        (
+            &policy("{jwt_auth: {issuer: i, jwks: '[]', header: 'a b'}}"),
+            &[
+                "jwt_auth.jwks: jwks must be an object",
+                "jwt_auth.header: invalid header name",
+            ],
+        ),
+        (
+            &policy("{rate_limit: {}}"),
+            &["rate_limit.requests: requests must be above zero"],
+        ),
+        (
+            &policy(
+                "{rate_limit: {requests: 2000000000, burst: 2000000000, period: 172800s, key: {header: 'a b'}}}",
+            ),
+            &[
+                "rate_limit.requests: 2000000000 is above the limit of 1000000000",
+                "rate_limit.burst: 2000000000 is above the limit",
+                "rate_limit.period: must be at most 86400s",
+                "rate_limit.key.header: invalid header name",
+            ],
+        ),
+        (&policy("{rate_limit: {requests: 1, period: 0.001s}}"), &[]),
+        (
+            &policy("{quota: {}}"),
+            &[
+                "quota.limit: limit must be above zero",
+                "quota.period: period is required",
+            ],
+        ),
+        (
+            &policy(
+                "{cors: {allow_origins: ['*', 'example.com', 'https://a.com/path', 'https://a.com:99999', 'http://[::1]:8080'], allow_credentials: true, allow_methods: ['GE T'], allow_headers: ['a b'], expose_headers: ['c d'], max_age: 108000s}}",
+            ),
+            &[
+                "cors.allow_origins[1]: invalid origin \"example.com\"",
+                "cors.allow_origins[2]: invalid origin",
+                "cors.allow_origins[3]: invalid origin",
+                "cors.allow_credentials: credentials cannot be allowed for origin \"*\"",
+                "cors.allow_methods[0]: invalid method",
+                "cors.allow_headers[0]: invalid header name",
+                "cors.expose_headers[0]: invalid header name",
+                "cors.max_age: must be at most 86400s",
+            ],
+        ),
+        (
+            &policy("{ip_filter: {allow: [10.0.0.0/8, 10.0.0.0/33, '::/0'], deny: [nope]}}"),
+            &[
+                "ip_filter.allow[1]: invalid CIDR \"10.0.0.0/33\"",
+                "ip_filter.deny[0]: invalid CIDR \"nope\"",
+            ],
+        ),
+        (
+            &policy(
+                "{request_validation: {max_body_bytes: \"100000000000\", required_headers: ['a b'], allowed_content_types: [json, 'text/*'], allowed_methods: ['a b']}}",
+            ),
+            &[
+                "request_validation.max_body_bytes: 100000000000 is above the limit",
+                "request_validation.required_headers[0]: invalid header name",
+                "request_validation.allowed_content_types[0]: invalid media type \"json\"",
+                "request_validation.allowed_content_types[1]: invalid media type \"text/*\"",
+                "request_validation.allowed_methods[0]: invalid method",
+            ],
+        ),
+        (
+            &policy(
+                "{headers: {request: {add: [{name: '', value: x}]}, response: {set: [{name: x, value: \"\\u0000\"}]}}}",
+            ),
+            &[
+                "headers.request.add[0].name: invalid header name",
+                "headers.response.set[0].value: header value contains a control character",
+            ],
+        ),
+        (
+            &policy(
+                "{compression: {algorithms: [gzip, zstd], min_bytes: \"2000000000\", content_types: ['text/*', html]}}",
+            ),
+            &[
+                "compression.algorithms[1]: unknown value \"zstd\"; expected one of: br, gzip",
+                "compression.min_bytes: 2000000000 is above the limit of 1073741824",
+                "compression.content_types[1]: invalid media type \"html\"",
+            ],
+        ),
+    ]);
+}

@@ -1,0 +1,154 @@
+//! RouteTable rules.
+
+use super::cases;
+
+#[test]
+fn route_table_rules() {
+    let route = |route: &str| {
+        format!(
+            "kind: RouteTable\nname: shop\nspec:\n  virtual_hosts:\n    - domains: [shop.example.com]\n      routes:\n        - {route}\n"
+        )
+    };
+    let at = "RouteTable/shop: virtual_hosts[0].routes[0]";
+    cases(&[
+        (&route("{action: {cluster: cart}}"), &[]),
+        (
+            &route("{match: {prefix: /a}}"),
+            &[&format!("{at}.action: an action is required")],
+        ),
+        (
+            &route("{action: {cluster: cart}, match: {exact: a}}"),
+            &["routes[0].match.exact: must start with '/'"],
+        ),
+        (
+            &route("{action: {cluster: cart}, match: {prefix: a}}"),
+            &["routes[0].match.prefix: must start with '/'"],
+        ),
+        (
+            &route("{action: {cluster: cart}, match: {regex: '(a'}}"),
+            &["routes[0].match.regex: invalid regex"],
+        ),
+        (
+            &route(&format!(
+                "{{action: {{cluster: cart}}, match: {{regex: '{}'}}}}",
+                "a".repeat(5000)
+            )),
+            &["routes[0].match.regex: regex is 5000 bytes long; the limit is 4096"],
+        ),
+        (
+            &route("{action: {cluster: cart}, match: {regex: '\\w{1000}\\w{1000}'}}"),
+            &["routes[0].match.regex: invalid regex: "],
+        ),
+        (
+            &route(
+                "{action: {cluster: cart}, match: {methods: [GET, 'BAD METHOD'], headers: [{name: 'x y', exact: a}, {name: x, regex: '['}], query_params: [{name: '', present: true}, {name: q, regex: '+'}]}}",
+            ),
+            &[
+                "match.methods[1]: invalid method \"BAD METHOD\"",
+                "match.headers[0].name: invalid header name \"x y\"",
+                "match.headers[1].regex: invalid regex",
+                "match.query_params[0].name: name is required",
+                "match.query_params[1].regex: invalid regex",
+            ],
+        ),
+        (
+            &route("{action: {cluster: cart}, prefix_rewrite: /x}"),
+            &["routes[0].prefix_rewrite: prefix_rewrite needs a prefix match"],
+        ),
+        (
+            &route("{action: {cluster: cart}, match: {prefix: /a}, prefix_rewrite: x}"),
+            &["routes[0].prefix_rewrite: must start with '/'"],
+        ),
+        (
+            &route(
+                "{action: {cluster: cart}, request_headers: {add: [{name: 'a:b', value: x}], set: [{name: ok, value: \"a\\nb\"}], remove: ['']}, response_headers: {remove: ['bad header']}}",
+            ),
+            &[
+                "routes[0].request_headers.add[0].name: invalid header name \"a:b\"",
+                "routes[0].request_headers.set[0].value: header value contains a control character",
+                "routes[0].request_headers.remove[0]: invalid header name \"\"",
+                "routes[0].response_headers.remove[0]: invalid header name",
+            ],
+        ),
+        (
+            &route(
+                "{action: {cluster: cart}, timeout: 7200s, retry: {attempts: 11, retry_on: [5xx, sometimes], per_try_timeout: -1s}}",
+            ),
+            &[
+                "routes[0].timeout: must be at most 3600s",
+                "routes[0].retry.attempts: 11 retries is above the limit of 10",
+                "routes[0].retry.retry_on[1]: unknown value \"sometimes\"",
+                "routes[0].retry.per_try_timeout: must be positive",
+            ],
+        ),
+        (
+            &route("{action: {cluster: ''}}"),
+            &["routes[0].action.cluster: cluster is required"],
+        ),
+        (
+            &route("{action: {weighted_clusters: {}}}"),
+            &["action.weighted_clusters.clusters: at least one cluster is required"],
+        ),
+        (
+            &route(
+                "{action: {weighted_clusters: {clusters: [{cluster: cart}, {cluster: catalog}]}}}",
+            ),
+            &["action.weighted_clusters.clusters: weights must sum above zero"],
+        ),
+        (
+            &route(
+                "{action: {weighted_clusters: {clusters: [{cluster: cart, weight: 10001}, {cluster: '', weight: 1}]}}}",
+            ),
+            &[
+                "weighted_clusters.clusters[0].weight: weight 10001 is above the limit of 10000",
+                "weighted_clusters.clusters[1].cluster: cluster is required",
+            ],
+        ),
+        (&route("{action: {redirect: {status: 301}}}"), &[]),
+        (&route("{action: {redirect: {path: /x}}}"), &[]),
+        (
+            &route(
+                "{action: {redirect: {status: 200, scheme: ftp, host: 'a b', port: 70000, path: x}}}",
+            ),
+            &[
+                "action.redirect.status: status 200 is not a redirect",
+                "action.redirect.scheme: unknown value \"ftp\"",
+                "action.redirect.host: invalid host name \"a b\"",
+                "action.redirect.port: port 70000 is not in 1-65535",
+                "action.redirect.path: must start with '/'",
+            ],
+        ),
+        (&route("{action: {direct_response: {status: 200}}}"), &[]),
+        (&route("{action: {direct_response: {status: 599}}}"), &[]),
+        (
+            &route("{action: {direct_response: {}}}"),
+            &["action.direct_response.status: status 0 is not in 200-599"],
+        ),
+        (
+            &route("{action: {direct_response: {status: 600}}}"),
+            &["action.direct_response.status: status 600 is not in 200-599"],
+        ),
+        (
+            &route("{action: {direct_response: {status: 199}}}"),
+            &["status 199 is not in 200-599"],
+        ),
+        (
+            &route("{action: {cluster: cart}, policies: ['']}"),
+            &["routes[0].policies[0]: policy name is required"],
+        ),
+        (
+            "kind: RouteTable\nname: shop\nspec:\n  virtual_hosts:\n    - domains: [a.example.com, 'a.example.com:80', '*.b.example.com', '*']\n    - domains: [A.example.com, '*', 'x.*.com']\n    - {}\n",
+            &[
+                "virtual_hosts[0].domains[1]: invalid domain \"a.example.com:80\"",
+                "virtual_hosts[1].domains[0]: domain \"A.example.com\" is also used by virtual_hosts[0]",
+                "virtual_hosts[1].domains[1]: domain \"*\" is also used by virtual_hosts[0]",
+                "virtual_hosts[1].domains[2]: invalid domain \"x.*.com\"",
+                "virtual_hosts[2].domains: at least one domain is required",
+            ],
+        ),
+        (
+            "kind: RouteTable\nname: shop\nspec: {virtual_hosts: [{domains: [a.com, a.com]}]}\n",
+            &["virtual_hosts[0].domains[1]: domain \"a.com\" is listed twice"],
+        ),
+    ]);
+}
