@@ -11,8 +11,9 @@ root=$(cd "$here/.." && pwd)
 SKIP=${SKIP:-}
 date=$(date -u +%Y-%m-%d)
 out=$here/results/$date.md
+# Kept after the run (also after a failure), for a re-summary.
 raw=$(mktemp -d /tmp/portico-bench-raw.XXXXXX)
-trap 'rm -rf "$raw"' EXIT
+echo "raw results in $raw" >&2
 
 skipped() { [[ " $SKIP " == *" $1 "* ]]; }
 

@@ -10,6 +10,9 @@ use portico_bench::fleet::{Fleet, quantile};
 use portico_bench::{admin, config, process};
 use tokio::time::Instant;
 
+/// Resources per Apply call (the control plane caps one change at 126).
+const APPLY_BATCH: usize = 100;
+
 #[derive(Parser)]
 struct Args {
     /// The control plane's Admin API.
@@ -50,13 +53,14 @@ async fn main() -> anyhow::Result<()> {
     let discovery = args.discovery.clone().unwrap_or_else(|| args.admin.clone());
     let token = args.token.as_deref();
     let mut client = admin::connect(&args.admin, Duration::from_secs(30)).await?;
-    let base = admin::apply(
-        &mut client,
-        token,
-        config::fleet(args.listeners, args.routes),
-        "fleet bench config",
-    )
-    .await?;
+    // One apply may touch only so many resources; referenced kinds go first so that every
+    // batch validates on its own.
+    let mut resources = config::fleet(args.listeners, args.routes);
+    resources.sort_by_key(|r| std::cmp::Reverse(r.kind() as i32));
+    let mut base = 0;
+    for batch in resources.chunks(APPLY_BATCH) {
+        base = admin::apply(&mut client, token, batch.to_vec(), "fleet bench config").await?;
+    }
 
     let rss_before = process::rss_bytes(args.cp_pid)?;
     let start = Instant::now();
