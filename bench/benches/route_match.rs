@@ -16,7 +16,8 @@ fn route_match(c: &mut Criterion) {
     let Some(Spec::Cluster(spec)) = config::cluster("upstream", &[18080]).spec else {
         unreachable!("config::cluster builds a cluster")
     };
-    let upstream = cluster::compile("upstream", &spec).expect("the bench cluster compiles");
+    let upstream =
+        cluster::compile("upstream", &spec, |_| None).expect("the bench cluster compiles");
     let clusters = HashMap::from([("upstream".to_string(), Arc::new(upstream))]);
     let headers = HeaderMap::new();
     let mut group = c.benchmark_group("route_match");
