@@ -1,1 +1,18 @@
-//! portico-bench
+//! `portico-bench`: benchmarks of Portico against nginx and HAProxy, and of the control plane
+//! under a simulated fleet.
+//!
+//! # Layout
+//! - [`upstream`]: the fixed-response upstream server behind every proxy.
+//! - [`config`]: the generated bench configs (listeners, route tables, clusters).
+//! - [`admin`]: applying configs through the control plane's Admin API.
+//! - [`fleet`]: simulated agents for the control-plane fan-out benchmark.
+//! - [`process`]: CPU time and RSS of the measured processes, from `/proc`.
+//!
+//! The binaries in `src/bin/` are thin wrappers; `dataplane/` holds the load scripts and
+//! `run.sh` runs everything.
+
+pub mod admin;
+pub mod config;
+pub mod fleet;
+pub mod process;
+pub mod upstream;

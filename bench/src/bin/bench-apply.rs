@@ -1,0 +1,42 @@
+//! `bench-apply`: applies the data-plane bench config (one listener, N prefix routes, one
+//! upstream) to a control plane through its Admin API.
+
+use std::time::Duration;
+
+use clap::Parser;
+use portico_bench::{admin, config};
+
+#[derive(Parser)]
+struct Args {
+    /// The control plane's Admin API.
+    #[arg(long, default_value = "http://127.0.0.1:7000")]
+    admin: String,
+    /// Bearer token for the Admin API, if it needs one.
+    #[arg(long, env = "PORTICO_TOKEN")]
+    token: Option<String>,
+    /// Port the agent listens on.
+    #[arg(long)]
+    listen_port: u16,
+    /// Port of the bench upstream.
+    #[arg(long)]
+    upstream_port: u16,
+    /// Prefix routes; requests to the last one's prefix are the ones measured.
+    #[arg(long, default_value_t = 1)]
+    routes: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut client = admin::connect(&args.admin, Duration::from_secs(30)).await?;
+    let resources = config::dataplane(args.listen_port, args.upstream_port, args.routes);
+    let revision = admin::apply(
+        &mut client,
+        args.token.as_deref(),
+        resources,
+        "data-plane bench",
+    )
+    .await?;
+    println!("{revision}");
+    Ok(())
+}

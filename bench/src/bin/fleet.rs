@@ -1,0 +1,136 @@
+//! `fleet`: the control-plane fan-out benchmark. Applies a fleet config to one `portico-cp`,
+//! connects N simulated agents, then pushes single route changes and measures how fast every
+//! agent receives them, and what the control plane spends in memory and CPU.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use portico_bench::fleet::{Fleet, quantile};
+use portico_bench::{admin, config, process};
+use tokio::time::Instant;
+
+/// Resources per Apply call (the control plane caps one change at 126).
+const APPLY_BATCH: usize = 100;
+
+#[derive(Parser)]
+struct Args {
+    /// The control plane's Admin API.
+    #[arg(long, default_value = "http://127.0.0.1:7000")]
+    admin: String,
+    /// The control plane's Discovery API (default: the Admin URL).
+    #[arg(long)]
+    discovery: Option<String>,
+    /// Bearer token for the Admin API, if it needs one.
+    #[arg(long, env = "PORTICO_TOKEN")]
+    token: Option<String>,
+    /// The control plane's process id, for RSS and CPU.
+    #[arg(long)]
+    cp_pid: u32,
+    /// Simulated agents.
+    #[arg(long, default_value_t = 1000)]
+    agents: usize,
+    /// Agent streams per HTTP/2 connection (stay under the server's concurrent-stream limit).
+    #[arg(long, default_value_t = 100)]
+    streams_per_connection: usize,
+    /// Listeners in the fleet config (each selects one of 5 regions).
+    #[arg(long, default_value_t = 200)]
+    listeners: usize,
+    /// Routes per route table.
+    #[arg(long, default_value_t = 10)]
+    routes: usize,
+    /// Single-route pushes measured.
+    #[arg(long, default_value_t = 5)]
+    pushes: u64,
+    /// Print only the Markdown table row.
+    #[arg(long)]
+    row: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let discovery = args.discovery.clone().unwrap_or_else(|| args.admin.clone());
+    let token = args.token.as_deref();
+    let mut client = admin::connect(&args.admin, Duration::from_secs(30)).await?;
+    // One apply may touch only so many resources; referenced kinds go first so that every
+    // batch validates on its own.
+    let mut resources = config::fleet(args.listeners, args.routes);
+    resources.sort_by_key(|r| std::cmp::Reverse(r.kind() as i32));
+    let mut base = 0;
+    for batch in resources.chunks(APPLY_BATCH) {
+        base = admin::apply(&mut client, token, batch.to_vec(), "fleet bench config").await?;
+    }
+
+    let rss_before = process::rss_bytes(args.cp_pid)?;
+    let start = Instant::now();
+    let mut fleet = Fleet::start(&discovery, args.agents, args.streams_per_connection).await?;
+    fleet
+        .wait_for(base, start, Duration::from_secs(300))
+        .await
+        .context("connect storm")?;
+    let storm = start.elapsed();
+    let rss_after = process::rss_bytes(args.cp_pid)?;
+    let storm_retries = fleet.retries.load(std::sync::atomic::Ordering::Relaxed);
+    let per_agent = rss_after.saturating_sub(rss_before) as f64 / args.agents as f64;
+
+    let mut p50 = Vec::new();
+    let mut p99 = Vec::new();
+    let mut max = Vec::new();
+    let mut cpu = Vec::new();
+    for generation in 1..=args.pushes {
+        let cpu_before = process::cpu_seconds(args.cp_pid)?;
+        let pushed = Instant::now();
+        let version = admin::apply(
+            &mut client,
+            token,
+            config::fleet_change(args.routes, generation),
+            "fleet bench: one route",
+        )
+        .await?;
+        let times = fleet
+            .wait_for(version, pushed, Duration::from_secs(60))
+            .await
+            .with_context(|| format!("push {generation}"))?;
+        cpu.push(Duration::from_secs_f64(
+            process::cpu_seconds(args.cp_pid)? - cpu_before,
+        ));
+        p50.push(quantile(&times, 0.50));
+        p99.push(quantile(&times, 0.99));
+        max.push(quantile(&times, 1.0));
+        if !args.row {
+            println!(
+                "push {generation}: version {version}, p50 {:?}, p99 {:?}, all {:?}",
+                p50.last().copied().unwrap_or_default(),
+                p99.last().copied().unwrap_or_default(),
+                max.last().copied().unwrap_or_default(),
+            );
+        }
+    }
+    fleet.stop().await;
+
+    let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1e3);
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        quantile(v, 0.5)
+    };
+    if !args.row {
+        println!(
+            "| agents | connect storm s | storm reconnects | push→50% ms | push→99% ms | push→100% ms | CP RSS MiB | RSS KiB/agent | CP CPU ms/push |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|");
+    }
+    println!(
+        "| {} | {:.2} | {} | {} | {} | {} | {:.1} | {:.1} | {} |",
+        args.agents,
+        storm.as_secs_f64(),
+        storm_retries,
+        ms(median(&mut p50)),
+        ms(median(&mut p99)),
+        ms(median(&mut max)),
+        rss_after as f64 / (1024.0 * 1024.0),
+        per_agent / 1024.0,
+        ms(median(&mut cpu)),
+    );
+    Ok(())
+}

@@ -1,0 +1,196 @@
+"""Turns raw bench output into the Markdown tables of bench/README.md.
+
+Usage: summarize.py [--dataplane RAW.tsv] [--fleet ROWS.md] [--criterion TARGET/criterion]
+
+Every data-plane cell is the median of its runs; ratios compare portico-agent with nginx and
+HAProxy in the same cell, and each budget of DESIGN.md §8 is marked met or missed.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+
+PROXIES = ["portico", "nginx", "haproxy"]
+
+
+def load_dataplane(path):
+    cells = {}
+    for line in open(path):
+        f = line.rstrip("\n").split("\t")
+        if len(f) < 12:
+            continue
+        target, routes, proto, conns = f[0], int(f[1]), f[2], int(f[3])
+        rps, p50, p99, p999, errors = float(f[6]), int(f[7]), int(f[8]), int(f[9]), int(f[10])
+        cpu = None if f[11] == "-" else float(f[11])
+        cell = cells.setdefault((routes, proto, conns, target), [])
+        cell.append((rps, p50, p99, p999, errors, cpu))
+    out = {}
+    for key, runs in cells.items():
+        med = lambda i: statistics.median(r[i] for r in runs)
+        cpus = [r[5] for r in runs if r[5] is not None]
+        out[key] = {
+            "runs": len(runs),
+            "rps": med(0),
+            "p50": med(1),
+            "p99": med(2),
+            "p999": med(3),
+            "errors": sum(r[4] for r in runs),
+            "cpu": statistics.median(cpus) if cpus else None,
+        }
+    return out
+
+
+def ms(us):
+    return f"{us / 1000:.2f}"
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}×" if a and b else "–"
+
+
+def dataplane_tables(cells):
+    lines = []
+    groups = sorted({(k[0], k[1]) for k in cells})
+    titles = {
+        ("h1",): "HTTP/1.1 (wrk)",
+        ("h2",): "HTTP/2 h2c (h2load)",
+    }
+    budget = []
+    for routes, proto in groups:
+        title = titles[(proto,)]
+        route_note = "1 route" if routes == 1 else f"{routes} routes, the last one matches"
+        lines.append(f"#### {title}, {route_note}\n")
+        lines.append(
+            "| conns | target | req/s | p50 ms | p99 ms | p99.9 ms | CPU s / 10k req "
+            "| req/s vs nginx | req/s vs haproxy | p99 vs nginx | p99 vs haproxy | errors |"
+        )
+        lines.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for conns in sorted({k[2] for k in cells if k[:2] == (routes, proto)}):
+            row = lambda t: cells.get((routes, proto, conns, t))
+            nginx, haproxy = row("nginx"), row("haproxy")
+            for target in ["direct"] + PROXIES:
+                c = row(target)
+                if not c:
+                    continue
+                cpu = f"{c['cpu']:.3f}" if c["cpu"] is not None else "–"
+                vs = lambda other, key: ratio(c[key], other[key]) if other and target != "direct" else "–"
+                lines.append(
+                    f"| {conns} | {target} | {c['rps']:.0f} | {ms(c['p50'])} | {ms(c['p99'])} "
+                    f"| {ms(c['p999'])} | {cpu} | {vs(nginx, 'rps')} | {vs(haproxy, 'rps')} "
+                    f"| {vs(nginx, 'p99')} | {vs(haproxy, 'p99')} | {c['errors']} |"
+                )
+            portico = row("portico")
+            if portico and nginx:
+                met = portico["rps"] >= nginx["rps"] and portico["p99"] <= nginx["p99"]
+                budget.append(
+                    f"| {title}, {route_note}, {conns} conns | {portico['rps'] / nginx['rps']:.2f}× "
+                    f"| {portico['p99'] / nginx['p99']:.2f}× | {'met' if met else 'MISSED'} |"
+                )
+        lines.append("")
+    if budget:
+        lines.append("Budget (DESIGN.md §8): portico ≥ 1.0× nginx req/s with p99 ≤ nginx's.\n")
+        lines.append("| cell | req/s portico / nginx | p99 portico / nginx | budget |")
+        lines.append("|---|---:|---:|---|")
+        lines.extend(budget)
+        lines.append("")
+    return "\n".join(lines)
+
+
+def fleet_table(path):
+    rows = [l.rstrip("\n") for l in open(path) if l.startswith("| ") and l[2].isdigit()]
+    if not rows:
+        return ""
+    lines = [
+        "| agents | connect storm s | storm reconnects | push → 50 % ACKed ms | push → 99 % ms "
+        "| push → 100 % ms | CP RSS MiB | CP RSS KiB / agent | CP CPU ms / push |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines.extend(rows)
+    budget = []
+    for r in rows:
+        f = [x.strip() for x in r.strip("|").split("|")]
+        agents, p99, per_agent = int(f[0]), float(f[4]), float(f[7])
+        budget.append(
+            f"| {agents} agents | p99 {p99:.0f} ms ({p99 / 1000:.2f}× of 1 s): "
+            f"{'met' if p99 < 1000 else 'MISSED'} "
+            f"| {per_agent:.1f} KiB ({per_agent / 64:.2f}× of 64 KiB): "
+            f"{'met' if per_agent < 64 else 'MISSED'} |"
+        )
+    lines.append("")
+    lines.append("| budget (DESIGN.md §8) | apply → all ACKed p99 < 1 s | memory per agent < 64 KiB |")
+    lines.append("|---|---|---|")
+    lines.extend(budget)
+    return "\n".join(lines) + "\n"
+
+
+def criterion_table(root):
+    results = {}
+    for dirpath, _, files in os.walk(root):
+        if "estimates.json" in files and dirpath.endswith(os.sep + "new"):
+            bench_id = os.path.relpath(os.path.dirname(dirpath), root)
+            est = json.load(open(os.path.join(dirpath, "estimates.json")))
+            results[bench_id] = est["median"]["point_estimate"]
+    if not results:
+        return ""
+    lines = ["| benchmark | median |", "|---|---:|"]
+    for name in sorted(results):
+        lines.append(f"| {name} | {fmt_ns(results[name])} |")
+    lines.append("")
+    budget = []
+    m10 = find(results, "route_match", "10")
+    m10k = find(results, "route_match", "10000")
+    if m10 and m10k:
+        r = m10k / m10
+        budget.append(f"| route match 10,000 vs 10 routes ≤ 2× | {r:.2f}× | {'met' if r <= 2 else 'MISSED'} |")
+    apply = find(results, "agent_apply", None)
+    if apply:
+        budget.append(
+            f"| one-route diff apply on 10,000 routes < 5 ms | {fmt_ns(apply)} ({apply / 5e6:.2f}× of 5 ms) "
+            f"| {'met' if apply < 5e6 else 'MISSED'} |"
+        )
+    if budget:
+        lines.append("| budget (DESIGN.md §8) | measured | |")
+        lines.append("|---|---:|---|")
+        lines.extend(budget)
+        lines.append("")
+    return "\n".join(lines)
+
+
+def find(results, group, leaf):
+    for name, value in results.items():
+        parts = name.split(os.sep)
+        if parts[0] == group and (leaf is None or parts[-1] == leaf):
+            return value
+    return None
+
+
+def fmt_ns(ns):
+    if ns >= 1e6:
+        return f"{ns / 1e6:.2f} ms"
+    if ns >= 1e3:
+        return f"{ns / 1e3:.2f} µs"
+    return f"{ns:.0f} ns"
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--dataplane")
+    p.add_argument("--fleet")
+    p.add_argument("--criterion")
+    a = p.parse_args()
+    out = []
+    if a.dataplane and os.path.exists(a.dataplane):
+        out.append("### Data plane\n")
+        out.append(dataplane_tables(load_dataplane(a.dataplane)))
+    if a.fleet and os.path.exists(a.fleet):
+        out.append("### Control plane fan-out\n")
+        out.append(fleet_table(a.fleet))
+    if a.criterion and os.path.isdir(a.criterion):
+        out.append("### Micro\n")
+        out.append(criterion_table(a.criterion))
+    sys.stdout.write("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
