@@ -17,7 +17,7 @@ fn route_match(c: &mut Criterion) {
         unreachable!("config::cluster builds a cluster")
     };
     let upstream =
-        cluster::compile("upstream", &spec, |_| None).expect("the bench cluster compiles");
+        cluster::compile("upstream", &spec, 1, |_| None).expect("the bench cluster compiles");
     let clusters = HashMap::from([("upstream".to_string(), Arc::new(upstream))]);
     let headers = HeaderMap::new();
     let mut group = c.benchmark_group("route_match");
