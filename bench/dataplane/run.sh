@@ -151,8 +151,8 @@ start_portico() {
     --upstream-port "$UP_PORT" --routes "$1" >/dev/null
   # The agent's data path gets the same 2 worker threads as nginx and HAProxy.
   # Access log off, as for nginx and HAProxy.
-  start portico-agent env TOKIO_WORKER_THREADS=2 RUST_LOG=info,portico::access=off "$bin/portico-agent" \
-    --control-plane "http://127.0.0.1:$CP_PORT" --admin-listen "127.0.0.1:$AGENT_ADMIN_PORT" \
+  start portico-agent env RUST_LOG=info,portico::access=off "$bin/portico-agent" \
+    --proxy-workers 2 --control-plane "http://127.0.0.1:$CP_PORT" --admin-listen "127.0.0.1:$AGENT_ADMIN_PORT" \
     --node-id bench --region bench --zone bench --drain-timeout 1s
   proxy_pid=$last
   wait_http "http://127.0.0.1:$AGENT_ADMIN_PORT/readyz"
