@@ -123,13 +123,6 @@ async fn accept_loop(
     stop: CancellationToken,
 ) {
     loop {
-        let permit = tokio::select! {
-            _ = stop.cancelled() => break,
-            p = semaphore.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -139,6 +132,17 @@ async fn accept_loop(
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
+            },
+        };
+        // Accept first, then wait for a slot: the limit is shared by every worker, and a
+        // worker holding a free slot while blocked in accept() on its own SO_REUSEPORT socket
+        // would starve a connection queued on another worker's socket. So a connection past
+        // the limit waits here (one per worker at most) until a slot frees.
+        let permit = tokio::select! {
+            _ = stop.cancelled() => break,
+            p = semaphore.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
             },
         };
         let Some(settings) = shared
