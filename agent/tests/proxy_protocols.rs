@@ -294,3 +294,135 @@ async fn clusters_can_reach_their_endpoints_over_tls() {
     );
     proxy.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn http2_header_lists_over_the_limit_get_431_and_the_connection_lives_on() {
+    let up = Upstream::start("up").await;
+    let port = free_port();
+    let mut cfg = web(
+        1,
+        port,
+        vec![cluster("up", &[up.addr])],
+        vec![route("all", None, to("up"))],
+    );
+    let mut l = listener("web", port, "rt");
+    listener_spec(&mut l).limits = Some(pb::ListenerLimits {
+        max_request_header_bytes: 16 * 1024,
+        ..Default::default()
+    });
+    cfg.resources.insert(l);
+    let proxy = proxy_with(&cfg).await;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let request = |big: Option<usize>| {
+        let mut req = Request::get(format!("http://127.0.0.1:{port}/"));
+        if let Some(size) = big {
+            req = req.header("x-big", "a".repeat(size));
+        }
+        req.body(Full::<Bytes>::default()).unwrap()
+    };
+    let refused = sender.send_request(request(Some(20 * 1024))).await.unwrap();
+    assert_eq!(
+        refused.status(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
+    assert_eq!(up.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let fits = sender.send_request(request(Some(1024))).await.unwrap();
+    assert_eq!(
+        fits.status(),
+        StatusCode::OK,
+        "the same connection still serves"
+    );
+    assert_eq!(up.hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    proxy.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn https_slow_request_heads_get_408_and_stalled_handshakes_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::start("up").await;
+    let port = free_port();
+    let (tls_secret, der) = self_signed("slow.test");
+    let mut l = listener("tls", port, "rt");
+    let spec = listener_spec(&mut l);
+    spec.protocol = pb::listener::Protocol::Https as i32;
+    spec.tls = Some(pb::ListenerTls {
+        certificates: vec![pb::SniCertificate {
+            server_names: vec!["slow.test".into()],
+            secret: "cert".into(),
+        }],
+        ..Default::default()
+    });
+    spec.limits = Some(pb::ListenerLimits {
+        header_read_timeout: Some(pbjson_types::Duration {
+            seconds: 0,
+            nanos: 300_000_000,
+        }),
+        ..Default::default()
+    });
+    let cfg = config(
+        1,
+        vec![
+            l,
+            secret("cert", tls_secret),
+            cluster("up", &[up.addr]),
+            table(
+                "rt",
+                vec![vhost("all", &["*"], vec![route("all", None, to("up"))])],
+            ),
+        ],
+    );
+    let proxy = proxy_with(&cfg).await;
+    let wait = Duration::from_secs(5);
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der).unwrap();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut slow = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(ServerName::try_from("slow.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: slow.test\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    // The server may close without a TLS close_notify; what was read before still counts.
+    let _ = tokio::time::timeout(wait, slow.read_to_end(&mut answer))
+        .await
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("x-request-id: "), "{answer}");
+
+    // A client that connects and never starts the handshake holds no slot for long.
+    let mut stalled = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(wait, stalled.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "the stalled handshake is closed within {wait:?}"
+    );
+    assert!(
+        rest.is_empty(),
+        "nothing is sent before a handshake: {rest:?}"
+    );
+    assert_eq!(up.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    proxy.shutdown(Duration::from_secs(1)).await;
+}
