@@ -30,13 +30,15 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// Backoff after a failed accept (e.g. out of file descriptors), so the loop does not spin.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
+/// The recorder `/metrics` renders, set on first use.
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
 /// The process's Prometheus recorder, installed on first use.
 ///
-/// There is one global recorder per process; several agents in one process (tests,
-/// `portico dev`) share it. If another recorder was installed first, `/metrics` renders an
-/// empty recorder of its own and the agent's metrics go to the other one.
+/// There is one global recorder per process; several agents in one process (tests) share it.
+/// If another recorder was installed first and not handed over with [`share_recorder`],
+/// `/metrics` renders an empty recorder of its own and the agent's metrics go to the other one.
 pub fn prometheus() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| match PrometheusBuilder::new().install_recorder() {
         Ok(handle) => handle,
         Err(e) => {
@@ -44,6 +46,29 @@ pub fn prometheus() -> &'static PrometheusHandle {
             PrometheusBuilder::new().build_recorder().handle()
         }
     })
+}
+
+/// Renders `handle`, the recorder another part of this process installed (`portico dev` runs
+/// the control plane beside the agent), on `/metrics`. False when the agent's recorder was
+/// already set up.
+pub fn share_recorder(handle: PrometheusHandle) -> bool {
+    HANDLE.set(handle).is_ok()
+}
+
+/// The agent's own metric families from `text`: a shared recorder also holds others'.
+fn own_families(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let name = line
+            .strip_prefix("# HELP ")
+            .or_else(|| line.strip_prefix("# TYPE "))
+            .unwrap_or(line);
+        if name.starts_with("portico_agent_") {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// Serves the admin endpoint on `listener` until `shutdown` completes.
@@ -105,7 +130,7 @@ fn respond(
         "/metrics" => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            metrics.render(),
+            own_families(&metrics.render()),
         ),
         "/config" => match config_json(state) {
             Ok(body) => reply(StatusCode::OK, "application/json", body),

@@ -59,3 +59,21 @@ pub fn handle() -> &'static PrometheusHandle {
         handle
     })
 }
+
+/// The control plane's own metric families, rendered: the recorder is process-wide, and under
+/// `portico dev` it also holds the agent's.
+pub fn render() -> String {
+    let text = handle().render();
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let name = line
+            .strip_prefix("# HELP ")
+            .or_else(|| line.strip_prefix("# TYPE "))
+            .unwrap_or(line);
+        if name.starts_with("portico_cp_") {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}

@@ -47,7 +47,7 @@ pub async fn run(listener: TcpListener, store: MeteredStore, cancel: Cancellatio
 
 fn answer(req: &Request<Incoming>, store: &MeteredStore) -> Response<Full<Bytes>> {
     let (status, body) = match req.uri().path() {
-        "/metrics" => (StatusCode::OK, crate::metrics::handle().render()),
+        "/metrics" => (StatusCode::OK, crate::metrics::render()),
         "/healthz" => (StatusCode::OK, "ok\n".to_string()),
         "/readyz" if store.is_reachable() => (StatusCode::OK, "ready\n".to_string()),
         "/readyz" => (

@@ -186,9 +186,9 @@ fn start_dev(ports: &DevPorts, out: &Files) -> Process {
         .arg("--upstream")
         .arg(ports.upstream.to_string())
         .arg("--agent-admin")
-        .arg(free_addr().to_string())
+        .arg(ports.agent_admin.to_string())
         .arg("--metrics-listen")
-        .arg(free_addr().to_string())
+        .arg(ports.metrics.to_string())
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr);
@@ -203,6 +203,8 @@ struct DevPorts {
     cp: SocketAddr,
     proxy: SocketAddr,
     upstream: SocketAddr,
+    agent_admin: SocketAddr,
+    metrics: SocketAddr,
 }
 
 impl DevPorts {
@@ -211,6 +213,8 @@ impl DevPorts {
             cp: free_addr(),
             proxy: free_addr(),
             upstream: free_addr(),
+            agent_admin: free_addr(),
+            metrics: free_addr(),
         }
     }
 }
@@ -258,6 +262,22 @@ fn dev_serves_the_curl_commands_it_prints_and_stops_on_ctrl_c() {
         .json();
     assert_eq!(agents["agents"][0]["id"], "dev-agent");
     assert_eq!(agents["agents"][0]["state"], "in-sync");
+
+    // Agent and control plane share the process's recorder; each endpoint shows its own.
+    let (status, agent_metrics) = http_get(ports.agent_admin, "/metrics").expect("agent admin");
+    assert_eq!(status, 200);
+    assert!(
+        agent_metrics.contains("portico_agent_requests_total"),
+        "{agent_metrics}"
+    );
+    assert!(!agent_metrics.contains("portico_cp_"), "{agent_metrics}");
+    let (status, cp_metrics) = http_get(ports.metrics, "/metrics").expect("cp metrics");
+    assert_eq!(status, 200);
+    assert!(
+        cp_metrics.contains("portico_cp_connected_agents"),
+        "{cp_metrics}"
+    );
+    assert!(!cp_metrics.contains("portico_agent_"), "{cp_metrics}");
 
     dev.signal(2); // SIGINT, as Ctrl-C sends
     let status = dev.wait_timeout(Duration::from_secs(20));

@@ -73,6 +73,9 @@ pub async fn run(args: Args) -> CliResult {
     let server = format!("http://{}", args.listen);
 
     let mut parts: Vec<Part> = Vec::new();
+    // One process, one metrics recorder: the control plane installs it and the agent renders
+    // its own families from it.
+    portico_agent::admin::share_recorder(portico_control_plane::metrics::handle().clone());
     let config = portico_control_plane::config::Config::embedded(data.path().join("store"));
     parts.push((
         "control plane",
