@@ -71,7 +71,7 @@ impl Cache {
             Err(source) => return Err(CacheError::Read { path, source }),
         };
         let update = decode(&bytes).map_err(|reason| CacheError::Corrupt { path, reason })?;
-        Ok(Some(ConfigSet::default().with_update(&update)))
+        Ok(Some(ConfigSet::default().with_update(update)))
     }
 
     /// Replaces the cache with `config`, atomically.

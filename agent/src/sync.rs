@@ -254,29 +254,22 @@ impl Client {
                 base: base.version,
             });
         }
-        let next = Arc::new(base.with_update(&update));
+        let (version, full, nonce) = (update.version, update.full, update.nonce.clone());
+        let (upserts, removals) = (update.upserts.len(), update.removals.len());
+        let next = Arc::new(base.with_update(update));
         match self.proxy.apply(&next).await {
             Ok(()) => {
-                tracing::info!(
-                    version = update.version,
-                    full = update.full,
-                    upserts = update.upserts.len(),
-                    removals = update.removals.len(),
-                    "acked update"
-                );
+                tracing::info!(version, full, upserts, removals, "acked update");
                 self.state.publish(Arc::clone(&next));
                 *base = next;
-                Ok(agent_message::Message::Ack(Ack {
-                    nonce: update.nonce,
-                    version: update.version,
-                }))
+                Ok(agent_message::Message::Ack(Ack { nonce, version }))
             }
             Err(e) => {
                 let error = e.to_string();
-                tracing::warn!(version = update.version, error, "nacked update");
+                tracing::warn!(version, error, "nacked update");
                 Ok(agent_message::Message::Nack(Nack {
-                    nonce: update.nonce,
-                    version: update.version,
+                    nonce,
+                    version,
                     error,
                 }))
             }

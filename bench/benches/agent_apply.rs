@@ -32,7 +32,7 @@ fn one_route_diff(c: &mut Criterion) {
         upserts: config::dataplane(free_port(), free_port(), ROUTES),
         ..Default::default()
     };
-    let mut current = ConfigSet::default().with_update(&full);
+    let mut current = ConfigSet::default().with_update(full);
     runtime
         .block_on(proxy.apply(&current))
         .expect("the initial config applies");
@@ -55,7 +55,7 @@ fn one_route_diff(c: &mut Criterion) {
                 }
             },
             |update| {
-                let next = current.with_update(black_box(&update));
+                let next = current.with_update(black_box(update));
                 runtime
                     .block_on(proxy.apply(&next))
                     .expect("the diff applies");

@@ -133,7 +133,8 @@ impl Proxy {
     }
 
     /// Compiles `config`, binds its new listeners and swaps it in atomically. On error nothing
-    /// changes: listeners bound during the attempt are closed again.
+    /// changes: listeners bound during the attempt are closed again. A config with the same
+    /// resources as the one served only moves the served version.
     pub async fn apply(&self, config: &ConfigSet) -> Result<(), ApplyError> {
         let result = self.try_apply(config).await;
         match &result {
@@ -158,6 +159,14 @@ impl Proxy {
             return Err(ApplyError::Compile("the proxy is shutting down".into()));
         }
         let previous = self.shared.runtime.load_full();
+        if previous.serves(config) {
+            // Every config revision reaches every agent, most of them changing nothing here.
+            self.shared
+                .runtime
+                .store(Arc::new(previous.at_version(config.version)));
+            tracing::debug!(version = config.version, "config unchanged");
+            return Ok(());
+        }
         let workers = self.workers.handles();
         let runtime = Runtime::compile(config, &self.node, &previous, workers.len())
             .map_err(|e| ApplyError::Compile(e.to_string()))?;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, Method};
-use portico_api::pb::{self, header_match, query_param_match, route_match};
+use portico_api::pb::{self, header_match, query_param_match, route_action, route_match};
 use regex::{Regex, RegexSet};
 
 use super::action::{self, Action};
@@ -271,6 +271,23 @@ impl RouteTable {
             .find(|r| r.matches(req, &mut query))
             .map(|r| (host, r))
     }
+}
+
+/// The cluster names a route table's actions forward to, once per route that names them.
+pub fn cluster_names(spec: &pb::RouteTable) -> impl Iterator<Item = &str> {
+    spec.virtual_hosts
+        .iter()
+        .flat_map(|vh| &vh.routes)
+        .filter_map(|r| r.action.as_ref()?.action.as_ref())
+        .flat_map(|a| {
+            let (one, weighted) = match a {
+                route_action::Action::Cluster(c) => (Some(c.as_str()), None),
+                route_action::Action::WeightedClusters(w) => (None, Some(&w.clusters)),
+                _ => (None, None),
+            };
+            one.into_iter()
+                .chain(weighted.into_iter().flatten().map(|w| w.cluster.as_str()))
+        })
 }
 
 /// Compiles a route table; `clusters` resolves cluster names.
