@@ -144,17 +144,24 @@ fn same(a: &Arc<Resource>, b: &Arc<Resource>) -> bool {
 #[derive(Debug)]
 struct CompiledTable {
     resource: Arc<Resource>,
-    upstreams: Upstreams,
+    upstreams: Arc<Upstreams>,
     table: Arc<RouteTable>,
 }
 
 impl CompiledTable {
-    fn reusable(&self, resource: &Arc<Resource>, upstreams: &Upstreams) -> bool {
-        same(&self.resource, resource)
-            && self
-                .upstreams
-                .iter()
-                .all(|(name, u)| upstreams.get(name).is_some_and(|now| Arc::ptr_eq(now, u)))
+    /// Whether every upstream the table's routes hold is still the one `upstreams` names.
+    fn upstreams_kept(&self, upstreams: &Upstreams) -> bool {
+        self.upstreams
+            .iter()
+            .all(|(name, u)| upstreams.get(name).is_some_and(|now| Arc::ptr_eq(now, u)))
+    }
+
+    /// The spec and table a recompile can take unchanged routes from.
+    fn previous(&self) -> Option<(&pb::RouteTable, &RouteTable)> {
+        match &self.resource.spec {
+            Some(Spec::RouteTable(spec)) => Some((spec, &self.table)),
+            _ => None,
+        }
     }
 }
 
@@ -282,14 +289,16 @@ fn route_table(
             format!("route table {name:?} does not exist"),
         ));
     };
-    let compiled = match old.tables.get(name) {
-        Some(t) if t.reusable(resource, upstreams) => CompiledTable {
+    let before = old.tables.get(name).filter(|t| t.upstreams_kept(upstreams));
+    let compiled = match before {
+        Some(t) if same(&t.resource, resource) => CompiledTable {
             resource: resource.clone(),
             upstreams: t.upstreams.clone(),
             table: t.table.clone(),
         },
         _ => {
-            let table = Arc::new(router::compile(name, spec, upstreams)?);
+            let previous = before.and_then(CompiledTable::previous);
+            let table = Arc::new(router::recompile(name, spec, upstreams, previous)?);
             let mut used = HashMap::new();
             for c in router::cluster_names(spec) {
                 if let (false, Some(u)) = (used.contains_key(c), upstreams.get(c)) {
@@ -298,7 +307,7 @@ fn route_table(
             }
             CompiledTable {
                 resource: resource.clone(),
-                upstreams: used,
+                upstreams: Arc::new(used),
                 table,
             }
         }

@@ -1,9 +1,14 @@
 //! Compiled route tables: virtual hosts by Host, and per host an index over its routes so that
 //! matching cost depends on the path, not on how many routes there are.
 //!
-//! Candidates come from an exact-path hash map, a segment trie of prefixes, one `RegexSet` for
-//! regex paths, and the routes without a path condition. The few candidates are then checked
-//! in route order for their remaining conditions; the first that holds wins.
+//! Candidates come from an exact-path hash map, a hash map of prefixes looked up at each '/' of
+//! the path, one `RegexSet` for regex paths, and the routes without a path condition. The few
+//! candidates are then checked in route order for their remaining conditions; the first that
+//! holds wins.
+//!
+//! Compiled routes and route indexes are shared, so [`recompile`] of a table that changed in
+//! a few routes takes every other route, and the index when no path changed, from the table
+//! compiled before.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -50,8 +55,8 @@ pub struct RouteTable {
 pub struct VirtualHost {
     /// The host's name, for logs.
     pub name: String,
-    routes: Vec<Route>,
-    index: RouteIndex,
+    routes: Vec<Arc<Route>>,
+    index: Arc<RouteIndex>,
 }
 
 /// A compiled route.
@@ -79,7 +84,7 @@ pub struct Route {
 enum PathMatch {
     Any,
     Exact,
-    Prefix(String),
+    Prefix(Arc<str>),
     Regex,
 }
 
@@ -113,41 +118,65 @@ impl ValueMatch {
     }
 }
 
+/// Marks the end of a chain in [`RouteIndex::next`].
+const END: u32 = u32::MAX;
+
+/// Which routes a path can match, by path condition. Routes sharing an exact path or a prefix
+/// key are chained through `next`, so the index allocates little more than its keys.
 #[derive(Debug, Default)]
 struct RouteIndex {
-    exact: HashMap<String, Vec<u32>>,
-    prefixes: TrieNode,
+    /// Exact paths, each to its last route.
+    exact: HashMap<Box<str>, u32>,
+    /// Prefix keys (see [`prefix_key`]), each to its last route.
+    prefixes: HashMap<Arc<str>, u32>,
+    /// Most '/' in a prefix key: longer parts of a path cannot be keys.
+    prefix_depth: usize,
+    /// Per route, the route before it with the same exact path or prefix key ([`END`]: none).
+    next: Vec<u32>,
     regex: Option<(RegexSet, Vec<u32>)>,
     any: Vec<u32>,
 }
 
-#[derive(Debug, Default)]
-struct TrieNode {
-    routes: Vec<u32>,
-    children: HashMap<String, TrieNode>,
-}
-
-/// Path segments a prefix spans, ignoring one trailing '/'.
-fn prefix_segments(prefix: &str) -> impl Iterator<Item = &str> {
+/// The part of a prefix that paths are looked up by: from its first '/', without one trailing
+/// '/', so "/api" and "/api/" share the key "/api" and "/" has the key "". A prefix that does
+/// not start with '/' matches no path; it is kept under the key of its part from the first '/'
+/// (and is then rejected by [`prefix_holds`]).
+fn prefix_key(prefix: &str) -> &str {
     let trimmed = prefix.strip_suffix('/').unwrap_or(prefix);
-    trimmed.split('/').skip(1)
+    &trimmed[trimmed.find('/').unwrap_or(trimmed.len())..]
 }
 
 impl RouteIndex {
+    fn chain(&self, mut route: u32, out: &mut Vec<u32>) {
+        while route != END {
+            out.push(route);
+            route = self.next.get(route as usize).copied().unwrap_or(END);
+        }
+    }
+
     fn candidates(&self, path: &str, out: &mut Vec<u32>) {
         out.extend_from_slice(&self.any);
-        if let Some(routes) = self.exact.get(path) {
-            out.extend_from_slice(routes);
+        if let Some(&last) = self.exact.get(path) {
+            self.chain(last, out);
         }
-        let mut node = &self.prefixes;
-        out.extend_from_slice(&node.routes);
-        for segment in path.split('/').skip(1) {
-            match node.children.get(segment) {
-                Some(child) => {
-                    node = child;
-                    out.extend_from_slice(&node.routes);
+        if !self.prefixes.is_empty() {
+            let path = &path[path.find('/').unwrap_or(path.len())..];
+            let ends = path
+                .match_indices('/')
+                .map(|(i, _)| i)
+                .skip(1)
+                .chain([path.len()]);
+            for (end, key) in std::iter::once(0)
+                .chain(ends)
+                .take(self.prefix_depth + 1)
+                .map(|end| (end, &path[..end]))
+            {
+                if let Some(&last) = self.prefixes.get(key) {
+                    self.chain(last, out);
                 }
-                None => break,
+                if end == path.len() {
+                    break;
+                }
             }
         }
         if let Some((set, routes)) = &self.regex {
@@ -159,6 +188,41 @@ impl RouteIndex {
         }
         out.sort_unstable();
         out.dedup();
+    }
+
+    /// Indexes `routes` (one virtual host's, in order) by their path conditions.
+    fn build(routes: &[pb::Route], compiled: &[Arc<Route>]) -> Result<RouteIndex, regex::Error> {
+        let mut index = RouteIndex {
+            next: vec![END; routes.len()],
+            ..RouteIndex::default()
+        };
+        let mut regexes = Vec::new();
+        let mut regex_routes = Vec::new();
+        for (i, (route, compiled)) in routes.iter().zip(compiled).enumerate() {
+            let r = i as u32;
+            match path_of(route) {
+                None => index.any.push(r),
+                Some(route_match::Path::Exact(p)) => {
+                    index.next[i] = index.exact.insert(p.as_str().into(), r).unwrap_or(END);
+                }
+                Some(route_match::Path::Prefix(p)) => {
+                    let key = match &compiled.path {
+                        PathMatch::Prefix(shared) if **shared == *prefix_key(p) => shared.clone(),
+                        _ => prefix_key(p).into(),
+                    };
+                    index.prefix_depth = index.prefix_depth.max(key.matches('/').count());
+                    index.next[i] = index.prefixes.insert(key, r).unwrap_or(END);
+                }
+                Some(route_match::Path::Regex(re)) => {
+                    regexes.push(format!("^(?:{re})$"));
+                    regex_routes.push(r);
+                }
+            }
+        }
+        if !regexes.is_empty() {
+            index.regex = Some((RegexSet::new(&regexes)?, regex_routes));
+        }
+        Ok(index)
     }
 }
 
@@ -269,7 +333,7 @@ impl RouteTable {
             .iter()
             .filter_map(|i| host.routes.get(*i as usize))
             .find(|r| r.matches(req, &mut query))
-            .map(|r| (host, r))
+            .map(|r| (host, &**r))
     }
 }
 
@@ -295,6 +359,18 @@ pub fn compile(
     name: &str,
     spec: &pb::RouteTable,
     clusters: &HashMap<String, Arc<Upstream>>,
+) -> Result<RouteTable, CompileError> {
+    recompile(name, spec, clusters, None)
+}
+
+/// Compiles a route table like [`compile`], taking from `previous` (a table compiled from
+/// the given spec with the same clusters) every route whose spec is unchanged at the same
+/// place, and a virtual host's whole index when none of its route paths changed.
+pub fn recompile(
+    name: &str,
+    spec: &pb::RouteTable,
+    clusters: &HashMap<String, Arc<Upstream>>,
+    previous: Option<(&pb::RouteTable, &RouteTable)>,
 ) -> Result<RouteTable, CompileError> {
     let err =
         |field: String, message: String| CompileError::new("RouteTable", name, field, message);
@@ -322,49 +398,49 @@ pub fn compile(
                 table.exact_hosts.entry(domain.to_string()).or_insert(h);
             }
         }
-        let mut host = VirtualHost {
+        let before = previous.and_then(|(spec, table)| {
+            Some((&spec.virtual_hosts.get(h)?.routes, table.hosts.get(h)?))
+        });
+        let mut routes = Vec::with_capacity(vh.routes.len());
+        for (r, route) in vh.routes.iter().enumerate() {
+            let kept = before
+                .filter(|(specs, _)| specs.get(r) == Some(route))
+                .and_then(|(_, host)| host.routes.get(r));
+            routes.push(match kept {
+                Some(kept) => kept.clone(),
+                None => Arc::new(compile_route(r, route, clusters).map_err(|(f, message)| {
+                    err(format!("virtual_hosts[{h}].routes[{r}].{f}"), message)
+                })?),
+            });
+        }
+        let index = match before {
+            Some((specs, host)) if same_paths(specs, &vh.routes) => host.index.clone(),
+            _ => Arc::new(
+                RouteIndex::build(&vh.routes, &routes)
+                    .map_err(|e| err(format!("virtual_hosts[{h}].routes"), e.to_string()))?,
+            ),
+        };
+        table.hosts.push(VirtualHost {
             name: if vh.name.is_empty() {
                 h.to_string()
             } else {
                 vh.name.clone()
             },
-            routes: Vec::with_capacity(vh.routes.len()),
-            index: RouteIndex::default(),
-        };
-        let mut regexes = Vec::new();
-        let mut regex_routes = Vec::new();
-        for (r, route) in vh.routes.iter().enumerate() {
-            let field = |f: &str| format!("virtual_hosts[{h}].routes[{r}].{f}");
-            let compiled = compile_route(r, route, clusters)
-                .map_err(|(f, message)| err(field(&f), message))?;
-            let i = r as u32;
-            match route.r#match.as_ref().and_then(|m| m.path.as_ref()) {
-                None => host.index.any.push(i),
-                Some(route_match::Path::Exact(p)) => {
-                    host.index.exact.entry(p.clone()).or_default().push(i)
-                }
-                Some(route_match::Path::Prefix(p)) => {
-                    let mut node = &mut host.index.prefixes;
-                    for segment in prefix_segments(p) {
-                        node = node.children.entry(segment.to_string()).or_default();
-                    }
-                    node.routes.push(i);
-                }
-                Some(route_match::Path::Regex(re)) => {
-                    regexes.push(format!("^(?:{re})$"));
-                    regex_routes.push(i);
-                }
-            }
-            host.routes.push(compiled);
-        }
-        if !regexes.is_empty() {
-            let set = RegexSet::new(&regexes)
-                .map_err(|e| err(format!("virtual_hosts[{h}].routes"), e.to_string()))?;
-            host.index.regex = Some((set, regex_routes));
-        }
-        table.hosts.push(host);
+            routes,
+            index,
+        });
     }
     Ok(table)
+}
+
+/// Whether two route lists have the same path conditions in the same order, and so the same
+/// index.
+fn same_paths(a: &[pb::Route], b: &[pb::Route]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| path_of(a) == path_of(b))
+}
+
+fn path_of(route: &pb::Route) -> Option<&route_match::Path> {
+    route.r#match.as_ref()?.path.as_ref()
 }
 
 /// `host` without its port: `a.example:8080` is `a.example`, `[::1]:80` is `[::1]`.
@@ -409,11 +485,17 @@ fn compile_route(
     spec: &pb::Route,
     clusters: &HashMap<String, Arc<Upstream>>,
 ) -> Result<Route, FieldError> {
-    let m = spec.r#match.clone().unwrap_or_default();
+    static NO_MATCH: pb::RouteMatch = pb::RouteMatch {
+        path: None,
+        methods: Vec::new(),
+        headers: Vec::new(),
+        query_params: Vec::new(),
+    };
+    let m = spec.r#match.as_ref().unwrap_or(&NO_MATCH);
     let path = match &m.path {
         None => PathMatch::Any,
         Some(route_match::Path::Exact(_)) => PathMatch::Exact,
-        Some(route_match::Path::Prefix(p)) => PathMatch::Prefix(p.clone()),
+        Some(route_match::Path::Prefix(p)) => PathMatch::Prefix(p.as_str().into()),
         Some(route_match::Path::Regex(re)) => {
             anchored(re).map_err(|e| ("match.regex".to_string(), e.to_string()))?;
             PathMatch::Regex
