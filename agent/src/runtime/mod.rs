@@ -255,6 +255,12 @@ impl Runtime {
         self.built.resources == config.resources
     }
 
+    /// Whether `other` is this runtime or a relabelled copy of it.
+    #[cfg(test)]
+    pub(crate) fn same_build(&self, other: &Runtime) -> bool {
+        Arc::ptr_eq(&self.built, &other.built)
+    }
+
     /// This runtime, labelled with another config version.
     pub fn at_version(&self, version: i64) -> Runtime {
         Runtime {
@@ -326,3 +332,8 @@ pub fn duration_or(d: Option<&pbjson_types::Duration>, default: Duration) -> Dur
         _ => default,
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+#[path = "runtime_tests.rs"]
+mod tests;
