@@ -307,7 +307,9 @@ fn route_table(
             let table = Arc::new(router::recompile(name, spec, upstreams, previous)?);
             let mut used = HashMap::new();
             for c in router::cluster_names(spec) {
-                if let (false, Some(u)) = (used.contains_key(c), upstreams.get(c)) {
+                if !used.contains_key(c)
+                    && let Some(u) = upstreams.get(c)
+                {
                     used.insert(c.to_string(), u.clone());
                 }
             }

@@ -123,11 +123,13 @@ const END: u32 = u32::MAX;
 
 /// Which routes a path can match, by path condition. Routes sharing an exact path or a prefix
 /// key are chained through `next`, so the index allocates little more than its keys.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct RouteIndex {
     /// Exact paths, each to its last route.
     exact: HashMap<Box<str>, u32>,
-    /// Prefix keys (see [`prefix_key`]), each to its last route.
+    /// The last route whose prefix key is "" (e.g. prefix "/"), which every path is under.
+    root: u32,
+    /// Other prefix keys (see [`prefix_key`]), each to its last route.
     prefixes: HashMap<Arc<str>, u32>,
     /// Most '/' in a prefix key: longer parts of a path cannot be keys.
     prefix_depth: usize,
@@ -159,23 +161,19 @@ impl RouteIndex {
         if let Some(&last) = self.exact.get(path) {
             self.chain(last, out);
         }
+        self.chain(self.root, out);
         if !self.prefixes.is_empty() {
             let path = &path[path.find('/').unwrap_or(path.len())..];
             let ends = path
                 .match_indices('/')
                 .map(|(i, _)| i)
                 .skip(1)
-                .chain([path.len()]);
-            for (end, key) in std::iter::once(0)
-                .chain(ends)
-                .take(self.prefix_depth + 1)
-                .map(|end| (end, &path[..end]))
-            {
-                if let Some(&last) = self.prefixes.get(key) {
+                .chain([path.len()])
+                .filter(|end| *end > 0)
+                .take(self.prefix_depth);
+            for end in ends {
+                if let Some(&last) = self.prefixes.get(&path[..end]) {
                     self.chain(last, out);
-                }
-                if end == path.len() {
-                    break;
                 }
             }
         }
@@ -192,9 +190,20 @@ impl RouteIndex {
 
     /// Indexes `routes` (one virtual host's, in order) by their path conditions.
     fn build(routes: &[pb::Route], compiled: &[Arc<Route>]) -> Result<RouteIndex, regex::Error> {
+        let count = |want: fn(&route_match::Path) -> bool| {
+            routes
+                .iter()
+                .filter(|r| path_of(r).is_some_and(want))
+                .count()
+        };
         let mut index = RouteIndex {
+            exact: HashMap::with_capacity(count(|p| matches!(p, route_match::Path::Exact(_)))),
+            root: END,
+            prefixes: HashMap::with_capacity(count(|p| matches!(p, route_match::Path::Prefix(_)))),
+            prefix_depth: 0,
             next: vec![END; routes.len()],
-            ..RouteIndex::default()
+            regex: None,
+            any: Vec::new(),
         };
         let mut regexes = Vec::new();
         let mut regex_routes = Vec::new();
@@ -206,12 +215,18 @@ impl RouteIndex {
                     index.next[i] = index.exact.insert(p.as_str().into(), r).unwrap_or(END);
                 }
                 Some(route_match::Path::Prefix(p)) => {
-                    let key = match &compiled.path {
-                        PathMatch::Prefix(shared) if **shared == *prefix_key(p) => shared.clone(),
-                        _ => prefix_key(p).into(),
+                    let key = prefix_key(p);
+                    let previous = if key.is_empty() {
+                        std::mem::replace(&mut index.root, r)
+                    } else {
+                        let key = match &compiled.path {
+                            PathMatch::Prefix(shared) if **shared == *key => shared.clone(),
+                            _ => key.into(),
+                        };
+                        index.prefix_depth = index.prefix_depth.max(key.matches('/').count());
+                        index.prefixes.insert(key, r).unwrap_or(END)
                     };
-                    index.prefix_depth = index.prefix_depth.max(key.matches('/').count());
-                    index.next[i] = index.prefixes.insert(key, r).unwrap_or(END);
+                    index.next[i] = previous;
                 }
                 Some(route_match::Path::Regex(re)) => {
                     regexes.push(format!("^(?:{re})$"));
@@ -337,8 +352,10 @@ impl RouteTable {
     }
 }
 
-/// The cluster names a route table's actions forward to, once per route that names them.
+/// The cluster names a route table's actions forward to, in route order, without repeats of
+/// the name just before (routes next to each other mostly forward to the same cluster).
 pub fn cluster_names(spec: &pb::RouteTable) -> impl Iterator<Item = &str> {
+    let mut last = None;
     spec.virtual_hosts
         .iter()
         .flat_map(|vh| &vh.routes)
@@ -352,6 +369,7 @@ pub fn cluster_names(spec: &pb::RouteTable) -> impl Iterator<Item = &str> {
             one.into_iter()
                 .chain(weighted.into_iter().flatten().map(|w| w.cluster.as_str()))
         })
+        .filter(move |c| last.replace(*c) != Some(*c))
 }
 
 /// Compiles a route table; `clusters` resolves cluster names.
@@ -401,20 +419,23 @@ pub fn recompile(
         let before = previous.and_then(|(spec, table)| {
             Some((&spec.virtual_hosts.get(h)?.routes, table.hosts.get(h)?))
         });
+        // The index can be kept when every route has the path it had before.
+        let mut same_paths = before.is_some_and(|(specs, _)| specs.len() == vh.routes.len());
         let mut routes = Vec::with_capacity(vh.routes.len());
         for (r, route) in vh.routes.iter().enumerate() {
-            let kept = before
-                .filter(|(specs, _)| specs.get(r) == Some(route))
-                .and_then(|(_, host)| host.routes.get(r));
-            routes.push(match kept {
-                Some(kept) => kept.clone(),
-                None => Arc::new(compile_route(r, route, clusters).map_err(|(f, message)| {
-                    err(format!("virtual_hosts[{h}].routes[{r}].{f}"), message)
-                })?),
+            let was = before.and_then(|(specs, host)| Some((specs.get(r)?, host.routes.get(r)?)));
+            routes.push(match was {
+                Some((spec, kept)) if spec == route => kept.clone(),
+                _ => {
+                    same_paths &= was.is_some_and(|(spec, _)| path_of(spec) == path_of(route));
+                    Arc::new(compile_route(r, route, clusters).map_err(|(f, message)| {
+                        err(format!("virtual_hosts[{h}].routes[{r}].{f}"), message)
+                    })?)
+                }
             });
         }
         let index = match before {
-            Some((specs, host)) if same_paths(specs, &vh.routes) => host.index.clone(),
+            Some((_, host)) if same_paths => host.index.clone(),
             _ => Arc::new(
                 RouteIndex::build(&vh.routes, &routes)
                     .map_err(|e| err(format!("virtual_hosts[{h}].routes"), e.to_string()))?,
@@ -431,12 +452,6 @@ pub fn recompile(
         });
     }
     Ok(table)
-}
-
-/// Whether two route lists have the same path conditions in the same order, and so the same
-/// index.
-fn same_paths(a: &[pb::Route], b: &[pb::Route]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| path_of(a) == path_of(b))
 }
 
 fn path_of(route: &pb::Route) -> Option<&route_match::Path> {
