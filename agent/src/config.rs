@@ -44,24 +44,10 @@ mod tests {
     use std::sync::Arc;
 
     use portico_api::Kind;
-    use portico_api::pb::{Cluster, Resource, ResourceKey, resource::Spec};
+    use portico_api::pb::{Resource, ResourceKey, resource::Spec};
 
     use super::*;
-
-    fn cluster(name: &str, port: u32) -> Resource {
-        Resource {
-            name: name.into(),
-            spec: Some(Spec::Cluster(Cluster {
-                endpoints: vec![portico_api::pb::Endpoint {
-                    address: "127.0.0.1".into(),
-                    port,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            })),
-            ..Default::default()
-        }
-    }
+    use crate::runtime::tests::cluster;
 
     fn update(version: i64, full: bool, upserts: Vec<Resource>, removals: &[&str]) -> Update {
         Update {

@@ -254,24 +254,10 @@ impl Proxy {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use portico_api::pb::{self, Resource, Update, resource::Spec};
+    use portico_api::pb::Update;
 
     use super::*;
-
-    fn cluster(port: u32) -> Resource {
-        Resource {
-            name: "c".into(),
-            spec: Some(Spec::Cluster(pb::Cluster {
-                endpoints: vec![pb::Endpoint {
-                    address: "127.0.0.1".into(),
-                    port,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            })),
-            ..Default::default()
-        }
-    }
+    use crate::runtime::tests::cluster;
 
     #[tokio::test]
     async fn an_unchanged_config_only_moves_the_served_version() {
@@ -285,7 +271,7 @@ mod tests {
             upserts,
             ..Default::default()
         };
-        let v1 = ConfigSet::default().with_update(diff(1, vec![cluster(8001)]));
+        let v1 = ConfigSet::default().with_update(diff(1, vec![cluster("c", 8001)]));
         proxy.apply(&v1).await.unwrap();
         let served = proxy.shared.runtime.load_full();
 
@@ -294,12 +280,12 @@ mod tests {
         assert_eq!(proxy.version(), 2);
         assert!(proxy.shared.runtime.load().same_build(&served));
 
-        let v3 = v2.with_update(diff(3, vec![cluster(8001)]));
+        let v3 = v2.with_update(diff(3, vec![cluster("c", 8001)]));
         proxy.apply(&v3).await.unwrap();
         assert_eq!(proxy.version(), 3);
         assert!(proxy.shared.runtime.load().same_build(&served));
 
-        let v4 = v3.with_update(diff(4, vec![cluster(8002)]));
+        let v4 = v3.with_update(diff(4, vec![cluster("c", 8002)]));
         proxy.apply(&v4).await.unwrap();
         assert_eq!(proxy.version(), 4);
         assert!(!proxy.shared.runtime.load().same_build(&served));

@@ -338,4 +338,4 @@ pub fn duration_or(d: Option<&pbjson_types::Duration>, default: Duration) -> Dur
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 #[path = "runtime_tests.rs"]
-mod tests;
+pub(crate) mod tests;

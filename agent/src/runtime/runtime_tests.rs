@@ -1,4 +1,5 @@
-//! What a compile takes from the runtime before it, and what it rebuilds.
+//! What a compile takes from the runtime before it, and what it rebuilds; and config fixtures
+//! for the agent's other unit tests.
 
 use http::{HeaderMap, Method};
 use pb::{route_action, route_match};
@@ -6,7 +7,7 @@ use portico_api::pb::{ResourceKey, Update};
 
 use super::*;
 
-fn resource(name: &str, spec: Spec) -> Resource {
+pub(crate) fn resource(name: &str, spec: Spec) -> Resource {
     Resource {
         name: name.into(),
         spec: Some(spec),
@@ -14,7 +15,7 @@ fn resource(name: &str, spec: Spec) -> Resource {
     }
 }
 
-fn listener(name: &str, port: u32, table: &str) -> Resource {
+pub(crate) fn listener(name: &str, port: u32, table: &str) -> Resource {
     resource(
         name,
         Spec::Listener(pb::Listener {
@@ -27,7 +28,7 @@ fn listener(name: &str, port: u32, table: &str) -> Resource {
 }
 
 /// A table on host "*" with one prefix route per `(name, prefix)`, all to `cluster`.
-fn table(name: &str, cluster: &str, routes: &[(&str, &str)]) -> Resource {
+pub(crate) fn table(name: &str, cluster: &str, routes: &[(&str, &str)]) -> Resource {
     let routes = routes
         .iter()
         .map(|(route, prefix)| pb::Route {
@@ -54,7 +55,8 @@ fn table(name: &str, cluster: &str, routes: &[(&str, &str)]) -> Resource {
     )
 }
 
-fn cluster(name: &str, port: u32) -> Resource {
+/// A cluster of one endpoint, 127.0.0.1:`port`.
+pub(crate) fn cluster(name: &str, port: u32) -> Resource {
     resource(
         name,
         Spec::Cluster(pb::Cluster {
