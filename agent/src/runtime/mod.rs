@@ -128,7 +128,8 @@ impl Source {
                 .zip(&other.secrets)
                 .all(|(a, b)| match (a, b) {
                     (Some(a), Some(b)) => same(a, b),
-                    (a, b) => a.is_none() && b.is_none(),
+                    (None, None) => true,
+                    _ => false,
                 })
     }
 }

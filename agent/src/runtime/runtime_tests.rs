@@ -240,3 +240,53 @@ async fn only_an_equal_config_is_served_as_is() {
         ..Default::default()
     })));
 }
+
+fn tls_secret(name: &str, host: &str) -> Resource {
+    let cert = rcgen::generate_simple_self_signed(vec![host.to_string()]).unwrap();
+    resource(
+        name,
+        Spec::Secret(pb::Secret {
+            secret: Some(pb::secret::Secret::Tls(pb::TlsSecret {
+                certificate_chain: cert.cert.pem(),
+                private_key: cert.signing_key.serialize_pem(),
+            })),
+        }),
+    )
+}
+
+#[tokio::test]
+async fn an_https_listener_is_rebuilt_when_its_certificate_changes() {
+    let mut https = listener("a", 10001, "a");
+    if let Some(Spec::Listener(l)) = &mut https.spec {
+        l.protocol = pb::listener::Protocol::Https.into();
+        l.tls = Some(pb::ListenerTls {
+            certificates: vec![pb::SniCertificate {
+                server_names: vec!["a.example".into()],
+                secret: "cert".into(),
+            }],
+            ..Default::default()
+        });
+    }
+    let v1 = update(
+        &two_sites(),
+        vec![
+            https,
+            tls_secret("cert", "a.example"),
+            tls_secret("other", "b"),
+        ],
+    );
+    let first = compile(&v1, &Runtime::default());
+    let unrelated = compile(&update(&v1, vec![tls_secret("other", "c")]), &first);
+    assert!(Arc::ptr_eq(site(&first, 10001), site(&unrelated, 10001)));
+
+    let renewed = compile(
+        &update(&v1, vec![tls_secret("cert", "a.example")]),
+        &unrelated,
+    );
+    assert!(!Arc::ptr_eq(site(&unrelated, 10001), site(&renewed, 10001)));
+    assert!(Arc::ptr_eq(
+        &site(&unrelated, 10001).routes,
+        &site(&renewed, 10001).routes
+    ));
+    assert!(Arc::ptr_eq(site(&unrelated, 10002), site(&renewed, 10002)));
+}
