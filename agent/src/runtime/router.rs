@@ -210,8 +210,8 @@ impl RouteTable {
     /// The virtual host serving `host` (lowercase, without port).
     pub fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
         let index = self.exact_hosts.get(host).copied().or_else(|| {
-            host.char_indices()
-                .filter(|(_, c)| *c == '.')
+            host.match_indices('.')
+                .take_while(|_| !self.wildcard_hosts.is_empty())
                 .find_map(|(i, _)| self.wildcard_hosts.get(&host[i..]).copied())
                 .or(self.default_host)
         })?;

@@ -40,6 +40,7 @@ fn prefix_key(prefix: &str) -> &str {
 }
 
 impl RouteIndex {
+    #[inline]
     fn chain(&self, mut route: u32, out: &mut Vec<u32>) {
         while route != END {
             out.push(route);
@@ -47,6 +48,7 @@ impl RouteIndex {
         }
     }
 
+    #[inline]
     pub(super) fn candidates(&self, path: &str, out: &mut Vec<u32>) {
         out.extend_from_slice(&self.any);
         if let Some(&last) = self.exact.get(path) {
