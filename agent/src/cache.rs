@@ -71,7 +71,7 @@ impl Cache {
             Err(source) => return Err(CacheError::Read { path, source }),
         };
         let update = decode(&bytes).map_err(|reason| CacheError::Corrupt { path, reason })?;
-        Ok(Some(ConfigSet::default().with_update(&update)))
+        Ok(Some(ConfigSet::default().with_update(update)))
     }
 
     /// Replaces the cache with `config`, atomically.
@@ -124,14 +124,23 @@ impl Cache {
     }
 }
 
+/// The protobuf key of `Update.upserts`: field 4, length-delimited.
+const UPSERTS_KEY: u8 = (4 << 3) | 2;
+
 fn encode(config: &ConfigSet) -> Vec<u8> {
-    let payload = Update {
+    // The resources are encoded where they are, not copied into an `Update` first: fields may
+    // come in any order, so the upserts follow the rest of the message.
+    let mut payload = Update {
         version: config.version,
         full: true,
-        upserts: config.resources.iter().cloned().collect(),
         ..Default::default()
     }
     .encode_to_vec();
+    for r in config.resources.iter() {
+        payload.push(UPSERTS_KEY);
+        // Writing to a Vec cannot run out of room, the only way encoding fails.
+        let _ = r.encode_length_delimited(&mut payload);
+    }
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());

@@ -179,11 +179,15 @@ impl Client {
         let mut reports = tokio::time::interval_at(start, self.report_interval);
         // A long apply delays the next report; it does not cause a burst of them.
         reports.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The config an update replaced, held until the answer is sent: freeing a large config
+        // takes longer than applying a diff to it, and need not delay the ACK.
+        let mut replaced = None;
         ended.error = loop {
             let reply = tokio::select! {
                 message = inbound.message() => match message {
                     Ok(Some(ControlMessage { message: Some(control_message::Message::Update(update)) })) => {
                         ended.worked = true;
+                        replaced = Some(Arc::clone(&base));
                         match self.apply(&mut base, update).await {
                             Ok(reply) => {
                                 ended.acked |= matches!(reply, agent_message::Message::Ack(_));
@@ -202,6 +206,7 @@ impl Client {
             if tx.send(message(reply)).await.is_err() {
                 break StreamError::Closed;
             }
+            drop(replaced.take());
         };
         ended.worked |= opened_at.elapsed() >= STABLE_AFTER;
         ended
@@ -254,29 +259,22 @@ impl Client {
                 base: base.version,
             });
         }
-        let next = Arc::new(base.with_update(&update));
+        let (version, full, nonce) = (update.version, update.full, update.nonce.clone());
+        let (upserts, removals) = (update.upserts.len(), update.removals.len());
+        let next = Arc::new(base.with_update(update));
         match self.proxy.apply(&next).await {
             Ok(()) => {
-                tracing::info!(
-                    version = update.version,
-                    full = update.full,
-                    upserts = update.upserts.len(),
-                    removals = update.removals.len(),
-                    "acked update"
-                );
+                tracing::info!(version, full, upserts, removals, "acked update");
                 self.state.publish(Arc::clone(&next));
                 *base = next;
-                Ok(agent_message::Message::Ack(Ack {
-                    nonce: update.nonce,
-                    version: update.version,
-                }))
+                Ok(agent_message::Message::Ack(Ack { nonce, version }))
             }
             Err(e) => {
                 let error = e.to_string();
-                tracing::warn!(version = update.version, error, "nacked update");
+                tracing::warn!(version, error, "nacked update");
                 Ok(agent_message::Message::Nack(Nack {
-                    nonce: update.nonce,
-                    version: update.version,
+                    nonce,
+                    version,
                     error,
                 }))
             }

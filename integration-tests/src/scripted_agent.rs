@@ -101,7 +101,7 @@ impl ScriptedAgent {
 
     /// Applies `update` to [`ScriptedAgent::config`] and ACKs it.
     pub fn ack(&mut self, update: &Update) {
-        self.config = self.config.with_update(update);
+        self.config = self.config.with_update(update.clone());
         self.send(agent_message::Message::Ack(Ack {
             nonce: update.nonce.clone(),
             version: update.version,

@@ -30,7 +30,7 @@ fn cluster(name: &str) -> Resource {
 }
 
 fn cached_config(version: i64) -> ConfigSet {
-    ConfigSet::default().with_update(&Update {
+    ConfigSet::default().with_update(Update {
         version,
         full: true,
         upserts: vec![cluster("checkout"), cluster("search")],

@@ -1,6 +1,7 @@
 //! The kind of a resource, its key, and small helpers on [`Resource`] used everywhere.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::pb::{Kind, Resource, ResourceKey, resource::Spec};
 
@@ -92,10 +93,13 @@ impl std::fmt::Display for ResourceKey {
 
 /// A set of resources keyed by kind and name: a whole config, or what one apply brings.
 ///
-/// Ordered, so iteration (and so encoding, diffing and printing) is deterministic.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// Ordered, so iteration (and so encoding, diffing and printing) is deterministic. Resources
+/// are shared: cloning a set copies pointers, not specs, so a new config version built from
+/// the last one costs what changed, and [`ResourceSet::get_shared`] lets a consumer tell an
+/// untouched resource from a replaced one with `Arc::ptr_eq`.
+#[derive(Clone, Debug, Default)]
 pub struct ResourceSet {
-    by_key: BTreeMap<(Kind, String), Resource>,
+    by_key: BTreeMap<(Kind, String), Arc<Resource>>,
 }
 
 impl ResourceSet {
@@ -105,18 +109,28 @@ impl ResourceSet {
     }
 
     /// Inserts or replaces a resource; returns the one it replaced.
-    pub fn insert(&mut self, resource: Resource) -> Option<Resource> {
+    pub fn insert(&mut self, resource: Resource) -> Option<Arc<Resource>> {
+        self.insert_shared(Arc::new(resource))
+    }
+
+    /// Inserts or replaces a shared resource; returns the one it replaced.
+    pub fn insert_shared(&mut self, resource: Arc<Resource>) -> Option<Arc<Resource>> {
         self.by_key
             .insert((resource.kind(), resource.name.clone()), resource)
     }
 
     /// Removes a resource; returns it if it was present.
-    pub fn remove(&mut self, kind: Kind, name: &str) -> Option<Resource> {
+    pub fn remove(&mut self, kind: Kind, name: &str) -> Option<Arc<Resource>> {
         self.by_key.remove(&(kind, name.to_string()))
     }
 
     /// The resource of this kind and name.
     pub fn get(&self, kind: Kind, name: &str) -> Option<&Resource> {
+        self.get_shared(kind, name).map(|r| &**r)
+    }
+
+    /// The resource of this kind and name, as shared by every set cloned from this one.
+    pub fn get_shared(&self, kind: Kind, name: &str) -> Option<&Arc<Resource>> {
         self.by_key.get(&(kind, name.to_string()))
     }
 
@@ -127,11 +141,16 @@ impl ResourceSet {
 
     /// Every resource, by kind then name.
     pub fn iter(&self) -> impl Iterator<Item = &Resource> {
-        self.by_key.values()
+        self.by_key.values().map(|r| &**r)
     }
 
     /// The resources of one kind, by name.
     pub fn of_kind(&self, kind: Kind) -> impl Iterator<Item = &Resource> {
+        self.of_kind_shared(kind).map(|r| &**r)
+    }
+
+    /// The resources of one kind, by name, as shared by every set cloned from this one.
+    pub fn of_kind_shared(&self, kind: Kind) -> impl Iterator<Item = &Arc<Resource>> {
         self.by_key
             .range((kind, String::new())..)
             .take_while(move |((k, _), _)| *k == kind)
@@ -149,6 +168,19 @@ impl ResourceSet {
     }
 }
 
+/// Equal when the same keys hold equal resources. A resource shared by both sets is equal
+/// without looking at it, so comparing a set with one derived from it costs what changed.
+impl PartialEq for ResourceSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len()
+            && self
+                .by_key
+                .iter()
+                .zip(&other.by_key)
+                .all(|((ka, a), (kb, b))| ka == kb && (Arc::ptr_eq(a, b) || a == b))
+    }
+}
+
 impl FromIterator<Resource> for ResourceSet {
     fn from_iter<I: IntoIterator<Item = Resource>>(iter: I) -> Self {
         let mut set = ResourceSet::new();
@@ -161,9 +193,13 @@ impl FromIterator<Resource> for ResourceSet {
 
 impl IntoIterator for ResourceSet {
     type Item = Resource;
-    type IntoIter = std::collections::btree_map::IntoValues<(Kind, String), Resource>;
+    type IntoIter = std::iter::Map<
+        std::collections::btree_map::IntoValues<(Kind, String), Arc<Resource>>,
+        fn(Arc<Resource>) -> Resource,
+    >;
+    /// The resources, copied out where another set still shares them.
     fn into_iter(self) -> Self::IntoIter {
-        self.by_key.into_values()
+        self.by_key.into_values().map(Arc::unwrap_or_clone)
     }
 }
 
@@ -221,5 +257,41 @@ mod tests {
             .collect();
         assert_eq!(names, ["a", "b"]);
         assert_eq!(set.len(), 4);
+    }
+
+    #[test]
+    fn clones_share_resources_and_compare_by_content() {
+        let cluster = |name: &str, port| Resource {
+            name: name.into(),
+            spec: Some(Spec::Cluster(crate::pb::Cluster {
+                endpoints: vec![crate::pb::Endpoint {
+                    port,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let set: ResourceSet = [cluster("a", 1), cluster("b", 1)].into_iter().collect();
+        let mut copy = set.clone();
+        let shared = |s: &ResourceSet| s.get_shared(Kind::Cluster, "a").cloned();
+        assert!(Arc::ptr_eq(&shared(&set).unwrap(), &shared(&copy).unwrap()));
+        assert_eq!(copy, set);
+
+        copy.insert(cluster("a", 1));
+        assert!(!Arc::ptr_eq(
+            &shared(&set).unwrap(),
+            &shared(&copy).unwrap()
+        ));
+        assert_eq!(copy, set, "equal content, not the same allocation");
+        copy.insert(cluster("a", 2));
+        assert_ne!(copy, set);
+        copy.insert(cluster("a", 1));
+        copy.remove(Kind::Cluster, "b");
+        assert_ne!(copy, set);
+        assert_eq!(
+            set.into_iter().map(|r| r.name).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
     }
 }

@@ -133,7 +133,8 @@ impl Proxy {
     }
 
     /// Compiles `config`, binds its new listeners and swaps it in atomically. On error nothing
-    /// changes: listeners bound during the attempt are closed again.
+    /// changes: listeners bound during the attempt are closed again. A config with the same
+    /// resources as the one served only moves the served version.
     pub async fn apply(&self, config: &ConfigSet) -> Result<(), ApplyError> {
         let result = self.try_apply(config).await;
         match &result {
@@ -158,6 +159,14 @@ impl Proxy {
             return Err(ApplyError::Compile("the proxy is shutting down".into()));
         }
         let previous = self.shared.runtime.load_full();
+        if previous.serves(config) {
+            // Every config revision reaches every agent, most of them changing nothing here.
+            self.shared
+                .runtime
+                .store(Arc::new(previous.at_version(config.version)));
+            tracing::debug!(version = config.version, "config unchanged");
+            return Ok(());
+        }
         let workers = self.workers.handles();
         let runtime = Runtime::compile(config, &self.node, &previous, workers.len())
             .map_err(|e| ApplyError::Compile(e.to_string()))?;
@@ -239,5 +248,47 @@ impl Proxy {
             self.shared.kill.cancel();
             self.shared.tracker.wait().await;
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use portico_api::pb::Update;
+
+    use super::*;
+    use crate::runtime::tests::cluster;
+
+    #[tokio::test]
+    async fn an_unchanged_config_only_moves_the_served_version() {
+        let proxy = Proxy::new(ProxyConfig {
+            access_log: false,
+            workers: 1,
+            ..Default::default()
+        });
+        let diff = |version, upserts| Update {
+            version,
+            upserts,
+            ..Default::default()
+        };
+        let v1 = ConfigSet::default().with_update(diff(1, vec![cluster("c", 8001)]));
+        proxy.apply(&v1).await.unwrap();
+        let served = proxy.shared.runtime.load_full();
+
+        let v2 = v1.with_update(diff(2, vec![]));
+        proxy.apply(&v2).await.unwrap();
+        assert_eq!(proxy.version(), 2);
+        assert!(proxy.shared.runtime.load().same_build(&served));
+
+        let v3 = v2.with_update(diff(3, vec![cluster("c", 8001)]));
+        proxy.apply(&v3).await.unwrap();
+        assert_eq!(proxy.version(), 3);
+        assert!(proxy.shared.runtime.load().same_build(&served));
+
+        let v4 = v3.with_update(diff(4, vec![cluster("c", 8002)]));
+        proxy.apply(&v4).await.unwrap();
+        assert_eq!(proxy.version(), 4);
+        assert!(!proxy.shared.runtime.load().same_build(&served));
+        proxy.shutdown(std::time::Duration::ZERO).await;
     }
 }

@@ -83,6 +83,14 @@ pub struct ListenerRuntime {
     pub merge_slashes: bool,
 }
 
+/// The Secrets a listener's TLS settings name.
+pub fn secret_names(spec: &pb::Listener) -> impl Iterator<Item = &str> {
+    spec.tls
+        .iter()
+        .filter(|_| spec.protocol() == pb::listener::Protocol::Https)
+        .flat_map(|t| t.certificates.iter().map(|c| c.secret.as_str()))
+}
+
 /// Compiles listener `name`; `secret` resolves tls Secret names.
 pub fn compile(
     name: &str,

@@ -18,8 +18,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use portico_api::Kind;
 use portico_api::pb::{self, resource::Spec};
+use portico_api::{Kind, Resource, ResourceSet};
 
 use crate::config::ConfigSet;
 use crate::proxy::upstream::Upstream;
@@ -80,19 +80,95 @@ pub struct Runtime {
     pub version: i64,
     /// Listeners by bind address.
     pub listeners: HashMap<SocketAddr, Arc<ListenerRuntime>>,
-    /// Clusters by name, with what they were built from so the next compile can keep their
-    /// connection pools when that did not change.
-    clusters: HashMap<String, (ClusterSource, Arc<Upstream>)>,
+    /// What the parts were compiled from, so the next compile can keep every part whose
+    /// sources did not change (and with it, for clusters, the warm connection pools).
+    built: Arc<Built>,
 }
 
-/// What a compiled cluster depends on: its spec and the Secrets it names.
-#[derive(Debug, PartialEq)]
-struct ClusterSource {
-    spec: pb::Cluster,
-    secrets: Vec<Option<pb::TlsSecret>>,
+/// The compiled parts of a runtime by resource name, each with what it was compiled from.
+#[derive(Debug, Default)]
+struct Built {
+    /// The whole config, to tell an apply that changes nothing.
+    resources: ResourceSet,
+    clusters: HashMap<String, (Source, Arc<Upstream>)>,
+    tables: HashMap<String, CompiledTable>,
+    /// Only the listeners this node serves.
+    listeners: HashMap<String, (Source, Arc<ListenerRuntime>)>,
 }
 
-fn tls_secret(set: &portico_api::ResourceSet, name: &str) -> Option<pb::TlsSecret> {
+/// A resource as a part was compiled from it, with the Secrets it names.
+#[derive(Debug)]
+struct Source {
+    resource: Arc<Resource>,
+    secrets: Vec<Option<Arc<Resource>>>,
+}
+
+impl Source {
+    fn new<'a>(
+        resource: &Arc<Resource>,
+        secret_names: impl IntoIterator<Item = &'a str>,
+        set: &ResourceSet,
+    ) -> Source {
+        Source {
+            resource: resource.clone(),
+            secrets: secret_names
+                .into_iter()
+                .map(|name| set.get_shared(Kind::Secret, name).cloned())
+                .collect(),
+        }
+    }
+
+    /// Whether a part compiled from `self` is what compiling `other` would give.
+    fn same(&self, other: &Source) -> bool {
+        same(&self.resource, &other.resource)
+            && self.secrets.len() == other.secrets.len()
+            && self
+                .secrets
+                .iter()
+                .zip(&other.secrets)
+                .all(|(a, b)| match (a, b) {
+                    (Some(a), Some(b)) => same(a, b),
+                    (None, None) => true,
+                    _ => false,
+                })
+    }
+}
+
+/// Equal resources. A resource the update did not touch is shared, so most answers come from
+/// the pointers; a full update that repeats a resource still compares equal.
+fn same(a: &Arc<Resource>, b: &Arc<Resource>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
+}
+
+/// A compiled route table, with the upstreams its routes forward to: a table is rebuilt when
+/// one of them is, because its routes hold the upstream itself.
+#[derive(Debug)]
+struct CompiledTable {
+    resource: Arc<Resource>,
+    upstreams: Arc<Upstreams>,
+    table: Arc<RouteTable>,
+}
+
+impl CompiledTable {
+    /// Whether every upstream the table's routes hold is still the one `upstreams` names.
+    fn upstreams_kept(&self, upstreams: &Upstreams) -> bool {
+        self.upstreams
+            .iter()
+            .all(|(name, u)| upstreams.get(name).is_some_and(|now| Arc::ptr_eq(now, u)))
+    }
+
+    /// The spec and table a recompile can take unchanged routes from.
+    fn previous(&self) -> Option<(&pb::RouteTable, &RouteTable)> {
+        match &self.resource.spec {
+            Some(Spec::RouteTable(spec)) => Some((spec, &self.table)),
+            _ => None,
+        }
+    }
+}
+
+type Upstreams = HashMap<String, Arc<Upstream>>;
+
+fn tls_secret(set: &ResourceSet, name: &str) -> Option<pb::TlsSecret> {
     match set.get(Kind::Secret, name).and_then(|s| s.spec.as_ref()) {
         Some(Spec::Secret(pb::Secret {
             secret: Some(pb::secret::Secret::Tls(tls)),
@@ -103,8 +179,9 @@ fn tls_secret(set: &portico_api::ResourceSet, name: &str) -> Option<pb::TlsSecre
 
 impl Runtime {
     /// Compiles `config` for `node`, with `pools` connection pools per cluster (one per proxy
-    /// worker). Clusters whose spec equals one in `previous` reuse its upstream, and with it
-    /// the warm connection pools.
+    /// worker). Every part whose sources equal those of the same part in `previous` is taken
+    /// from it: clusters (with their warm connection pools), route tables whose clusters were
+    /// kept, and listeners whose route table was kept.
     pub fn compile(
         config: &ConfigSet,
         node: &NodeInfo,
@@ -112,60 +189,46 @@ impl Runtime {
         pools: usize,
     ) -> Result<Runtime, CompileError> {
         let set = &config.resources;
-        let mut clusters = HashMap::new();
-        for r in set.of_kind(Kind::Cluster) {
+        let old = &previous.built;
+        let mut built = Built {
+            resources: set.clone(),
+            ..Built::default()
+        };
+        for r in set.of_kind_shared(Kind::Cluster) {
             let Some(Spec::Cluster(spec)) = &r.spec else {
                 continue;
             };
-            let source = ClusterSource {
-                spec: spec.clone(),
-                secrets: cluster::secret_names(spec)
-                    .iter()
-                    .map(|name| tls_secret(set, name))
-                    .collect(),
-            };
-            let upstream = match previous.clusters.get(&r.name) {
-                Some((old, upstream)) if *old == source => upstream.clone(),
+            let source = Source::new(r, cluster::secret_names(spec), set);
+            let upstream = match old.clusters.get(&r.name) {
+                Some((was, upstream)) if was.same(&source) => upstream.clone(),
                 _ => Arc::new(cluster::compile(&r.name, spec, pools, |n| {
                     tls_secret(set, n)
                 })?),
             };
-            clusters.insert(r.name.clone(), (source, upstream));
+            built.clusters.insert(r.name.clone(), (source, upstream));
         }
-        let upstreams: HashMap<String, Arc<Upstream>> = clusters
+        let upstreams: Upstreams = built
+            .clusters
             .iter()
             .map(|(name, (_, u))| (name.clone(), u.clone()))
             .collect();
 
-        let mut tables: HashMap<String, Arc<RouteTable>> = HashMap::new();
         let mut listeners = HashMap::new();
-        for r in set.of_kind(Kind::Listener) {
+        for r in set.of_kind_shared(Kind::Listener) {
             let Some(Spec::Listener(spec)) = &r.spec else {
                 continue;
             };
             if !node.selected_by(spec.selector.as_ref()) {
                 continue;
             }
-            let routes = match tables.get(&spec.route_table) {
-                Some(t) => t.clone(),
-                None => {
-                    let Some(Spec::RouteTable(table)) = set
-                        .get(Kind::RouteTable, &spec.route_table)
-                        .and_then(|t| t.spec.as_ref())
-                    else {
-                        return Err(CompileError::new(
-                            "Listener",
-                            &r.name,
-                            "route_table".into(),
-                            format!("route table {:?} does not exist", spec.route_table),
-                        ));
-                    };
-                    let table = Arc::new(router::compile(&spec.route_table, table, &upstreams)?);
-                    tables.insert(spec.route_table.clone(), table.clone());
-                    table
-                }
+            let routes = route_table(&r.name, &spec.route_table, set, old, &mut built, &upstreams)?;
+            let source = Source::new(r, listener::secret_names(spec), set);
+            let compiled = match old.listeners.get(&r.name) {
+                Some((was, l)) if was.same(&source) && Arc::ptr_eq(&l.routes, &routes) => l.clone(),
+                _ => Arc::new(listener::compile(&r.name, spec, routes, |n| {
+                    tls_secret(set, n)
+                })?),
             };
-            let compiled = listener::compile(&r.name, spec, routes, |n| tls_secret(set, n))?;
             if let Some(other) = listeners
                 .get(&compiled.addr)
                 .map(|l: &Arc<ListenerRuntime>| l.conn.name.to_string())
@@ -177,14 +240,90 @@ impl Runtime {
                     format!("{} is also bound by listener {other:?}", compiled.addr),
                 ));
             }
-            listeners.insert(compiled.addr, Arc::new(compiled));
+            listeners.insert(compiled.addr, compiled.clone());
+            built.listeners.insert(r.name.clone(), (source, compiled));
         }
         Ok(Runtime {
             version: config.version,
             listeners,
-            clusters,
+            built: Arc::new(built),
         })
     }
+
+    /// Whether `config` holds exactly the resources this runtime was compiled from, so that
+    /// applying it changes nothing but the version.
+    pub fn serves(&self, config: &ConfigSet) -> bool {
+        self.built.resources == config.resources
+    }
+
+    /// Whether `other` is this runtime or a relabelled copy of it.
+    #[cfg(test)]
+    pub(crate) fn same_build(&self, other: &Runtime) -> bool {
+        Arc::ptr_eq(&self.built, &other.built)
+    }
+
+    /// This runtime, labelled with another config version.
+    pub fn at_version(&self, version: i64) -> Runtime {
+        Runtime {
+            version,
+            listeners: self.listeners.clone(),
+            built: self.built.clone(),
+        }
+    }
+}
+
+/// The compiled route table `name` that `listener` routes by: compiled once per apply however
+/// many listeners share it, and taken from `old` when neither it nor its clusters changed.
+fn route_table(
+    listener: &str,
+    name: &str,
+    set: &ResourceSet,
+    old: &Built,
+    built: &mut Built,
+    upstreams: &Upstreams,
+) -> Result<Arc<RouteTable>, CompileError> {
+    if let Some(t) = built.tables.get(name) {
+        return Ok(t.table.clone());
+    }
+    let Some((resource, Some(Spec::RouteTable(spec)))) = set
+        .get_shared(Kind::RouteTable, name)
+        .map(|r| (r, r.spec.as_ref()))
+    else {
+        return Err(CompileError::new(
+            "Listener",
+            listener,
+            "route_table".into(),
+            format!("route table {name:?} does not exist"),
+        ));
+    };
+    let before = old.tables.get(name).filter(|t| t.upstreams_kept(upstreams));
+    let compiled = match before {
+        Some(t) if same(&t.resource, resource) => CompiledTable {
+            resource: resource.clone(),
+            upstreams: t.upstreams.clone(),
+            table: t.table.clone(),
+        },
+        _ => {
+            let previous = before.and_then(CompiledTable::previous);
+            let table = Arc::new(router::recompile(name, spec, upstreams, previous)?);
+            let mut used = HashMap::new();
+            for c in router::cluster_names(spec) {
+                if !used.contains_key(c)
+                    && let Some(u) = upstreams.get(c)
+                {
+                    used.insert(c.to_string(), u.clone());
+                }
+            }
+            CompiledTable {
+                resource: resource.clone(),
+                upstreams: Arc::new(used),
+                table,
+            }
+        }
+    };
+    let table = compiled.table.clone();
+    built.tables.insert(name.to_string(), compiled);
+    Ok(table)
 }
 
 /// A protobuf duration, or `default` when unset or zero.
@@ -196,3 +335,8 @@ pub fn duration_or(d: Option<&pbjson_types::Duration>, default: Duration) -> Dur
         _ => default,
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+#[path = "runtime_tests.rs"]
+pub(crate) mod tests;

@@ -1,22 +1,30 @@
 //! Compiled route tables: virtual hosts by Host, and per host an index over its routes so that
 //! matching cost depends on the path, not on how many routes there are.
 //!
-//! Candidates come from an exact-path hash map, a segment trie of prefixes, one `RegexSet` for
-//! regex paths, and the routes without a path condition. The few candidates are then checked
-//! in route order for their remaining conditions; the first that holds wins.
+//! Candidates come from the host's route index (`index`): an exact-path hash map, a hash map of
+//! prefixes looked up at each '/' of the path, one `RegexSet` for regex paths, and the routes
+//! without a path condition. The few candidates are then checked in route order for their
+//! remaining conditions; the first that holds wins.
+//!
+//! Compiled routes and route indexes are shared, so [`recompile`] of a table that changed in
+//! a few routes takes every other route, and the index when no path changed, from the table
+//! compiled before.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, Method};
-use portico_api::pb::{self, header_match, query_param_match, route_match};
-use regex::{Regex, RegexSet};
+use portico_api::pb::{self, header_match, query_param_match, route_action, route_match};
+use regex::Regex;
 
 use super::action::{self, Action};
 use super::{CompileError, duration_or};
 use crate::proxy::headers::HeaderTransform;
 use crate::proxy::upstream::Upstream;
+
+mod index;
+use index::RouteIndex;
 
 /// Route timeout when the route sets none.
 const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -50,8 +58,8 @@ pub struct RouteTable {
 pub struct VirtualHost {
     /// The host's name, for logs.
     pub name: String,
-    routes: Vec<Route>,
-    index: RouteIndex,
+    routes: Vec<Arc<Route>>,
+    index: Arc<RouteIndex>,
 }
 
 /// A compiled route.
@@ -79,7 +87,7 @@ pub struct Route {
 enum PathMatch {
     Any,
     Exact,
-    Prefix(String),
+    Prefix(Arc<str>),
     Regex,
 }
 
@@ -110,55 +118,6 @@ impl ValueMatch {
             ValueMatch::Regex(re) => std::str::from_utf8(value).is_ok_and(|v| re.is_match(v)),
             ValueMatch::Present => true,
         }
-    }
-}
-
-#[derive(Debug, Default)]
-struct RouteIndex {
-    exact: HashMap<String, Vec<u32>>,
-    prefixes: TrieNode,
-    regex: Option<(RegexSet, Vec<u32>)>,
-    any: Vec<u32>,
-}
-
-#[derive(Debug, Default)]
-struct TrieNode {
-    routes: Vec<u32>,
-    children: HashMap<String, TrieNode>,
-}
-
-/// Path segments a prefix spans, ignoring one trailing '/'.
-fn prefix_segments(prefix: &str) -> impl Iterator<Item = &str> {
-    let trimmed = prefix.strip_suffix('/').unwrap_or(prefix);
-    trimmed.split('/').skip(1)
-}
-
-impl RouteIndex {
-    fn candidates(&self, path: &str, out: &mut Vec<u32>) {
-        out.extend_from_slice(&self.any);
-        if let Some(routes) = self.exact.get(path) {
-            out.extend_from_slice(routes);
-        }
-        let mut node = &self.prefixes;
-        out.extend_from_slice(&node.routes);
-        for segment in path.split('/').skip(1) {
-            match node.children.get(segment) {
-                Some(child) => {
-                    node = child;
-                    out.extend_from_slice(&node.routes);
-                }
-                None => break,
-            }
-        }
-        if let Some((set, routes)) = &self.regex {
-            out.extend(
-                set.matches(path)
-                    .iter()
-                    .filter_map(|i| routes.get(i).copied()),
-            );
-        }
-        out.sort_unstable();
-        out.dedup();
     }
 }
 
@@ -251,8 +210,8 @@ impl RouteTable {
     /// The virtual host serving `host` (lowercase, without port).
     pub fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
         let index = self.exact_hosts.get(host).copied().or_else(|| {
-            host.char_indices()
-                .filter(|(_, c)| *c == '.')
+            host.match_indices('.')
+                .take_while(|_| !self.wildcard_hosts.is_empty())
                 .find_map(|(i, _)| self.wildcard_hosts.get(&host[i..]).copied())
                 .or(self.default_host)
         })?;
@@ -269,8 +228,28 @@ impl RouteTable {
             .iter()
             .filter_map(|i| host.routes.get(*i as usize))
             .find(|r| r.matches(req, &mut query))
-            .map(|r| (host, r))
+            .map(|r| (host, &**r))
     }
+}
+
+/// The cluster names a route table's actions forward to, in route order, without repeats of
+/// the name just before (routes next to each other mostly forward to the same cluster).
+pub fn cluster_names(spec: &pb::RouteTable) -> impl Iterator<Item = &str> {
+    let mut last = None;
+    spec.virtual_hosts
+        .iter()
+        .flat_map(|vh| &vh.routes)
+        .filter_map(|r| r.action.as_ref()?.action.as_ref())
+        .flat_map(|a| {
+            let (one, weighted) = match a {
+                route_action::Action::Cluster(c) => (Some(c.as_str()), None),
+                route_action::Action::WeightedClusters(w) => (None, Some(&w.clusters)),
+                _ => (None, None),
+            };
+            one.into_iter()
+                .chain(weighted.into_iter().flatten().map(|w| w.cluster.as_str()))
+        })
+        .filter(move |c| last.replace(*c) != Some(*c))
 }
 
 /// Compiles a route table; `clusters` resolves cluster names.
@@ -278,6 +257,18 @@ pub fn compile(
     name: &str,
     spec: &pb::RouteTable,
     clusters: &HashMap<String, Arc<Upstream>>,
+) -> Result<RouteTable, CompileError> {
+    recompile(name, spec, clusters, None)
+}
+
+/// Compiles a route table like [`compile`], taking from `previous` (a table compiled from
+/// the given spec with the same clusters) every route whose spec is unchanged at the same
+/// place, and a virtual host's whole index when none of its route paths changed.
+pub fn recompile(
+    name: &str,
+    spec: &pb::RouteTable,
+    clusters: &HashMap<String, Arc<Upstream>>,
+    previous: Option<(&pb::RouteTable, &RouteTable)>,
 ) -> Result<RouteTable, CompileError> {
     let err =
         |field: String, message: String| CompileError::new("RouteTable", name, field, message);
@@ -305,49 +296,46 @@ pub fn compile(
                 table.exact_hosts.entry(domain.to_string()).or_insert(h);
             }
         }
-        let mut host = VirtualHost {
+        let before = previous.and_then(|(spec, table)| {
+            Some((&spec.virtual_hosts.get(h)?.routes, table.hosts.get(h)?))
+        });
+        // The index can be kept when every route has the path it had before.
+        let mut same_paths = before.is_some_and(|(specs, _)| specs.len() == vh.routes.len());
+        let mut routes = Vec::with_capacity(vh.routes.len());
+        for (r, route) in vh.routes.iter().enumerate() {
+            let was = before.and_then(|(specs, host)| Some((specs.get(r)?, host.routes.get(r)?)));
+            routes.push(match was {
+                Some((spec, kept)) if spec == route => kept.clone(),
+                _ => {
+                    same_paths &= was.is_some_and(|(spec, _)| path_of(spec) == path_of(route));
+                    Arc::new(compile_route(r, route, clusters).map_err(|(f, message)| {
+                        err(format!("virtual_hosts[{h}].routes[{r}].{f}"), message)
+                    })?)
+                }
+            });
+        }
+        let index = match before {
+            Some((_, host)) if same_paths => host.index.clone(),
+            _ => Arc::new(
+                RouteIndex::build(&vh.routes, &routes)
+                    .map_err(|e| err(format!("virtual_hosts[{h}].routes"), e.to_string()))?,
+            ),
+        };
+        table.hosts.push(VirtualHost {
             name: if vh.name.is_empty() {
                 h.to_string()
             } else {
                 vh.name.clone()
             },
-            routes: Vec::with_capacity(vh.routes.len()),
-            index: RouteIndex::default(),
-        };
-        let mut regexes = Vec::new();
-        let mut regex_routes = Vec::new();
-        for (r, route) in vh.routes.iter().enumerate() {
-            let field = |f: &str| format!("virtual_hosts[{h}].routes[{r}].{f}");
-            let compiled = compile_route(r, route, clusters)
-                .map_err(|(f, message)| err(field(&f), message))?;
-            let i = r as u32;
-            match route.r#match.as_ref().and_then(|m| m.path.as_ref()) {
-                None => host.index.any.push(i),
-                Some(route_match::Path::Exact(p)) => {
-                    host.index.exact.entry(p.clone()).or_default().push(i)
-                }
-                Some(route_match::Path::Prefix(p)) => {
-                    let mut node = &mut host.index.prefixes;
-                    for segment in prefix_segments(p) {
-                        node = node.children.entry(segment.to_string()).or_default();
-                    }
-                    node.routes.push(i);
-                }
-                Some(route_match::Path::Regex(re)) => {
-                    regexes.push(format!("^(?:{re})$"));
-                    regex_routes.push(i);
-                }
-            }
-            host.routes.push(compiled);
-        }
-        if !regexes.is_empty() {
-            let set = RegexSet::new(&regexes)
-                .map_err(|e| err(format!("virtual_hosts[{h}].routes"), e.to_string()))?;
-            host.index.regex = Some((set, regex_routes));
-        }
-        table.hosts.push(host);
+            routes,
+            index,
+        });
     }
     Ok(table)
+}
+
+fn path_of(route: &pb::Route) -> Option<&route_match::Path> {
+    route.r#match.as_ref()?.path.as_ref()
 }
 
 /// `host` without its port: `a.example:8080` is `a.example`, `[::1]:80` is `[::1]`.
@@ -392,11 +380,17 @@ fn compile_route(
     spec: &pb::Route,
     clusters: &HashMap<String, Arc<Upstream>>,
 ) -> Result<Route, FieldError> {
-    let m = spec.r#match.clone().unwrap_or_default();
+    static NO_MATCH: pb::RouteMatch = pb::RouteMatch {
+        path: None,
+        methods: Vec::new(),
+        headers: Vec::new(),
+        query_params: Vec::new(),
+    };
+    let m = spec.r#match.as_ref().unwrap_or(&NO_MATCH);
     let path = match &m.path {
         None => PathMatch::Any,
         Some(route_match::Path::Exact(_)) => PathMatch::Exact,
-        Some(route_match::Path::Prefix(p)) => PathMatch::Prefix(p.clone()),
+        Some(route_match::Path::Prefix(p)) => PathMatch::Prefix(p.as_str().into()),
         Some(route_match::Path::Regex(re)) => {
             anchored(re).map_err(|e| ("match.regex".to_string(), e.to_string()))?;
             PathMatch::Regex

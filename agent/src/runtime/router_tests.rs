@@ -300,3 +300,88 @@ fn ports_are_stripped_from_hosts() {
         assert_eq!(strip_port(host), expected, "{host}");
     }
 }
+
+#[test]
+fn recompile_keeps_unchanged_routes_and_their_index() {
+    let spec = |routes: Vec<pb::Route>| pb::RouteTable {
+        virtual_hosts: vec![vhost("h", &["*"], routes)],
+    };
+    let routes = |third: pb::Route| {
+        vec![
+            route("r0", prefix("/r0")),
+            route("r1", exact("/r1")),
+            third,
+            route("r3", regex("/r3/[0-9]+")),
+        ]
+    };
+    let v1 = spec(routes(route("r2", prefix("/r2"))));
+    let first = compile("t", &v1, &HashMap::new()).unwrap();
+    let recompile_to =
+        |next: &pb::RouteTable| recompile("t", next, &HashMap::new(), Some((&v1, &first))).unwrap();
+    let host = |t: &RouteTable| t.hosts[0].routes.clone();
+    let index = |t: &RouteTable| t.hosts[0].index.clone();
+
+    // A renamed route: the others and the index are kept.
+    let renamed = recompile_to(&spec(routes(route("r2-new", prefix("/r2")))));
+    for i in [0, 1, 3] {
+        assert!(Arc::ptr_eq(&host(&first)[i], &host(&renamed)[i]), "{i}");
+    }
+    assert!(!Arc::ptr_eq(&host(&first)[2], &host(&renamed)[2]));
+    assert!(Arc::ptr_eq(&index(&first), &index(&renamed)));
+    assert_eq!(
+        check(&renamed, "GET", "x", "/r2/a", &[]).as_deref(),
+        Some("h/r2-new")
+    );
+
+    // A moved route: the index is rebuilt.
+    let moved = recompile_to(&spec(routes(route("r2", prefix("/elsewhere")))));
+    assert!(Arc::ptr_eq(&host(&first)[0], &host(&moved)[0]));
+    assert!(!Arc::ptr_eq(&index(&first), &index(&moved)));
+    assert_eq!(check(&moved, "GET", "x", "/r2/a", &[]), None);
+    assert_eq!(
+        check(&moved, "GET", "x", "/elsewhere", &[]).as_deref(),
+        Some("h/r2")
+    );
+    assert_eq!(
+        check(&moved, "GET", "x", "/r3/7", &[]).as_deref(),
+        Some("h/r3")
+    );
+
+    // A route inserted in front shifts the rest: nothing is taken, all still route.
+    let mut shifted = vec![route("new", exact("/new"))];
+    shifted.extend(routes(route("r2", prefix("/r2"))));
+    let shifted = recompile_to(&spec(shifted));
+    assert!(!Arc::ptr_eq(&host(&first)[0], &host(&shifted)[1]));
+    for (path, want) in [("/new", "h/new"), ("/r0/x", "h/r0"), ("/r1", "h/r1")] {
+        assert_eq!(
+            check(&shifted, "GET", "x", path, &[]).as_deref(),
+            Some(want)
+        );
+    }
+}
+
+#[test]
+fn prefix_keys_are_looked_up_at_every_slash() {
+    let t = table(vec![vhost(
+        "h",
+        &["*"],
+        vec![
+            route("deep", prefix("/a/b/c")),
+            route("slash", prefix("/a/")),
+            route("root", prefix("/")),
+            route("star", prefix("*")),
+        ],
+    )]);
+    let cases = [
+        ("/a/b/c/d", Some("h/deep")),
+        ("/a/b/c", Some("h/deep")),
+        ("/a/b/cd", Some("h/slash")),
+        ("/a/b", Some("h/slash")),
+        ("/a", Some("h/root")),
+        ("/", Some("h/root")),
+        ("*", Some("h/star")),
+    ];
+    for (path, want) in cases {
+        assert_eq!(check(&t, "GET", "x", path, &[]).as_deref(), want, "{path}");
+    }
+}
