@@ -27,6 +27,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::metrics::{APPLY_TO_ACK, CONNECTED_AGENTS, NACKS, UPDATES_COALESCED, UPDATES_SENT};
 use crate::registry::{Registry, StreamId};
+use crate::scope::ScopeMemo;
 use crate::snapshot::Snapshot;
 use crate::status;
 use crate::store::Revision;
@@ -180,6 +181,7 @@ impl Discovery {
         let session = Session {
             views: self.views.clone(),
             registry: self.registry.clone(),
+            scope: ScopeMemo::new(&node),
             node,
             stream_id,
             applied: hello.applied_version,
@@ -206,6 +208,8 @@ struct Session {
     views: Arc<Views>,
     registry: Arc<Registry>,
     node: Node,
+    /// The node's scope, looked up again only when the listeners' selectors change.
+    scope: ScopeMemo,
     stream_id: StreamId,
     /// The version the agent runs (its last ACK, or its Hello).
     applied: Revision,
@@ -272,7 +276,7 @@ impl Session {
         } else {
             self.applied
         };
-        let update = self.views.update(&self.node, from, current);
+        let update = self.views.update(&mut self.scope, from, current);
         let skipped = self.views.versions_between(self.sent, current.version);
         if skipped > 0 {
             metrics::counter!(UPDATES_COALESCED).increment(skipped as u64);
