@@ -17,9 +17,10 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use portico_api::pb::{AgentMessage, Hello, Node, agent_message};
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::WatchStream;
 use tokio_util::sync::CancellationToken;
 use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
 use tonic::server::{Grpc, NamedService, StreamingService};
@@ -227,11 +228,20 @@ impl Session {
         cancel: CancellationToken,
     ) {
         metrics::gauge!(CONNECTED_AGENTS).increment(1.0);
-        let mut snapshots = self.views.subscribe();
+        let snapshots = self.views.subscribe();
+        let mut current = snapshots.borrow().clone();
+        // The waits that outlive one turn of the loop are made once: each one registers with a
+        // notifier shared by every stream (the shutdown token, the snapshot channel), and
+        // making them anew on every message would cost each stream a lock on those shared
+        // lists per message.
+        let mut changes = WatchStream::from_changes(snapshots);
+        let cancelled = cancel.cancelled();
+        let closed = tx.closed();
         let ahead_deadline = tokio::time::Instant::now() + AHEAD_GRACE;
+        let ahead = tokio::time::sleep_until(ahead_deadline);
+        tokio::pin!(cancelled, closed, ahead);
         loop {
             if self.in_flight.is_none() {
-                let current = snapshots.borrow_and_update().clone();
                 let behind = current.version < self.sent;
                 let give_up = behind && tokio::time::Instant::now() >= ahead_deadline;
                 if (current.version > self.sent || give_up) && !self.send(&current, &tx).await {
@@ -239,10 +249,13 @@ impl Session {
                 }
             }
             tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = tx.closed() => break,
-                changed = snapshots.changed() => if changed.is_err() { break },
-                _ = tokio::time::sleep_until(ahead_deadline), if snapshots.borrow().version < self.sent => {}
+                _ = &mut cancelled => break,
+                _ = &mut closed => break,
+                next = changes.next() => match next {
+                    Some(snapshot) => current = snapshot,
+                    None => break,
+                },
+                _ = &mut ahead, if self.in_flight.is_none() && current.version < self.sent => {}
                 message = inbound.message() => match message {
                     Ok(Some(message)) => {
                         if let Err(status) = self.receive(message) {
