@@ -1,7 +1,10 @@
 //! Control-plane cost of one push: the scope views of the old and new snapshot, their diff and
 //! the encoded `ControlMessage` (what `Views::update` does once per scope before the bytes are
-//! shared by every agent of that scope). Measured uncached, on the fleet config and on a
-//! 10,000-route config, for a one-route change and for a full update.
+//! shared by every agent of that scope). Measured with empty view and update caches (the
+//! snapshots' scope caches are warm, as for every agent after the first of its identity), on
+//! the fleet config and on a 10,000-route config, for a one-route change and for a full update.
+//! `scope/…` is one scope computation, which happens once per node identity when the
+//! listeners' selectors change.
 
 use std::sync::Arc;
 
@@ -9,7 +12,7 @@ use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_ma
 use portico_api::pb::Node;
 use portico_api::{Kind, Resource};
 use portico_bench::config;
-use portico_control_plane::scope::ScopeMemo;
+use portico_control_plane::scope::{Identity, ScopeMemo, Selectors};
 use portico_control_plane::snapshot::Snapshot;
 use portico_control_plane::views::Views;
 
@@ -81,6 +84,19 @@ fn diff_encode(c: &mut Criterion) {
             )
         });
     }
+    let listeners: Vec<(Arc<str>, Resource)> = config::fleet(200, 10)
+        .into_iter()
+        .filter(|r| r.kind() == Kind::Listener)
+        .map(|r| (Arc::from(r.name.as_str()), r))
+        .collect();
+    let identity = Identity::of(&node);
+    group.bench_function(BenchmarkId::new("scope", "fleet_200_listeners"), |b| {
+        b.iter_batched(
+            || Selectors::new(listeners.iter().map(|(name, r)| (name, r))),
+            |selectors| selectors.scope_of(&identity).listeners.len(),
+            BatchSize::SmallInput,
+        )
+    });
     group.finish();
 }
 
