@@ -116,6 +116,8 @@ impl Views {
                     return;
                 }
                 inner.recent.clear();
+                inner.views.clear();
+                inner.updates.clear();
             }
             inner.recent.push_back(snapshot.clone());
             while inner.recent.len() > RETAINED_VERSIONS {
