@@ -103,8 +103,9 @@ def fleet_table(path):
         return ""
     lines = [
         "| agents | connect storm s | storm reconnects | push → 50 % ACKed ms | push → 99 % ms "
-        "| push → 100 % ms | CP RSS MiB | CP RSS KiB / agent | CP CPU ms / push |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| push → 100 % ms | CP RSS MiB | CP RSS KiB / agent | CP CPU ms / push "
+        "| CP CPU ms / push, settled |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines.extend(rows)
     budget = []

@@ -1,44 +1,37 @@
 //! Control-plane cost of one push: the scope views of the old and new snapshot, their diff and
 //! the encoded `ControlMessage` (what `Views::update` does once per scope before the bytes are
-//! shared by every agent of that scope). Measured uncached, on the fleet config and on a
-//! 10,000-route config, for a one-route change and for a full update.
+//! shared by every agent of that scope). Measured with empty view and update caches (the
+//! snapshots' scope caches are warm, as for every agent after the first of its identity), on
+//! the fleet config and on a 10,000-route config, for a one-route change and for a full update.
+//! `scope/…` is one scope computation, which happens once per node identity when the
+//! listeners' selectors change.
 
 use std::sync::Arc;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use portico_api::pb::Node;
-use portico_api::{Resource, ResourceSet};
+use portico_api::{Kind, Resource};
 use portico_bench::config;
+use portico_control_plane::scope::{Identity, ScopeMemo, Selectors};
 use portico_control_plane::snapshot::Snapshot;
 use portico_control_plane::views::Views;
 
-fn snapshot(version: i64, resources: Vec<Resource>) -> Arc<Snapshot> {
-    let mut set = ResourceSet::new();
-    let mut revisions = std::collections::BTreeMap::new();
-    for r in resources {
-        revisions.insert((r.kind(), r.name.clone()), version);
-        set.insert(r);
-    }
-    Arc::new(Snapshot {
-        version,
-        resources: set,
-        revisions,
-        published: None,
-    })
-}
-
-/// The config before and after a one-route change of `table` (`routes` routes).
+/// The config before (every resource at revision 1) and after a one-route change of `table`
+/// (`routes` routes) at revision 2.
 fn configs(
     base: Vec<Resource>,
     table: &str,
     cluster: &str,
     routes: usize,
 ) -> (Arc<Snapshot>, Arc<Snapshot>) {
-    let before = snapshot(1, base.clone());
-    let mut after = base;
-    after.retain(|r| r.name != table || r.kind() != portico_api::Kind::RouteTable);
-    after.push(config::route_table(table, routes, cluster, "v1"));
-    (before, snapshot(2, after))
+    let before = Snapshot::new(1, base.iter().cloned().map(|r| (r, 1)));
+    let mut after: Vec<(Resource, i64)> = base
+        .into_iter()
+        .filter(|r| r.name != table || r.kind() != Kind::RouteTable)
+        .map(|r| (r, 1))
+        .collect();
+    after.push((config::route_table(table, routes, cluster, "v1"), 2));
+    (Arc::new(before), Arc::new(Snapshot::new(2, after)))
 }
 
 fn diff_encode(c: &mut Criterion) {
@@ -73,18 +66,37 @@ fn diff_encode(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("one_route", name), |b| {
             b.iter_batched(
                 views,
-                |views| views.update(&node, before.version, after).bytes.len(),
+                |views| {
+                    let mut memo = ScopeMemo::new(&node);
+                    views.update(&mut memo, before.version, after).bytes.len()
+                },
                 BatchSize::SmallInput,
             )
         });
         group.bench_function(BenchmarkId::new("full", name), |b| {
             b.iter_batched(
                 views,
-                |views| views.update(&node, 0, after).bytes.len(),
+                |views| {
+                    let mut memo = ScopeMemo::new(&node);
+                    views.update(&mut memo, 0, after).bytes.len()
+                },
                 BatchSize::SmallInput,
             )
         });
     }
+    let listeners: Vec<(Arc<str>, Resource)> = config::fleet(200, 10)
+        .into_iter()
+        .filter(|r| r.kind() == Kind::Listener)
+        .map(|r| (Arc::from(r.name.as_str()), r))
+        .collect();
+    let identity = Identity::of(&node);
+    group.bench_function(BenchmarkId::new("scope", "fleet_200_listeners"), |b| {
+        b.iter_batched(
+            || Selectors::new(listeners.iter().map(|(name, r)| (name, r))),
+            |selectors| selectors.scope_of(&identity).listeners.len(),
+            BatchSize::SmallInput,
+        )
+    });
     group.finish();
 }
 

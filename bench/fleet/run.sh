@@ -5,6 +5,7 @@
 # Environment (all optional):
 #   AGENTS   fleet sizes (default "1000 10000")   PUSHES  single-route pushes per size (default 5)
 #   ROWS     output file (default bench/results/raw-fleet.md)
+#   BIN      where portico-cp and fleet are (default target/release)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -12,7 +13,7 @@ root=$(cd "$here/../.." && pwd)
 AGENTS=${AGENTS:-"1000 10000"}
 PUSHES=${PUSHES:-5}
 ROWS=${ROWS:-$root/bench/results/raw-fleet.md}
-bin=$root/target/release
+bin=${BIN:-$root/target/release}
 CP_PORT=18170 CP_METRICS_PORT=18172
 
 # Each simulated agent is a stream, not a socket, but leave room for the connections.

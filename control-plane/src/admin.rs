@@ -411,9 +411,9 @@ impl Admin for AdminService {
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let key = req.into_inner().key.unwrap_or_default();
         let snapshot = self.views.current();
-        match snapshot.resources.get(key.kind(), &key.name) {
-            Some(r) => Ok(Response::new(GetResponse {
-                resource: Some(stored_resource(r, snapshot.revision_of(&key))),
+        match snapshot.get(key.kind(), &key.name) {
+            Some(s) => Ok(Response::new(GetResponse {
+                resource: Some(stored_resource(&s.resource, s.revision)),
             })),
             None => Err(status::admin(AdminError::NotFound(key))),
         }
@@ -423,10 +423,9 @@ impl Admin for AdminService {
         let kind = req.into_inner().kind();
         let snapshot = self.views.current();
         let resources = snapshot
-            .resources
             .iter()
-            .filter(|r| kind == Kind::Unspecified || r.kind() == kind)
-            .map(|r| stored_resource(r, snapshot.revision_of(&r.key())))
+            .filter(|s| kind == Kind::Unspecified || s.resource.kind() == kind)
+            .map(|s| stored_resource(&s.resource, s.revision))
             .collect();
         Ok(Response::new(ListResponse {
             resources,

@@ -17,9 +17,10 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use portico_api::pb::{AgentMessage, Hello, Node, agent_message};
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::WatchStream;
 use tokio_util::sync::CancellationToken;
 use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
 use tonic::server::{Grpc, NamedService, StreamingService};
@@ -27,6 +28,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::metrics::{APPLY_TO_ACK, CONNECTED_AGENTS, NACKS, UPDATES_COALESCED, UPDATES_SENT};
 use crate::registry::{Registry, StreamId};
+use crate::scope::ScopeMemo;
 use crate::snapshot::Snapshot;
 use crate::status;
 use crate::store::Revision;
@@ -180,6 +182,7 @@ impl Discovery {
         let session = Session {
             views: self.views.clone(),
             registry: self.registry.clone(),
+            scope: ScopeMemo::new(&node),
             node,
             stream_id,
             applied: hello.applied_version,
@@ -206,6 +209,8 @@ struct Session {
     views: Arc<Views>,
     registry: Arc<Registry>,
     node: Node,
+    /// The node's scope, looked up again only when the listeners' selectors change.
+    scope: ScopeMemo,
     stream_id: StreamId,
     /// The version the agent runs (its last ACK, or its Hello).
     applied: Revision,
@@ -223,11 +228,20 @@ impl Session {
         cancel: CancellationToken,
     ) {
         metrics::gauge!(CONNECTED_AGENTS).increment(1.0);
-        let mut snapshots = self.views.subscribe();
+        let snapshots = self.views.subscribe();
+        let mut current = snapshots.borrow().clone();
+        // The waits that outlive one turn of the loop are made once: each one registers with a
+        // notifier shared by every stream (the shutdown token, the snapshot channel), and
+        // making them anew on every message would cost each stream a lock on those shared
+        // lists per message.
+        let mut changes = WatchStream::from_changes(snapshots);
+        let cancelled = cancel.cancelled();
+        let closed = tx.closed();
         let ahead_deadline = tokio::time::Instant::now() + AHEAD_GRACE;
+        let ahead = tokio::time::sleep_until(ahead_deadline);
+        tokio::pin!(cancelled, closed, ahead);
         loop {
             if self.in_flight.is_none() {
-                let current = snapshots.borrow_and_update().clone();
                 let behind = current.version < self.sent;
                 let give_up = behind && tokio::time::Instant::now() >= ahead_deadline;
                 if (current.version > self.sent || give_up) && !self.send(&current, &tx).await {
@@ -235,10 +249,13 @@ impl Session {
                 }
             }
             tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = tx.closed() => break,
-                changed = snapshots.changed() => if changed.is_err() { break },
-                _ = tokio::time::sleep_until(ahead_deadline), if snapshots.borrow().version < self.sent => {}
+                _ = &mut cancelled => break,
+                _ = &mut closed => break,
+                next = changes.next() => match next {
+                    Some(snapshot) => current = snapshot,
+                    None => break,
+                },
+                _ = &mut ahead, if self.in_flight.is_none() && current.version < self.sent => {}
                 message = inbound.message() => match message {
                     Ok(Some(message)) => {
                         if let Err(status) = self.receive(message) {
@@ -272,7 +289,7 @@ impl Session {
         } else {
             self.applied
         };
-        let update = self.views.update(&self.node, from, current);
+        let update = self.views.update(&mut self.scope, from, current);
         let skipped = self.views.versions_between(self.sent, current.version);
         if skipped > 0 {
             metrics::counter!(UPDATES_COALESCED).increment(skipped as u64);

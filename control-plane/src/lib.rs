@@ -11,7 +11,8 @@
 //! - [`keys`]: key layout and value encoding; nothing else builds store keys.
 //! - [`metered`]: the store wrapper timing every call and tracking reachability.
 //! - [`snapshot`]: the materialized config at a revision, kept current by a store watch.
-//! - [`views`]: per-scope views, diffs and the encoded-update cache.
+//! - [`scope`]: which listeners an agent gets, computed once per node identity and selector set.
+//! - [`views`]: per-scope views, diffs by revision and the encoded-update cache.
 //! - [`discovery`]: agent streams (Hello, updates, ACK/NACK, coalescing, resume).
 //! - [`admin`]: the Admin service (apply, get, list, delete, history, rollback, status).
 //! - [`history`]: history records and rollback reconstruction.
@@ -31,6 +32,7 @@ pub mod metrics;
 pub mod probes;
 pub mod registry;
 pub mod rollout;
+pub mod scope;
 pub mod server;
 pub mod snapshot;
 pub mod status;

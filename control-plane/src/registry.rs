@@ -232,11 +232,10 @@ impl Registry {
             return Ok(());
         }
         let lease = self.lease().await?;
-        for _ in 0..MAX_BATCHES_PER_FLUSH {
-            let batch = self.take_dirty(MAX_BATCH, true);
-            if batch.is_empty() {
-                break;
-            }
+        // One pass over the records per flush: taking each batch with its own pass would cost
+        // a scan of the whole fleet, under the lock every ACK needs, per transaction.
+        let connected = self.take_dirty(MAX_BATCH * MAX_BATCHES_PER_FLUSH, true);
+        for (i, batch) in connected.chunks(MAX_BATCH).enumerate() {
             let ops = batch
                 .iter()
                 .map(|(id, record, _)| Op::Put {
@@ -254,10 +253,10 @@ impl Registry {
                 .await;
             metrics::counter!(REGISTRY_WRITES).increment(1);
             match result {
-                Ok(TxnOutcome::Committed(rev)) => self.written(&batch, Some(rev)),
-                Ok(TxnOutcome::Conflict(_)) => self.written(&batch, None),
+                Ok(TxnOutcome::Committed(rev)) => self.written(batch, Some(rev)),
+                Ok(TxnOutcome::Conflict(_)) => self.written(batch, None),
                 Err(e) => {
-                    self.redirty(&batch);
+                    self.redirty(&connected[i * MAX_BATCH..]);
                     return Err(e);
                 }
             }

@@ -99,7 +99,7 @@ pub async fn run_with_store(
         .map_err(ServerError::Load)?;
     tracing::info!(
         revision = initial.version,
-        resources = initial.resources.len(),
+        resources = initial.len(),
         "config loaded"
     );
     let views = Arc::new(Views::new(Arc::new(initial)));

@@ -10,35 +10,101 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use portico_api::{Kind, Resource, ResourceKey, ResourceSet};
+use portico_api::{Kind, Resource, ResourceKey, reference};
 use tokio_util::sync::CancellationToken;
 
 use crate::keys::{self, Keys};
 use crate::metered::MeteredStore;
 use crate::metrics::SNAPSHOT_BUILD;
+use crate::scope::{self, Selectors};
 use crate::store::{Change, KeyValue, Revision, Store, StoreError, WatchEvent};
 use crate::views::Views;
+
+/// One resource as stored, shared (by `Arc`) by every snapshot and view it is part of until it
+/// changes.
+#[derive(Debug)]
+pub struct Stored {
+    /// The resource.
+    pub resource: Resource,
+    /// The store revision that last changed it: two `Stored` of one key with the same revision
+    /// hold the same resource, which is what diffs compare.
+    pub revision: Revision,
+    /// What it refers to, computed once here rather than on every scope walk.
+    pub refs: Vec<ResourceKey>,
+}
+
+impl Stored {
+    /// A stored resource at `revision`.
+    pub fn new(resource: Resource, revision: Revision) -> Self {
+        let refs = reference::references(&resource)
+            .into_iter()
+            .map(|r| r.target)
+            .collect();
+        Stored {
+            resource,
+            revision,
+            refs,
+        }
+    }
+}
+
+type ByName = BTreeMap<Arc<str>, Arc<Stored>>;
 
 /// The whole config at one config revision. Immutable once built.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     /// The config revision: the store revision of the last config change (0: never changed).
     pub version: Revision,
-    /// Every resource.
-    pub resources: ResourceSet,
-    /// The store revision that last changed each resource.
-    pub revisions: BTreeMap<(Kind, String), Revision>,
     /// When this replica published it.
     pub published: Option<Instant>,
+    resources: BTreeMap<Kind, ByName>,
+    selectors: Arc<Selectors>,
 }
 
 impl Snapshot {
-    /// The revision that last changed one resource.
+    /// A snapshot of `resources`, each with the store revision that last changed it.
+    pub fn new(
+        version: Revision,
+        resources: impl IntoIterator<Item = (Resource, Revision)>,
+    ) -> Self {
+        let mut builder = Builder::default();
+        for (resource, revision) in resources {
+            builder.insert(Stored::new(resource, revision));
+        }
+        builder.build(version)
+    }
+
+    /// The resource of this kind and name.
+    pub fn get(&self, kind: Kind, name: &str) -> Option<&Arc<Stored>> {
+        self.resources.get(&kind)?.get(name)
+    }
+
+    /// Every resource, by kind then name.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Stored>> {
+        self.resources.values().flat_map(|by_name| by_name.values())
+    }
+
+    /// Number of resources.
+    pub fn len(&self) -> usize {
+        self.resources.values().map(BTreeMap::len).sum()
+    }
+
+    /// Whether there are no resources.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The revision that last changed one resource (0: absent).
     pub fn revision_of(&self, key: &ResourceKey) -> Revision {
-        self.revisions
-            .get(&(key.kind(), key.name.clone()))
-            .copied()
+        self.get(key.kind(), &key.name)
+            .map(|s| s.revision)
             .unwrap_or_default()
+    }
+
+    /// The listeners' selectors, shared with the previous snapshot when no listener was added,
+    /// removed or given another selector.
+    pub fn selectors(&self) -> &Arc<Selectors> {
+        &self.selectors
     }
 }
 
@@ -66,15 +132,17 @@ pub async fn load(store: &dyn Store, keys: &Keys) -> Result<(Snapshot, Revision)
 /// The mutable state a snapshot is built from.
 #[derive(Default)]
 struct Builder {
-    resources: ResourceSet,
-    revisions: BTreeMap<(Kind, String), Revision>,
+    resources: BTreeMap<Kind, ByName>,
+    /// The selectors to carry over; None once a change touched them.
+    selectors: Option<Arc<Selectors>>,
 }
 
 impl Builder {
+    /// Starts from `snapshot`: a copy of its maps (pointers, not resources).
     fn from_snapshot(snapshot: &Snapshot) -> Self {
         Builder {
             resources: snapshot.resources.clone(),
-            revisions: snapshot.revisions.clone(),
+            selectors: Some(snapshot.selectors.clone()),
         }
     }
 
@@ -87,27 +155,55 @@ impl Builder {
         };
         match keys::decode::<Resource>(&kv.key, &kv.value) {
             Ok(resource) if resource.kind() == kind && resource.name == name => {
-                self.resources.insert(resource);
-                self.revisions.insert((kind, name), kv.mod_revision);
+                self.insert(Stored::new(resource, kv.mod_revision));
             }
             Ok(_) => tracing::warn!(key = %kv.key, "ignoring resource that does not match its key"),
             Err(e) => tracing::warn!(key = %kv.key, error = %e, "ignoring undecodable resource"),
         }
     }
 
-    fn delete(&mut self, keys: &Keys, key: &str) {
-        if let Some((kind, name)) = keys.parse_config(key) {
-            self.resources.remove(kind, &name);
-            self.revisions.remove(&(kind, name));
+    fn insert(&mut self, stored: Stored) {
+        let kind = stored.resource.kind();
+        let by_name = self.resources.entry(kind).or_default();
+        let name: Arc<str> = Arc::from(stored.resource.name.as_str());
+        let selector = scope::selector(&stored.resource).cloned();
+        let old = by_name.insert(name, Arc::new(stored));
+        if kind == Kind::Listener
+            && old.is_none_or(|old| scope::selector(&old.resource) != selector.as_ref())
+        {
+            self.selectors = None;
         }
     }
 
-    fn build(&self, version: Revision) -> Snapshot {
+    fn delete(&mut self, keys: &Keys, key: &str) {
+        let Some((kind, name)) = keys.parse_config(key) else {
+            return;
+        };
+        let removed = self
+            .resources
+            .get_mut(&kind)
+            .and_then(|by_name| by_name.remove(name.as_str()));
+        if removed.is_some() && kind == Kind::Listener {
+            self.selectors = None;
+        }
+    }
+
+    fn build(self, version: Revision) -> Snapshot {
+        let selectors = match self.selectors {
+            Some(selectors) => selectors,
+            None => Arc::new(Selectors::new(
+                self.resources
+                    .get(&Kind::Listener)
+                    .into_iter()
+                    .flatten()
+                    .map(|(name, stored)| (name, &stored.resource)),
+            )),
+        };
         Snapshot {
             version,
-            resources: self.resources.clone(),
-            revisions: self.revisions.clone(),
             published: Some(Instant::now()),
+            resources: self.resources,
+            selectors,
         }
     }
 }
@@ -193,4 +289,97 @@ async fn follow_once(
         }
     }
     Ok(Resync::Rewatch)
+}
+
+#[cfg(test)]
+mod tests {
+    use portico_api::pb::{AgentSelector, Cluster, Listener, resource::Spec};
+
+    use super::*;
+
+    fn listener(name: &str, route_table: &str, regions: &[&str]) -> Resource {
+        Resource {
+            name: name.into(),
+            spec: Some(Spec::Listener(Listener {
+                route_table: route_table.into(),
+                selector: Some(AgentSelector {
+                    regions: regions.iter().map(|r| r.to_string()).collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn cluster(name: &str) -> Resource {
+        Resource {
+            name: name.into(),
+            spec: Some(Spec::Cluster(Cluster::default())),
+            ..Default::default()
+        }
+    }
+
+    /// The snapshot after applying `change` (a put, or a delete of that resource's key) to
+    /// `before`, as the watcher does.
+    fn next(before: &Snapshot, change: Resource, delete: bool) -> Snapshot {
+        let keys = Keys::default();
+        let key = keys.config(change.kind(), &change.name);
+        let mut builder = Builder::from_snapshot(before);
+        if delete {
+            builder.delete(&keys, &key);
+        } else {
+            let kv = KeyValue {
+                key,
+                value: keys::encode(&change),
+                create_revision: before.version + 1,
+                mod_revision: before.version + 1,
+                lease: None,
+            };
+            builder.put(&keys, kv);
+        }
+        builder.build(before.version + 1)
+    }
+
+    #[test]
+    fn selectors_are_shared_until_a_listener_is_added_removed_or_retargeted() {
+        let first = Snapshot::new(1, [(listener("a", "t", &["eu"]), 1), (cluster("c"), 1)]);
+        let cases = [
+            ("another cluster", cluster("d"), false, true),
+            ("a cluster deleted", cluster("c"), true, true),
+            (
+                "same selector, other route table",
+                listener("a", "u", &["eu"]),
+                false,
+                true,
+            ),
+            ("other selector", listener("a", "t", &["us"]), false, false),
+            ("a listener added", listener("b", "t", &[]), false, false),
+            (
+                "a listener deleted",
+                listener("a", "t", &["eu"]),
+                true,
+                false,
+            ),
+        ];
+        for (what, change, delete, shared) in cases {
+            let second = next(&first, change, delete);
+            assert_eq!(
+                Arc::ptr_eq(first.selectors(), second.selectors()),
+                shared,
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn unchanged_resources_are_shared_and_keep_their_revision() {
+        let first = Snapshot::new(1, [(cluster("c"), 1), (cluster("d"), 1)]);
+        let second = next(&first, cluster("d"), false);
+        let get = |s: &Snapshot, name: &str| s.get(Kind::Cluster, name).cloned().expect(name);
+        assert!(Arc::ptr_eq(&get(&first, "c"), &get(&second, "c")));
+        assert_eq!(get(&second, "c").revision, 1);
+        assert_eq!(get(&second, "d").revision, 2);
+        assert_eq!(second.revision_of(&ResourceKey::new(Kind::Cluster, "d")), 2);
+    }
 }

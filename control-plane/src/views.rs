@@ -1,37 +1,51 @@
 //! Per-scope views of the config, the diffs between them, and the encoded-update cache.
 //!
-//! An agent's scope at a version is the set of listeners whose selector matches its node; its
-//! view is those listeners and everything they reach. Agents with the same scope share one view
-//! (cached per scope key and version) and one encoded `ControlMessage` per (from, to) pair, so a
-//! change is encoded once per scope however many agents receive it.
+//! An agent's scope at a version is the set of listeners whose selector matches its node
+//! ([`crate::scope`]); its view is those listeners and everything they reach, as pointers to the
+//! snapshot's resources. Agents with the same scope share one view (cached per scope id and
+//! version) and one encoded `ControlMessage` per (from, to) pair, so a change is encoded once
+//! per scope however many agents receive it.
+//!
+//! A diff compares store revisions, not contents: a resource whose key has the same mod
+//! revision in both views is the same resource, so a diff costs a walk over the two views'
+//! keys plus the encoding of what changed.
 //!
 //! The last [`RETAINED_VERSIONS`] snapshots are kept so an agent that resumes from a recent
 //! version gets a diff; anything older gets a full update.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use portico_api::pb::{AgentSelector, ControlMessage, Node, Update, control_message, resource};
-use portico_api::{Kind, ResourceKey, ResourceSet, reference};
+use portico_api::pb::{ResourceKey, Update};
+use portico_api::{Kind, Resource};
 use prost::Message;
+use prost::encoding::{self, WireType};
 use tokio::sync::watch;
 
-use crate::snapshot::Snapshot;
+use crate::scope::{Scope, ScopeMemo};
+use crate::snapshot::{Snapshot, Stored};
 use crate::store::Revision;
 
 /// How many recent versions are kept for resuming agents.
 pub const RETAINED_VERSIONS: usize = 32;
+
+/// Field numbers of `ControlMessage.update`, `Update.upserts` and `Update.removals`, for
+/// encoding resources straight from the snapshot without copying them into an `Update`.
+const CONTROL_UPDATE_FIELD: u32 = 1;
+const UPSERTS_FIELD: u32 = 4;
+const REMOVALS_FIELD: u32 = 5;
 
 /// One scope's resources at one version.
 #[derive(Debug)]
 pub struct ScopeView {
     /// The config version.
     pub version: Revision,
-    /// The scope key: the matching listener names, sorted, joined by ','.
-    pub scope: Arc<str>,
-    /// The resources the scope reaches.
-    pub resources: ResourceSet,
+    /// The scope.
+    pub scope: Arc<Scope>,
+    /// The resources the scope reaches, by kind then name.
+    pub resources: Vec<Arc<Stored>>,
 }
 
 /// An encoded update, shared by every agent of one scope moving between the same versions.
@@ -47,7 +61,8 @@ pub struct EncodedUpdate {
     pub bytes: Bytes,
 }
 
-type UpdateKey = (Revision, Arc<str>, Revision, Arc<str>);
+/// (from version, from scope id, to version, to scope id); 0, 0 for a full update.
+type UpdateKey = (Revision, u64, Revision, u64);
 
 /// The published snapshots and everything derived from them.
 pub struct Views {
@@ -58,7 +73,7 @@ pub struct Views {
 #[derive(Default)]
 struct Inner {
     recent: VecDeque<Arc<Snapshot>>,
-    views: HashMap<(Revision, Arc<str>), Arc<ScopeView>>,
+    views: HashMap<(Revision, u64), Arc<ScopeView>>,
     updates: HashMap<UpdateKey, EncodedUpdate>,
 }
 
@@ -101,6 +116,8 @@ impl Views {
                     return;
                 }
                 inner.recent.clear();
+                inner.views.clear();
+                inner.updates.clear();
             }
             inner.recent.push_back(snapshot.clone());
             while inner.recent.len() > RETAINED_VERSIONS {
@@ -135,44 +152,45 @@ impl Views {
             .count()
     }
 
-    /// The update bringing `node` from `from` (0 or a forgotten version: a full update) to the
-    /// snapshot `to`.
-    pub fn update(&self, node: &Node, from: Revision, to: &Arc<Snapshot>) -> EncodedUpdate {
+    /// The update bringing the agent of `memo` from `from` (0 or a forgotten version: a full
+    /// update) to the snapshot `to`.
+    pub fn update(
+        &self,
+        memo: &mut ScopeMemo,
+        from: Revision,
+        to: &Arc<Snapshot>,
+    ) -> EncodedUpdate {
         let base = if from == 0 { None } else { self.at(from) };
-        let to_view = self.view(node, to);
-        let from_view = base.map(|b| self.view(node, &b));
-        let key: UpdateKey = match &from_view {
-            Some(f) => (
-                f.version,
-                f.scope.clone(),
-                to.version,
-                to_view.scope.clone(),
-            ),
-            None => (0, Arc::from(""), to.version, to_view.scope.clone()),
+        // The base first: it was the memo's last snapshot, so this is usually no lookup.
+        let base = base.map(|b| {
+            let scope = memo.scope(b.selectors());
+            (b, scope)
+        });
+        let scope = memo.scope(to.selectors());
+        let key: UpdateKey = match &base {
+            Some((b, s)) => (b.version, s.id, to.version, scope.id),
+            None => (0, 0, to.version, scope.id),
         };
         if let Some(hit) = self.lock().updates.get(&key) {
             return hit.clone();
         }
+        let from_view = base.map(|(b, s)| self.view(&s, &b));
+        let to_view = self.view(&scope, to);
         let encoded = encode(from_view.as_deref(), &to_view);
         self.lock().updates.insert(key, encoded.clone());
         encoded
     }
 
-    /// The view of `node`'s scope in `snapshot`.
-    pub fn view(&self, node: &Node, snapshot: &Snapshot) -> Arc<ScopeView> {
-        let scope = scope_key(node, &snapshot.resources);
-        let key = (snapshot.version, scope.clone());
+    /// The view of `scope` in `snapshot`.
+    pub fn view(&self, scope: &Arc<Scope>, snapshot: &Snapshot) -> Arc<ScopeView> {
+        let key = (snapshot.version, scope.id);
         if let Some(hit) = self.lock().views.get(&key) {
             return hit.clone();
         }
-        let roots = scope
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(|name| ResourceKey::new(Kind::Listener, name));
         let view = Arc::new(ScopeView {
             version: snapshot.version,
-            resources: reference::reachable(&snapshot.resources, roots),
-            scope,
+            resources: reachable(snapshot, &scope.listeners),
+            scope: scope.clone(),
         });
         self.lock().views.insert(key, view.clone());
         view
@@ -184,107 +202,370 @@ impl Views {
     }
 }
 
-/// The names of the listeners whose selector matches `node`, sorted, joined by ','.
-pub fn scope_key(node: &Node, set: &ResourceSet) -> Arc<str> {
-    let names: Vec<&str> = set
-        .of_kind(Kind::Listener)
-        .filter(|r| match &r.spec {
-            Some(resource::Spec::Listener(l)) => selects(l.selector.as_ref(), node),
-            _ => false,
-        })
-        .map(|r| r.name.as_str())
-        .collect();
-    Arc::from(names.join(","))
+/// The resources of `snapshot` reachable from the listeners `roots`, roots included, by kind
+/// then name. Missing roots and dangling references are skipped.
+fn reachable(snapshot: &Snapshot, roots: &[Arc<str>]) -> Vec<Arc<Stored>> {
+    let mut seen: BTreeMap<(Kind, &str), &Arc<Stored>> = BTreeMap::new();
+    let mut queue: VecDeque<(Kind, &str)> =
+        roots.iter().map(|name| (Kind::Listener, &**name)).collect();
+    while let Some((kind, name)) = queue.pop_front() {
+        if seen.contains_key(&(kind, name)) {
+            continue;
+        }
+        let Some(stored) = snapshot.get(kind, name) else {
+            continue;
+        };
+        seen.insert((kind, stored.resource.name.as_str()), stored);
+        queue.extend(stored.refs.iter().map(|r| (r.kind(), r.name.as_str())));
+    }
+    seen.into_values().cloned().collect()
 }
 
-/// Whether a listener selector matches a node. An absent or empty selector matches every node.
-pub fn selects(selector: Option<&AgentSelector>, node: &Node) -> bool {
-    let Some(s) = selector else { return true };
-    (s.regions.is_empty() || s.regions.contains(&node.region))
-        && (s.zones.is_empty() || s.zones.contains(&node.zone))
-        && s.labels.iter().all(|(k, v)| node.labels.get(k) == Some(v))
+/// The order of [`ScopeView::resources`].
+fn order(a: &Stored, b: &Stored) -> Ordering {
+    (a.resource.kind(), &a.resource.name).cmp(&(b.resource.kind(), &b.resource.name))
 }
 
-/// Encodes the update from `from` (None: full) to `to`.
+/// What changed from `from` to `to`: the resources new or at another revision, and the keys
+/// gone. Both lists are in view order.
+fn diff<'a>(
+    from: &'a [Arc<Stored>],
+    to: &'a [Arc<Stored>],
+) -> (Vec<&'a Resource>, Vec<ResourceKey>) {
+    let mut upserts = Vec::new();
+    let mut removals = Vec::new();
+    let (mut old, mut new) = (from.iter().peekable(), to.iter().peekable());
+    loop {
+        match (old.peek(), new.peek()) {
+            (None, None) => break,
+            (Some(o), None) => {
+                removals.push(o.resource.key());
+                old.next();
+            }
+            (None, Some(n)) => {
+                upserts.push(&n.resource);
+                new.next();
+            }
+            (Some(o), Some(n)) => match order(o, n) {
+                Ordering::Less => {
+                    removals.push(o.resource.key());
+                    old.next();
+                }
+                Ordering::Greater => {
+                    upserts.push(&n.resource);
+                    new.next();
+                }
+                Ordering::Equal => {
+                    if o.revision != n.revision {
+                        upserts.push(&n.resource);
+                    }
+                    old.next();
+                    new.next();
+                }
+            },
+        }
+    }
+    (upserts, removals)
+}
+
+/// Encodes the update from `from` (None: full) to `to`. The bytes are exactly prost's encoding
+/// of the `ControlMessage`; only the resources are written from where they are stored instead
+/// of being copied into an `Update` first.
 fn encode(from: Option<&ScopeView>, to: &ScopeView) -> EncodedUpdate {
-    let mut update = Update {
+    let (upserts, removals) = match from {
+        None => (
+            to.resources.iter().map(|s| &s.resource).collect(),
+            Vec::new(),
+        ),
+        Some(from) => diff(&from.resources, &to.resources),
+    };
+    let head = Update {
         version: to.version,
         nonce: format!("{}:{}", to.version, from.map(|f| f.version).unwrap_or(0)),
         full: from.is_none(),
         ..Default::default()
     };
-    match from {
-        None => update.upserts = to.resources.iter().cloned().collect(),
-        Some(from) => {
-            update.upserts = to
-                .resources
-                .iter()
-                .filter(|r| from.resources.get(r.kind(), &r.name) != Some(*r))
-                .cloned()
-                .collect();
-            update.removals = from
-                .resources
-                .iter()
-                .filter(|r| !to.resources.contains(r.kind(), &r.name))
-                .map(|r| r.key())
-                .collect();
-        }
+    let len = head.encoded_len()
+        + upserts
+            .iter()
+            .map(|r| encoding::message::encoded_len(UPSERTS_FIELD, *r))
+            .sum::<usize>()
+        + removals
+            .iter()
+            .map(|k| encoding::message::encoded_len(REMOVALS_FIELD, k))
+            .sum::<usize>();
+    let mut buf = Vec::with_capacity(len + encoding::key_len(CONTROL_UPDATE_FIELD) + 10);
+    encoding::encode_key(CONTROL_UPDATE_FIELD, WireType::LengthDelimited, &mut buf);
+    encoding::encode_varint(len as u64, &mut buf);
+    head.encode_raw(&mut buf);
+    for resource in upserts {
+        encoding::message::encode(UPSERTS_FIELD, resource, &mut buf);
     }
-    let nonce = Arc::from(update.nonce.as_str());
-    let full = update.full;
-    let message = ControlMessage {
-        message: Some(control_message::Message::Update(update)),
-    };
+    for key in &removals {
+        encoding::message::encode(REMOVALS_FIELD, key, &mut buf);
+    }
     EncodedUpdate {
         version: to.version,
-        nonce,
-        full,
-        bytes: Bytes::from(message.encode_to_vec()),
+        nonce: Arc::from(head.nonce.as_str()),
+        full: head.full,
+        bytes: Bytes::from(buf),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
+    use portico_api::pb::{
+        AgentSelector, Cluster, ControlMessage, Listener, Node, RouteAction, RouteTable,
+        VirtualHost, control_message, resource::Spec, route_action,
+    };
 
     use super::*;
 
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
+    fn named(name: &str, spec: Spec) -> Resource {
+        Resource {
+            name: name.into(),
+            spec: Some(spec),
+            ..Default::default()
+        }
+    }
+
+    /// A listener for `regions` (all when empty) routed by `table`.
+    fn listener(name: &str, table: &str, regions: &[&str]) -> Resource {
+        named(
+            name,
+            Spec::Listener(Listener {
+                route_table: table.into(),
+                selector: Some(AgentSelector {
+                    regions: regions.iter().map(|r| r.to_string()).collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        )
+    }
+
+    /// A route table of one route per cluster; `tag` names the first route.
+    fn table(name: &str, clusters: &[&str], tag: &str) -> Resource {
+        let routes = clusters
             .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+            .enumerate()
+            .map(|(i, c)| portico_api::pb::Route {
+                name: format!("{tag}{i}"),
+                action: Some(RouteAction {
+                    action: Some(route_action::Action::Cluster(c.to_string())),
+                }),
+                ..Default::default()
+            })
+            .collect();
+        named(
+            name,
+            Spec::RouteTable(RouteTable {
+                virtual_hosts: vec![VirtualHost {
+                    name: "all".into(),
+                    domains: vec!["*".into()],
+                    routes,
+                }],
+            }),
+        )
+    }
+
+    fn cluster(name: &str) -> Resource {
+        named(name, Spec::Cluster(Cluster::default()))
+    }
+
+    fn node(id: usize, region: &str) -> Node {
+        Node {
+            id: format!("n{id}"),
+            region: region.into(),
+            zone: format!("{region}-{}", id % 3),
+            ..Default::default()
+        }
+    }
+
+    /// The base config at revision 10: a listener for every agent and one for "eu".
+    fn base() -> Vec<(Resource, Revision)> {
+        vec![
+            (listener("all", "global", &[]), 10),
+            (table("global", &["shared"], "a"), 10),
+            (cluster("shared"), 10),
+            (listener("eu-only", "eu-table", &["eu"]), 10),
+            (table("eu-table", &["eu-cluster"], "a"), 10),
+            (cluster("eu-cluster"), 10),
+        ]
+    }
+
+    /// `base()` at revision 10, then each of `changes` (the resources put at its revision and
+    /// the names deleted) published in turn.
+    fn history(changes: &[(Revision, Vec<Resource>, &[&str])]) -> (Views, Vec<Arc<Snapshot>>) {
+        let mut resources = base();
+        let mut snapshots = vec![Arc::new(Snapshot::new(10, resources.clone()))];
+        let views = Views::new(snapshots[0].clone());
+        for (version, puts, deletes) in changes {
+            resources.retain(|(r, _)| {
+                !deletes.contains(&r.name.as_str()) && puts.iter().all(|p| p.key() != r.key())
+            });
+            resources.extend(puts.iter().map(|r| (r.clone(), *version)));
+            let snapshot = Arc::new(Snapshot::new(*version, resources.clone()));
+            views.publish(snapshot.clone());
+            snapshots.push(snapshot);
+        }
+        (views, snapshots)
+    }
+
+    fn decode(update: &EncodedUpdate) -> Update {
+        match ControlMessage::decode(update.bytes.clone()).map(|m| m.message) {
+            Ok(Some(control_message::Message::Update(u))) => u,
+            other => panic!("not an update: {other:?}"),
+        }
+    }
+
+    fn names(update: &Update) -> (Vec<String>, Vec<String>) {
+        (
+            update.upserts.iter().map(|r| r.key().to_string()).collect(),
+            update.removals.iter().map(|k| k.to_string()).collect(),
+        )
     }
 
     #[test]
-    fn selectors_match_every_non_empty_part() {
-        let node = Node {
-            id: "n".into(),
-            region: "eu".into(),
-            zone: "eu-1".into(),
-            labels: labels(&[("role", "edge"), ("tier", "a")]),
-            ..Default::default()
-        };
-        let selector = |regions: &[&str], zones: &[&str], l: &[(&str, &str)]| AgentSelector {
-            regions: regions.iter().map(|s| s.to_string()).collect(),
-            zones: zones.iter().map(|s| s.to_string()).collect(),
-            labels: labels(l),
-        };
-        let cases = [
-            (None, true),
-            (Some(selector(&[], &[], &[])), true),
-            (Some(selector(&["us", "eu"], &[], &[])), true),
-            (Some(selector(&["us"], &[], &[])), false),
-            (Some(selector(&["eu"], &["eu-2"], &[])), false),
+    fn agents_in_one_region_share_one_scope_view_and_encoding() {
+        let (views, snapshots) = history(&[]);
+        let snapshot = &snapshots[0];
+        let mut updates = Vec::new();
+        for i in 0..60 {
+            let mut memo = ScopeMemo::new(&node(i, ["eu", "us"][i % 2]));
+            let scope = memo.scope(snapshot.selectors());
+            updates.push((i % 2, scope.clone(), views.update(&mut memo, 0, snapshot)));
+        }
+        // 2 regions × 3 zones: 6 identities computed, for 60 agents.
+        assert_eq!(snapshot.selectors().computed(), 6);
+        for region in 0..2 {
+            let mut same = updates.iter().filter(|(r, _, _)| *r == region);
+            let (_, scope, update) = same.next().expect("agents in region");
+            let view = views.view(scope, snapshot);
+            for (_, s, u) in same {
+                assert!(Arc::ptr_eq(s, scope), "one scope per region");
+                assert!(
+                    Arc::ptr_eq(&views.view(s, snapshot), &view),
+                    "one view per region"
+                );
+                assert_eq!(
+                    u.bytes.as_ptr(),
+                    update.bytes.as_ptr(),
+                    "one encoding per region"
+                );
+            }
+        }
+        let eu = decode(&updates[0].2);
+        assert!(eu.full);
+        assert_eq!(
+            names(&eu).0,
+            [
+                "Listener/all",
+                "Listener/eu-only",
+                "RouteTable/eu-table",
+                "RouteTable/global",
+                "Cluster/eu-cluster",
+                "Cluster/shared",
+            ]
+        );
+        let us = decode(&updates[1].2);
+        assert_eq!(
+            names(&us).0,
+            ["Listener/all", "RouteTable/global", "Cluster/shared"]
+        );
+    }
+
+    #[test]
+    fn a_diff_holds_only_the_resources_whose_revision_changed() {
+        // At 11 "global" changes, "extra" is added and "eu-cluster" deleted; every other
+        // resource is rebuilt (new objects, as after a re-list) at its old revision. At 12 only
+        // a resource no agent reaches is added.
+        let (views, snapshots) = history(&[
             (
-                Some(selector(&["eu"], &["eu-1"], &[("role", "edge")])),
-                true,
+                11,
+                vec![table("global", &["shared", "extra"], "b"), cluster("extra")],
+                &["eu-cluster"],
             ),
-            (Some(selector(&[], &[], &[("role", "core")])), false),
-            (Some(selector(&[], &[], &[("missing", "x")])), false),
-        ];
-        for (i, (s, want)) in cases.into_iter().enumerate() {
-            assert_eq!(selects(s.as_ref(), &node), want, "case {i}");
+            (12, vec![cluster("unused")], &[]),
+        ]);
+        let shared = |s: &Snapshot| s.get(Kind::Cluster, "shared").cloned().expect("shared");
+        assert!(!Arc::ptr_eq(&shared(&snapshots[0]), &shared(&snapshots[1])));
+
+        let mut eu = ScopeMemo::new(&node(0, "eu"));
+        let update = decode(&views.update(&mut eu, 10, &snapshots[1]));
+        assert!(!update.full);
+        assert_eq!(update.nonce, "11:10");
+        assert_eq!(
+            names(&update),
+            (
+                vec!["RouteTable/global".to_string(), "Cluster/extra".to_string()],
+                vec!["Cluster/eu-cluster".to_string()],
+            )
+        );
+
+        // Nothing an agent gets changed revision: an empty diff, still to the new version.
+        let mut us = ScopeMemo::new(&node(1, "us"));
+        let update = decode(&views.update(&mut us, 11, &snapshots[2]));
+        assert_eq!(update.version, 12);
+        assert_eq!(names(&update), (vec![], vec![]));
+    }
+
+    #[test]
+    fn a_listener_change_recomputes_scopes_and_each_agent_gets_its_diff() {
+        let us_listener = listener("us-only", "us-table", &["us"]);
+        let us_table = table("us-table", &["shared"], "a");
+        let (views, snapshots) = history(&[(11, vec![us_listener, us_table], &[])]);
+        let (before, after) = (&snapshots[0], &snapshots[1]);
+
+        let mut eu = ScopeMemo::new(&node(0, "eu"));
+        let mut us = ScopeMemo::new(&node(1, "us"));
+        for memo in [&mut eu, &mut us] {
+            views.update(memo, 0, before);
+        }
+        let eu_update = decode(&views.update(&mut eu, 10, after));
+        let us_update = decode(&views.update(&mut us, 10, after));
+        assert_eq!(
+            after.selectors().computed(),
+            2,
+            "each identity once under the new selectors"
+        );
+        assert_eq!(names(&eu_update), (vec![], vec![]));
+        assert_eq!(
+            names(&us_update),
+            (
+                vec![
+                    "Listener/us-only".to_string(),
+                    "RouteTable/us-table".to_string()
+                ],
+                vec![],
+            )
+        );
+        let scope = |memo: &mut ScopeMemo| -> Vec<String> {
+            memo.scope(after.selectors())
+                .listeners
+                .iter()
+                .map(|n| n.to_string())
+                .collect()
+        };
+        assert_eq!(scope(&mut us), ["all", "us-only"]);
+        assert_eq!(scope(&mut eu), ["all", "eu-only"]);
+    }
+
+    #[test]
+    fn encodings_are_exactly_prost_encodings() {
+        let (views, snapshots) =
+            history(&[(11, vec![table("global", &["shared"], "b")], &["eu-cluster"])]);
+        let mut memo = ScopeMemo::new(&node(0, "eu"));
+        for from in [0, 10] {
+            let update = views.update(&mut memo, from, &snapshots[1]);
+            let decoded = decode(&update);
+            assert!(!decoded.upserts.is_empty());
+            assert_eq!(from == 0, decoded.removals.is_empty());
+            let reencoded = ControlMessage {
+                message: Some(control_message::Message::Update(decoded)),
+            }
+            .encode_to_vec();
+            assert_eq!(update.bytes.as_ref(), reencoded.as_slice(), "from {from}");
         }
     }
 }

@@ -63,7 +63,7 @@ async fn a_compacted_watch_relists_and_publishes_the_whole_config() {
         .expect("the re-listed config is published")
         .expect("views alive")
         .clone();
-    let names: Vec<_> = shown.resources.iter().map(|r| r.name.as_str()).collect();
+    let names: Vec<_> = shown.iter().map(|s| s.resource.name.as_str()).collect();
     assert_eq!(names, ["a", "b"]);
     assert!(
         views.at(first).is_none(),
