@@ -149,13 +149,13 @@ async fn upstream_failures_map_to_502_and_504() {
             .contains(timeout.headers["x-request-id"].to_str().unwrap())
     );
 
-    let dead = free_port();
+    let (_held, dead) = refusing();
     let down_port = free_port();
     let cfg = config(
         2,
         vec![
             listener("down", down_port, "rt"),
-            cluster("gone", &[([127, 0, 0, 1], dead).into()]),
+            cluster("gone", &[dead]),
             table(
                 "rt",
                 vec![vhost("all", &["*"], vec![route("all", None, to("gone"))])],

@@ -16,14 +16,11 @@ async fn requests_connections_errors_and_applies_are_counted() {
     m::describe();
     let up = Upstream::start("up").await;
     let port = free_port();
-    let dead = free_port();
+    let (_held, dead) = refusing();
     let cfg = web(
         7,
         port,
-        vec![
-            cluster("up", &[up.addr]),
-            cluster("gone", &[([127, 0, 0, 1], dead).into()]),
-        ],
+        vec![cluster("up", &[up.addr]), cluster("gone", &[dead])],
         vec![
             route("dead", prefix("/dead"), to("gone")),
             route("main", prefix("/"), to("up")),

@@ -32,6 +32,15 @@ pub fn free_port() -> u16 {
         .unwrap()
 }
 
+/// An address that refuses connections: a socket bound to it but not listening. Hold the
+/// socket for the test, so no other test (or an outgoing connection's source port) takes it.
+pub fn refusing() -> (tokio::net::TcpSocket, SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    (socket, addr)
+}
+
 /// Polls `check` every 20 ms until it returns `Some`, or panics after `timeout`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
