@@ -1,11 +1,11 @@
 //! Request handling: hygiene checks, routing, then the route's action (forward, redirect or a
 //! fixed answer), with header rules on the way up and down.
 
-use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -19,7 +19,7 @@ use super::error::ProxyError;
 use super::headers;
 use super::listener::ConnSlot;
 use super::path;
-use super::upstream::Upstream;
+use super::upstream::{SendError, Upstream};
 use crate::metrics as m;
 use crate::runtime::action::{Action, Redirect};
 use crate::runtime::router::{RequestView, Route, strip_port};
@@ -234,28 +234,29 @@ async fn forward(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, incoming) = req.into_parts();
     log.cluster = Some(upstream.name().clone());
-    let endpoint = upstream
+    let (endpoint, authority) = upstream
         .pick()
-        .ok_or_else(|| ProxyError::NoEndpoint(upstream.name().to_string()))?
-        .clone();
-    log.upstream = Some(endpoint.clone());
+        .ok_or_else(|| ProxyError::NoEndpoint(upstream.name().to_string()))?;
+    log.upstream = Some(authority.clone());
 
-    let path: Cow<'_, str> = match (&target.route.prefix_rewrite, target.route.matched_prefix()) {
-        (Some(replacement), Some(prefix)) => {
-            rewrite_prefix(target.path, prefix, replacement).into()
-        }
-        _ => target.path.into(),
+    let rewritten = match (&target.route.prefix_rewrite, target.route.matched_prefix()) {
+        (Some(replacement), Some(prefix)) => Some(rewrite_prefix(target.path, prefix, replacement)),
+        _ => None,
     };
-    let path_and_query = match parts.uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path.into_owned(),
-    };
-    parts.uri = Uri::builder()
-        .scheme("http")
-        .authority(endpoint)
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|_| ProxyError::BadRequest("bad_uri"))?;
+    // The request line is sent in origin form; the URI is rebuilt only when it changes.
+    let unchanged =
+        rewritten.is_none() && parts.uri.scheme().is_none() && parts.uri.path() == target.path;
+    if !unchanged {
+        let path = rewritten.as_deref().unwrap_or(target.path);
+        let path_and_query = match parts.uri.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_string(),
+        };
+        parts.uri = path_and_query
+            .parse::<PathAndQuery>()
+            .map(Uri::from)
+            .map_err(|_| ProxyError::BadRequest("bad_uri"))?;
+    }
     parts.version = upstream.version();
     if !parts.headers.contains_key(header::HOST)
         && !target.authority.is_empty()
@@ -274,12 +275,13 @@ async fn forward(
         parts,
         LimitedBody::new(incoming, limit, stats.clone()).boxed(),
     );
-    let sent = tokio::time::timeout(target.route.timeout, upstream.send(request)).await;
+    let sent = tokio::time::timeout(target.route.timeout, upstream.send(endpoint, request)).await;
     let mut response = match sent {
         Err(_) => return Err(ProxyError::UpstreamTimeout),
         Ok(Err(_)) if stats.exceeded.load(std::sync::atomic::Ordering::Relaxed) => {
             return Err(ProxyError::BodyTooLarge);
         }
+        Ok(Err(SendError::Overloaded)) => return Err(ProxyError::UpstreamOverloaded),
         Ok(Err(e)) if e.is_connect() => {
             metrics::counter!(m::UPSTREAM_CONNECT_ERRORS_TOTAL, m::LABEL_CLUSTER => upstream.name().clone())
                 .increment(1);
