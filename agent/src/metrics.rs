@@ -1,7 +1,18 @@
-//! Every metric the agent's data path records, named once (prefix `portico_agent_`).
+//! Every metric the agent's data path records, named once (prefix `portico_agent_`), and the
+//! per-request recording.
 //!
 //! The admin endpoint renders them with the Prometheus exporter; [`describe`] registers their
 //! help texts and should run once after the recorder is installed.
+//!
+//! Looking a labelled metric up in the recorder builds its key and hashes every label; the
+//! per-request metrics are looked up once per listener, route and cluster by each proxy
+//! worker instead ([`record_request`]), and a cluster's counters once when it is compiled.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use metrics::{Counter, Histogram, SharedString};
 
 /// Counter: requests answered, by `listener`, `route`, `cluster` and `status_class` ("2xx"...).
 /// Requests the agent answered itself carry an empty `cluster`.
@@ -50,13 +61,133 @@ pub fn describe() {
     describe_counter!(APPLY_FAILURES_TOTAL, "Configs rejected by apply.");
 }
 
-/// "2xx", "4xx"... for a status code.
-pub fn status_class(status: u16) -> &'static str {
+/// The failed-connect counter of `cluster`.
+pub fn upstream_connect_errors(cluster: &Arc<str>) -> Counter {
+    metrics::counter!(UPSTREAM_CONNECT_ERRORS_TOTAL, LABEL_CLUSTER => cluster.clone())
+}
+
+/// Counts a request answered with `status` after `seconds`, and records its duration.
+pub fn record_request(
+    listener: &Arc<str>,
+    route: Option<&Arc<str>>,
+    cluster: Option<&Arc<str>>,
+    status: u16,
+    seconds: f64,
+) {
+    let class = class_index(status);
+    HANDLES.with_borrow_mut(|cache| {
+        let key = (address(Some(listener)), address(route), address(cluster));
+        if cache.len() >= MAX_CACHED && !cache.contains_key(&key) {
+            // Keeps entries of configs long gone from piling up.
+            cache.clear();
+        }
+        let handles = cache
+            .entry(key)
+            .or_insert_with(|| RequestHandles::new(listener, route, cluster));
+        handles.requests[class]
+            .get_or_insert_with(|| {
+                metrics::counter!(
+                    REQUESTS_TOTAL,
+                    LABEL_LISTENER => listener.clone(),
+                    LABEL_ROUTE => label(route),
+                    LABEL_CLUSTER => label(cluster),
+                    LABEL_STATUS_CLASS => STATUS_CLASSES[class],
+                )
+            })
+            .increment(1);
+        handles.duration.record(seconds);
+    });
+}
+
+/// Cached (listener, route, cluster) handle sets per worker, at most.
+const MAX_CACHED: usize = 8192;
+
+thread_local! {
+    /// Keyed by the addresses of the label strings, which each entry keeps alive so that no
+    /// other string can take an address while it is cached.
+    static HANDLES: RefCell<HashMap<(usize, usize, usize), RequestHandles>> =
+        RefCell::new(HashMap::new());
+}
+
+struct RequestHandles {
+    _labels: [Option<Arc<str>>; 3],
+    /// By status class, 1xx to 5xx, each looked up on first use.
+    requests: [Option<Counter>; 5],
+    duration: Histogram,
+}
+
+impl RequestHandles {
+    fn new(listener: &Arc<str>, route: Option<&Arc<str>>, cluster: Option<&Arc<str>>) -> Self {
+        RequestHandles {
+            _labels: [Some(listener.clone()), route.cloned(), cluster.cloned()],
+            requests: Default::default(),
+            duration: metrics::histogram!(
+                REQUEST_DURATION_SECONDS,
+                LABEL_LISTENER => listener.clone(),
+                LABEL_ROUTE => label(route),
+            ),
+        }
+    }
+}
+
+fn address(s: Option<&Arc<str>>) -> usize {
+    s.map_or(0, |s| Arc::as_ptr(s).cast::<u8>() as usize)
+}
+
+fn label(value: Option<&Arc<str>>) -> SharedString {
+    value.map_or(SharedString::const_str(""), |v| {
+        SharedString::from(v.clone())
+    })
+}
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn class_index(status: u16) -> usize {
     match status / 100 {
-        1 => "1xx",
-        2 => "2xx",
-        3 => "3xx",
-        4 => "4xx",
-        _ => "5xx",
+        1 => 0,
+        2 => 1,
+        3 => 2,
+        4 => 3,
+        _ => 4,
+    }
+}
+
+/// "2xx", "4xx"... for a status code; anything outside 100-499 counts as "5xx".
+pub fn status_class(status: u16) -> &'static str {
+    STATUS_CLASSES[class_index(status)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_their_own_labels_and_class() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let (web, api, shop, up) = (
+            Arc::from("web"),
+            Arc::from("api"),
+            Arc::from("shop"),
+            Arc::from("up"),
+        );
+        metrics::with_local_recorder(&recorder, || {
+            for status in [200, 204, 503, 0, 404] {
+                record_request(&web, Some(&api), Some(&up), status, 0.001);
+            }
+            record_request(&web, Some(&shop), None, 200, 0.001);
+            record_request(&web, None, None, 400, 0.001);
+        });
+        let text = handle.render();
+        for (labels, count) in [
+            (r#"route="api",cluster="up",status_class="2xx""#, 2),
+            (r#"route="api",cluster="up",status_class="5xx""#, 2),
+            (r#"route="api",cluster="up",status_class="4xx""#, 1),
+            (r#"route="shop",cluster="",status_class="2xx""#, 1),
+            (r#"route="",cluster="",status_class="4xx""#, 1),
+        ] {
+            let line = format!("{REQUESTS_TOTAL}{{listener=\"web\",{labels}}} {count}\n");
+            assert!(text.contains(&line), "{line} in\n{text}");
+        }
     }
 }

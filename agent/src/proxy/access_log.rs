@@ -11,7 +11,6 @@ use bytes::Bytes;
 use http::Method;
 use http::uri::Authority;
 use http_body::{Body, Frame, SizeHint};
-use metrics::SharedString;
 
 use super::body::{BodyStats, BoxError, ProxyBody};
 use super::conn::ConnTrack;
@@ -90,22 +89,13 @@ impl Drop for RequestLog {
     fn drop(&mut self) {
         self.track.end_request();
         let elapsed = self.start.elapsed();
-        // Shared label strings: recording a sample allocates nothing.
-        let route = label(&self.route);
-        metrics::counter!(
-            m::REQUESTS_TOTAL,
-            m::LABEL_LISTENER => self.listener.clone(),
-            m::LABEL_ROUTE => route.clone(),
-            m::LABEL_CLUSTER => label(&self.cluster),
-            m::LABEL_STATUS_CLASS => m::status_class(self.status),
-        )
-        .increment(1);
-        metrics::histogram!(
-            m::REQUEST_DURATION_SECONDS,
-            m::LABEL_LISTENER => self.listener.clone(),
-            m::LABEL_ROUTE => route,
-        )
-        .record(elapsed.as_secs_f64());
+        m::record_request(
+            &self.listener,
+            self.route.as_ref(),
+            self.cluster.as_ref(),
+            self.status,
+            elapsed.as_secs_f64(),
+        );
         if !self.enabled {
             return;
         }
@@ -130,12 +120,6 @@ impl Drop for RequestLog {
             "request"
         );
     }
-}
-
-fn label(value: &Option<Arc<str>>) -> SharedString {
-    value
-        .clone()
-        .map_or(SharedString::const_str(""), SharedString::from)
 }
 
 /// Logs and counts an answer hyper or the connection wrapper gave before any handler ran.

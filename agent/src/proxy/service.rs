@@ -20,7 +20,6 @@ use super::headers;
 use super::listener::ConnSlot;
 use super::path;
 use super::upstream::{SendError, Upstream};
-use crate::metrics as m;
 use crate::runtime::action::{Action, Redirect};
 use crate::runtime::router::{RequestView, Route, strip_port};
 use crate::runtime::{ListenerRuntime, Runtime};
@@ -283,8 +282,7 @@ async fn forward(
         }
         Ok(Err(SendError::Overloaded)) => return Err(ProxyError::UpstreamOverloaded),
         Ok(Err(e)) if e.is_connect() => {
-            metrics::counter!(m::UPSTREAM_CONNECT_ERRORS_TOTAL, m::LABEL_CLUSTER => upstream.name().clone())
-                .increment(1);
+            upstream.count_connect_error();
             return Err(ProxyError::UpstreamConnect(error_chain(&e)));
         }
         Ok(Err(e)) => return Err(ProxyError::UpstreamRequest(error_chain(&e))),

@@ -94,6 +94,7 @@ pub struct Upstream {
     endpoints: Vec<Authority>,
     next: AtomicUsize,
     transport: Transport,
+    connect_errors: metrics::Counter,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -132,12 +133,19 @@ impl Upstream {
                     .collect(),
             )
         };
+        let name: Arc<str> = name.into();
         Upstream {
-            name: name.into(),
+            connect_errors: crate::metrics::upstream_connect_errors(&name),
+            name,
             endpoints,
             next: AtomicUsize::new(0),
             transport,
         }
+    }
+
+    /// Counts a failed attempt to connect to one of the endpoints.
+    pub fn count_connect_error(&self) {
+        self.connect_errors.increment(1);
     }
 
     /// The cluster's name.
