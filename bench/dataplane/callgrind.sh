@@ -6,7 +6,7 @@
 #
 # Environment (all optional):
 #   REQUESTS   measured requests (default 20000)    CONNS  client connections (default 16)
-#   ROUTES     routes in the config (default 1)     OUT    callgrind output (default under /tmp)
+#   ROUTES     routes in the config (default 1)     OUT    (default /tmp/portico-callgrind.out)
 # Prints: "<instructions per request> Ir/request (<requests> requests)"; the profile in $OUT
 # reads with callgrind_annotate.
 set -euo pipefail
@@ -23,31 +23,8 @@ UP_PORT=18080 PROXY_PORT=18081 CP_PORT=18070 CP_METRICS_PORT=18072 AGENT_ADMIN_P
 for tool in valgrind:valgrind callgrind_control:valgrind h2load:nghttp2-client curl:curl; do
   command -v "${tool%%:*}" >/dev/null || { echo "installing ${tool#*:}" >&2; apt-get install -y -qq "${tool#*:}" >/dev/null; }
 done
-work=$(mktemp -d /tmp/portico-callgrind.XXXXXX)
-OUT=${OUT:-$work/callgrind.out}
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  [[ $OUT == "$work"/* ]] || rm -rf "$work"
-}
-trap cleanup EXIT
-start() {
-  local name=$1
-  shift
-  "$@" >"$work/$name.log" 2>&1 &
-  pids+=($!)
-}
-wait_http() {
-  local i
-  for ((i = 0; i < 600; i++)); do
-    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "no answer from $1; logs in $work" >&2
-  return 1
-}
+OUT=${OUT:-/tmp/portico-callgrind.out}
+. "$here/processes.sh"
 
 start upstream "$bin/bench-upstream" --listen "127.0.0.1:$UP_PORT" --threads 2
 wait_http "http://127.0.0.1:$UP_PORT/"
@@ -59,8 +36,8 @@ start agent env RUST_LOG=info,portico::access=off valgrind --tool=callgrind --in
   --callgrind-out-file="$OUT" "$bin/portico-agent" --proxy-workers 1 \
   --control-plane "http://127.0.0.1:$CP_PORT" --admin-listen "127.0.0.1:$AGENT_ADMIN_PORT" \
   --node-id bench --region bench --zone bench --drain-timeout 1s
-agent=${pids[-1]}
-wait_http "http://127.0.0.1:$AGENT_ADMIN_PORT/readyz"
+agent=$last
+wait_http "http://127.0.0.1:$AGENT_ADMIN_PORT/readyz" 120
 url="http://127.0.0.1:$PROXY_PORT$(route_prefix $((ROUTES - 1)))/bench"
 wait_http "$url"
 h2load --h1 -n 2000 -c "$CONNS" "$url" >/dev/null
@@ -68,7 +45,7 @@ callgrind_control -i on "$agent" >/dev/null 2>&1
 h2load --h1 -n "$REQUESTS" -c "$CONNS" "$url" >"$work/h2load.out"
 callgrind_control -i off "$agent" >/dev/null 2>&1
 grep -q " 0 failed, 0 errored" "$work/h2load.out" || { cat "$work/h2load.out" >&2; exit 1; }
-kill -INT "$agent"
-wait "$agent" 2>/dev/null || true
-total=$(grep -h '^totals:' "$OUT"* | awk '{s += $2} END {print s}')
+# valgrind writes the profile as the agent exits.
+stop "$agent"
+total=$(awk '/^totals:/ {s += $2} END {print s}' "$OUT")
 echo "$((total / REQUESTS)) Ir/request ($REQUESTS requests)"

@@ -48,45 +48,7 @@ fi
 for svc in nginx haproxy; do systemctl stop "$svc" 2>/dev/null || true; done
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-work=$(mktemp -d /tmp/portico-bench.XXXXXX)
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-# start NAME CMD...: runs CMD in the background, logging to $work/NAME.log; sets $last.
-start() {
-  local name=$1
-  shift
-  "$@" >"$work/$name.log" 2>&1 &
-  last=$!
-  pids+=("$last")
-}
-
-# stop PID: stops one process started by `start` and waits for it.
-stop() {
-  kill "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-  local p keep=()
-  for p in "${pids[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
-  pids=("${keep[@]}")
-}
-
-# wait_http URL: polls until URL answers, for up to 30 s.
-wait_http() {
-  local i
-  for ((i = 0; i < 300; i++)); do
-    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "no answer from $1; logs in $work" >&2
-  tail -n 20 "$work"/*.log >&2
-  return 1
-}
+. "$here/processes.sh"
 
 # cpu_ticks PID...: user+system clock ticks of the processes and their child processes.
 cpu_ticks() {
