@@ -8,11 +8,11 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::Method;
 use http::uri::Authority;
+use http::{HeaderValue, Method};
 use http_body::{Body, Frame, SizeHint};
 
-use super::body::{BodyStats, BoxError, ProxyBody};
+use super::body::{BodyStats, BoxError, ResponseBody};
 use super::conn::ConnTrack;
 use crate::metrics as m;
 use crate::runtime::Runtime;
@@ -23,7 +23,7 @@ pub const TARGET: &str = "portico::access";
 /// What is known about one request; logged and counted when dropped.
 pub struct RequestLog {
     /// The request id.
-    pub request_id: String,
+    pub request_id: HeaderValue,
     /// The listener's name.
     pub listener: Arc<str>,
     /// The method.
@@ -52,7 +52,7 @@ pub struct RequestLog {
 impl RequestLog {
     /// Starts the record of a request; `track` learns when it ends.
     pub fn new(
-        request_id: String,
+        request_id: HeaderValue,
         listener: Arc<str>,
         method: Method,
         path: &str,
@@ -105,7 +105,7 @@ impl Drop for RequestLog {
             .map_or(0, |s| s.bytes.load(Ordering::Relaxed));
         tracing::info!(
             target: TARGET,
-            request_id = %self.request_id,
+            request_id = self.request_id.to_str().unwrap_or_default(),
             listener = %self.listener,
             method = %self.method,
             path = %self.path,
@@ -144,13 +144,13 @@ pub fn rejected(listener: &Arc<str>, request_id: &str, status: u16, reason: &'st
 
 /// A response body that counts the bytes sent and carries the request's log until it ends.
 pub struct LoggedBody {
-    inner: ProxyBody,
+    inner: ResponseBody,
     log: RequestLog,
 }
 
 impl LoggedBody {
     /// Wraps `inner`; `log` is written when this body is dropped.
-    pub fn new(inner: ProxyBody, log: RequestLog) -> Self {
+    pub fn new(inner: ResponseBody, log: RequestLog) -> Self {
         LoggedBody { inner, log }
     }
 }

@@ -277,7 +277,7 @@ async fn serve_http<S>(
         shared,
         addr,
         listener: settings.name.clone(),
-        peer,
+        client: super::headers::client_address(peer.ip()),
         tls,
         track: track.clone(),
         slot,

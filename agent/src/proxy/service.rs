@@ -1,19 +1,21 @@
 //! Request handling: hygiene checks, routing, then the route's action (forward, redirect or a
 //! fixed answer), with header rules on the way up and down.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::Shared;
 use super::access_log::{LoggedBody, RequestLog};
-use super::body::{self, BodyStats, LimitedBody, ProxyBody};
+use super::body::{self, BodyStats, LimitedBody, ProxyBody, ResponseBody};
 use super::conn::{ConnTrack, HEAD_CL_AND_TE};
 use super::error::ProxyError;
 use super::headers;
@@ -32,8 +34,8 @@ pub(crate) struct ConnCtx {
     pub addr: SocketAddr,
     /// The listener's name when the connection was accepted.
     pub listener: Arc<str>,
-    /// The client's address.
-    pub peer: SocketAddr,
+    /// The client's address as written into X-Forwarded-For.
+    pub client: HeaderValue,
     /// Whether the connection is TLS.
     pub tls: bool,
     /// Connection state shared with the I/O wrapper.
@@ -60,15 +62,14 @@ pub(crate) async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Res
         Ok(response) => response,
         Err(e) => {
             log.reason = Some(e.reason());
-            tracing::debug!(request_id = %request_id, error = %e, "answered by the proxy");
-            e.response(&request_id)
+            let id = request_id.to_str().unwrap_or_default();
+            tracing::debug!(request_id = id, error = %e, "answered by the proxy");
+            e.response(id).map(ResponseBody::Local)
         }
     };
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response
-            .headers_mut()
-            .insert(headers::REQUEST_ID.clone(), value);
-    }
+    response
+        .headers_mut()
+        .insert(headers::REQUEST_ID.clone(), request_id);
     log.status = response.status().as_u16();
     response.map(|b| LoggedBody::new(b, log))
 }
@@ -79,7 +80,7 @@ async fn route(
     req: Request<Incoming>,
     head_flags: u8,
     log: &mut RequestLog,
-) -> Result<Response<ProxyBody>, ProxyError> {
+) -> Result<Response<ResponseBody>, ProxyError> {
     let listener = runtime
         .listeners
         .get(&ctx.addr)
@@ -93,17 +94,20 @@ async fn route(
     if req.version() == Version::HTTP_11 && host_header.is_none() {
         return Err(ProxyError::BadRequest("missing_host"));
     }
-    let authority = match req.uri().authority() {
-        Some(a) => a.as_str().to_string(),
-        None => host_header
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("")
-            .to_string(),
+    // The Host header's value is shared, not copied; HTTP/2 and absolute-form requests name
+    // the authority in the URI instead.
+    let authority_value = match req.uri().authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => host_header.cloned(),
     };
-    let host = strip_port(&authority).to_ascii_lowercase();
-    let path = path::normalise(req.uri().path(), listener.merge_slashes)
-        .map_err(|_| ProxyError::BadRequest("bad_path"))?
-        .into_owned();
+    let authority = authority_value
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let host = lowercase(strip_port(authority));
+    let uri = req.uri().clone();
+    let path = path::normalise(uri.path(), listener.merge_slashes)
+        .map_err(|_| ProxyError::BadRequest("bad_path"))?;
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -127,19 +131,21 @@ async fn route(
             body: content,
             content_type,
         } => {
-            let mut r = Response::new(body::full(content.clone()));
+            let mut r = Response::new(ResponseBody::Local(body::full(content.clone())));
             *r.status_mut() = *status;
             r.headers_mut()
                 .insert(header::CONTENT_TYPE, content_type.clone());
             r
         }
-        Action::Redirect(redirect) => redirect_response(redirect, ctx.tls, &authority, &path, &req),
+        Action::Redirect(redirect) => {
+            redirect_response(redirect, ctx.tls, authority, &path, &req).map(ResponseBody::Local)
+        }
         Action::Forward(targets) => {
             let target = Target {
                 upstream: targets.pick(),
                 route,
                 path: &path,
-                authority: &authority,
+                authority: authority_value.as_ref(),
             };
             forward(ctx, listener, target, req, log).await?
         }
@@ -186,12 +192,22 @@ fn redirect_response(
     response
 }
 
+/// `s` in lower case, copied only when it is not already.
+fn lowercase(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
 /// Where a request is forwarded.
 struct Target<'a> {
     upstream: &'a Upstream,
     route: &'a Route,
     path: &'a str,
-    authority: &'a str,
+    /// The Host header's value or the URI's authority, if the request had either.
+    authority: Option<&'a HeaderValue>,
 }
 
 fn rewrite_prefix(path: &str, prefix: &str, replacement: &str) -> String {
@@ -225,7 +241,7 @@ async fn forward(
     target: Target<'_>,
     mut req: Request<Incoming>,
     log: &mut RequestLog,
-) -> Result<Response<ProxyBody>, ProxyError> {
+) -> Result<Response<ResponseBody>, ProxyError> {
     let upstream = target.upstream;
     let upgrade = req.version() == Version::HTTP_11
         && upstream.version() == Version::HTTP_11
@@ -257,29 +273,34 @@ async fn forward(
             .map_err(|_| ProxyError::BadRequest("bad_uri"))?;
     }
     parts.version = upstream.version();
+    let host = target.authority.filter(|v| !v.is_empty());
     if !parts.headers.contains_key(header::HOST)
-        && !target.authority.is_empty()
-        && let Ok(value) = HeaderValue::from_str(target.authority)
+        && let Some(host) = host
     {
-        parts.headers.insert(header::HOST, value);
+        parts.headers.insert(header::HOST, host.clone());
     }
     headers::remove_hop_by_hop(&mut parts.headers, upgrade);
-    headers::set_forwarded(&mut parts.headers, ctx.peer.ip(), ctx.tls, target.authority);
+    headers::set_forwarded(&mut parts.headers, &ctx.client, ctx.tls, host);
     target.route.request_headers.apply(&mut parts.headers);
 
-    let stats = Arc::new(BodyStats::default());
-    log.body_in = Some(stats.clone());
-    let limit = listener.conn.limits.max_request_body_bytes;
-    let request = Request::from_parts(
-        parts,
-        LimitedBody::new(incoming, limit, stats.clone()).boxed(),
-    );
+    let body = if incoming.is_end_stream() {
+        body::empty()
+    } else {
+        let stats = Arc::new(BodyStats::default());
+        log.body_in = Some(stats.clone());
+        let limit = listener.conn.limits.max_request_body_bytes;
+        LimitedBody::new(incoming, limit, stats).boxed()
+    };
+    let request = Request::from_parts(parts, body);
     let sent = tokio::time::timeout(target.route.timeout, upstream.send(endpoint, request)).await;
+    let too_large = || {
+        log.body_in
+            .as_ref()
+            .is_some_and(|s| s.exceeded.load(std::sync::atomic::Ordering::Relaxed))
+    };
     let mut response = match sent {
         Err(_) => return Err(ProxyError::UpstreamTimeout),
-        Ok(Err(_)) if stats.exceeded.load(std::sync::atomic::Ordering::Relaxed) => {
-            return Err(ProxyError::BodyTooLarge);
-        }
+        Ok(Err(_)) if too_large() => return Err(ProxyError::BodyTooLarge),
         Ok(Err(SendError::Overloaded)) => return Err(ProxyError::UpstreamOverloaded),
         Ok(Err(e)) if e.is_connect() => {
             upstream.count_connect_error();
@@ -310,7 +331,7 @@ async fn forward(
         _ => {}
     }
     headers::remove_hop_by_hop(response.headers_mut(), upgraded && upgrade);
-    Ok(response.map(|b| b.map_err(body::BoxError::from).boxed()))
+    Ok(response.map(ResponseBody::Upstream))
 }
 
 #[cfg(test)]
