@@ -10,6 +10,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use metrics::{Counter, Histogram, SharedString};
@@ -105,8 +106,35 @@ const MAX_CACHED: usize = 8192;
 thread_local! {
     /// Keyed by the addresses of the label strings, which each entry keeps alive so that no
     /// other string can take an address while it is cached.
-    static HANDLES: RefCell<HashMap<(usize, usize, usize), RequestHandles>> =
-        RefCell::new(HashMap::new());
+    static HANDLES: RefCell<HashMap<(usize, usize, usize), RequestHandles, AddressHash>> =
+        RefCell::new(HashMap::default());
+}
+
+/// Multiply-rotate hashing of addresses (as in rustc's FxHash): a fraction of SipHash's cost,
+/// and the keys are addresses of the agent's own strings, not chosen by any client.
+type AddressHash = BuildHasherDefault<AddressHasher>;
+
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 struct RequestHandles {

@@ -112,6 +112,8 @@ struct HeadScan {
     len: usize,
     /// Whether the current line's last byte so far is a carriage return.
     cr: bool,
+    /// Whether the current line may be one of the two headers (by its first letter).
+    candidate: bool,
     flags: u8,
     done: bool,
 }
@@ -133,9 +135,16 @@ impl HeadScan {
             let newline = rest.iter().position(|b| *b == b'\n');
             let line = &rest[..newline.unwrap_or(rest.len())];
             rest = newline.map_or(&[], |nl| &rest[nl + 1..]);
-            let kept = self.len.min(LINE_START);
-            for (to, from) in self.start[kept..].iter_mut().zip(line) {
-                *to = from.to_ascii_lowercase();
+            if self.len == 0
+                && let Some(first) = line.first()
+            {
+                self.candidate = matches!(first.to_ascii_lowercase(), b'c' | b't');
+            }
+            if self.candidate {
+                let kept = self.len.min(LINE_START);
+                for (to, from) in self.start[kept..].iter_mut().zip(line) {
+                    *to = from.to_ascii_lowercase();
+                }
             }
             self.len += line.len();
             if let Some(last) = line.last() {
@@ -144,8 +153,13 @@ impl HeadScan {
             if newline.is_none() {
                 break;
             }
-            let (content, kept) = (self.len - usize::from(self.cr), self.len.min(LINE_START));
-            (self.len, self.cr) = (0, false);
+            let content = self.len - usize::from(self.cr);
+            let kept = if self.candidate {
+                self.len.min(LINE_START)
+            } else {
+                0
+            };
+            (self.len, self.cr, self.candidate) = (0, false, false);
             self.lines += 1;
             if self.lines == 1 {
                 continue;

@@ -1,10 +1,13 @@
 //! Header hygiene and transforms: hop-by-hop removal, forwarding headers, the request id, and
 //! the per-route add/set/remove lists.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use portico_api::pb;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 
 /// The request id header, generated when absent and echoed on the response.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -87,10 +90,16 @@ pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
     id
 }
 
+thread_local! {
+    /// Request ids need to be unique, not secret (clients choose their own at will): a fast
+    /// generator per thread, seeded from the OS-seeded thread generator.
+    static IDS: RefCell<SmallRng> = RefCell::new(SmallRng::from_rng(&mut rand::rng()));
+}
+
 /// A fresh random request id: 32 hex digits.
 pub fn new_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let n = rand::random::<u128>();
+    let n: u128 = IDS.with_borrow_mut(|ids| ids.random());
     let mut id = [0u8; 32];
     for (i, digit) in id.iter_mut().enumerate() {
         *digit = HEX[(n >> ((31 - i) * 4)) as usize & 0xf];
@@ -113,23 +122,30 @@ pub fn set_forwarded(
     tls: bool,
     host: Option<&HeaderValue>,
 ) {
-    let prior = headers
-        .get(&X_FORWARDED_FOR)
-        .and_then(|v| v.to_str().ok())
-        .filter(|prior| !prior.trim().is_empty());
-    let xff = match (prior, client.to_str()) {
-        (Some(prior), Ok(client)) => HeaderValue::from_str(&format!("{prior}, {client}")).ok(),
-        _ => Some(client.clone()),
-    };
-    if let Some(xff) = xff {
-        headers.insert(X_FORWARDED_FOR.clone(), xff);
+    // One lookup per header: each costs a hash of the name.
+    match headers.entry(&X_FORWARDED_FOR) {
+        Entry::Occupied(mut prior) => {
+            let appended = prior
+                .get()
+                .to_str()
+                .ok()
+                .filter(|prior| !prior.trim().is_empty())
+                .zip(client.to_str().ok())
+                .and_then(|(prior, client)| {
+                    HeaderValue::from_str(&format!("{prior}, {client}")).ok()
+                });
+            prior.insert(appended.unwrap_or_else(|| client.clone()));
+        }
+        Entry::Vacant(none) => {
+            none.insert(client.clone());
+        }
     }
     let proto = if tls { "https" } else { "http" };
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     if let Some(host) = host.filter(|h| !h.is_empty())
-        && !headers.contains_key(&X_FORWARDED_HOST)
+        && let Entry::Vacant(none) = headers.entry(&X_FORWARDED_HOST)
     {
-        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+        none.insert(host.clone());
     }
 }
 
