@@ -6,12 +6,12 @@
 //!
 //! Looking a labelled metric up in the recorder builds its key and hashes every label; the
 //! per-request metrics are looked up once per listener, route and cluster by each proxy
-//! worker instead ([`record_request`]), and a cluster's counters once when it is compiled.
+//! worker instead ([`request_handles`]), and a cluster's counters once when it is compiled.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use metrics::{Counter, Histogram, SharedString};
 
@@ -67,37 +67,26 @@ pub fn upstream_connect_errors(cluster: &Arc<str>) -> Counter {
     metrics::counter!(UPSTREAM_CONNECT_ERRORS_TOTAL, LABEL_CLUSTER => cluster.clone())
 }
 
-/// Counts a request answered with `status` after `seconds`, and records its duration.
-pub fn record_request(
+/// The request metrics of `listener`, `route` and `cluster`, from the calling worker's cache.
+///
+/// Each worker has its own handle sets, so the reference counting of a request's handles stays
+/// on the worker's core.
+pub fn request_handles(
     listener: &Arc<str>,
     route: Option<&Arc<str>>,
     cluster: Option<&Arc<str>>,
-    status: u16,
-    seconds: f64,
-) {
-    let class = class_index(status);
+) -> Arc<RequestHandles> {
     HANDLES.with_borrow_mut(|cache| {
         let key = (address(Some(listener)), address(route), address(cluster));
         if cache.len() >= MAX_CACHED && !cache.contains_key(&key) {
             // Keeps entries of configs long gone from piling up.
             cache.clear();
         }
-        let handles = cache
+        cache
             .entry(key)
-            .or_insert_with(|| RequestHandles::new(listener, route, cluster));
-        handles.requests[class]
-            .get_or_insert_with(|| {
-                metrics::counter!(
-                    REQUESTS_TOTAL,
-                    LABEL_LISTENER => listener.clone(),
-                    LABEL_ROUTE => label(route),
-                    LABEL_CLUSTER => label(cluster),
-                    LABEL_STATUS_CLASS => STATUS_CLASSES[class],
-                )
-            })
-            .increment(1);
-        handles.duration.record(seconds);
-    });
+            .or_insert_with(|| Arc::new(RequestHandles::new(listener, route, cluster)))
+            .clone()
+    })
 }
 
 /// Cached (listener, route, cluster) handle sets per worker, at most.
@@ -106,9 +95,11 @@ const MAX_CACHED: usize = 8192;
 thread_local! {
     /// Keyed by the addresses of the label strings, which each entry keeps alive so that no
     /// other string can take an address while it is cached.
-    static HANDLES: RefCell<HashMap<(usize, usize, usize), RequestHandles, AddressHash>> =
-        RefCell::new(HashMap::default());
+    static HANDLES: RefCell<HandleCache> = RefCell::new(HashMap::default());
 }
+
+/// Handle sets by the addresses of their (listener, route, cluster) names.
+type HandleCache = HashMap<(usize, usize, usize), Arc<RequestHandles>, AddressHash>;
 
 /// Multiply-rotate hashing of addresses (as in rustc's FxHash): a fraction of SipHash's cost,
 /// and the keys are addresses of the agent's own strings, not chosen by any client.
@@ -137,17 +128,18 @@ impl Hasher for AddressHasher {
     }
 }
 
-struct RequestHandles {
-    _labels: [Option<Arc<str>>; 3],
+/// The metrics of requests to one (listener, route, cluster).
+pub struct RequestHandles {
+    labels: [Option<Arc<str>>; 3],
     /// By status class, 1xx to 5xx, each looked up on first use.
-    requests: [Option<Counter>; 5],
+    requests: [OnceLock<Counter>; 5],
     duration: Histogram,
 }
 
 impl RequestHandles {
     fn new(listener: &Arc<str>, route: Option<&Arc<str>>, cluster: Option<&Arc<str>>) -> Self {
         RequestHandles {
-            _labels: [Some(listener.clone()), route.cloned(), cluster.cloned()],
+            labels: [Some(listener.clone()), route.cloned(), cluster.cloned()],
             requests: Default::default(),
             duration: metrics::histogram!(
                 REQUEST_DURATION_SECONDS,
@@ -155,6 +147,34 @@ impl RequestHandles {
                 LABEL_ROUTE => label(route),
             ),
         }
+    }
+
+    /// Counts a request answered with `status` after `seconds`, and records its duration.
+    pub fn record(&self, status: u16, seconds: f64) {
+        let class = class_index(status);
+        let [listener, route, cluster] = &self.labels;
+        self.requests[class]
+            .get_or_init(|| {
+                metrics::counter!(
+                    REQUESTS_TOTAL,
+                    LABEL_LISTENER => label(listener.as_ref()),
+                    LABEL_ROUTE => label(route.as_ref()),
+                    LABEL_CLUSTER => label(cluster.as_ref()),
+                    LABEL_STATUS_CLASS => STATUS_CLASSES[class],
+                )
+            })
+            .increment(1);
+        self.duration.record(seconds);
+    }
+
+    /// The route's name, "" when the request matched none.
+    pub fn route(&self) -> &str {
+        self.labels[1].as_deref().unwrap_or("")
+    }
+
+    /// The cluster's name, "" when the request was not forwarded.
+    pub fn cluster(&self) -> &str {
+        self.labels[2].as_deref().unwrap_or("")
     }
 }
 
@@ -201,10 +221,10 @@ mod tests {
         );
         metrics::with_local_recorder(&recorder, || {
             for status in [200, 204, 503, 0, 404] {
-                record_request(&web, Some(&api), Some(&up), status, 0.001);
+                request_handles(&web, Some(&api), Some(&up)).record(status, 0.001);
             }
-            record_request(&web, Some(&shop), None, 200, 0.001);
-            record_request(&web, None, None, 400, 0.001);
+            request_handles(&web, Some(&shop), None).record(200, 0.001);
+            request_handles(&web, None, None).record(400, 0.001);
         });
         let text = handle.render();
         for (labels, count) in [

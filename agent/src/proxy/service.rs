@@ -2,6 +2,7 @@
 //! fixed answer), with header rules on the way up and down.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ use super::headers;
 use super::listener::ConnSlot;
 use super::path;
 use super::upstream::{SendError, Upstream};
+use crate::metrics as m;
 use crate::runtime::action::{Action, Redirect};
 use crate::runtime::router::{RequestView, Route, strip_port};
 use crate::runtime::{ListenerRuntime, Runtime};
@@ -44,18 +46,37 @@ pub(crate) struct ConnCtx {
     pub slot: Arc<ConnSlot>,
 }
 
+/// The runtime as a request holds it: a handle made by the request's worker, so taking and
+/// dropping one per request changes no reference count shared with the other cores.
+pub(crate) type WorkerRuntime = Arc<Arc<Runtime>>;
+
+thread_local! {
+    static RUNTIME: RefCell<Option<WorkerRuntime>> = const { RefCell::new(None) };
+}
+
+/// The runtime new requests use, through this thread's handle on it.
+fn current_runtime(shared: &Shared) -> WorkerRuntime {
+    let current = shared.runtime.load();
+    RUNTIME.with_borrow_mut(|held| match held {
+        Some(handle) if Arc::ptr_eq(handle.as_ref(), &current) => handle.clone(),
+        _ => {
+            let handle = Arc::new(arc_swap::Guard::into_inner(current));
+            *held = Some(handle.clone());
+            handle
+        }
+    })
+}
+
 /// Handles one request on the runtime current when it arrived.
 pub(crate) async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<LoggedBody> {
     let head_flags = ctx.track.begin_request();
-    let runtime = ctx.shared.runtime.load_full();
+    let runtime = current_runtime(&ctx.shared);
     let request_id = headers::request_id(req.headers_mut());
     let mut log = RequestLog::new(
         request_id.clone(),
-        ctx.listener.clone(),
+        ctx.clone(),
         req.method().clone(),
         req.uri().path(),
-        ctx.shared.access_log,
-        ctx.track.clone(),
         runtime.clone(),
     );
     let mut response = match route(&ctx, &runtime, req, head_flags, &mut log).await {
@@ -124,7 +145,9 @@ async fn route(
         headers: req.headers(),
     };
     let (_, route) = listener.routes.find(&view).ok_or(ProxyError::NoRoute)?;
-    log.route = Some(route.name.clone());
+    if !matches!(route.action, Action::Forward(_)) {
+        log.metrics = Some(m::request_handles(&ctx.listener, Some(&route.name), None));
+    }
     let mut response = match &route.action {
         Action::Direct {
             status,
@@ -248,11 +271,17 @@ async fn forward(
         && headers::wants_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, incoming) = req.into_parts();
-    log.cluster = Some(upstream.name().clone());
+    log.metrics = Some(m::request_handles(
+        &ctx.listener,
+        Some(&target.route.name),
+        Some(upstream.name()),
+    ));
     let (endpoint, authority) = upstream
         .pick()
         .ok_or_else(|| ProxyError::NoEndpoint(upstream.name().to_string()))?;
-    log.upstream = Some(authority.clone());
+    if log.enabled() {
+        log.upstream = Some(authority.clone());
+    }
 
     let rewritten = match (&target.route.prefix_rewrite, target.route.matched_prefix()) {
         (Some(replacement), Some(prefix)) => Some(rewrite_prefix(target.path, prefix, replacement)),

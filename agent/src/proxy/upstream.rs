@@ -81,6 +81,11 @@ impl SendError {
     }
 }
 
+/// A cursor alone on its cache line.
+#[repr(align(128))]
+#[derive(Default)]
+struct Cursor(AtomicUsize);
+
 enum Transport {
     /// One pool per worker.
     Http1(Vec<Arc<pool::Pool>>),
@@ -92,7 +97,9 @@ enum Transport {
 pub struct Upstream {
     name: Arc<str>,
     endpoints: Vec<Authority>,
-    next: AtomicUsize,
+    /// Round-robin cursors, one per worker: a shared one would move its cache line between
+    /// cores on every request.
+    next: Box<[Cursor]>,
     transport: Transport,
     connect_errors: metrics::Counter,
 }
@@ -138,7 +145,7 @@ impl Upstream {
             connect_errors: crate::metrics::upstream_connect_errors(&name),
             name,
             endpoints,
-            next: AtomicUsize::new(0),
+            next: (0..pools).map(|_| Cursor::default()).collect(),
             transport,
         }
     }
@@ -161,13 +168,14 @@ impl Upstream {
         }
     }
 
-    /// The next endpoint in round-robin order, with its index; `None` when the cluster has
-    /// none.
+    /// The next endpoint in the current worker's round-robin order, with its index; `None` when
+    /// the cluster has none.
     pub fn pick(&self) -> Option<(usize, &Authority)> {
         if self.endpoints.is_empty() {
             return None;
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
+        let cursor = &self.next[workers::current() % self.next.len()];
+        let i = cursor.0.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
         self.endpoints.get(i).map(|a| (i, a))
     }
 
