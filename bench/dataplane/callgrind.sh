@@ -7,6 +7,8 @@
 # Environment (all optional):
 #   REQUESTS   measured requests (default 20000)    CONNS  client connections (default 16)
 #   ROUTES     routes in the config (default 1)     OUT    (default /tmp/portico-callgrind.out)
+#   AGENT      the agent binary measured (default target/release/portico-agent), e.g. one
+#              built from an older commit, to compare a change
 # Prints: "<instructions per request> Ir/request (<requests> requests)"; the profile in $OUT
 # reads with callgrind_annotate.
 set -euo pipefail
@@ -18,6 +20,7 @@ REQUESTS=${REQUESTS:-20000}
 CONNS=${CONNS:-16}
 ROUTES=${ROUTES:-1}
 bin=$root/target/release
+AGENT=${AGENT:-$bin/portico-agent}
 UP_PORT=18080 PROXY_PORT=18081 CP_PORT=18070 CP_METRICS_PORT=18072 AGENT_ADMIN_PORT=18071
 
 for tool in valgrind:valgrind callgrind_control:valgrind h2load:nghttp2-client curl:curl; do
@@ -33,7 +36,7 @@ start portico-cp "$bin/portico-cp" --data-dir "$work/cp-data" --listen "127.0.0.
 "$bin/bench-apply" --admin "http://127.0.0.1:$CP_PORT" --listen-port "$PROXY_PORT" \
   --upstream-port "$UP_PORT" --routes "$ROUTES" >/dev/null
 start agent env RUST_LOG=info,portico::access=off valgrind --tool=callgrind --instr-atstart=no \
-  --callgrind-out-file="$OUT" "$bin/portico-agent" --proxy-workers 1 \
+  --callgrind-out-file="$OUT" "$AGENT" --proxy-workers 1 \
   --control-plane "http://127.0.0.1:$CP_PORT" --admin-listen "127.0.0.1:$AGENT_ADMIN_PORT" \
   --node-id bench --region bench --zone bench --drain-timeout 1s
 agent=$last
