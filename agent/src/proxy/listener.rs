@@ -294,7 +294,8 @@ async fn serve_http<S>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(None)
-        .max_buf_size(head_limit);
+        .max_buf_size(head_limit)
+        .writev(false);
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -136,7 +136,11 @@ impl Pool {
         Arc::new(Pool {
             limits,
             connector,
-            builder: Builder::new(),
+            builder: {
+                let mut b = Builder::new();
+                b.writev(false);
+                b
+            },
             state: Mutex::new(State {
                 idle: (0..endpoints).map(|_| VecDeque::new()).collect(),
                 open: 0,
