@@ -46,7 +46,9 @@ pub struct PoolLimits {
     pub max_pending: usize,
 }
 
-/// One worker's connections to one cluster.
+/// One worker's connections to one cluster. Only that worker's thread takes its lock, so the
+/// lock is never contended; it is a lock rather than a `RefCell` because the futures and
+/// response bodies that hold connections must be `Send` for hyper and tokio.
 pub(super) struct Pool {
     limits: PoolLimits,
     connector: Connector,
