@@ -6,6 +6,12 @@ use clap::Parser;
 use portico_agent::settings::{LogFormat, Settings};
 use tracing_subscriber::EnvFilter;
 
+// Every proxied request allocates and frees dozens of small blocks (header maps, buffers,
+// futures) on the worker threads; mimalloc's thread-local free lists do that in a fraction of
+// glibc malloc's instructions.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 // Traffic runs on the proxy's own per-core worker threads; this runtime only carries sync,
 // reports and the admin endpoint.
 #[tokio::main(flavor = "current_thread")]

@@ -1,7 +1,19 @@
-//! Every metric the agent's data path records, named once (prefix `portico_agent_`).
+//! Every metric the agent's data path records, named once (prefix `portico_agent_`), and the
+//! per-request recording.
 //!
 //! The admin endpoint renders them with the Prometheus exporter; [`describe`] registers their
 //! help texts and should run once after the recorder is installed.
+//!
+//! Looking a labelled metric up in the recorder builds its key and hashes every label; the
+//! per-request metrics are looked up once per listener, route and cluster by each proxy
+//! worker instead ([`request_handles`]), and a cluster's counters once when it is compiled.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, OnceLock};
+
+use metrics::{Counter, Histogram, SharedString};
 
 /// Counter: requests answered, by `listener`, `route`, `cluster` and `status_class` ("2xx"...).
 /// Requests the agent answered itself carry an empty `cluster`.
@@ -50,13 +62,180 @@ pub fn describe() {
     describe_counter!(APPLY_FAILURES_TOTAL, "Configs rejected by apply.");
 }
 
-/// "2xx", "4xx"... for a status code.
-pub fn status_class(status: u16) -> &'static str {
+/// The failed-connect counter of `cluster`.
+pub fn upstream_connect_errors(cluster: &Arc<str>) -> Counter {
+    metrics::counter!(UPSTREAM_CONNECT_ERRORS_TOTAL, LABEL_CLUSTER => cluster.clone())
+}
+
+/// The request metrics of `listener`, `route` and `cluster`, from the calling worker's cache.
+///
+/// Each worker has its own handle sets, so the reference counting of a request's handles stays
+/// on the worker's core.
+pub fn request_handles(
+    listener: &Arc<str>,
+    route: Option<&Arc<str>>,
+    cluster: Option<&Arc<str>>,
+) -> Arc<RequestHandles> {
+    HANDLES.with_borrow_mut(|cache| {
+        let key = (address(Some(listener)), address(route), address(cluster));
+        if cache.len() >= MAX_CACHED && !cache.contains_key(&key) {
+            // Keeps entries of configs long gone from piling up.
+            cache.clear();
+        }
+        cache
+            .entry(key)
+            .or_insert_with(|| Arc::new(RequestHandles::new(listener, route, cluster)))
+            .clone()
+    })
+}
+
+/// Cached (listener, route, cluster) handle sets per worker, at most.
+const MAX_CACHED: usize = 8192;
+
+thread_local! {
+    /// Keyed by the addresses of the label strings, which each entry keeps alive so that no
+    /// other string can take an address while it is cached.
+    static HANDLES: RefCell<HandleCache> = RefCell::new(HashMap::default());
+}
+
+/// Handle sets by the addresses of their (listener, route, cluster) names.
+type HandleCache = HashMap<(usize, usize, usize), Arc<RequestHandles>, AddressHash>;
+
+/// Multiply-rotate hashing of addresses (as in rustc's FxHash): a fraction of SipHash's cost,
+/// and the keys are addresses of the agent's own strings, not chosen by any client.
+type AddressHash = BuildHasherDefault<AddressHasher>;
+
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// The metrics of requests to one (listener, route, cluster).
+pub struct RequestHandles {
+    labels: [Option<Arc<str>>; 3],
+    /// By status class, 1xx to 5xx, each looked up on first use.
+    requests: [OnceLock<Counter>; 5],
+    duration: Histogram,
+}
+
+impl RequestHandles {
+    fn new(listener: &Arc<str>, route: Option<&Arc<str>>, cluster: Option<&Arc<str>>) -> Self {
+        RequestHandles {
+            labels: [Some(listener.clone()), route.cloned(), cluster.cloned()],
+            requests: Default::default(),
+            duration: metrics::histogram!(
+                REQUEST_DURATION_SECONDS,
+                LABEL_LISTENER => listener.clone(),
+                LABEL_ROUTE => label(route),
+            ),
+        }
+    }
+
+    /// Counts a request answered with `status` after `seconds`, and records its duration.
+    pub fn record(&self, status: u16, seconds: f64) {
+        let class = class_index(status);
+        let [listener, route, cluster] = &self.labels;
+        self.requests[class]
+            .get_or_init(|| {
+                metrics::counter!(
+                    REQUESTS_TOTAL,
+                    LABEL_LISTENER => label(listener.as_ref()),
+                    LABEL_ROUTE => label(route.as_ref()),
+                    LABEL_CLUSTER => label(cluster.as_ref()),
+                    LABEL_STATUS_CLASS => STATUS_CLASSES[class],
+                )
+            })
+            .increment(1);
+        self.duration.record(seconds);
+    }
+
+    /// The route's name, "" when the request matched none.
+    pub fn route(&self) -> &str {
+        self.labels[1].as_deref().unwrap_or("")
+    }
+
+    /// The cluster's name, "" when the request was not forwarded.
+    pub fn cluster(&self) -> &str {
+        self.labels[2].as_deref().unwrap_or("")
+    }
+}
+
+fn address(s: Option<&Arc<str>>) -> usize {
+    s.map_or(0, |s| Arc::as_ptr(s).cast::<u8>() as usize)
+}
+
+fn label(value: Option<&Arc<str>>) -> SharedString {
+    value.map_or(SharedString::const_str(""), |v| {
+        SharedString::from(v.clone())
+    })
+}
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn class_index(status: u16) -> usize {
     match status / 100 {
-        1 => "1xx",
-        2 => "2xx",
-        3 => "3xx",
-        4 => "4xx",
-        _ => "5xx",
+        1 => 0,
+        2 => 1,
+        3 => 2,
+        4 => 3,
+        _ => 4,
+    }
+}
+
+/// "2xx", "4xx"... for a status code; anything outside 100-499 counts as "5xx".
+pub fn status_class(status: u16) -> &'static str {
+    STATUS_CLASSES[class_index(status)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_their_own_labels_and_class() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let (web, api, shop, up) = (
+            Arc::from("web"),
+            Arc::from("api"),
+            Arc::from("shop"),
+            Arc::from("up"),
+        );
+        metrics::with_local_recorder(&recorder, || {
+            for status in [200, 204, 503, 0, 404] {
+                request_handles(&web, Some(&api), Some(&up)).record(status, 0.001);
+            }
+            request_handles(&web, Some(&shop), None).record(200, 0.001);
+            request_handles(&web, None, None).record(400, 0.001);
+        });
+        let text = handle.render();
+        for (labels, count) in [
+            (r#"route="api",cluster="up",status_class="2xx""#, 2),
+            (r#"route="api",cluster="up",status_class="5xx""#, 2),
+            (r#"route="api",cluster="up",status_class="4xx""#, 1),
+            (r#"route="shop",cluster="",status_class="2xx""#, 1),
+            (r#"route="",cluster="",status_class="4xx""#, 1),
+        ] {
+            let line = format!("{REQUESTS_TOTAL}{{listener=\"web\",{labels}}} {count}\n");
+            assert!(text.contains(&line), "{line} in\n{text}");
+        }
     }
 }

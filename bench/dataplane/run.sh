@@ -7,6 +7,10 @@
 #   DURATION   seconds per run (default 8)        RUNS     runs per cell (default 3)
 #   CONNS      wrk connection counts ("16 64 256") TARGETS  ("direct nginx haproxy portico")
 #   ROUTES_MANY  routes of the "last route matches" config (default 1000)
+#   ROUTE_SETS which route counts to run: "1" (one route), "many" (ROUTES_MANY); default both
+#   PROTOS     which protocols to run: "h1" (wrk), "h2" (h2load); default both
+#   e.g. only the HTTP/1.1 64-connection cell of nginx and portico:
+#   CONNS=64 ROUTE_SETS=1 PROTOS=h1 TARGETS="nginx portico" bench/dataplane/run.sh
 #   RAW        raw output file (default bench/results/raw-dataplane.tsv)
 set -euo pipefail
 
@@ -19,6 +23,8 @@ RUNS=${RUNS:-3}
 CONNS=${CONNS:-"16 64 256"}
 TARGETS=${TARGETS:-"direct nginx haproxy portico"}
 ROUTES_MANY=${ROUTES_MANY:-1000}
+ROUTE_SETS=${ROUTE_SETS:-"1 many"}
+PROTOS=${PROTOS:-"h1 h2"}
 H2_CONNS=${H2_CONNS:-16}
 H2_STREAMS=${H2_STREAMS:-8}
 RAW=${RAW:-$root/bench/results/raw-dataplane.tsv}
@@ -42,45 +48,7 @@ fi
 for svc in nginx haproxy; do systemctl stop "$svc" 2>/dev/null || true; done
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-work=$(mktemp -d /tmp/portico-bench.XXXXXX)
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-# start NAME CMD...: runs CMD in the background, logging to $work/NAME.log; sets $last.
-start() {
-  local name=$1
-  shift
-  "$@" >"$work/$name.log" 2>&1 &
-  last=$!
-  pids+=("$last")
-}
-
-# stop PID: stops one process started by `start` and waits for it.
-stop() {
-  kill "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-  local p keep=()
-  for p in "${pids[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
-  pids=("${keep[@]}")
-}
-
-# wait_http URL: polls until URL answers, for up to 30 s.
-wait_http() {
-  local i
-  for ((i = 0; i < 300; i++)); do
-    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "no answer from $1; logs in $work" >&2
-  tail -n 20 "$work"/*.log >&2
-  return 1
-}
+. "$here/processes.sh"
 
 # cpu_ticks PID...: user+system clock ticks of the processes and their child processes.
 cpu_ticks() {
@@ -175,8 +143,12 @@ start upstream "$bin/bench-upstream" --listen "127.0.0.1:$UP_PORT" --threads 2
 upstream_pid=$last
 wait_http "http://127.0.0.1:$UP_PORT/"
 
+# wants WORD LIST: whether WORD is one of the words of LIST.
+wants() { [[ " $2 " == *" $1 "* ]]; }
+
 for target in $TARGETS; do
-  for routes in 1 "$ROUTES_MANY"; do
+  for set in $ROUTE_SETS; do
+    routes=$([[ $set == many ]] && echo "$ROUTES_MANY" || echo 1)
     path="$(route_prefix $((routes - 1)))/bench"
     if [[ $target == direct ]]; then
       [[ $routes == 1 ]] || continue
@@ -193,12 +165,13 @@ for target in $TARGETS; do
     wrk -t2 -c64 -d1s "$url" >/dev/null
     conns_list=$CONNS
     [[ $routes == 1 ]] || conns_list=64
+    wants h1 "$PROTOS" || conns_list=
     for conns in $conns_list; do
       for ((run = 1; run <= RUNS; run++)); do
         measure "$target" "$routes" h1 "$conns" "$run" "$url" "${watch[@]}"
       done
     done
-    if [[ $routes == 1 ]]; then
+    if [[ $routes == 1 ]] && wants h2 "$PROTOS"; then
       for ((run = 1; run <= RUNS; run++)); do
         measure "$target" "$routes" h2 "$H2_CONNS" "$run" "$h2url" "${watch[@]}"
       done

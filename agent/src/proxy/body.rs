@@ -8,7 +8,9 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
+
+use super::upstream::PooledBody;
 
 /// Any error a body can fail with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -23,9 +25,47 @@ pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
         .boxed()
 }
 
-/// An empty body.
+/// An empty body; boxing it allocates nothing.
 pub fn empty() -> ProxyBody {
-    full(Bytes::new())
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// The body of every response sent to clients: an upstream's, passed through as it is, or
+/// one the agent made.
+pub enum ResponseBody {
+    /// From an upstream connection.
+    Upstream(PooledBody),
+    /// Made by the agent (errors, redirects, fixed answers).
+    Local(ProxyBody),
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ResponseBody::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ResponseBody::Local(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Upstream(b) => b.is_end_stream(),
+            ResponseBody::Local(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Upstream(b) => b.size_hint(),
+            ResponseBody::Local(b) => b.size_hint(),
+        }
+    }
 }
 
 /// The body exceeded the listener's limit.

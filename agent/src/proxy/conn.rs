@@ -54,9 +54,11 @@ impl Default for ConnTrack {
 }
 
 impl ConnTrack {
-    fn touch(&self) {
-        let now = self.epoch.elapsed().as_millis() as u64;
-        self.last_active.store(now, Ordering::Relaxed);
+    fn touch(&self) -> Instant {
+        let now = Instant::now();
+        let millis = now.duration_since(self.epoch).as_millis() as u64;
+        self.last_active.store(millis, Ordering::Relaxed);
+        now
     }
 
     /// A request reached the handler; returns the flags of its head.
@@ -96,44 +98,81 @@ impl ConnTrack {
     }
 }
 
-/// Scans an HTTP/1 request head line by line for the framing headers.
+/// Scans an HTTP/1 request head for the framing headers as its bytes arrive, keeping only the
+/// start of the current line: enough to recognise the two header names.
 #[derive(Debug, Default)]
 struct HeadScan {
-    buf: Vec<u8>,
-    pos: usize,
-    line: usize,
+    /// Bytes fed so far.
+    seen: usize,
+    /// Lines completed; the request line is the first.
+    lines: usize,
+    /// The current line's first bytes, lowercased.
+    start: [u8; LINE_START],
+    /// The current line's length so far.
+    len: usize,
+    /// Whether the current line's last byte so far is a carriage return.
+    cr: bool,
+    /// Whether the current line may be one of the two headers (by its first letter).
+    candidate: bool,
     flags: u8,
     done: bool,
 }
 
+/// Bytes of a line kept: the longer name with its colon, "transfer-encoding:".
+const LINE_START: usize = 18;
 const CL: u8 = 2;
 const TE: u8 = 4;
 
 impl HeadScan {
     /// Feeds bytes; returns the head flags once the blank line ending the head is seen.
     fn feed(&mut self, data: &[u8], limit: usize) -> Option<u8> {
-        if self.done || self.buf.len() > limit {
+        if self.done || self.seen > limit {
             return None;
         }
-        self.buf.extend_from_slice(data);
-        while let Some(nl) = self.buf[self.pos..].iter().position(|b| *b == b'\n') {
-            let line = &self.buf[self.pos..self.pos + nl];
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            self.pos += nl + 1;
-            self.line += 1;
-            if self.line == 1 {
+        self.seen += data.len();
+        let mut rest = data;
+        while !rest.is_empty() {
+            let newline = rest.iter().position(|b| *b == b'\n');
+            let line = &rest[..newline.unwrap_or(rest.len())];
+            rest = newline.map_or(&[], |nl| &rest[nl + 1..]);
+            if self.len == 0
+                && let Some(first) = line.first()
+            {
+                self.candidate = matches!(first.to_ascii_lowercase(), b'c' | b't');
+            }
+            if self.candidate {
+                let kept = self.len.min(LINE_START);
+                for (to, from) in self.start[kept..].iter_mut().zip(line) {
+                    *to = from.to_ascii_lowercase();
+                }
+            }
+            self.len += line.len();
+            if let Some(last) = line.last() {
+                self.cr = *last == b'\r';
+            }
+            if newline.is_none() {
+                break;
+            }
+            let content = self.len - usize::from(self.cr);
+            let kept = if self.candidate {
+                self.len.min(LINE_START)
+            } else {
+                0
+            };
+            (self.len, self.cr, self.candidate) = (0, false, false);
+            self.lines += 1;
+            if self.lines == 1 {
                 continue;
             }
-            if line.is_empty() {
+            if content == 0 {
                 self.done = true;
-                self.buf = Vec::new();
                 let both = self.flags & (CL | TE) == CL | TE;
                 return Some(if both { HEAD_CL_AND_TE } else { 0 });
             }
-            let name = line.split(|b| *b == b':').next().unwrap_or_default();
-            if name.eq_ignore_ascii_case(b"content-length") {
+            let start = &self.start[..kept];
+            if start.starts_with(b"content-length:") {
                 self.flags |= CL;
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            } else if start.starts_with(b"transfer-encoding:") {
                 self.flags |= TE;
             }
         }
@@ -143,7 +182,10 @@ impl HeadScan {
 
 struct HeadState {
     seq: u64,
-    deadline: Pin<Box<Sleep>>,
+    /// When the head's first bytes arrived.
+    since: Instant,
+    /// Armed only once a read waits for the rest of a head: most heads arrive whole.
+    deadline: Option<Pin<Box<Sleep>>>,
     scan: HeadScan,
 }
 
@@ -198,7 +240,7 @@ impl<S> ConnIo<S> {
     }
 
     fn observe_read(&mut self, data: &[u8]) {
-        self.track.touch();
+        let now = self.track.touch();
         if self.first_read {
             self.first_read = false;
             self.h2 |= data.starts_with(b"PRI * HTTP/2.0");
@@ -215,7 +257,8 @@ impl<S> ConnIo<S> {
             self.track.head_pending.store(seq + 1, Ordering::Release);
             HeadState {
                 seq,
-                deadline: Box::pin(tokio::time::sleep(self.head_timeout)),
+                since: now,
+                deadline: None,
                 scan: HeadScan::default(),
             }
         });
@@ -241,7 +284,9 @@ impl<S> ConnIo<S> {
                 .ok()
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0);
-            access_log::rejected(&self.listener, &new_request_id(), status, "malformed_head");
+            let id = new_request_id();
+            let id = id.to_str().unwrap_or_default();
+            access_log::rejected(&self.listener, id, status, "malformed_head");
         }
     }
 }
@@ -250,6 +295,7 @@ impl<S: AsyncWrite + Unpin> ConnIo<S> {
     /// Answers 408 on the raw stream: best effort, the connection closes right after.
     fn answer_timeout(&mut self, cx: &mut Context<'_>) {
         let id = new_request_id();
+        let id = id.to_str().unwrap_or_default();
         let body = format!("408 Request Timeout (request id {id})\n");
         let response = format!(
             "HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n\
@@ -260,7 +306,7 @@ impl<S: AsyncWrite + Unpin> ConnIo<S> {
         let _ = Pin::new(&mut self.inner).poll_flush(cx);
         self.timed_out = true;
         self.head = None;
-        access_log::rejected(&self.listener, &id, 408, "header_read_timeout");
+        access_log::rejected(&self.listener, id, 408, "header_read_timeout");
     }
 }
 
@@ -284,10 +330,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ConnIo<S> {
             }
             Poll::Pending => {
                 self.drop_stale_head();
-                let expired = self
-                    .head
-                    .as_mut()
-                    .is_some_and(|h| h.deadline.as_mut().poll(cx).is_ready());
+                let timeout = self.head_timeout;
+                let expired = self.head.as_mut().is_some_and(|h| {
+                    !h.scan.done
+                        && h.deadline
+                            .get_or_insert_with(|| {
+                                let at = tokio::time::Instant::from_std(h.since + timeout);
+                                Box::pin(tokio::time::sleep_until(at))
+                            })
+                            .as_mut()
+                            .poll(cx)
+                            .is_ready()
+                });
                 if expired {
                     self.answer_timeout(cx);
                     return Poll::Ready(Ok(()));

@@ -39,6 +39,9 @@ pub enum ProxyError {
     /// Connecting to the upstream failed.
     #[error("upstream connect: {0}")]
     UpstreamConnect(String),
+    /// The cluster is at its connection limit with its queue of waiting requests full.
+    #[error("upstream overloaded")]
+    UpstreamOverloaded,
     /// The upstream did not answer within the route timeout.
     #[error("upstream timeout")]
     UpstreamTimeout,
@@ -56,6 +59,7 @@ impl ProxyError {
             }
             ProxyError::ListenerRemoved | ProxyError::NoEndpoint(_) => Side::Internal,
             ProxyError::UpstreamConnect(_)
+            | ProxyError::UpstreamOverloaded
             | ProxyError::UpstreamTimeout
             | ProxyError::UpstreamRequest(_) => Side::Upstream,
         }
@@ -67,9 +71,9 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::ListenerRemoved | ProxyError::NoEndpoint(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::ListenerRemoved
+            | ProxyError::NoEndpoint(_)
+            | ProxyError::UpstreamOverloaded => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamConnect(_) | ProxyError::UpstreamRequest(_) => {
                 StatusCode::BAD_GATEWAY
             }
@@ -86,6 +90,7 @@ impl ProxyError {
             ProxyError::ListenerRemoved => "listener_removed",
             ProxyError::NoEndpoint(_) => "no_endpoint",
             ProxyError::UpstreamConnect(_) => "upstream_connect",
+            ProxyError::UpstreamOverloaded => "upstream_overloaded",
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::UpstreamRequest(_) => "upstream_request",
         }
@@ -141,6 +146,7 @@ mod tests {
                 502,
                 Side::Upstream,
             ),
+            (ProxyError::UpstreamOverloaded, 503, Side::Upstream),
             (ProxyError::UpstreamTimeout, 504, Side::Upstream),
             (
                 ProxyError::UpstreamRequest("reset".into()),

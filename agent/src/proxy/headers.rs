@@ -1,10 +1,13 @@
 //! Header hygiene and transforms: hop-by-hop removal, forwarding headers, the request id, and
 //! the per-route add/set/remove lists.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use portico_api::pb;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 
 /// The request id header, generated when absent and echoed on the response.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -31,6 +34,17 @@ fn hop_by_hop() -> [&'static HeaderName; 8] {
 /// Removes hop-by-hop headers, including those named in `Connection`. With `keep_upgrade` the
 /// `Upgrade` header survives and `Connection: upgrade` is restored, for protocol upgrades.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none: one pass over the names finds out without hashing any.
+    let hop = hop_by_hop();
+    let mut present = [false; 8];
+    for name in headers.keys() {
+        if let Some(i) = hop.iter().position(|h| *h == name) {
+            present[i] = true;
+        }
+    }
+    if !present.contains(&true) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -39,8 +53,11 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
     let upgrade = headers.get(header::UPGRADE).cloned();
-    for name in named.iter().chain(hop_by_hop()) {
+    for name in &named {
         headers.remove(name);
+    }
+    for (name, _) in hop.iter().zip(present).filter(|(_, here)| *here) {
+        headers.remove(*name);
     }
     if keep_upgrade && let Some(upgrade) = upgrade {
         headers.insert(header::UPGRADE, upgrade);
@@ -61,49 +78,74 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
 
 /// The request id: the client's when it sent a usable one, else a new random one, which is
 /// written into `headers` so the upstream sees it.
-pub fn request_id(headers: &mut HeaderMap) -> String {
+pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
     if let Some(id) = headers
         .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.to_str().is_ok())
     {
-        return id.to_string();
+        return id.clone();
     }
     let id = new_request_id();
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        headers.insert(REQUEST_ID.clone(), value);
-    }
+    headers.insert(REQUEST_ID.clone(), id.clone());
     id
 }
 
-/// A fresh random request id: 32 hex digits.
-pub fn new_request_id() -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let n = rand::random::<u128>();
-    // Per request: written directly rather than through the formatting machinery.
-    (0..32)
-        .rev()
-        .map(|digit| char::from(HEX[(n >> (digit * 4)) as usize & 0xf]))
-        .collect()
+thread_local! {
+    /// Request ids need to be unique, not secret (clients choose their own at will): a fast
+    /// generator per thread, seeded from the OS-seeded thread generator.
+    static IDS: RefCell<SmallRng> = RefCell::new(SmallRng::from_rng(&mut rand::rng()));
 }
 
-/// Sets X-Forwarded-For (appending the client), X-Forwarded-Proto and X-Forwarded-Host.
-pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, tls: bool, host: &str) {
-    let client = client.to_canonical().to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {client}"),
-        _ => client,
-    };
-    if let Ok(value) = HeaderValue::from_str(&xff) {
-        headers.insert(X_FORWARDED_FOR.clone(), value);
+/// A fresh random request id: 32 hex digits.
+pub fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n: u128 = IDS.with_borrow_mut(|ids| ids.random());
+    let mut id = [0u8; 32];
+    for (i, digit) in id.iter_mut().enumerate() {
+        *digit = HEX[(n >> ((31 - i) * 4)) as usize & 0xf];
+    }
+    // Hex digits are always a valid value.
+    HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("0"))
+}
+
+/// The client address as the agent writes it into X-Forwarded-For; made once per connection.
+pub fn client_address(client: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&client.to_canonical().to_string())
+        .unwrap_or(HeaderValue::from_static("unknown"))
+}
+
+/// Sets X-Forwarded-For (appending `client`, from [`client_address`]), X-Forwarded-Proto and
+/// X-Forwarded-Host (`host`, when the request named one and did not set the header itself).
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    client: &HeaderValue,
+    tls: bool,
+    host: Option<&HeaderValue>,
+) {
+    // One lookup per header: each costs a hash of the name.
+    match headers.entry(&X_FORWARDED_FOR) {
+        Entry::Occupied(mut prior) => {
+            let appended = prior
+                .get()
+                .to_str()
+                .ok()
+                .filter(|prior| !prior.trim().is_empty())
+                .zip(client.to_str().ok())
+                .and_then(|(prior, client)| {
+                    HeaderValue::from_str(&format!("{prior}, {client}")).ok()
+                });
+            prior.insert(appended.unwrap_or_else(|| client.clone()));
+        }
+        Entry::Vacant(none) => {
+            none.insert(client.clone());
+        }
     }
     let proto = if tls { "https" } else { "http" };
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    if !host.is_empty()
-        && !headers.contains_key(&X_FORWARDED_HOST)
-        && let Ok(value) = HeaderValue::from_str(host)
+    if let Some(host) = host.filter(|h| !h.is_empty())
+        && let Entry::Vacant(none) = headers.entry(&X_FORWARDED_HOST)
     {
-        headers.insert(X_FORWARDED_HOST.clone(), value);
+        none.insert(host.clone());
     }
 }
 
@@ -207,6 +249,10 @@ mod tests {
         ]);
         remove_hop_by_hop(&mut headers, false);
         assert_eq!(names(&headers), ["accept"]);
+
+        let mut clean = map(&[("accept", "*/*"), ("x-secret", "1")]);
+        remove_hop_by_hop(&mut clean, false);
+        assert_eq!(names(&clean), ["accept", "x-secret"]);
     }
 
     #[test]
@@ -221,20 +267,23 @@ mod tests {
     #[test]
     fn forwarded_headers_append_the_client() {
         let mut headers = map(&[("x-forwarded-for", "10.0.0.1")]);
-        set_forwarded(
-            &mut headers,
-            "192.0.2.7".parse().unwrap(),
-            true,
-            "shop.example",
-        );
+        let client = client_address("192.0.2.7".parse().unwrap());
+        let host = HeaderValue::from_static("shop.example");
+        set_forwarded(&mut headers, &client, true, Some(&host));
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
         assert_eq!(headers["x-forwarded-proto"], "https");
         assert_eq!(headers["x-forwarded-host"], "shop.example");
 
-        let mut fresh = HeaderMap::new();
-        set_forwarded(&mut fresh, "::ffff:127.0.0.1".parse().unwrap(), false, "h");
+        let mut fresh = map(&[("x-forwarded-for", " "), ("x-forwarded-host", "kept")]);
+        let mapped = client_address("::ffff:127.0.0.1".parse().unwrap());
+        set_forwarded(&mut fresh, &mapped, false, Some(&host));
         assert_eq!(fresh["x-forwarded-for"], "127.0.0.1");
         assert_eq!(fresh["x-forwarded-proto"], "http");
+        assert_eq!(fresh["x-forwarded-host"], "kept");
+
+        let mut hostless = HeaderMap::new();
+        set_forwarded(&mut hostless, &mapped, false, None);
+        assert!(!hostless.contains_key("x-forwarded-host"));
     }
 
     #[test]
@@ -245,11 +294,12 @@ mod tests {
         let id = request_id(&mut none);
         assert_eq!(id.len(), 32);
         assert!(
-            id.bytes()
+            id.as_bytes()
+                .iter()
                 .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
         );
         assert_ne!(new_request_id(), new_request_id());
-        assert_eq!(none["x-request-id"], id.as_str());
+        assert_eq!(none["x-request-id"], id);
     }
 
     #[test]

@@ -7,8 +7,11 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
+
+use futures::task::AtomicWaker;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -277,7 +280,7 @@ async fn serve_http<S>(
         shared,
         addr,
         listener: settings.name.clone(),
-        peer,
+        client: super::headers::client_address(peer.ip()),
         tls,
         track: track.clone(),
         slot,
@@ -291,7 +294,8 @@ async fn serve_http<S>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(None)
-        .max_buf_size(head_limit);
+        .max_buf_size(head_limit)
+        .writev(false);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -299,27 +303,124 @@ async fn serve_http<S>(
     let builder = if h2 { builder.http2_only() } else { builder };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
+    let killed = kill.cancelled();
+    let stopped = stop.cancelled();
+    let idle = tokio::time::sleep_until(track.idle_deadline(limits.idle_timeout));
+    tokio::pin!(killed, stopped, idle);
+    let signals = Signals::new();
     let mut draining = false;
     loop {
-        let idle_at = track.idle_deadline(limits.idle_timeout);
-        tokio::select! {
-            result = conn.as_mut() => {
+        let event = std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                return Poll::Ready(Event::Ended(result));
+            }
+            signals.poll(cx, |cx| {
+                if killed.as_mut().poll(cx).is_ready() {
+                    Some(Event::Killed)
+                } else if draining {
+                    None
+                } else if stopped.as_mut().poll(cx).is_ready() {
+                    Some(Event::Stopped)
+                } else if idle.as_mut().poll(cx).is_ready() {
+                    Some(Event::IdleCheck)
+                } else {
+                    None
+                }
+            })
+        })
+        .await;
+        match event {
+            Event::Ended(result) => {
                 if let Err(e) = result {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
                 break;
             }
-            _ = kill.cancelled() => break,
-            _ = stop.cancelled(), if !draining => {
+            Event::Killed => break,
+            Event::Stopped => {
                 conn.as_mut().graceful_shutdown();
                 draining = true;
             }
-            _ = tokio::time::sleep_until(idle_at), if !draining => {
-                if track.is_idle(limits.idle_timeout) {
-                    conn.as_mut().graceful_shutdown();
-                    draining = true;
-                }
+            Event::IdleCheck if track.is_idle(limits.idle_timeout) => {
+                conn.as_mut().graceful_shutdown();
+                draining = true;
+            }
+            Event::IdleCheck => {
+                idle.as_mut()
+                    .reset(track.idle_deadline(limits.idle_timeout));
+                signals.rearm();
             }
         }
+    }
+}
+
+/// What ends or drains a connection.
+enum Event<E> {
+    /// The connection is over.
+    Ended(Result<(), E>),
+    /// The shutdown grace period is over.
+    Killed,
+    /// The listener stops: finish the request in flight, then close.
+    Stopped,
+    /// The idle timer fired; the connection may have been busy since it was set.
+    IdleCheck,
+}
+
+/// Wakes a connection's task for its shutdown and idle signals apart from its I/O, so that the
+/// signals are polled only when one of them fired. The I/O wakes the task several times per
+/// request, and polling a cancellation token takes a lock shared by every worker.
+struct Signals {
+    state: Arc<SignalState>,
+    waker: Waker,
+}
+
+struct SignalState {
+    /// Set when a signal woke the task; initially set, so the first poll registers them all.
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for SignalState {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl Signals {
+    fn new() -> Self {
+        let state = Arc::new(SignalState {
+            woken: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
+        Signals {
+            waker: Waker::from(state.clone()),
+            state,
+        }
+    }
+
+    /// Runs `check` with the signals' own waker if a signal fired since the last check.
+    fn poll<T>(
+        &self,
+        cx: &mut Context<'_>,
+        check: impl FnOnce(&mut Context<'_>) -> Option<T>,
+    ) -> Poll<T> {
+        self.state.task.register(cx.waker());
+        if !self.state.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        match check(&mut Context::from_waker(&self.waker)) {
+            Some(event) => Poll::Ready(event),
+            None => Poll::Pending,
+        }
+    }
+
+    /// Makes the next poll check the signals, e.g. after a timer was reset.
+    fn rearm(&self) {
+        self.state.woken.store(true, Ordering::Release);
     }
 }

@@ -8,7 +8,7 @@ use rustls_pki_types::ServerName;
 
 use super::{CompileError, duration_or};
 use crate::proxy::connector::UpstreamTls;
-use crate::proxy::upstream::Upstream;
+use crate::proxy::upstream::{self, PoolLimits, Upstream, UpstreamConfig};
 
 /// TCP connect timeout when the cluster sets none.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -55,15 +55,28 @@ pub fn compile(
             .map_err(|e| err(format!("endpoints[{i}].address"), format!("{e}")))?;
         endpoints.push(authority);
     }
-    let connect_timeout = duration_or(spec.connect_timeout.as_ref(), DEFAULT_CONNECT_TIMEOUT);
-    Ok(Upstream::new(
-        name,
-        endpoints,
+    let pools = pools.max(1);
+    let breakers = spec.circuit_breakers.unwrap_or_default();
+    let limits = PoolLimits {
+        connect_timeout: duration_or(spec.connect_timeout.as_ref(), DEFAULT_CONNECT_TIMEOUT),
+        idle_timeout: upstream::IDLE_TIMEOUT,
+        max_idle_per_endpoint: upstream::MAX_IDLE_PER_ENDPOINT,
+        max_connections: per_pool(breakers.max_connections, pools),
+        max_pending: per_pool(breakers.max_pending_requests, pools),
+    };
+    let config = UpstreamConfig {
         http2,
-        connect_timeout,
         tls,
+        limits,
         pools,
-    ))
+    };
+    Ok(Upstream::new(name, endpoints, config))
+}
+
+/// Each worker's share of a cluster-wide limit (0, no limit, stays 0): rounded up, so every
+/// worker can open at least one connection.
+fn per_pool(limit: u32, pools: usize) -> usize {
+    (limit as usize).div_ceil(pools)
 }
 
 fn upstream_tls(
@@ -125,8 +138,8 @@ mod tests {
             ..Default::default()
         };
         let upstream = compile("c", &spec, 1, |_| None).unwrap();
-        assert_eq!(upstream.pick().unwrap().as_str(), "127.0.0.1:8080");
-        assert_eq!(upstream.pick().unwrap().as_str(), "[::1]:9090");
+        assert_eq!(upstream.pick().unwrap().1.as_str(), "127.0.0.1:8080");
+        assert_eq!(upstream.pick().unwrap().1.as_str(), "[::1]:9090");
     }
 
     #[tokio::test]

@@ -64,6 +64,8 @@ pub struct Upstream {
     pub addr: SocketAddr,
     pub name: String,
     pub hits: Arc<AtomicUsize>,
+    /// Connections accepted.
+    pub accepted: Arc<AtomicUsize>,
     stop: CancellationToken,
 }
 
@@ -111,13 +113,20 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
         let hits = Arc::new(AtomicUsize::new(0));
-        let (n, s, h) = (name.to_string(), stop.clone(), hits.clone());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (n, s, h, a) = (
+            name.to_string(),
+            stop.clone(),
+            hits.clone(),
+            accepted.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 let (stream, _) = tokio::select! {
                     _ = s.cancelled() => return,
                     a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
                 };
+                a.fetch_add(1, Ordering::SeqCst);
                 let (n, h) = (n.clone(), h.clone());
                 let svc = hyper::service::service_fn(move |req| {
                     h.fetch_add(1, Ordering::SeqCst);
@@ -149,6 +158,7 @@ impl Upstream {
             addr,
             name: name.to_string(),
             hits,
+            accepted,
             stop,
         }
     }
