@@ -16,7 +16,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use portico_api::Resource;
 use portico_api::reference::redacted;
 use tokio::net::TcpListener;
@@ -30,6 +30,24 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// Backoff after a failed accept (e.g. out of file descriptors), so the loop does not spin.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
+/// Request-duration buckets in seconds, 250 µs to 10 s. A histogram adds up across agents
+/// where a summary's quantiles do not, and costs one bucket increment per request instead of
+/// folding every sample into a quantile sketch.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// The agent's exporter: request durations as histograms.
+fn exporter() -> PrometheusBuilder {
+    let builder = PrometheusBuilder::new();
+    let durations = Matcher::Full(crate::metrics::REQUEST_DURATION_SECONDS.to_string());
+    match builder.set_buckets_for_metric(durations, &DURATION_BUCKETS) {
+        Ok(with_buckets) => with_buckets,
+        // Only an empty bucket list is refused.
+        Err(_) => PrometheusBuilder::new(),
+    }
+}
+
 /// The recorder `/metrics` renders, set on first use.
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -39,7 +57,7 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 /// If another recorder was installed first and not handed over with [`share_recorder`],
 /// `/metrics` renders an empty recorder of its own and the agent's metrics go to the other one.
 pub fn prometheus() -> &'static PrometheusHandle {
-    HANDLE.get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+    HANDLE.get_or_init(|| match exporter().install_recorder() {
         Ok(handle) => handle,
         Err(e) => {
             tracing::warn!(error = %e, "another metrics recorder is installed; /metrics will be empty");
@@ -175,4 +193,28 @@ fn reply(status: StatusCode, content_type: &'static str, body: String) -> Respon
         header::HeaderValue::from_static(content_type),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_durations_are_histograms_and_only_agent_families_are_shown() {
+        let recorder = exporter().build_recorder();
+        metrics::with_local_recorder(&recorder, || {
+            metrics::histogram!(crate::metrics::REQUEST_DURATION_SECONDS, "route" => "r")
+                .record(0.003);
+            metrics::counter!("portico_cp_updates_sent_total").increment(1);
+        });
+        let text = own_families(&recorder.handle().render());
+        assert!(
+            text.contains(
+                "portico_agent_request_duration_seconds_bucket{route=\"r\",le=\"0.005\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("quantile"), "{text}");
+        assert!(!text.contains("portico_cp_"), "{text}");
+    }
 }
