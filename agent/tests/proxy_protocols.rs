@@ -81,55 +81,75 @@ fn secret(name: &str, tls: pb::TlsSecret) -> portico_api::Resource {
     )
 }
 
+/// HTTPS listener "tls" on `port` with route table "rt", serving each (server name, Secret
+/// name) pair's certificate.
+fn https_listener(port: u16, certificates: &[(&str, &str)]) -> portico_api::Resource {
+    let mut l = listener("tls", port, "rt");
+    let spec = listener_spec(&mut l);
+    spec.protocol = pb::listener::Protocol::Https as i32;
+    spec.tls = Some(pb::ListenerTls {
+        certificates: certificates
+            .iter()
+            .map(|(name, secret)| pb::SniCertificate {
+                server_names: vec![name.to_string()],
+                secret: secret.to_string(),
+            })
+            .collect(),
+        ..Default::default()
+    });
+    l
+}
+
+/// `https` and `secrets`, with every request routed to the upstream at `up`.
+fn https_config(
+    https: portico_api::Resource,
+    secrets: Vec<portico_api::Resource>,
+    up: std::net::SocketAddr,
+) -> portico_agent::config::ConfigSet {
+    let mut resources = vec![
+        https,
+        cluster("up", &[up]),
+        table(
+            "rt",
+            vec![vhost("all", &["*"], vec![route("all", None, to("up"))])],
+        ),
+    ];
+    resources.extend(secrets);
+    config(1, resources)
+}
+
+/// A TLS client trusting `roots`, offering `alpn` when given.
+fn tls_client(roots: &[CertificateDer<'static>], alpn: Option<&str>) -> tokio_rustls::TlsConnector {
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store.add(root.clone()).unwrap();
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(store)
+    .with_no_client_auth();
+    tls.alpn_protocols = alpn.map(|a| a.as_bytes().to_vec()).into_iter().collect();
+    tokio_rustls::TlsConnector::from(Arc::new(tls))
+}
+
 #[tokio::test]
 async fn https_selects_the_certificate_by_sni_and_negotiates_alpn() {
     let up = Upstream::start("up").await;
     let port = free_port();
     let (a_secret, a_der) = self_signed("a.test");
     let (b_secret, b_der) = self_signed("b.test");
-    let mut l = listener("tls", port, "rt");
-    let spec = listener_spec(&mut l);
-    spec.protocol = pb::listener::Protocol::Https as i32;
-    spec.tls = Some(pb::ListenerTls {
-        certificates: vec![
-            pb::SniCertificate {
-                server_names: vec!["a.test".into()],
-                secret: "a".into(),
-            },
-            pb::SniCertificate {
-                server_names: vec!["b.test".into()],
-                secret: "b".into(),
-            },
-        ],
-        ..Default::default()
-    });
-    let cfg = config(
-        1,
-        vec![
-            l,
-            secret("a", a_secret),
-            secret("b", b_secret),
-            cluster("up", &[up.addr]),
-            table(
-                "rt",
-                vec![vhost("all", &["*"], vec![route("all", None, to("up"))])],
-            ),
-        ],
+    let cfg = https_config(
+        https_listener(port, &[("a.test", "a"), ("b.test", "b")]),
+        vec![secret("a", a_secret), secret("b", b_secret)],
+        up.addr,
     );
     let proxy = proxy_with(&cfg).await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(a_der.clone()).unwrap();
-    roots.add(b_der.clone()).unwrap();
+    let roots = [a_der.clone(), b_der.clone()];
     for (name, expected_cert, alpn) in [("a.test", &a_der, "h2"), ("b.test", &b_der, "http/1.1")] {
-        let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots.clone())
-        .with_no_client_auth();
-        tls.alpn_protocols = vec![alpn.as_bytes().to_vec()];
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+        let connector = tls_client(&roots, Some(alpn));
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .unwrap();
@@ -349,51 +369,22 @@ async fn https_slow_request_heads_get_408_and_stalled_handshakes_are_closed() {
     let up = Upstream::start("up").await;
     let port = free_port();
     let (tls_secret, der) = self_signed("slow.test");
-    let mut l = listener("tls", port, "rt");
-    let spec = listener_spec(&mut l);
-    spec.protocol = pb::listener::Protocol::Https as i32;
-    spec.tls = Some(pb::ListenerTls {
-        certificates: vec![pb::SniCertificate {
-            server_names: vec!["slow.test".into()],
-            secret: "cert".into(),
-        }],
-        ..Default::default()
-    });
-    spec.limits = Some(pb::ListenerLimits {
+    let mut l = https_listener(port, &[("slow.test", "cert")]);
+    listener_spec(&mut l).limits = Some(pb::ListenerLimits {
         header_read_timeout: Some(pbjson_types::Duration {
             seconds: 0,
             nanos: 300_000_000,
         }),
         ..Default::default()
     });
-    let cfg = config(
-        1,
-        vec![
-            l,
-            secret("cert", tls_secret),
-            cluster("up", &[up.addr]),
-            table(
-                "rt",
-                vec![vhost("all", &["*"], vec![route("all", None, to("up"))])],
-            ),
-        ],
-    );
+    let cfg = https_config(l, vec![secret("cert", tls_secret)], up.addr);
     let proxy = proxy_with(&cfg).await;
     let wait = Duration::from_secs(5);
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(der).unwrap();
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
-    let mut slow = tokio_rustls::TlsConnector::from(Arc::new(tls))
+    let mut slow = tls_client(&[der], None)
         .connect(ServerName::try_from("slow.test").unwrap(), tcp)
         .await
         .unwrap();
