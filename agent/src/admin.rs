@@ -40,7 +40,7 @@ const DURATION_BUCKETS: [f64; 14] = [
 /// The agent's exporter: request durations as histograms.
 fn exporter() -> PrometheusBuilder {
     let builder = PrometheusBuilder::new();
-    let durations = Matcher::Full(crate::metrics::REQUEST_DURATION_SECONDS.to_string());
+    let durations = Matcher::Full(portico_proxy::metrics::REQUEST_DURATION_SECONDS.to_string());
     match builder.set_buckets_for_metric(durations, &DURATION_BUCKETS) {
         Ok(with_buckets) => with_buckets,
         // Only an empty bucket list is refused.
@@ -203,7 +203,7 @@ mod tests {
     fn request_durations_are_histograms_and_only_agent_families_are_shown() {
         let recorder = exporter().build_recorder();
         metrics::with_local_recorder(&recorder, || {
-            metrics::histogram!(crate::metrics::REQUEST_DURATION_SECONDS, "route" => "r")
+            metrics::histogram!(portico_proxy::metrics::REQUEST_DURATION_SECONDS, "route" => "r")
                 .record(0.003);
             metrics::counter!("portico_cp_updates_sent_total").increment(1);
         });

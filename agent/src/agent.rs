@@ -11,11 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin;
 use crate::cache::Cache;
-use crate::proxy::{Proxy, ProxyConfig};
-use crate::runtime::NodeInfo;
 use crate::settings::Settings;
 use crate::state::State;
 use crate::sync;
+use portico_proxy::runtime::NodeInfo;
+use portico_proxy::{Proxy, ProxyConfig};
 
 /// Runs an agent until `shutdown` completes, then drains: stops config sync, lets in-flight
 /// requests finish for up to `settings.drain_timeout`, and returns.
@@ -48,7 +48,7 @@ pub async fn serve(
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     admin::prometheus();
-    crate::metrics::describe();
+    portico_proxy::metrics::describe();
     sync::describe_metrics();
     let proxy = Arc::new(Proxy::new(ProxyConfig {
         node: NodeInfo {

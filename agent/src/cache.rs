@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ConfigSet;
+use portico_proxy::config::ConfigSet;
 
 const MAGIC: &[u8; 8] = b"PORTICO\x01";
 const HEADER_LEN: usize = MAGIC.len() + 8 + 32;

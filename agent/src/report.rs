@@ -2,8 +2,8 @@
 
 use portico_api::pb::Report;
 
-use crate::proxy::Proxy;
 use crate::state::State;
+use portico_proxy::Proxy;
 
 /// A report of the agent's health now.
 pub fn current(state: &State, proxy: &Proxy) -> Report {

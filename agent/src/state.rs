@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::config::ConfigSet;
+use portico_proxy::config::ConfigSet;
 
 /// The agent's live state. The config is published only after the data path applied it.
 #[derive(Debug)]

@@ -28,10 +28,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
 use crate::backoff::Backoff;
-use crate::config::ConfigSet;
-use crate::proxy::Proxy;
 use crate::report;
 use crate::state::State;
+use portico_proxy::Proxy;
+use portico_proxy::config::ConfigSet;
 
 /// Gauge: 1 while a stream to a control plane is open.
 pub const CONTROL_PLANE_CONNECTED: &str = "portico_agent_control_plane_connected";

@@ -8,11 +8,11 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Bencher, BenchmarkId, Criterion, criterion_group, criterion_main};
-use portico_agent::config::ConfigSet;
-use portico_agent::proxy::{Proxy, ProxyConfig};
 use portico_api::Resource;
 use portico_api::pb::Update;
 use portico_bench::config;
+use portico_proxy::config::ConfigSet;
+use portico_proxy::{Proxy, ProxyConfig};
 
 const ROUTES: usize = 10_000;
 

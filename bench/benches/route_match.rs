@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, Method};
-use portico_agent::runtime::{cluster, router};
 use portico_api::pb::resource::Spec;
 use portico_bench::config;
+use portico_proxy::runtime::{cluster, router};
 
 fn route_match(c: &mut Criterion) {
     let Some(Spec::Cluster(spec)) = config::cluster("upstream", &[18080]).spec else {

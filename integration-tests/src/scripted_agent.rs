@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use futures::channel::mpsc;
-use portico_agent::config::ConfigSet;
 use portico_api::pb::discovery_client::DiscoveryClient;
 use portico_api::pb::{
     Ack, AgentMessage, ControlMessage, Hello, Nack, Node, Report, Update, agent_message,
     control_message,
 };
+use portico_proxy::config::ConfigSet;
 use tonic::Status;
 use tonic::transport::Channel;
 

@@ -10,11 +10,11 @@ use std::time::Duration;
 use agent_support::{apply, control_plane};
 
 use portico_agent::cache::Cache;
-use portico_agent::config::ConfigSet;
 use portico_api::pb::{Resource, Update, resource::Spec};
 use portico_integration_tests::agent::{Agent, AgentOptions, http_get};
 use portico_integration_tests::net::{eventually, free_addr, free_port};
 use portico_integration_tests::upstream::{Upstream, routed};
+use portico_proxy::config::ConfigSet;
 
 /// A control plane URL nothing answers on.
 fn no_control_plane() -> Vec<String> {

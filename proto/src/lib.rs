@@ -7,12 +7,16 @@
 //!
 //! # Layout
 //! - [`pb`]: generated messages and gRPC stubs (`portico.v1`).
+//! - [`error`]: [`error::Chain`], an error shown with its causes.
 //! - [`file`](mod@file): the resource file format (YAML/JSON envelope), loading files and directories.
+//! - [`node`]: node ids and which listeners select a node, for agents and control plane alike.
 //! - [`reference`](mod@reference): what each resource refers to (for validation and scoping); redaction.
 //! - [`validate`]: validation of a whole resource set with field-path errors.
 //! - [`resource`]: the kind of a resource, its key, [`ResourceSet`], helpers on [`pb::Resource`].
 
+pub mod error;
 pub mod file;
+pub mod node;
 pub mod reference;
 pub mod resource;
 pub mod validate;

@@ -1,0 +1,135 @@
+//! Body types of the data path: the boxed body everything is converted to, and the request body
+//! wrapper that counts bytes and enforces the listener's size limit while streaming.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
+
+/// Any error a body can fail with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type of every request sent upstream and every response sent to clients.
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// A complete body from bytes.
+pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// An empty body; boxing it allocates nothing.
+pub fn empty() -> ProxyBody {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// The body exceeded the listener's limit.
+#[derive(Debug, thiserror::Error)]
+#[error("request body exceeds {0} bytes")]
+pub struct BodyTooLarge(pub u64);
+
+/// What a [`LimitedBody`] shares with the request handler.
+#[derive(Debug, Default)]
+pub struct BodyStats {
+    /// Bytes received so far.
+    pub bytes: AtomicU64,
+    /// Set when the body went past the limit.
+    pub exceeded: AtomicBool,
+}
+
+/// A request body that counts its bytes and fails once they pass `limit`.
+pub struct LimitedBody<B> {
+    inner: B,
+    limit: u64,
+    stats: Arc<BodyStats>,
+}
+
+impl<B> LimitedBody<B> {
+    /// Wraps `inner`.
+    pub fn new(inner: B, limit: u64, stats: Arc<BodyStats>) -> Self {
+        LimitedBody {
+            inner,
+            limit,
+            stats,
+        }
+    }
+}
+
+impl<B> Body for LimitedBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Ok(frame))) => frame,
+        };
+        if let Some(data) = frame.data_ref() {
+            let total = self
+                .stats
+                .bytes
+                .fetch_add(data.len() as u64, Ordering::Relaxed)
+                + data.len() as u64;
+            if total > self.limit {
+                self.stats.exceeded.store(true, Ordering::Relaxed);
+                return Poll::Ready(Some(Err(Box::new(BodyTooLarge(self.limit)))));
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use http_body_util::StreamBody;
+
+    fn chunks(parts: &[&'static str]) -> impl Body<Data = Bytes, Error = BoxError> + Unpin {
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = parts
+            .iter()
+            .map(|p| Ok(Frame::data(Bytes::from_static(p.as_bytes()))))
+            .collect();
+        StreamBody::new(futures::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn body_within_limit_streams_through_and_is_counted() {
+        let stats = Arc::new(BodyStats::default());
+        let body = LimitedBody::new(chunks(&["abc", "de"]), 5, stats.clone());
+        let collected = body.collect().await.map(|c| c.to_bytes());
+        assert_eq!(collected.ok(), Some(Bytes::from_static(b"abcde")));
+        assert_eq!(stats.bytes.load(Ordering::Relaxed), 5);
+        assert!(!stats.exceeded.load(Ordering::Relaxed));
+    }
+
+    #[tokio::test]
+    async fn body_past_limit_fails_and_flags() {
+        let stats = Arc::new(BodyStats::default());
+        let body = LimitedBody::new(chunks(&["abc", "def"]), 5, stats.clone());
+        assert!(body.collect().await.is_err());
+        assert!(stats.exceeded.load(Ordering::Relaxed));
+    }
+}

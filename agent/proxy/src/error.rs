@@ -1,0 +1,172 @@
+//! Data-path errors, classified in one place: which side failed, and the status it maps to.
+//!
+//! Everything the agent answers itself (404, 413, 502, 504...) is a [`ProxyError`]; its
+//! [`ProxyError::response`] is the only place such answers are built.
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::{self, ProxyBody};
+use crate::upstream::SendError;
+
+/// Which party a failure is attributed to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The client sent something the agent does not accept.
+    Downstream,
+    /// The upstream could not be reached or did not answer in time.
+    Upstream,
+    /// The agent's own state (config, listener) could not serve the request.
+    Internal,
+}
+
+/// Why the agent answered a request itself instead of forwarding it.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The request is malformed (bad path, missing Host...).
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// No virtual host or route matches.
+    #[error("no route")]
+    NoRoute,
+    /// The body is larger than the listener allows.
+    #[error("request body too large")]
+    BodyTooLarge,
+    /// The listener was removed while the connection stayed open.
+    #[error("listener removed")]
+    ListenerRemoved,
+    /// The cluster has no endpoint to send to.
+    #[error("cluster {0} has no endpoints")]
+    NoEndpoint(String),
+    /// Connecting to the upstream failed.
+    #[error("upstream connect")]
+    UpstreamConnect(#[source] SendError),
+    /// The cluster is at its connection limit with its queue of waiting requests full.
+    #[error("upstream overloaded")]
+    UpstreamOverloaded,
+    /// The upstream did not answer within the route timeout.
+    #[error("upstream timeout")]
+    UpstreamTimeout,
+    /// The upstream connection failed after it was established.
+    #[error("upstream request")]
+    UpstreamRequest(#[source] SendError),
+}
+
+impl ProxyError {
+    /// The side the failure is attributed to.
+    pub fn side(&self) -> Side {
+        match self {
+            ProxyError::BadRequest(_) | ProxyError::NoRoute | ProxyError::BodyTooLarge => {
+                Side::Downstream
+            }
+            ProxyError::ListenerRemoved | ProxyError::NoEndpoint(_) => Side::Internal,
+            ProxyError::UpstreamConnect(_)
+            | ProxyError::UpstreamOverloaded
+            | ProxyError::UpstreamTimeout
+            | ProxyError::UpstreamRequest(_) => Side::Upstream,
+        }
+    }
+
+    /// The status the client receives.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::ListenerRemoved
+            | ProxyError::NoEndpoint(_)
+            | ProxyError::UpstreamOverloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UpstreamConnect(_) | ProxyError::UpstreamRequest(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// A short stable name for logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProxyError::BadRequest(why) => why,
+            ProxyError::NoRoute => "no_route",
+            ProxyError::BodyTooLarge => "body_too_large",
+            ProxyError::ListenerRemoved => "listener_removed",
+            ProxyError::NoEndpoint(_) => "no_endpoint",
+            ProxyError::UpstreamConnect(_) => "upstream_connect",
+            ProxyError::UpstreamOverloaded => "upstream_overloaded",
+            ProxyError::UpstreamTimeout => "upstream_timeout",
+            ProxyError::UpstreamRequest(_) => "upstream_request",
+        }
+    }
+
+    /// Whether the client connection should close after this answer: after a malformed request
+    /// the rest of the byte stream cannot be trusted.
+    fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::BadRequest(_) | ProxyError::ListenerRemoved
+        )
+    }
+
+    /// The answer sent to the client: the status and a short body naming the request id.
+    pub fn response(&self, request_id: &str) -> Response<ProxyBody> {
+        let status = self.status();
+        let text = format!(
+            "{} {} (request id {request_id})\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("error")
+        );
+        let mut response = Response::new(body::full(text));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if self.closes_connection() {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_maps_to_its_status_and_side() {
+        let cases = [
+            (ProxyError::BadRequest("x"), 400, Side::Downstream),
+            (ProxyError::NoRoute, 404, Side::Downstream),
+            (ProxyError::BodyTooLarge, 413, Side::Downstream),
+            (ProxyError::ListenerRemoved, 503, Side::Internal),
+            (ProxyError::NoEndpoint("c".into()), 503, Side::Internal),
+            (
+                ProxyError::UpstreamConnect(SendError::NoEndpoint(1)),
+                502,
+                Side::Upstream,
+            ),
+            (ProxyError::UpstreamOverloaded, 503, Side::Upstream),
+            (ProxyError::UpstreamTimeout, 504, Side::Upstream),
+            (
+                ProxyError::UpstreamRequest(SendError::Overloaded),
+                502,
+                Side::Upstream,
+            ),
+        ];
+        for (err, status, side) in cases {
+            assert_eq!(err.status().as_u16(), status, "{err}");
+            assert_eq!(err.side(), side, "{err}");
+        }
+    }
+
+    #[test]
+    fn response_body_names_the_request_id() {
+        let response = ProxyError::NoRoute.response("abc123");
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert!(!response.headers().contains_key(header::CONNECTION));
+        let bad = ProxyError::BadRequest("missing_host").response("r");
+        assert_eq!(bad.headers()[header::CONNECTION], "close");
+    }
+}

@@ -1,0 +1,52 @@
+//! `portico-proxy`: the agent's data path. It compiles a config into an immutable runtime and
+//! serves HTTP traffic with it; it knows nothing of the control plane, the discovery stream or
+//! the disk cache, which live in `portico-agent` and meet the data path only through
+//! [`Proxy::apply`].
+//!
+//! # Layout
+//! Compiling a config:
+//! - [`config`]: [`config::ConfigSet`], every resource at one config version, and how an update
+//!   changes it.
+//! - [`runtime`]: a config compiled into an immutable [`runtime::Runtime`] (route tables,
+//!   clusters, listeners), reusing whatever did not change.
+//! - [`tls`]: TLS material for listeners and upstreams.
+//!
+//! Serving it, from the socket up (a module imports only modules listed before it):
+//! - [`body`], [`headers`], [`path`], [`error`]: body types, header hygiene and transforms, path
+//!   normalisation, and the classified errors the agent answers with.
+//! - [`metrics`]: every data-path metric, named once; [`access_log`]: the log line format.
+//! - `workers`: the threads serving traffic, one single-threaded runtime per core.
+//! - [`connector`], [`upstream`]: connections to endpoints and per-worker upstream pools.
+//! - `shared`: what the proxy shares with its listeners and connections (the current runtime).
+//! - `conn`: per-connection state and the I/O wrapper that answers 408 and spots framing
+//!   conflicts; `context`: what every request on one connection shares.
+//! - `response`, `request_log`: the bodies sent to clients, and the record of each request that
+//!   becomes its access log line and metrics.
+//! - `service`: request handling in named phases: check the head, route, act, forward.
+//! - `listener`: bound sockets, accept loops, serving and draining connections.
+//! - [`Proxy`] (`proxy`): owns the listeners and the runtime; [`Proxy::apply`] swaps configs.
+
+pub mod access_log;
+pub mod body;
+pub mod config;
+pub mod connector;
+pub mod error;
+pub mod headers;
+pub mod metrics;
+pub mod path;
+pub mod runtime;
+pub mod tls;
+pub mod upstream;
+
+mod conn;
+mod context;
+mod listener;
+mod proxy;
+mod request_log;
+mod response;
+mod service;
+mod shared;
+mod signals;
+mod workers;
+
+pub use proxy::{ApplyError, Proxy, ProxyConfig};

@@ -1,0 +1,256 @@
+//! [`Proxy`]: the running data path. It owns the bound listeners and the current runtime, and
+//! [`Proxy::apply`] is the only way to change what is served.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::ConfigSet;
+use crate::listener::{self, Bound};
+use crate::metrics as m;
+use crate::runtime::{CompileError, NodeInfo, Runtime};
+use crate::shared::Shared;
+use crate::workers::{self, Workers};
+
+/// Why a config could not be applied. The previous config keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The config does not compile (bad reference, regex, certificate...).
+    #[error(transparent)]
+    Compile(CompileError),
+    /// A new listener could not be bound.
+    #[error("bind {address}: {source}")]
+    Bind {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The proxy is shutting down and takes no more configs.
+    #[error("the proxy is shutting down")]
+    ShuttingDown,
+}
+
+/// Static settings of the data path, built once in `main`.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// Where this agent runs: listeners whose selector does not match are not served.
+    pub node: NodeInfo,
+    /// Write one access log line per request (tracing target [`crate::access_log::TARGET`]).
+    pub access_log: bool,
+    /// Worker threads serving traffic, each with its own single-threaded runtime and upstream
+    /// pools; 0 means one per available core.
+    pub workers: usize,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            node: NodeInfo::default(),
+            access_log: true,
+            workers: 0,
+        }
+    }
+}
+
+/// The running data path.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    node: NodeInfo,
+    workers: Workers,
+    /// Serialises applies and shutdown; held across binds, never by requests.
+    bound: tokio::sync::Mutex<HashMap<SocketAddr, Bound>>,
+}
+
+impl Default for Proxy {
+    fn default() -> Self {
+        Proxy::new(ProxyConfig::default())
+    }
+}
+
+impl Proxy {
+    /// A proxy serving nothing until the first [`Proxy::apply`].
+    pub fn new(config: ProxyConfig) -> Self {
+        Proxy {
+            shared: Arc::new(Shared {
+                runtime: ArcSwap::from_pointee(Runtime::default()),
+                access_log: config.access_log,
+                shutdown: CancellationToken::new(),
+                kill: CancellationToken::new(),
+                tracker: TaskTracker::new(),
+                active: AtomicU64::new(0),
+            }),
+            node: config.node,
+            workers: Workers::start(match config.workers {
+                0 => workers::default_count(),
+                n => n,
+            }),
+            bound: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Compiles `config`, binds its new listeners and swaps it in atomically. On error nothing
+    /// changes: listeners bound during the attempt are closed again. A config with the same
+    /// resources as the one served only moves the served version.
+    pub async fn apply(&self, config: &ConfigSet) -> Result<(), ApplyError> {
+        let result = self.try_apply(config).await;
+        match &result {
+            Ok(()) => {
+                metrics::counter!(m::APPLIES_TOTAL).increment(1);
+                metrics::gauge!(m::CONFIG_VERSION).set(config.version as f64);
+            }
+            Err(e) => {
+                let reason = match e {
+                    ApplyError::Compile(_) => "compile",
+                    ApplyError::Bind { .. } => "bind",
+                    ApplyError::ShuttingDown => "shutting_down",
+                };
+                metrics::counter!(m::APPLY_FAILURES_TOTAL, m::LABEL_REASON => reason).increment(1);
+            }
+        }
+        result
+    }
+
+    async fn try_apply(&self, config: &ConfigSet) -> Result<(), ApplyError> {
+        let mut bound = self.bound.lock().await;
+        if self.shared.shutdown.is_cancelled() {
+            return Err(ApplyError::ShuttingDown);
+        }
+        let previous = self.shared.runtime.load_full();
+        if previous.serves(config) {
+            // Every config revision reaches every agent, most of them changing nothing here.
+            self.shared
+                .runtime
+                .store(Arc::new(previous.at_version(config.version)));
+            tracing::debug!(version = config.version, "config unchanged");
+            return Ok(());
+        }
+        let workers = self.workers.handles();
+        let runtime = Runtime::compile(config, &self.node, &previous, workers.len())
+            .map_err(ApplyError::Compile)?;
+        let mut fresh = Vec::new();
+        for addr in runtime.listeners.keys() {
+            if bound.contains_key(addr) {
+                continue;
+            }
+            match listener::bind(*addr, workers) {
+                Ok(sockets) => fresh.push((*addr, sockets)),
+                // Returning drops the sockets in `fresh`, closing them again.
+                Err(source) => {
+                    return Err(ApplyError::Bind {
+                        address: addr.to_string(),
+                        source,
+                    });
+                }
+            }
+        }
+        let runtime = Arc::new(runtime);
+        self.shared.runtime.store(runtime.clone());
+        for (addr, sockets) in fresh {
+            let max = runtime
+                .listeners
+                .get(&addr)
+                .map_or(0, |l| l.conn.limits.max_connections);
+            let b = Bound::spawn(self.shared.clone(), addr, sockets, workers, max);
+            bound.insert(addr, b);
+        }
+        let removed: Vec<SocketAddr> = bound
+            .keys()
+            .filter(|addr| !runtime.listeners.contains_key(addr))
+            .copied()
+            .collect();
+        for addr in removed {
+            if let Some(b) = bound.remove(&addr) {
+                b.close().await;
+            }
+        }
+        for (addr, b) in bound.iter_mut() {
+            if let Some(l) = runtime.listeners.get(addr) {
+                b.set_max_connections(l.conn.limits.max_connections);
+            }
+        }
+        tracing::info!(
+            version = config.version,
+            listeners = runtime.listeners.len(),
+            "config applied"
+        );
+        Ok(())
+    }
+
+    /// The config version being served (0 before the first apply).
+    pub fn version(&self) -> i64 {
+        self.shared.runtime.load().version
+    }
+
+    /// Client connections open now, over every listener.
+    pub fn active_connections(&self) -> u64 {
+        self.shared.active.load(Ordering::Relaxed)
+    }
+
+    /// Stops accepting on every listener and waits up to `grace` for in-flight requests.
+    pub async fn shutdown(&self, grace: std::time::Duration) {
+        let mut bound = self.bound.lock().await;
+        self.shared.shutdown.cancel();
+        for (_, b) in bound.drain() {
+            b.close().await;
+        }
+        self.shared.tracker.close();
+        if tokio::time::timeout(grace, self.shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                connections = self.active_connections(),
+                "shutdown grace period over; dropping remaining connections"
+            );
+            self.shared.kill.cancel();
+            self.shared.tracker.wait().await;
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use portico_api::pb::Update;
+
+    use super::*;
+    use crate::runtime::tests::cluster;
+
+    #[tokio::test]
+    async fn an_unchanged_config_only_moves_the_served_version() {
+        let proxy = Proxy::new(ProxyConfig {
+            access_log: false,
+            workers: 1,
+            ..Default::default()
+        });
+        let diff = |version, upserts| Update {
+            version,
+            upserts,
+            ..Default::default()
+        };
+        let v1 = ConfigSet::default().with_update(diff(1, vec![cluster("c", 8001)]));
+        proxy.apply(&v1).await.unwrap();
+        let served = proxy.shared.runtime.load_full();
+
+        let v2 = v1.with_update(diff(2, vec![]));
+        proxy.apply(&v2).await.unwrap();
+        assert_eq!(proxy.version(), 2);
+        assert!(proxy.shared.runtime.load().same_build(&served));
+
+        let v3 = v2.with_update(diff(3, vec![cluster("c", 8001)]));
+        proxy.apply(&v3).await.unwrap();
+        assert_eq!(proxy.version(), 3);
+        assert!(proxy.shared.runtime.load().same_build(&served));
+
+        let v4 = v3.with_update(diff(4, vec![cluster("c", 8002)]));
+        proxy.apply(&v4).await.unwrap();
+        assert_eq!(proxy.version(), 4);
+        assert!(!proxy.shared.runtime.load().same_build(&served));
+        proxy.shutdown(std::time::Duration::ZERO).await;
+    }
+}

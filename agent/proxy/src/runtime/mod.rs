@@ -1,0 +1,335 @@
+//! Compiling a [`ConfigSet`] into an immutable [`Runtime`]: everything the data path needs to
+//! serve one config version, resolved and validated up front so a request never meets a
+//! dangling name or a bad regex.
+//!
+//! # Layout
+//! - [`router`]: route tables (virtual hosts, route index, matching).
+//! - [`action`]: what a route does (forward, weighted split, redirect, fixed answer).
+//! - [`cluster`]: clusters into upstream pools.
+//! - [`listener`]: listeners into bind addresses, limits and TLS.
+
+pub mod action;
+pub mod cluster;
+pub mod listener;
+pub mod router;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use portico_api::pb::{self, resource::Spec};
+use portico_api::validate::ValidationError;
+use portico_api::{Kind, Resource, ResourceKey, ResourceSet};
+
+use crate::config::ConfigSet;
+use crate::upstream::Upstream;
+pub use listener::{ConnSettings, Limits, ListenerRuntime};
+use router::RouteTable;
+
+/// Why a config does not compile: the resource, the field path and what is wrong, in the
+/// shape of a validation error, so agents and the control plane report faults alike.
+pub type CompileError = ValidationError;
+
+/// An error in field `field` of resource `kind/name`.
+pub(crate) fn compile_error(
+    kind: Kind,
+    name: &str,
+    field: impl Into<String>,
+    message: impl Into<String>,
+) -> CompileError {
+    ValidationError {
+        key: ResourceKey::new(kind, name),
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// A field path and what is wrong with it.
+pub type FieldError = (String, String);
+
+/// Where this agent runs, for listener selectors.
+#[derive(Clone, Debug, Default)]
+pub struct NodeInfo {
+    /// The agent's region.
+    pub region: String,
+    /// The agent's zone.
+    pub zone: String,
+    /// The agent's labels.
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+impl NodeInfo {
+    /// Whether a listener with `selector` runs on this node.
+    pub fn selected_by(&self, selector: Option<&pb::AgentSelector>) -> bool {
+        portico_api::node::selects(selector, &self.region, &self.zone, &self.labels)
+    }
+}
+
+/// Everything the data path serves at one config version. Never changes once built.
+#[derive(Debug, Default)]
+pub struct Runtime {
+    /// The config version.
+    pub version: i64,
+    /// Listeners by bind address.
+    pub listeners: HashMap<SocketAddr, Arc<ListenerRuntime>>,
+    /// What the parts were compiled from, so the next compile can keep every part whose
+    /// sources did not change (and with it, for clusters, the warm connection pools).
+    built: Arc<Built>,
+}
+
+/// The compiled parts of a runtime by resource name, each with what it was compiled from.
+#[derive(Debug, Default)]
+struct Built {
+    /// The whole config, to tell an apply that changes nothing.
+    resources: ResourceSet,
+    clusters: HashMap<String, (Source, Arc<Upstream>)>,
+    tables: HashMap<String, CompiledTable>,
+    /// Only the listeners this node serves.
+    listeners: HashMap<String, (Source, Arc<ListenerRuntime>)>,
+}
+
+/// A resource as a part was compiled from it, with the Secrets it names.
+#[derive(Debug)]
+struct Source {
+    resource: Arc<Resource>,
+    secrets: Vec<Option<Arc<Resource>>>,
+}
+
+impl Source {
+    fn new<'a>(
+        resource: &Arc<Resource>,
+        secret_names: impl IntoIterator<Item = &'a str>,
+        set: &ResourceSet,
+    ) -> Source {
+        Source {
+            resource: resource.clone(),
+            secrets: secret_names
+                .into_iter()
+                .map(|name| set.get_shared(Kind::Secret, name).cloned())
+                .collect(),
+        }
+    }
+
+    /// Whether a part compiled from `self` is what compiling `other` would give.
+    fn same(&self, other: &Source) -> bool {
+        same(&self.resource, &other.resource)
+            && self.secrets.len() == other.secrets.len()
+            && self
+                .secrets
+                .iter()
+                .zip(&other.secrets)
+                .all(|(a, b)| match (a, b) {
+                    (Some(a), Some(b)) => same(a, b),
+                    (None, None) => true,
+                    _ => false,
+                })
+    }
+}
+
+/// Equal resources. A resource the update did not touch is shared, so most answers come from
+/// the pointers; a full update that repeats a resource still compares equal.
+fn same(a: &Arc<Resource>, b: &Arc<Resource>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
+}
+
+/// A compiled route table, with the upstreams its routes forward to: a table is rebuilt when
+/// one of them is, because its routes hold the upstream itself.
+#[derive(Debug)]
+struct CompiledTable {
+    resource: Arc<Resource>,
+    upstreams: Arc<Upstreams>,
+    table: Arc<RouteTable>,
+}
+
+impl CompiledTable {
+    /// Whether every upstream the table's routes hold is still the one `upstreams` names.
+    fn upstreams_kept(&self, upstreams: &Upstreams) -> bool {
+        self.upstreams
+            .iter()
+            .all(|(name, u)| upstreams.get(name).is_some_and(|now| Arc::ptr_eq(now, u)))
+    }
+
+    /// The spec and table a recompile can take unchanged routes from.
+    fn previous(&self) -> Option<(&pb::RouteTable, &RouteTable)> {
+        match &self.resource.spec {
+            Some(Spec::RouteTable(spec)) => Some((spec, &self.table)),
+            _ => None,
+        }
+    }
+}
+
+type Upstreams = HashMap<String, Arc<Upstream>>;
+
+fn tls_secret(set: &ResourceSet, name: &str) -> Option<pb::TlsSecret> {
+    match set.get(Kind::Secret, name).and_then(|s| s.spec.as_ref()) {
+        Some(Spec::Secret(pb::Secret {
+            secret: Some(pb::secret::Secret::Tls(tls)),
+        })) => Some(tls.clone()),
+        _ => None,
+    }
+}
+
+impl Runtime {
+    /// Compiles `config` for `node`, with `pools` connection pools per cluster (one per proxy
+    /// worker). Every part whose sources equal those of the same part in `previous` is taken
+    /// from it: clusters (with their warm connection pools), route tables whose clusters were
+    /// kept, and listeners whose route table was kept.
+    pub fn compile(
+        config: &ConfigSet,
+        node: &NodeInfo,
+        previous: &Runtime,
+        pools: usize,
+    ) -> Result<Runtime, CompileError> {
+        let set = &config.resources;
+        let old = &previous.built;
+        let mut built = Built {
+            resources: set.clone(),
+            ..Built::default()
+        };
+        for r in set.of_kind_shared(Kind::Cluster) {
+            let Some(Spec::Cluster(spec)) = &r.spec else {
+                continue;
+            };
+            let source = Source::new(r, cluster::secret_names(spec), set);
+            let upstream = match old.clusters.get(&r.name) {
+                Some((was, upstream)) if was.same(&source) => upstream.clone(),
+                _ => Arc::new(cluster::compile(&r.name, spec, pools, |n| {
+                    tls_secret(set, n)
+                })?),
+            };
+            built.clusters.insert(r.name.clone(), (source, upstream));
+        }
+        let upstreams: Upstreams = built
+            .clusters
+            .iter()
+            .map(|(name, (_, u))| (name.clone(), u.clone()))
+            .collect();
+
+        let mut listeners = HashMap::new();
+        for r in set.of_kind_shared(Kind::Listener) {
+            let Some(Spec::Listener(spec)) = &r.spec else {
+                continue;
+            };
+            if !node.selected_by(spec.selector.as_ref()) {
+                continue;
+            }
+            let routes = route_table(&r.name, &spec.route_table, set, old, &mut built, &upstreams)?;
+            let source = Source::new(r, listener::secret_names(spec), set);
+            let compiled = match old.listeners.get(&r.name) {
+                Some((was, l)) if was.same(&source) && Arc::ptr_eq(&l.routes, &routes) => l.clone(),
+                _ => Arc::new(listener::compile(&r.name, spec, routes, |n| {
+                    tls_secret(set, n)
+                })?),
+            };
+            if let Some(other) = listeners
+                .get(&compiled.addr)
+                .map(|l: &Arc<ListenerRuntime>| l.conn.name.to_string())
+            {
+                return Err(compile_error(
+                    Kind::Listener,
+                    &r.name,
+                    "port",
+                    format!("{} is also bound by listener {other:?}", compiled.addr),
+                ));
+            }
+            listeners.insert(compiled.addr, compiled.clone());
+            built.listeners.insert(r.name.clone(), (source, compiled));
+        }
+        Ok(Runtime {
+            version: config.version,
+            listeners,
+            built: Arc::new(built),
+        })
+    }
+
+    /// Whether `config` holds exactly the resources this runtime was compiled from, so that
+    /// applying it changes nothing but the version.
+    pub fn serves(&self, config: &ConfigSet) -> bool {
+        self.built.resources == config.resources
+    }
+
+    /// Whether `other` is this runtime or a relabelled copy of it.
+    #[cfg(test)]
+    pub(crate) fn same_build(&self, other: &Runtime) -> bool {
+        Arc::ptr_eq(&self.built, &other.built)
+    }
+
+    /// This runtime, labelled with another config version.
+    pub fn at_version(&self, version: i64) -> Runtime {
+        Runtime {
+            version,
+            listeners: self.listeners.clone(),
+            built: self.built.clone(),
+        }
+    }
+}
+
+/// The compiled route table `name` that `listener` routes by: compiled once per apply however
+/// many listeners share it, and taken from `old` when neither it nor its clusters changed.
+fn route_table(
+    listener: &str,
+    name: &str,
+    set: &ResourceSet,
+    old: &Built,
+    built: &mut Built,
+    upstreams: &Upstreams,
+) -> Result<Arc<RouteTable>, CompileError> {
+    if let Some(t) = built.tables.get(name) {
+        return Ok(t.table.clone());
+    }
+    let Some((resource, Some(Spec::RouteTable(spec)))) = set
+        .get_shared(Kind::RouteTable, name)
+        .map(|r| (r, r.spec.as_ref()))
+    else {
+        return Err(compile_error(
+            Kind::Listener,
+            listener,
+            "route_table",
+            format!("route table {name:?} does not exist"),
+        ));
+    };
+    let before = old.tables.get(name).filter(|t| t.upstreams_kept(upstreams));
+    let compiled = match before {
+        Some(t) if same(&t.resource, resource) => CompiledTable {
+            resource: resource.clone(),
+            upstreams: t.upstreams.clone(),
+            table: t.table.clone(),
+        },
+        _ => {
+            let previous = before.and_then(CompiledTable::previous);
+            let table = Arc::new(router::recompile(name, spec, upstreams, previous)?);
+            let mut used = HashMap::new();
+            for c in router::cluster_names(spec) {
+                if !used.contains_key(c)
+                    && let Some(u) = upstreams.get(c)
+                {
+                    used.insert(c.to_string(), u.clone());
+                }
+            }
+            CompiledTable {
+                resource: resource.clone(),
+                upstreams: Arc::new(used),
+                table,
+            }
+        }
+    };
+    let table = compiled.table.clone();
+    built.tables.insert(name.to_string(), compiled);
+    Ok(table)
+}
+
+/// A protobuf duration, or `default` when unset or zero.
+pub fn duration_or(d: Option<&pbjson_types::Duration>, default: Duration) -> Duration {
+    match d {
+        Some(d) if d.seconds > 0 || d.nanos > 0 => {
+            Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32)
+        }
+        _ => default,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+#[path = "runtime_tests.rs"]
+pub(crate) mod tests;

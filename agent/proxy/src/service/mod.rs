@@ -1,0 +1,206 @@
+//! Request handling, in named phases: [`handle`] checks the request head, routes it, and runs
+//! the route's action (a fixed answer, a redirect, or [`forward`] upstream), then applies the
+//! route's response header rules. Every answer the agent gives itself comes from a
+//! [`ProxyError`] or an action; the request's record becomes its log line and metrics when the
+//! response body ends.
+//!
+//! # Layout
+//! - [`forward`]: the upstream phases: pick an endpoint, prepare the upstream request, send it,
+//!   hand over upgraded connections.
+//! - [`redirect`]: redirect answers and prefix rewrites.
+
+mod forward;
+mod redirect;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+
+use crate::body;
+use crate::conn::HEAD_CL_AND_TE;
+use crate::context::ConnCtx;
+use crate::error::ProxyError;
+use crate::headers;
+use crate::metrics as m;
+use crate::path;
+use crate::request_log::RequestLog;
+use crate::response::{LoggedBody, ResponseBody};
+use crate::runtime::action::Action;
+use crate::runtime::router::{RequestView, Route, strip_port};
+use crate::runtime::{ListenerRuntime, Runtime};
+use forward::Target;
+
+/// Handles one request on the runtime current when it arrived.
+pub(crate) async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<LoggedBody> {
+    let head_flags = ctx.track.begin_request();
+    let runtime = ctx.shared.current_runtime();
+    let request_id = headers::request_id(req.headers_mut());
+    let mut log = RequestLog::new(
+        request_id.clone(),
+        ctx.clone(),
+        req.method().clone(),
+        req.uri().path(),
+        runtime.clone(),
+    );
+    let mut response = match serve(&ctx, &runtime, req, head_flags, &mut log).await {
+        Ok(response) => response,
+        Err(e) => {
+            log.reason = Some(e.reason());
+            let id = request_id.to_str().unwrap_or_default();
+            tracing::debug!(request_id = id, error = %portico_api::error::Chain(&e), "answered by the proxy");
+            e.response(id).map(ResponseBody::Local)
+        }
+    };
+    response
+        .headers_mut()
+        .insert(headers::REQUEST_ID.clone(), request_id);
+    log.status = response.status().as_u16();
+    response.map(|b| LoggedBody::new(b, log))
+}
+
+/// The phases of one request: check the head, route, act, apply the response header rules.
+async fn serve(
+    ctx: &ConnCtx,
+    runtime: &Runtime,
+    req: Request<Incoming>,
+    head_flags: u8,
+    log: &mut RequestLog,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let listener = runtime
+        .listeners
+        .get(&ctx.addr)
+        .ok_or(ProxyError::ListenerRemoved)?;
+    // The path routing uses borrows from this copy of the URI (shared bytes), while the
+    // request itself moves on to the action.
+    let uri = req.uri().clone();
+    let head = Head::check(listener, &req, &uri, head_flags)?;
+    let route = head.route(listener, &req)?;
+    if !matches!(route.action, Action::Forward(_)) {
+        log.metrics = Some(m::request_handles(&ctx.listener, Some(&route.name), None));
+    }
+    let mut response = act(ctx, listener, route, &head, req, log).await?;
+    route.response_headers.apply(response.headers_mut());
+    Ok(response)
+}
+
+/// A request head that passed the checks every request must pass before routing, with the
+/// values routing and forwarding use.
+struct Head<'r> {
+    /// The Host header's value, or the URI's authority (HTTP/2, absolute form).
+    authority: Option<HeaderValue>,
+    /// The normalised path.
+    path: Cow<'r, str>,
+}
+
+impl<'r> Head<'r> {
+    /// Phase one: request hygiene. Framing conflicts, a missing Host, a bad path and a declared
+    /// body over the listener's limit are answered before anything else runs.
+    fn check(
+        listener: &ListenerRuntime,
+        req: &Request<Incoming>,
+        uri: &'r Uri,
+        head_flags: u8,
+    ) -> Result<Self, ProxyError> {
+        if head_flags & HEAD_CL_AND_TE != 0 {
+            return Err(ProxyError::BadRequest(
+                "content_length_and_transfer_encoding",
+            ));
+        }
+        let host_header = req.headers().get(header::HOST);
+        if req.version() == Version::HTTP_11 && host_header.is_none() {
+            return Err(ProxyError::BadRequest("missing_host"));
+        }
+        // The Host header's value is shared, not copied.
+        let authority = match uri.authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => host_header.cloned(),
+        };
+        let path = path::normalise(uri.path(), listener.merge_slashes)
+            .map_err(|_| ProxyError::BadRequest("bad_path"))?;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > listener.conn.limits.max_request_body_bytes) {
+            return Err(ProxyError::BodyTooLarge);
+        }
+        Ok(Head { authority, path })
+    }
+
+    /// The authority as text; empty when the request named none.
+    fn authority(&self) -> &str {
+        self.authority
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// Phase two: the route, by host, path, method, headers and query.
+    fn route<'l>(
+        &self,
+        listener: &'l ListenerRuntime,
+        req: &Request<Incoming>,
+    ) -> Result<&'l Route, ProxyError> {
+        let host = lowercase(strip_port(self.authority()));
+        let view = RequestView {
+            host: &host,
+            path: &self.path,
+            query: req.uri().query(),
+            method: req.method(),
+            headers: req.headers(),
+        };
+        let (_, route) = listener.routes.find(&view).ok_or(ProxyError::NoRoute)?;
+        Ok(route)
+    }
+}
+
+/// Phase three: the route's action.
+async fn act(
+    ctx: &ConnCtx,
+    listener: &ListenerRuntime,
+    route: &Route,
+    head: &Head<'_>,
+    req: Request<Incoming>,
+    log: &mut RequestLog,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    Ok(match &route.action {
+        Action::Direct {
+            status,
+            body: content,
+            content_type,
+        } => {
+            let mut r = Response::new(ResponseBody::Local(body::full(content.clone())));
+            *r.status_mut() = *status;
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, content_type.clone());
+            r
+        }
+        Action::Redirect(r) => {
+            let query = req.uri().query();
+            redirect::response(r, ctx.tls, head.authority(), &head.path, query)
+                .map(ResponseBody::Local)
+        }
+        Action::Forward(targets) => {
+            let target = Target {
+                upstream: targets.pick(),
+                route,
+                path: &head.path,
+                authority: head.authority.as_ref(),
+            };
+            forward::forward(ctx, listener, target, req, log).await?
+        }
+    })
+}
+
+/// `s` in lower case, copied only when it is not already.
+fn lowercase(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(s)
+    }
+}
