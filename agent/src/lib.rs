@@ -6,7 +6,6 @@
 //! - [`agent`]: one whole agent from start to a drained shutdown ([`run`], [`serve`]).
 //! - [`settings`]: flags and environment ([`settings::Settings`]).
 //! - [`sync`]: the discovery stream to the control plane: apply, ACK/NACK, fail over, resume.
-//! - [`backoff`]: reconnect delays.
 //! - [`cache`]: the last-good config on disk.
 //! - [`state`]: what the agent serves now, shared by sync, cache, reports and admin.
 //! - [`report`]: the agent's periodic health report.
@@ -18,7 +17,6 @@
 
 pub mod admin;
 pub mod agent;
-pub mod backoff;
 pub mod cache;
 pub mod report;
 pub mod settings;

@@ -112,18 +112,9 @@ fn parse_url(s: &str) -> Result<String, String> {
     }
 }
 
-/// Node ids are 1–128 characters of `[A-Za-z0-9._-]` (discovery.proto).
+/// Node ids follow [`portico_api::node::check_id`], as the control plane checks them.
 fn parse_node_id(s: &str) -> Result<String, String> {
-    let valid = (1..=128).contains(&s.len())
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if valid {
-        Ok(s.to_string())
-    } else {
-        Err(format!(
-            "{s:?} must be 1-128 characters of letters, digits, '.', '_' and '-'"
-        ))
-    }
+    portico_api::node::check_id(s).map(|()| s.to_string())
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {

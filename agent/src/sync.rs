@@ -27,9 +27,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
-use crate::backoff::Backoff;
 use crate::report;
 use crate::state::State;
+use portico_api::backoff::Backoff;
 use portico_proxy::Proxy;
 use portico_proxy::config::ConfigSet;
 

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use portico_api::backoff::Backoff;
 use portico_api::pb::discovery_client::DiscoveryClient;
 use portico_api::pb::{Ack, AgentMessage, Hello, Node, agent_message, control_message};
 use tokio::sync::mpsc;
@@ -70,6 +71,7 @@ impl Fleet {
             tasks.spawn(async move {
                 // Like a real agent, reconnect with a growing delay; during a storm the
                 // control plane may refuse a stream whose Hello it did not get in time.
+                let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
                 let mut attempt = 0;
                 let error = loop {
                     let Err(e) = run_agent(channel.clone(), agent, tx.clone()).await;
@@ -78,7 +80,7 @@ impl Fleet {
                         break e;
                     }
                     retries.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                    tokio::time::sleep(backoff.next_delay()).await;
                 };
                 let _ = tx.send(Event::Failed {
                     agent,

@@ -7,6 +7,7 @@
 //!
 //! # Layout
 //! - [`pb`]: generated messages and gRPC stubs (`portico.v1`).
+//! - [`backoff`]: capped exponential backoff with jitter.
 //! - [`error`]: [`error::Chain`], an error shown with its causes.
 //! - [`file`](mod@file): the resource file format (YAML/JSON envelope), loading files and directories.
 //! - [`node`]: node ids and which listeners select a node, for agents and control plane alike.
@@ -14,6 +15,7 @@
 //! - [`validate`]: validation of a whole resource set with field-path errors.
 //! - [`resource`]: the kind of a resource, its key, [`ResourceSet`], helpers on [`pb::Resource`].
 
+pub mod backoff;
 pub mod error;
 pub mod file;
 pub mod node;

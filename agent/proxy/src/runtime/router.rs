@@ -129,41 +129,11 @@ fn prefix_holds(prefix: &str, path: &str) -> bool {
             || path.as_bytes().get(prefix.len()) == Some(&b'/'))
 }
 
-/// Decoded query parameters.
+/// Decoded query parameters (`application/x-www-form-urlencoded`: percent-escapes and '+').
 fn query_pairs(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(n), percent_decode(v))
-        })
+    form_urlencoded::parse(query.as_bytes())
+        .map(|(n, v)| (n.into_owned(), v.into_owned()))
         .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| char::from(b).to_digit(16);
-        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
-            (b'%', Some(h), Some(l)) if hex(*h).is_some() && hex(*l).is_some() => {
-                let v = hex(*h).unwrap_or(0) * 16 + hex(*l).unwrap_or(0);
-                out.push(v as u8);
-                i += 3;
-            }
-            (b'+', _, _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl Route {

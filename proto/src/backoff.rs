@@ -1,4 +1,5 @@
-//! Capped exponential backoff with jitter, for reconnecting to the control plane.
+//! Capped exponential backoff with jitter: agents reconnecting to the control plane, the
+//! control plane re-watching its store, and test and bench clients retrying all wait by it.
 //!
 //! Jitter spreads the reconnects of a whole fleet after a control-plane restart, so the new
 //! replica is not hit by every agent in the same millisecond.
