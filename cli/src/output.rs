@@ -32,7 +32,7 @@ pub fn print<T: Serialize>(format: Format, data: &T, table: impl FnOnce() -> Str
     Ok(())
 }
 
-/// What [`print`] prints.
+/// What [`print()`] prints.
 pub fn render<T: Serialize>(
     format: Format,
     data: &T,

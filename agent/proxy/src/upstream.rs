@@ -1,7 +1,7 @@
 //! Upstream clusters at run time: round robin over the endpoints, and the connections to them.
 //!
 //! Every proxy worker has its own connections, so a connection is only ever used by the
-//! thread that opened it. HTTP/1 goes through [`pool`]: requests are written straight onto a
+//! thread that opened it. HTTP/1 goes through `pool`: requests are written straight onto a
 //! pooled connection. HTTP/2 goes through hyper-util's client, which multiplexes requests over
 //! one connection per endpoint.
 

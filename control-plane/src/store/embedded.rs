@@ -10,9 +10,9 @@
 //! a fresh TTL.
 //!
 //! # Layout
-//! - [`codec`](self::codec): the on-disk encoding of keys and log entries.
-//! - [`core`](self::core): the state and every operation, blocking.
-//! - [`watch`](self::watch): the task behind each watch stream.
+//! - `codec`: the on-disk encoding of keys and log entries.
+//! - `core`: the state and every operation, blocking.
+//! - `watch`: the task behind each watch stream.
 
 mod codec;
 mod core;

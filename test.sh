@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace, installing first what the tests need and the machine
+# lacks: etcd (the tests start real etcd servers) and cargo-nextest. Extra arguments go to
+# `cargo nextest run`, e.g. `./test.sh -p portico-proxy`.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+packages=()
+command -v etcd >/dev/null || packages+=(etcd-server)
+if [ ${#packages[@]} -gt 0 ]; then
+  echo "test.sh: installing ${packages[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq "${packages[@]}"
+fi
+command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+
+exec cargo nextest run --workspace --no-fail-fast "$@"
