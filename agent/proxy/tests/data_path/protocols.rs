@@ -203,11 +203,12 @@ async fn websockets_are_passed_through_both_ways() {
         vec![route("ws", prefix("/ws"), to("ws"))],
     );
     // Upgraded traffic must not be mistaken for a slow request head.
+    let head_timeout = Duration::from_millis(200);
     let mut l = listener("web", port, "rt");
     listener_spec(&mut l).limits = Some(pb::ListenerLimits {
         header_read_timeout: Some(pbjson_types::Duration {
             seconds: 0,
-            nanos: 200_000_000,
+            nanos: head_timeout.subsec_nanos() as i32,
         }),
         ..Default::default()
     });
@@ -225,7 +226,8 @@ async fn websockets_are_passed_through_both_ways() {
         let echoed = ws.next().await.unwrap().unwrap();
         assert_eq!(echoed, Message::text(text));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Not a wait for an event: the stream must outlive the head timeout, twice over.
+    tokio::time::sleep(head_timeout * 2).await;
     assert_eq!(
         proxy.active_connections(),
         1,
