@@ -24,9 +24,9 @@ use crate::history::{self, HistoryError};
 use crate::keys::{self, Keys};
 use crate::metered::MeteredStore;
 use crate::registry::Registry;
+use crate::rollout;
 use crate::store::{Compare, MAX_TXN_OPS, Op, Revision, Store, StoreError, Txn, TxnOutcome};
 use crate::views::Views;
-use crate::{rollout, status};
 
 /// How often a change is retried when another change committed between its read and write.
 const MAX_ATTEMPTS: usize = 8;
@@ -405,7 +405,7 @@ impl Admin for AdminService {
     async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
         let author = author(&req);
         let response = self.apply_inner(req.into_inner(), &author).await;
-        response.map(Response::new).map_err(status::admin)
+        response.map(Response::new).map_err(Status::from)
     }
 
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
@@ -415,7 +415,7 @@ impl Admin for AdminService {
             Some(s) => Ok(Response::new(GetResponse {
                 resource: Some(stored_resource(&s.resource, s.revision)),
             })),
-            None => Err(status::admin(AdminError::NotFound(key))),
+            None => Err(AdminError::NotFound(key).into()),
         }
     }
 
@@ -439,7 +439,7 @@ impl Admin for AdminService {
     ) -> Result<Response<DeleteResponse>, Status> {
         let author = author(&req);
         let response = self.delete_inner(req.into_inner(), &author).await;
-        response.map(Response::new).map_err(status::admin)
+        response.map(Response::new).map_err(Status::from)
     }
 
     async fn history(
@@ -449,7 +449,7 @@ impl Admin for AdminService {
         let req = req.into_inner();
         let records = history::read_all(&self.store, &self.keys)
             .await
-            .map_err(|e| status::store(&e))?;
+            .map_err(Status::from)?;
         Ok(Response::new(history::page(
             &records,
             req.limit,
@@ -463,7 +463,7 @@ impl Admin for AdminService {
     ) -> Result<Response<RollbackResponse>, Status> {
         let author = author(&req);
         let response = self.rollback_inner(req.into_inner(), &author).await;
-        response.map(Response::new).map_err(status::admin)
+        response.map(Response::new).map_err(Status::from)
     }
 
     async fn agents(
@@ -471,7 +471,7 @@ impl Admin for AdminService {
         req: Request<AgentsRequest>,
     ) -> Result<Response<AgentsResponse>, Status> {
         let req = req.into_inner();
-        let records = self.registry.list().await.map_err(|e| status::store(&e))?;
+        let records = self.registry.list().await.map_err(Status::from)?;
         let agents = records
             .into_iter()
             .filter(|a| {
@@ -497,7 +497,7 @@ impl Admin for AdminService {
             0 => self.views.current().version,
             r => r,
         };
-        let records = self.registry.list().await.map_err(|e| status::store(&e))?;
+        let records = self.registry.list().await.map_err(Status::from)?;
         Ok(Response::new(rollout::status(revision, &records)))
     }
 }
