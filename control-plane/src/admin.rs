@@ -1,11 +1,12 @@
 //! The Admin service: config changes (apply, delete, rollback), reads, history and fleet status.
 //!
-//! Every change reads the stored config and the config-revision meta key, validates and diffs,
-//! then writes the changed resources, a history record and the meta key in one transaction
-//! that compares the meta key's mod revision with the one read. Concurrent changes through any
-//! replica therefore serialize: the loser re-reads and retries (or, when the caller named an
-//! expected revision, fails with a conflict). Reads (Get, List) are served from this replica's
-//! snapshot, so they keep working while the store is away.
+//! Every change reads the stored config and the config-revision key, validates and diffs, then
+//! writes the changed resources, a history record and the next config revision (the one read
+//! plus one) in one transaction that compares the config-revision key's mod revision with the
+//! one read. Concurrent changes through any replica therefore serialize: the loser re-reads and
+//! retries (or, when the caller named an expected revision, fails with a conflict), and config
+//! revisions count changes, 1, 2, 3, …, whichever replica wrote them. Reads (Get, List) are
+//! served from this replica's snapshot, so they keep working while the store is away.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,10 +80,10 @@ pub enum AdminError {
 
 /// The stored config as read for a change.
 struct Stored {
-    /// The config revision (the meta key's mod revision; 0 before the first change).
+    /// The config revision (the config-revision key's value; 0 before the first change).
     revision: Revision,
-    /// Changes so far (the meta key's value); the next record's sequence number is this + 1.
-    sequence: i64,
+    /// The config-revision key's mod revision, which the change's transaction compares.
+    guard: Revision,
     resources: ResourceSet,
 }
 
@@ -122,24 +123,19 @@ impl AdminService {
                 Err(e) => tracing::warn!(error = %e, "skipping undecodable resource"),
             }
         }
-        let (revision, sequence) = match meta {
+        let (revision, guard) = match meta {
             None => (0, 0),
-            Some(kv) => {
-                let sequence = std::str::from_utf8(&kv.value)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(kv.mod_revision);
-                (kv.mod_revision, sequence)
-            }
+            Some(kv) => (keys::decode_revision(&kv.key, &kv.value)?, kv.mod_revision),
         };
         Ok(Stored {
             revision,
-            sequence,
+            guard,
             resources,
         })
     }
 
-    /// Writes `deltas` on top of `stored`; `None` when another change committed first.
+    /// Writes `deltas` on top of `stored` as the next config revision, which it returns; `None`
+    /// when another change committed first.
     async fn commit(
         &self,
         stored: &Stored,
@@ -164,27 +160,27 @@ impl AdminService {
                 None => Op::Delete { key },
             });
         }
-        let sequence = stored.sequence + 1;
+        let revision = stored.revision + 1;
         let record = history::record(author, message, deltas, rollback_of);
         ops.push(Op::Put {
-            key: self.keys.history(sequence),
+            key: self.keys.history(revision),
             value: keys::encode(&record),
             lease: None,
         });
         ops.push(Op::Put {
             key: self.keys.config_revision(),
-            value: sequence.to_string().into_bytes(),
+            value: keys::encode_revision(revision),
             lease: None,
         });
         let txn = Txn {
             compares: vec![Compare::ModRevision {
                 key: self.keys.config_revision(),
-                revision: stored.revision,
+                revision: stored.guard,
             }],
             ops,
         };
         match self.store.txn(txn).await? {
-            TxnOutcome::Committed(revision) => {
+            TxnOutcome::Committed(_) => {
                 self.shown(revision).await;
                 Ok(Some(revision))
             }
@@ -413,7 +409,7 @@ impl Admin for AdminService {
         let snapshot = self.views.current();
         match snapshot.get(key.kind(), &key.name) {
             Some(s) => Ok(Response::new(GetResponse {
-                resource: Some(stored_resource(&s.resource, s.revision)),
+                resource: Some(stored_resource(&s.resource, s.version)),
             })),
             None => Err(AdminError::NotFound(key).into()),
         }
@@ -425,7 +421,7 @@ impl Admin for AdminService {
         let resources = snapshot
             .iter()
             .filter(|s| kind == Kind::Unspecified || s.resource.kind() == kind)
-            .map(|s| stored_resource(&s.resource, s.revision))
+            .map(|s| stored_resource(&s.resource, s.version))
             .collect();
         Ok(Response::new(ListResponse {
             resources,

@@ -398,14 +398,20 @@ mod tests {
     /// the names deleted) published in turn.
     fn history(changes: &[(Revision, Vec<Resource>, &[&str])]) -> (Views, Vec<Arc<Snapshot>>) {
         let mut resources = base();
-        let mut snapshots = vec![Arc::new(Snapshot::new(10, resources.clone()))];
+        let snapshot = |version: Revision, resources: &[(Resource, Revision)]| {
+            let stored = resources
+                .iter()
+                .map(|(r, at)| Stored::new(r.clone(), *at, *at));
+            Arc::new(Snapshot::new(version, stored))
+        };
+        let mut snapshots = vec![snapshot(10, &resources)];
         let views = Views::new(snapshots[0].clone());
         for (version, puts, deletes) in changes {
             resources.retain(|(r, _)| {
                 !deletes.contains(&r.name.as_str()) && puts.iter().all(|p| p.key() != r.key())
             });
             resources.extend(puts.iter().map(|r| (r.clone(), *version)));
-            let snapshot = Arc::new(Snapshot::new(*version, resources.clone()));
+            let snapshot = snapshot(*version, &resources);
             views.publish(snapshot.clone());
             snapshots.push(snapshot);
         }
