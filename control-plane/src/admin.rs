@@ -7,6 +7,9 @@
 //! retries (or, when the caller named an expected revision, fails with a conflict), and config
 //! revisions count changes, 1, 2, 3, …, whichever replica wrote them. Reads (Get, List) are
 //! served from this replica's snapshot, so they keep working while the store is away.
+//!
+//! An apply that fails validation answers with the errors in `ApplyResponse.errors` (dry run
+//! or not), so the caller gets each error's resource and field path from one request.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -215,7 +218,7 @@ impl AdminService {
             let target =
                 match validate::validate_apply(&stored.resources, &req.resources, &req.deletions) {
                     Ok(target) => target,
-                    Err(errors) if req.dry_run => {
+                    Err(errors) => {
                         return Ok(ApplyResponse {
                             revision: stored.revision,
                             changes,
@@ -223,7 +226,6 @@ impl AdminService {
                             noop: false,
                         });
                     }
-                    Err(errors) => return Err(AdminError::Invalid(errors)),
                 };
             let deltas = history::deltas(&stored.resources, &target);
             let noop = deltas.is_empty();
@@ -285,6 +287,10 @@ impl AdminService {
                 author,
             )
             .await?;
+        if !response.errors.is_empty() {
+            let errors = response.errors.into_iter().map(Into::into).collect();
+            return Err(AdminError::Invalid(errors));
+        }
         Ok(DeleteResponse {
             revision: response.revision,
         })
