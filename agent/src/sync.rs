@@ -7,13 +7,13 @@
 //! URL, resuming from the version it serves.
 //!
 //! # Base versions
-//! An incremental update is a diff against what the control plane believes the agent has: the
-//! `applied_version` of `Hello`, then each version the agent ACKed on the stream. `Update` does
-//! not name its base, so the agent checks what it can: an incremental update older than the
-//! agent's config cannot be based on it. The agent then does not NACK (a NACK would leave the
-//! control plane believing the old base and sending more diffs against it); it closes the stream
-//! and reconnects at once with `applied_version = 0`, which asks for a full update, and applies
-//! whatever comes next against an empty base. It keeps serving its config meanwhile.
+//! An incremental update is a diff against what the control plane believes the agent has, and
+//! names it: `base_version`. The agent applies it only when that is exactly the version it
+//! serves. Otherwise it does not NACK (a NACK would leave the control plane believing the
+//! agent runs that base and sending more diffs against it); it closes the stream and
+//! reconnects at once with `applied_version = 0`, which asks for a full update, and applies
+//! whatever comes next against an empty base. It keeps serving its config meanwhile. A full
+//! update replaces everything, so it applies on any base.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -80,9 +80,17 @@ pub enum StreamError {
     /// The control plane ended the stream.
     #[error("the control plane closed the stream")]
     Closed,
-    /// An incremental update cannot apply to the agent's config (see the module doc).
-    #[error("incremental update to version {update} is older than the agent's version {base}")]
-    BaseMismatch { update: i64, base: i64 },
+    /// An incremental update is based on another version than the agent's (see the module
+    /// doc).
+    #[error(
+        "incremental update to version {update} applies on version {base}, \
+         but the agent serves version {applied}"
+    )]
+    BaseMismatch {
+        update: i64,
+        base: i64,
+        applied: i64,
+    },
 }
 
 /// The discovery client of one agent.
@@ -253,10 +261,11 @@ impl Client {
         base: &mut Arc<ConfigSet>,
         update: Update,
     ) -> Result<agent_message::Message, StreamError> {
-        if !update.full && update.version < base.version {
+        if !update.full && update.base_version != base.version {
             return Err(StreamError::BaseMismatch {
                 update: update.version,
-                base: base.version,
+                base: update.base_version,
+                applied: base.version,
             });
         }
         let (version, full, nonce) = (update.version, update.full, update.nonce.clone());

@@ -1,7 +1,7 @@
 //! The agent's side of the discovery protocol against a scripted control plane: a test-side
 //! `Discovery` server that hands each stream to the test, which then plays the control plane
 //! message by message. It produces what a correct control plane never sends (an incremental
-//! update older than the agent's config); end-to-end tests with the real `portico-cp` are in
+//! update on another base than the agent's config); end-to-end tests with the real `portico-cp` are in
 //! `integration-tests/tests/agent_*.rs`.
 
 #![allow(clippy::unwrap_used)]
@@ -215,11 +215,21 @@ fn cluster(name: &str) -> Resource {
     }
 }
 
-fn update(version: i64, full: bool, upserts: &[&str], removals: &[&str]) -> Update {
+/// A full update to `version` of clusters `names`.
+fn full(version: i64, names: &[&str]) -> Update {
+    Update {
+        full: true,
+        ..diff(version, 0, names, &[])
+    }
+}
+
+/// An incremental update from `base` to `version`.
+fn diff(version: i64, base: i64, upserts: &[&str], removals: &[&str]) -> Update {
     Update {
         version,
         nonce: format!("n{version}"),
-        full,
+        full: false,
+        base_version: base,
         upserts: upserts.iter().map(|n| cluster(n)).collect(),
         removals: removals
             .iter()
@@ -234,7 +244,7 @@ async fn synced(version: i64, names: &[&str]) -> (Cp, Agent, Session) {
     let mut cp = Cp::start().await;
     let agent = Agent::start(&cp.url, &[]).await;
     let mut session = cp.session().await;
-    session.send(update(version, true, names, &[])).await;
+    session.send(full(version, names)).await;
     assert_ack(session.answer().await, version);
     (cp, agent, session)
 }
@@ -270,12 +280,12 @@ async fn hello_then_updates_are_acked_and_served() {
     assert!(!node.agent_version.is_empty());
     assert_eq!(session.hello.applied_version, 0);
 
-    session.send(update(5, true, &["a", "b"], &[])).await;
+    session.send(full(5, &["a", "b"])).await;
     assert_ack(session.answer().await, 5);
     assert_eq!(agent.wait_for_version(5).await, ["a", "b"]);
     assert_eq!(agent.get("/readyz").await.0, 200);
 
-    session.send(update(7, false, &["c"], &["a"])).await;
+    session.send(diff(7, 5, &["c"], &["a"])).await;
     assert_ack(session.answer().await, 7);
     assert_eq!(agent.wait_for_version(7).await, ["b", "c"]);
 
@@ -317,24 +327,24 @@ async fn reconnect_resumes_from_the_applied_version() {
     drop(session);
     let mut session = cp.session().await;
     assert_eq!(session.hello.applied_version, 4);
-    session.send(update(6, false, &["b"], &[])).await;
+    session.send(diff(6, 4, &["b"], &[])).await;
     assert_ack(session.answer().await, 6);
     assert_eq!(agent.wait_for_version(6).await, ["a", "b"]);
     agent.stop().await;
 }
 
 #[tokio::test]
-async fn stale_incremental_update_makes_the_agent_ask_for_a_full_one() {
+async fn a_diff_on_another_base_makes_the_agent_ask_for_a_full_one() {
     let (mut cp, agent, session) = synced(9, &["a", "b"]).await;
 
-    session.send(update(8, false, &["x"], &[])).await;
+    session.send(diff(10, 8, &["x"], &[])).await;
     let mut resync = cp.session().await;
     assert_eq!(resync.hello.applied_version, 0, "a resync claims no config");
     // Meanwhile the old config keeps serving.
     assert_eq!(agent.wait_for_version(9).await, ["a", "b"]);
 
     // What comes next is relative to nothing, so "a" and "b" are gone after it.
-    resync.send(update(10, false, &["c"], &[])).await;
+    resync.send(diff(10, 0, &["c"], &[])).await;
     assert_ack(resync.answer().await, 10);
     assert_eq!(agent.wait_for_version(10).await, ["c"]);
 
@@ -346,12 +356,39 @@ async fn stale_incremental_update_makes_the_agent_ask_for_a_full_one() {
 }
 
 #[tokio::test]
+async fn only_a_diff_on_exactly_the_served_version_applies() {
+    // The agent serves 9. Each diff names another base: older, newer, or none (0), whether the
+    // version it brings is older or newer than 9.
+    for (version, base) in [(8, 7), (10, 8), (11, 10), (10, 0)] {
+        let (mut cp, agent, session) = synced(9, &["a"]).await;
+        session.send(diff(version, base, &["x"], &[])).await;
+        let mut resync = cp.session().await;
+        assert_eq!(
+            resync.hello.applied_version, 0,
+            "diff {base} -> {version} makes the agent resync"
+        );
+        assert_eq!(agent.wait_for_version(9).await, ["a"]);
+        resync.send(full(12, &["b"])).await;
+        assert_ack(resync.answer().await, 12);
+        assert_eq!(agent.wait_for_version(12).await, ["b"]);
+        drop(session);
+        agent.stop().await;
+    }
+    // The same diff on the served version is applied.
+    let (_cp, agent, mut session) = synced(9, &["a"]).await;
+    session.send(diff(10, 9, &["x"], &[])).await;
+    assert_ack(session.answer().await, 10);
+    assert_eq!(agent.wait_for_version(10).await, ["a", "x"]);
+    agent.stop().await;
+}
+
+#[tokio::test]
 async fn agent_fails_over_to_the_next_control_plane() {
     let down_url = unreachable_url().await;
     let mut cp = Cp::start().await;
     let agent = Agent::start(&format!("{down_url},{}", cp.url), &[]).await;
     let mut session = cp.session().await;
-    session.send(update(2, true, &["a"], &[])).await;
+    session.send(full(2, &["a"])).await;
     assert_ack(session.answer().await, 2);
     agent.stop().await;
 }
@@ -363,7 +400,7 @@ async fn cached_config_serves_before_any_control_plane_answers() {
     let mut cp = Cp::start().await;
     let agent = Agent::start(&cp.url, &["--cache-dir", cache_dir]).await;
     let mut session = cp.session().await;
-    session.send(update(12, true, &["a", "b"], &[])).await;
+    session.send(full(12, &["a", "b"])).await;
     assert_ack(session.answer().await, 12);
     agent.wait_for_version(12).await;
     drop(session);
@@ -391,7 +428,7 @@ async fn corrupt_cache_is_ignored() {
     let mut session = cp.session().await;
     assert_eq!(session.hello.applied_version, 0);
     assert_eq!(agent.get("/readyz").await.0, 503);
-    session.send(update(1, true, &["a"], &[])).await;
+    session.send(full(1, &["a"])).await;
     assert_ack(session.answer().await, 1);
     agent.wait_for_version(1).await;
     agent.stop().await;

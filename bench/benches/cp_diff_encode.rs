@@ -13,24 +13,28 @@ use portico_api::pb::Node;
 use portico_api::{Kind, Resource};
 use portico_bench::config;
 use portico_control_plane::scope::{Identity, ScopeMemo, Selectors};
-use portico_control_plane::snapshot::Snapshot;
+use portico_control_plane::snapshot::{Snapshot, Stored};
 use portico_control_plane::views::Views;
 
 /// The config before (every resource at revision 1) and after a one-route change of `table`
-/// (`routes` routes) at revision 2.
+/// (`routes` routes) at revision 2; store and config revisions are the same here.
 fn configs(
     base: Vec<Resource>,
     table: &str,
     cluster: &str,
     routes: usize,
 ) -> (Arc<Snapshot>, Arc<Snapshot>) {
-    let before = Snapshot::new(1, base.iter().cloned().map(|r| (r, 1)));
-    let mut after: Vec<(Resource, i64)> = base
+    let before = Snapshot::new(1, base.iter().cloned().map(|r| Stored::new(r, 1, 1)));
+    let mut after: Vec<Stored> = base
         .into_iter()
         .filter(|r| r.name != table || r.kind() != Kind::RouteTable)
-        .map(|r| (r, 1))
+        .map(|r| Stored::new(r, 1, 1))
         .collect();
-    after.push((config::route_table(table, routes, cluster, "v1"), 2));
+    after.push(Stored::new(
+        config::route_table(table, routes, cluster, "v1"),
+        2,
+        2,
+    ));
     (Arc::new(before), Arc::new(Snapshot::new(2, after)))
 }
 

@@ -1,11 +1,15 @@
 //! The Admin service: config changes (apply, delete, rollback), reads, history and fleet status.
 //!
-//! Every change reads the stored config and the config-revision meta key, validates and diffs,
-//! then writes the changed resources, a history record and the meta key in one transaction
-//! that compares the meta key's mod revision with the one read. Concurrent changes through any
-//! replica therefore serialize: the loser re-reads and retries (or, when the caller named an
-//! expected revision, fails with a conflict). Reads (Get, List) are served from this replica's
-//! snapshot, so they keep working while the store is away.
+//! Every change reads the stored config and the config-revision key, validates and diffs, then
+//! writes the changed resources, a history record and the next config revision (the one read
+//! plus one) in one transaction that compares the config-revision key's mod revision with the
+//! one read. Concurrent changes through any replica therefore serialize: the loser re-reads and
+//! retries (or, when the caller named an expected revision, fails with a conflict), and config
+//! revisions count changes, 1, 2, 3, …, whichever replica wrote them. Reads (Get, List) are
+//! served from this replica's snapshot, so they keep working while the store is away.
+//!
+//! An apply that fails validation answers with the errors in `ApplyResponse.errors` (dry run
+//! or not), so the caller gets each error's resource and field path from one request.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,9 +28,9 @@ use crate::history::{self, HistoryError};
 use crate::keys::{self, Keys};
 use crate::metered::MeteredStore;
 use crate::registry::Registry;
+use crate::rollout;
 use crate::store::{Compare, MAX_TXN_OPS, Op, Revision, Store, StoreError, Txn, TxnOutcome};
 use crate::views::Views;
-use crate::{rollout, status};
 
 /// How often a change is retried when another change committed between its read and write.
 const MAX_ATTEMPTS: usize = 8;
@@ -79,10 +83,10 @@ pub enum AdminError {
 
 /// The stored config as read for a change.
 struct Stored {
-    /// The config revision (the meta key's mod revision; 0 before the first change).
+    /// The config revision (the config-revision key's value; 0 before the first change).
     revision: Revision,
-    /// Changes so far (the meta key's value); the next record's sequence number is this + 1.
-    sequence: i64,
+    /// The config-revision key's mod revision, which the change's transaction compares.
+    guard: Revision,
     resources: ResourceSet,
 }
 
@@ -122,24 +126,19 @@ impl AdminService {
                 Err(e) => tracing::warn!(error = %e, "skipping undecodable resource"),
             }
         }
-        let (revision, sequence) = match meta {
+        let (revision, guard) = match meta {
             None => (0, 0),
-            Some(kv) => {
-                let sequence = std::str::from_utf8(&kv.value)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(kv.mod_revision);
-                (kv.mod_revision, sequence)
-            }
+            Some(kv) => (keys::decode_revision(&kv.key, &kv.value)?, kv.mod_revision),
         };
         Ok(Stored {
             revision,
-            sequence,
+            guard,
             resources,
         })
     }
 
-    /// Writes `deltas` on top of `stored`; `None` when another change committed first.
+    /// Writes `deltas` on top of `stored` as the next config revision, which it returns; `None`
+    /// when another change committed first.
     async fn commit(
         &self,
         stored: &Stored,
@@ -164,27 +163,27 @@ impl AdminService {
                 None => Op::Delete { key },
             });
         }
-        let sequence = stored.sequence + 1;
+        let revision = stored.revision + 1;
         let record = history::record(author, message, deltas, rollback_of);
         ops.push(Op::Put {
-            key: self.keys.history(sequence),
+            key: self.keys.history(revision),
             value: keys::encode(&record),
             lease: None,
         });
         ops.push(Op::Put {
             key: self.keys.config_revision(),
-            value: sequence.to_string().into_bytes(),
+            value: keys::encode_revision(revision),
             lease: None,
         });
         let txn = Txn {
             compares: vec![Compare::ModRevision {
                 key: self.keys.config_revision(),
-                revision: stored.revision,
+                revision: stored.guard,
             }],
             ops,
         };
         match self.store.txn(txn).await? {
-            TxnOutcome::Committed(revision) => {
+            TxnOutcome::Committed(_) => {
                 self.shown(revision).await;
                 Ok(Some(revision))
             }
@@ -219,7 +218,7 @@ impl AdminService {
             let target =
                 match validate::validate_apply(&stored.resources, &req.resources, &req.deletions) {
                     Ok(target) => target,
-                    Err(errors) if req.dry_run => {
+                    Err(errors) => {
                         return Ok(ApplyResponse {
                             revision: stored.revision,
                             changes,
@@ -227,7 +226,6 @@ impl AdminService {
                             noop: false,
                         });
                     }
-                    Err(errors) => return Err(AdminError::Invalid(errors)),
                 };
             let deltas = history::deltas(&stored.resources, &target);
             let noop = deltas.is_empty();
@@ -289,6 +287,10 @@ impl AdminService {
                 author,
             )
             .await?;
+        if !response.errors.is_empty() {
+            let errors = response.errors.into_iter().map(Into::into).collect();
+            return Err(AdminError::Invalid(errors));
+        }
         Ok(DeleteResponse {
             revision: response.revision,
         })
@@ -405,7 +407,7 @@ impl Admin for AdminService {
     async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
         let author = author(&req);
         let response = self.apply_inner(req.into_inner(), &author).await;
-        response.map(Response::new).map_err(status::admin)
+        response.map(Response::new).map_err(Status::from)
     }
 
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
@@ -413,9 +415,9 @@ impl Admin for AdminService {
         let snapshot = self.views.current();
         match snapshot.get(key.kind(), &key.name) {
             Some(s) => Ok(Response::new(GetResponse {
-                resource: Some(stored_resource(&s.resource, s.revision)),
+                resource: Some(stored_resource(&s.resource, s.version)),
             })),
-            None => Err(status::admin(AdminError::NotFound(key))),
+            None => Err(AdminError::NotFound(key).into()),
         }
     }
 
@@ -425,7 +427,7 @@ impl Admin for AdminService {
         let resources = snapshot
             .iter()
             .filter(|s| kind == Kind::Unspecified || s.resource.kind() == kind)
-            .map(|s| stored_resource(&s.resource, s.revision))
+            .map(|s| stored_resource(&s.resource, s.version))
             .collect();
         Ok(Response::new(ListResponse {
             resources,
@@ -439,7 +441,7 @@ impl Admin for AdminService {
     ) -> Result<Response<DeleteResponse>, Status> {
         let author = author(&req);
         let response = self.delete_inner(req.into_inner(), &author).await;
-        response.map(Response::new).map_err(status::admin)
+        response.map(Response::new).map_err(Status::from)
     }
 
     async fn history(
@@ -449,7 +451,7 @@ impl Admin for AdminService {
         let req = req.into_inner();
         let records = history::read_all(&self.store, &self.keys)
             .await
-            .map_err(|e| status::store(&e))?;
+            .map_err(Status::from)?;
         Ok(Response::new(history::page(
             &records,
             req.limit,
@@ -463,7 +465,7 @@ impl Admin for AdminService {
     ) -> Result<Response<RollbackResponse>, Status> {
         let author = author(&req);
         let response = self.rollback_inner(req.into_inner(), &author).await;
-        response.map(Response::new).map_err(status::admin)
+        response.map(Response::new).map_err(Status::from)
     }
 
     async fn agents(
@@ -471,7 +473,7 @@ impl Admin for AdminService {
         req: Request<AgentsRequest>,
     ) -> Result<Response<AgentsResponse>, Status> {
         let req = req.into_inner();
-        let records = self.registry.list().await.map_err(|e| status::store(&e))?;
+        let records = self.registry.list().await.map_err(Status::from)?;
         let agents = records
             .into_iter()
             .filter(|a| {
@@ -497,7 +499,7 @@ impl Admin for AdminService {
             0 => self.views.current().version,
             r => r,
         };
-        let records = self.registry.list().await.map_err(|e| status::store(&e))?;
+        let records = self.registry.list().await.map_err(Status::from)?;
         Ok(Response::new(rollout::status(revision, &records)))
     }
 }

@@ -30,7 +30,6 @@ use crate::metrics::{APPLY_TO_ACK, CONNECTED_AGENTS, NACKS, UPDATES_COALESCED, U
 use crate::registry::{Registry, StreamId};
 use crate::scope::ScopeMemo;
 use crate::snapshot::Snapshot;
-use crate::status;
 use crate::store::Revision;
 use crate::views::{EncodedUpdate, Views};
 
@@ -63,6 +62,9 @@ pub enum ProtocolError {
     /// A message with nothing in it.
     #[error("empty agent message")]
     EmptyMessage,
+    /// A call to a method the Discovery service does not have.
+    #[error("no such method: {path}")]
+    UnknownMethod { path: String },
 }
 
 /// Checks a Hello against the limits of the protocol.
@@ -173,9 +175,9 @@ impl Discovery {
                 message: Some(agent_message::Message::Hello(hello)),
             }))) => hello,
             Ok(Err(status)) => return Err(status),
-            _ => return Err(status::protocol(ProtocolError::Missing)),
+            _ => return Err(ProtocolError::Missing.into()),
         };
-        let node = check_hello(&hello).map_err(status::protocol)?.clone();
+        let node = check_hello(&hello)?.clone();
         let (tx, rx) = mpsc::channel(2);
         let stream_id = self.registry.connect(&node, hello.applied_version);
         tracing::info!(node = %node.id, region = %node.region, applied_version = hello.applied_version, "agent connected");
@@ -331,9 +333,9 @@ impl Session {
                 self.registry.report(&self.node.id, self.stream_id, report);
             }
             Some(agent_message::Message::Hello(_)) => {
-                return Err(status::protocol(ProtocolError::RepeatedHello));
+                return Err(ProtocolError::RepeatedHello.into());
             }
-            None => return Err(status::protocol(ProtocolError::EmptyMessage)),
+            None => return Err(ProtocolError::EmptyMessage.into()),
         }
         Ok(())
     }
@@ -385,7 +387,10 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let discovery = self.0.clone();
         if req.uri().path() != "/portico.v1.Discovery/Stream" {
-            return Box::pin(async { Ok(status::unknown_method().into_http()) });
+            let unknown = ProtocolError::UnknownMethod {
+                path: req.uri().path().to_string(),
+            };
+            return Box::pin(async { Ok(Status::from(unknown).into_http()) });
         }
         Box::pin(async move {
             let codec = tonic_prost::ProstCodec::<Encoded, AgentMessage>::default();

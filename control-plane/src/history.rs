@@ -1,9 +1,8 @@
 //! History records and rollback reconstruction.
 //!
 //! Every config change writes one [`HistoryRecord`] in its own transaction, holding the before
-//! and after of each changed resource. A record's key carries a sequence number (the value of
-//! the config-revision meta key), because a transaction cannot know its own revision before it
-//! commits; the record's revision is the key's create revision, filled in when it is read.
+//! and after of each changed resource. A record's key carries the change's config revision (the
+//! value the transaction writes to the config-revision key), which is filled in when it is read.
 //!
 //! The config at revision REV is reconstructed backwards: start from the current config and
 //! undo every record newer than REV, newest first (set each resource back to its `before`).
@@ -38,9 +37,13 @@ pub async fn read_all(store: &dyn Store, keys: &Keys) -> Result<Vec<HistoryRecor
     let (kvs, _) = store.list(&keys.history_prefix()).await?;
     let mut records = Vec::with_capacity(kvs.len());
     for kv in kvs {
+        let Some(at) = keys.parse_history(&kv.key) else {
+            tracing::warn!(key = %kv.key, "skipping history record with an unknown key");
+            continue;
+        };
         match keys::decode::<HistoryRecord>(&kv.key, &kv.value) {
             Ok(mut record) => {
-                record.entry.get_or_insert_default().revision = kv.create_revision;
+                record.entry.get_or_insert_default().revision = at;
                 records.push(record);
             }
             Err(e) => tracing::warn!(error = %e, "skipping undecodable history record"),
@@ -48,6 +51,21 @@ pub async fn read_all(store: &dyn Store, keys: &Keys) -> Result<Vec<HistoryRecor
     }
     records.sort_by_key(revision);
     Ok(records)
+}
+
+/// The store revision and config revision of every change, in order, read from the history
+/// keys alone (no record is read).
+pub async fn change_revisions(
+    store: &dyn Store,
+    keys: &Keys,
+) -> Result<Vec<(Revision, Revision)>, StoreError> {
+    let (kvs, _) = store.list_keys(&keys.history_prefix()).await?;
+    let mut changes: Vec<_> = kvs
+        .iter()
+        .filter_map(|kv| Some((kv.create_revision, keys.parse_history(&kv.key)?)))
+        .collect();
+    changes.sort_unstable();
+    Ok(changes)
 }
 
 fn revision(record: &HistoryRecord) -> Revision {

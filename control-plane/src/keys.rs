@@ -2,21 +2,27 @@
 //!
 //! ```text
 //! <root>/v1/config/<kind>/<name>   Resource            (protobuf)
-//! <root>/v1/history/<sequence>     HistoryRecord       (protobuf; the change's sequence number
-//!                                                       zero-padded to 20 digits so key order is
-//!                                                       numeric order; its revision is the key's
-//!                                                       create revision)
+//! <root>/v1/history/<revision>     HistoryRecord       (protobuf; the config revision of the
+//!                                                       change zero-padded to 20 digits, so key
+//!                                                       order is numeric order)
 //! <root>/v1/agents/<node id>       AgentRecord         (protobuf, on a lease)
-//! <root>/v1/meta/config-revision   the number of config changes so far (decimal), rewritten by
-//!                                  every change: its mod revision is the config revision, and
-//!                                  a CAS on it orders changes across replicas
+//! <root>/v1/meta/config-revision   the config revision: the number of config changes so far
+//!                                  (decimal), advanced by one by every change; a CAS on its
+//!                                  mod revision orders changes across replicas
 //! ```
+//!
+//! Every replica watches [`Keys::config_watch_range`], from the config prefix through the
+//! config-revision key, so it sees each change's resources and its config revision in one
+//! store revision. The range also holds the history records (one per change); key families
+//! written often, such as the agent registry, must sort outside it.
 //!
 //! `<root>` is "/portico" by default and configurable (`--etcd-prefix`), so several Portico
 //! installations can share one etcd.
 
 use portico_api::Kind;
 use prost::Message;
+
+use crate::store::{KeyRange, StoreError};
 
 /// The default root of every key.
 pub const DEFAULT_ROOT: &str = "/portico";
@@ -69,12 +75,12 @@ impl Keys {
         format!("{}/v1/history/", self.root)
     }
 
-    /// Key of the history record of one change, by sequence number.
-    pub fn history(&self, sequence: i64) -> String {
-        format!("{}{sequence:020}", self.history_prefix())
+    /// Key of the history record of one change, by config revision.
+    pub fn history(&self, revision: i64) -> String {
+        format!("{}{revision:020}", self.history_prefix())
     }
 
-    /// Parses a history key back into its sequence number.
+    /// Parses a history key back into its config revision.
     pub fn parse_history(&self, key: &str) -> Option<i64> {
         key.strip_prefix(&self.history_prefix())?.parse().ok()
     }
@@ -89,9 +95,19 @@ impl Keys {
         format!("{}{node_id}", self.agents_prefix())
     }
 
-    /// Key holding the number of config changes; its mod revision is the config revision.
+    /// Key holding the config revision (the number of config changes); every change compares
+    /// its mod revision and rewrites it.
     pub fn config_revision(&self) -> String {
         format!("{}/v1/meta/config-revision", self.root)
+    }
+
+    /// The keys a snapshot watcher follows: the config prefix through the config-revision key.
+    pub fn config_watch_range(&self) -> KeyRange {
+        KeyRange::Span {
+            start: self.config_prefix(),
+            // The smallest key after the config-revision key.
+            end: format!("{}\0", self.config_revision()),
+        }
     }
 }
 
@@ -108,7 +124,26 @@ fn kind_segment(kind: Kind) -> &'static str {
     }
 }
 
-/// Encodes a stored value (every value is a protobuf message).
+/// Encodes the config revision as the config-revision key stores it.
+pub fn encode_revision(revision: i64) -> Vec<u8> {
+    revision.to_string().into_bytes()
+}
+
+/// Decodes the config-revision key's value.
+pub fn decode_revision(key: &str, bytes: &[u8]) -> Result<i64, StoreError> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|r: &i64| *r >= 0)
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "{key} holds {:?}, not a config revision",
+                String::from_utf8_lossy(bytes)
+            ))
+        })
+}
+
+/// Encodes a stored value (every value is a protobuf message except the config revision).
 pub fn encode<M: Message>(message: &M) -> Vec<u8> {
     message.encode_to_vec()
 }
@@ -146,6 +181,28 @@ mod tests {
         }
         assert_eq!(keys.parse_config("/portico/v1/config/bogus/x"), None);
         assert_eq!(keys.parse_config("/other/v1/config/listener/x"), None);
+    }
+
+    #[test]
+    fn the_watch_range_holds_config_and_the_revision_but_not_agents() {
+        let keys = Keys::default();
+        let range = keys.config_watch_range();
+        assert!(range.contains(&keys.config(Kind::Cluster, "c")));
+        assert!(range.contains(&keys.config_revision()));
+        assert!(!range.contains(&keys.agent("edge-1")));
+        assert!(!range.contains(&format!("{}x", keys.config_revision())));
+    }
+
+    #[test]
+    fn config_revisions_round_trip_and_garbage_is_corrupt() {
+        let key = Keys::default().config_revision();
+        assert_eq!(decode_revision(&key, &encode_revision(42)).ok(), Some(42));
+        for bad in [&b"x"[..], b"-1", b""] {
+            assert!(matches!(
+                decode_revision(&key, bad),
+                Err(StoreError::Corrupt(_))
+            ));
+        }
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! - [`store`]: the store trait and its `etcd` and `embedded` implementations.
 //! - [`keys`]: key layout and value encoding; nothing else builds store keys.
 //! - [`metered`]: the store wrapper timing every call and tracking reachability.
-//! - [`snapshot`]: the materialized config at a revision, kept current by a store watch.
+//! - [`snapshot`]: the materialized config at a config revision (pure data).
+//! - [`watcher`]: loads the config and follows the store's watch, publishing snapshots.
 //! - [`scope`]: which listeners an agent gets, computed once per node identity and selector set.
 //! - [`views`]: per-scope views, diffs by revision and the encoded-update cache.
 //! - [`discovery`]: agent streams (Hello, updates, ACK/NACK, coalescing, resume).
@@ -18,7 +19,7 @@
 //! - [`history`]: history records and rollback reconstruction.
 //! - [`registry`]: the store-backed agent registry and its batched flusher.
 //! - [`rollout`]: rollout status of a revision.
-//! - [`status`]: the one place errors become gRPC statuses.
+//! - [`status`]: the one place errors become gRPC statuses (`From<E> for Status`).
 //! - [`probes`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`metrics`]: metric names and the Prometheus recorder.
 
@@ -38,3 +39,4 @@ pub mod snapshot;
 pub mod status;
 pub mod store;
 pub mod views;
+pub mod watcher;

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::metrics::{STORE_ERRORS, STORE_OPERATION};
-use crate::store::{KeyValue, LeaseId, Revision, Store, StoreError, Txn, TxnOutcome, WatchStream};
+use crate::store::{
+    KeyRange, KeyValue, LeaseId, Revision, Store, StoreError, Txn, TxnOutcome, WatchStream,
+};
 
 /// Wraps a store; cheap to clone.
 #[derive(Clone)]
@@ -71,8 +73,16 @@ impl Store for MeteredStore {
         metered!(self, "txn", self.inner.txn(txn))
     }
 
-    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError> {
-        metered!(self, "watch", self.inner.watch(prefix, from))
+    async fn list_keys(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision), StoreError> {
+        metered!(self, "list_keys", self.inner.list_keys(prefix))
+    }
+
+    async fn watch_range(
+        &self,
+        range: KeyRange,
+        from: Revision,
+    ) -> Result<WatchStream, StoreError> {
+        metered!(self, "watch", self.inner.watch_range(range, from))
     }
 
     async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId, StoreError> {

@@ -16,11 +16,11 @@ use crate::discovery::{Discovery, DiscoveryServer};
 use crate::keys::Keys;
 use crate::metered::MeteredStore;
 use crate::registry::Registry;
-use crate::snapshot;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::etcd::{EtcdConfig, EtcdStore};
 use crate::store::{Store, StoreError};
 use crate::views::Views;
+use crate::watcher;
 
 /// How long connecting to etcd at start may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -94,7 +94,7 @@ pub async fn run_with_store(
     crate::metrics::handle();
     let store = MeteredStore::new(store);
     let keys = Keys::new(config.key_root());
-    let (initial, listed_at) = snapshot::load(&store, &keys)
+    let (initial, listed_at) = watcher::load(&store, &keys)
         .await
         .map_err(ServerError::Load)?;
     tracing::info!(
@@ -107,7 +107,7 @@ pub async fn run_with_store(
     let registry = Arc::new(Registry::new(store.clone(), keys.clone(), replica.clone()));
     let cancel = CancellationToken::new();
 
-    let watcher = tokio::spawn(snapshot::follow(
+    let watcher = tokio::spawn(watcher::follow(
         store.clone(),
         keys.clone(),
         views.clone(),

@@ -1,24 +1,18 @@
-//! The materialized config at one revision, and the watcher that keeps it current.
+//! The materialized config at one config revision: pure data, built by [`SnapshotBuilder`].
 //!
-//! The watcher lists the config prefix, then follows a store watch; each watch event (one or
-//! more whole revisions) becomes a new immutable [`Snapshot`] handed to [`Views::publish`].
-//! On `Compacted` it re-lists and publishes the fresh list as one snapshot, so nobody sees half
-//! a list (kube-rs style resync). While the store is away, the last snapshot keeps being served.
+//! A snapshot holds each resource once, as an `Arc<Stored>` shared with every later snapshot
+//! and view until the resource changes, so building the next snapshot copies pointers, not
+//! resources. It knows nothing of the store or of how it is kept current: the watcher
+//! ([`crate::watcher`]) fills builders from the store's watch and publishes the snapshots.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use futures::StreamExt;
 use portico_api::{Kind, Resource, ResourceKey, reference};
-use tokio_util::sync::CancellationToken;
 
-use crate::keys::{self, Keys};
-use crate::metered::MeteredStore;
-use crate::metrics::SNAPSHOT_BUILD;
 use crate::scope::{self, Selectors};
-use crate::store::{Change, KeyValue, Revision, Store, StoreError, WatchEvent};
-use crate::views::Views;
+use crate::store::Revision;
 
 /// One resource as stored, shared (by `Arc`) by every snapshot and view it is part of until it
 /// changes.
@@ -27,15 +21,17 @@ pub struct Stored {
     /// The resource.
     pub resource: Resource,
     /// The store revision that last changed it: two `Stored` of one key with the same revision
-    /// hold the same resource, which is what diffs compare.
+    /// hold the same resource, which is what diffs compare. Internal; never shown.
     pub revision: Revision,
+    /// The config revision that last changed it: what users see (`portico get`).
+    pub version: Revision,
     /// What it refers to, computed once here rather than on every scope walk.
     pub refs: Vec<ResourceKey>,
 }
 
 impl Stored {
-    /// A stored resource at `revision`.
-    pub fn new(resource: Resource, revision: Revision) -> Self {
+    /// A resource last changed at store revision `revision`, by config revision `version`.
+    pub fn new(resource: Resource, revision: Revision, version: Revision) -> Self {
         let refs = reference::references(&resource)
             .into_iter()
             .map(|r| r.target)
@@ -43,6 +39,7 @@ impl Stored {
         Stored {
             resource,
             revision,
+            version,
             refs,
         }
     }
@@ -53,7 +50,8 @@ type ByName = BTreeMap<Arc<str>, Arc<Stored>>;
 /// The whole config at one config revision. Immutable once built.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    /// The config revision: the store revision of the last config change (0: never changed).
+    /// The config revision: the number of config changes it includes (0: never changed).
+    /// Agents call it their version.
     pub version: Revision,
     /// When this replica published it.
     pub published: Option<Instant>,
@@ -62,14 +60,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// A snapshot of `resources`, each with the store revision that last changed it.
-    pub fn new(
-        version: Revision,
-        resources: impl IntoIterator<Item = (Resource, Revision)>,
-    ) -> Self {
-        let mut builder = Builder::default();
-        for (resource, revision) in resources {
-            builder.insert(Stored::new(resource, revision));
+    /// A snapshot at config revision `version` of `resources`.
+    pub fn new(version: Revision, resources: impl IntoIterator<Item = Stored>) -> Self {
+        let mut builder = SnapshotBuilder::default();
+        for stored in resources {
+            builder.insert(stored);
         }
         builder.build(version)
     }
@@ -94,7 +89,7 @@ impl Snapshot {
         self.len() == 0
     }
 
-    /// The revision that last changed one resource (0: absent).
+    /// The store revision that last changed one resource (0: absent).
     pub fn revision_of(&self, key: &ResourceKey) -> Revision {
         self.get(key.kind(), &key.name)
             .map(|s| s.revision)
@@ -108,61 +103,25 @@ impl Snapshot {
     }
 }
 
-/// Reads the config and the config revision consistently: the list is retried until no config
-/// change committed between it and the read of the revision key.
-pub async fn load(store: &dyn Store, keys: &Keys) -> Result<(Snapshot, Revision), StoreError> {
-    loop {
-        let (kvs, list_revision) = store.list(&keys.config_prefix()).await?;
-        let version = store
-            .get(&keys.config_revision())
-            .await?
-            .map(|kv| kv.mod_revision)
-            .unwrap_or_default();
-        if version > list_revision {
-            continue;
-        }
-        let mut builder = Builder::default();
-        for kv in kvs {
-            builder.put(keys, kv);
-        }
-        return Ok((builder.build(version), list_revision));
-    }
-}
-
 /// The mutable state a snapshot is built from.
 #[derive(Default)]
-struct Builder {
+pub struct SnapshotBuilder {
     resources: BTreeMap<Kind, ByName>,
     /// The selectors to carry over; None once a change touched them.
     selectors: Option<Arc<Selectors>>,
 }
 
-impl Builder {
+impl SnapshotBuilder {
     /// Starts from `snapshot`: a copy of its maps (pointers, not resources).
-    fn from_snapshot(snapshot: &Snapshot) -> Self {
-        Builder {
+    pub fn from_snapshot(snapshot: &Snapshot) -> Self {
+        SnapshotBuilder {
             resources: snapshot.resources.clone(),
             selectors: Some(snapshot.selectors.clone()),
         }
     }
 
-    /// Stores one key; values that do not decode or do not match their key are skipped with a
-    /// warning rather than taking the control plane down.
-    fn put(&mut self, keys: &Keys, kv: KeyValue) {
-        let Some((kind, name)) = keys.parse_config(&kv.key) else {
-            tracing::warn!(key = %kv.key, "ignoring unknown key under the config prefix");
-            return;
-        };
-        match keys::decode::<Resource>(&kv.key, &kv.value) {
-            Ok(resource) if resource.kind() == kind && resource.name == name => {
-                self.insert(Stored::new(resource, kv.mod_revision));
-            }
-            Ok(_) => tracing::warn!(key = %kv.key, "ignoring resource that does not match its key"),
-            Err(e) => tracing::warn!(key = %kv.key, error = %e, "ignoring undecodable resource"),
-        }
-    }
-
-    fn insert(&mut self, stored: Stored) {
+    /// Adds or replaces one resource.
+    pub fn insert(&mut self, stored: Stored) {
         let kind = stored.resource.kind();
         let by_name = self.resources.entry(kind).or_default();
         let name: Arc<str> = Arc::from(stored.resource.name.as_str());
@@ -175,20 +134,19 @@ impl Builder {
         }
     }
 
-    fn delete(&mut self, keys: &Keys, key: &str) {
-        let Some((kind, name)) = keys.parse_config(key) else {
-            return;
-        };
+    /// Removes one resource, if present.
+    pub fn remove(&mut self, kind: Kind, name: &str) {
         let removed = self
             .resources
             .get_mut(&kind)
-            .and_then(|by_name| by_name.remove(name.as_str()));
+            .and_then(|by_name| by_name.remove(name));
         if removed.is_some() && kind == Kind::Listener {
             self.selectors = None;
         }
     }
 
-    fn build(self, version: Revision) -> Snapshot {
+    /// The snapshot at config revision `version`.
+    pub fn build(self, version: Revision) -> Snapshot {
         let selectors = match self.selectors {
             Some(selectors) => selectors,
             None => Arc::new(Selectors::new(
@@ -206,89 +164,6 @@ impl Builder {
             selectors,
         }
     }
-}
-
-/// Follows the store until `cancel`, publishing every config change to `views`. `initial` is
-/// the snapshot already published and `from` the store revision it was listed at.
-pub async fn follow(
-    store: MeteredStore,
-    keys: Keys,
-    views: Arc<Views>,
-    mut from: Revision,
-    cancel: CancellationToken,
-) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let result = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = follow_once(&store, &keys, &views, &mut from) => r,
-        };
-        match result {
-            Ok(Resync::Relist) => {
-                let loaded = tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    r = load(&store, &keys) => r,
-                };
-                match loaded {
-                    Ok((snapshot, revision)) => {
-                        views.publish(Arc::new(snapshot));
-                        from = revision;
-                        backoff = Duration::from_millis(100);
-                        continue;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "re-listing the config failed"),
-                }
-            }
-            Ok(Resync::Rewatch) => tracing::warn!("config watch ended; watching again"),
-            Err(e) => tracing::warn!(error = %e, "config watch failed; serving the last config"),
-        }
-        store.mark_unreachable();
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
-    }
-}
-
-enum Resync {
-    Relist,
-    Rewatch,
-}
-
-async fn follow_once(
-    store: &MeteredStore,
-    keys: &Keys,
-    views: &Views,
-    from: &mut Revision,
-) -> Result<Resync, StoreError> {
-    let mut watch = store.watch(&keys.config_prefix(), *from + 1).await?;
-    while let Some(event) = watch.next().await {
-        match event? {
-            WatchEvent::Compacted { compact_revision } => {
-                tracing::info!(compact_revision, "config watch compacted; re-listing");
-                return Ok(Resync::Relist);
-            }
-            WatchEvent::Changes(changes) => {
-                let start = Instant::now();
-                let current = views.current();
-                let mut builder = Builder::from_snapshot(&current);
-                let mut version = current.version;
-                for change in changes {
-                    version = version.max(change.revision());
-                    match change {
-                        Change::Put(kv) => builder.put(keys, kv),
-                        Change::Delete { key, .. } => builder.delete(keys, &key),
-                    }
-                }
-                *from = (*from).max(version);
-                let snapshot = builder.build(version);
-                metrics::histogram!(SNAPSHOT_BUILD).record(start.elapsed().as_secs_f64());
-                views.publish(Arc::new(snapshot));
-            }
-        }
-    }
-    Ok(Resync::Rewatch)
 }
 
 #[cfg(test)]
@@ -320,30 +195,24 @@ mod tests {
         }
     }
 
-    /// The snapshot after applying `change` (a put, or a delete of that resource's key) to
-    /// `before`, as the watcher does.
+    fn at(resource: Resource, version: Revision) -> Stored {
+        Stored::new(resource, version, version)
+    }
+
+    /// The snapshot after `change` (a put, or a removal of that resource) on top of `before`.
     fn next(before: &Snapshot, change: Resource, delete: bool) -> Snapshot {
-        let keys = Keys::default();
-        let key = keys.config(change.kind(), &change.name);
-        let mut builder = Builder::from_snapshot(before);
+        let mut builder = SnapshotBuilder::from_snapshot(before);
         if delete {
-            builder.delete(&keys, &key);
+            builder.remove(change.kind(), &change.name);
         } else {
-            let kv = KeyValue {
-                key,
-                value: keys::encode(&change),
-                create_revision: before.version + 1,
-                mod_revision: before.version + 1,
-                lease: None,
-            };
-            builder.put(&keys, kv);
+            builder.insert(at(change, before.version + 1));
         }
         builder.build(before.version + 1)
     }
 
     #[test]
     fn selectors_are_shared_until_a_listener_is_added_removed_or_retargeted() {
-        let first = Snapshot::new(1, [(listener("a", "t", &["eu"]), 1), (cluster("c"), 1)]);
+        let first = Snapshot::new(1, [at(listener("a", "t", &["eu"]), 1), at(cluster("c"), 1)]);
         let cases = [
             ("another cluster", cluster("d"), false, true),
             ("a cluster deleted", cluster("c"), true, true),
@@ -374,7 +243,7 @@ mod tests {
 
     #[test]
     fn unchanged_resources_are_shared_and_keep_their_revision() {
-        let first = Snapshot::new(1, [(cluster("c"), 1), (cluster("d"), 1)]);
+        let first = Snapshot::new(1, [at(cluster("c"), 1), at(cluster("d"), 1)]);
         let second = next(&first, cluster("d"), false);
         let get = |s: &Snapshot, name: &str| s.get(Kind::Cluster, name).cloned().expect(name);
         assert!(Arc::ptr_eq(&get(&first, "c"), &get(&second, "c")));

@@ -1,4 +1,8 @@
 //! gRPC status codes: the one place errors become `tonic::Status`.
+//!
+//! This module sits above the error types it maps: it implements `From<E> for Status` for
+//! each of them, and the services convert with `?`, `.into()` or `Status::from` without
+//! importing it, so no module both defines an error and depends on this one.
 
 use tonic::{Code, Status};
 
@@ -8,23 +12,44 @@ use crate::history::HistoryError;
 use crate::store::StoreError;
 
 /// The status of a failed Admin call.
-pub fn admin(error: AdminError) -> Status {
-    let code = match &error {
-        AdminError::Store(e) | AdminError::History(HistoryError::Read(e)) => return store(e),
-        AdminError::Conflict { .. } => Code::Aborted,
-        AdminError::Busy => Code::Aborted,
-        AdminError::Invalid(_) | AdminError::BadRequest(_) | AdminError::TooLarge(_) => {
-            Code::InvalidArgument
-        }
-        AdminError::History(HistoryError::UnknownRevision(_)) => Code::NotFound,
-        AdminError::NotFound(_) => Code::NotFound,
-        AdminError::Referenced { .. } => Code::FailedPrecondition,
-    };
-    Status::new(code, error.to_string())
+impl From<AdminError> for Status {
+    fn from(error: AdminError) -> Status {
+        let code = match &error {
+            AdminError::Store(e) | AdminError::History(HistoryError::Read(e)) => {
+                return store_status(e);
+            }
+            AdminError::Conflict { .. } => Code::Aborted,
+            AdminError::Busy => Code::Aborted,
+            AdminError::Invalid(_) | AdminError::BadRequest(_) | AdminError::TooLarge(_) => {
+                Code::InvalidArgument
+            }
+            AdminError::History(HistoryError::UnknownRevision(_)) => Code::NotFound,
+            AdminError::NotFound(_) => Code::NotFound,
+            AdminError::Referenced { .. } => Code::FailedPrecondition,
+        };
+        Status::new(code, error.to_string())
+    }
 }
 
 /// The status of a failed store call.
-pub fn store(error: &StoreError) -> Status {
+impl From<StoreError> for Status {
+    fn from(error: StoreError) -> Status {
+        store_status(&error)
+    }
+}
+
+/// The status refusing or ending a discovery stream that broke the protocol.
+impl From<ProtocolError> for Status {
+    fn from(error: ProtocolError) -> Status {
+        let code = match &error {
+            ProtocolError::UnknownMethod { .. } => Code::Unimplemented,
+            _ => Code::InvalidArgument,
+        };
+        Status::new(code, error.to_string())
+    }
+}
+
+fn store_status(error: &StoreError) -> Status {
     let code = if error.is_retryable() {
         Code::Unavailable
     } else {
@@ -33,12 +58,40 @@ pub fn store(error: &StoreError) -> Status {
     Status::new(code, error.to_string())
 }
 
-/// The status refusing or ending a discovery stream that broke the protocol.
-pub fn protocol(error: ProtocolError) -> Status {
-    Status::invalid_argument(error.to_string())
-}
+#[cfg(test)]
+mod tests {
+    use portico_api::{Kind, ResourceKey};
 
-/// The status of a call to a method this server does not have.
-pub fn unknown_method() -> Status {
-    Status::unimplemented("no such method")
+    use super::*;
+
+    #[test]
+    fn each_error_gets_its_code() {
+        let cases: [(Status, Code); 7] = [
+            (
+                StoreError::Unavailable("down".into()).into(),
+                Code::Unavailable,
+            ),
+            (StoreError::Corrupt("bad".into()).into(), Code::Internal),
+            (
+                AdminError::NotFound(ResourceKey::new(Kind::Cluster, "c")).into(),
+                Code::NotFound,
+            ),
+            (AdminError::Busy.into(), Code::Aborted),
+            (
+                AdminError::History(HistoryError::UnknownRevision(7)).into(),
+                Code::NotFound,
+            ),
+            (ProtocolError::Missing.into(), Code::InvalidArgument),
+            (
+                ProtocolError::UnknownMethod {
+                    path: "/x/Y".into(),
+                }
+                .into(),
+                Code::Unimplemented,
+            ),
+        ];
+        for (status, code) in cases {
+            assert_eq!(status.code(), code, "{status:?}");
+        }
+    }
 }

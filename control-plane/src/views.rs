@@ -31,11 +31,14 @@ use crate::store::Revision;
 /// How many recent versions are kept for resuming agents.
 pub const RETAINED_VERSIONS: usize = 32;
 
-/// Field numbers of `ControlMessage.update`, `Update.upserts` and `Update.removals`, for
-/// encoding resources straight from the snapshot without copying them into an `Update`.
+/// Field numbers of `ControlMessage.update`, `Update.upserts`, `Update.removals` and
+/// `Update.base_version`, for encoding resources straight from the snapshot without copying
+/// them into an `Update`. prost writes fields in field-number order, so the head (fields 1–3)
+/// comes first, then the resources, then the base version.
 const CONTROL_UPDATE_FIELD: u32 = 1;
 const UPSERTS_FIELD: u32 = 4;
 const REMOVALS_FIELD: u32 = 5;
+const BASE_VERSION_FIELD: u32 = 6;
 
 /// One scope's resources at one version.
 #[derive(Debug)]
@@ -53,6 +56,8 @@ pub struct ScopeView {
 pub struct EncodedUpdate {
     /// The version it brings the agent to.
     pub version: Revision,
+    /// The version it applies on (0: a full update).
+    pub base_version: Revision,
     /// Its nonce.
     pub nonce: Arc<str>,
     /// Whether it is a full update.
@@ -279,13 +284,25 @@ fn encode(from: Option<&ScopeView>, to: &ScopeView) -> EncodedUpdate {
         ),
         Some(from) => diff(&from.resources, &to.resources),
     };
+    // One stream never gets two updates to the same version (it only moves to newer ones, or
+    // once to an older full update when it claimed a version this replica does not have), so
+    // the version alone is a nonce unique on the stream, and the same for every agent sharing
+    // these bytes.
     let head = Update {
         version: to.version,
-        nonce: format!("{}:{}", to.version, from.map(|f| f.version).unwrap_or(0)),
+        nonce: to.version.to_string(),
         full: from.is_none(),
         ..Default::default()
     };
+    let base_version = from.map(|f| f.version).unwrap_or(0);
+    // proto3 leaves a zero scalar out.
+    let tail_len = if base_version == 0 {
+        0
+    } else {
+        encoding::int64::encoded_len(BASE_VERSION_FIELD, &base_version)
+    };
     let len = head.encoded_len()
+        + tail_len
         + upserts
             .iter()
             .map(|r| encoding::message::encoded_len(UPSERTS_FIELD, *r))
@@ -304,8 +321,12 @@ fn encode(from: Option<&ScopeView>, to: &ScopeView) -> EncodedUpdate {
     for key in &removals {
         encoding::message::encode(REMOVALS_FIELD, key, &mut buf);
     }
+    if base_version != 0 {
+        encoding::int64::encode(BASE_VERSION_FIELD, &base_version, &mut buf);
+    }
     EncodedUpdate {
         version: to.version,
+        base_version,
         nonce: Arc::from(head.nonce.as_str()),
         full: head.full,
         bytes: Bytes::from(buf),
@@ -398,14 +419,20 @@ mod tests {
     /// the names deleted) published in turn.
     fn history(changes: &[(Revision, Vec<Resource>, &[&str])]) -> (Views, Vec<Arc<Snapshot>>) {
         let mut resources = base();
-        let mut snapshots = vec![Arc::new(Snapshot::new(10, resources.clone()))];
+        let snapshot = |version: Revision, resources: &[(Resource, Revision)]| {
+            let stored = resources
+                .iter()
+                .map(|(r, at)| Stored::new(r.clone(), *at, *at));
+            Arc::new(Snapshot::new(version, stored))
+        };
+        let mut snapshots = vec![snapshot(10, &resources)];
         let views = Views::new(snapshots[0].clone());
         for (version, puts, deletes) in changes {
             resources.retain(|(r, _)| {
                 !deletes.contains(&r.name.as_str()) && puts.iter().all(|p| p.key() != r.key())
             });
             resources.extend(puts.iter().map(|r| (r.clone(), *version)));
-            let snapshot = Arc::new(Snapshot::new(*version, resources.clone()));
+            let snapshot = snapshot(*version, &resources);
             views.publish(snapshot.clone());
             snapshots.push(snapshot);
         }
@@ -494,7 +521,7 @@ mod tests {
         let mut eu = ScopeMemo::new(&node(0, "eu"));
         let update = decode(&views.update(&mut eu, 10, &snapshots[1]));
         assert!(!update.full);
-        assert_eq!(update.nonce, "11:10");
+        assert_eq!((update.version, update.base_version), (11, 10));
         assert_eq!(
             names(&update),
             (
@@ -559,6 +586,7 @@ mod tests {
         for from in [0, 10] {
             let update = views.update(&mut memo, from, &snapshots[1]);
             let decoded = decode(&update);
+            assert_eq!(decoded.base_version, from);
             assert!(!decoded.upserts.is_empty());
             assert_eq!(from == 0, decoded.removals.is_empty());
             let reencoded = ControlMessage {

@@ -213,9 +213,9 @@ pub fn base_config() -> String {
     ])
 }
 
-/// Applies the resources of `yaml`; panics when the apply fails.
+/// Applies the resources of `yaml`; panics when the apply fails or is invalid.
 pub async fn apply(admin: &mut AdminClient<Channel>, yaml: &str) -> portico_api::pb::ApplyResponse {
-    admin
+    let response = admin
         .apply(portico_api::pb::ApplyRequest {
             resources: resources(yaml),
             message: "test".into(),
@@ -223,7 +223,9 @@ pub async fn apply(admin: &mut AdminClient<Channel>, yaml: &str) -> portico_api:
         })
         .await
         .unwrap_or_else(|e| panic!("apply: {e}"))
-        .into_inner()
+        .into_inner();
+    assert!(response.errors.is_empty(), "apply: {:?}", response.errors);
+    response
 }
 
 /// Lists every resource; panics when the call fails.

@@ -1,5 +1,6 @@
 //! The `portico` binary with agents: `agents`, `rollout status --wait` (success, NACK,
-//! timeout), and `portico dev` serving the curl commands it prints.
+//! timeout), config revisions that count changes, and `portico dev` serving the curl commands
+//! it prints.
 
 mod cli_support;
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 use cli_support::{ControlPlane, Files, listener, poll, routes, small_config};
 use portico_integration_tests::agent::{Agent, AgentOptions};
 use portico_integration_tests::bins;
-use portico_integration_tests::cp::http_get;
+use portico_integration_tests::cp::{self as cp_support, http_get};
 use portico_integration_tests::net::{free_addr, free_port};
 use portico_integration_tests::process::Process;
 use portico_integration_tests::scripted_agent::{ScriptedAgent, node};
@@ -84,6 +85,123 @@ fn agents_lists_each_agent_with_its_state_and_filters_by_region_and_label() {
     assert_eq!(ids(&["--region", "us"]), ["edge-us"]);
     assert_eq!(ids(&["--selector", "tier=edge"]), ["edge-eu"]);
     cp.portico(&["agents", "--selector", "tier"]).expect(2);
+}
+
+/// A `portico -o json` command that must succeed; its `revision`.
+fn revision_of(cp: &ControlPlane, args: &[&str]) -> i64 {
+    let mut full = vec!["-o", "json"];
+    full.extend_from_slice(args);
+    let json = cp.portico(&full).ok().json();
+    json["revision"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no revision in {json}"))
+}
+
+/// Waits until every connected agent applied the current revision.
+fn wait_rollout(cp: &ControlPlane) {
+    cp.portico(&["rollout", "status", "--wait", "--timeout", "30s"])
+        .ok();
+}
+
+#[test]
+fn config_revisions_count_changes_whatever_the_registry_writes() {
+    let cp = ControlPlane::start();
+    let regions = ["eu", "us", "ap"];
+    let agents: Vec<Agent> = regions
+        .iter()
+        .map(|r| Agent::start(&agent(&cp, &format!("edge-{r}"), r)))
+        .collect();
+    poll("three agents registered", Duration::from_secs(20), || {
+        let json = cp.portico(&["-o", "json", "agents"]).ok().json();
+        (json["agents"].as_array()?.len() == 3).then_some(())
+    });
+    let listeners: Vec<String> = regions
+        .iter()
+        .map(|r| listener(&format!("web-{r}"), free_port(), Some(r)))
+        .collect();
+    let upstream = free_port();
+    let files = Files::new();
+    let config = |body: &str, extra: bool| {
+        let mut docs = listeners.clone();
+        docs.push(routes(body, upstream));
+        if extra {
+            docs.push(cp_support::cluster("extra", upstream));
+        }
+        files.write("config.yaml", &docs.join("---\n"))
+    };
+
+    // Four changes (three applies and a delete); after each, every agent applies it, so the
+    // registry writes its records to the store between the changes.
+    let mut revisions = Vec::new();
+    for (body, extra) in [("one", false), ("one", true), ("two", true)] {
+        revisions.push(revision_of(&cp, &["apply", "-f", &config(body, extra)]));
+        wait_rollout(&cp);
+    }
+    revisions.push(revision_of(&cp, &["delete", "cluster", "extra"]));
+    wait_rollout(&cp);
+    assert_eq!(revisions, [1, 2, 3, 4]);
+
+    let history = cp.portico(&["-o", "json", "history"]).ok().json();
+    let listed: Vec<i64> = history["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["revision"].as_i64().unwrap())
+        .collect();
+    assert_eq!(listed, [4, 3, 2, 1]);
+    let table = cp.portico(&["get", "routetable"]).ok();
+    assert!(
+        table
+            .stdout
+            .lines()
+            .any(|l| l.split_whitespace().take(2).eq(["main", "3"])),
+        "the route table was last changed by revision 3: {table:#?}"
+    );
+
+    // A rollback is the next change.
+    let rolled = cp.portico(&["-o", "json", "rollback", "2"]).ok().json();
+    assert_eq!(
+        (rolled["revision"].as_i64(), rolled["rollback_of"].as_i64()),
+        (Some(5), Some(2))
+    );
+    wait_rollout(&cp);
+    let history = cp
+        .portico(&["-o", "json", "history", "--limit", "1"])
+        .ok()
+        .json();
+    assert_eq!(history["entries"][0]["revision"], 5);
+    assert_eq!(history["entries"][0]["rollback_of"], 2);
+    let status = cp
+        .portico(&["-o", "json", "rollout", "status", "5"])
+        .ok()
+        .json();
+    assert_eq!(
+        (status["revision"].as_i64(), status["applied"].as_i64()),
+        (Some(5), Some(3))
+    );
+
+    // Agents, their admin endpoints and both binaries' metrics speak of the same number.
+    let listed = cp.portico(&["-o", "json", "agents"]).ok().json();
+    assert_eq!(listed["config_revision"], 5);
+    for a in listed["agents"].as_array().unwrap() {
+        assert_eq!(a["applied_version"], 5, "{a}");
+    }
+    for agent in &agents {
+        let (status, config) = http_get(agent.admin(), "/config").expect("agent /config");
+        assert_eq!(status, 200);
+        let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+        assert_eq!(config["version"], 5);
+        let (_, metrics) = http_get(agent.admin(), "/metrics").expect("agent /metrics");
+        assert!(
+            metrics.contains("portico_agent_config_version 5"),
+            "{metrics}"
+        );
+    }
+    let metrics = cp.metrics();
+    assert!(
+        metrics.contains("portico_cp_config_revision 5"),
+        "{metrics}"
+    );
 }
 
 #[test]

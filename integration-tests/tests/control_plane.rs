@@ -322,26 +322,38 @@ async fn identical_applies_dry_runs_and_invalid_applies_write_nothing() {
         portico_api::pb::ChangeType::Updated
     );
 
+    // An invalid apply, real or dry run, answers with the errors: one request tells the caller
+    // every resource and field path.
     let dangling = route_table("shop", "missing");
-    let err = admin
-        .apply(ApplyRequest {
-            resources: resources(&dangling),
-            ..Default::default()
-        })
-        .await
-        .expect_err("dangling reference");
-    assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("missing"), "{}", err.message());
-    let dry = admin
-        .apply(ApplyRequest {
-            resources: resources(&dangling),
-            dry_run: true,
-            ..Default::default()
-        })
-        .await
-        .expect("dry run reports errors in the response")
-        .into_inner();
-    assert!(!dry.errors.is_empty());
+    for dry_run in [false, true] {
+        let invalid = admin
+            .apply(ApplyRequest {
+                resources: resources(&dangling),
+                dry_run,
+                ..Default::default()
+            })
+            .await
+            .expect("validation errors come in the response")
+            .into_inner();
+        let errors: Vec<_> = invalid
+            .errors
+            .iter()
+            .map(|e| {
+                (
+                    e.key.clone().unwrap_or_default().to_string(),
+                    e.field.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(errors.len(), 1, "dry run {dry_run}: {errors:?}");
+        assert_eq!(errors[0].0, "RouteTable/shop", "dry run {dry_run}");
+        assert!(
+            invalid.errors[0].message.contains("missing"),
+            "{:?}",
+            invalid.errors
+        );
+        assert_eq!(invalid.revision, 1, "nothing was written");
+    }
 
     let history = admin
         .history(HistoryRequest::default())

@@ -12,8 +12,8 @@ use futures::StreamExt;
 use portico_control_plane::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use portico_control_plane::store::etcd::{EtcdConfig, EtcdStore};
 use portico_control_plane::store::{
-    Change, Compare, KeyValue, MAX_TXN_OPS, Op, Revision, Store, StoreError, Txn, TxnOutcome,
-    WatchEvent, WatchStream,
+    Change, Compare, KeyRange, KeyValue, MAX_TXN_OPS, Op, Revision, Store, StoreError, Txn,
+    TxnOutcome, WatchEvent, WatchStream,
 };
 use portico_integration_tests::etcd::Etcd;
 use portico_integration_tests::net::eventually;
@@ -75,12 +75,14 @@ macro_rules! conformance {
 
 conformance!(
     get_list_and_revisions,
+    list_keys_leaves_values_out,
     deletes_and_empty_transactions_make_no_revision,
     compare_and_swap,
     transactions_are_atomic,
     malformed_transactions_are_invalid,
     watch_replays_then_follows,
     watch_resumes_after_a_dropped_stream,
+    watch_range_sees_only_its_keys,
     compaction_is_signalled,
     lease_expiry_deletes_keys,
     lease_keep_alive_keeps_keys,
@@ -351,6 +353,54 @@ async fn malformed_transactions_are_invalid(store: Arc<dyn Store>) {
         .map(|i| put(&format!("/x/{i}"), "v"))
         .collect();
     commit(&store, ops(at_limit)).await;
+}
+
+async fn list_keys_leaves_values_out(store: Arc<dyn Store>) {
+    commit(&store, ops(vec![put("/k/a", "1"), put("/k/b", "2")])).await;
+    commit(&store, ops(vec![put("/k/b", "3"), put("/kx", "4")])).await;
+    let (full, _) = store.list("/k/").await.expect("list");
+    let (keys, at) = store.list_keys("/k/").await.expect("list keys");
+    assert_eq!(at, revision(&store).await);
+    let without_values: Vec<KeyValue> = full
+        .into_iter()
+        .map(|kv| KeyValue {
+            value: Vec::new(),
+            ..kv
+        })
+        .collect();
+    assert_eq!(keys, without_values);
+    assert_eq!(keys.len(), 2);
+}
+
+async fn watch_range_sees_only_its_keys(store: Arc<dyn Store>) {
+    let r0 = revision(&store).await;
+    let range = KeyRange::Span {
+        start: "/g/b".into(),
+        end: "/g/d".into(),
+    };
+    let mut watch = store.watch_range(range, r0 + 1).await.expect("watch");
+    let r1 = commit(
+        &store,
+        ops(vec![
+            put("/g/a", "1"),
+            put("/g/b", "1"),
+            put("/g/c/x", "1"),
+            put("/g/d", "1"),
+        ]),
+    )
+    .await;
+    // Only keys outside the range: the watch sees nothing of this revision.
+    commit(&store, ops(vec![put("/g/e", "2")])).await;
+    let r3 = commit(&store, ops(vec![put("/g/d", "3"), delete("/g/b")])).await;
+    let seen = changes_through(&mut watch, r3).await;
+    assert_eq!(
+        summary(&seen),
+        [
+            put_seen("/g/b", r1, "1"),
+            put_seen("/g/c/x", r1, "1"),
+            delete_seen("/g/b", r3)
+        ]
+    );
 }
 
 async fn watch_replays_then_follows(store: Arc<dyn Store>) {

@@ -61,20 +61,10 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
         dry_run: args.dry_run,
         message: args.message.unwrap_or_default(),
     };
-    let resp = match admin.apply(req.clone()).await {
+    // Validation errors come back in the response, with their resources and field paths,
+    // whether this is a dry run or not.
+    let resp = match admin.apply(req).await {
         Ok(r) => r.into_inner(),
-        Err(status) if status.code() == tonic::Code::InvalidArgument && !req.dry_run => {
-            // A failed validation may come back as a status; a dry run of the same request
-            // returns the errors with their resources and field paths.
-            let dry_run = ApplyRequest {
-                dry_run: true,
-                ..req
-            };
-            match admin.apply(dry_run).await {
-                Ok(r) if !r.get_ref().errors.is_empty() => r.into_inner(),
-                _ => return Err(ctx.status(status)),
-            }
-        }
         Err(status) => return Err(ctx.write_failed(&mut admin, status).await),
     };
     let outcome = Outcome {

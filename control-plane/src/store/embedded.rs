@@ -26,7 +26,9 @@ use std::time::Duration;
 use tokio_stream::wrappers::ReceiverStream;
 
 use self::core::Core;
-use super::{KeyValue, LeaseId, Revision, Store, StoreError, Txn, TxnOutcome, WatchStream};
+use super::{
+    KeyRange, KeyValue, LeaseId, Revision, Store, StoreError, Txn, TxnOutcome, WatchStream,
+};
 
 /// How often overdue leases are looked for.
 const LEASE_TICK: Duration = Duration::from_millis(100);
@@ -118,19 +120,18 @@ impl Store for EmbeddedStore {
         self.blocking(move |core| core.txn(&txn)).await
     }
 
-    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError> {
+    async fn watch_range(
+        &self,
+        range: KeyRange,
+        from: Revision,
+    ) -> Result<WatchStream, StoreError> {
         if from < 1 {
             return Err(StoreError::Invalid(format!(
                 "a watch starts at revision 1 or later, not {from}"
             )));
         }
         let (tx, rx) = tokio::sync::mpsc::channel(watch::QUEUE);
-        tokio::spawn(watch::follow(
-            Arc::downgrade(&self.core),
-            prefix.to_string(),
-            from,
-            tx,
-        ));
+        tokio::spawn(watch::follow(Arc::downgrade(&self.core), range, from, tx));
         Ok(Box::pin(ReceiverStream::new(rx)))
     }
 

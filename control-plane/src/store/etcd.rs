@@ -19,7 +19,7 @@ use etcd_client::{
 use tonic::Code;
 
 use super::{
-    Change, Compare, KeyValue, LeaseId, Op, Revision, Store, StoreError, Txn, TxnOutcome,
+    Change, Compare, KeyRange, KeyValue, LeaseId, Op, Revision, Store, StoreError, Txn, TxnOutcome,
     WatchEvent, WatchStream,
 };
 
@@ -223,21 +223,14 @@ impl EtcdStore {
             .await?;
         Ok(resp.header().map_or(0, |h| h.revision()))
     }
-}
 
-#[async_trait::async_trait]
-impl Store for EtcdStore {
-    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        let resp = self
-            .call("get", None, || {
-                let mut kv = self.kv();
-                async move { kv.get(key, None).await }
-            })
-            .await?;
-        resp.kvs().first().map(key_value).transpose()
-    }
-
-    async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision), StoreError> {
+    /// Every key starting with `prefix` at one revision, paged; without values when
+    /// `keys_only`.
+    async fn range(
+        &self,
+        prefix: &str,
+        keys_only: bool,
+    ) -> Result<(Vec<KeyValue>, Revision), StoreError> {
         let end = prefix_end(prefix.as_bytes());
         let mut start = if prefix.is_empty() {
             vec![0]
@@ -251,10 +244,13 @@ impl Store for EtcdStore {
             // snapshot.
             let page = || {
                 let mut kv = self.kv();
-                let options = GetOptions::new()
+                let mut options = GetOptions::new()
                     .with_range(end.clone())
                     .with_limit(PAGE)
                     .with_revision(revision);
+                if keys_only {
+                    options = options.with_keys_only();
+                }
                 let start = start.clone();
                 async move { kv.get(start, Some(options)).await }
             };
@@ -273,6 +269,27 @@ impl Store for EtcdStore {
                 _ => return Ok((out, revision)),
             }
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for EtcdStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        let resp = self
+            .call("get", None, || {
+                let mut kv = self.kv();
+                async move { kv.get(key, None).await }
+            })
+            .await?;
+        resp.kvs().first().map(key_value).transpose()
+    }
+
+    async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision), StoreError> {
+        self.range(prefix, false).await
+    }
+
+    async fn list_keys(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision), StoreError> {
+        self.range(prefix, true).await
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
@@ -319,7 +336,11 @@ impl Store for EtcdStore {
         })
     }
 
-    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError> {
+    async fn watch_range(
+        &self,
+        range: KeyRange,
+        from: Revision,
+    ) -> Result<WatchStream, StoreError> {
         if from < 1 {
             return Err(StoreError::Invalid(format!(
                 "a watch starts at revision 1 or later, not {from}"
@@ -330,8 +351,19 @@ impl Store for EtcdStore {
                 .client
                 .watch_client()
                 .max_decoding_message_size(MAX_MESSAGE);
-            let options = WatchOptions::new().with_prefix().with_start_revision(from);
-            async move { client.watch(prefix, Some(options)).await }
+            let end = match &range {
+                KeyRange::Prefix(prefix) => prefix_end(prefix.as_bytes()),
+                KeyRange::Span { end, .. } => end.as_bytes().to_vec(),
+            };
+            let options = WatchOptions::new()
+                .with_range(end)
+                .with_start_revision(from);
+            // etcd reads an empty key as "no key"; "\0" is the first key there is.
+            let key = match range.start() {
+                "" => vec![0],
+                start => start.as_bytes().to_vec(),
+            };
+            async move { client.watch(key, Some(options)).await }
         };
         let stream = self.call("watch", None, start).await?;
         Ok(Box::pin(futures::stream::unfold(Some(stream), next_event)))

@@ -128,6 +128,37 @@ impl Change {
     }
 }
 
+/// The keys a watch follows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyRange {
+    /// Every key starting with this.
+    Prefix(String),
+    /// Every key from `start` (inclusive) to `end` (exclusive).
+    Span { start: String, end: String },
+}
+
+impl KeyRange {
+    /// Every key starting with `prefix`.
+    pub fn prefix(prefix: impl Into<String>) -> Self {
+        KeyRange::Prefix(prefix.into())
+    }
+
+    /// Whether `key` is in the range.
+    pub fn contains(&self, key: &str) -> bool {
+        match self {
+            KeyRange::Prefix(prefix) => key.starts_with(prefix.as_str()),
+            KeyRange::Span { start, end } => start.as_str() <= key && key < end.as_str(),
+        }
+    }
+
+    /// The first key of the range.
+    pub fn start(&self) -> &str {
+        match self {
+            KeyRange::Prefix(start) | KeyRange::Span { start, .. } => start,
+        }
+    }
+}
+
 /// A watch: a stream of events that ends with an error or after `Compacted`.
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, StoreError>> + Send>>;
 
@@ -172,8 +203,24 @@ pub trait Store: Send + Sync + 'static {
     /// Runs a transaction (see [`Txn`]); returns once the writes are durable.
     async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError>;
 
+    /// Every key starting with `prefix`, in key order, without values (each `value` is
+    /// empty), and the revision they were read at.
+    async fn list_keys(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision), StoreError> {
+        let (mut kvs, revision) = self.list(prefix).await?;
+        for kv in &mut kvs {
+            kv.value = Vec::new();
+        }
+        Ok((kvs, revision))
+    }
+
+    /// Changes to keys in `range`, from revision `from` (inclusive, ≥ 1) onwards.
+    async fn watch_range(&self, range: KeyRange, from: Revision)
+    -> Result<WatchStream, StoreError>;
+
     /// Changes to keys starting with `prefix`, from revision `from` (inclusive, ≥ 1) onwards.
-    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError>;
+    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError> {
+        self.watch_range(KeyRange::prefix(prefix), from).await
+    }
 
     /// Creates a lease that expires `ttl` after its last keep-alive. etcd counts whole seconds
     /// (the ttl is rounded up) and may raise a short ttl to its minimum (about 2 s by default).

@@ -53,6 +53,14 @@ impl ControlPlane {
     pub fn portico(&self, args: &[&str]) -> Run {
         portico(&self.url, args)
     }
+
+    /// The control plane's `/metrics` text; panics when it does not answer 200.
+    pub fn metrics(&self) -> String {
+        match self._cp.http_get("/metrics") {
+            Some((200, body)) => body,
+            other => panic!("GET /metrics on the control plane: {other:?}"),
+        }
+    }
 }
 
 /// Calls `check` every 50 ms until it returns `Some`, or fails after `timeout` with `what`.

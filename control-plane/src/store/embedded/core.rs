@@ -17,7 +17,8 @@ use tokio::sync::broadcast;
 
 use super::codec::{self, Record};
 use crate::store::{
-    Change, Compare, KeyValue, LeaseId, MAX_TXN_OPS, Op, Revision, StoreError, Txn, TxnOutcome,
+    Change, Compare, KeyRange, KeyValue, LeaseId, MAX_TXN_OPS, Op, Revision, StoreError, Txn,
+    TxnOutcome,
 };
 
 /// Key → encoded [`Record`].
@@ -419,13 +420,13 @@ impl Core {
         })
     }
 
-    /// The changes to keys under `prefix` at revisions `from..=to` from the log in `snapshot`,
+    /// The changes to keys in `range` at revisions `from..=to` from the log in `snapshot`,
     /// whole revisions only, stopping after the revision that reaches `max` changes. Returns
     /// them and the next revision to read.
     pub fn read_log(
         &self,
         snapshot: &ReadTransaction,
-        prefix: &str,
+        range: &KeyRange,
         from: Revision,
         to: Revision,
         max: usize,
@@ -438,7 +439,7 @@ impl Core {
             let changes = codec::decode_changes(revision, bytes.value()).map_err(|e| {
                 StoreError::Corrupt(format!("change log at revision {revision}: {e}"))
             })?;
-            out.extend(changes.into_iter().filter(|c| c.key().starts_with(prefix)));
+            out.extend(changes.into_iter().filter(|c| range.contains(c.key())));
             if out.len() >= max {
                 return Ok((out, revision + 1));
             }

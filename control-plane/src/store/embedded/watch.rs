@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::core::{Core, Revised};
 use super::run_blocking;
-use crate::store::{Change, Revision, StoreError, WatchEvent};
+use crate::store::{Change, KeyRange, Revision, StoreError, WatchEvent};
 
 /// Events queued per watch before the task waits for the reader.
 pub(super) const QUEUE: usize = 16;
@@ -25,15 +25,15 @@ const BATCH: usize = 1000;
 
 type Sender = mpsc::Sender<Result<WatchEvent, StoreError>>;
 
-pub(super) async fn follow(core: Weak<Core>, prefix: String, from: Revision, tx: Sender) {
-    let mut watch = Watch { prefix, next: from };
+pub(super) async fn follow(core: Weak<Core>, range: KeyRange, from: Revision, tx: Sender) {
+    let mut watch = Watch { range, next: from };
     if let Err(e) = watch.run(&core, &tx).await {
         let _ = tx.send(Err(e)).await;
     }
 }
 
 struct Watch {
-    prefix: String,
+    range: KeyRange,
     /// The next revision the reader has not seen.
     next: Revision,
 }
@@ -63,10 +63,10 @@ impl Watch {
             }
             let mut snapshot = sub.snapshot;
             while self.next <= sub.revision {
-                let (store, prefix, next) = (store.clone(), self.prefix.clone(), self.next);
+                let (store, range, next) = (store.clone(), self.range.clone(), self.next);
                 let (back, changes, after) = run_blocking(move || {
                     let (changes, after) =
-                        store.read_log(&snapshot, &prefix, next, sub.revision, BATCH)?;
+                        store.read_log(&snapshot, &range, next, sub.revision, BATCH)?;
                     Ok((snapshot, changes, after))
                 })
                 .await?;
@@ -143,7 +143,7 @@ impl Watch {
             revised
                 .changes
                 .iter()
-                .filter(|c| c.key().starts_with(&self.prefix))
+                .filter(|c| self.range.contains(c.key()))
                 .cloned(),
         );
         true

@@ -1,0 +1,296 @@
+//! The store watcher: loads the config into a [`Snapshot`] and keeps it current.
+//!
+//! It lists the config, then follows a store watch over [`Keys::config_watch_range`]; each
+//! watch event (one or more whole store revisions) becomes a new immutable snapshot handed to
+//! [`Views::publish`]. Every config change writes its resources and the config-revision key in
+//! one transaction, so one store revision carries both the resources and the config revision
+//! they belong to. On `Compacted` the watcher re-lists and publishes the fresh list as one
+//! snapshot, so nobody sees half a list (kube-rs style resync). While the store is away, the
+//! last snapshot keeps being served.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use portico_api::Resource;
+use tokio_util::sync::CancellationToken;
+
+use crate::history;
+use crate::keys::{self, Keys};
+use crate::metered::MeteredStore;
+use crate::metrics::SNAPSHOT_BUILD;
+use crate::snapshot::{Snapshot, SnapshotBuilder, Stored};
+use crate::store::{Change, KeyValue, Revision, Store, StoreError, WatchEvent};
+use crate::views::Views;
+
+/// Reads the config and the config revision consistently: the list is retried until no config
+/// change committed between it and the read of the revision key. Returns the snapshot and the
+/// store revision it was listed at (where a watch continues).
+pub async fn load(store: &dyn Store, keys: &Keys) -> Result<(Snapshot, Revision), StoreError> {
+    loop {
+        let (kvs, list_revision) = store.list(&keys.config_prefix()).await?;
+        let (version, changed_at) = match store.get(&keys.config_revision()).await? {
+            Some(kv) => (keys::decode_revision(&kv.key, &kv.value)?, kv.mod_revision),
+            None => (0, 0),
+        };
+        if changed_at > list_revision {
+            continue;
+        }
+        // Which config revision last changed each resource, from the history keys: a change
+        // writes its record at the same store revision as its resources.
+        let changes = history::change_revisions(store, keys).await?;
+        let version_at = |revision: Revision| {
+            let i = changes.partition_point(|(at, _)| *at <= revision);
+            i.checked_sub(1).map_or(0, |i| changes[i].1)
+        };
+        let mut builder = SnapshotBuilder::default();
+        for kv in kvs {
+            let version = version_at(kv.mod_revision);
+            put(&mut builder, keys, &kv, version);
+        }
+        return Ok((builder.build(version), list_revision));
+    }
+}
+
+/// Follows the store until `cancel`, publishing every config change to `views`. `from` is the
+/// store revision the snapshot already published was listed at.
+pub async fn follow(
+    store: MeteredStore,
+    keys: Keys,
+    views: Arc<Views>,
+    mut from: Revision,
+    cancel: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let result = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = follow_once(&store, &keys, &views, &mut from) => r,
+        };
+        match result {
+            Ok(Resync::Relist) => {
+                let loaded = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    r = load(&store, &keys) => r,
+                };
+                match loaded {
+                    Ok((snapshot, revision)) => {
+                        views.publish(Arc::new(snapshot));
+                        from = revision;
+                        backoff = Duration::from_millis(100);
+                        continue;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "re-listing the config failed"),
+                }
+            }
+            Ok(Resync::Rewatch) => tracing::warn!("config watch ended; watching again"),
+            Err(e) => tracing::warn!(error = %e, "config watch failed; serving the last config"),
+        }
+        store.mark_unreachable();
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+enum Resync {
+    Relist,
+    Rewatch,
+}
+
+async fn follow_once(
+    store: &MeteredStore,
+    keys: &Keys,
+    views: &Views,
+    from: &mut Revision,
+) -> Result<Resync, StoreError> {
+    let mut watch = store
+        .watch_range(keys.config_watch_range(), *from + 1)
+        .await?;
+    // The newest snapshot built, published or not: config keys written without a config
+    // revision are carried in it until the next change publishes them.
+    let mut latest = views.current();
+    while let Some(event) = watch.next().await {
+        match event? {
+            WatchEvent::Compacted { compact_revision } => {
+                tracing::info!(compact_revision, "config watch compacted; re-listing");
+                return Ok(Resync::Relist);
+            }
+            WatchEvent::Changes(changes) => {
+                if let Some(last) = changes.last() {
+                    *from = (*from).max(last.revision());
+                }
+                let start = Instant::now();
+                let mut builder = SnapshotBuilder::from_snapshot(&latest);
+                let Some(version) = apply(&mut builder, keys, &changes, latest.version) else {
+                    continue;
+                };
+                let snapshot = Arc::new(builder.build(version));
+                metrics::histogram!(SNAPSHOT_BUILD).record(start.elapsed().as_secs_f64());
+                if version > latest.version {
+                    views.publish(snapshot.clone());
+                }
+                latest = snapshot;
+            }
+        }
+    }
+    Ok(Resync::Rewatch)
+}
+
+/// Applies one watch event on top of a snapshot at config revision `version`; returns the
+/// config revision reached, or None when the event touched neither the config nor the config
+/// revision (e.g. only history records).
+fn apply(
+    builder: &mut SnapshotBuilder,
+    keys: &Keys,
+    changes: &[Change],
+    mut version: Revision,
+) -> Option<Revision> {
+    let config_prefix = keys.config_prefix();
+    let revision_key = keys.config_revision();
+    let mut touched = false;
+    for group in changes.chunk_by(|a, b| a.revision() == b.revision()) {
+        let counter = group.iter().find_map(|change| match change {
+            Change::Put(kv) if kv.key == revision_key => Some(kv),
+            _ => None,
+        });
+        let config = || group.iter().any(|c| c.key().starts_with(&config_prefix));
+        match counter.map(|kv| keys::decode_revision(&kv.key, &kv.value)) {
+            Some(Ok(counted)) => {
+                version = counted;
+                touched = true;
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "ignoring an unreadable config revision"),
+            None if config() => tracing::warn!(
+                store_revision = group[0].revision(),
+                "config keys changed without a config revision (not through the Admin API); \
+                 they are served with the next config change"
+            ),
+            None => {}
+        }
+        for change in group.iter().filter(|c| c.key().starts_with(&config_prefix)) {
+            touched = true;
+            match change {
+                Change::Put(kv) => put(builder, keys, kv, version),
+                Change::Delete { key, .. } => {
+                    if let Some((kind, name)) = keys.parse_config(key) {
+                        builder.remove(kind, &name);
+                    }
+                }
+            }
+        }
+    }
+    touched.then_some(version)
+}
+
+/// Stores one config key changed by config revision `version`; values that do not decode or do
+/// not match their key are skipped with a warning rather than taking the control plane down.
+fn put(builder: &mut SnapshotBuilder, keys: &Keys, kv: &KeyValue, version: Revision) {
+    let Some((kind, name)) = keys.parse_config(&kv.key) else {
+        tracing::warn!(key = %kv.key, "ignoring unknown key under the config prefix");
+        return;
+    };
+    match keys::decode::<Resource>(&kv.key, &kv.value) {
+        Ok(resource) if resource.kind() == kind && resource.name == name => {
+            builder.insert(Stored::new(resource, kv.mod_revision, version));
+        }
+        Ok(_) => tracing::warn!(key = %kv.key, "ignoring resource that does not match its key"),
+        Err(e) => tracing::warn!(key = %kv.key, error = %e, "ignoring undecodable resource"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use portico_api::Kind;
+    use portico_api::pb::{Cluster, resource::Spec};
+
+    use super::*;
+
+    fn cluster(name: &str, port: u32) -> Resource {
+        Resource {
+            name: name.into(),
+            spec: Some(Spec::Cluster(Cluster {
+                endpoints: vec![portico_api::pb::Endpoint {
+                    address: "10.0.0.1".into(),
+                    port,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn put_kv(key: String, value: Vec<u8>, revision: Revision) -> Change {
+        Change::Put(KeyValue {
+            key,
+            value,
+            create_revision: revision,
+            mod_revision: revision,
+            lease: None,
+        })
+    }
+
+    /// The changes of one config change through the Admin API: the resources, the history
+    /// record and the config revision, all at store revision `at`.
+    fn change(keys: &Keys, at: Revision, version: Revision, puts: &[Resource]) -> Vec<Change> {
+        let mut out: Vec<Change> = puts
+            .iter()
+            .map(|r| put_kv(keys.config(r.kind(), &r.name), keys::encode(r), at))
+            .collect();
+        out.push(put_kv(keys.history(version), b"record".to_vec(), at));
+        out.push(put_kv(
+            keys.config_revision(),
+            keys::encode_revision(version),
+            at,
+        ));
+        out
+    }
+
+    #[test]
+    fn an_event_reaches_the_config_revision_of_its_last_change() {
+        let keys = Keys::default();
+        let mut changes = change(&keys, 40, 3, &[cluster("a", 1)]);
+        changes.extend(change(&keys, 43, 4, &[cluster("b", 1)]));
+        changes.push(Change::Delete {
+            key: keys.config(Kind::Cluster, "a"),
+            revision: 43,
+        });
+        let mut builder = SnapshotBuilder::default();
+        assert_eq!(apply(&mut builder, &keys, &changes, 2), Some(4));
+        let snapshot = builder.build(4);
+        let b = snapshot.get(Kind::Cluster, "b").expect("b");
+        assert_eq!((b.revision, b.version), (43, 4));
+        assert!(snapshot.get(Kind::Cluster, "a").is_none());
+    }
+
+    #[test]
+    fn each_resource_keeps_the_config_revision_that_changed_it() {
+        let keys = Keys::default();
+        let mut changes = change(&keys, 40, 3, &[cluster("a", 1)]);
+        changes.extend(change(&keys, 41, 4, &[cluster("b", 1)]));
+        let mut builder = SnapshotBuilder::default();
+        apply(&mut builder, &keys, &changes, 2);
+        let snapshot = builder.build(4);
+        let version = |name: &str| snapshot.get(Kind::Cluster, name).map(|s| s.version);
+        assert_eq!((version("a"), version("b")), (Some(3), Some(4)));
+    }
+
+    #[test]
+    fn config_keys_without_a_config_revision_do_not_advance_it() {
+        let keys = Keys::default();
+        let outside = [put_kv(
+            keys.config(Kind::Cluster, "a"),
+            keys::encode(&cluster("a", 2)),
+            50,
+        )];
+        let mut builder = SnapshotBuilder::default();
+        assert_eq!(apply(&mut builder, &keys, &outside, 7), Some(7));
+
+        // Only keys the watcher does not read: nothing to build.
+        let history = [put_kv(keys.history(9), b"record".to_vec(), 51)];
+        assert_eq!(apply(&mut builder, &keys, &history, 7), None);
+    }
+}
