@@ -30,6 +30,7 @@ use tonic::transport::Endpoint;
 use crate::report;
 use crate::state::State;
 use portico_api::backoff::Backoff;
+use portico_api::error::Chain;
 use portico_proxy::Proxy;
 use portico_proxy::config::ConfigSet;
 
@@ -228,7 +229,7 @@ impl Client {
     ) -> Result<(mpsc::Sender<AgentMessage>, tonic::Streaming<ControlMessage>), StreamError> {
         let connect_err = |e: tonic::transport::Error| StreamError::Connect {
             url: url.to_string(),
-            reason: chain(&e),
+            reason: Chain(&e).to_string(),
         };
         let channel = Endpoint::from_shared(url.to_string())
             .map_err(connect_err)?
@@ -289,17 +290,6 @@ impl Client {
             }
         }
     }
-}
-
-/// `e` and its sources, joined by ": ".
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text = format!("{text}: {s}");
-        source = s.source();
-    }
-    text
 }
 
 fn message(m: agent_message::Message) -> AgentMessage {

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use portico_api::error::Chain;
 use portico_api::pb::admin_client::AdminClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
@@ -85,25 +86,11 @@ impl ClientConfig {
     fn unreachable(&self, e: impl std::error::Error) -> CliError {
         CliError::Unreachable {
             server: self.server.clone(),
-            reason: error_chain(&e),
+            reason: Chain(&e).to_string(),
         }
     }
 }
 
-/// An error and its sources on one line, e.g. "transport error: Connection refused".
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
-}
 
 #[cfg(test)]
 mod tests {

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes};
 use futures::{Stream, StreamExt};
+use portico_api::node::check_id;
 use portico_api::pb::{AgentMessage, Hello, Node, agent_message};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::WatchStream;
@@ -38,8 +39,8 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an agent that claims a version newer than this replica's is given for this replica
 /// to catch up, before it gets a full update of what this replica has.
 const AHEAD_GRACE: Duration = Duration::from_secs(5);
-/// Limits on a Hello.
-const MAX_ID_LEN: usize = 128;
+/// Limits on a Hello (ids, regions and zones follow [`portico_api::node::check_id`]).
+const MAX_ID_LEN: usize = portico_api::node::MAX_ID_LEN;
 const MAX_LABELS: usize = 64;
 const MAX_LABEL_KEY_LEN: usize = 63;
 const MAX_LABEL_VALUE_LEN: usize = 256;
@@ -80,14 +81,12 @@ pub fn check_hello(hello: &Hello) -> Result<&Node, ProtocolError> {
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
     };
-    let rule = format!("must be 1–{MAX_ID_LEN} characters of [A-Za-z0-9._-]");
-    if !name_like(&node.id, MAX_ID_LEN) {
-        return Err(bad("id", format!("{rule}, got {:?}", node.id)));
-    }
-    for (field, value) in [("region", &node.region), ("zone", &node.zone)] {
-        if !name_like(value, MAX_ID_LEN) {
-            return Err(bad(field, format!("is required and {rule}, got {value:?}")));
-        }
+    for (field, value) in [
+        ("id", &node.id),
+        ("region", &node.region),
+        ("zone", &node.zone),
+    ] {
+        check_id(value).map_err(|rule| bad(field, rule))?;
     }
     if node.agent_version.len() > MAX_ID_LEN {
         return Err(bad("agent_version", format!("longer than {MAX_ID_LEN}")));

@@ -128,10 +128,7 @@ pub fn selector(resource: &Resource) -> Option<&AgentSelector> {
 
 /// Whether a listener selector matches a node. An absent or empty selector matches every node.
 pub fn selects(selector: Option<&AgentSelector>, node: &Identity) -> bool {
-    let Some(s) = selector else { return true };
-    (s.regions.is_empty() || s.regions.contains(&node.region))
-        && (s.zones.is_empty() || s.zones.contains(&node.zone))
-        && s.labels.iter().all(|(k, v)| node.labels.get(k) == Some(v))
+    portico_api::node::selects(selector, &node.region, &node.zone, &node.labels)
 }
 
 /// One stream's node identity and its scope under the selectors it last resolved against.

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use portico_api::Resource;
+use portico_api::backoff::Backoff;
 use tokio_util::sync::CancellationToken;
 
 use crate::history;
@@ -61,7 +62,7 @@ pub async fn follow(
     mut from: Revision,
     cancel: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -77,7 +78,7 @@ pub async fn follow(
                     Ok((snapshot, revision)) => {
                         views.publish(Arc::new(snapshot));
                         from = revision;
-                        backoff = Duration::from_millis(100);
+                        backoff.reset();
                         continue;
                     }
                     Err(e) => tracing::warn!(error = %e, "re-listing the config failed"),
@@ -89,9 +90,8 @@ pub async fn follow(
         store.mark_unreachable();
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 
