@@ -64,6 +64,12 @@ pub(crate) fn check(c: &Cluster, e: &mut Errors) {
         );
     }
     if let Some(b) = &c.circuit_breakers {
+        if b.max_pending_requests > 0 && b.max_connections == 0 {
+            e.add(
+                "circuit_breakers.max_pending_requests",
+                "needs max_connections: requests wait only while that many connections are open",
+            );
+        }
         limits(
             e,
             "circuit_breakers",

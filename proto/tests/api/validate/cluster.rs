@@ -33,6 +33,10 @@ fn cluster_rules() {
             ],
         ),
         (
+            &cluster("{circuit_breakers: {max_pending_requests: 10}}"),
+            &["circuit_breakers.max_pending_requests: needs max_connections"],
+        ),
+        (
             &cluster("{tls: {enabled: true, server_name: 'not valid', ca_secret: upstream-ca}}"),
             &["tls.server_name: invalid server name \"not valid\""],
         ),

@@ -84,12 +84,6 @@ fn each_unsupported_field_is_refused_with_its_path() {
             ),
         ),
         (
-            cluster("{protocol: HTTP2, circuit_breakers: {max_pending_requests: 10}}"),
-            format!(
-                "Cluster/api: circuit_breakers.max_pending_requests: {NOT_YET}agents limit the connections of HTTP1 clusters only"
-            ),
-        ),
-        (
             cluster("{locality: {prefer_local: true}}"),
             format!("Cluster/api: locality: {NOT_YET}agents do not prefer nearby endpoints"),
         ),
@@ -131,8 +125,21 @@ fn each_unsupported_field_is_refused_with_its_path() {
         assert_eq!(listed, std::slice::from_ref(expected), "{yaml}");
     }
 
-    // References to policies are refused where they are made, besides the policies.
+    // Both connection limits of an HTTP2 cluster; references to policies, refused where they
+    // are made, besides the policies.
+    let http1_only = "agents limit the connections of HTTP1 clusters only";
     cases(&[
+        (
+            &cluster(
+                "{protocol: HTTP2, circuit_breakers: {max_connections: 10, max_pending_requests: 10}}",
+            ),
+            &[
+                &format!("Cluster/api: circuit_breakers.max_connections: {NOT_YET}{http1_only}"),
+                &format!(
+                    "Cluster/api: circuit_breakers.max_pending_requests: {NOT_YET}{http1_only}"
+                ),
+            ],
+        ),
         (
             "kind: Listener\nname: plain\nspec: {port: 80, protocol: HTTP, route_table: shop, policies: [p]}\n",
             &[
