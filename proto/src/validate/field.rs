@@ -1,5 +1,6 @@
 //! Checks of single values shared by every kind: names, durations, sizes, regexes, HTTP
-//! tokens and header parts, host names and CIDRs. Each returns the message for a bad value.
+//! tokens, header parts and URI paths, host and TLS server names, and CIDRs. Each returns the
+//! message for a bad value.
 
 use std::collections::HashMap;
 

@@ -39,16 +39,21 @@ pub(crate) fn check(t: &RouteTable, e: &mut Errors) {
 /// Agents match a virtual host's regex paths as one set, anchored, with the regex crate's
 /// default size limit: regexes each small enough can still be too many together.
 fn regex_paths(host: &VirtualHost, at: &str, e: &mut Errors) {
-    let anchored: Vec<String> = host
+    let regexes: Vec<&str> = host
         .routes
         .iter()
         .filter_map(|r| match r.r#match.as_ref()?.path.as_ref()? {
-            Path::Regex(re) if field::regex(re).is_ok() => Some(format!("^(?:{re})$")),
+            Path::Regex(re) => Some(re.as_str()),
             _ => None,
         })
         .collect();
-    if anchored.len() > 1
-        && let Err(err) = regex::RegexSet::new(&anchored)
+    if regexes.len() < 2 {
+        return;
+    }
+    let anchored = regexes.iter().map(|re| format!("^(?:{re})$"));
+    // A bad regex alone fails the set too; it is reported on its route already.
+    if let Err(err) = regex::RegexSet::new(anchored)
+        && regexes.iter().all(|re| field::regex(re).is_ok())
     {
         e.add(
             format!("{at}.routes"),

@@ -194,7 +194,12 @@ fn regex_paths_of_a_host_must_fit_in_one_set() {
             "kind: RouteTable\nname: shop\nspec:\n  virtual_hosts:\n    - domains: [a.example.com]\n      routes:\n{routes}"
         )
     };
+    let bad = "kind: RouteTable\nname: shop\nspec:\n  virtual_hosts:\n    - domains: [a.example.com]\n      routes:\n        - {match: {regex: /a}, action: {cluster: cart}}\n        - {match: {regex: '(b'}, action: {cluster: cart}}\n";
     cases(&[
+        (
+            bad,
+            &["virtual_hosts[0].routes[1].match.regex: invalid regex"],
+        ),
         (&table(10), &[]),
         (
             &table(11),
