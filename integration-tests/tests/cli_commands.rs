@@ -3,15 +3,17 @@
 
 mod cli_support;
 
-use cli_support::{ControlPlane, Files, example_files, portico, small_config};
+use cli_support::{ControlPlane, Files, portico, small_config};
+use portico_integration_tests::cp::tls_secret;
 use portico_integration_tests::etcd::Etcd;
 use portico_integration_tests::net::free_port;
+use portico_test_support::examples::example_files;
 
 #[test]
 fn apply_then_get_yaml_reapplied_is_a_noop() {
     let cp = ControlPlane::start();
     let files = Files::new();
-    let secret = "---\nkind: Secret\nname: token\nspec: {opaque: s3cret}\n";
+    let secret = format!("---\n{}", tls_secret("token", "example.com"));
     let config = files.write(
         "web.yaml",
         &format!("{}{secret}", small_config(free_port(), "hi", free_port())),

@@ -1,12 +1,10 @@
 //! Every example config under `deploy/` loads and validates, so none goes stale. (The CLI
-//! tests also apply them to a real control plane.)
+//! tests also apply them to a real control plane, and the agent's tests compile them.)
 
-mod cli_support;
-
-use cli_support::example_files;
 use portico_api::ResourceSet;
 use portico_api::file::load_paths;
 use portico_api::validate::validate_set;
+use portico_test_support::examples::example_files;
 
 #[test]
 fn every_example_config_loads_and_validates() {

@@ -1,6 +1,7 @@
 //! `portico get KIND [NAME]`: a table of resources with a few key fields per kind, or the
 //! resources in the file format (`-o yaml|json`), which `apply` takes back as is.
 
+use portico_api::pb::cluster::UpstreamProtocol;
 use portico_api::pb::listener::Protocol;
 use portico_api::pb::resource::Spec;
 use portico_api::pb::{
@@ -119,7 +120,7 @@ fn columns(kind: Kind) -> &'static [&'static str] {
     match kind {
         Kind::Listener => &["ADDRESS", "PROTOCOL", "ROUTE TABLE", "REGIONS"],
         Kind::RouteTable => &["DOMAINS", "ROUTES"],
-        Kind::Cluster => &["ENDPOINTS", "LB", "HEALTH CHECK"],
+        Kind::Cluster => &["ENDPOINTS", "LB", "PROTOCOL"],
         Kind::Policy => &["TYPE"],
         Kind::Consumer => &["PLAN", "API KEYS", "JWT SUBJECTS"],
         Kind::Secret => &["TYPE"],
@@ -168,9 +169,14 @@ fn cells(spec: Option<&Spec>) -> Vec<String> {
                 .as_str_name()
                 .to_ascii_lowercase()
                 .replace("lb_policy_unspecified", "round_robin"),
-            c.health_check
-                .as_ref()
-                .map_or("-".into(), |h| h.path.clone()),
+            {
+                let protocol = match c.protocol() {
+                    UpstreamProtocol::Http2 => "http2",
+                    _ => "http1",
+                };
+                let tls = c.tls.as_ref().is_some_and(|t| t.enabled);
+                format!("{protocol}{}", if tls { "+tls" } else { "" })
+            },
         ],
         Some(Spec::Policy(p)) => vec![policy_type(p.policy.as_ref()).into()],
         Some(Spec::Consumer(c)) => vec![
@@ -273,7 +279,7 @@ mod tests {
             ),
             "KIND         NAME   REVISION   SUMMARY\n\
              RouteTable   main   2          domains=* routes=3\n\
-             Cluster      web    5          endpoints=2 lb=round_robin health_check=-\n"
+             Cluster      web    5          endpoints=2 lb=round_robin protocol=http1\n"
         );
     }
 }

@@ -4,7 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -177,22 +177,6 @@ impl Files {
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
-}
-
-/// The example configs shipped in `deploy/`.
-pub fn example_files() -> Vec<PathBuf> {
-    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
-    let mut files = Vec::new();
-    for dir in [deploy.join("examples"), deploy.join("compose/config")] {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|x| x == "yaml" || x == "json") {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    files
 }
 
 /// A listener on `port`, a route table with a route to cluster `app` and a direct response

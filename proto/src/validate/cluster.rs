@@ -64,6 +64,12 @@ pub(crate) fn check(c: &Cluster, e: &mut Errors) {
         );
     }
     if let Some(b) = &c.circuit_breakers {
+        if b.max_pending_requests > 0 && b.max_connections == 0 {
+            e.add(
+                "circuit_breakers.max_pending_requests",
+                "needs max_connections: requests wait only while that many connections are open",
+            );
+        }
         limits(
             e,
             "circuit_breakers",
@@ -85,10 +91,23 @@ pub(crate) fn check(c: &Cluster, e: &mut Errors) {
         c.connect_timeout.as_ref(),
         MAX_TIMEOUT_SECS,
     );
-    if let Some(tls) = &c.tls
-        && !tls.server_name.is_empty()
-    {
-        e.check("tls.server_name", field::host(&tls.server_name));
+    if let Some(tls) = &c.tls {
+        if !tls.server_name.is_empty() {
+            e.check("tls.server_name", field::server_name(&tls.server_name));
+        }
+        let settings = [
+            ("server_name", &tls.server_name),
+            ("ca_secret", &tls.ca_secret),
+            ("client_certificate_secret", &tls.client_certificate_secret),
+        ];
+        if !tls.enabled {
+            for (name, value) in settings.iter().filter(|(_, v)| !v.is_empty()) {
+                e.add(
+                    format!("tls.{name}"),
+                    format!("{value:?} would be ignored: tls.enabled is false"),
+                );
+            }
+        }
     }
     field::known_enum::<UpstreamProtocol>(e, "protocol", c.protocol);
     if let Some(l) = &c.locality {

@@ -1,5 +1,6 @@
 //! Checks of single values shared by every kind: names, durations, sizes, regexes, HTTP
-//! tokens and header parts, host names and CIDRs. Each returns the message for a bad value.
+//! tokens, header parts and URI paths, host and TLS server names, and CIDRs. Each returns the
+//! message for a bad value.
 
 use std::collections::HashMap;
 
@@ -96,12 +97,30 @@ pub(crate) fn method(method: &str) -> Result<(), String> {
     }
 }
 
-/// A header value: no control characters other than tab.
+/// A header value as agents send it: visible ASCII, spaces and tabs. Agents write values
+/// as they are, so a non-ASCII character would need an encoding nobody agreed on.
 pub(crate) fn header_value(value: &str) -> Result<(), String> {
-    if value.bytes().all(|b| b == b'\t' || !b.is_ascii_control()) {
-        Ok(())
-    } else {
+    if value.bytes().any(|b| b != b'\t' && b.is_ascii_control()) {
         Err("header value contains a control character".to_string())
+    } else if !value.is_ascii() {
+        Err("header value contains a non-ASCII character".to_string())
+    } else {
+        Ok(())
+    }
+}
+
+/// A path sent in a request line or a Location header: starts with '/', without a query or
+/// fragment, in the characters a URI allows (others percent-encoded).
+pub(crate) fn uri_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err("must start with '/'".to_string());
+    }
+    match path.parse::<http::uri::PathAndQuery>() {
+        Ok(p) if path.is_ascii() && p.as_str() == path && p.query().is_none() => Ok(()),
+        _ => Err(format!(
+            "invalid path {path:?}: percent-encode spaces and non-ASCII characters, \
+             and leave out '?' and '#'"
+        )),
     }
 }
 
@@ -131,6 +150,16 @@ pub(crate) fn host(host: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("invalid host name {host:?}"))
+    }
+}
+
+/// A name TLS can send as SNI and verify a certificate against: a DNS name or an IP address.
+pub(crate) fn server_name(name: &str) -> Result<(), String> {
+    match rustls_pki_types::ServerName::try_from(name) {
+        Ok(_) if is_host(name) => Ok(()),
+        _ => Err(format!(
+            "invalid server name {name:?}: expected a DNS name or an IP address"
+        )),
     }
 }
 

@@ -10,6 +10,8 @@ use crate::pb::{AgentSelector, Kind, Listener, ListenerTls, TlsVersion, listener
 use crate::{Resource, ResourceSet};
 
 const ALPN: &[&str] = &["h2", "http/1.1"];
+/// The smallest request head limit agents enforce as written (hyper's smallest read buffer).
+const MIN_HEADER_BYTES: u32 = 8192;
 
 pub(crate) fn check(l: &Listener, e: &mut Errors) {
     if !(1..=65535).contains(&l.port) {
@@ -49,6 +51,16 @@ pub(crate) fn check(l: &Listener, e: &mut Errors) {
             limits.max_request_header_bytes.into(),
             1 << 20,
         );
+        if (1..MIN_HEADER_BYTES).contains(&limits.max_request_header_bytes) {
+            e.add(
+                "limits.max_request_header_bytes",
+                format!(
+                    "{} is below the minimum of {MIN_HEADER_BYTES}: agents read HTTP/1 heads \
+                     into a buffer of at least that size",
+                    limits.max_request_header_bytes
+                ),
+            );
+        }
         field::at_most(
             e,
             "limits.max_connections",

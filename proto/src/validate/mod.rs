@@ -3,11 +3,14 @@
 //! Each kind has its own module checking one resource alone; `refs` checks what resources
 //! say about each other (references resolve, secrets fit their use), and the kind modules add
 //! the few set-wide rules of their kind (listeners sharing a socket, consumers sharing a key).
+//! Whatever agents do not enforce yet is refused by `unsupported`, in one table, on top of the
+//! kinds' own checks, which keep running so that they are in place when a refusal is lifted.
 //!
 //! # Layout
 //! - `field`: checks shared by every kind (names, durations, regexes, headers, hosts).
 //! - `listener`, `route`, `cluster`, `policy`, `consumer`, `secret`: one kind each.
 //! - `refs`: references between resources, and deletions they forbid.
+//! - `unsupported`: the fields and kinds agents do not enforce yet ([`unsupported()`]).
 
 mod cluster;
 mod consumer;
@@ -17,11 +20,13 @@ mod policy;
 mod refs;
 mod route;
 mod secret;
+mod unsupported;
 
 use std::collections::HashSet;
 
 use crate::ResourceSet;
 use crate::pb::{Resource, ResourceKey, resource::Spec};
+pub use unsupported::unsupported;
 
 /// One validation error: the resource, the field path, and what is wrong. Displays as
 /// `RouteTable/shop: virtual_hosts[0].routes[2].action.cluster: cluster "cart" does not exist`.
@@ -141,6 +146,7 @@ fn check_one(resource: &Resource, e: &mut Errors) {
     if let Err(message) = field::dns_label(&resource.name) {
         e.add("name", message);
     }
+    unsupported::check(resource, e);
     match &resource.spec {
         None => e.add("", "spec is not set"),
         Some(Spec::Listener(l)) => listener::check(l, e),

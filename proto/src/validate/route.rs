@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use super::Errors;
 use super::field::{self, MAX_TIMEOUT_SECS};
 use crate::pb::{
-    DirectResponse, Redirect, Route, RouteMatch, RouteTable, WeightedClusters, header_match,
-    query_param_match, route_action::Action, route_match::Path,
+    DirectResponse, Redirect, Route, RouteMatch, RouteTable, VirtualHost, WeightedClusters,
+    header_match, query_param_match, route_action::Action, route_match::Path,
 };
 
 const REDIRECT_STATUSES: &[u32] = &[301, 302, 303, 307, 308];
@@ -32,6 +32,33 @@ pub(crate) fn check(t: &RouteTable, e: &mut Errors) {
         for (r, route) in host.routes.iter().enumerate() {
             check_route(route, &format!("{at}.routes[{r}]"), e);
         }
+        regex_paths(host, &at, e);
+    }
+}
+
+/// Agents match a virtual host's regex paths as one set, anchored, with the regex crate's
+/// default size limit: regexes each small enough can still be too many together.
+fn regex_paths(host: &VirtualHost, at: &str, e: &mut Errors) {
+    let regexes: Vec<&str> = host
+        .routes
+        .iter()
+        .filter_map(|r| match r.r#match.as_ref()?.path.as_ref()? {
+            Path::Regex(re) => Some(re.as_str()),
+            _ => None,
+        })
+        .collect();
+    if regexes.len() < 2 {
+        return;
+    }
+    let anchored = regexes.iter().map(|re| format!("^(?:{re})$"));
+    // A bad regex alone fails the set too; it is reported on its route already.
+    if let Err(err) = regex::RegexSet::new(anchored)
+        && regexes.iter().all(|re| field::regex(re).is_ok())
+    {
+        e.add(
+            format!("{at}.routes"),
+            format!("the regex paths of this virtual host are too large together: {err}"),
+        );
     }
 }
 
@@ -62,8 +89,8 @@ fn check_route(route: &Route, at: &str, e: &mut Errors) {
         let field = format!("{at}.prefix_rewrite");
         if !is_prefix {
             e.add(&field, "prefix_rewrite needs a prefix match");
-        } else if !route.prefix_rewrite.starts_with('/') {
-            e.add(&field, "must start with '/'");
+        } else {
+            e.check(&field, field::uri_path(&route.prefix_rewrite));
         }
     }
     field::header_transform(
@@ -132,8 +159,15 @@ fn check_match(m: &RouteMatch, at: &str, e: &mut Errors) {
             format!("{at}.headers[{i}].name"),
             field::header_name(&h.name),
         );
-        if let Some(header_match::Value::Regex(r)) = &h.value {
-            e.check(format!("{at}.headers[{i}].regex"), field::regex(r));
+        match &h.value {
+            Some(header_match::Value::Regex(r)) => {
+                e.check(format!("{at}.headers[{i}].regex"), field::regex(r));
+            }
+            Some(header_match::Value::Present(false)) => e.add(
+                format!("{at}.headers[{i}].present"),
+                "must be true (to match requests without the header, add invert: true)",
+            ),
+            _ => {}
         }
     }
     for (i, q) in m.query_params.iter().enumerate() {
@@ -141,8 +175,14 @@ fn check_match(m: &RouteMatch, at: &str, e: &mut Errors) {
             format!("{at}.query_params[{i}].name"),
             field::required(&q.name, "name"),
         );
-        if let Some(query_param_match::Value::Regex(r)) = &q.value {
-            e.check(format!("{at}.query_params[{i}].regex"), field::regex(r));
+        match &q.value {
+            Some(query_param_match::Value::Regex(r)) => {
+                e.check(format!("{at}.query_params[{i}].regex"), field::regex(r));
+            }
+            Some(query_param_match::Value::Present(false)) => {
+                e.add(format!("{at}.query_params[{i}].present"), "must be true");
+            }
+            _ => {}
         }
     }
 }
@@ -194,8 +234,8 @@ fn redirect(r: &Redirect, at: &str, e: &mut Errors) {
             format!("port {} is not in 1-65535", r.port),
         );
     }
-    if !r.path.is_empty() && !r.path.starts_with('/') {
-        e.add(format!("{at}.path"), "must start with '/'");
+    if !r.path.is_empty() {
+        e.check(format!("{at}.path"), field::uri_path(&r.path));
     }
 }
 

@@ -3,44 +3,30 @@
 use portico_api::validate::validate_apply;
 use portico_api::{Kind, ResourceKey, ResourceSet};
 
-use super::cases;
-use crate::fixtures::{assert_errors, lines, parse, pems, tls_secret, valid};
+use super::{cases, refused_cases};
+use crate::fixtures::{assert_errors, gateway_with, lines, parse, pems, tls_secret, valid};
 
 #[test]
 fn references_resolve_to_fitting_resources() {
     let p = pems();
     cases(&[
         (
-            "kind: Listener\nname: plain\nspec: {port: 80, protocol: HTTP, route_table: nope, policies: [auth, gone]}\n",
-            &[
-                "Listener/plain: route_table: route table \"nope\" does not exist",
-                "Listener/plain: policies[1]: policy \"gone\" does not exist",
-            ],
-        ),
-        (
-            "kind: RouteTable\nname: shop\nspec:\n  virtual_hosts:\n    - domains: [a.com]\n      routes:\n        - {action: {cluster: cart}}\n        - {action: {weighted_clusters: {clusters: [{cluster: x, weight: 1}]}}, policies: [y]}\n        - {action: {cluster: cart2}}\n",
+            "kind: RouteTable\nname: shop\nspec:\n  virtual_hosts:\n    - domains: [a.com]\n      routes:\n        - {action: {cluster: cart}}\n        - {action: {weighted_clusters: {clusters: [{cluster: x, weight: 1}]}}}\n        - {action: {cluster: cart2}}\n",
             &[
                 "RouteTable/shop: virtual_hosts[0].routes[1].action.weighted_clusters.clusters[0].cluster: cluster \"x\" does not exist",
-                "RouteTable/shop: virtual_hosts[0].routes[1].policies[0]: policy \"y\" does not exist",
                 "RouteTable/shop: virtual_hosts[0].routes[2].action.cluster: cluster \"cart2\" does not exist",
             ],
         ),
         (
-            "kind: Policy\nname: jwt\nspec: {jwt_auth: {issuer: i, jwks: '{\"keys\": []}', consumers: [bob, eve]}}\n",
-            &["Policy/jwt: jwt_auth.consumers[1]: consumer \"eve\" does not exist"],
-        ),
-        (
-            "kind: Listener\nname: web-us\nspec: {port: 443, protocol: HTTPS, route_table: shop, selector: {regions: [us]}, tls: {certificates: [{secret: token}, {secret: upstream-ca}, {secret: none}]}}\n",
+            "kind: Listener\nname: web-us\nspec: {port: 443, protocol: HTTPS, route_table: shop, selector: {regions: [us]}, tls: {certificates: [{secret: upstream-ca}, {secret: none}]}}\n",
             &[
-                "Listener/web-us: tls.certificates[0].secret: secret \"token\" is not a tls secret",
-                "Listener/web-us: tls.certificates[1].secret: secret \"upstream-ca\" has no private key",
-                "Listener/web-us: tls.certificates[2].secret: secret \"none\" does not exist",
+                "Listener/web-us: tls.certificates[0].secret: secret \"upstream-ca\" has no private key",
+                "Listener/web-us: tls.certificates[1].secret: secret \"none\" does not exist",
             ],
         ),
         (
-            "kind: Cluster\nname: cart\nspec: {tls: {enabled: true, ca_secret: token, client_certificate_secret: upstream-ca}}\n",
+            "kind: Cluster\nname: cart\nspec: {tls: {enabled: true, ca_secret: upstream-ca, client_certificate_secret: upstream-ca}}\n",
             &[
-                "Cluster/cart: tls.ca_secret: secret \"token\" is not a tls secret",
                 "Cluster/cart: tls.client_certificate_secret: secret \"upstream-ca\" has no private key",
             ],
         ),
@@ -54,23 +40,48 @@ fn references_resolve_to_fitting_resources() {
             &["Secret/upstream-ca: tls.private_key: private key does not match"],
         ),
     ]);
+    // References to and from what is refused as not supported yet.
+    refused_cases(&[
+        (
+            "kind: Listener\nname: plain\nspec: {port: 80, protocol: HTTP, route_table: nope, policies: [auth, gone]}\n",
+            &[
+                "Listener/plain: route_table: route table \"nope\" does not exist",
+                "Listener/plain: policies[1]: policy \"gone\" does not exist",
+            ],
+        ),
+        (
+            "kind: RouteTable\nname: shop\nspec:\n  virtual_hosts:\n    - domains: [a.com]\n      routes:\n        - {action: {cluster: cart}, policies: [auth, y]}\n",
+            &[
+                "RouteTable/shop: virtual_hosts[0].routes[0].policies[1]: policy \"y\" does not exist",
+            ],
+        ),
+        (
+            "kind: Policy\nname: jwt\nspec: {jwt_auth: {issuer: i, jwks: '{\"keys\": []}', consumers: [bob, eve]}}\n",
+            &["Policy/jwt: jwt_auth.consumers[1]: consumer \"eve\" does not exist"],
+        ),
+        (
+            "kind: Listener\nname: web-us\nspec: {port: 443, protocol: HTTPS, route_table: shop, selector: {regions: [us]}, tls: {certificates: [{secret: token}]}}\n",
+            &["Listener/web-us: tls.certificates[0].secret: secret \"token\" is not a tls secret"],
+        ),
+        (
+            "kind: Cluster\nname: cart\nspec: {tls: {enabled: true, ca_secret: token}}\n",
+            &["Cluster/cart: tls.ca_secret: secret \"token\" is not a tls secret"],
+        ),
+    ]);
 }
 
 #[test]
 fn apply_rules() {
     let stored: ResourceSet = valid().into_iter().collect();
     let key = |kind, name: &str| ResourceKey::new(kind, name);
+    let spare = parse("kind: Cluster\nname: spare\nspec: {}\n");
 
-    let result = validate_apply(
-        &stored,
-        &parse("kind: Consumer\nname: carol\nspec: {}\n"),
-        &[key(Kind::Consumer, "bob")],
-    );
-    let applied = result.expect_err("bob is still referenced by Policy/jwt");
+    let result = validate_apply(&stored, &spare, &[key(Kind::Secret, "upstream-ca")]);
+    let applied = result.expect_err("upstream-ca is still referenced by Cluster/cart");
     assert_errors(
-        "delete bob",
+        "delete upstream-ca",
         &applied,
-        &["Consumer/bob: cannot delete: referenced by Policy/jwt at jwt_auth.consumers[0]"],
+        &["Secret/upstream-ca: cannot delete: referenced by Cluster/cart at tls.ca_secret"],
     );
 
     let errors =
@@ -94,22 +105,19 @@ fn apply_rules() {
     let result = result.expect("secrets no longer used");
     assert!(!result.contains(Kind::Secret, "upstream-ca"));
 
-    let dup = parse("kind: Consumer\nname: carol\nspec: {}\n");
-    let upserts = [dup.clone(), dup].concat();
-    let errors = validate_apply(&stored, &upserts, &[]).expect_err("carol twice");
+    let upserts = [spare.clone(), spare.clone()].concat();
+    let errors = validate_apply(&stored, &upserts, &[]).expect_err("spare twice");
     assert_errors(
-        "carol twice",
+        "spare twice",
         &errors,
-        &["Consumer/carol: defined more than once in this apply"],
+        &["Cluster/spare: defined more than once in this apply"],
     );
 
-    let carol = parse("kind: Consumer\nname: carol\nspec: {}\n");
-    let errors =
-        validate_apply(&stored, &carol, &[key(Kind::Consumer, "carol")]).expect_err("both");
+    let errors = validate_apply(&stored, &spare, &[key(Kind::Cluster, "spare")]).expect_err("both");
     assert_errors(
         "apply and delete",
         &errors,
-        &["Consumer/carol: both applied and deleted in this apply"],
+        &["Cluster/spare: both applied and deleted in this apply"],
     );
 
     let bad =
@@ -125,7 +133,7 @@ fn apply_rules() {
     let odd = "kind: Listener\nname: odd\nspec: {port: 0, protocol: HTTP, route_table: shop}\n";
     let mut odd_stored = stored.clone();
     odd_stored.insert(parse(odd).remove(0));
-    validate_apply(&odd_stored, &carol, &[]).expect("stored resources are not re-judged alone");
+    validate_apply(&odd_stored, &spare, &[]).expect("stored resources are not re-judged alone");
     let errors = validate_apply(&stored, &parse(odd), &[]).expect_err("port 0");
     assert_errors(
         "port 0",
@@ -134,8 +142,46 @@ fn apply_rules() {
     );
 
     let result =
-        validate_apply(&stored, &carol, &[key(Kind::Secret, "token")]).expect("valid apply");
-    assert!(result.contains(Kind::Consumer, "carol"));
-    assert!(!result.contains(Kind::Secret, "token"));
+        validate_apply(&stored, &spare, &[key(Kind::Listener, "plain")]).expect("valid apply");
+    assert!(result.contains(Kind::Cluster, "spare"));
+    assert!(!result.contains(Kind::Listener, "plain"));
     assert_eq!(result.len(), stored.len());
+}
+
+#[test]
+fn refusals_judge_what_is_applied_not_what_is_stored() {
+    // Stored before agents were known not to enforce it, e.g. by an older control plane.
+    let stored = gateway_with("");
+    let spare = parse("kind: Cluster\nname: spare\nspec: {}\n");
+    let result = validate_apply(&stored, &spare, &[]).map_err(|e| lines(&e));
+    assert!(
+        result
+            .expect("unrelated apply")
+            .contains(Kind::Cluster, "spare")
+    );
+
+    let limit = parse("kind: Policy\nname: limit\nspec: {rate_limit: {requests: 5}}\n");
+    let errors = validate_apply(&stored, &limit, &[]).expect_err("a policy is refused");
+    assert_errors(
+        "policy",
+        &errors,
+        &["Policy/limit: not supported yet: agents do not apply policies"],
+    );
+
+    // Removing what is refused is always possible.
+    let deletions = [
+        ResourceKey::new(Kind::Listener, "gateway"),
+        ResourceKey::new(Kind::RouteTable, "gateway"),
+    ]
+    .into_iter()
+    .chain(
+        stored
+            .iter()
+            .filter(|r| matches!(r.key().kind(), Kind::Policy | Kind::Consumer))
+            .map(|r| r.key()),
+    )
+    .collect::<Vec<_>>();
+    let result = validate_apply(&stored, &[], &deletions).map_err(|e| lines(&e));
+    let result = result.expect("deleting the gateway resources");
+    assert_eq!(result.of_kind(Kind::Policy).count(), 0);
 }

@@ -1,24 +1,75 @@
 //! Cluster rules.
 
-use super::cases;
+use super::{cases, refused_cases};
+
+fn cluster(spec: &str) -> String {
+    format!("kind: Cluster\nname: catalog\nspec: {spec}\n")
+}
 
 #[test]
 fn cluster_rules() {
-    let cluster = |spec: &str| format!("kind: Cluster\nname: catalog\nspec: {spec}\n");
     cases(&[
         (
             &cluster("{endpoints: [{address: a.internal, port: 1}]}"),
             &[],
         ),
         (
-            &cluster("{endpoints: [{port: 0}, {address: 'bad host', port: 65536, weight: 10001}]}"),
+            &cluster("{endpoints: [{port: 0}, {address: 'bad host', port: 65536}]}"),
             &[
                 "Cluster/catalog: endpoints[0].address: address is required",
                 "endpoints[0].port: port 0 is not in 1-65535",
                 "endpoints[1].address: invalid host name \"bad host\"",
                 "endpoints[1].port: port 65536 is not in 1-65535",
-                "endpoints[1].weight: weight 10001 is above the limit of 10000",
             ],
+        ),
+        (
+            &cluster(
+                "{circuit_breakers: {max_connections: 2000000, max_pending_requests: 1000001}, connect_timeout: 3601s}",
+            ),
+            &[
+                "circuit_breakers.max_connections: 2000000 is above the limit of 1000000",
+                "circuit_breakers.max_pending_requests: 1000001 is above the limit of 1000000",
+                "connect_timeout: must be at most 3600s",
+            ],
+        ),
+        (
+            &cluster("{circuit_breakers: {max_pending_requests: 10}}"),
+            &["circuit_breakers.max_pending_requests: needs max_connections"],
+        ),
+        (
+            &cluster("{tls: {enabled: true, server_name: 'not valid', ca_secret: upstream-ca}}"),
+            &["tls.server_name: invalid server name \"not valid\""],
+        ),
+        (
+            &cluster("{tls: {enabled: true, server_name: '[::1]', ca_secret: upstream-ca}}"),
+            &[
+                "tls.server_name: invalid server name \"[::1]\": expected a DNS name or an IP address",
+            ],
+        ),
+        (
+            &cluster("{tls: {enabled: true, server_name: '::1', ca_secret: upstream-ca}}"),
+            &[],
+        ),
+        (
+            &cluster(
+                "{tls: {server_name: a.internal, ca_secret: upstream-ca, client_certificate_secret: client-cert}}",
+            ),
+            &[
+                "tls.server_name: \"a.internal\" would be ignored: tls.enabled is false",
+                "tls.ca_secret: \"upstream-ca\" would be ignored: tls.enabled is false",
+                "tls.client_certificate_secret: \"client-cert\" would be ignored",
+            ],
+        ),
+    ]);
+}
+
+/// The checks of fields agents do not enforce yet.
+#[test]
+fn rules_of_refused_cluster_fields() {
+    refused_cases(&[
+        (
+            &cluster("{endpoints: [{address: a, port: 1, weight: 10001}]}"),
+            &["Cluster/catalog: endpoints[0].weight: weight 10001 is above the limit of 10000"],
         ),
         (
             &cluster("{lb_policy: MAGLEV}"),
@@ -54,22 +105,19 @@ fn cluster_rules() {
         ),
         (
             &cluster(
-                "{outlier_detection: {consecutive_5xx: 5000, base_ejection_time: 0s, max_ejection_percent: 101}, circuit_breakers: {max_requests: 2000000}, connect_timeout: 3601s}",
+                "{outlier_detection: {consecutive_5xx: 5000, base_ejection_time: 0s, max_ejection_percent: 101}, circuit_breakers: {max_requests: 2000000, max_retries: 1000001}}",
             ),
             &[
                 "outlier_detection.base_ejection_time: must be positive",
                 "outlier_detection.consecutive_5xx: 5000 is above the limit of 1000",
                 "outlier_detection.max_ejection_percent: 101 is above the limit of 100",
                 "circuit_breakers.max_requests: 2000000 is above the limit of 1000000",
-                "connect_timeout: must be at most 3600s",
+                "circuit_breakers.max_retries: 1000001 is above the limit of 1000000",
             ],
         ),
         (
-            &cluster(
-                "{tls: {enabled: true, server_name: 'not valid'}, locality: {failover_threshold_percent: 150}, service: 'a/b'}",
-            ),
+            &cluster("{locality: {failover_threshold_percent: 150}, service: 'a/b'}"),
             &[
-                "tls.server_name: invalid host name \"not valid\"",
                 "locality.failover_threshold_percent: 150 is above the limit of 100",
                 "service: invalid host name \"a/b\"",
             ],

@@ -1,12 +1,13 @@
-//! Consumer and Secret rules.
+//! Consumer and Secret rules. Consumers are refused until agents identify them; these are
+//! the checks that will judge them then.
 
-use super::cases;
+use super::{cases, refused_cases};
 use crate::fixtures::{pems, tls_secret};
 
 #[test]
 fn consumer_rules() {
     let sha = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b";
-    cases(&[
+    refused_cases(&[
         (
             &format!(
                 "kind: Consumer\nname: carol\nspec: {{api_keys: [{{id: a, sha256: {}}}, {{id: a, sha256: abc}}]}}\n",

@@ -1,6 +1,6 @@
 //! Listener rules, and listeners sharing a socket.
 
-use super::cases;
+use super::{cases, refused_cases};
 
 #[test]
 fn listener_rules() {
@@ -55,7 +55,6 @@ spec:
     max_connections: 2000000
     header_read_timeout: 0s
     idle_timeout: 7200s
-  policies: [""]
   selector: {regions: [""], labels: {"": x}}
 "#,
             &[
@@ -68,12 +67,20 @@ spec:
                 "limits.max_connections: 2000000 is above the limit of 1000000",
                 "limits.header_read_timeout: must be positive",
                 "limits.idle_timeout: must be at most 3600s",
-                "policies[0]: policy name is required",
                 "selector.regions[0]: value is required",
                 "selector.labels: label keys must not be empty",
             ],
         ),
+        (
+            "kind: Listener\nname: plain\nspec: {port: 80, protocol: HTTP, route_table: shop, limits: {max_request_header_bytes: 8191}}\n",
+            &["Listener/plain: limits.max_request_header_bytes: 8191 is below the minimum of 8192"],
+        ),
     ]);
+    // Policies are refused until agents apply them; the names are checked all the same.
+    refused_cases(&[(
+        "kind: Listener\nname: plain\nspec: {port: 80, protocol: HTTP, route_table: shop, policies: [\"\"]}\n",
+        &["Listener/plain: policies[0]: policy name is required"],
+    )]);
 }
 
 #[test]

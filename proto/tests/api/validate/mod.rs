@@ -1,5 +1,9 @@
 //! Validation rules, table-driven: each case replaces or adds resources in the valid fixture
 //! configuration and lists the errors it must produce, in order, and no others.
+//!
+//! Fields agents do not enforce yet are refused (`unsupported`), and their own checks still
+//! run; [`refused_cases`] tests those checks, setting the refusals aside after checking that
+//! each was reported.
 
 mod apply;
 mod cluster;
@@ -7,11 +11,13 @@ mod credential;
 mod listener;
 mod policy;
 mod route;
+mod unsupported;
 
 use portico_api::ResourceSet;
-use portico_api::validate::{ValidationError, validate_set};
+use portico_api::validate::{ValidationError, unsupported, validate_set};
+use portico_test_support::fixtures::accepted;
 
-use crate::fixtures::{assert_errors, valid, valid_with};
+use crate::fixtures::{assert_errors, gateway_with, valid, valid_with};
 
 /// Validates the fixtures with `yaml`'s resources in, and checks that each expected substring
 /// is in its own error, in order, and that there are no other errors.
@@ -26,10 +32,43 @@ fn cases(table: &[(&str, &[&str])]) {
     }
 }
 
+/// The errors of `set` other than its refusals, after checking that every refusal of its
+/// resources is among the errors.
+fn beyond_refusals(set: &ResourceSet) -> Vec<ValidationError> {
+    let refusals: Vec<ValidationError> = set.iter().flat_map(unsupported).collect();
+    let errors = validate_set(set);
+    for refusal in &refusals {
+        assert!(errors.contains(refusal), "{refusal} was not reported");
+    }
+    errors
+        .into_iter()
+        .filter(|e| !refusals.contains(e))
+        .collect()
+}
+
+/// Like [`cases`], for what validation refuses as not supported yet: each row's resources go
+/// on top of the valid and the gateway fixtures (policies, consumers, and what attaches
+/// them), and the expected errors are those besides the refusals.
+fn refused_cases(table: &[(&str, &[&str])]) {
+    for (yaml, expected) in table {
+        assert_errors(yaml, &beyond_refusals(&gateway_with(yaml)), expected);
+    }
+}
+
 #[test]
 fn valid_fixtures_have_no_errors() {
     check("", &[]);
     assert!(validate_set(&ResourceSet::new()).is_empty());
+    for (what, yaml) in accepted() {
+        assert_errors(what, &validate_set(&valid_with(&yaml)), &[]);
+    }
+}
+
+#[test]
+fn gateway_fixtures_have_no_errors_but_their_refusals() {
+    let set = gateway_with("");
+    assert!(set.iter().any(|r| !unsupported(r).is_empty()));
+    assert_errors("gateway fixtures", &beyond_refusals(&set), &[]);
 }
 
 #[test]
@@ -46,26 +85,26 @@ fn names_and_specs() {
     );
     cases(&[
         (
-            "kind: Consumer\nname: Bad_Name\nspec: {}\n",
-            &["Consumer/Bad_Name: name: invalid name \"Bad_Name\""],
+            "kind: Cluster\nname: Bad_Name\nspec: {}\n",
+            &["Cluster/Bad_Name: name: invalid name \"Bad_Name\""],
         ),
         (
-            "kind: Consumer\nname: -a\nspec: {}\n",
-            &["Consumer/-a: name: invalid name"],
+            "kind: Cluster\nname: -a\nspec: {}\n",
+            &["Cluster/-a: name: invalid name"],
         ),
         (
-            "kind: Consumer\nname: a-\nspec: {}\n",
-            &["Consumer/a-: name: invalid name"],
+            "kind: Cluster\nname: a-\nspec: {}\n",
+            &["Cluster/a-: name: invalid name"],
         ),
         (
-            &format!("kind: Consumer\nname: {}\nspec: {{}}\n", "a".repeat(64)),
+            &format!("kind: Cluster\nname: {}\nspec: {{}}\n", "a".repeat(64)),
             &["name: invalid name"],
         ),
         (
-            &format!("kind: Consumer\nname: {}\nspec: {{}}\n", "a".repeat(63)),
+            &format!("kind: Cluster\nname: {}\nspec: {{}}\n", "a".repeat(63)),
             &[],
         ),
-        ("kind: Consumer\nname: '0'\nspec: {}\n", &[]),
+        ("kind: Cluster\nname: '0'\nspec: {}\n", &[]),
     ]);
 }
 

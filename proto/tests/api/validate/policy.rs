@@ -1,12 +1,13 @@
-//! Policy rules.
+//! Policy rules. Agents do not apply policies yet, so validation refuses them; these are the
+//! checks that will judge them when that refusal is lifted.
 
-use super::cases;
+use super::refused_cases;
 
 #[test]
 fn policy_rules() {
     let policy = |spec: &str| format!("kind: Policy\nname: limit\nspec: {spec}\n");
     let at = "Policy/limit: ";
-    cases(&[
+    refused_cases(&[
         (&policy("{}"), &["Policy/limit: a policy kind is required"]),
         (
             &policy("{api_key_auth: {header: 'x key', consumers: ['']}}"),

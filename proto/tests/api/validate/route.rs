@@ -1,14 +1,15 @@
 //! RouteTable rules.
 
-use super::cases;
+use super::{cases, refused_cases};
+
+fn route(route: &str) -> String {
+    format!(
+        "kind: RouteTable\nname: shop\nspec:\n  virtual_hosts:\n    - domains: [shop.example.com]\n      routes:\n        - {route}\n"
+    )
+}
 
 #[test]
 fn route_table_rules() {
-    let route = |route: &str| {
-        format!(
-            "kind: RouteTable\nname: shop\nspec:\n  virtual_hosts:\n    - domains: [shop.example.com]\n      routes:\n        - {route}\n"
-        )
-    };
     let at = "RouteTable/shop: virtual_hosts[0].routes[0]";
     cases(&[
         (&route("{action: {cluster: cart}}"), &[]),
@@ -52,6 +53,15 @@ fn route_table_rules() {
             ],
         ),
         (
+            &route(
+                "{action: {cluster: cart}, match: {headers: [{name: x, present: false}], query_params: [{name: q, present: false}]}}",
+            ),
+            &[
+                "match.headers[0].present: must be true (to match requests without the header, add invert: true)",
+                "match.query_params[0].present: must be true",
+            ],
+        ),
+        (
             &route("{action: {cluster: cart}, prefix_rewrite: /x}"),
             &["routes[0].prefix_rewrite: prefix_rewrite needs a prefix match"],
         ),
@@ -60,26 +70,32 @@ fn route_table_rules() {
             &["routes[0].prefix_rewrite: must start with '/'"],
         ),
         (
+            &route("{action: {cluster: cart}, match: {prefix: /a}, prefix_rewrite: '/a b'}"),
+            &["routes[0].prefix_rewrite: invalid path \"/a b\": percent-encode spaces"],
+        ),
+        (
+            &route("{action: {cluster: cart}, match: {prefix: /a}, prefix_rewrite: /b?c=d}"),
+            &["routes[0].prefix_rewrite: invalid path"],
+        ),
+        (
+            &route("{action: {cluster: cart}, match: {prefix: /a}, prefix_rewrite: /b%20c/}"),
+            &[],
+        ),
+        (
             &route(
-                "{action: {cluster: cart}, request_headers: {add: [{name: 'a:b', value: x}], set: [{name: ok, value: \"a\\nb\"}], remove: ['']}, response_headers: {remove: ['bad header']}}",
+                "{action: {cluster: cart}, request_headers: {add: [{name: 'a:b', value: x}], set: [{name: ok, value: \"a\\nb\"}], remove: ['']}, response_headers: {remove: ['bad header'], add: [{name: x, value: café}]}}",
             ),
             &[
                 "routes[0].request_headers.add[0].name: invalid header name \"a:b\"",
                 "routes[0].request_headers.set[0].value: header value contains a control character",
                 "routes[0].request_headers.remove[0]: invalid header name \"\"",
+                "routes[0].response_headers.add[0].value: header value contains a non-ASCII character",
                 "routes[0].response_headers.remove[0]: invalid header name",
             ],
         ),
         (
-            &route(
-                "{action: {cluster: cart}, timeout: 7200s, retry: {attempts: 11, retry_on: [5xx, sometimes], per_try_timeout: -1s}}",
-            ),
-            &[
-                "routes[0].timeout: must be at most 3600s",
-                "routes[0].retry.attempts: 11 retries is above the limit of 10",
-                "routes[0].retry.retry_on[1]: unknown value \"sometimes\"",
-                "routes[0].retry.per_try_timeout: must be positive",
-            ],
+            &route("{action: {cluster: cart}, timeout: 7200s}"),
+            &["routes[0].timeout: must be at most 3600s"],
         ),
         (
             &route("{action: {cluster: ''}}"),
@@ -107,6 +123,20 @@ fn route_table_rules() {
         (&route("{action: {redirect: {status: 301}}}"), &[]),
         (&route("{action: {redirect: {path: /x}}}"), &[]),
         (
+            &route("{action: {redirect: {path: '/a?b'}}}"),
+            &["action.redirect.path: invalid path \"/a?b\""],
+        ),
+        (
+            &route("{action: {redirect: {path: /né}}}"),
+            &["action.redirect.path: invalid path"],
+        ),
+        (
+            &route(
+                "{action: {direct_response: {status: 200, content_type: text/plain; charset=ü}}}",
+            ),
+            &["action.direct_response.content_type: header value contains a non-ASCII character"],
+        ),
+        (
             &route(
                 "{action: {redirect: {status: 200, scheme: ftp, host: 'a b', port: 70000, path: x}}}",
             ),
@@ -133,10 +163,6 @@ fn route_table_rules() {
             &["status 199 is not in 200-599"],
         ),
         (
-            &route("{action: {cluster: cart}, policies: ['']}"),
-            &["routes[0].policies[0]: policy name is required"],
-        ),
-        (
             "kind: RouteTable\nname: shop\nspec:\n  virtual_hosts:\n    - domains: [a.example.com, 'a.example.com:80', '*.b.example.com', '*']\n    - domains: [A.example.com, '*', 'x.*.com']\n    - {}\n",
             &[
                 "virtual_hosts[0].domains[1]: invalid domain \"a.example.com:80\"",
@@ -149,6 +175,58 @@ fn route_table_rules() {
         (
             "kind: RouteTable\nname: shop\nspec: {virtual_hosts: [{domains: [a.com, a.com]}]}\n",
             &["virtual_hosts[0].domains[1]: domain \"a.com\" is listed twice"],
+        ),
+    ]);
+}
+
+#[test]
+fn regex_paths_of_a_host_must_fit_in_one_set() {
+    // Each fits the limit of one regex; agents match them as one set, which eleven outgrow.
+    let table = |count: usize| {
+        let routes: String = (0..count)
+            .map(|i| {
+                format!(
+                    "        - {{match: {{regex: '/{i}\\w{{20}}'}}, action: {{cluster: cart}}}}\n"
+                )
+            })
+            .collect();
+        format!(
+            "kind: RouteTable\nname: shop\nspec:\n  virtual_hosts:\n    - domains: [a.example.com]\n      routes:\n{routes}"
+        )
+    };
+    let bad = "kind: RouteTable\nname: shop\nspec:\n  virtual_hosts:\n    - domains: [a.example.com]\n      routes:\n        - {match: {regex: /a}, action: {cluster: cart}}\n        - {match: {regex: '(b'}, action: {cluster: cart}}\n";
+    cases(&[
+        (
+            bad,
+            &["virtual_hosts[0].routes[1].match.regex: invalid regex"],
+        ),
+        (&table(10), &[]),
+        (
+            &table(11),
+            &[
+                "RouteTable/shop: virtual_hosts[0].routes: the regex paths of this virtual host are too large together",
+            ],
+        ),
+    ]);
+}
+
+/// The checks of fields agents do not enforce yet.
+#[test]
+fn rules_of_refused_route_fields() {
+    refused_cases(&[
+        (
+            &route(
+                "{action: {cluster: cart}, retry: {attempts: 11, retry_on: [5xx, sometimes], per_try_timeout: -1s}}",
+            ),
+            &[
+                "routes[0].retry.attempts: 11 retries is above the limit of 10",
+                "routes[0].retry.retry_on[1]: unknown value \"sometimes\"",
+                "routes[0].retry.per_try_timeout: must be positive",
+            ],
+        ),
+        (
+            &route("{action: {cluster: cart}, policies: ['']}"),
+            &["routes[0].policies[0]: policy name is required"],
         ),
     ]);
 }

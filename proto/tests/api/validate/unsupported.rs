@@ -1,0 +1,185 @@
+//! What agents do not enforce yet is refused, naming the field and saying so.
+
+use portico_api::validate::unsupported;
+
+use super::cases;
+use crate::fixtures::parse;
+
+/// The message of every refusal starts with this.
+const NOT_YET: &str = "not supported yet: ";
+
+#[test]
+fn each_unsupported_field_is_refused_with_its_path() {
+    let cluster = |spec: &str| format!("kind: Cluster\nname: api\nspec: {spec}\n");
+    let route = |route: &str| {
+        format!(
+            "kind: RouteTable\nname: shop\nspec:\n  virtual_hosts:\n    - domains: [a.example.com]\n      routes:\n        - {{action: {{cluster: cart}}}}\n        - {route}\n"
+        )
+    };
+    let policies = "agents do not apply policies";
+    let at = "virtual_hosts[0].routes[1]";
+    let refused = [
+        (
+            "kind: Policy\nname: deny\nspec: {ip_filter: {deny: [10.0.0.0/8]}}\n".to_string(),
+            format!("Policy/deny: {NOT_YET}{policies}"),
+        ),
+        (
+            "kind: Consumer\nname: carol\nspec: {jwt_subjects: [carol]}\n".to_string(),
+            format!("Consumer/carol: {NOT_YET}agents do not identify consumers"),
+        ),
+        (
+            "kind: Secret\nname: token\nspec: {opaque: s3cr3t}\n".to_string(),
+            format!("Secret/token: opaque: {NOT_YET}nothing reads opaque secrets"),
+        ),
+        (
+            route("{action: {cluster: cart}, retry: {attempts: 1}}"),
+            format!("RouteTable/shop: {at}.retry: {NOT_YET}agents do not retry requests"),
+        ),
+        (
+            cluster("{circuit_breakers: {max_retries: 3}}"),
+            format!(
+                "Cluster/api: circuit_breakers.max_retries: {NOT_YET}agents do not retry requests"
+            ),
+        ),
+        (
+            cluster("{lb_policy: LEAST_REQUEST}"),
+            format!("Cluster/api: lb_policy: {NOT_YET}agents balance round robin only"),
+        ),
+        (
+            cluster("{lb_policy: WEIGHTED_ROUND_ROBIN}"),
+            format!("Cluster/api: lb_policy: {NOT_YET}agents balance round robin only"),
+        ),
+        (
+            cluster("{hash_policy: {source_ip: true}}"),
+            format!("Cluster/api: hash_policy: {NOT_YET}agents do not hash requests to endpoints"),
+        ),
+        (
+            cluster(
+                "{endpoints: [{address: a, port: 1, weight: 1}, {address: b, port: 1, weight: 3}]}",
+            ),
+            format!(
+                "Cluster/api: endpoints[1].weight: {NOT_YET}agents pick endpoints in turn, whatever their weight"
+            ),
+        ),
+        (
+            cluster("{health_check: {path: /healthz}}"),
+            format!("Cluster/api: health_check: {NOT_YET}agents do not run health checks"),
+        ),
+        (
+            cluster("{outlier_detection: {consecutive_5xx: 5}}"),
+            format!(
+                "Cluster/api: outlier_detection: {NOT_YET}agents do not eject failing endpoints"
+            ),
+        ),
+        (
+            cluster("{circuit_breakers: {max_connections: 10, max_requests: 100}}"),
+            format!(
+                "Cluster/api: circuit_breakers.max_requests: {NOT_YET}agents do not limit requests in flight"
+            ),
+        ),
+        (
+            cluster("{protocol: HTTP2, circuit_breakers: {max_connections: 10}}"),
+            format!(
+                "Cluster/api: circuit_breakers.max_connections: {NOT_YET}agents limit the connections of HTTP1 clusters only"
+            ),
+        ),
+        (
+            cluster("{locality: {prefer_local: true}}"),
+            format!("Cluster/api: locality: {NOT_YET}agents do not prefer nearby endpoints"),
+        ),
+        (
+            cluster("{endpoints: [{address: a, port: 1, region: eu-west}]}"),
+            format!(
+                "Cluster/api: endpoints[0].region: {NOT_YET}agents do not prefer nearby endpoints"
+            ),
+        ),
+        (
+            cluster(
+                "{endpoints: [{address: a, port: 1}, {address: b, port: 1, zone: eu-west-1a}]}",
+            ),
+            format!(
+                "Cluster/api: endpoints[1].zone: {NOT_YET}agents do not prefer nearby endpoints"
+            ),
+        ),
+        (
+            cluster("{service: catalog}"),
+            format!(
+                "Cluster/api: service: {NOT_YET}agents do not discover endpoints from registered services"
+            ),
+        ),
+        (
+            cluster("{tls: {enabled: true}}"),
+            format!(
+                "Cluster/api: tls.ca_secret: {NOT_YET}agents do not trust the system roots; name a Secret holding the CA certificates"
+            ),
+        ),
+    ];
+    for (yaml, expected) in &refused {
+        cases(&[(yaml.as_str(), &[expected.as_str()])]);
+        // The public list of refusals says the same.
+        let listed: Vec<String> = parse(yaml)
+            .iter()
+            .flat_map(unsupported)
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(listed, std::slice::from_ref(expected), "{yaml}");
+    }
+
+    // Both connection limits of an HTTP2 cluster; references to policies, refused where they
+    // are made, besides the policies.
+    let http1_only = "agents limit the connections of HTTP1 clusters only";
+    cases(&[
+        (
+            &cluster(
+                "{protocol: HTTP2, circuit_breakers: {max_connections: 10, max_pending_requests: 10}}",
+            ),
+            &[
+                &format!("Cluster/api: circuit_breakers.max_connections: {NOT_YET}{http1_only}"),
+                &format!(
+                    "Cluster/api: circuit_breakers.max_pending_requests: {NOT_YET}{http1_only}"
+                ),
+            ],
+        ),
+        (
+            "kind: Listener\nname: plain\nspec: {port: 80, protocol: HTTP, route_table: shop, policies: [p]}\n",
+            &[
+                &format!("Listener/plain: policies: {NOT_YET}{policies}"),
+                "Listener/plain: policies[0]: policy \"p\" does not exist",
+            ],
+        ),
+        (
+            &route("{action: {cluster: cart}, policies: [p]}"),
+            &[
+                &format!("RouteTable/shop: {at}.policies: {NOT_YET}{policies}"),
+                &format!("RouteTable/shop: {at}.policies[0]: policy \"p\" does not exist"),
+            ],
+        ),
+    ]);
+}
+
+#[test]
+fn what_agents_enforce_is_not_refused() {
+    let cluster = |spec: &str| format!("kind: Cluster\nname: api\nspec: {spec}\n");
+    cases(&[
+        (&cluster("{lb_policy: ROUND_ROBIN}"), &[]),
+        (&cluster("{lb_policy: LB_POLICY_UNSPECIFIED}"), &[]),
+        (
+            &cluster(
+                "{endpoints: [{address: a, port: 1, weight: 0}, {address: b, port: 1, weight: 1}]}",
+            ),
+            &[],
+        ),
+        (
+            &cluster(
+                "{circuit_breakers: {max_connections: 10, max_pending_requests: 5, max_requests: 0, max_retries: 0}}",
+            ),
+            &[],
+        ),
+        (&cluster("{protocol: HTTP2, circuit_breakers: {}}"), &[]),
+        (
+            &cluster("{tls: {enabled: true, ca_secret: upstream-ca}, protocol: HTTP2}"),
+            &[],
+        ),
+        (&cluster("{tls: {enabled: false}}"), &[]),
+    ]);
+}
