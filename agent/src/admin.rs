@@ -16,7 +16,9 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 use portico_api::Resource;
 use portico_api::reference::redacted;
 use tokio::net::TcpListener;
@@ -37,56 +39,39 @@ const DURATION_BUCKETS: [f64; 14] = [
     0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
-/// The agent's exporter: request durations as histograms.
-fn exporter() -> PrometheusBuilder {
-    let builder = PrometheusBuilder::new();
+/// A Prometheus recorder for the agent's metrics: request durations as histograms. The binary
+/// installs it as the process's recorder ([`prometheus`]); `portico dev`, which runs a control
+/// plane in the same process, routes each binary's metrics to its own recorder instead.
+pub fn recorder() -> PrometheusRecorder {
     let durations = Matcher::Full(portico_proxy::metrics::REQUEST_DURATION_SECONDS.to_string());
-    match builder.set_buckets_for_metric(durations, &DURATION_BUCKETS) {
-        Ok(with_buckets) => with_buckets,
+    match PrometheusBuilder::new().set_buckets_for_metric(durations, &DURATION_BUCKETS) {
+        Ok(with_buckets) => with_buckets.build_recorder(),
         // Only an empty bucket list is refused.
-        Err(_) => PrometheusBuilder::new(),
+        Err(_) => PrometheusBuilder::new().build_recorder(),
     }
 }
 
 /// The recorder `/metrics` renders, set on first use.
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
-/// The process's Prometheus recorder, installed on first use.
-///
-/// There is one global recorder per process; several agents in one process (tests) share it.
-/// If another recorder was installed first and not handed over with [`share_recorder`],
-/// `/metrics` renders an empty recorder of its own and the agent's metrics go to the other one.
+/// The agent's Prometheus handle: on first use, a [`recorder`] installed as the process's
+/// recorder, unless [`share_recorder`] named another. Several agents in one process (tests)
+/// share it; if another recorder was installed first, `/metrics` stays empty.
 pub fn prometheus() -> &'static PrometheusHandle {
-    HANDLE.get_or_init(|| match exporter().install_recorder() {
-        Ok(handle) => handle,
-        Err(e) => {
-            tracing::warn!(error = %e, "another metrics recorder is installed; /metrics will be empty");
-            PrometheusBuilder::new().build_recorder().handle()
+    HANDLE.get_or_init(|| {
+        let recorder = recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("another metrics recorder is installed; /metrics will be empty");
         }
+        handle
     })
 }
 
-/// Renders `handle`, the recorder another part of this process installed (`portico dev` runs
-/// the control plane beside the agent), on `/metrics`. False when the agent's recorder was
-/// already set up.
+/// Renders `handle` on `/metrics`: the recorder the process routes the agent's metrics to.
+/// False when the agent's recorder was already set up.
 pub fn share_recorder(handle: PrometheusHandle) -> bool {
     HANDLE.set(handle).is_ok()
-}
-
-/// The agent's own metric families from `text`: a shared recorder also holds others'.
-fn own_families(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for line in text.lines() {
-        let name = line
-            .strip_prefix("# HELP ")
-            .or_else(|| line.strip_prefix("# TYPE "))
-            .unwrap_or(line);
-        if name.starts_with("portico_agent_") {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out
 }
 
 /// Serves the admin endpoint on `listener` until `shutdown` completes.
@@ -148,7 +133,7 @@ fn respond(
         "/metrics" => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            own_families(&metrics.render()),
+            metrics.render(),
         ),
         "/config" => match config_json(state) {
             Ok(body) => reply(StatusCode::OK, "application/json", body),
@@ -200,14 +185,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn request_durations_are_histograms_and_only_agent_families_are_shown() {
-        let recorder = exporter().build_recorder();
+    fn request_durations_are_histograms() {
+        let recorder = recorder();
         metrics::with_local_recorder(&recorder, || {
             metrics::histogram!(portico_proxy::metrics::REQUEST_DURATION_SECONDS, "route" => "r")
                 .record(0.003);
-            metrics::counter!("portico_cp_updates_sent_total").increment(1);
         });
-        let text = own_families(&recorder.handle().render());
+        let text = recorder.handle().render();
         assert!(
             text.contains(
                 "portico_agent_request_duration_seconds_bucket{route=\"r\",le=\"0.005\"} 1"
@@ -215,6 +199,5 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("quantile"), "{text}");
-        assert!(!text.contains("portico_cp_"), "{text}");
     }
 }

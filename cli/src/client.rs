@@ -91,7 +91,6 @@ impl ClientConfig {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,9 @@
 
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 
 /// Discovery streams open on this replica.
 pub const CONNECTED_AGENTS: &str = "portico_cp_connected_agents";
@@ -44,36 +46,41 @@ const BUCKETS: [f64; 15] = [
     10.0,
 ];
 
-/// The process-wide Prometheus handle. The recorder is global, so several control planes in one
-/// process (tests, `portico dev`) share it.
+/// A Prometheus recorder for the control plane's metrics, with its histogram buckets. The
+/// binary installs it as the process's recorder ([`handle`]); `portico dev`, which runs an
+/// agent in the same process, routes each binary's metrics to its own recorder instead.
+pub fn recorder() -> PrometheusRecorder {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_string()), &BUCKETS)
+        .map(|b| b.build_recorder())
+        .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder())
+}
+
+/// The recorder `/metrics` renders, set on first use.
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The control plane's Prometheus handle: on first use, a [`recorder`] installed as the
+/// process's recorder, unless [`use_recorder`] named another. Several control planes in one
+/// process (tests) share it.
 pub fn handle() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Suffix("_seconds".to_string()), &BUCKETS)
-            .map(|b| b.build_recorder())
-            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+        let recorder = recorder();
         let handle = recorder.handle();
         // Fails only when another recorder is installed already; ours then just stays empty.
-        let _ = metrics::set_global_recorder(recorder);
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("another metrics recorder is installed; /metrics will be empty");
+        }
         handle
     })
 }
 
-/// The control plane's own metric families, rendered: the recorder is process-wide, and under
-/// `portico dev` it also holds the agent's.
+/// Renders `handle` on `/metrics`: the recorder the process routes the control plane's
+/// metrics to. False when the control plane's recorder was already set up.
+pub fn use_recorder(handle: PrometheusHandle) -> bool {
+    HANDLE.set(handle).is_ok()
+}
+
+/// The control plane's metrics in the Prometheus text format.
 pub fn render() -> String {
-    let text = handle().render();
-    let mut out = String::with_capacity(text.len());
-    for line in text.lines() {
-        let name = line
-            .strip_prefix("# HELP ")
-            .or_else(|| line.strip_prefix("# TYPE "))
-            .unwrap_or(line);
-        if name.starts_with("portico_cp_") {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out
+    handle().render()
 }

@@ -6,12 +6,12 @@
 
 use std::path::Path;
 
-use portico_proxy::config::ConfigSet;
-use portico_proxy::runtime::{NodeInfo, Runtime};
 use portico_api::file::load_paths;
 use portico_api::pb::{AgentSelector, resource::Spec};
 use portico_api::validate::validate_set;
 use portico_api::{Kind, ResourceSet};
+use portico_proxy::config::ConfigSet;
+use portico_proxy::runtime::{NodeInfo, Runtime};
 use portico_test_support::examples::example_files;
 use portico_test_support::fixtures::{accepted, valid, valid_with};
 

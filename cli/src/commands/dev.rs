@@ -8,6 +8,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
+use metrics_util::MetricKindMask;
+use metrics_util::layers::RouterBuilder;
 use portico_api::file;
 use portico_api::pb::resource::Spec;
 use portico_api::pb::{ApplyRequest, Resource, RolloutStatusRequest};
@@ -73,9 +75,7 @@ pub async fn run(args: Args) -> CliResult {
     let server = format!("http://{}", args.listen);
 
     let mut parts: Vec<Part> = Vec::new();
-    // One process, one metrics recorder: the control plane installs it and the agent renders
-    // its own families from it.
-    portico_agent::admin::share_recorder(portico_control_plane::metrics::handle().clone());
+    metrics_per_part();
     let config = portico_control_plane::config::Config::embedded(data.path().join("store"));
     parts.push((
         "control plane",
@@ -215,6 +215,23 @@ async fn apply_quickstart(server: &str, proxy_port: u16, upstream: SocketAddr) -
                 .map(|e| format!("{}: {}", e.field, e.message))
                 .collect(),
         ))
+    }
+}
+
+/// One process, one global metrics recorder: it routes each part's metrics, by name, to that
+/// part's own Prometheus recorder, which that part's `/metrics` renders.
+fn metrics_per_part() {
+    let cp = portico_control_plane::metrics::recorder();
+    let agent = portico_agent::admin::recorder();
+    portico_control_plane::metrics::use_recorder(cp.handle());
+    portico_agent::admin::share_recorder(agent.handle());
+    let mut router = RouterBuilder::from_recorder(metrics::NoopRecorder);
+    router
+        .add_route(MetricKindMask::ALL, "portico_cp_", cp)
+        .add_route(MetricKindMask::ALL, "portico_agent_", agent);
+    let router = router.build();
+    if metrics::set_global_recorder(router).is_err() {
+        tracing::warn!("another metrics recorder is installed; /metrics will be empty");
     }
 }
 
