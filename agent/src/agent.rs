@@ -46,6 +46,7 @@ pub async fn serve(
         zone: settings.zone.clone(),
         labels: settings.labels.iter().cloned().collect(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        ..Node::default()
     };
     admin::prometheus();
     portico_proxy::metrics::describe();

@@ -13,6 +13,7 @@ pub fn current(state: &State, proxy: &Proxy) -> Report {
         uptime_seconds: state.uptime().as_secs(),
         active_connections: proxy.active_connections(),
         rss_bytes: rss_bytes().unwrap_or(0),
+        clusters: proxy.cluster_health(),
     }
 }
 

@@ -24,6 +24,7 @@ pub fn node(id: &str, region: &str, zone: &str) -> Node {
         zone: zone.to_string(),
         labels: Default::default(),
         agent_version: "scripted".to_string(),
+        ..Node::default()
     }
 }
 

@@ -147,8 +147,9 @@ async fn a_nack_is_visible_in_rollout_status() {
         uptime_seconds: 42,
         active_connections: 3,
         rss_bytes: 12 << 20,
+        ..Default::default()
     };
-    agent.report(report);
+    agent.report(report.clone());
     let record = eventually(
         "the report in the registry",
         Duration::from_secs(10),

@@ -186,6 +186,11 @@ impl Proxy {
         self.shared.runtime.load().version
     }
 
+    /// Every cluster's endpoints as the data path sees them now, for the agent's report.
+    pub fn cluster_health(&self) -> Vec<portico_api::pb::ClusterHealth> {
+        self.shared.runtime.load().cluster_health()
+    }
+
     /// Client connections open now, over every listener.
     pub fn active_connections(&self) -> u64 {
         self.shared.active.load(Ordering::Relaxed)

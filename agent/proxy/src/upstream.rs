@@ -160,6 +160,11 @@ impl Upstream {
         &self.name
     }
 
+    /// The cluster's endpoints.
+    pub fn endpoints(&self) -> &[Authority] {
+        &self.endpoints
+    }
+
     /// The HTTP version spoken to the endpoints.
     pub fn version(&self) -> Version {
         match self.transport {

@@ -11,6 +11,8 @@ use crate::pb::{
 const MAX_WEIGHT: u32 = 10_000;
 const MAX_THRESHOLD: u32 = 1_000;
 const MAX_CONCURRENCY: u32 = 1_000_000;
+/// A year.
+const MAX_COOKIE_TTL_SECS: i64 = 365 * 24 * 3600;
 
 pub(crate) fn check(c: &Cluster, e: &mut Errors) {
     for (i, ep) in c.endpoints.iter().enumerate() {
@@ -59,6 +61,11 @@ pub(crate) fn check(c: &Cluster, e: &mut Errors) {
             "outlier_detection",
             &[
                 ("consecutive_5xx", o.consecutive_5xx, MAX_THRESHOLD),
+                (
+                    "consecutive_gateway_failures",
+                    o.consecutive_gateway_failures,
+                    MAX_THRESHOLD,
+                ),
                 ("max_ejection_percent", o.max_ejection_percent, 100),
             ],
         );
@@ -127,19 +134,55 @@ fn hash_policy(h: &HashPolicy, e: &mut Errors) {
     match &h.key {
         None => e.add(
             "hash_policy",
-            "a key (header, cookie or source_ip) is required",
+            "a key (header, cookie, source_ip, query_param or session_cookie) is required",
         ),
         Some(Key::Header(name)) => e.check("hash_policy.header", field::header_name(name)),
         Some(Key::Cookie(name)) => {
             e.check("hash_policy.cookie", field::required(name, "cookie name"));
         }
         Some(Key::SourceIp(_)) => {}
+        Some(Key::QueryParam(name)) => {
+            e.check(
+                "hash_policy.query_param",
+                field::required(name, "query parameter name"),
+            );
+        }
+        Some(Key::SessionCookie(c)) => {
+            e.check(
+                "hash_policy.session_cookie.name",
+                field::cookie_name(&c.name),
+            );
+            if !c.path.is_empty() && !c.path.starts_with('/') {
+                e.add("hash_policy.session_cookie.path", "must start with '/'");
+            }
+            field::duration(
+                e,
+                "hash_policy.session_cookie.ttl",
+                c.ttl.as_ref(),
+                MAX_COOKIE_TTL_SECS,
+            );
+        }
     }
 }
 
 fn health_check(h: &HealthCheck, e: &mut Errors) {
-    if !h.path.starts_with('/') {
+    if h.tcp {
+        let http_only = [
+            ("path", !h.path.is_empty()),
+            ("host", !h.host.is_empty()),
+            ("expected_statuses", !h.expected_statuses.is_empty()),
+        ];
+        for (name, _) in http_only.iter().filter(|(_, set)| *set) {
+            e.add(
+                format!("health_check.{name}"),
+                "would be ignored: a tcp check only opens a connection",
+            );
+        }
+    } else if !h.path.starts_with('/') {
         e.add("health_check.path", "must start with '/'");
+    }
+    if !h.host.is_empty() {
+        e.check("health_check.host", field::host(&h.host));
     }
     field::duration(
         e,

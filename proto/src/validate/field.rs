@@ -81,6 +81,16 @@ pub(crate) fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+/// A valid cookie name (an HTTP token, RFC 6265).
+pub(crate) fn cookie_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || !is_token(name) {
+        Err(format!("{name:?} is not a cookie name (an HTTP token)"))
+    } else {
+        Ok(())
+    }
+}
+
+/// A valid HTTP header name.
 pub(crate) fn header_name(name: &str) -> Result<(), String> {
     if is_token(name) {
         Ok(())

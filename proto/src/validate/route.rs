@@ -11,8 +11,17 @@ use crate::pb::{
 };
 
 const REDIRECT_STATUSES: &[u32] = &[301, 302, 303, 307, 308];
-const RETRY_ON: &[&str] = &["connect-failure", "reset", "5xx", "gateway-error"];
+const RETRY_ON: &[&str] = &[
+    "connect-failure",
+    "refused-stream",
+    "reset",
+    "5xx",
+    "gateway-error",
+    "retriable-status-codes",
+];
 const MAX_RETRIES: u32 = 10;
+/// The largest request body kept for replaying retries.
+const MAX_RETRY_BUFFER_BYTES: u64 = 16 << 20;
 const MAX_WEIGHT: u32 = 10_000;
 const MAX_BODY_BYTES: usize = 1 << 20;
 
@@ -125,11 +134,38 @@ fn check_route(route: &Route, at: &str, e: &mut Errors) {
                 field::one_of(cond, RETRY_ON),
             );
         }
-        field::duration(
+        for (name, value) in [
+            ("per_try_timeout", &retry.per_try_timeout),
+            ("base_interval", &retry.base_interval),
+            ("max_interval", &retry.max_interval),
+        ] {
+            field::duration(
+                e,
+                &format!("{at}.retry.{name}"),
+                value.as_ref(),
+                MAX_TIMEOUT_SECS,
+            );
+        }
+        for (i, status) in retry.retriable_status_codes.iter().enumerate() {
+            if !(100..=599).contains(status) {
+                e.add(
+                    format!("{at}.retry.retriable_status_codes[{i}]"),
+                    format!("status {status} is not in 100-599"),
+                );
+            }
+        }
+        let retries_statuses = retry.retry_on.iter().any(|c| c == "retriable-status-codes");
+        if retries_statuses && retry.retriable_status_codes.is_empty() {
+            e.add(
+                format!("{at}.retry.retriable_status_codes"),
+                "required by retry_on \"retriable-status-codes\"",
+            );
+        }
+        field::at_most(
             e,
-            &format!("{at}.retry.per_try_timeout"),
-            retry.per_try_timeout.as_ref(),
-            MAX_TIMEOUT_SECS,
+            &format!("{at}.retry.buffer_bytes"),
+            retry.buffer_bytes.into(),
+            MAX_RETRY_BUFFER_BYTES,
         );
     }
     for (i, p) in route.policies.iter().enumerate() {

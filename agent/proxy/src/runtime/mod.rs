@@ -255,6 +255,30 @@ impl Runtime {
         Arc::ptr_eq(&self.built, &other.built)
     }
 
+    /// Every cluster's endpoints as this runtime sees them, by cluster name.
+    pub fn cluster_health(&self) -> Vec<pb::ClusterHealth> {
+        let mut clusters: Vec<_> = self
+            .built
+            .clusters
+            .iter()
+            .map(|(name, (_, upstream))| pb::ClusterHealth {
+                cluster: name.clone(),
+                endpoints: upstream
+                    .endpoints()
+                    .iter()
+                    .map(|a| pb::EndpointHealth {
+                        address: a.to_string(),
+                        state: pb::endpoint_health::State::Healthy.into(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                panic: false,
+            })
+            .collect();
+        clusters.sort_by(|a, b| a.cluster.cmp(&b.cluster));
+        clusters
+    }
+
     /// This runtime, labelled with another config version.
     pub fn at_version(&self, version: i64) -> Runtime {
         Runtime {
