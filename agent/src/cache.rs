@@ -195,6 +195,7 @@ mod tests {
         ConfigSet {
             version: 42,
             resources,
+            ..Default::default()
         }
     }
 

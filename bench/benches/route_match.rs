@@ -10,14 +10,22 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, Method};
 use portico_api::pb::resource::Spec;
 use portico_bench::config;
-use portico_proxy::runtime::{cluster, router};
+use portico_proxy::config::Services;
+use portico_proxy::runtime::{NodeInfo, cluster, router};
 
 fn route_match(c: &mut Criterion) {
     let Some(Spec::Cluster(spec)) = config::cluster("upstream", &[18080]).spec else {
         unreachable!("config::cluster builds a cluster")
     };
-    let upstream =
-        cluster::compile("upstream", &spec, 1, |_| None).expect("the bench cluster compiles");
+    let node = NodeInfo::default();
+    let services = Services::new();
+    let env = cluster::Env {
+        pools: 1,
+        node: &node,
+        services: &services,
+    };
+    let upstream = cluster::compile("upstream", &spec, env, None, |_| None)
+        .expect("the bench cluster compiles");
     let clusters = HashMap::from([("upstream".to_string(), Arc::new(upstream))]);
     let headers = HeaderMap::new();
     let mut group = c.benchmark_group("route_match");

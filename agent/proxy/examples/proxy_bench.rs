@@ -114,6 +114,7 @@ async fn proxy(
         .apply(&ConfigSet {
             version: 1,
             resources,
+            ..Default::default()
         })
         .await?;
     println!("proxy http://127.0.0.1:{port}/ -> upstream http://{upstream_addr}/");

@@ -25,6 +25,8 @@ pub(crate) struct Line<'a> {
     pub bytes_out: u64,
     /// Why the agent answered itself; empty when the upstream answered.
     pub reason: &'a str,
+    /// Upstream attempts made, retries included (0 when not forwarded).
+    pub attempts: u32,
 }
 
 impl Line<'_> {
@@ -44,6 +46,7 @@ impl Line<'_> {
             bytes_in = self.bytes_in,
             bytes_out = self.bytes_out,
             reason = self.reason,
+            attempts = self.attempts,
             "request"
         );
     }

@@ -1,7 +1,14 @@
 //! The agent's whole config at one version, and how an update changes it.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use portico_api::ResourceSet;
-use portico_api::pb::Update;
+use portico_api::pb::{Endpoint, Update};
+
+/// The endpoints of each service that nodes announce, by service name, as the control plane
+/// last sent them. Not part of a config version: they follow nodes joining and leaving.
+pub type Services = BTreeMap<String, Arc<Vec<Endpoint>>>;
 
 /// Every resource the agent serves, at one config version.
 ///
@@ -14,6 +21,8 @@ pub struct ConfigSet {
     pub version: i64,
     /// The resources.
     pub resources: ResourceSet,
+    /// The endpoints of announced services, which clusters naming a service add to theirs.
+    pub services: Services,
 }
 
 impl ConfigSet {
@@ -34,6 +43,22 @@ impl ConfigSet {
         ConfigSet {
             version: update.version,
             resources,
+            services: self.services.clone(),
+        }
+    }
+
+    /// The config with `service`'s endpoints replaced by `endpoints` (none: forgotten).
+    pub fn with_service(&self, service: &str, endpoints: Vec<Endpoint>) -> ConfigSet {
+        let mut services = self.services.clone();
+        if endpoints.is_empty() {
+            services.remove(service);
+        } else {
+            services.insert(service.to_string(), Arc::new(endpoints));
+        }
+        ConfigSet {
+            version: self.version,
+            resources: self.resources.clone(),
+            services,
         }
     }
 }

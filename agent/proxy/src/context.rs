@@ -1,7 +1,7 @@
 //! What every request on one client connection shares, and the connection's place under its
 //! listener's limit.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -20,6 +20,8 @@ pub(crate) struct ConnCtx {
     pub addr: SocketAddr,
     /// The listener's name when the connection was accepted.
     pub listener: Arc<str>,
+    /// The client's address.
+    pub peer: IpAddr,
     /// The client's address as written into X-Forwarded-For.
     pub client: HeaderValue,
     /// Whether the connection is TLS.

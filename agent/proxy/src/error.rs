@@ -40,9 +40,9 @@ pub enum ProxyError {
     /// Connecting to the upstream failed.
     #[error("upstream connect")]
     UpstreamConnect(#[source] SendError),
-    /// The cluster is at its connection limit with its queue of waiting requests full.
-    #[error("upstream overloaded")]
-    UpstreamOverloaded,
+    /// A cluster limit was reached (circuit breakers, the retry budget).
+    #[error("cluster limit {0} reached")]
+    Overflow(&'static str),
     /// The upstream did not answer within the route timeout.
     #[error("upstream timeout")]
     UpstreamTimeout,
@@ -60,7 +60,7 @@ impl ProxyError {
             }
             ProxyError::ListenerRemoved | ProxyError::NoEndpoint(_) => Side::Internal,
             ProxyError::UpstreamConnect(_)
-            | ProxyError::UpstreamOverloaded
+            | ProxyError::Overflow(_)
             | ProxyError::UpstreamTimeout
             | ProxyError::UpstreamRequest(_) => Side::Upstream,
         }
@@ -72,9 +72,9 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::ListenerRemoved
-            | ProxyError::NoEndpoint(_)
-            | ProxyError::UpstreamOverloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::ListenerRemoved | ProxyError::NoEndpoint(_) | ProxyError::Overflow(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::UpstreamConnect(_) | ProxyError::UpstreamRequest(_) => {
                 StatusCode::BAD_GATEWAY
             }
@@ -91,7 +91,7 @@ impl ProxyError {
             ProxyError::ListenerRemoved => "listener_removed",
             ProxyError::NoEndpoint(_) => "no_endpoint",
             ProxyError::UpstreamConnect(_) => "upstream_connect",
-            ProxyError::UpstreamOverloaded => "upstream_overloaded",
+            ProxyError::Overflow(_) => "overflow",
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::UpstreamRequest(_) => "upstream_request",
         }
@@ -147,7 +147,7 @@ mod tests {
                 502,
                 Side::Upstream,
             ),
-            (ProxyError::UpstreamOverloaded, 503, Side::Upstream),
+            (ProxyError::Overflow("max_requests"), 503, Side::Upstream),
             (ProxyError::UpstreamTimeout, 504, Side::Upstream),
             (
                 ProxyError::UpstreamRequest(SendError::Overloaded),

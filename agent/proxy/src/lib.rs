@@ -16,7 +16,8 @@
 //!   normalisation, and the classified errors the agent answers with.
 //! - [`metrics`]: every data-path metric, named once; [`access_log`]: the log line format.
 //! - `workers`: the threads serving traffic, one single-threaded runtime per core.
-//! - [`connector`], [`upstream`]: connections to endpoints and per-worker upstream pools.
+//! - [`connector`], [`upstream`]: connections to endpoints, clusters' balancing, health and
+//!   per-worker pools; `replay`: request bodies kept for retries.
 //! - `shared`: what the proxy shares with its listeners and connections (the current runtime).
 //! - `conn`: per-connection state and the I/O wrapper that answers 408 and spots framing
 //!   conflicts; `context`: what every request on one connection shares.
@@ -42,6 +43,7 @@ mod conn;
 mod context;
 mod listener;
 mod proxy;
+mod replay;
 mod request_log;
 mod response;
 mod service;

@@ -238,6 +238,7 @@ where
         shared: conn.shared.clone(),
         addr: conn.addr,
         listener: conn.settings.name.clone(),
+        peer: conn.peer.ip(),
         client: headers::client_address(conn.peer.ip()),
         tls,
         track: track.clone(),

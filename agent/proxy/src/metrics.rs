@@ -23,6 +23,19 @@ pub const REQUESTS_TOTAL: &str = "portico_agent_requests_total";
 pub const REQUEST_DURATION_SECONDS: &str = "portico_agent_request_duration_seconds";
 /// Counter: failed attempts to connect to an upstream endpoint, by `cluster`.
 pub const UPSTREAM_CONNECT_ERRORS_TOTAL: &str = "portico_agent_upstream_connect_errors_total";
+/// Counter: requests refused because a cluster limit was reached, by `cluster` and `limit`
+/// (`max_requests`, `max_retries`, `retry_budget`, `max_pending_requests`).
+pub const OVERFLOW_TOTAL: &str = "portico_agent_overflow_total";
+/// Counter: upstream attempts after the first, by `cluster`.
+pub const UPSTREAM_RETRIES_TOTAL: &str = "portico_agent_upstream_retries_total";
+/// Gauge: 1 when an endpoint takes requests (healthy and not ejected), else 0, by `cluster`
+/// and `endpoint`.
+pub const ENDPOINT_HEALTHY: &str = "portico_agent_endpoint_healthy";
+/// Counter: endpoints ejected by outlier detection, by `cluster`.
+pub const OUTLIER_EJECTIONS_TOTAL: &str = "portico_agent_outlier_ejections_total";
+/// Counter: times a cluster had no healthy endpoint and balanced over all (panic mode), by
+/// `cluster`.
+pub const LB_PANIC_TOTAL: &str = "portico_agent_lb_panic_total";
 /// Gauge: open client connections, by `listener`.
 pub const ACTIVE_CONNECTIONS: &str = "portico_agent_active_connections";
 /// Gauge: the config version being served.
@@ -40,6 +53,10 @@ pub const LABEL_ROUTE: &str = "route";
 pub const LABEL_CLUSTER: &str = "cluster";
 /// Label: the response status class.
 pub const LABEL_STATUS_CLASS: &str = "status_class";
+/// Label: an endpoint's host:port.
+pub const LABEL_ENDPOINT: &str = "endpoint";
+/// Label: the cluster limit a request overflowed.
+pub const LABEL_LIMIT: &str = "limit";
 /// Label: why an apply failed.
 pub const LABEL_REASON: &str = "reason";
 
@@ -57,6 +74,17 @@ pub fn describe() {
         "Failed connection attempts to upstream endpoints."
     );
     describe_gauge!(ACTIVE_CONNECTIONS, "Open client connections.");
+    describe_counter!(OVERFLOW_TOTAL, "Requests refused at a cluster limit.");
+    describe_counter!(UPSTREAM_RETRIES_TOTAL, "Upstream attempts after the first.");
+    describe_gauge!(ENDPOINT_HEALTHY, "Whether an endpoint takes requests.");
+    describe_counter!(
+        OUTLIER_EJECTIONS_TOTAL,
+        "Endpoints ejected by outlier detection."
+    );
+    describe_counter!(
+        LB_PANIC_TOTAL,
+        "Times a cluster had no healthy endpoint and used all of them."
+    );
     describe_gauge!(CONFIG_VERSION, "Config version being served.");
     describe_counter!(APPLIES_TOTAL, "Configs applied.");
     describe_counter!(APPLY_FAILURES_TOTAL, "Configs rejected by apply.");
@@ -65,6 +93,37 @@ pub fn describe() {
 /// The failed-connect counter of `cluster`.
 pub fn upstream_connect_errors(cluster: &Arc<str>) -> Counter {
     metrics::counter!(UPSTREAM_CONNECT_ERRORS_TOTAL, LABEL_CLUSTER => cluster.clone())
+}
+
+/// Counts a request refused at `cluster`'s `limit`.
+pub fn overflow(cluster: &Arc<str>, limit: &'static str) {
+    metrics::counter!(OVERFLOW_TOTAL, LABEL_CLUSTER => cluster.clone(), LABEL_LIMIT => limit)
+        .increment(1);
+}
+
+/// Counts a retry to `cluster`.
+pub fn upstream_retry(cluster: &Arc<str>) {
+    metrics::counter!(UPSTREAM_RETRIES_TOTAL, LABEL_CLUSTER => cluster.clone()).increment(1);
+}
+
+/// Sets whether `endpoint` of `cluster` takes requests.
+pub fn endpoint_healthy(cluster: &Arc<str>, endpoint: &http::uri::Authority, healthy: bool) {
+    metrics::gauge!(
+        ENDPOINT_HEALTHY,
+        LABEL_CLUSTER => cluster.clone(),
+        LABEL_ENDPOINT => endpoint.to_string(),
+    )
+    .set(if healthy { 1.0 } else { 0.0 });
+}
+
+/// Counts an ejection from `cluster`.
+pub fn outlier_ejection(cluster: &Arc<str>) {
+    metrics::counter!(OUTLIER_EJECTIONS_TOTAL, LABEL_CLUSTER => cluster.clone()).increment(1);
+}
+
+/// Counts `cluster` entering panic mode.
+pub fn lb_panic(cluster: &Arc<str>) {
+    metrics::counter!(LB_PANIC_TOTAL, LABEL_CLUSTER => cluster.clone()).increment(1);
 }
 
 /// The request metrics of `listener`, `route` and `cluster`, from the calling worker's cache.

@@ -1,12 +1,13 @@
 //! [`Proxy`]: the running data path. It owns the bound listeners and the current runtime, and
 //! [`Proxy::apply`] is the only way to change what is served.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use arc_swap::ArcSwap;
+use portico_api::pb;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -15,6 +16,7 @@ use crate::listener::{self, Bound};
 use crate::metrics as m;
 use crate::runtime::{CompileError, NodeInfo, Runtime};
 use crate::shared::Shared;
+use crate::upstream::{self, Endpoint};
 use crate::workers::{self, Workers};
 
 /// Why a config could not be applied. The previous config keeps serving.
@@ -64,6 +66,8 @@ pub struct Proxy {
     workers: Workers,
     /// Serialises applies and shutdown; held across binds, never by requests.
     bound: tokio::sync::Mutex<HashMap<SocketAddr, Bound>>,
+    /// Endpoints a config removed, by cluster, while requests may still hold them.
+    retired: Mutex<Vec<(Arc<str>, Weak<Endpoint>)>>,
 }
 
 impl Default for Proxy {
@@ -90,6 +94,7 @@ impl Proxy {
                 n => n,
             }),
             bound: tokio::sync::Mutex::new(HashMap::new()),
+            retired: Mutex::new(Vec::new()),
         }
     }
 
@@ -150,6 +155,13 @@ impl Proxy {
         }
         let runtime = Arc::new(runtime);
         self.shared.runtime.store(runtime.clone());
+        if let Some(checks) = workers.first() {
+            // One worker runs every health check: once per agent, not once per worker.
+            for upstream in runtime.upstreams() {
+                upstream.start_health_checks(checks);
+            }
+        }
+        self.retire(&previous, &runtime);
         for (addr, sockets) in fresh {
             let max = runtime
                 .listeners
@@ -186,9 +198,48 @@ impl Proxy {
         self.shared.runtime.load().version
     }
 
-    /// Every cluster's endpoints as the data path sees them now, for the agent's report.
-    pub fn cluster_health(&self) -> Vec<portico_api::pb::ClusterHealth> {
-        self.shared.runtime.load().cluster_health()
+    /// Keeps track of the endpoints `previous` had and `next` has not: they drain the
+    /// requests they have in flight, and reports show them until they are done.
+    fn retire(&self, previous: &Runtime, next: &Runtime) {
+        let kept: HashSet<*const Endpoint> = next
+            .upstreams()
+            .flat_map(|u| u.endpoints())
+            .map(Arc::as_ptr)
+            .collect();
+        let mut retired = lock(&self.retired);
+        retired.retain(|(_, e)| e.strong_count() > 0);
+        for upstream in previous.upstreams() {
+            for e in upstream.endpoints() {
+                if !kept.contains(&Arc::as_ptr(e)) {
+                    retired.push((upstream.name().clone(), Arc::downgrade(e)));
+                }
+            }
+        }
+    }
+
+    /// Every cluster's endpoints as the data path sees them now, for the agent's report:
+    /// those of the current config, and those a config removed while they still have
+    /// requests in flight (draining).
+    pub fn cluster_health(&self) -> Vec<pb::ClusterHealth> {
+        let mut clusters = self.shared.runtime.load().cluster_health();
+        let now = upstream::now_ms();
+        let mut retired = lock(&self.retired);
+        retired.retain(|(_, e)| e.strong_count() > 0);
+        for (cluster, endpoint) in retired.iter() {
+            let Some(e) = endpoint.upgrade().filter(|e| e.in_flight() > 0) else {
+                continue;
+            };
+            let report = e.report(now, true);
+            match clusters.iter_mut().find(|c| c.cluster == cluster.as_ref()) {
+                Some(c) => c.endpoints.push(report),
+                None => clusters.push(pb::ClusterHealth {
+                    cluster: cluster.to_string(),
+                    endpoints: vec![report],
+                    panic: false,
+                }),
+            }
+        }
+        clusters
     }
 
     /// Client connections open now, over every listener.
@@ -216,6 +267,11 @@ impl Proxy {
             self.shared.tracker.wait().await;
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A list of weak references is whole at every step.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

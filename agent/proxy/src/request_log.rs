@@ -14,6 +14,7 @@ use crate::body::BodyStats;
 use crate::context::ConnCtx;
 use crate::metrics as m;
 use crate::shared::WorkerRuntime;
+use crate::upstream::InFlight;
 
 /// What is known about one request; logged and counted when dropped.
 ///
@@ -40,6 +41,10 @@ pub(crate) struct RequestLog {
     pub body_in: Option<Arc<BodyStats>>,
     /// Response body bytes sent so far.
     pub bytes_out: u64,
+    /// Upstream attempts made (0 when the request was not forwarded).
+    pub attempts: u32,
+    /// The answering attempt, counted in flight on its endpoint until the response ends.
+    pub in_flight: Option<InFlight>,
     start: Instant,
     conn: Arc<ConnCtx>,
     _runtime: WorkerRuntime,
@@ -69,6 +74,8 @@ impl RequestLog {
             reason: None,
             body_in: None,
             bytes_out: 0,
+            attempts: 0,
+            in_flight: None,
             start: Instant::now(),
             conn,
             _runtime: runtime,
@@ -117,6 +124,7 @@ impl Drop for RequestLog {
                 .map_or(0, |s| s.bytes.load(Ordering::Relaxed)),
             bytes_out: self.bytes_out,
             reason: self.reason.unwrap_or(""),
+            attempts: self.attempts,
         }
         .write();
     }

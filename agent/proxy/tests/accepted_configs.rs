@@ -39,6 +39,7 @@ fn validates_and_compiles(what: &str, set: &ResourceSet) {
     let config = ConfigSet {
         version: 1,
         resources: set.clone(),
+        ..Default::default()
     };
     let mut listeners = 0;
     for r in set.of_kind(Kind::Listener) {

@@ -39,6 +39,11 @@ pub(crate) fn check(c: &Cluster, e: &mut Errors) {
         Ok(LbPolicy::RingHash | LbPolicy::Maglev) if c.hash_policy.is_none() => {
             e.add("hash_policy", "RING_HASH and MAGLEV need a hash_policy");
         }
+        Ok(LbPolicy::RingHash | LbPolicy::Maglev) => {}
+        Ok(_) if c.hash_policy.is_some() => e.add(
+            "hash_policy",
+            "would be ignored: only RING_HASH and MAGLEV hash requests",
+        ),
         Ok(_) => {}
         Err(_) => e.add("lb_policy", format!("unknown enum value {}", c.lb_policy)),
     }

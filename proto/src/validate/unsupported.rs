@@ -10,8 +10,7 @@
 
 use super::{Errors, ValidationError};
 use crate::pb::{
-    Cluster, Endpoint, Listener, Resource, Route, cluster::LbPolicy, cluster::UpstreamProtocol,
-    resource::Spec, secret,
+    Cluster, Listener, Resource, Route, cluster::UpstreamProtocol, resource::Spec, secret,
 };
 
 /// The start of every refusal's message.
@@ -56,62 +55,6 @@ const REFUSALS: &[Refusal] = &[
             _ => Vec::new(),
         },
     },
-    // Lifted by retries.
-    Refusal {
-        reason: "agents do not retry requests",
-        find: |r| route(r, "retry", |route| route.retry.is_some()),
-    },
-    Refusal {
-        reason: "agents do not retry requests",
-        find: |r| {
-            cluster(r, "circuit_breakers.max_retries", |c| {
-                c.circuit_breakers.is_some_and(|b| b.max_retries > 0)
-            })
-        },
-    },
-    // Lifted by load balancing policies, each value as it lands.
-    Refusal {
-        reason: "agents balance round robin only",
-        find: |r| {
-            cluster(r, "lb_policy", |c| {
-                matches!(
-                    LbPolicy::try_from(c.lb_policy),
-                    Ok(LbPolicy::WeightedRoundRobin
-                        | LbPolicy::LeastRequest
-                        | LbPolicy::RingHash
-                        | LbPolicy::Maglev)
-                )
-            })
-        },
-    },
-    Refusal {
-        reason: "agents do not hash requests to endpoints",
-        find: |r| cluster(r, "hash_policy", |c| c.hash_policy.is_some()),
-    },
-    // An endpoint's weight is 0 or 1 (both mean 1) while endpoints are picked in turn.
-    Refusal {
-        reason: "agents pick endpoints in turn, whatever their weight",
-        find: |r| endpoint(r, "weight", |e| e.weight > 1),
-    },
-    // Lifted by active health checking.
-    Refusal {
-        reason: "agents do not run health checks",
-        find: |r| cluster(r, "health_check", |c| c.health_check.is_some()),
-    },
-    // Lifted by outlier detection.
-    Refusal {
-        reason: "agents do not eject failing endpoints",
-        find: |r| cluster(r, "outlier_detection", |c| c.outlier_detection.is_some()),
-    },
-    // Lifted by a limit on requests in flight.
-    Refusal {
-        reason: "agents do not limit requests in flight",
-        find: |r| {
-            cluster(r, "circuit_breakers.max_requests", |c| {
-                c.circuit_breakers.is_some_and(|b| b.max_requests > 0)
-            })
-        },
-    },
     // Lifted by connection limits on HTTP/2 clusters (one multiplexed connection per
     // endpoint and proxy worker today).
     Refusal {
@@ -131,19 +74,6 @@ const REFUSALS: &[Refusal] = &[
             }
             found
         },
-    },
-    // Lifted by locality-aware routing, together with the endpoints' region and zone.
-    Refusal {
-        reason: "agents do not prefer nearby endpoints",
-        find: |r| cluster(r, "locality", |c| c.locality.is_some()),
-    },
-    Refusal {
-        reason: "agents do not prefer nearby endpoints",
-        find: |r| endpoint(r, "region", |e| !e.region.is_empty()),
-    },
-    Refusal {
-        reason: "agents do not prefer nearby endpoints",
-        find: |r| endpoint(r, "zone", |e| !e.zone.is_empty()),
     },
     // Lifted by endpoints from registered services.
     Refusal {
@@ -211,17 +141,6 @@ fn cluster_spec(r: &Resource) -> Option<&Cluster> {
 
 fn cluster(r: &Resource, field: &str, set: impl Fn(&Cluster) -> bool) -> Vec<String> {
     cluster_spec(r).map_or(Vec::new(), |c| at(set(c), field))
-}
-
-/// `endpoints[i].field` of each endpoint that sets it.
-fn endpoint(r: &Resource, field: &str, set: impl Fn(&Endpoint) -> bool) -> Vec<String> {
-    let endpoints = cluster_spec(r).map_or(&[][..], |c| &c.endpoints);
-    endpoints
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| set(e))
-        .map(|(i, _)| format!("endpoints[{i}].{field}"))
-        .collect()
 }
 
 /// `virtual_hosts[v].routes[i].field` of each route that sets it.

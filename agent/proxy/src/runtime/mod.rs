@@ -7,10 +7,12 @@
 //! - [`action`]: what a route does (forward, weighted split, redirect, fixed answer).
 //! - [`cluster`]: clusters into upstream pools.
 //! - [`listener`]: listeners into bind addresses, limits and TLS.
+//! - [`retry`]: a route's retry policy.
 
 pub mod action;
 pub mod cluster;
 pub mod listener;
+pub mod retry;
 pub mod router;
 
 use std::collections::HashMap;
@@ -83,17 +85,21 @@ pub struct Runtime {
 struct Built {
     /// The whole config, to tell an apply that changes nothing.
     resources: ResourceSet,
+    /// The service endpoints it was compiled with.
+    services: crate::config::Services,
     clusters: HashMap<String, (Source, Arc<Upstream>)>,
     tables: HashMap<String, CompiledTable>,
     /// Only the listeners this node serves.
     listeners: HashMap<String, (Source, Arc<ListenerRuntime>)>,
 }
 
-/// A resource as a part was compiled from it, with the Secrets it names.
+/// A resource as a part was compiled from it, with the Secrets it names and, for a cluster,
+/// the endpoints of the service it names.
 #[derive(Debug)]
 struct Source {
     resource: Arc<Resource>,
     secrets: Vec<Option<Arc<Resource>>>,
+    service: Option<Arc<Vec<pb::Endpoint>>>,
 }
 
 impl Source {
@@ -108,6 +114,7 @@ impl Source {
                 .into_iter()
                 .map(|name| set.get_shared(Kind::Secret, name).cloned())
                 .collect(),
+            service: None,
         }
     }
 
@@ -124,6 +131,11 @@ impl Source {
                     (None, None) => true,
                     _ => false,
                 })
+            && match (&self.service, &other.service) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+                (None, None) => true,
+                _ => false,
+            }
     }
 }
 
@@ -185,18 +197,28 @@ impl Runtime {
         let old = &previous.built;
         let mut built = Built {
             resources: set.clone(),
+            services: config.services.clone(),
             ..Built::default()
+        };
+        let env = cluster::Env {
+            pools,
+            node,
+            services: &config.services,
         };
         for r in set.of_kind_shared(Kind::Cluster) {
             let Some(Spec::Cluster(spec)) = &r.spec else {
                 continue;
             };
-            let source = Source::new(r, cluster::secret_names(spec), set);
+            let mut source = Source::new(r, cluster::secret_names(spec), set);
+            source.service = config.services.get(&spec.service).cloned();
             let upstream = match old.clusters.get(&r.name) {
                 Some((was, upstream)) if was.same(&source) => upstream.clone(),
-                _ => Arc::new(cluster::compile(&r.name, spec, pools, |n| {
-                    tls_secret(set, n)
-                })?),
+                was => {
+                    let previous = was.map(|(_, u)| u.as_ref());
+                    Arc::new(cluster::compile(&r.name, spec, env, previous, |n| {
+                        tls_secret(set, n)
+                    })?)
+                }
             };
             built.clusters.insert(r.name.clone(), (source, upstream));
         }
@@ -246,7 +268,7 @@ impl Runtime {
     /// Whether `config` holds exactly the resources this runtime was compiled from, so that
     /// applying it changes nothing but the version.
     pub fn serves(&self, config: &ConfigSet) -> bool {
-        self.built.resources == config.resources
+        self.built.resources == config.resources && self.built.services == config.services
     }
 
     /// Whether `other` is this runtime or a relabelled copy of it.
@@ -260,23 +282,16 @@ impl Runtime {
         let mut clusters: Vec<_> = self
             .built
             .clusters
-            .iter()
-            .map(|(name, (_, upstream))| pb::ClusterHealth {
-                cluster: name.clone(),
-                endpoints: upstream
-                    .endpoints()
-                    .iter()
-                    .map(|a| pb::EndpointHealth {
-                        address: a.to_string(),
-                        state: pb::endpoint_health::State::Healthy.into(),
-                        ..Default::default()
-                    })
-                    .collect(),
-                panic: false,
-            })
+            .values()
+            .map(|(_, upstream)| upstream.report())
             .collect();
         clusters.sort_by(|a, b| a.cluster.cmp(&b.cluster));
         clusters
+    }
+
+    /// Every compiled cluster.
+    pub fn upstreams(&self) -> impl Iterator<Item = &Arc<Upstream>> {
+        self.built.clusters.values().map(|(_, u)| u)
     }
 
     /// This runtime, labelled with another config version.

@@ -20,6 +20,7 @@ use portico_api::pb::{self, header_match, query_param_match, route_action, route
 use regex::Regex;
 
 use super::action::{self, Action};
+use super::retry::RetryPolicy;
 use super::{CompileError, FieldError, compile_error, duration_or};
 use crate::headers::HeaderTransform;
 use crate::upstream::Upstream;
@@ -80,8 +81,10 @@ pub struct Route {
     pub request_headers: HeaderTransform,
     /// Changes to the response sent to the client.
     pub response_headers: HeaderTransform,
-    /// Upstream timeout until the response head.
+    /// Upstream timeout until the response head, retries included.
     pub timeout: Duration,
+    /// Retries of failed attempts.
+    pub retry: Option<RetryPolicy>,
 }
 
 #[derive(Debug)]
@@ -420,6 +423,10 @@ fn compile_route(
         request_headers: transform(spec.request_headers.as_ref(), "request_headers")?,
         response_headers: transform(spec.response_headers.as_ref(), "response_headers")?,
         timeout: duration_or(spec.timeout.as_ref(), DEFAULT_ROUTE_TIMEOUT),
+        retry: match &spec.retry {
+            Some(r) => RetryPolicy::compile(r)?,
+            None => None,
+        },
     })
 }
 

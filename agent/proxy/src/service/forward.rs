@@ -1,6 +1,7 @@
-//! Forwarding a request upstream, in phases: pick the endpoint, prepare the upstream request
-//! (path rewrite, Host, hop-by-hop headers, X-Forwarded-*, the route's header rules), send it
-//! within the route timeout, and hand an upgraded connection over to a byte pipe.
+//! Forwarding a request upstream, in phases: prepare the upstream head (path rewrite, Host,
+//! hop-by-hop headers, X-Forwarded-*, the route's header rules), then try: pick an endpoint,
+//! send within the try's time, and retry what the route's policy retries; finally hand an
+//! upgraded connection over to a byte pipe.
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
 
 use super::redirect::rewrite_prefix;
 use crate::body::{self, BodyStats, LimitedBody, ProxyBody};
@@ -20,11 +22,13 @@ use crate::context::ConnCtx;
 use crate::error::ProxyError;
 use crate::headers;
 use crate::metrics as m;
+use crate::replay::Replay;
 use crate::request_log::RequestLog;
 use crate::response::ResponseBody;
 use crate::runtime::ListenerRuntime;
+use crate::runtime::retry::{Failure, RetryPolicy};
 use crate::runtime::router::Route;
-use crate::upstream::{SendError, Upstream};
+use crate::upstream::{Key, Outcome, Overflow, Pick, PooledBody, SendError, Upstream};
 
 /// Where a request is forwarded.
 pub(super) struct Target<'a> {
@@ -55,22 +59,185 @@ pub(super) async fn forward(
         Some(&target.route.name),
         Some(upstream.name()),
     ));
-    let (endpoint, authority) = upstream
-        .pick()
-        .ok_or_else(|| ProxyError::NoEndpoint(upstream.name().to_string()))?;
-    if log.enabled() {
-        log.upstream = Some(authority.clone());
-    }
+    let key = upstream.key(&parts, ctx.peer);
     upstream_head(ctx, &target, &mut parts, upgrade)?;
+    let retry = target
+        .route
+        .retry
+        .as_ref()
+        .filter(|r| !upgrade && r.allows(&parts.method));
     let body = request_body(listener, incoming, log);
-    let request = Request::from_parts(parts, body);
-    let mut response = send(&target, endpoint, request, log).await?;
+    let (mut response, cookie) = match retry {
+        None => {
+            let pick = pick(upstream, &key, None, false)?;
+            log.attempts = 1;
+            let request = Request::from_parts(parts, body);
+            let deadline = Instant::now() + target.route.timeout;
+            let sent = attempt(&target, &pick, request, deadline, log).await;
+            record(upstream, &pick, &sent);
+            let response = settle(upstream, sent, log)?;
+            log.in_flight = Some(pick.in_flight);
+            (response, pick.set_cookie)
+        }
+        Some(policy) => retrying(&target, policy, &key, parts, body, log).await?,
+    };
+    if let Some(cookie) = cookie {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
     let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if let Some(client) = client_upgrade.filter(|_| upgraded) {
         splice(ctx, client, hyper::upgrade::on(&mut response));
     }
     headers::remove_hop_by_hop(response.headers_mut(), upgraded && upgrade);
     Ok(response.map(ResponseBody::Upstream))
+}
+
+/// The tries of a request whose route retries: each on an endpoint other than the one before
+/// when another is available, the body replayed, a backoff between, all within the route
+/// timeout. The last try's answer is the request's, and so is the answer of a try whose retry
+/// a cluster limit or the retry budget refused.
+async fn retrying(
+    target: &Target<'_>,
+    policy: &RetryPolicy,
+    key: &Key,
+    parts: Parts,
+    body: ProxyBody,
+    log: &mut RequestLog,
+) -> Result<(Response<PooledBody>, Option<HeaderValue>), ProxyError> {
+    let upstream = target.upstream;
+    let deadline = Instant::now() + target.route.timeout;
+    let replay = Replay::new(body, policy.buffer_bytes);
+    let mut current = pick(upstream, key, None, false)?;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        log.attempts = tries;
+        let request = Request::from_parts(parts.clone(), replay.attempt());
+        let try_deadline = policy
+            .per_try_timeout
+            .map_or(deadline, |t| (Instant::now() + t).min(deadline));
+        let sent = attempt(target, &current, request, try_deadline, log).await;
+        record(upstream, &current, &sent);
+        let failure = match &sent {
+            Ok(r) => Failure::Status(r.status().as_u16()),
+            Err(Tried::TimedOut) => Failure::Timeout,
+            Err(Tried::Failed(e)) if e.is_connect() => Failure::Connect,
+            Err(Tried::Failed(e)) if e.is_refused_stream() => Failure::RefusedStream,
+            Err(Tried::Failed(_)) => Failure::Reset,
+        };
+        let wait = policy.backoff(tries);
+        let again = tries <= policy.attempts
+            && policy.retries(failure)
+            && replay.replayable()
+            && !log.body_too_large()
+            && Instant::now() + wait < deadline;
+        let next = match again {
+            true => match upstream.pick(key, Some(current.index), true) {
+                Ok(next) => next,
+                Err(overflow) => {
+                    m::overflow(upstream.name(), overflow.limit());
+                    None
+                }
+            },
+            false => None,
+        };
+        let Some(next) = next else {
+            let response = settle(upstream, sent, log)?;
+            log.in_flight = Some(current.in_flight);
+            return Ok((response, current.set_cookie));
+        };
+        drop(sent);
+        current = next;
+        m::upstream_retry(upstream.name());
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// How one try ended without a response head.
+enum Tried {
+    /// The try's time ran out.
+    TimedOut,
+    /// Sending failed.
+    Failed(SendError),
+}
+
+/// An endpoint for the next try, counted in flight.
+fn pick(
+    upstream: &Upstream,
+    key: &Key,
+    avoid: Option<usize>,
+    retry: bool,
+) -> Result<Pick, ProxyError> {
+    match upstream.pick(key, avoid, retry) {
+        Ok(Some(pick)) => Ok(pick),
+        Ok(None) => Err(ProxyError::NoEndpoint(upstream.name().to_string())),
+        Err(overflow) => Err(overflowed(upstream, overflow)),
+    }
+}
+
+/// Counts a request refused at a cluster limit.
+fn overflowed(upstream: &Upstream, overflow: Overflow) -> ProxyError {
+    m::overflow(upstream.name(), overflow.limit());
+    ProxyError::Overflow(overflow.limit())
+}
+
+/// Sends one try to the picked endpoint, until `deadline`.
+async fn attempt(
+    target: &Target<'_>,
+    pick: &Pick,
+    request: Request<ProxyBody>,
+    deadline: Instant,
+    log: &mut RequestLog,
+) -> Result<Response<PooledBody>, Tried> {
+    if log.enabled() {
+        log.upstream = target
+            .upstream
+            .endpoints()
+            .get(pick.index)
+            .map(|e| e.authority.clone());
+    }
+    let send = target.upstream.send(pick.index, request);
+    match tokio::time::timeout_at(deadline, send).await {
+        Err(_) => Err(Tried::TimedOut),
+        Ok(Err(e)) => Err(Tried::Failed(e)),
+        Ok(Ok(response)) => Ok(response),
+    }
+}
+
+/// Counts how a try on the picked endpoint went, for outlier detection and reports.
+fn record(upstream: &Upstream, pick: &Pick, sent: &Result<Response<PooledBody>, Tried>) {
+    let outcome = match sent {
+        Ok(response) => Outcome::of_status(response.status().as_u16()),
+        // The cluster's own queue refused it: the endpoint did nothing wrong.
+        Err(Tried::Failed(SendError::Overloaded)) => return,
+        Err(Tried::Failed(e)) => {
+            if e.is_connect() {
+                upstream.count_connect_error();
+            }
+            Outcome::GatewayFailure
+        }
+        Err(Tried::TimedOut) => Outcome::GatewayFailure,
+    };
+    upstream.record(pick.index, outcome);
+}
+
+/// The request's answer from its last try: the response, or the error the agent answers
+/// with.
+fn settle(
+    upstream: &Upstream,
+    sent: Result<Response<PooledBody>, Tried>,
+    log: &RequestLog,
+) -> Result<Response<PooledBody>, ProxyError> {
+    match sent {
+        Ok(response) => Ok(response),
+        Err(Tried::TimedOut) => Err(ProxyError::UpstreamTimeout),
+        Err(Tried::Failed(_)) if log.body_too_large() => Err(ProxyError::BodyTooLarge),
+        Err(Tried::Failed(SendError::Overloaded)) => {
+            Err(overflowed(upstream, Overflow::MaxPending))
+        }
+        Err(Tried::Failed(e)) if e.is_connect() => Err(ProxyError::UpstreamConnect(e)),
+        Err(Tried::Failed(e)) => Err(ProxyError::UpstreamRequest(e)),
+    }
 }
 
 /// The request head as the upstream receives it: the origin-form target (rewritten when the
@@ -123,28 +290,6 @@ fn request_body(listener: &ListenerRuntime, incoming: Incoming, log: &mut Reques
     log.body_in = Some(stats.clone());
     let limit = listener.conn.limits.max_request_body_bytes;
     LimitedBody::new(incoming, limit, stats).boxed()
-}
-
-/// Sends `request` to `endpoint` within the route timeout and classifies a failure.
-async fn send(
-    target: &Target<'_>,
-    endpoint: usize,
-    request: Request<ProxyBody>,
-    log: &RequestLog,
-) -> Result<Response<crate::upstream::PooledBody>, ProxyError> {
-    let upstream = target.upstream;
-    let sent = tokio::time::timeout(target.route.timeout, upstream.send(endpoint, request)).await;
-    match sent {
-        Err(_) => Err(ProxyError::UpstreamTimeout),
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err(_)) if log.body_too_large() => Err(ProxyError::BodyTooLarge),
-        Ok(Err(SendError::Overloaded)) => Err(ProxyError::UpstreamOverloaded),
-        Ok(Err(e)) if e.is_connect() => {
-            upstream.count_connect_error();
-            Err(ProxyError::UpstreamConnect(e))
-        }
-        Ok(Err(e)) => Err(ProxyError::UpstreamRequest(e)),
-    }
 }
 
 /// Pipes the bytes of an upgraded connection (WebSocket...) between client and upstream

@@ -301,6 +301,7 @@ pub fn config(version: i64, resources: Vec<Resource>) -> ConfigSet {
     ConfigSet {
         version,
         resources: resources.into_iter().collect::<ResourceSet>(),
+        ..Default::default()
     }
 }
 

@@ -63,10 +63,9 @@ fn cluster_rules() {
     ]);
 }
 
-/// The checks of fields agents do not enforce yet.
 #[test]
-fn rules_of_refused_cluster_fields() {
-    refused_cases(&[
+fn load_balancing_rules() {
+    cases(&[
         (
             &cluster("{endpoints: [{address: a, port: 1, weight: 10001}]}"),
             &["Cluster/catalog: endpoints[0].weight: weight 10001 is above the limit of 10000"],
@@ -77,15 +76,35 @@ fn rules_of_refused_cluster_fields() {
         ),
         (
             &cluster("{lb_policy: RING_HASH, hash_policy: {}}"),
-            &["hash_policy: a key (header, cookie or source_ip) is required"],
+            &[
+                "hash_policy: a key (header, cookie, source_ip, query_param or session_cookie) is required",
+            ],
         ),
         (
             &cluster("{lb_policy: RING_HASH, hash_policy: {header: 'a b'}}"),
             &["hash_policy.header: invalid header name"],
         ),
         (
-            &cluster("{hash_policy: {cookie: ''}}"),
+            &cluster("{lb_policy: MAGLEV, hash_policy: {cookie: ''}}"),
             &["hash_policy.cookie: cookie name is required"],
+        ),
+        (
+            &cluster("{lb_policy: MAGLEV, hash_policy: {query_param: ''}}"),
+            &["hash_policy.query_param: query parameter name is required"],
+        ),
+        (
+            &cluster(
+                "{lb_policy: MAGLEV, hash_policy: {session_cookie: {name: 'a b', path: x, ttl: 40000000s}}}",
+            ),
+            &[
+                "hash_policy.session_cookie.name: \"a b\" is not a cookie name",
+                "hash_policy.session_cookie.path: must start with '/'",
+                "hash_policy.session_cookie.ttl: must be at most 31536000s",
+            ],
+        ),
+        (
+            &cluster("{lb_policy: LEAST_REQUEST, hash_policy: {source_ip: true}}"),
+            &["hash_policy: would be ignored: only RING_HASH and MAGLEV hash requests"],
         ),
         (
             &cluster("{lb_policy: RING_HASH, hash_policy: {source_ip: true}}"),
@@ -104,23 +123,38 @@ fn rules_of_refused_cluster_fields() {
             ],
         ),
         (
+            &cluster("{health_check: {tcp: true, path: /healthz, host: 'bad host'}}"),
+            &[
+                "health_check.path: would be ignored: a tcp check only opens a connection",
+                "health_check.host: would be ignored",
+                "health_check.host: invalid host name \"bad host\"",
+            ],
+        ),
+        (
             &cluster(
-                "{outlier_detection: {consecutive_5xx: 5000, base_ejection_time: 0s, max_ejection_percent: 101}, circuit_breakers: {max_requests: 2000000, max_retries: 1000001}}",
+                "{outlier_detection: {consecutive_5xx: 5000, consecutive_gateway_failures: 1001, base_ejection_time: 0s, max_ejection_percent: 101}, circuit_breakers: {max_requests: 2000000, max_retries: 1000001}}",
             ),
             &[
                 "outlier_detection.base_ejection_time: must be positive",
                 "outlier_detection.consecutive_5xx: 5000 is above the limit of 1000",
+                "outlier_detection.consecutive_gateway_failures: 1001 is above the limit of 1000",
                 "outlier_detection.max_ejection_percent: 101 is above the limit of 100",
                 "circuit_breakers.max_requests: 2000000 is above the limit of 1000000",
                 "circuit_breakers.max_retries: 1000001 is above the limit of 1000000",
             ],
         ),
         (
-            &cluster("{locality: {failover_threshold_percent: 150}, service: 'a/b'}"),
-            &[
-                "locality.failover_threshold_percent: 150 is above the limit of 100",
-                "service: invalid host name \"a/b\"",
-            ],
+            &cluster("{locality: {failover_threshold_percent: 150}}"),
+            &["locality.failover_threshold_percent: 150 is above the limit of 100"],
         ),
     ]);
+}
+
+/// The checks of fields agents do not enforce yet.
+#[test]
+fn rules_of_refused_cluster_fields() {
+    refused_cases(&[(
+        &cluster("{service: 'a/b'}"),
+        &["service: invalid host name \"a/b\""],
+    )]);
 }

@@ -210,23 +210,47 @@ fn regex_paths_of_a_host_must_fit_in_one_set() {
     ]);
 }
 
-/// The checks of fields agents do not enforce yet.
 #[test]
-fn rules_of_refused_route_fields() {
-    refused_cases(&[
+fn retry_rules() {
+    cases(&[
         (
             &route(
-                "{action: {cluster: cart}, retry: {attempts: 11, retry_on: [5xx, sometimes], per_try_timeout: -1s}}",
+                "{action: {cluster: cart}, retry: {attempts: 11, retry_on: [5xx, sometimes], per_try_timeout: -1s, base_interval: 0s, buffer_bytes: 20000000}}",
             ),
             &[
                 "routes[0].retry.attempts: 11 retries is above the limit of 10",
                 "routes[0].retry.retry_on[1]: unknown value \"sometimes\"",
                 "routes[0].retry.per_try_timeout: must be positive",
+                "routes[0].retry.base_interval: must be positive",
+                "routes[0].retry.buffer_bytes: 20000000 is above the limit of 16777216",
             ],
         ),
         (
-            &route("{action: {cluster: cart}, policies: ['']}"),
-            &["routes[0].policies[0]: policy name is required"],
+            &route(
+                "{action: {cluster: cart}, retry: {attempts: 2, retry_on: [retriable-status-codes], retriable_status_codes: [429, 700]}}",
+            ),
+            &["routes[0].retry.retriable_status_codes[1]: status 700 is not in 100-599"],
+        ),
+        (
+            &route(
+                "{action: {cluster: cart}, retry: {attempts: 2, retry_on: [retriable-status-codes]}}",
+            ),
+            &["routes[0].retry.retriable_status_codes: required by retry_on"],
+        ),
+        (
+            &route(
+                "{action: {cluster: cart}, retry: {attempts: 3, retry_on: [connect-failure, refused-stream, reset, 5xx, gateway-error], max_interval: 1s, retry_non_idempotent: true}}",
+            ),
+            &[],
         ),
     ]);
+}
+
+/// The checks of fields agents do not enforce yet.
+#[test]
+fn rules_of_refused_route_fields() {
+    refused_cases(&[(
+        &route("{action: {cluster: cart}, policies: ['']}"),
+        &["routes[0].policies[0]: policy name is required"],
+    )]);
 }

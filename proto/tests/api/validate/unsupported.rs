@@ -32,73 +32,9 @@ fn each_unsupported_field_is_refused_with_its_path() {
             format!("Secret/token: opaque: {NOT_YET}nothing reads opaque secrets"),
         ),
         (
-            route("{action: {cluster: cart}, retry: {attempts: 1}}"),
-            format!("RouteTable/shop: {at}.retry: {NOT_YET}agents do not retry requests"),
-        ),
-        (
-            cluster("{circuit_breakers: {max_retries: 3}}"),
-            format!(
-                "Cluster/api: circuit_breakers.max_retries: {NOT_YET}agents do not retry requests"
-            ),
-        ),
-        (
-            cluster("{lb_policy: LEAST_REQUEST}"),
-            format!("Cluster/api: lb_policy: {NOT_YET}agents balance round robin only"),
-        ),
-        (
-            cluster("{lb_policy: WEIGHTED_ROUND_ROBIN}"),
-            format!("Cluster/api: lb_policy: {NOT_YET}agents balance round robin only"),
-        ),
-        (
-            cluster("{hash_policy: {source_ip: true}}"),
-            format!("Cluster/api: hash_policy: {NOT_YET}agents do not hash requests to endpoints"),
-        ),
-        (
-            cluster(
-                "{endpoints: [{address: a, port: 1, weight: 1}, {address: b, port: 1, weight: 3}]}",
-            ),
-            format!(
-                "Cluster/api: endpoints[1].weight: {NOT_YET}agents pick endpoints in turn, whatever their weight"
-            ),
-        ),
-        (
-            cluster("{health_check: {path: /healthz}}"),
-            format!("Cluster/api: health_check: {NOT_YET}agents do not run health checks"),
-        ),
-        (
-            cluster("{outlier_detection: {consecutive_5xx: 5}}"),
-            format!(
-                "Cluster/api: outlier_detection: {NOT_YET}agents do not eject failing endpoints"
-            ),
-        ),
-        (
-            cluster("{circuit_breakers: {max_connections: 10, max_requests: 100}}"),
-            format!(
-                "Cluster/api: circuit_breakers.max_requests: {NOT_YET}agents do not limit requests in flight"
-            ),
-        ),
-        (
             cluster("{protocol: HTTP2, circuit_breakers: {max_connections: 10}}"),
             format!(
                 "Cluster/api: circuit_breakers.max_connections: {NOT_YET}agents limit the connections of HTTP1 clusters only"
-            ),
-        ),
-        (
-            cluster("{locality: {prefer_local: true}}"),
-            format!("Cluster/api: locality: {NOT_YET}agents do not prefer nearby endpoints"),
-        ),
-        (
-            cluster("{endpoints: [{address: a, port: 1, region: eu-west}]}"),
-            format!(
-                "Cluster/api: endpoints[0].region: {NOT_YET}agents do not prefer nearby endpoints"
-            ),
-        ),
-        (
-            cluster(
-                "{endpoints: [{address: a, port: 1}, {address: b, port: 1, zone: eu-west-1a}]}",
-            ),
-            format!(
-                "Cluster/api: endpoints[1].zone: {NOT_YET}agents do not prefer nearby endpoints"
             ),
         ),
         (
@@ -160,8 +96,48 @@ fn each_unsupported_field_is_refused_with_its_path() {
 #[test]
 fn what_agents_enforce_is_not_refused() {
     let cluster = |spec: &str| format!("kind: Cluster\nname: api\nspec: {spec}\n");
+    let route = |route: &str| {
+        format!(
+            "kind: RouteTable\nname: shop\nspec:\n  virtual_hosts:\n    - domains: [a.example.com]\n      routes:\n        - {route}\n"
+        )
+    };
     cases(&[
         (&cluster("{lb_policy: ROUND_ROBIN}"), &[]),
+        (&cluster("{lb_policy: WEIGHTED_ROUND_ROBIN}"), &[]),
+        (&cluster("{lb_policy: LEAST_REQUEST}"), &[]),
+        (
+            &cluster("{lb_policy: RING_HASH, hash_policy: {source_ip: true}}"),
+            &[],
+        ),
+        (
+            &cluster(
+                "{lb_policy: MAGLEV, hash_policy: {session_cookie: {name: sticky, ttl: 3600s}}}",
+            ),
+            &[],
+        ),
+        (
+            &cluster(
+                "{endpoints: [{address: a, port: 1, weight: 3, region: eu, zone: eu-1}], locality: {prefer_local: true}}",
+            ),
+            &[],
+        ),
+        (
+            &cluster(
+                "{health_check: {path: /healthz, host: a.internal}, outlier_detection: {consecutive_5xx: 3}}",
+            ),
+            &[],
+        ),
+        (&cluster("{health_check: {tcp: true}}"), &[]),
+        (
+            &cluster("{circuit_breakers: {max_requests: 100, max_retries: 3}}"),
+            &[],
+        ),
+        (
+            &route(
+                "{action: {cluster: cart}, retry: {attempts: 2, retry_on: [5xx, refused-stream], per_try_timeout: 1s}}",
+            ),
+            &[],
+        ),
         (&cluster("{lb_policy: LB_POLICY_UNSPECIFIED}"), &[]),
         (
             &cluster(
