@@ -20,7 +20,8 @@ pub enum Policy {
     /// Smooth weighted round robin: each endpoint's turns spaced evenly, in proportion to its
     /// weight (plain round robin when the weights are equal).
     RoundRobin,
-    /// Power of two choices: the less loaded of two endpoints drawn at random by weight.
+    /// Power of two choices: of two endpoints drawn at random by weight, the one with fewer
+    /// requests in flight on this worker.
     LeastRequest,
     /// Ketama-style consistent hashing of the request's key.
     RingHash,
@@ -353,17 +354,11 @@ impl Balancer {
                 found.unwrap_or_else(|| tier.random())
             }
             Policy::LeastRequest => {
+                // Both draws follow the weights, so when loads tie (an idle cluster) the
+                // picks follow them too; otherwise the less loaded draw wins.
                 let (a, b) = (tier.random(), tier.random());
-                let load = |p: usize| {
-                    let e = &endpoints[tier.members[p] as usize];
-                    // In flight per unit of weight, compared without division.
-                    (
-                        u64::from(e.in_flight_here()) + 1,
-                        u64::from(tier.weights[p]),
-                    )
-                };
-                let ((la, wa), (lb, wb)) = (load(a), load(b));
-                if la * wb <= lb * wa { a } else { b }
+                let load = |p: usize| endpoints[tier.members[p] as usize].in_flight_here();
+                if load(a) <= load(b) { a } else { b }
             }
             Policy::RoundRobin => self.next_turn(&available, t, tier),
         };

@@ -4,6 +4,7 @@
 
 mod access_log;
 mod apply;
+mod balancing;
 mod limits;
 mod metrics;
 mod pool;
