@@ -4,8 +4,9 @@
 
 use portico_api::Resource;
 use portico_api::pb::{
-    AgentSelector, Cluster, Endpoint, Listener, ListenerLimits, RouteAction, RouteMatch,
-    RouteTable, VirtualHost, listener, resource, route_action, route_match,
+    AgentSelector, Cluster, Endpoint, HealthCheck, Listener, ListenerLimits, RouteAction,
+    RouteMatch, RouteTable, VirtualHost, cluster::LbPolicy, listener, resource, route_action,
+    route_match,
 };
 
 /// The regions of the simulated fleet.
@@ -93,6 +94,57 @@ pub fn dataplane(listen_port: u16, upstream_port: u16, routes: usize) -> Vec<Res
         route_table("bench", routes, "upstream", "v0"),
         cluster("upstream", &[upstream_port]),
     ]
+}
+
+/// How the load-balancing bench cell's cluster balances.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Balancing {
+    /// One endpoint, round robin: the plain data-plane cells.
+    Single,
+    /// Three endpoints (the same upstream at 127.0.0.1, .2 and .3), round robin.
+    RoundRobin,
+    /// Three endpoints, least request, each health-checked every second.
+    LeastRequestChecked,
+}
+
+/// [`dataplane`] with the cluster `balancing` asks for.
+pub fn dataplane_balanced(
+    listen_port: u16,
+    upstream_port: u16,
+    routes: usize,
+    balancing: Balancing,
+) -> Vec<Resource> {
+    let mut resources = dataplane(listen_port, upstream_port, routes);
+    if balancing == Balancing::Single {
+        return resources;
+    }
+    let spec = Cluster {
+        endpoints: (1..=3)
+            .map(|i| Endpoint {
+                address: format!("127.0.0.{i}"),
+                port: u32::from(upstream_port),
+                ..Default::default()
+            })
+            .collect(),
+        lb_policy: match balancing {
+            Balancing::LeastRequestChecked => LbPolicy::LeastRequest,
+            _ => LbPolicy::RoundRobin,
+        }
+        .into(),
+        health_check: (balancing == Balancing::LeastRequestChecked).then(|| HealthCheck {
+            path: "/healthz".into(),
+            interval: Some(pbjson_types::Duration {
+                seconds: 1,
+                nanos: 0,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    if let Some(cluster) = resources.iter_mut().find(|r| r.name == "upstream") {
+        cluster.spec = Some(resource::Spec::Cluster(spec));
+    }
+    resources
 }
 
 /// The fleet bench config: `listeners` listeners, each selecting one region, with its own

@@ -1,5 +1,6 @@
 //! `bench-apply`: applies the data-plane bench config (one listener, N prefix routes, one
-//! upstream) to a control plane through its Admin API.
+//! cluster: one endpoint, or three with a balancing policy) to a control plane through its
+//! Admin API.
 
 use std::time::Duration;
 
@@ -23,13 +24,21 @@ struct Args {
     /// Prefix routes; requests to the last one's prefix are the ones measured.
     #[arg(long, default_value_t = 1)]
     routes: usize,
+    /// The cluster's endpoints and policy.
+    #[arg(long, value_enum, default_value = "single")]
+    balancing: config::Balancing,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut client = admin::connect(&args.admin, Duration::from_secs(30)).await?;
-    let resources = config::dataplane(args.listen_port, args.upstream_port, args.routes);
+    let resources = config::dataplane_balanced(
+        args.listen_port,
+        args.upstream_port,
+        args.routes,
+        args.balancing,
+    );
     let revision = admin::apply(
         &mut client,
         args.token.as_deref(),
