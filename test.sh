@@ -17,4 +17,11 @@ if [ ${#packages[@]} -gt 0 ]; then
 fi
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 
-exec cargo nextest run --workspace --no-fail-fast "$@"
+# Every package, unless the arguments pick some (`--workspace` would override `-p`).
+scope=(--workspace)
+for arg in "$@"; do
+  case "$arg" in
+    -p | -p* | --package | --package=*) scope=() ;;
+  esac
+done
+exec cargo nextest run "${scope[@]}" --no-fail-fast "$@"

@@ -2,24 +2,26 @@
 //! `Discovery` server that hands each stream to the test, which then plays the control plane
 //! message by message. It produces what a correct control plane never sends (an incremental
 //! update on another base than the agent's config); end-to-end tests with the real `portico-cp` are in
-//! `integration-tests/tests/agent_*.rs`.
+//! `integration-tests/tests/e2e/agent_*.rs`.
 
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser;
 use portico_agent::settings::Settings;
 use portico_api::Kind;
 use portico_api::pb::discovery_server::{Discovery, DiscoveryServer};
 use portico_api::pb::{
-    AgentMessage, ControlMessage, Hello, Resource, ResourceKey, Update, agent_message,
-    control_message, resource::Spec,
+    AgentMessage, ControlMessage, Hello, ResourceKey, Update, agent_message, control_message,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use portico_test_support::http::fetch;
+use portico_test_support::net::refusing;
+use portico_test_support::resources::cluster;
+use portico_test_support::wait::eventually;
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_util::sync::CancellationToken;
@@ -164,14 +166,9 @@ impl Agent {
     }
 
     async fn get(&self, path: &str) -> (u16, String) {
-        let mut stream = TcpStream::connect(self.admin).await.unwrap();
-        let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        let status = response[9..12].parse().unwrap();
-        let body = response.split_once("\r\n\r\n").unwrap().1.to_string();
-        (status, body)
+        fetch(format!("http://{}{path}", self.admin))
+            .await
+            .unwrap_or_else(|| panic!("the admin endpoint does not answer GET {path}"))
     }
 
     async fn config(&self) -> serde_json::Value {
@@ -182,19 +179,17 @@ impl Agent {
 
     /// Polls `/config` until it is at `version`; returns the resource names.
     async fn wait_for_version(&self, version: i64) -> Vec<String> {
-        let deadline = Instant::now() + WAIT;
-        loop {
+        let what = format!("/config at version {version}");
+        let config = eventually(&what, WAIT, || async {
             let config = self.config().await;
-            if config["version"] == version {
-                let resources = config["resources"].as_array().unwrap();
-                return resources
-                    .iter()
-                    .map(|r| r["name"].as_str().unwrap().to_string())
-                    .collect();
-            }
-            assert!(Instant::now() < deadline, "still at {config}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            (config["version"] == version).then_some(config)
+        })
+        .await;
+        let resources = config["resources"].as_array().unwrap();
+        resources
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_string())
+            .collect()
     }
 
     async fn stop(self) {
@@ -204,14 +199,6 @@ impl Agent {
             .expect("the agent did not stop in time")
             .unwrap()
             .unwrap();
-    }
-}
-
-fn cluster(name: &str) -> Resource {
-    Resource {
-        name: name.into(),
-        spec: Some(Spec::Cluster(Default::default())),
-        ..Default::default()
     }
 }
 
@@ -230,7 +217,7 @@ fn diff(version: i64, base: i64, upserts: &[&str], removals: &[&str]) -> Update 
         nonce: format!("n{version}"),
         full: false,
         base_version: base,
-        upserts: upserts.iter().map(|n| cluster(n)).collect(),
+        upserts: upserts.iter().map(|n| cluster(n, &[])).collect(),
         removals: removals
             .iter()
             .map(|n| ResourceKey::new(Kind::Cluster, *n))
@@ -247,12 +234,6 @@ async fn synced(version: i64, names: &[&str]) -> (Cp, Agent, Session) {
     session.send(full(version, names)).await;
     assert_ack(session.answer().await, version);
     (cp, agent, session)
-}
-
-/// A URL on a port nothing listens on.
-async fn unreachable_url() -> String {
-    let down = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    format!("http://{}", down.local_addr().unwrap())
 }
 
 fn assert_ack(answer: agent_message::Message, version: i64) {
@@ -384,9 +365,9 @@ async fn only_a_diff_on_exactly_the_served_version_applies() {
 
 #[tokio::test]
 async fn agent_fails_over_to_the_next_control_plane() {
-    let down_url = unreachable_url().await;
+    let down = refusing();
     let mut cp = Cp::start().await;
-    let agent = Agent::start(&format!("{down_url},{}", cp.url), &[]).await;
+    let agent = Agent::start(&format!("{},{}", down.url(), cp.url), &[]).await;
     let mut session = cp.session().await;
     session.send(full(2, &["a"])).await;
     assert_ack(session.answer().await, 2);
@@ -407,7 +388,8 @@ async fn cached_config_serves_before_any_control_plane_answers() {
     agent.stop().await;
 
     // No control plane at all: the cache alone makes the agent ready.
-    let agent = Agent::start(&unreachable_url().await, &["--cache-dir", cache_dir]).await;
+    let down = refusing();
+    let agent = Agent::start(&down.url(), &["--cache-dir", cache_dir]).await;
     assert_eq!(agent.wait_for_version(12).await, ["a", "b"]);
     assert_eq!(agent.get("/readyz").await.0, 200);
     agent.stop().await;

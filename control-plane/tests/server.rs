@@ -5,11 +5,10 @@ use std::time::Duration;
 
 use portico_api::pb::admin_client::AdminClient;
 use portico_api::pb::discovery_client::DiscoveryClient;
-use portico_api::pb::{
-    AgentMessage, ApplyRequest, Hello, Node, Resource, agent_message, resource::Spec,
-};
+use portico_api::pb::{AgentMessage, ApplyRequest, Hello, Node, agent_message};
 use portico_control_plane::config::Config;
 use portico_control_plane::server;
+use portico_test_support::resources::cluster;
 use tokio::net::TcpListener;
 
 #[tokio::test]
@@ -25,14 +24,9 @@ async fn runs_in_process_and_stops_on_shutdown_with_streams_open() {
     }));
 
     let mut admin = AdminClient::connect(endpoint.clone()).await.expect("admin");
-    let cluster = Resource {
-        name: "backend".into(),
-        spec: Some(Spec::Cluster(Default::default())),
-        ..Default::default()
-    };
     let applied = admin
         .apply(ApplyRequest {
-            resources: vec![cluster],
+            resources: vec![cluster("backend", &[])],
             ..Default::default()
         })
         .await

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use portico_api::{Kind, Resource, pb::resource::Spec};
+use portico_api::Kind;
 use portico_control_plane::keys::{self, Keys};
 use portico_control_plane::metered::MeteredStore;
 use portico_control_plane::snapshot::Snapshot;
@@ -12,16 +12,12 @@ use portico_control_plane::store::embedded::EmbeddedStore;
 use portico_control_plane::store::{Op, Store, Txn, TxnOutcome};
 use portico_control_plane::views::Views;
 use portico_control_plane::watcher;
+use portico_test_support::resources::cluster;
 use tokio_util::sync::CancellationToken;
 
 /// Writes cluster `name` as config change `version`, as the Admin API does (resource, history
 /// record, config revision), without the compare.
 async fn put_cluster(store: &dyn Store, keys: &Keys, name: &str, version: i64) {
-    let cluster = Resource {
-        name: name.into(),
-        spec: Some(Spec::Cluster(Default::default())),
-        ..Default::default()
-    };
     let put = |key: String, value: Vec<u8>| Op::Put {
         key,
         value,
@@ -30,7 +26,10 @@ async fn put_cluster(store: &dyn Store, keys: &Keys, name: &str, version: i64) {
     let txn = Txn {
         compares: Vec::new(),
         ops: vec![
-            put(keys.config(Kind::Cluster, name), keys::encode(&cluster)),
+            put(
+                keys.config(Kind::Cluster, name),
+                keys::encode(&cluster(name, &[])),
+            ),
             put(keys.history(version), Vec::new()),
             put(keys.config_revision(), keys::encode_revision(version)),
         ],

@@ -1,26 +1,21 @@
 //! A real `portico-agent` process with its admin endpoint on a free port, stopped when dropped.
 //!
-//! The agent's log goes to a file that is printed when a test panics while the agent runs.
+//! Its log is printed when a test panics while the agent runs.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use portico_test_support::http::fetch;
+use portico_test_support::net::free_addr;
+use portico_test_support::process::{Process, SIGTERM};
+use portico_test_support::wait::eventually;
 
 use crate::bins;
-use crate::net::{eventually, free_addr};
-use crate::process::Process;
 
 /// How long an agent may take to become ready or reach a config version.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// SIGTERM: the agent drains and exits 0.
-const SIGTERM: i32 = 15;
 
 /// How to start an agent. Every flag the tests do not set keeps the binary's default, except
 /// the admin address (a free port) and the report interval (short, so reports arrive quickly).
@@ -76,21 +71,12 @@ impl AgentOptions {
 pub struct Agent {
     process: Process,
     admin: SocketAddr,
-    log: PathBuf,
-    _log_dir: tempfile::TempDir,
 }
 
 impl Agent {
     /// Starts `portico-agent` (building it first if needed). Does not wait for readiness.
     pub fn start(options: &AgentOptions) -> Agent {
         let admin = free_addr();
-        let log_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
-        let log = log_dir.path().join("agent.log");
-        let log_file =
-            std::fs::File::create(&log).unwrap_or_else(|e| panic!("creating {log:?}: {e}"));
-        let stderr = log_file
-            .try_clone()
-            .unwrap_or_else(|e| panic!("log file: {e}"));
         let mut cmd = Command::new(bins::path("portico-agent"));
         cmd.arg("--control-plane")
             .arg(options.control_planes.join(","))
@@ -111,15 +97,10 @@ impl Agent {
                 .arg(format!("{}ms", grace.as_millis()));
         }
         cmd.envs(options.env.iter().map(|(k, v)| (k, v)))
-            .env("RUST_LOG", "info,portico_agent=debug")
-            .stdin(Stdio::null())
-            .stdout(log_file)
-            .stderr(stderr);
+            .env("RUST_LOG", "info,portico_agent=debug");
         Agent {
-            process: Process::spawn("portico-agent", cmd),
+            process: Process::spawn(&format!("portico-agent {}", options.node_id), cmd),
             admin,
-            log,
-            _log_dir: log_dir,
         }
     }
 
@@ -137,7 +118,7 @@ impl Agent {
 
     /// `GET` on the admin endpoint: the status and body, or `None` when it does not answer.
     pub async fn get(&self, path: &str) -> Option<(u16, String)> {
-        http_get(&format!("http://{}{path}", self.admin)).await
+        fetch(format!("http://{}{path}", self.admin)).await
     }
 
     /// Whether `/readyz` answers 200 now.
@@ -194,7 +175,7 @@ impl Agent {
             .collect()
     }
 
-    /// Sends SIGTERM.
+    /// Sends SIGTERM: the agent drains and exits 0.
     pub fn terminate(&self) {
         self.process.signal(SIGTERM);
     }
@@ -209,27 +190,8 @@ impl Agent {
         self.process.kill();
     }
 
-    /// The agent's log so far.
+    /// The agent's log so far (it logs to stderr; stdout is empty unless something breaks).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-/// `GET url` over HTTP/1.1: the status and body, or `None` when nothing answers.
-pub async fn http_get(url: impl AsRef<str>) -> Option<(u16, String)> {
-    let url = url.as_ref();
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let uri = url.parse().unwrap_or_else(|e| panic!("URL {url:?}: {e}"));
-    let response = client.get(uri).await.ok()?;
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.ok()?.to_bytes();
-    Some((status, String::from_utf8_lossy(&body).into_owned()))
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- portico-agent log ({}) ---\n{}", self.admin, self.log());
-        }
+        self.process.stdout() + &self.process.stderr()
     }
 }

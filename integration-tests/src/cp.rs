@@ -1,16 +1,32 @@
-//! A real `portico-cp` process on free ports, with an embedded or etcd store.
+//! A real `portico-cp` process on free ports, with an embedded or etcd store, and what tests do
+//! with it: apply through the Admin API, read the registry and rollout status, run the CLI
+//! against it.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use portico_api::Resource;
 use portico_api::pb::admin_client::AdminClient;
+use portico_api::pb::{
+    AgentRecord, AgentsRequest, ApplyRequest, ApplyResponse, ListRequest, ListResponse,
+    RolloutStatusRequest, RolloutStatusResponse,
+};
+use portico_test_support::http::fetch_blocking;
+use portico_test_support::net::{free_addr, localhost};
+use portico_test_support::process::Process;
+use portico_test_support::resources::{cluster, listener, prefix, route, route_table, to, vhost};
+use portico_test_support::wait::{eventually, within_blocking};
 use tonic::transport::Channel;
 
-use crate::net::free_addr;
-use crate::process::Process;
+use crate::cli::{self, Run};
+
+/// How long a control plane may take to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the control plane may take to register an agent or collect its answer.
+pub const SYNC_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Where a control plane keeps its config.
 #[derive(Clone, Debug)]
@@ -30,6 +46,8 @@ pub struct ControlPlane {
     pub grpc: SocketAddr,
     /// The HTTP address (/metrics, /healthz, /readyz).
     pub metrics: SocketAddr,
+    // The embedded store's directory when this value owns it; dropped after the process.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl ControlPlane {
@@ -43,8 +61,17 @@ impl ControlPlane {
             replica: replica.to_string(),
             grpc,
             metrics,
+            _dir: None,
         };
         cp.wait_ready();
+        cp
+    }
+
+    /// Replica `cp-1` on an embedded store in a temp dir of its own, which outlives restarts.
+    pub fn embedded() -> ControlPlane {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let mut cp = ControlPlane::start(StoreSpec::Embedded(dir.path().join("store")), "cp-1");
+        cp._dir = Some(dir);
         cp
     }
 
@@ -58,6 +85,64 @@ impl ControlPlane {
         AdminClient::connect(self.endpoint())
             .await
             .unwrap_or_else(|e| panic!("connecting to the admin API at {}: {e}", self.grpc))
+    }
+
+    /// Applies `resources` through the Admin API; panics when the apply fails or is invalid.
+    pub async fn apply(&self, resources: Vec<Resource>) -> ApplyResponse {
+        apply(&mut self.admin().await, resources).await
+    }
+
+    /// The registry's record of `node_id`.
+    pub async fn agent_record(&self, node_id: &str) -> Option<AgentRecord> {
+        let agents = self
+            .admin()
+            .await
+            .agents(AgentsRequest::default())
+            .await
+            .ok()?;
+        agents
+            .into_inner()
+            .agents
+            .into_iter()
+            .find(|a| a.node.as_ref().is_some_and(|n| n.id == node_id))
+    }
+
+    /// Waits until the registry's record of `node_id` satisfies `check`; returns it.
+    pub async fn wait_for_record(
+        &self,
+        node_id: &str,
+        what: &str,
+        check: impl Fn(&AgentRecord) -> bool,
+    ) -> AgentRecord {
+        eventually(what, SYNC_TIMEOUT, || async {
+            self.agent_record(node_id).await.filter(&check)
+        })
+        .await
+    }
+
+    /// Waits until the rollout status of `revision` satisfies `check`; returns it.
+    pub async fn wait_for_rollout(
+        &self,
+        revision: i64,
+        what: &str,
+        check: impl Fn(&RolloutStatusResponse) -> bool,
+    ) -> RolloutStatusResponse {
+        eventually(what, SYNC_TIMEOUT, || async {
+            let status = self
+                .admin()
+                .await
+                .rollout_status(RolloutStatusRequest { revision })
+                .await
+                .ok()?
+                .into_inner();
+            check(&status).then_some(status)
+        })
+        .await
+    }
+
+    /// Runs `portico` against this control plane.
+    pub fn portico(&self, args: &[&str]) -> Run {
+        cli::portico(&self.endpoint(), args)
     }
 
     /// SIGKILL: no shutdown code runs.
@@ -74,22 +159,29 @@ impl ControlPlane {
 
     /// The HTTP status and body of `GET path` on the metrics address.
     pub fn http_get(&self, path: &str) -> Option<(u16, String)> {
-        http_get(self.metrics, path)
+        fetch_blocking(self.metrics, path)
+    }
+
+    /// The `/metrics` text; panics when it does not answer 200.
+    pub fn metrics_text(&self) -> String {
+        match self.http_get("/metrics") {
+            Some((200, body)) => body,
+            other => panic!("GET /metrics on the control plane: {other:?}"),
+        }
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some((200, _)) = self.http_get("/readyz") {
-                return;
-            }
+        let ready = within_blocking(READY_TIMEOUT, || {
             if let Some(status) = self.process.try_wait() {
                 panic!("portico-cp exited at start: {status}");
             }
-            if Instant::now() > deadline {
-                panic!("portico-cp was not ready at {} within 30s", self.metrics);
-            }
-            std::thread::sleep(Duration::from_millis(20));
+            matches!(self.http_get("/readyz"), Some((200, _))).then_some(())
+        });
+        if ready.is_none() {
+            panic!(
+                "portico-cp was not ready at {} within {READY_TIMEOUT:?}",
+                self.metrics
+            );
         }
     }
 }
@@ -117,107 +209,33 @@ pub fn command(store: &StoreSpec, replica: &str, grpc: SocketAddr, metrics: Sock
 }
 
 fn spawn(store: &StoreSpec, replica: &str, grpc: SocketAddr, metrics: SocketAddr) -> Process {
-    let mut cmd = command(store, replica, grpc, metrics);
-    cmd.stdout(Stdio::null());
-    Process::spawn("portico-cp", cmd)
+    let cmd = command(store, replica, grpc, metrics);
+    Process::spawn(&format!("portico-cp {replica}"), cmd)
 }
 
-/// A minimal HTTP/1.0 GET: the status code and body, or None when nothing answers.
-pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((status, body))
+/// A small valid config: Listener `web` on port 8080 → RouteTable `shop` → Cluster `backend`
+/// at port 9001.
+pub fn base_config() -> Vec<Resource> {
+    vec![
+        listener("web", 8080, "shop"),
+        catch_all("shop", "backend"),
+        cluster("backend", &[localhost(9001)]),
+    ]
 }
 
-/// Resources from YAML documents; panics with every error (test fixtures are meant to parse).
-pub fn resources(yaml: &str) -> Vec<portico_api::Resource> {
-    match portico_api::file::parse("fixture.yaml".as_ref(), yaml) {
-        Ok(loaded) => loaded.into_iter().map(|l| l.resource).collect(),
-        Err(errors) => panic!(
-            "fixture does not parse:\n{}",
-            errors
-                .iter()
-                .map(|e| format!("  {e}\n"))
-                .collect::<String>()
-        ),
-    }
-}
-
-/// A Listener on `port` routing through `table`, selected for `regions` (empty: every agent).
-pub fn listener(name: &str, port: u16, table: &str, regions: &[&str]) -> String {
-    format!(
-        "kind: Listener\nname: {name}\nspec:\n  port: {port}\n  protocol: HTTP\n  route_table: {table}\n  selector: {{regions: [{}]}}\n",
-        regions.join(", ")
+/// A RouteTable `name` sending everything to `cluster`.
+pub fn catch_all(name: &str, cluster: &str) -> Resource {
+    route_table(
+        name,
+        vec![vhost("", &["*"], vec![route("", prefix("/"), to(cluster))])],
     )
 }
 
-/// A RouteTable sending everything to `cluster`.
-pub fn route_table(name: &str, cluster: &str) -> String {
-    format!(
-        "kind: RouteTable\nname: {name}\nspec:\n  virtual_hosts:\n    - domains: [\"*\"]\n      routes:\n        - match: {{prefix: /}}\n          action: {{cluster: {cluster}}}\n"
-    )
-}
-
-/// A Cluster with one endpoint on `port`.
-pub fn cluster(name: &str, port: u16) -> String {
-    format!(
-        "kind: Cluster\nname: {name}\nspec:\n  endpoints: [{{address: 127.0.0.1, port: {port}}}]\n"
-    )
-}
-
-/// An HTTPS Listener on `port` whose certificate is the tls Secret `secret`.
-pub fn https_listener(
-    name: &str,
-    port: u16,
-    table: &str,
-    secret: &str,
-    regions: &[&str],
-) -> String {
-    format!(
-        "kind: Listener\nname: {name}\nspec:\n  port: {port}\n  protocol: HTTPS\n  tls: {{certificates: [{{secret: {secret}}}]}}\n  route_table: {table}\n  selector: {{regions: [{}]}}\n",
-        regions.join(", ")
-    )
-}
-
-/// A tls Secret with a freshly generated self-signed certificate for `host`.
-pub fn tls_secret(name: &str, host: &str) -> String {
-    let cert = rcgen::generate_simple_self_signed(vec![host.to_string()])
-        .unwrap_or_else(|e| panic!("generating a certificate: {e}"));
-    let indent = |pem: String| -> String { pem.lines().map(|l| format!("      {l}\n")).collect() };
-    format!(
-        "kind: Secret\nname: {name}\nspec:\n  tls:\n    certificate_chain: |\n{}    private_key: |\n{}",
-        indent(cert.cert.pem()),
-        indent(cert.signing_key.serialize_pem())
-    )
-}
-
-/// Joins YAML documents.
-pub fn docs(documents: &[String]) -> String {
-    documents.join("---\n")
-}
-
-/// A small valid config: Listener `web` → RouteTable `shop` → Cluster `backend`.
-pub fn base_config() -> String {
-    docs(&[
-        listener("web", 8080, "shop", &[]),
-        route_table("shop", "backend"),
-        cluster("backend", 9001),
-    ])
-}
-
-/// Applies the resources of `yaml`; panics when the apply fails or is invalid.
-pub async fn apply(admin: &mut AdminClient<Channel>, yaml: &str) -> portico_api::pb::ApplyResponse {
+/// Applies `resources`; panics when the apply fails or is invalid.
+pub async fn apply(admin: &mut AdminClient<Channel>, resources: Vec<Resource>) -> ApplyResponse {
     let response = admin
-        .apply(portico_api::pb::ApplyRequest {
-            resources: resources(yaml),
+        .apply(ApplyRequest {
+            resources,
             message: "test".into(),
             ..Default::default()
         })
@@ -229,9 +247,9 @@ pub async fn apply(admin: &mut AdminClient<Channel>, yaml: &str) -> portico_api:
 }
 
 /// Lists every resource; panics when the call fails.
-pub async fn list(admin: &mut AdminClient<Channel>) -> portico_api::pb::ListResponse {
+pub async fn list(admin: &mut AdminClient<Channel>) -> ListResponse {
     admin
-        .list(portico_api::pb::ListRequest::default())
+        .list(ListRequest::default())
         .await
         .unwrap_or_else(|e| panic!("list: {e}"))
         .into_inner()

@@ -3,10 +3,14 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::net::{free_addr, is_listening};
-use crate::process::Process;
+use portico_test_support::net::{free_addr, is_listening};
+use portico_test_support::process::Process;
+use portico_test_support::wait::within_blocking;
+
+/// How long etcd may take to accept clients.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What to tell whoever runs the tests when etcd is missing.
 pub const INSTALL_HINT: &str = "install etcd-server (apt-get install -y etcd-server)";
@@ -69,9 +73,6 @@ impl Etcd {
         if peer == client {
             return Err(format!("got port {} twice", client.port()));
         }
-        let log_path = dir.path().join("etcd.log");
-        let log = std::fs::File::create(&log_path)
-            .unwrap_or_else(|e| panic!("creating {}: {e}", log_path.display()));
         let scheme = if tls.is_some() { "https" } else { "http" };
         let mut cmd = Command::new("etcd");
         cmd.args(["--name", "n1", "--logger", "zap", "--log-level", "error"])
@@ -81,9 +82,7 @@ impl Etcd {
             .arg(format!("--advertise-client-urls={scheme}://{client}"))
             .arg(format!("--listen-peer-urls=http://{peer}"))
             .arg(format!("--initial-advertise-peer-urls=http://{peer}"))
-            .arg(format!("--initial-cluster=n1=http://{peer}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log));
+            .arg(format!("--initial-cluster=n1=http://{peer}"));
         if let Some(tls) = tls {
             cmd.arg("--cert-file")
                 .arg(&tls.cert)
@@ -94,19 +93,21 @@ impl Etcd {
                 .arg("--client-cert-auth");
         }
         let mut process = Process::spawn("etcd", cmd);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
+        let started = within_blocking(START_TIMEOUT, || {
             if let Some(status) = process.try_wait() {
-                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                return Err(format!("etcd exited at start ({status}): {log}"));
+                return Some(Err(status));
             }
-            if is_listening(client) {
-                break;
+            is_listening(client).then_some(Ok(()))
+        });
+        match started {
+            Some(Ok(())) => {}
+            Some(Err(status)) => {
+                return Err(format!(
+                    "etcd exited at start ({status}): {}",
+                    process.stderr()
+                ));
             }
-            if Instant::now() > deadline {
-                panic!("etcd did not accept clients at {client} within 20s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+            None => panic!("etcd did not accept clients at {client} within {START_TIMEOUT:?}"),
         }
         Ok(Etcd {
             client,

@@ -1,24 +1,26 @@
-//! The test harness: starts real processes on free ports and stops them when dropped.
+//! The end-to-end harness: the real binaries (`portico-cp`, `portico-agent`, `portico`) and
+//! real etcd started as processes on free ports, and what tests do with them.
 //!
-//! Every helper binds port 0 or asks the OS for a free port, polls readiness with a deadline
-//! (never sleeps to synchronise), and kills what it started in `Drop`.
+//! What every crate's tests share (polling, ports, processes, upstreams, clients, resource
+//! builders) is `portico-test-support`; this crate adds what needs the binaries or the control
+//! plane. Every helper polls readiness with a deadline (never sleeps to synchronise) and kills
+//! what it started in `Drop`, printing the process's output when a test fails.
+//!
+//! The tests themselves are one binary, `tests/e2e`, a module per area.
 //!
 //! # Layout
 //! - [`agent`]: a real `portico-agent` process and its admin endpoint (`/readyz`, `/config`).
-//! - [`bins`]: builds and locates the workspace binaries (`portico-cp`, `portico-agent`,
-//!   `portico`) so `cargo test` alone is enough.
-//! - [`cp`]: a real `portico-cp` process with an embedded or etcd store, and its admin client.
+//! - [`bins`]: builds and locates the workspace binaries so `cargo test` alone is enough.
+//! - [`cli`]: the `portico` binary run against a control plane, config files for it, and the
+//!   small configs the CLI tests apply.
+//! - [`cp`]: a real `portico-cp` process with an embedded or etcd store, applies through its
+//!   Admin API, and waits on its registry and rollout status.
 //! - [`etcd`]: a real single-node etcd in a temp dir.
-//! - [`net`]: free ports and polling helpers.
-//! - [`process`]: a child process killed on drop.
 //! - [`scripted_agent`]: a raw-gRPC agent that ACKs or NACKs on command.
-//! - [`upstream`]: a real HTTP upstream and the resources that route a listener to it.
 
 pub mod agent;
 pub mod bins;
+pub mod cli;
 pub mod cp;
 pub mod etcd;
-pub mod net;
-pub mod process;
 pub mod scripted_agent;
-pub mod upstream;

@@ -48,7 +48,7 @@ async fn every_request_writes_one_json_line_with_its_facts() {
         vec![
             listener("web", port, "rt"),
             cluster("up", &[up.addr]),
-            table(
+            route_table(
                 "rt",
                 vec![vhost(
                     "all",

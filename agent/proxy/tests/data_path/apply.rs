@@ -11,7 +11,6 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use portico_api::pb::route_match;
 use portico_proxy::ApplyError;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -24,7 +23,7 @@ fn single_route(
 ) -> portico_proxy::config::ConfigSet {
     let mut resources = vec![
         listener("web", port, "rt"),
-        table(
+        route_table(
             "rt",
             vec![vhost(
                 "all",
@@ -63,21 +62,21 @@ async fn config_changes_under_load_fail_no_request() {
             }
         }));
     }
-    let served = |u: &Upstream, n: usize| {
-        let hits = u.hits.clone();
-        async move { (hits.load(Ordering::SeqCst) >= n).then_some(()) }
-    };
-    eventually("load on a", WAIT, || served(&a, 200)).await;
+    let served = |u: &Upstream, n: usize| (u.hits() >= n).then_some(());
+    eventually("load on a", WAIT, || async { served(&a, 200) }).await;
     proxy
         .apply(&single_route(2, port, &[&a, &b], "b"))
         .await
         .unwrap();
-    let b_before = b.hits.load(Ordering::SeqCst);
-    eventually("load moved to b", WAIT, || served(&b, b_before + 200)).await;
+    let b_before = b.hits();
+    eventually("load moved to b", WAIT, || async {
+        served(&b, b_before + 200)
+    })
+    .await;
     // A new route table with more routes, and a new cluster replacing b.
     let c = Upstream::start("c").await;
     let mut cfg = single_route(3, port, &[&a, &c], "c");
-    cfg.resources.insert(table(
+    cfg.resources.insert(route_table(
         "rt",
         vec![vhost(
             "all",
@@ -89,7 +88,7 @@ async fn config_changes_under_load_fail_no_request() {
         )],
     ));
     proxy.apply(&cfg).await.unwrap();
-    eventually("load moved to c", WAIT, || served(&c, 200)).await;
+    eventually("load moved to c", WAIT, || async { served(&c, 200) }).await;
     stop.cancel();
     for task in load {
         task.await.unwrap();
@@ -147,7 +146,7 @@ async fn failed_applies_change_nothing_and_close_what_they_bound() {
     let taken_port = taken.local_addr().unwrap().port();
     let extra_port = free_port();
     let mut cfg = single_route(2, port, &[&a], "a");
-    cfg.resources.insert(table(
+    cfg.resources.insert(route_table(
         "rt",
         vec![vhost(
             "all",
@@ -171,16 +170,12 @@ async fn failed_applies_change_nothing_and_close_what_they_bound() {
     );
 
     let mut bad = single_route(3, port, &[&a], "a");
-    bad.resources.insert(table(
+    bad.resources.insert(route_table(
         "rt",
         vec![vhost(
             "all",
             &["*"],
-            vec![route(
-                "bad",
-                Some(route_match::Path::Regex("(".into())),
-                to("a"),
-            )],
+            vec![route("bad", regex("("), to("a"))],
         )],
     ));
     let err = proxy.apply(&bad).await.unwrap_err();
@@ -208,7 +203,7 @@ async fn a_removed_listener_stops_accepting_and_drains_in_flight_requests() {
     let proxy = proxy_with(&single_route(1, old_port, &[&a], "a")).await;
     let slow = tokio::spawn(get(old_port, "x", "/slow/800"));
     eventually("the slow request reached the upstream", WAIT, || async {
-        (a.hits.load(Ordering::SeqCst) == 1).then_some(())
+        (a.hits() == 1).then_some(())
     })
     .await;
     proxy
@@ -246,7 +241,7 @@ async fn shutdown_waits_for_in_flight_requests() {
     let proxy = proxy_with(&single_route(1, port, &[&a], "a")).await;
     let slow = tokio::spawn(get(port, "x", "/slow/500"));
     eventually("the slow request reached the upstream", WAIT, || async {
-        (a.hits.load(Ordering::SeqCst) == 1).then_some(())
+        (a.hits() == 1).then_some(())
     })
     .await;
     assert_eq!(proxy.active_connections(), 1);

@@ -138,7 +138,7 @@ fn cluster_of(endpoints: Vec<pb::Endpoint>, shape: impl FnOnce(&mut pb::Cluster)
         ..Default::default()
     };
     shape(&mut spec);
-    resource("c", pb::resource::Spec::Cluster(spec))
+    resource("c", spec)
 }
 
 /// A proxy with one worker in `region`/`zone`, serving `cluster` on every path (with `retry`).
@@ -409,7 +409,8 @@ async fn retries_hide_an_upstream_killed_under_load() {
 
 #[tokio::test]
 async fn a_retried_body_is_sent_whole_and_only_idempotent_methods_retry_by_default() {
-    let (_held, dead) = refusing();
+    let refused = refusing();
+    let dead = refused.addr();
     let up = Upstream::start("echo").await;
     let endpoints = vec![endpoint(dead, 1, "", ""), endpoint(up.addr, 1, "", "")];
     for non_idempotent in [true, false] {
@@ -520,7 +521,8 @@ async fn health_checks_take_an_endpoint_out_and_bring_it_back() {
 
 #[tokio::test]
 async fn a_tcp_check_marks_a_closed_port_unhealthy() {
-    let (_held, dead) = refusing();
+    let refused = refusing();
+    let dead = refused.addr();
     let b = Scripted::start("b").await;
     let (proxy, port) = serve(
         cluster_of(
@@ -592,7 +594,8 @@ async fn circuit_breakers_answer_503_overflow() {
         .install_recorder()
         .unwrap();
     let slow = Scripted::start("slow").await;
-    let (_held, dead) = refusing();
+    let refused = refusing();
+    let dead = refused.addr();
     // max_requests: one request in flight per worker (one worker).
     let (proxy, port) = serve(
         cluster_of(vec![endpoint(slow.addr, 1, "", "")], |c| {

@@ -16,19 +16,15 @@ const WAIT: Duration = Duration::from_secs(5);
 /// A proxy on a fresh port forwarding everything to `up`, with `limits`.
 async fn limited_proxy(up: std::net::SocketAddr, limits: pb::ListenerLimits) -> (Proxy, u16) {
     let port = free_port();
-    let mut l = listener("web", port, "rt");
-    listener_spec(&mut l).limits = Some(limits);
+    let l = listener("web", port, "rt").with(|l: &mut pb::Listener| l.limits = Some(limits));
     let mut slow = route("slow", prefix("/slow"), to("up"));
-    slow.timeout = Some(pbjson_types::Duration {
-        seconds: 0,
-        nanos: 300_000_000,
-    });
+    slow.timeout = Some(duration(Duration::from_millis(300)));
     let cfg = config(
         1,
         vec![
             l,
             cluster("up", &[up]),
-            table(
+            route_table(
                 "rt",
                 vec![vhost(
                     "all",
@@ -57,11 +53,7 @@ async fn bodies_over_the_limit_get_413_up_front_and_while_streaming() {
     )
     .await;
     assert!(declared.starts_with("HTTP/1.1 413"), "{declared}");
-    assert_eq!(
-        up.hits.load(std::sync::atomic::Ordering::SeqCst),
-        0,
-        "never forwarded"
-    );
+    assert_eq!(up.hits(), 0, "never forwarded");
 
     let chunks: Vec<Result<http_body::Frame<Bytes>, std::io::Error>> = (0..20)
         .map(|_| Ok(http_body::Frame::data(Bytes::from(vec![b'x'; 100]))))
@@ -87,14 +79,8 @@ async fn bodies_over_the_limit_get_413_up_front_and_while_streaming() {
 async fn a_slow_request_head_gets_408_and_idle_connections_close_quietly() {
     let up = Upstream::start("up").await;
     let limits = pb::ListenerLimits {
-        header_read_timeout: Some(pbjson_types::Duration {
-            seconds: 0,
-            nanos: 300_000_000,
-        }),
-        idle_timeout: Some(pbjson_types::Duration {
-            seconds: 0,
-            nanos: 400_000_000,
-        }),
+        header_read_timeout: Some(duration(Duration::from_millis(300))),
+        idle_timeout: Some(duration(Duration::from_millis(400))),
         ..Default::default()
     };
     let (proxy, port) = limited_proxy(up.addr, limits).await;
@@ -147,14 +133,14 @@ async fn upstream_failures_map_to_502_and_504() {
             .contains(timeout.headers["x-request-id"].to_str().unwrap())
     );
 
-    let (_held, dead) = refusing();
+    let dead = refusing();
     let down_port = free_port();
     let cfg = config(
         2,
         vec![
             listener("down", down_port, "rt"),
-            cluster("gone", &[dead]),
-            table(
+            cluster("gone", &[dead.addr()]),
+            route_table(
                 "rt",
                 vec![vhost("all", &["*"], vec![route("all", None, to("gone"))])],
             ),
@@ -226,11 +212,7 @@ async fn malformed_requests_get_400_and_oversized_heads_431() {
     );
     let answer = raw(port, huge.as_bytes(), WAIT).await;
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
-    assert_eq!(
-        up.hits.load(std::sync::atomic::Ordering::SeqCst),
-        1,
-        "only the HTTP/1.0 request"
-    );
+    assert_eq!(up.hits(), 1, "only the HTTP/1.0 request");
     proxy.shutdown(Duration::from_secs(1)).await;
 }
 

@@ -14,11 +14,11 @@ async fn requests_connections_errors_and_applies_are_counted() {
     m::describe();
     let up = Upstream::start("up").await;
     let port = free_port();
-    let (_held, dead) = refusing();
+    let dead = refusing();
     let cfg = web(
         7,
         port,
-        vec![cluster("up", &[up.addr]), cluster("gone", &[dead])],
+        vec![cluster("up", &[up.addr]), cluster("gone", &[dead.addr()])],
         vec![
             route("dead", prefix("/dead"), to("gone")),
             route("main", prefix("/"), to("up")),

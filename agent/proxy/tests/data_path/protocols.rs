@@ -11,7 +11,7 @@ use futures::{SinkExt, StreamExt};
 use http::{Request, StatusCode, Version};
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use portico_api::pb::{self, resource::Spec};
+use portico_api::pb;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -19,10 +19,8 @@ use tokio_tungstenite::tungstenite::Message;
 async fn http2_prior_knowledge_clients_and_http2_upstreams() {
     let up = Upstream::start("up").await;
     let port = free_port();
-    let mut h2_cluster = cluster("h2", &[up.addr]);
-    if let Some(Spec::Cluster(c)) = h2_cluster.spec.as_mut() {
-        c.protocol = pb::cluster::UpstreamProtocol::Http2 as i32;
-    }
+    let h2_cluster = cluster("h2", &[up.addr])
+        .with(|c: &mut pb::Cluster| c.protocol = pb::cluster::UpstreamProtocol::Http2 as i32);
     let cfg = web(
         1,
         port,
@@ -58,46 +56,6 @@ async fn http2_prior_knowledge_clients_and_http2_upstreams() {
     proxy.shutdown(Duration::from_secs(1)).await;
 }
 
-fn self_signed(name: &str) -> (pb::TlsSecret, CertificateDer<'static>) {
-    let cert = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
-    let der = cert.cert.der().clone();
-    (
-        pb::TlsSecret {
-            certificate_chain: cert.cert.pem(),
-            private_key: cert.signing_key.serialize_pem(),
-        },
-        der,
-    )
-}
-
-fn secret(name: &str, tls: pb::TlsSecret) -> portico_api::Resource {
-    resource(
-        name,
-        Spec::Secret(pb::Secret {
-            secret: Some(pb::secret::Secret::Tls(tls)),
-        }),
-    )
-}
-
-/// HTTPS listener "tls" on `port` with route table "rt", serving each (server name, Secret
-/// name) pair's certificate.
-fn https_listener(port: u16, certificates: &[(&str, &str)]) -> portico_api::Resource {
-    let mut l = listener("tls", port, "rt");
-    let spec = listener_spec(&mut l);
-    spec.protocol = pb::listener::Protocol::Https as i32;
-    spec.tls = Some(pb::ListenerTls {
-        certificates: certificates
-            .iter()
-            .map(|(name, secret)| pb::SniCertificate {
-                server_names: vec![name.to_string()],
-                secret: secret.to_string(),
-            })
-            .collect(),
-        ..Default::default()
-    });
-    l
-}
-
 /// `https` and `secrets`, with every request routed to the upstream at `up`.
 fn https_config(
     https: portico_api::Resource,
@@ -107,7 +65,7 @@ fn https_config(
     let mut resources = vec![
         https,
         cluster("up", &[up]),
-        table(
+        route_table(
             "rt",
             vec![vhost("all", &["*"], vec![route("all", None, to("up"))])],
         ),
@@ -137,16 +95,20 @@ fn tls_client(roots: &[CertificateDer<'static>], alpn: Option<&str>) -> tokio_ru
 async fn https_selects_the_certificate_by_sni_and_negotiates_alpn() {
     let up = Upstream::start("up").await;
     let port = free_port();
-    let (a_secret, a_der) = self_signed("a.test");
-    let (b_secret, b_der) = self_signed("b.test");
+    let (a, b) = (self_signed("a.test"), self_signed("b.test"));
     let cfg = https_config(
-        https_listener(port, &[("a.test", "a"), ("b.test", "b")]),
-        vec![secret("a", a_secret), secret("b", b_secret)],
+        https_listener(
+            "tls",
+            port,
+            "rt",
+            vec![sni("a", &["a.test"]), sni("b", &["b.test"])],
+        ),
+        vec![secret("a", a.secret), secret("b", b.secret)],
         up.addr,
     );
     let proxy = proxy_with(&cfg).await;
-    let roots = [a_der.clone(), b_der.clone()];
-    for (name, expected_cert, alpn) in [("a.test", &a_der, "h2"), ("b.test", &b_der, "http/1.1")] {
+    let roots = [a.der.clone(), b.der.clone()];
+    for (name, expected_cert, alpn) in [("a.test", &a.der, "h2"), ("b.test", &b.der, "http/1.1")] {
         let connector = tls_client(&roots, Some(alpn));
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
@@ -204,13 +166,11 @@ async fn websockets_are_passed_through_both_ways() {
     );
     // Upgraded traffic must not be mistaken for a slow request head.
     let head_timeout = Duration::from_millis(200);
-    let mut l = listener("web", port, "rt");
-    listener_spec(&mut l).limits = Some(pb::ListenerLimits {
-        header_read_timeout: Some(pbjson_types::Duration {
-            seconds: 0,
-            nanos: head_timeout.subsec_nanos() as i32,
-        }),
-        ..Default::default()
+    let l = listener("web", port, "rt").with(|l: &mut pb::Listener| {
+        l.limits = Some(pb::ListenerLimits {
+            header_read_timeout: Some(duration(head_timeout)),
+            ..Default::default()
+        })
     });
     cfg.resources.insert(l);
     let proxy = proxy_with(&cfg).await;
@@ -252,8 +212,8 @@ async fn websockets_are_passed_through_both_ways() {
 
 #[tokio::test]
 async fn clusters_can_reach_their_endpoints_over_tls() {
-    let (up_secret, _) = self_signed("up.internal");
-    let (other_ca, _) = self_signed("someone.else");
+    let up_cert = self_signed("up.internal");
+    let other_ca = self_signed("someone.else");
     let server_tls = portico_proxy::tls::server_config(
         &pb::ListenerTls {
             certificates: vec![pb::SniCertificate {
@@ -262,33 +222,27 @@ async fn clusters_can_reach_their_endpoints_over_tls() {
             }],
             ..Default::default()
         },
-        |_| Some(up_secret.clone()),
+        |_| Some(up_cert.secret.clone()),
     )
     .unwrap();
     let up = Upstream::start_tls("secure-up", server_tls).await;
     let port = free_port();
     let tls_cluster = |name: &str, ca: &str| {
-        let mut c = cluster(name, &[up.addr]);
-        if let Some(Spec::Cluster(spec)) = c.spec.as_mut() {
-            spec.tls = Some(pb::UpstreamTls {
+        cluster(name, &[up.addr]).with(|c: &mut pb::Cluster| {
+            c.tls = Some(pb::UpstreamTls {
                 enabled: true,
                 server_name: "up.internal".into(),
                 ca_secret: ca.into(),
                 client_certificate_secret: String::new(),
-            });
-        }
-        c
-    };
-    let ca_only = |s: &pb::TlsSecret| pb::TlsSecret {
-        certificate_chain: s.certificate_chain.clone(),
-        private_key: String::new(),
+            })
+        })
     };
     let cfg = web(
         1,
         port,
         vec![
-            secret("up-ca", ca_only(&up_secret)),
-            secret("wrong-ca", ca_only(&other_ca)),
+            secret("up-ca", up_cert.ca()),
+            secret("wrong-ca", other_ca.ca()),
             tls_cluster("trusted", "up-ca"),
             tls_cluster("untrusted", "wrong-ca"),
         ],
@@ -303,7 +257,7 @@ async fn clusters_can_reach_their_endpoints_over_tls() {
     assert_eq!(good.upstream(), "secure-up");
     let bad = get(port, "x", "/untrusted").await;
     assert_eq!(bad.status, StatusCode::BAD_GATEWAY, "{}", bad.body);
-    assert_eq!(up.hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(up.hits(), 1);
 
     let mut missing = cfg.clone();
     missing.resources.insert(tls_cluster("trusted", "nope"));
@@ -325,10 +279,11 @@ async fn http2_header_lists_over_the_limit_get_431_and_the_connection_lives_on()
         vec![cluster("up", &[up.addr])],
         vec![route("all", None, to("up"))],
     );
-    let mut l = listener("web", port, "rt");
-    listener_spec(&mut l).limits = Some(pb::ListenerLimits {
-        max_request_header_bytes: 16 * 1024,
-        ..Default::default()
+    let l = listener("web", port, "rt").with(|l: &mut pb::Listener| {
+        l.limits = Some(pb::ListenerLimits {
+            max_request_header_bytes: 16 * 1024,
+            ..Default::default()
+        })
     });
     cfg.resources.insert(l);
     let proxy = proxy_with(&cfg).await;
@@ -352,14 +307,14 @@ async fn http2_header_lists_over_the_limit_get_431_and_the_connection_lives_on()
         refused.status(),
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
     );
-    assert_eq!(up.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(up.hits(), 0);
     let fits = sender.send_request(request(Some(1024))).await.unwrap();
     assert_eq!(
         fits.status(),
         StatusCode::OK,
         "the same connection still serves"
     );
-    assert_eq!(up.hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(up.hits(), 1);
     proxy.shutdown(Duration::from_secs(1)).await;
 }
 
@@ -368,23 +323,23 @@ async fn https_slow_request_heads_get_408_and_stalled_handshakes_are_closed() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let up = Upstream::start("up").await;
     let port = free_port();
-    let (tls_secret, der) = self_signed("slow.test");
-    let mut l = https_listener(port, &[("slow.test", "cert")]);
-    listener_spec(&mut l).limits = Some(pb::ListenerLimits {
-        header_read_timeout: Some(pbjson_types::Duration {
-            seconds: 0,
-            nanos: 300_000_000,
-        }),
-        ..Default::default()
-    });
-    let cfg = https_config(l, vec![secret("cert", tls_secret)], up.addr);
+    let cert = self_signed("slow.test");
+    let l = https_listener("tls", port, "rt", vec![sni("cert", &["slow.test"])]).with(
+        |l: &mut pb::Listener| {
+            l.limits = Some(pb::ListenerLimits {
+                header_read_timeout: Some(duration(Duration::from_millis(300))),
+                ..Default::default()
+            })
+        },
+    );
+    let cfg = https_config(l, vec![secret("cert", cert.secret)], up.addr);
     let proxy = proxy_with(&cfg).await;
     let wait = Duration::from_secs(5);
 
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
-    let mut slow = tls_client(&[der], None)
+    let mut slow = tls_client(&[cert.der], None)
         .connect(ServerName::try_from("slow.test").unwrap(), tcp)
         .await
         .unwrap();
@@ -414,6 +369,6 @@ async fn https_slow_request_heads_get_408_and_stalled_handshakes_are_closed() {
         rest.is_empty(),
         "nothing is sent before a handshake: {rest:?}"
     );
-    assert_eq!(up.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(up.hits(), 0);
     proxy.shutdown(Duration::from_secs(1)).await;
 }

@@ -5,7 +5,7 @@
 use crate::support::*;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
-use portico_api::pb::{self, header_match, query_param_match, route_action};
+use portico_api::pb;
 
 #[tokio::test]
 async fn requests_reach_the_upstream_of_their_host_path_method_header_and_query() {
@@ -18,16 +18,9 @@ async fn requests_reach_the_upstream_of_their_host_path_method_header_and_query(
     let mut post_only = route("writes", prefix("/api"), to("b"));
     post_only.r#match.as_mut().unwrap().methods = vec!["POST".into()];
     let mut canary = route("canary", prefix("/api"), to("c"));
-    canary.r#match.as_mut().unwrap().headers = vec![pb::HeaderMatch {
-        name: "x-canary".into(),
-        value: Some(header_match::Value::Exact("1".into())),
-        invert: false,
-    }];
+    canary.r#match.as_mut().unwrap().headers = vec![header_exact("x-canary", "1")];
     let mut beta = route("beta", prefix("/api"), to("c"));
-    beta.r#match.as_mut().unwrap().query_params = vec![pb::QueryParamMatch {
-        name: "beta".into(),
-        value: Some(query_param_match::Value::Present(true)),
-    }];
+    beta.r#match.as_mut().unwrap().query_params = vec![query_present("beta")];
     let cfg = config(
         1,
         vec![
@@ -35,7 +28,7 @@ async fn requests_reach_the_upstream_of_their_host_path_method_header_and_query(
             cluster("a", &[a.addr]),
             cluster("b", &[b.addr]),
             cluster("c", &[c.addr]),
-            table(
+            route_table(
                 "rt",
                 vec![
                     vhost(
@@ -112,25 +105,14 @@ async fn weighted_clusters_split_within_five_percent() {
         Upstream::start("canary").await,
     );
     let port = free_port();
-    let split = route_action::Action::WeightedClusters(pb::WeightedClusters {
-        clusters: vec![
-            pb::WeightedCluster {
-                cluster: "stable".into(),
-                weight: 80,
-            },
-            pb::WeightedCluster {
-                cluster: "canary".into(),
-                weight: 20,
-            },
-        ],
-    });
+    let split = weighted(&[("stable", 80), ("canary", 20)]);
     let cfg = config(
         1,
         vec![
             listener("web", port, "rt"),
             cluster("stable", &[stable.addr]),
             cluster("canary", &[canary.addr]),
-            table(
+            route_table(
                 "rt",
                 vec![vhost("all", &["*"], vec![route("split", None, split)])],
             ),
@@ -145,28 +127,24 @@ async fn weighted_clusters_split_within_five_percent() {
             .unwrap();
         assert_eq!(send(&client, req).await.status, StatusCode::OK);
     }
-    let canary_share = canary.hits.load(std::sync::atomic::Ordering::SeqCst) as f64 / total as f64;
+    let canary_share = canary.hits() as f64 / total as f64;
     assert!(
         (canary_share - 0.20).abs() <= 0.05,
         "canary got {canary_share}"
     );
-    assert_eq!(
-        stable.hits.load(std::sync::atomic::Ordering::SeqCst)
-            + canary.hits.load(std::sync::atomic::Ordering::SeqCst),
-        total
-    );
+    assert_eq!(stable.hits() + canary.hits(), total);
     proxy.shutdown(std::time::Duration::from_secs(1)).await;
 }
 
 #[tokio::test]
 async fn redirects_and_direct_responses_are_answered_by_the_proxy() {
     let port = free_port();
-    let to_https = route_action::Action::Redirect(pb::Redirect {
+    let to_https = redirect(pb::Redirect {
         scheme: "https".into(),
         status: 308,
         ..Default::default()
     });
-    let moved = route_action::Action::Redirect(pb::Redirect {
+    let moved = redirect(pb::Redirect {
         path: "/new".into(),
         ..Default::default()
     });
@@ -174,7 +152,7 @@ async fn redirects_and_direct_responses_are_answered_by_the_proxy() {
         1,
         vec![
             listener("web", port, "rt"),
-            table(
+            route_table(
                 "rt",
                 vec![vhost(
                     "all",
@@ -231,7 +209,7 @@ async fn header_rules_forwarding_headers_and_request_ids() {
         vec![
             listener("web", port, "rt"),
             cluster("up", &[up.addr]),
-            table("rt", vec![vhost("all", &["*"], vec![r])]),
+            route_table("rt", vec![vhost("all", &["*"], vec![r])]),
         ],
     );
     let proxy = proxy_with(&cfg).await;
@@ -280,15 +258,14 @@ async fn normalised_paths_cannot_reach_a_route_through_another_prefix() {
         Upstream::start("admin").await,
     );
     let port = free_port();
-    let mut l = listener("web", port, "rt");
-    listener_spec(&mut l).merge_slashes = true;
+    let l = listener("web", port, "rt").with(|l: &mut pb::Listener| l.merge_slashes = true);
     let cfg = config(
         1,
         vec![
             l,
             cluster("public", &[public.addr]),
             cluster("admin", &[admin.addr]),
-            table(
+            route_table(
                 "rt",
                 vec![vhost(
                     "all",
@@ -329,6 +306,6 @@ async fn normalised_paths_cannot_reach_a_route_through_another_prefix() {
         ok.contains("GET /public/b\n"),
         "upstream gets the normalised path: {ok}"
     );
-    assert_eq!(admin.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(admin.hits(), 0);
     proxy.shutdown(std::time::Duration::from_secs(1)).await;
 }

@@ -5,40 +5,34 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use portico_control_plane::store::embedded::EmbeddedStore;
 use portico_control_plane::store::{Revision, Store, StoreError};
-use portico_integration_tests::process::Process;
+use portico_test_support::process::Process;
+use portico_test_support::wait::eventually_blocking;
 use rand::Rng;
 
 const WRITER: &str = env!("CARGO_BIN_EXE_store-crash-writer");
 
-/// Starts the writer on `dir` with its output in `log`, and waits until it has committed
-/// something.
-fn start_writer(dir: &Path, prefix: &str, log: &Path) -> Process {
-    let out = std::fs::File::create(log).expect("creating the writer's log");
+/// Starts the writer on `dir` and waits until it has committed something.
+fn start_writer(dir: &Path, prefix: &str) -> Process {
     let mut cmd = Command::new(WRITER);
-    cmd.arg(dir)
-        .arg(prefix)
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::inherit());
+    cmd.arg(dir).arg(prefix);
     let mut writer = Process::spawn("store-crash-writer", cmd);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::fs::metadata(log).map_or(0, |m| m.len()) == 0 {
+    eventually_blocking("the writer to commit", Duration::from_secs(20), || {
         if let Some(status) = writer.try_wait() {
             panic!("the writer exited before writing: {status}");
         }
-        assert!(Instant::now() < deadline, "the writer wrote nothing in 20s");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+        (!writer.stdout().is_empty()).then_some(())
+    });
     writer
 }
 
 /// The `(key, revision)` lines the writer printed.
-fn printed(log: &Path) -> Vec<(String, Revision)> {
-    let text = std::fs::read_to_string(log).expect("reading the writer's log");
+fn printed(writer: &Process) -> Vec<(String, Revision)> {
+    let text = writer.stdout();
     text.lines()
         .map(|line| {
             let (key, rev) = line.rsplit_once(' ').expect("a `key revision` line");
@@ -54,11 +48,10 @@ async fn committed_writes_survive_sigkill() {
     let mut committed: BTreeMap<String, Revision> = BTreeMap::new();
     let mut rng = rand::rng();
     for crash in 0..20 {
-        let log = dir.path().join(format!("writer-{crash}.log"));
-        let mut writer = start_writer(&store_dir, &format!("/crash/{crash}"), &log);
+        let mut writer = start_writer(&store_dir, &format!("/crash/{crash}"));
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..150))).await;
         writer.kill();
-        let lines = printed(&log);
+        let lines = printed(&writer);
         assert!(!lines.is_empty());
         let newest = lines.iter().map(|(_, rev)| *rev).max().unwrap_or(0);
         committed.extend(lines);
@@ -83,7 +76,7 @@ async fn committed_writes_survive_sigkill() {
 async fn another_process_cannot_open_the_store() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store_dir = dir.path().join("store");
-    let mut writer = start_writer(&store_dir, "/held", &dir.path().join("writer.log"));
+    let mut writer = start_writer(&store_dir, "/held");
     match EmbeddedStore::open(&store_dir) {
         Err(StoreError::Locked { path }) => assert_eq!(path, store_dir.display().to_string()),
         Err(e) => panic!("expected Locked, got {e}"),

@@ -16,7 +16,7 @@ use portico_control_plane::store::{
     TxnOutcome, WatchEvent, WatchStream,
 };
 use portico_integration_tests::etcd::Etcd;
-use portico_integration_tests::net::eventually;
+use portico_test_support::wait::eventually;
 
 /// A store under test and what keeps it alive.
 struct Subject {

@@ -1,23 +1,35 @@
 //! The `portico` binary against a real control plane: apply, diff, get, delete, prune,
 //! validation errors, conflicts, history and rollback, and the documented exit codes.
 
-mod cli_support;
-
-use cli_support::{ControlPlane, Files, portico, small_config};
-use portico_integration_tests::cp::tls_secret;
+use portico_api::Resource;
+use portico_integration_tests::cli::{Files, main_table, portico, small_config, web_listener};
+use portico_integration_tests::cp::{ControlPlane, StoreSpec};
 use portico_integration_tests::etcd::Etcd;
-use portico_integration_tests::net::free_port;
 use portico_test_support::examples::example_files;
+use portico_test_support::net::{free_port, localhost};
+use portico_test_support::resources::{cluster, tls_secret, yaml};
+
+/// Replica `replica` on the etcd at `endpoint`, under the key prefix `/cli-test`.
+fn on_etcd(endpoint: &str, replica: &str) -> ControlPlane {
+    let store = StoreSpec::Etcd {
+        endpoint: endpoint.to_string(),
+        prefix: "/cli-test".to_string(),
+    };
+    ControlPlane::start(store, replica)
+}
+
+/// A cluster nothing refers to.
+fn spare() -> Resource {
+    cluster("spare", &[localhost(9)])
+}
 
 #[test]
 fn apply_then_get_yaml_reapplied_is_a_noop() {
-    let cp = ControlPlane::start();
+    let cp = ControlPlane::embedded();
     let files = Files::new();
-    let secret = format!("---\n{}", tls_secret("token", "example.com"));
-    let config = files.write(
-        "web.yaml",
-        &format!("{}{secret}", small_config(free_port(), "hi", free_port())),
-    );
+    let mut config = small_config(free_port(), "hi", free_port());
+    config.push(tls_secret("token", "example.com"));
+    let config = files.write_yaml("web.yaml", &config);
 
     let applied = cp.portico(&["apply", "-f", &config, "-m", "first"]).ok();
     for line in [
@@ -69,13 +81,13 @@ fn apply_then_get_yaml_reapplied_is_a_noop() {
 
 #[test]
 fn diff_shows_what_apply_would_change_and_nothing_after() {
-    let cp = ControlPlane::start();
+    let cp = ControlPlane::embedded();
     let files = Files::new();
     let (port, upstream) = (free_port(), free_port());
-    let config = files.write("web.yaml", &small_config(port, "old body", upstream));
+    let config = files.write_yaml("web.yaml", &small_config(port, "old body", upstream));
     cp.portico(&["apply", "-f", &config]).ok();
 
-    let changed = files.write("web.yaml", &small_config(port, "new body", upstream));
+    let changed = files.write_yaml("web.yaml", &small_config(port, "new body", upstream));
     let diff = cp.portico(&["diff", "-f", &changed]).ok();
     assert!(
         diff.stdout
@@ -107,19 +119,15 @@ fn diff_shows_what_apply_would_change_and_nothing_after() {
 
 #[test]
 fn prune_deletes_stored_resources_missing_from_the_files() {
-    let cp = ControlPlane::start();
+    let cp = ControlPlane::embedded();
     let files = Files::new();
     let (port, upstream) = (free_port(), free_port());
     let base = small_config(port, "hi", upstream);
-    let spare =
-        "---\nkind: Cluster\nname: spare\nspec:\n  endpoints: [{address: 127.0.0.1, port: 9}]\n";
-    cp.portico(&[
-        "apply",
-        "-f",
-        &files.write("all.yaml", &format!("{base}{spare}")),
-    ])
-    .ok();
-    let without = files.write("all.yaml", &base);
+    let mut all = base.clone();
+    all.push(spare());
+    cp.portico(&["apply", "-f", &files.write_yaml("all.yaml", &all)])
+        .ok();
+    let without = files.write_yaml("all.yaml", &base);
 
     let diff = cp.portico(&["diff", "--prune", "-f", &without]).ok();
     assert!(
@@ -148,7 +156,7 @@ fn prune_deletes_stored_resources_missing_from_the_files() {
 
 #[test]
 fn file_errors_name_file_document_and_field_and_exit_4() {
-    let cp = ControlPlane::start();
+    let cp = ControlPlane::embedded();
     let files = Files::new();
     let bad = files.write(
         "bad.yaml",
@@ -168,16 +176,26 @@ fn file_errors_name_file_document_and_field_and_exit_4() {
 
 #[test]
 fn server_validation_errors_are_traced_to_file_and_document_and_exit_4() {
-    let cp = ControlPlane::start();
+    let cp = ControlPlane::embedded();
     let files = Files::new();
-    let config =
-        small_config(free_port(), "hi", free_port()).replace("{cluster: app}", "{cluster: nope}");
+    // The route table's first route goes to a cluster that does not exist.
+    let config = yaml(&[
+        web_listener("web", free_port(), None),
+        main_table("nope", "hi"),
+    ]);
     let path = files.write("dangling.yaml", &config);
+    // The route table is the second document; its line, counted here independently of the
+    // CLI: where its `kind` line is.
+    let line = 1 + config
+        .lines()
+        .position(|l| l == "kind: RouteTable")
+        .unwrap();
+    assert!(line > 1, "{config}");
 
     let run = cp.portico(&["apply", "-f", &path]).expect(4);
     assert!(
         run.stderr.contains(&format!(
-            "{path}: document 1 (line 9): RouteTable/main: virtual_hosts[0].routes[0].action.cluster:"
+            "{path}: document 1 (line {line}): RouteTable/main: virtual_hosts[0].routes[0].action.cluster:"
         )),
         "{run:#?}"
     );
@@ -190,7 +208,7 @@ fn server_validation_errors_are_traced_to_file_and_document_and_exit_4() {
     let error = &json["errors"][0];
     assert_eq!(error["path"], path.as_str());
     assert_eq!(error["document"], 1);
-    assert_eq!(error["line"], 9);
+    assert_eq!(error["line"], line);
     assert_eq!(error["kind"], "RouteTable");
     assert_eq!(error["field"], "virtual_hosts[0].routes[0].action.cluster");
 
@@ -200,7 +218,7 @@ fn server_validation_errors_are_traced_to_file_and_document_and_exit_4() {
 
 #[test]
 fn a_stale_expected_revision_is_a_conflict_with_exit_3() {
-    let cp = ControlPlane::start();
+    let cp = ControlPlane::embedded();
     let files = Files::new();
     let (port, upstream) = (free_port(), free_port());
     let first = cp
@@ -209,7 +227,7 @@ fn a_stale_expected_revision_is_a_conflict_with_exit_3() {
             "json",
             "apply",
             "-f",
-            &files.write("a.yaml", &small_config(port, "1", upstream)),
+            &files.write_yaml("a.yaml", &small_config(port, "1", upstream)),
         ])
         .ok()
         .json();
@@ -220,13 +238,13 @@ fn a_stale_expected_revision_is_a_conflict_with_exit_3() {
             "json",
             "apply",
             "-f",
-            &files.write("a.yaml", &small_config(port, "2", upstream)),
+            &files.write_yaml("a.yaml", &small_config(port, "2", upstream)),
         ])
         .ok()
         .json();
     let current = second["revision"].as_i64().unwrap();
 
-    let changed = files.write("a.yaml", &small_config(port, "3", upstream));
+    let changed = files.write_yaml("a.yaml", &small_config(port, "3", upstream));
     let run = cp
         .portico(&[
             "apply",
@@ -255,7 +273,7 @@ fn a_stale_expected_revision_is_a_conflict_with_exit_3() {
 
 #[test]
 fn rollback_restores_an_earlier_revision_and_history_records_it() {
-    let cp = ControlPlane::start();
+    let cp = ControlPlane::embedded();
     let files = Files::new();
     let (port, upstream) = (free_port(), free_port());
     let v1 = cp
@@ -266,7 +284,7 @@ fn rollback_restores_an_earlier_revision_and_history_records_it() {
             "-m",
             "v1",
             "-f",
-            &files.write("a.yaml", &small_config(port, "one", upstream)),
+            &files.write_yaml("a.yaml", &small_config(port, "one", upstream)),
         ])
         .ok()
         .json()["revision"]
@@ -277,7 +295,7 @@ fn rollback_restores_an_earlier_revision_and_history_records_it() {
         "-m",
         "v2",
         "-f",
-        &files.write("a.yaml", &small_config(port, "two", upstream)),
+        &files.write_yaml("a.yaml", &small_config(port, "two", upstream)),
     ])
     .ok();
 
@@ -328,12 +346,11 @@ fn rollback_restores_an_earlier_revision_and_history_records_it() {
 
 #[test]
 fn delete_refuses_a_referenced_resource_and_removes_an_unreferenced_one() {
-    let cp = ControlPlane::start();
+    let cp = ControlPlane::embedded();
     let files = Files::new();
-    let spare =
-        "---\nkind: Cluster\nname: spare\nspec:\n  endpoints: [{address: 127.0.0.1, port: 9}]\n";
-    let config = format!("{}{spare}", small_config(free_port(), "hi", free_port()));
-    cp.portico(&["apply", "-f", &files.write("a.yaml", &config)])
+    let mut config = small_config(free_port(), "hi", free_port());
+    config.push(spare());
+    cp.portico(&["apply", "-f", &files.write_yaml("a.yaml", &config)])
         .ok();
 
     let refused = cp.portico(&["delete", "cluster", "app"]).expect(1);
@@ -353,11 +370,11 @@ fn delete_refuses_a_referenced_resource_and_removes_an_unreferenced_one() {
 #[test]
 fn two_control_planes_on_one_etcd_agree_and_refuse_a_stale_write() {
     let etcd = Etcd::start();
-    let cp1 = ControlPlane::on_etcd(&etcd.endpoint(), "cp-1");
-    let cp2 = ControlPlane::on_etcd(&etcd.endpoint(), "cp-2");
+    let cp1 = on_etcd(&etcd.endpoint(), "cp-1");
+    let cp2 = on_etcd(&etcd.endpoint(), "cp-2");
     let files = Files::new();
     let (port, upstream) = (free_port(), free_port());
-    let first = files.write("a.yaml", &small_config(port, "one", upstream));
+    let first = files.write_yaml("a.yaml", &small_config(port, "one", upstream));
     let applied = cp1
         .portico(&["-o", "json", "apply", "-m", "via cp-1", "-f", &first])
         .ok()
@@ -371,13 +388,13 @@ fn two_control_planes_on_one_etcd_agree_and_refuse_a_stale_write() {
     assert_eq!(history["entries"][0]["revision"], revision);
     assert_eq!(history["entries"][0]["message"], "via cp-1");
 
-    let second = files.write("a.yaml", &small_config(port, "two", upstream));
+    let second = files.write_yaml("a.yaml", &small_config(port, "two", upstream));
     let newer = cp2
         .portico(&["-o", "json", "apply", "-f", &second])
         .ok()
         .json();
     let current = newer["revision"].as_i64().unwrap();
-    let third = files.write("a.yaml", &small_config(port, "three", upstream));
+    let third = files.write_yaml("a.yaml", &small_config(port, "three", upstream));
     let run = cp1
         .portico(&[
             "apply",
@@ -396,7 +413,7 @@ fn two_control_planes_on_one_etcd_agree_and_refuse_a_stale_write() {
 #[test]
 fn every_example_config_applies_to_a_real_control_plane() {
     for file in example_files() {
-        let cp = ControlPlane::start();
+        let cp = ControlPlane::embedded();
         let path = file.display().to_string();
         let run = cp.portico(&["-o", "json", "apply", "-f", &path]).ok();
         let json = run.json();

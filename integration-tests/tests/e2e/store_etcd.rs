@@ -8,7 +8,7 @@ use futures::StreamExt;
 use portico_control_plane::store::etcd::{EtcdConfig, EtcdStore, EtcdTls};
 use portico_control_plane::store::{Op, Store, StoreError, Txn, TxnOutcome};
 use portico_integration_tests::etcd::{Etcd, EtcdTlsFiles};
-use portico_integration_tests::net::free_addr;
+use portico_test_support::net::free_addr;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
 
 fn put(key: &str) -> Txn {

@@ -1,39 +1,31 @@
 //! The agent's last-good cache with no control plane reachable: a valid cache makes the agent
 //! serve at once, a corrupt one is ignored.
 
-#![allow(clippy::unwrap_used)]
-
-mod agent_support;
-
 use std::time::Duration;
 
-use agent_support::{apply, control_plane};
-
 use portico_agent::cache::Cache;
-use portico_api::pb::{Resource, Update, resource::Spec};
-use portico_integration_tests::agent::{Agent, AgentOptions, http_get};
-use portico_integration_tests::net::{eventually, free_addr, free_port};
-use portico_integration_tests::upstream::{Upstream, routed};
+use portico_api::pb::Update;
+use portico_integration_tests::agent::{Agent, AgentOptions};
+use portico_integration_tests::cp::ControlPlane;
 use portico_proxy::config::ConfigSet;
+use portico_test_support::http::fetch;
+use portico_test_support::net::{Refusing, free_port, refusing};
+use portico_test_support::resources::{cluster, routed};
+use portico_test_support::upstream::Upstream;
+use portico_test_support::wait::eventually;
 
-/// A control plane URL nothing answers on.
-fn no_control_plane() -> Vec<String> {
-    vec![format!("http://{}", free_addr())]
-}
-
-fn cluster(name: &str) -> Resource {
-    Resource {
-        name: name.into(),
-        spec: Some(Spec::Cluster(Default::default())),
-        ..Default::default()
-    }
+/// Options for agent `id` syncing from a control plane URL that refuses connections for as
+/// long as the returned value lives.
+fn without_control_plane(id: &str) -> (AgentOptions, Refusing) {
+    let down = refusing();
+    (AgentOptions::new(id, &[down.url()]), down)
 }
 
 fn cached_config(version: i64) -> ConfigSet {
     ConfigSet::default().with_update(Update {
         version,
         full: true,
-        upserts: vec![cluster("checkout"), cluster("search")],
+        upserts: vec![cluster("checkout", &[]), cluster("search", &[])],
         ..Default::default()
     })
 }
@@ -42,7 +34,8 @@ fn cached_config(version: i64) -> ConfigSet {
 async fn agent_without_control_plane_serves_its_cache() {
     let dir = tempfile::tempdir().unwrap();
     Cache::new(dir.path()).store(&cached_config(17)).unwrap();
-    let options = AgentOptions::new("cache-1", &no_control_plane()).cache_dir(dir.path());
+    let (options, _down) = without_control_plane("cache-1");
+    let options = options.cache_dir(dir.path());
     let agent = Agent::start_ready(&options).await;
     assert_eq!(agent.version().await, 17);
     assert_eq!(
@@ -55,7 +48,7 @@ async fn agent_without_control_plane_serves_its_cache() {
 async fn cache_dir_is_read_from_the_environment() {
     let dir = tempfile::tempdir().unwrap();
     Cache::new(dir.path()).store(&cached_config(3)).unwrap();
-    let mut options = AgentOptions::new("cache-env", &no_control_plane());
+    let (mut options, _down) = without_control_plane("cache-env");
     options.env.push((
         "PORTICO_AGENT_CACHE_DIR".to_string(),
         dir.path().display().to_string(),
@@ -72,7 +65,8 @@ async fn corrupt_cache_is_ignored_with_a_warning() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("config.pb"), bytes).unwrap();
-        let options = AgentOptions::new("cache-bad", &no_control_plane()).cache_dir(dir.path());
+        let (options, _down) = without_control_plane("cache-bad");
+        let options = options.cache_dir(dir.path());
         let agent = Agent::start(&options);
         eventually(
             "the agent to log the bad cache",
@@ -108,12 +102,12 @@ fn truncated_cache() -> Vec<u8> {
 async fn agent_restarted_while_the_control_plane_is_down_serves_from_its_cache() {
     let dir = tempfile::tempdir().unwrap();
     let cache_dir = dir.path().join("cache");
-    let mut cp = control_plane(&dir);
-    let blue = Upstream::start("blue").await;
+    let mut cp = ControlPlane::embedded();
+    let blue = Upstream::start_name_only("blue").await;
     let options = AgentOptions::new("cache-2", &[cp.endpoint()]).cache_dir(&cache_dir);
     let mut agent = Agent::start(&options);
     let port = free_port();
-    let version = apply(&cp, routed("shop", port, &[blue.addr])).await;
+    let version = cp.apply(routed("shop", port, &[blue.addr])).await.revision;
     agent.wait_for_version(version).await;
     // The cache is written after the ACK, in the background.
     let cache = Cache::new(&cache_dir);
@@ -131,6 +125,6 @@ async fn agent_restarted_while_the_control_plane_is_down_serves_from_its_cache()
     cp.kill();
     let agent = Agent::start_ready(&options).await;
     assert_eq!(agent.version().await, version);
-    let answer = http_get(format!("http://127.0.0.1:{port}/")).await;
+    let answer = fetch(format!("http://127.0.0.1:{port}/")).await;
     assert_eq!(answer, Some((200, "blue\n".to_string())));
 }

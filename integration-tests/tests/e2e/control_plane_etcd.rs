@@ -2,14 +2,20 @@
 
 use std::time::Duration;
 
+use portico_api::Resource;
 use portico_api::pb::{AgentsRequest, ApplyRequest, HistoryRequest, RolloutStatusRequest};
-use portico_integration_tests::cp::{
-    ControlPlane, StoreSpec, apply, base_config, cluster, list, resources,
-};
+use portico_integration_tests::cp::{ControlPlane, StoreSpec, apply, base_config, list};
 use portico_integration_tests::etcd::Etcd;
-use portico_integration_tests::net::eventually;
 use portico_integration_tests::scripted_agent::{ScriptedAgent, node};
+use portico_test_support::net::localhost;
+use portico_test_support::resources::cluster;
+use portico_test_support::wait::eventually;
 use tonic::Code;
+
+/// Cluster `backend` with one endpoint on `port`.
+fn backend(port: u16) -> Resource {
+    cluster("backend", &[localhost(port)])
+}
 
 fn on(etcd: &Etcd) -> StoreSpec {
     StoreSpec::Etcd {
@@ -25,7 +31,7 @@ async fn two_replicas_serve_the_same_config_and_the_whole_fleet() {
     let two = ControlPlane::start(on(&etcd), "cp-2");
     let mut admin_one = one.admin().await;
     let mut admin_two = two.admin().await;
-    apply(&mut admin_one, &base_config()).await;
+    apply(&mut admin_one, base_config()).await;
 
     let mut a = ScriptedAgent::connect(&one.endpoint(), node("a", "eu", "eu-1"), 0)
         .await
@@ -39,7 +45,7 @@ async fn two_replicas_serve_the_same_config_and_the_whole_fleet() {
     b.ack(&ub);
 
     // A change through replica two reaches the agent on replica one, and back.
-    let changed = apply(&mut admin_two, &cluster("backend", 9002)).await;
+    let changed = apply(&mut admin_two, vec![backend(9002)]).await;
     let (ua, ub) = (a.expect_update().await, b.expect_update().await);
     assert_eq!(ua.version, changed.revision);
     assert_eq!(
@@ -91,8 +97,8 @@ async fn a_sigkilled_replica_loses_no_applied_change_and_its_agents_expire() {
     let mut one = ControlPlane::start(on(&etcd), "cp-1");
     let two = ControlPlane::start(on(&etcd), "cp-2");
     let mut admin = one.admin().await;
-    apply(&mut admin, &base_config()).await;
-    let last = apply(&mut admin, &cluster("backend", 9003)).await;
+    apply(&mut admin, base_config()).await;
+    let last = apply(&mut admin, vec![backend(9003)]).await;
     let _agent = ScriptedAgent::synced(&one.endpoint(), node("a", "eu", "eu-1")).await;
     let mut admin_two = two.admin().await;
     let watcher = admin_two.clone();
@@ -132,13 +138,13 @@ async fn losing_the_store_keeps_agents_served_and_refuses_writes() {
     let mut etcd = Etcd::start();
     let cp = ControlPlane::start(on(&etcd), "cp-1");
     let mut admin = cp.admin().await;
-    let applied = apply(&mut admin, &base_config()).await;
+    let applied = apply(&mut admin, base_config()).await;
     let _agent = ScriptedAgent::synced(&cp.endpoint(), node("a", "eu", "eu-1")).await;
 
     etcd.kill();
     let err = admin
         .apply(ApplyRequest {
-            resources: resources(&cluster("backend", 9004)),
+            resources: vec![backend(9004)],
             ..Default::default()
         })
         .await

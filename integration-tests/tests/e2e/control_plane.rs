@@ -3,24 +3,33 @@
 
 use std::time::Duration;
 
+use portico_api::Resource;
 use portico_api::pb::admin_client::AdminClient;
 use portico_api::pb::{
-    AgentsRequest, ApplyRequest, HistoryRequest, Kind, ListRequest, ResourceKey, RollbackRequest,
-    RolloutStatusRequest, RolloutStatusResponse,
+    self, AgentsRequest, ApplyRequest, HistoryRequest, Kind, ListRequest, ResourceKey,
+    RollbackRequest, RolloutStatusRequest, RolloutStatusResponse,
 };
 use portico_integration_tests::cp::{
-    ControlPlane, StoreSpec, apply, base_config, cluster, docs, list, listener, resources,
-    route_table,
+    ControlPlane, StoreSpec, apply, base_config, catch_all, command, list,
 };
-use portico_integration_tests::net::{eventually, free_addr};
 use portico_integration_tests::scripted_agent::{ScriptedAgent, node};
+use portico_test_support::net::{free_addr, localhost, refusing};
+use portico_test_support::process::Process;
+use portico_test_support::resources::{
+    Edit, cluster, https_listener, listener, regions, sni, tls_secret,
+};
+use portico_test_support::wait::eventually;
 use tonic::Code;
 use tonic::transport::Channel;
 
-fn start() -> (ControlPlane, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let cp = ControlPlane::start(StoreSpec::Embedded(dir.path().join("data")), "cp-1");
-    (cp, dir)
+/// Cluster `backend` with one endpoint on `port`.
+fn backend(port: u16) -> Resource {
+    cluster("backend", &[localhost(port)])
+}
+
+/// A Listener on `port` routing through `table`, selected for the agents in `region`.
+fn regional(name: &str, port: u16, table: &str, region: &str) -> Resource {
+    listener(name, port, table).with(|l: &mut pb::Listener| l.selector = Some(regions(&[region])))
 }
 
 async fn rollout(admin: &mut AdminClient<Channel>, revision: i64) -> RolloutStatusResponse {
@@ -37,9 +46,9 @@ fn names(update: &portico_api::pb::Update) -> Vec<String> {
 
 #[tokio::test]
 async fn full_then_incremental_updates() {
-    let (cp, _dir) = start();
+    let cp = ControlPlane::embedded();
     let mut admin = cp.admin().await;
-    let first = apply(&mut admin, &base_config()).await;
+    let first = apply(&mut admin, base_config()).await;
     assert!(first.revision > 0 && !first.noop);
 
     let mut agent = ScriptedAgent::connect(&cp.endpoint(), node("a1", "eu", "eu-1"), 0)
@@ -54,7 +63,7 @@ async fn full_then_incremental_updates() {
     );
     agent.ack(&full);
 
-    let second = apply(&mut admin, &cluster("backend", 9002)).await;
+    let second = apply(&mut admin, vec![backend(9002)]).await;
     let diff = agent.expect_update().await;
     assert!(!diff.full);
     assert_eq!(diff.version, second.revision);
@@ -76,9 +85,9 @@ async fn full_then_incremental_updates() {
 
 #[tokio::test]
 async fn a_burst_of_applies_is_coalesced_while_the_ack_is_withheld() {
-    let (cp, _dir) = start();
+    let cp = ControlPlane::embedded();
     let mut admin = cp.admin().await;
-    apply(&mut admin, &base_config()).await;
+    apply(&mut admin, base_config()).await;
     let mut agent = ScriptedAgent::connect(&cp.endpoint(), node("a1", "eu", "eu-1"), 0)
         .await
         .expect("connect");
@@ -86,7 +95,7 @@ async fn a_burst_of_applies_is_coalesced_while_the_ack_is_withheld() {
 
     let mut last = 0;
     for port in 0..50 {
-        last = apply(&mut admin, &cluster("backend", 10_000 + port))
+        last = apply(&mut admin, vec![backend(10_000 + port)])
             .await
             .revision;
     }
@@ -106,14 +115,14 @@ async fn a_burst_of_applies_is_coalesced_while_the_ack_is_withheld() {
     );
     assert_eq!(agent.config.version, last);
     let backend = agent.config.resources.get(Kind::Cluster, "backend");
-    assert_eq!(backend, resources(&cluster("backend", 10_049)).first());
+    assert_eq!(backend, Some(&self::backend(10_049)));
 }
 
 #[tokio::test]
 async fn a_nack_is_visible_in_rollout_status() {
-    let (cp, _dir) = start();
+    let cp = ControlPlane::embedded();
     let mut admin = cp.admin().await;
-    let applied = apply(&mut admin, &base_config()).await;
+    let applied = apply(&mut admin, base_config()).await;
     let mut agent = ScriptedAgent::connect(&cp.endpoint(), node("a1", "eu", "eu-1"), 0)
         .await
         .expect("connect");
@@ -172,14 +181,14 @@ async fn a_nack_is_visible_in_rollout_status() {
 
 #[tokio::test]
 async fn resume_after_reconnect_sends_only_the_diff() {
-    let (cp, _dir) = start();
+    let cp = ControlPlane::embedded();
     let mut admin = cp.admin().await;
-    apply(&mut admin, &base_config()).await;
+    apply(&mut admin, base_config()).await;
     let agent = ScriptedAgent::synced(&cp.endpoint(), node("a1", "eu", "eu-1")).await;
     let applied = agent.config.version;
     drop(agent);
 
-    let changed = apply(&mut admin, &cluster("backend", 9100)).await;
+    let changed = apply(&mut admin, vec![backend(9100)]).await;
     let mut agent = ScriptedAgent::connect(&cp.endpoint(), node("a1", "eu", "eu-1"), applied)
         .await
         .expect("reconnect");
@@ -204,9 +213,9 @@ async fn resume_after_reconnect_sends_only_the_diff() {
 
 #[tokio::test]
 async fn rollback_restores_the_exact_resources_of_a_revision() {
-    let (cp, _dir) = start();
+    let cp = ControlPlane::embedded();
     let mut admin = cp.admin().await;
-    let v1 = apply(&mut admin, &base_config()).await;
+    let v1 = apply(&mut admin, base_config()).await;
     let listed = |admin: &mut AdminClient<Channel>| {
         let mut admin = admin.clone();
         async move {
@@ -222,7 +231,10 @@ async fn rollback_restores_the_exact_resources_of_a_revision() {
 
     apply(
         &mut admin,
-        &docs(&[route_table("shop", "other"), cluster("other", 9200)]),
+        vec![
+            catch_all("shop", "other"),
+            cluster("other", &[localhost(9200)]),
+        ],
     )
     .await;
     let v3 = admin
@@ -269,13 +281,13 @@ async fn rollback_restores_the_exact_resources_of_a_revision() {
 
 #[tokio::test]
 async fn a_stale_expected_revision_is_a_conflict() {
-    let (cp, _dir) = start();
+    let cp = ControlPlane::embedded();
     let mut admin = cp.admin().await;
-    let v1 = apply(&mut admin, &base_config()).await;
-    let v2 = apply(&mut admin, &cluster("backend", 9300)).await;
+    let v1 = apply(&mut admin, base_config()).await;
+    let v2 = apply(&mut admin, vec![backend(9300)]).await;
     let err = admin
         .apply(ApplyRequest {
-            resources: resources(&cluster("backend", 9301)),
+            resources: vec![backend(9301)],
             expected_revision: Some(v1.revision),
             ..Default::default()
         })
@@ -289,7 +301,7 @@ async fn a_stale_expected_revision_is_a_conflict() {
     );
     let ok = admin
         .apply(ApplyRequest {
-            resources: resources(&cluster("backend", 9301)),
+            resources: vec![backend(9301)],
             expected_revision: Some(v2.revision),
             ..Default::default()
         })
@@ -300,16 +312,16 @@ async fn a_stale_expected_revision_is_a_conflict() {
 
 #[tokio::test]
 async fn identical_applies_dry_runs_and_invalid_applies_write_nothing() {
-    let (cp, _dir) = start();
+    let cp = ControlPlane::embedded();
     let mut admin = cp.admin().await;
-    let v1 = apply(&mut admin, &base_config()).await;
-    let again = apply(&mut admin, &base_config()).await;
+    let v1 = apply(&mut admin, base_config()).await;
+    let again = apply(&mut admin, base_config()).await;
     assert!(again.noop);
     assert_eq!(again.revision, v1.revision);
 
     let dry = admin
         .apply(ApplyRequest {
-            resources: resources(&cluster("backend", 9400)),
+            resources: vec![backend(9400)],
             dry_run: true,
             ..Default::default()
         })
@@ -325,11 +337,11 @@ async fn identical_applies_dry_runs_and_invalid_applies_write_nothing() {
 
     // An invalid apply, real or dry run, answers with the errors: one request tells the caller
     // every resource and field path.
-    let dangling = route_table("shop", "missing");
+    let dangling = catch_all("shop", "missing");
     for dry_run in [false, true] {
         let invalid = admin
             .apply(ApplyRequest {
-                resources: resources(&dangling),
+                resources: vec![dangling.clone()],
                 dry_run,
                 ..Default::default()
             })
@@ -380,7 +392,7 @@ async fn identical_applies_dry_runs_and_invalid_applies_write_nothing() {
 
 #[tokio::test]
 async fn a_bad_hello_is_refused_with_a_clear_message() {
-    let (cp, _dir) = start();
+    let cp = ControlPlane::embedded();
     let cases = [
         (node("bad id!", "eu", "eu-1"), "node.id"),
         (node(&"x".repeat(129), "eu", "eu-1"), "node.id"),
@@ -408,10 +420,10 @@ async fn a_bad_hello_is_refused_with_a_clear_message() {
 
 #[tokio::test]
 async fn a_sigkilled_control_plane_loses_no_applied_change() {
-    let (mut cp, _dir) = start();
+    let mut cp = ControlPlane::embedded();
     let mut admin = cp.admin().await;
-    apply(&mut admin, &base_config()).await;
-    let last = apply(&mut admin, &cluster("backend", 9500)).await;
+    apply(&mut admin, base_config()).await;
+    let last = apply(&mut admin, vec![backend(9500)]).await;
     cp.kill();
     cp.restart();
     let mut admin = cp.admin().await;
@@ -422,10 +434,7 @@ async fn a_sigkilled_control_plane_loses_no_applied_change() {
         .iter()
         .filter_map(|r| r.resource.clone())
         .find(|r| r.name == "backend");
-    assert_eq!(
-        backend,
-        resources(&cluster("backend", 9500)).first().cloned()
-    );
+    assert_eq!(backend, Some(self::backend(9500)));
     let history = admin
         .history(HistoryRequest::default())
         .await
@@ -436,9 +445,9 @@ async fn a_sigkilled_control_plane_loses_no_applied_change() {
 
 #[tokio::test]
 async fn metrics_and_probes_answer() {
-    let (cp, _dir) = start();
+    let cp = ControlPlane::embedded();
     let mut admin = cp.admin().await;
-    apply(&mut admin, &base_config()).await;
+    apply(&mut admin, base_config()).await;
     let _agent = ScriptedAgent::synced(&cp.endpoint(), node("a1", "eu", "eu-1")).await;
     assert_eq!(cp.http_get("/healthz").map(|r| r.0), Some(200));
     let text = eventually(
@@ -463,15 +472,17 @@ async fn metrics_and_probes_answer() {
 
 #[test]
 fn an_unreachable_store_at_start_is_one_error_line_and_exit_1() {
+    let down = refusing();
     let store = StoreSpec::Etcd {
-        endpoint: format!("http://{}", free_addr()),
+        endpoint: down.url(),
         prefix: "/portico".into(),
     };
-    let mut cmd = portico_integration_tests::cp::command(&store, "cp-1", free_addr(), free_addr());
+    let mut cmd = command(&store, "cp-1", free_addr(), free_addr());
     cmd.env("RUST_LOG", "off");
-    let out = cmd.output().expect("run portico-cp");
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut cp = Process::spawn("portico-cp", cmd);
+    let status = cp.wait_timeout(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1));
+    let stderr = cp.stderr();
     let lines: Vec<_> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{stderr}");
     assert!(lines[0].contains("etcd store"), "{stderr}");
@@ -479,20 +490,21 @@ fn an_unreachable_store_at_start_is_one_error_line_and_exit_1() {
 
 #[tokio::test]
 async fn agents_receive_only_their_scope() {
-    let (cp, _dir) = start();
+    let cp = ControlPlane::embedded();
     let mut admin = cp.admin().await;
     apply(
         &mut admin,
-        &docs(&[
-            listener("web-eu", 8080, "eu", &["eu"]),
-            route_table("eu", "eu-backend"),
-            cluster("eu-backend", 9001),
-            portico_integration_tests::cp::https_listener("web-us", 8443, "us", "us-cert", &["us"]),
-            route_table("us", "us-backend"),
-            cluster("us-backend", 9002),
-            portico_integration_tests::cp::tls_secret("us-cert", "shop.example.com"),
-            cluster("unused", 9003),
-        ]),
+        vec![
+            regional("web-eu", 8080, "eu", "eu"),
+            catch_all("eu", "eu-backend"),
+            cluster("eu-backend", &[localhost(9001)]),
+            https_listener("web-us", 8443, "us", vec![sni("us-cert", &[])])
+                .with(|l: &mut pb::Listener| l.selector = Some(regions(&["us"]))),
+            catch_all("us", "us-backend"),
+            cluster("us-backend", &[localhost(9002)]),
+            tls_secret("us-cert", "shop.example.com"),
+            cluster("unused", &[localhost(9003)]),
+        ],
     )
     .await;
     let mut eu = ScriptedAgent::connect(&cp.endpoint(), node("eu-1", "eu", "eu-1a"), 0)
@@ -520,7 +532,7 @@ async fn agents_receive_only_their_scope() {
     us.ack(&us_update);
 
     // A change outside the eu scope still advances the eu agent, with an empty diff.
-    let changed = apply(&mut admin, &cluster("us-backend", 9004)).await;
+    let changed = apply(&mut admin, vec![cluster("us-backend", &[localhost(9004)])]).await;
     let eu_update = eu.expect_update().await;
     assert_eq!(eu_update.version, changed.revision);
     assert!(eu_update.upserts.is_empty() && eu_update.removals.is_empty());
@@ -530,7 +542,7 @@ async fn agents_receive_only_their_scope() {
     // Moving the eu listener to us removes it (and what it reaches) from the eu agent.
     eu.ack(&eu_update);
     us.ack(&us_update);
-    apply(&mut admin, &listener("web-eu", 8080, "eu", &["us"])).await;
+    apply(&mut admin, vec![regional("web-eu", 8080, "eu", "us")]).await;
     let eu_update = eu.expect_update().await;
     assert!(eu_update.upserts.is_empty());
     assert_eq!(eu_update.removals.len(), 3);

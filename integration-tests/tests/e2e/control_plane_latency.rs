@@ -1,16 +1,22 @@
 //! Apply → all-ACK latency for a fleet of scripted agents on one `portico-cp` (embedded store).
 //! A measurement, not a test: ignored by default, it prints its numbers.
 //!
-//! `cargo test --release -p portico-integration-tests --test control_plane_latency -- --ignored --nocapture`
+//! `cargo test --release -p portico-integration-tests --test e2e control_plane_latency -- --ignored --nocapture`
 
 use std::time::{Duration, Instant};
 
+use portico_api::Resource;
 use portico_api::pb::ApplyRequest;
-use portico_integration_tests::cp::{
-    ControlPlane, StoreSpec, cluster, docs, listener, resources, route_table,
-};
+use portico_integration_tests::cp::{ControlPlane, catch_all};
 use portico_integration_tests::scripted_agent::{ScriptedAgent, node};
+use portico_test_support::net::localhost;
+use portico_test_support::resources::{cluster, listener};
 use tokio::sync::mpsc;
+
+/// Cluster `backend` with one endpoint on `port`.
+fn backend(port: u16) -> Resource {
+    cluster("backend", &[localhost(port)])
+}
 
 const FLEETS: [usize; 3] = [1, 100, 1000];
 const ROUNDS: usize = 10;
@@ -19,20 +25,14 @@ const ROUNDS: usize = 10;
 #[ignore = "a measurement; run with --ignored --nocapture"]
 async fn apply_to_all_ack_latency() {
     for agents in FLEETS {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let cp = ControlPlane::start(StoreSpec::Embedded(dir.path().join("data")), "cp-1");
+        let cp = ControlPlane::embedded();
         let admin = cp.admin().await;
-        let base = docs(&[
-            listener("web", 8080, "shop", &[]),
-            route_table("shop", "backend"),
-            cluster("backend", 9000),
-        ]);
-        let apply = |yaml: String| {
+        let apply = |resources: Vec<Resource>| {
             let mut admin = admin.clone();
             async move {
                 admin
                     .apply(ApplyRequest {
-                        resources: resources(&yaml),
+                        resources,
                         ..Default::default()
                     })
                     .await
@@ -41,7 +41,12 @@ async fn apply_to_all_ack_latency() {
                     .revision
             }
         };
-        let first = apply(base).await;
+        let first = apply(vec![
+            listener("web", 8080, "shop"),
+            catch_all("shop", "backend"),
+            backend(9000),
+        ])
+        .await;
 
         // Each agent ACKs every update at once and reports the version it ACKed.
         let (acks, mut acked) = mpsc::unbounded_channel::<(i64, Instant)>();
@@ -65,7 +70,7 @@ async fn apply_to_all_ack_latency() {
         let mut samples = Vec::with_capacity(ROUNDS);
         for round in 0..ROUNDS {
             let start = Instant::now();
-            let revision = apply(cluster("backend", 9001 + round as u16)).await;
+            let revision = apply(vec![backend(9001 + round as u16)]).await;
             let last = wait_all(&mut acked, agents, revision).await;
             samples.push(last.duration_since(start));
         }

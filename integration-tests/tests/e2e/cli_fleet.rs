@@ -2,44 +2,46 @@
 //! timeout), config revisions that count changes, and `portico dev` serving the curl commands
 //! it prints.
 
-mod cli_support;
-
 use std::net::{SocketAddr, TcpListener};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use cli_support::{ControlPlane, Files, listener, poll, routes, small_config};
+use portico_api::Resource;
 use portico_integration_tests::agent::{Agent, AgentOptions};
 use portico_integration_tests::bins;
-use portico_integration_tests::cp::{self as cp_support, http_get};
-use portico_integration_tests::net::{free_addr, free_port};
-use portico_integration_tests::process::Process;
+use portico_integration_tests::cli::{self, Files, routes, small_config, web_listener};
+use portico_integration_tests::cp::ControlPlane;
 use portico_integration_tests::scripted_agent::{ScriptedAgent, node};
+use portico_test_support::http::fetch_blocking;
+use portico_test_support::net::{free_addr, free_port, localhost};
+use portico_test_support::process::{Process, SIGINT};
+use portico_test_support::resources::cluster;
+use portico_test_support::wait::eventually_blocking;
 
 fn agent(cp: &ControlPlane, id: &str, region: &str) -> AgentOptions {
-    let mut options = AgentOptions::new(id, std::slice::from_ref(&cp.url));
+    let mut options = AgentOptions::new(id, &[cp.endpoint()]);
     options.region = region.to_string();
     options.zone = format!("{region}-1");
     options
 }
 
 /// One listener per region on its own port (agents share this machine), and the routes.
-fn regional_config(regions: &[&str]) -> String {
-    let mut docs: Vec<String> = regions
+fn regional_config(regions: &[&str]) -> Vec<Resource> {
+    let mut config: Vec<Resource> = regions
         .iter()
-        .map(|r| listener(&format!("web-{r}"), free_port(), Some(r)))
+        .map(|r| web_listener(&format!("web-{r}"), free_port(), Some(r)))
         .collect();
-    docs.push(routes("hi", free_port()));
-    docs.join("---\n")
+    config.extend(routes("hi", free_port()));
+    config
 }
 
 #[test]
 fn agents_lists_each_agent_with_its_state_and_filters_by_region_and_label() {
-    let cp = ControlPlane::start();
+    let cp = ControlPlane::embedded();
     let _eu = Agent::start(&agent(&cp, "edge-eu", "eu").label("tier", "edge"));
     let _us = Agent::start(&agent(&cp, "edge-us", "us"));
     let files = Files::new();
-    let config = files.write("a.yaml", &regional_config(&["eu", "us"]));
+    let config = files.write_yaml("a.yaml", &regional_config(&["eu", "us"]));
     let revision = cp
         .portico(&["-o", "json", "apply", "-f", &config])
         .ok()
@@ -47,7 +49,7 @@ fn agents_lists_each_agent_with_its_state_and_filters_by_region_and_label() {
         .as_i64()
         .unwrap();
 
-    let listed = poll("both agents in sync", Duration::from_secs(20), || {
+    let listed = eventually_blocking("both agents in sync", Duration::from_secs(20), || {
         let json = cp.portico(&["-o", "json", "agents"]).ok().json();
         let agents = json["agents"].as_array()?;
         (agents.len() == 2 && agents.iter().all(|a| a["state"] == "in-sync")).then_some(json)
@@ -105,29 +107,29 @@ fn wait_rollout(cp: &ControlPlane) {
 
 #[test]
 fn config_revisions_count_changes_whatever_the_registry_writes() {
-    let cp = ControlPlane::start();
+    let cp = ControlPlane::embedded();
     let regions = ["eu", "us", "ap"];
     let agents: Vec<Agent> = regions
         .iter()
         .map(|r| Agent::start(&agent(&cp, &format!("edge-{r}"), r)))
         .collect();
-    poll("three agents registered", Duration::from_secs(20), || {
+    eventually_blocking("three agents registered", Duration::from_secs(20), || {
         let json = cp.portico(&["-o", "json", "agents"]).ok().json();
         (json["agents"].as_array()?.len() == 3).then_some(())
     });
-    let listeners: Vec<String> = regions
+    let listeners: Vec<Resource> = regions
         .iter()
-        .map(|r| listener(&format!("web-{r}"), free_port(), Some(r)))
+        .map(|r| web_listener(&format!("web-{r}"), free_port(), Some(r)))
         .collect();
     let upstream = free_port();
     let files = Files::new();
     let config = |body: &str, extra: bool| {
-        let mut docs = listeners.clone();
-        docs.push(routes(body, upstream));
+        let mut config = listeners.clone();
+        config.extend(routes(body, upstream));
         if extra {
-            docs.push(cp_support::cluster("extra", upstream));
+            config.push(cluster("extra", &[localhost(upstream)]));
         }
-        files.write("config.yaml", &docs.join("---\n"))
+        files.write_yaml("config.yaml", &config)
     };
 
     // Four changes (three applies and a delete); after each, every agent applies it, so the
@@ -187,17 +189,17 @@ fn config_revisions_count_changes_whatever_the_registry_writes() {
         assert_eq!(a["applied_version"], 5, "{a}");
     }
     for agent in &agents {
-        let (status, config) = http_get(agent.admin(), "/config").expect("agent /config");
+        let (status, config) = fetch_blocking(agent.admin(), "/config").expect("agent /config");
         assert_eq!(status, 200);
         let config: serde_json::Value = serde_json::from_str(&config).unwrap();
         assert_eq!(config["version"], 5);
-        let (_, metrics) = http_get(agent.admin(), "/metrics").expect("agent /metrics");
+        let (_, metrics) = fetch_blocking(agent.admin(), "/metrics").expect("agent /metrics");
         assert!(
             metrics.contains("portico_agent_config_version 5"),
             "{metrics}"
         );
     }
-    let metrics = cp.metrics();
+    let metrics = cp.metrics_text();
     assert!(
         metrics.contains("portico_cp_config_revision 5"),
         "{metrics}"
@@ -206,15 +208,15 @@ fn config_revisions_count_changes_whatever_the_registry_writes() {
 
 #[test]
 fn rollout_status_wait_succeeds_once_every_agent_applied() {
-    let cp = ControlPlane::start();
+    let cp = ControlPlane::embedded();
     let _a = Agent::start(&agent(&cp, "edge-1", "eu"));
     let _b = Agent::start(&agent(&cp, "edge-2", "us"));
-    poll("both agents registered", Duration::from_secs(20), || {
+    eventually_blocking("both agents registered", Duration::from_secs(20), || {
         let json = cp.portico(&["-o", "json", "agents"]).ok().json();
         (json["agents"].as_array()?.len() == 2).then_some(())
     });
     let files = Files::new();
-    let config = files.write("a.yaml", &regional_config(&["eu", "us"]));
+    let config = files.write_yaml("a.yaml", &regional_config(&["eu", "us"]));
     cp.portico(&["apply", "-f", &config]).ok();
 
     let run = cp
@@ -231,7 +233,7 @@ fn rollout_status_wait_succeeds_once_every_agent_applied() {
 
 #[test]
 fn rollout_status_wait_exits_5_with_the_reason_when_an_agent_nacks() {
-    let cp = ControlPlane::start();
+    let cp = ControlPlane::embedded();
     let _agent = Agent::start(&agent(&cp, "edge-1", "eu"));
     // The listener's port is taken, so the agent cannot bind it and rejects the config.
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -240,7 +242,7 @@ fn rollout_status_wait_exits_5_with_the_reason_when_an_agent_nacks() {
     cp.portico(&[
         "apply",
         "-f",
-        &files.write("a.yaml", &small_config(port, "hi", free_port())),
+        &files.write_yaml("a.yaml", &small_config(port, "hi", free_port())),
     ])
     .ok();
 
@@ -266,22 +268,22 @@ fn rollout_status_wait_exits_5_with_the_reason_when_an_agent_nacks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollout_status_wait_exits_5_on_timeout_while_an_agent_has_not_applied() {
-    let cp = ControlPlane::start();
+    let cp = ControlPlane::embedded();
     // An agent that receives updates and never answers: the fault of a hung agent.
-    let mut stuck = ScriptedAgent::connect(&cp.url, node("stuck", "eu", "eu-1"), 0)
+    let mut stuck = ScriptedAgent::connect(&cp.endpoint(), node("stuck", "eu", "eu-1"), 0)
         .await
         .unwrap();
     let files = Files::new();
-    let config = files.write("a.yaml", &small_config(free_port(), "hi", free_port()));
-    let url = cp.url.clone();
-    tokio::task::spawn_blocking(move || cli_support::portico(&url, &["apply", "-f", &config]).ok())
+    let config = files.write_yaml("a.yaml", &small_config(free_port(), "hi", free_port()));
+    let url = cp.endpoint();
+    tokio::task::spawn_blocking(move || cli::portico(&url, &["apply", "-f", &config]).ok())
         .await
         .unwrap();
     stuck.expect_update().await;
 
-    let url = cp.url.clone();
+    let url = cp.endpoint();
     let run = tokio::task::spawn_blocking(move || {
-        cli_support::portico(&url, &["rollout", "status", "--wait", "--timeout", "1s"])
+        cli::portico(&url, &["rollout", "status", "--wait", "--timeout", "1s"])
     })
     .await
     .unwrap()
@@ -291,10 +293,8 @@ async fn rollout_status_wait_exits_5_on_timeout_while_an_agent_has_not_applied()
     assert!(run.stdout.contains("1 pending"), "{run:#?}");
 }
 
-/// `portico dev` on `ports`, its stdout and stderr written to files in `out`.
-fn start_dev(ports: &DevPorts, out: &Files) -> Process {
-    let stdout = std::fs::File::create(out.path().join("stdout")).expect("stdout file");
-    let stderr = std::fs::File::create(out.path().join("stderr")).expect("stderr file");
+/// `portico dev` on `ports`.
+fn start_dev(ports: &DevPorts) -> Process {
     let mut cmd = Command::new(bins::path("portico"));
     cmd.arg("dev")
         .arg("--listen")
@@ -306,15 +306,8 @@ fn start_dev(ports: &DevPorts, out: &Files) -> Process {
         .arg("--agent-admin")
         .arg(ports.agent_admin.to_string())
         .arg("--metrics-listen")
-        .arg(ports.metrics.to_string())
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr);
+        .arg(ports.metrics.to_string());
     Process::spawn("portico dev", cmd)
-}
-
-fn read(out: &Files, name: &str) -> String {
-    std::fs::read_to_string(out.path().join(name)).unwrap_or_default()
 }
 
 struct DevPorts {
@@ -340,16 +333,16 @@ impl DevPorts {
 #[test]
 fn dev_serves_the_curl_commands_it_prints_and_stops_on_ctrl_c() {
     let ports = DevPorts::free();
-    let out = Files::new();
-    let mut dev = start_dev(&ports, &out);
-    let curls = poll(
+    let mut dev = start_dev(&ports);
+    let curls = eventually_blocking(
         "the curl commands portico dev prints",
         Duration::from_secs(60),
         || {
             if let Some(status) = dev.try_wait() {
-                panic!("portico dev exited with {status}: {}", read(&out, "stderr"));
+                panic!("portico dev exited with {status}: {}", dev.stderr());
             }
-            let urls: Vec<String> = read(&out, "stdout")
+            let urls: Vec<String> = dev
+                .stdout()
                 .lines()
                 .filter_map(|l| l.trim().strip_prefix("curl -i ").map(String::from))
                 .collect();
@@ -359,7 +352,7 @@ fn dev_serves_the_curl_commands_it_prints_and_stops_on_ctrl_c() {
     let api = format!("http://{}/api/hello", ports.proxy);
     assert_eq!(curls[0], api);
 
-    let (status, body) = http_get(ports.proxy, "/api/hello").expect("the proxy answers");
+    let (status, body) = fetch_blocking(ports.proxy, "/api/hello").expect("the proxy answers");
     assert_eq!(status, 200, "{body}");
     assert!(
         body.contains("hello from the portico demo upstream"),
@@ -369,27 +362,26 @@ fn dev_serves_the_curl_commands_it_prints_and_stops_on_ctrl_c() {
         body.contains("\"path\": \"/hello\""),
         "the prefix is rewritten: {body}"
     );
-    let (status, body) = http_get(ports.proxy, "/healthz").expect("the proxy answers");
+    let (status, body) = fetch_blocking(ports.proxy, "/healthz").expect("the proxy answers");
     assert_eq!((status, body.as_str()), (200, "ok\n"));
-    let (status, _) = http_get(ports.proxy, "/nothing-here").expect("the proxy answers");
+    let (status, _) = fetch_blocking(ports.proxy, "/nothing-here").expect("the proxy answers");
     assert_eq!(status, 404);
 
     let server = format!("http://{}", ports.cp);
-    let agents = cli_support::portico(&server, &["-o", "json", "agents"])
-        .ok()
-        .json();
+    let agents = cli::portico(&server, &["-o", "json", "agents"]).ok().json();
     assert_eq!(agents["agents"][0]["id"], "dev-agent");
     assert_eq!(agents["agents"][0]["state"], "in-sync");
 
     // Agent and control plane share the process's recorder; each endpoint shows its own.
-    let (status, agent_metrics) = http_get(ports.agent_admin, "/metrics").expect("agent admin");
+    let (status, agent_metrics) =
+        fetch_blocking(ports.agent_admin, "/metrics").expect("agent admin");
     assert_eq!(status, 200);
     assert!(
         agent_metrics.contains("portico_agent_requests_total"),
         "{agent_metrics}"
     );
     assert!(!agent_metrics.contains("portico_cp_"), "{agent_metrics}");
-    let (status, cp_metrics) = http_get(ports.metrics, "/metrics").expect("cp metrics");
+    let (status, cp_metrics) = fetch_blocking(ports.metrics, "/metrics").expect("cp metrics");
     assert_eq!(status, 200);
     assert!(
         cp_metrics.contains("portico_cp_connected_agents"),
@@ -397,15 +389,15 @@ fn dev_serves_the_curl_commands_it_prints_and_stops_on_ctrl_c() {
     );
     assert!(!cp_metrics.contains("portico_agent_"), "{cp_metrics}");
 
-    dev.signal(2); // SIGINT, as Ctrl-C sends
+    dev.signal(SIGINT);
     let status = dev.wait_timeout(Duration::from_secs(20));
     assert!(status.success(), "portico dev exited with {status}");
     assert!(
-        http_get(ports.proxy, "/healthz").is_none(),
+        fetch_blocking(ports.proxy, "/healthz").is_none(),
         "the proxy stopped"
     );
     assert!(
-        http_get(ports.upstream, "/").is_none(),
+        fetch_blocking(ports.upstream, "/").is_none(),
         "the demo upstream stopped"
     );
 }
@@ -417,11 +409,10 @@ fn dev_fails_clearly_when_a_port_is_taken() {
         proxy: taken.local_addr().unwrap(),
         ..DevPorts::free()
     };
-    let out = Files::new();
-    let mut dev = start_dev(&ports, &out);
+    let mut dev = start_dev(&ports);
     let status = dev.wait_timeout(Duration::from_secs(20));
     assert_eq!(status.code(), Some(1));
-    let stderr = read(&out, "stderr");
+    let stderr = dev.stderr();
     assert!(
         stderr.contains(&format!("cannot listen on {}", ports.proxy))
             && stderr.contains("--proxy-port"),

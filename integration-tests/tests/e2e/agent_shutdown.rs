@@ -1,20 +1,19 @@
 //! SIGTERM stops the agent cleanly: listeners close, requests in flight finish, exit 0.
 
-#![allow(clippy::unwrap_used)]
-
-mod agent_support;
-
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use agent_support::{apply, control_plane};
-use portico_integration_tests::agent::{Agent, AgentOptions, http_get};
-use portico_integration_tests::net::{eventually, free_addr, free_port, is_listening};
-use portico_integration_tests::upstream::{Upstream, routed};
+use portico_integration_tests::agent::{Agent, AgentOptions};
+use portico_integration_tests::cp::ControlPlane;
+use portico_test_support::http::fetch;
+use portico_test_support::net::{free_port, is_listening, localhost, refusing};
+use portico_test_support::resources::routed;
+use portico_test_support::upstream::Upstream;
+use portico_test_support::wait::eventually;
 
 #[tokio::test]
 async fn sigterm_exits_0() {
-    let options = AgentOptions::new("term-1", &[format!("http://{}", free_addr())]);
+    let down = refusing();
+    let options = AgentOptions::new("term-1", &[down.url()]);
     let mut agent = Agent::start(&options);
     eventually("the admin endpoint", Duration::from_secs(20), || async {
         agent.get("/healthz").await.filter(|r| r.0 == 200)
@@ -28,17 +27,16 @@ async fn sigterm_exits_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_an_in_flight_request_then_exits_0() {
-    let dir = tempfile::tempdir().unwrap();
-    let cp = control_plane(&dir);
-    let slow = Upstream::start("slow").await;
+    let cp = ControlPlane::embedded();
+    let slow = Upstream::start_name_only("slow").await;
     let mut options = AgentOptions::new("term-2", &[cp.endpoint()]);
     options.drain_timeout = Some(Duration::from_secs(20));
     let mut agent = Agent::start(&options);
     let port = free_port();
-    let version = apply(&cp, routed("shop", port, &[slow.addr])).await;
+    let version = cp.apply(routed("shop", port, &[slow.addr])).await.revision;
     agent.wait_for_version(version).await;
 
-    let request = tokio::spawn(http_get(format!("http://127.0.0.1:{port}/slow/2000")));
+    let request = tokio::spawn(fetch(format!("http://127.0.0.1:{port}/slow/2000")));
     eventually(
         "the request to reach the upstream",
         Duration::from_secs(10),
@@ -48,7 +46,7 @@ async fn sigterm_drains_an_in_flight_request_then_exits_0() {
     agent.terminate();
     // New connections are refused while the request is still running...
     eventually("the listener to close", Duration::from_secs(10), || async {
-        (!is_listening(SocketAddr::from(([127, 0, 0, 1], port)))).then_some(())
+        (!is_listening(localhost(port))).then_some(())
     })
     .await;
     assert!(

@@ -1,0 +1,20 @@
+//! End to end: the real binaries, real etcd, real upstreams, started as processes by the
+//! harness (`portico_integration_tests`) and `portico-test-support`.
+//!
+//! One test binary with a module per area: every test binary links the whole workspace, so
+//! one binary builds in a fraction of the time of one per area. `cargo nextest` (what
+//! `test.sh` runs) still runs each test in a process of its own.
+#![allow(clippy::unwrap_used)]
+
+mod agent_cache;
+mod agent_shutdown;
+mod agent_sync;
+mod cli_commands;
+mod cli_fleet;
+mod control_plane;
+mod control_plane_etcd;
+mod control_plane_latency;
+mod deploy_examples;
+mod store_conformance;
+mod store_crash;
+mod store_etcd;
