@@ -84,17 +84,25 @@ impl ConnTrack {
         pending != 0 && pending - 1 == self.started.load(Ordering::Acquire)
     }
 
-    /// When the connection becomes idle for `idle`, if nothing happens before.
-    pub fn idle_deadline(&self, idle: Duration) -> tokio::time::Instant {
+    /// When the connection has idled too long, if nothing happens before: `first` after
+    /// accept while it has sent no request (so silent sockets cannot hold the listener's
+    /// connection slots for a whole keep-alive period), `idle` after that.
+    pub fn idle_deadline(&self, first: Duration, idle: Duration) -> tokio::time::Instant {
+        let wait = if self.started.load(Ordering::Acquire) == 0 {
+            first
+        } else {
+            idle
+        };
         let last = Duration::from_millis(self.last_active.load(Ordering::Relaxed));
-        tokio::time::Instant::from_std(self.epoch + last + idle)
+        tokio::time::Instant::from_std(self.epoch + last + wait)
     }
 
-    /// Whether the connection has had no request, head or byte for `idle`.
-    pub fn is_idle(&self, idle: Duration) -> bool {
+    /// Whether the connection has had no request, head or byte for as long as
+    /// [`ConnTrack::idle_deadline`] allows.
+    pub fn is_idle(&self, first: Duration, idle: Duration) -> bool {
         self.in_flight.load(Ordering::Acquire) == 0
             && !self.head_in_progress()
-            && tokio::time::Instant::now() >= self.idle_deadline(idle)
+            && tokio::time::Instant::now() >= self.idle_deadline(first, idle)
     }
 }
 

@@ -30,6 +30,8 @@ use crate::signals::Signals;
 const MIN_HEAD_BUFFER: usize = 8192;
 /// Pause after a failed accept (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// The longest a TLS handshake may take.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pending connections per listening socket (tokio's default).
 const LISTEN_BACKLOG: u32 = 1024;
 
@@ -197,14 +199,19 @@ async fn serve(conn: Accepted, stream: TcpStream) {
     }
 }
 
-/// The TLS handshake, bounded by the listener's header read timeout.
+/// The TLS handshake, bounded by its own short timeout (at most the header read timeout): a
+/// handshake is a few round trips, and a client that stalls in it holds a connection slot.
 async fn handshake(
     conn: &Accepted,
     config: Arc<rustls::ServerConfig>,
     stream: TcpStream,
 ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let timeout = conn.settings.limits.header_read_timeout;
+    let timeout = conn
+        .settings
+        .limits
+        .header_read_timeout
+        .min(TLS_HANDSHAKE_TIMEOUT);
     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => Some(tls),
         Ok(Err(e)) => {
@@ -255,6 +262,7 @@ where
         kill: &conn.shared.kill,
         stop: &conn.stop,
         track: &track,
+        first_request: limits.header_read_timeout,
         idle_timeout: limits.idle_timeout,
     };
     let drain = |http: Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(http);
@@ -287,10 +295,19 @@ struct Ends<'a> {
     /// The listener stops: finish the request in flight, then close.
     stop: &'a CancellationToken,
     track: &'a ConnTrack,
+    /// How long a new connection may stay silent before its first request.
+    first_request: Duration,
+    /// How long a keep-alive connection may idle between requests.
     idle_timeout: Duration,
 }
 
 impl Ends<'_> {
+    /// When the connection counts as idle if nothing happens before.
+    fn deadline(&self) -> tokio::time::Instant {
+        self.track
+            .idle_deadline(self.first_request, self.idle_timeout)
+    }
+
     /// Polls `http` to its end, draining it (`drain`) when the listener stops or the
     /// connection idles, and dropping it when killed.
     async fn drive<C, E>(&self, mut http: Pin<&mut C>, drain: impl Fn(Pin<&mut C>)) -> Result<(), E>
@@ -299,7 +316,7 @@ impl Ends<'_> {
     {
         let killed = self.kill.cancelled();
         let stopped = self.stop.cancelled();
-        let idle = tokio::time::sleep_until(self.track.idle_deadline(self.idle_timeout));
+        let idle = tokio::time::sleep_until(self.deadline());
         tokio::pin!(killed, stopped, idle);
         let signals = Signals::new();
         let mut draining = false;
@@ -330,13 +347,12 @@ impl Ends<'_> {
                     drain(http.as_mut());
                     draining = true;
                 }
-                Event::IdleCheck if self.track.is_idle(self.idle_timeout) => {
+                Event::IdleCheck if self.track.is_idle(self.first_request, self.idle_timeout) => {
                     drain(http.as_mut());
                     draining = true;
                 }
                 Event::IdleCheck => {
-                    idle.as_mut()
-                        .reset(self.track.idle_deadline(self.idle_timeout));
+                    idle.as_mut().reset(self.deadline());
                     signals.rearm();
                 }
             }

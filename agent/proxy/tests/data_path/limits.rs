@@ -254,3 +254,46 @@ async fn connections_past_the_limit_wait_for_a_free_slot() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     proxy.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn silent_connections_cannot_hold_every_slot() {
+    let up = Upstream::start("up").await;
+    let limits = pb::ListenerLimits {
+        max_connections: 4,
+        header_read_timeout: Some(duration(Duration::from_millis(300))),
+        ..Default::default()
+    };
+    let (proxy, port) = limited_proxy(up.addr, limits).await;
+    // Twice the limit of sockets that connect and say nothing.
+    let mut silent = Vec::new();
+    for _ in 0..8 {
+        silent.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap(),
+        );
+    }
+    eventually("the slots taken", WAIT, || async {
+        (proxy.active_connections() == 4).then_some(())
+    })
+    .await;
+    // A real client still gets an answer: silent sockets are closed after the header read
+    // timeout, not the keep-alive idle timeout (60 s here).
+    let answer = tokio::time::timeout(WAIT, get(port, "x", "/")).await;
+    assert_eq!(
+        answer.expect("served within the timeout").status,
+        StatusCode::OK
+    );
+    let mut closed = 0;
+    for mut s in silent {
+        let mut buf = Vec::new();
+        if tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
+            .await
+            .is_ok()
+        {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 8, "every silent socket is closed");
+    proxy.shutdown(Duration::from_secs(1)).await;
+}
