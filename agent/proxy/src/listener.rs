@@ -37,16 +37,17 @@ const LISTEN_BACKLOG: u32 = 1024;
 
 /// Binds one socket on `addr` per worker, registered with that worker. With `SO_REUSEPORT` the
 /// kernel spreads new connections over the sockets; workers sharing one socket instead saw
-/// whichever woke first take every connection. The first bind still fails when another socket
-/// (without `SO_REUSEPORT`) holds the address.
+/// whichever woke first take every connection.
+///
+/// `SO_REUSEPORT` would also let this agent quietly share an address another process of the
+/// same user already listens on (each then gets part of the traffic), so the address is first
+/// bound once without it: that fails when anything holds the address. A process of the same
+/// user that joins later with `SO_REUSEPORT` cannot be kept out; run agents as their own user.
 pub(crate) fn bind(addr: SocketAddr, workers: &[Handle]) -> io::Result<Vec<TcpListener>> {
+    probe(addr)?;
     let mut sockets = Vec::with_capacity(workers.len());
     for worker in workers {
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
+        let socket = new_socket(addr)?;
         socket.set_reuseaddr(true)?;
         socket.set_reuseport(true)?;
         socket.bind(addr)?;
@@ -54,6 +55,32 @@ pub(crate) fn bind(addr: SocketAddr, workers: &[Handle]) -> io::Result<Vec<TcpLi
         sockets.push(socket.listen(LISTEN_BACKLOG)?);
     }
     Ok(sockets)
+}
+
+/// Fails with `AddrInUse` when another socket (ours or not, with `SO_REUSEPORT` or not)
+/// listens on `addr`.
+fn probe(addr: SocketAddr) -> io::Result<()> {
+    let socket = new_socket(addr)?;
+    // Without SO_REUSEADDR a recently closed connection's TIME_WAIT would fail the probe too.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr).map_err(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{addr} is already in use by another socket"),
+            )
+        } else {
+            e
+        }
+    })
+}
+
+fn new_socket(addr: SocketAddr) -> io::Result<TcpSocket> {
+    if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
 }
 
 /// A socket being accepted on.

@@ -197,6 +197,32 @@ async fn failed_applies_change_nothing_and_close_what_they_bound() {
 }
 
 #[tokio::test]
+async fn an_address_another_process_shares_with_reuseport_is_refused() {
+    let a = Upstream::start("a").await;
+    // Another process of the same user, listening with SO_REUSEPORT: binding beside it would
+    // split the traffic between it and the agent.
+    let other = tokio::net::TcpSocket::new_v4().unwrap();
+    other.set_reuseport(true).unwrap();
+    other.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = other.local_addr().unwrap().port();
+    let other = other.listen(16).unwrap();
+    let proxy = portico_proxy::Proxy::default();
+    let err = proxy
+        .apply(&single_route(1, port, &[&a], "a"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ApplyError::Bind { .. }), "{err}");
+    assert!(err.to_string().contains("already in use"), "{err}");
+    drop(other);
+    proxy
+        .apply(&single_route(2, port, &[&a], "a"))
+        .await
+        .unwrap();
+    assert_eq!(get(port, "x", "/").await.upstream(), "a");
+    proxy.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
 async fn a_removed_listener_stops_accepting_and_drains_in_flight_requests() {
     let a = Upstream::start("a").await;
     let (old_port, new_port) = (free_port(), free_port());
