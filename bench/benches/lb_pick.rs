@@ -33,6 +33,7 @@ fn upstream(policy: Policy, endpoints: usize, weighted: bool) -> Upstream {
             max_idle_per_endpoint: upstream::MAX_IDLE_PER_ENDPOINT,
             max_connections: 0,
             max_pending: 0,
+            max_response_head: upstream::DEFAULT_MAX_RESPONSE_HEAD,
         },
         pools: 1,
         policy,

@@ -40,6 +40,11 @@ pub struct BodyStats {
     pub bytes: AtomicU64,
     /// Set when the body went past the limit.
     pub exceeded: AtomicBool,
+    /// Set when reading the body from the client failed (malformed chunked framing, a
+    /// connection closed mid-body).
+    pub failed: AtomicBool,
+    /// Set when the body was read to its end.
+    pub ended: AtomicBool,
 }
 
 /// A request body that counts its bytes and fails once they pass `limit`.
@@ -74,10 +79,19 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Pending => return Poll::Pending,
-            Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => {
+                self.stats.ended.store(true, Ordering::Relaxed);
+                return Poll::Ready(None);
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.stats.failed.store(true, Ordering::Relaxed);
+                return Poll::Ready(Some(Err(e.into())));
+            }
             Poll::Ready(Some(Ok(frame))) => frame,
         };
+        if self.inner.is_end_stream() {
+            self.stats.ended.store(true, Ordering::Relaxed);
+        }
         if let Some(data) = frame.data_ref() {
             let total = self
                 .stats

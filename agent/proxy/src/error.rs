@@ -31,6 +31,13 @@ pub enum ProxyError {
     /// The body is larger than the listener allows.
     #[error("request body too large")]
     BodyTooLarge,
+    /// The client's request body was malformed (bad chunked framing) or cut off.
+    #[error("malformed request body")]
+    BodyMalformed,
+    /// The client sent its request body too slowly: the route timeout ran out while it was
+    /// still arriving.
+    #[error("request body timed out")]
+    BodyTimeout,
     /// The listener was removed while the connection stayed open.
     #[error("listener removed")]
     ListenerRemoved,
@@ -43,6 +50,10 @@ pub enum ProxyError {
     /// A cluster limit was reached (circuit breakers, the retry budget).
     #[error("cluster limit {0} reached")]
     Overflow(&'static str),
+    /// The upstream's answer broke HTTP: a response head too large, or a protocol switch the
+    /// client did not ask for.
+    #[error("upstream protocol: {0}")]
+    UpstreamProtocol(&'static str),
     /// The upstream did not answer within the route timeout.
     #[error("upstream timeout")]
     UpstreamTimeout,
@@ -55,12 +66,15 @@ impl ProxyError {
     /// The side the failure is attributed to.
     pub fn side(&self) -> Side {
         match self {
-            ProxyError::BadRequest(_) | ProxyError::NoRoute | ProxyError::BodyTooLarge => {
-                Side::Downstream
-            }
+            ProxyError::BadRequest(_)
+            | ProxyError::NoRoute
+            | ProxyError::BodyTooLarge
+            | ProxyError::BodyMalformed
+            | ProxyError::BodyTimeout => Side::Downstream,
             ProxyError::ListenerRemoved | ProxyError::NoEndpoint(_) => Side::Internal,
             ProxyError::UpstreamConnect(_)
             | ProxyError::Overflow(_)
+            | ProxyError::UpstreamProtocol(_)
             | ProxyError::UpstreamTimeout
             | ProxyError::UpstreamRequest(_) => Side::Upstream,
         }
@@ -72,12 +86,14 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BodyMalformed => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::ListenerRemoved | ProxyError::NoEndpoint(_) | ProxyError::Overflow(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ProxyError::UpstreamConnect(_) | ProxyError::UpstreamRequest(_) => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::UpstreamConnect(_)
+            | ProxyError::UpstreamRequest(_)
+            | ProxyError::UpstreamProtocol(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -88,11 +104,14 @@ impl ProxyError {
             ProxyError::BadRequest(why) => why,
             ProxyError::NoRoute => "no_route",
             ProxyError::BodyTooLarge => "body_too_large",
+            ProxyError::BodyMalformed => "client_body_malformed",
+            ProxyError::BodyTimeout => "client_body_timeout",
             ProxyError::ListenerRemoved => "listener_removed",
             ProxyError::NoEndpoint(_) => "no_endpoint",
             ProxyError::UpstreamConnect(_) => "upstream_connect",
             ProxyError::Overflow(_) => "overflow",
             ProxyError::UpstreamTimeout => "upstream_timeout",
+            ProxyError::UpstreamProtocol(why) => why,
             ProxyError::UpstreamRequest(_) => "upstream_request",
         }
     }
@@ -102,7 +121,10 @@ impl ProxyError {
     fn closes_connection(&self) -> bool {
         matches!(
             self,
-            ProxyError::BadRequest(_) | ProxyError::ListenerRemoved
+            ProxyError::BadRequest(_)
+                | ProxyError::ListenerRemoved
+                | ProxyError::BodyMalformed
+                | ProxyError::BodyTimeout
         )
     }
 
@@ -140,6 +162,8 @@ mod tests {
             (ProxyError::BadRequest("x"), 400, Side::Downstream),
             (ProxyError::NoRoute, 404, Side::Downstream),
             (ProxyError::BodyTooLarge, 413, Side::Downstream),
+            (ProxyError::BodyMalformed, 400, Side::Downstream),
+            (ProxyError::BodyTimeout, 408, Side::Downstream),
             (ProxyError::ListenerRemoved, 503, Side::Internal),
             (ProxyError::NoEndpoint("c".into()), 503, Side::Internal),
             (
@@ -149,6 +173,11 @@ mod tests {
             ),
             (ProxyError::Overflow("max_requests"), 503, Side::Upstream),
             (ProxyError::UpstreamTimeout, 504, Side::Upstream),
+            (
+                ProxyError::UpstreamProtocol("upstream_unexpected_upgrade"),
+                502,
+                Side::Upstream,
+            ),
             (
                 ProxyError::UpstreamRequest(SendError::Overloaded),
                 502,

@@ -93,6 +93,20 @@ impl RequestLog {
             .as_ref()
             .is_some_and(|s| s.exceeded.load(Ordering::Relaxed))
     }
+
+    /// Whether reading the request body from the client failed.
+    pub fn body_failed(&self) -> bool {
+        self.body_in
+            .as_ref()
+            .is_some_and(|s| s.failed.load(Ordering::Relaxed))
+    }
+
+    /// Whether the client is still sending the request body.
+    pub fn body_unfinished(&self) -> bool {
+        self.body_in
+            .as_ref()
+            .is_some_and(|s| !s.ended.load(Ordering::Relaxed))
+    }
 }
 
 impl Drop for RequestLog {

@@ -45,6 +45,8 @@ pub use pool::{PoolLimits, PooledBody};
 
 /// How long an idle upstream connection is kept.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Largest response head read from an endpoint when the cluster sets none.
+pub const DEFAULT_MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Idle HTTP/1 connections kept per endpoint by each worker.
 pub const MAX_IDLE_PER_ENDPOINT: usize = 512;
 /// The fewest retries a cluster's retry budget allows in flight on a worker.
@@ -115,6 +117,14 @@ impl SendError {
         match self {
             SendError::Connect { .. } | SendError::ConnectTimeout { .. } => true,
             SendError::Client(e) => e.is_connect(),
+            _ => false,
+        }
+    }
+
+    /// Whether the endpoint's response head was larger than the cluster accepts.
+    pub fn is_head_too_large(&self) -> bool {
+        match self {
+            SendError::Request(e) => e.is_parse_too_large(),
             _ => false,
         }
     }
@@ -264,6 +274,7 @@ impl Upstream {
                 .pool_timer(TokioTimer::new())
                 .timer(TokioTimer::new())
                 .pool_idle_timeout(config.limits.idle_timeout)
+                .http2_max_header_list_size(config.limits.max_response_head as u32)
                 .http2_only(true);
             Transport::Http2(
                 (0..pools)
@@ -535,6 +546,7 @@ mod tests {
                 max_idle_per_endpoint: MAX_IDLE_PER_ENDPOINT,
                 max_connections: 0,
                 max_pending: 0,
+                max_response_head: DEFAULT_MAX_RESPONSE_HEAD,
             },
             pools,
             policy: Policy::RoundRobin,

@@ -11,6 +11,9 @@ use crate::pb::{
 const MAX_WEIGHT: u32 = 10_000;
 const MAX_THRESHOLD: u32 = 1_000;
 const MAX_CONCURRENCY: u32 = 1_000_000;
+/// Bounds of a response head from an endpoint (hyper reads no less than 8 KiB).
+const MIN_RESPONSE_HEAD: u32 = 8 * 1024;
+const MAX_RESPONSE_HEAD: u32 = 1024 * 1024;
 /// A year.
 const MAX_COOKIE_TTL_SECS: i64 = 365 * 24 * 3600;
 
@@ -122,6 +125,13 @@ pub(crate) fn check(c: &Cluster, e: &mut Errors) {
         }
     }
     field::known_enum::<UpstreamProtocol>(e, "protocol", c.protocol);
+    let head = c.max_response_header_bytes;
+    if head != 0 && !(MIN_RESPONSE_HEAD..=MAX_RESPONSE_HEAD).contains(&head) {
+        e.add(
+            "max_response_header_bytes",
+            format!("{head} is not in {MIN_RESPONSE_HEAD}-{MAX_RESPONSE_HEAD}"),
+        );
+    }
     if let Some(l) = &c.locality {
         field::at_most(
             e,

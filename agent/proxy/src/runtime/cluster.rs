@@ -96,6 +96,10 @@ pub fn compile(
         max_idle_per_endpoint: upstream::MAX_IDLE_PER_ENDPOINT,
         max_connections: per_pool(breakers.max_connections, pools),
         max_pending: per_pool(breakers.max_pending_requests, pools),
+        max_response_head: match spec.max_response_header_bytes {
+            0 => upstream::DEFAULT_MAX_RESPONSE_HEAD,
+            n => n as usize,
+        },
     };
     let config = UpstreamConfig {
         http2,

@@ -53,6 +53,9 @@ pub(super) async fn forward(
         && upstream.version() == Version::HTTP_11
         && headers::wants_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    // The version and keep-alive of the client's connection are the client's, whatever the
+    // upstream speaks (an HTTP/1.0 upstream must not turn the client's answers into 1.0).
+    let client_version = req.version();
     let (mut parts, incoming) = req.into_parts();
     log.metrics = Some(m::request_handles(
         &ctx.listener,
@@ -74,7 +77,7 @@ pub(super) async fn forward(
             let request = Request::from_parts(parts, body);
             let deadline = Instant::now() + target.route.timeout;
             let sent = attempt(&target, &pick, request, deadline, log).await;
-            record(upstream, &pick, &sent);
+            record(upstream, &pick, &sent, log);
             let response = settle(upstream, sent, log)?;
             log.in_flight = Some(pick.in_flight);
             (response, pick.set_cookie)
@@ -85,6 +88,11 @@ pub(super) async fn forward(
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if upgraded && !upgrade {
+        // A switch the client did not ask for: what follows is not HTTP it can read.
+        return Err(ProxyError::UpstreamProtocol("upstream_unexpected_upgrade"));
+    }
+    *response.version_mut() = client_version;
     if let Some(client) = client_upgrade.filter(|_| upgraded) {
         splice(ctx, client, hyper::upgrade::on(&mut response));
     }
@@ -117,7 +125,7 @@ async fn retrying(
             .per_try_timeout
             .map_or(deadline, |t| (Instant::now() + t).min(deadline));
         let sent = attempt(target, &current, request, try_deadline, log).await;
-        record(upstream, &current, &sent);
+        record(upstream, &current, &sent, log);
         let failure = match &sent {
             Ok(r) => Failure::Status(r.status().as_u16()),
             Err(Tried::TimedOut) => Failure::Timeout,
@@ -129,7 +137,7 @@ async fn retrying(
         let again = tries <= policy.attempts
             && policy.retries(failure)
             && replay.replayable()
-            && !log.body_too_large()
+            && !(sent.is_err() && client_fault(log))
             && Instant::now() + wait < deadline;
         let next = match again {
             true => match upstream.pick(key, Some(current.index), true) {
@@ -205,9 +213,16 @@ async fn attempt(
 }
 
 /// Counts how a try on the picked endpoint went, for outlier detection and reports.
-fn record(upstream: &Upstream, pick: &Pick, sent: &Result<Response<PooledBody>, Tried>) {
+fn record(
+    upstream: &Upstream,
+    pick: &Pick,
+    sent: &Result<Response<PooledBody>, Tried>,
+    log: &RequestLog,
+) {
     let outcome = match sent {
         Ok(response) => Outcome::of_status(response.status().as_u16()),
+        // The client's body failed the try, not the endpoint.
+        Err(_) if client_fault(log) => return,
         // The cluster's own queue refused it: the endpoint did nothing wrong.
         Err(Tried::Failed(SendError::Overloaded)) => return,
         Err(Tried::Failed(e)) => {
@@ -221,6 +236,12 @@ fn record(upstream: &Upstream, pick: &Pick, sent: &Result<Response<PooledBody>, 
     upstream.record(pick.index, outcome);
 }
 
+/// Whether a failed try was the client's doing: its body too large, malformed, or still
+/// arriving.
+fn client_fault(log: &RequestLog) -> bool {
+    log.body_too_large() || log.body_failed() || log.body_unfinished()
+}
+
 /// The request's answer from its last try: the response, or the error the agent answers
 /// with.
 fn settle(
@@ -230,12 +251,19 @@ fn settle(
 ) -> Result<Response<PooledBody>, ProxyError> {
     match sent {
         Ok(response) => Ok(response),
+        // The client's fault, not the upstream's: still sending its body when time ran out,
+        // or sending a body that could not be read.
+        Err(Tried::TimedOut) if log.body_unfinished() => Err(ProxyError::BodyTimeout),
         Err(Tried::TimedOut) => Err(ProxyError::UpstreamTimeout),
         Err(Tried::Failed(_)) if log.body_too_large() => Err(ProxyError::BodyTooLarge),
+        Err(Tried::Failed(_)) if log.body_failed() => Err(ProxyError::BodyMalformed),
         Err(Tried::Failed(SendError::Overloaded)) => {
             Err(overflowed(upstream, Overflow::MaxPending))
         }
         Err(Tried::Failed(e)) if e.is_connect() => Err(ProxyError::UpstreamConnect(e)),
+        Err(Tried::Failed(e)) if e.is_head_too_large() => {
+            Err(ProxyError::UpstreamProtocol("upstream_header_too_large"))
+        }
         Err(Tried::Failed(e)) => Err(ProxyError::UpstreamRequest(e)),
     }
 }

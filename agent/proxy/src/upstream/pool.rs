@@ -44,6 +44,8 @@ pub struct PoolLimits {
     pub max_connections: usize,
     /// Requests waiting for a connection at the limit; 0 for no limit.
     pub max_pending: usize,
+    /// Largest response head read from an endpoint.
+    pub max_response_head: usize,
 }
 
 /// One worker's connections to one cluster. Only that worker's thread takes its lock, so the
@@ -140,7 +142,11 @@ impl Pool {
             connector,
             builder: {
                 let mut b = Builder::new();
-                b.writev(false);
+                // The header limit checks a head that arrived whole too; the buffer limit
+                // alone only one still arriving.
+                b.writev(false)
+                    .max_buf_size(limits.max_response_head)
+                    .max_header_size(limits.max_response_head);
                 b
             },
             state: Mutex::new(State {

@@ -27,6 +27,7 @@ fn limits() -> PoolLimits {
         max_idle_per_endpoint: 16,
         max_connections: 0,
         max_pending: 0,
+        max_response_head: crate::upstream::DEFAULT_MAX_RESPONSE_HEAD,
     }
 }
 

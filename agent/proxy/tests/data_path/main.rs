@@ -5,6 +5,7 @@
 mod access_log;
 mod apply;
 mod balancing;
+mod hostile;
 mod limits;
 mod metrics;
 mod pool;
