@@ -45,6 +45,8 @@ pub struct BodyStats {
     pub failed: AtomicBool,
     /// Set when the body was read to its end.
     pub ended: AtomicBool,
+    /// Set when the upstream side first asked for the body.
+    pub polled: AtomicBool,
 }
 
 /// A request body that counts its bytes and fails once they pass `limit`.
@@ -77,6 +79,9 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if !self.stats.polled.load(Ordering::Relaxed) {
+            self.stats.polled.store(true, Ordering::Relaxed);
+        }
         let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(None) => {

@@ -101,11 +101,11 @@ impl RequestLog {
             .is_some_and(|s| s.failed.load(Ordering::Relaxed))
     }
 
-    /// Whether the client is still sending the request body.
+    /// Whether the client is still sending a request body the upstream side is reading.
     pub fn body_unfinished(&self) -> bool {
         self.body_in
             .as_ref()
-            .is_some_and(|s| !s.ended.load(Ordering::Relaxed))
+            .is_some_and(|s| s.polled.load(Ordering::Relaxed) && !s.ended.load(Ordering::Relaxed))
     }
 }
 

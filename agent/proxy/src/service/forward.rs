@@ -137,7 +137,7 @@ async fn retrying(
         let again = tries <= policy.attempts
             && policy.retries(failure)
             && replay.replayable()
-            && !(sent.is_err() && client_fault(log))
+            && !client_fault(&sent, log)
             && Instant::now() + wait < deadline;
         let next = match again {
             true => match upstream.pick(key, Some(current.index), true) {
@@ -222,7 +222,7 @@ fn record(
     let outcome = match sent {
         Ok(response) => Outcome::of_status(response.status().as_u16()),
         // The client's body failed the try, not the endpoint.
-        Err(_) if client_fault(log) => return,
+        Err(_) if client_fault(sent, log) => return,
         // The cluster's own queue refused it: the endpoint did nothing wrong.
         Err(Tried::Failed(SendError::Overloaded)) => return,
         Err(Tried::Failed(e)) => {
@@ -236,10 +236,14 @@ fn record(
     upstream.record(pick.index, outcome);
 }
 
-/// Whether a failed try was the client's doing: its body too large, malformed, or still
-/// arriving.
-fn client_fault(log: &RequestLog) -> bool {
-    log.body_too_large() || log.body_failed() || log.body_unfinished()
+/// Whether a failed try was the client's doing: its body too large or malformed, or still
+/// arriving when the time ran out.
+fn client_fault(sent: &Result<Response<PooledBody>, Tried>, log: &RequestLog) -> bool {
+    match sent {
+        Ok(_) => false,
+        Err(Tried::TimedOut) => log.body_unfinished(),
+        Err(Tried::Failed(_)) => log.body_too_large() || log.body_failed(),
+    }
 }
 
 /// The request's answer from its last try: the response, or the error the agent answers
