@@ -12,8 +12,9 @@
 //! - [`tls`]: TLS material for listeners and upstreams.
 //!
 //! Serving it, from the socket up (a module imports only modules listed before it):
-//! - [`body`], [`headers`], [`path`], [`error`]: body types, header hygiene and transforms, path
-//!   normalisation, and the classified errors the agent answers with.
+//! - [`body`], [`headers`], [`host`], [`path`], [`error`]: body types, header hygiene and
+//!   transforms, the one host of a request, path normalisation, and the classified errors the
+//!   agent answers with.
 //! - [`metrics`]: every data-path metric, named once; [`access_log`]: the log line format.
 //! - `workers`: the threads serving traffic, one single-threaded runtime per core.
 //! - [`connector`], [`upstream`]: connections to endpoints, clusters' balancing, health and
@@ -33,6 +34,7 @@ pub mod config;
 pub mod connector;
 pub mod error;
 pub mod headers;
+pub mod host;
 pub mod metrics;
 pub mod path;
 pub mod runtime;

@@ -301,10 +301,9 @@ fn upstream_head(
             .map_err(|_| ProxyError::BadRequest("bad_uri"))?;
     }
     parts.version = target.upstream.version();
-    let host = target.authority.filter(|v| !v.is_empty());
-    if !parts.headers.contains_key(header::HOST)
-        && let Some(host) = host
-    {
+    // The host routing matched is the Host the upstream sees.
+    let host = target.authority;
+    if let Some(host) = host {
         parts.headers.insert(header::HOST, host.clone());
     }
     headers::remove_hop_by_hop(&mut parts.headers, upgrade);

@@ -16,7 +16,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
-use http::{Request, Response, Uri, Version};
+use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 
 use crate::body;
@@ -24,6 +24,7 @@ use crate::conn::HEAD_CL_AND_TE;
 use crate::context::ConnCtx;
 use crate::error::ProxyError;
 use crate::headers;
+use crate::host;
 use crate::metrics as m;
 use crate::path;
 use crate::request_log::RequestLog;
@@ -89,7 +90,7 @@ async fn serve(
 /// A request head that passed the checks every request must pass before routing, with the
 /// values routing and forwarding use.
 struct Head<'r> {
-    /// The Host header's value, or the URI's authority (HTTP/2, absolute form).
+    /// The request's host (`host[:port]`, normalised): routed by, and forwarded as Host.
     authority: Option<HeaderValue>,
     /// The normalised path.
     path: Cow<'r, str>,
@@ -109,15 +110,12 @@ impl<'r> Head<'r> {
                 "content_length_and_transfer_encoding",
             ));
         }
-        let host_header = req.headers().get(header::HOST);
-        if req.version() == Version::HTTP_11 && host_header.is_none() {
-            return Err(ProxyError::BadRequest("missing_host"));
-        }
-        // The Host header's value is shared, not copied.
-        let authority = match uri.authority() {
-            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-            None => host_header.cloned(),
-        };
+        let authority = host::normalise(
+            req.version(),
+            uri.authority(),
+            req.headers().get_all(header::HOST),
+        )
+        .map_err(ProxyError::BadRequest)?;
         let path = path::normalise(uri.path(), listener.merge_slashes)
             .map_err(|_| ProxyError::BadRequest("bad_path"))?;
         let declared = req

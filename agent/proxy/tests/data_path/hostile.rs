@@ -147,3 +147,83 @@ async fn client_body_faults_are_400_and_408_not_upstream_faults() {
     proxy.shutdown(Duration::from_secs(1)).await;
     waiting.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn the_host_routed_is_the_host_forwarded() {
+    let shop = Upstream::start("shop").await;
+    let admin = Upstream::start("admin").await;
+    let port = free_port();
+    let cfg = config(
+        1,
+        vec![
+            listener("web", port, "rt"),
+            route_table(
+                "rt",
+                vec![
+                    vhost(
+                        "shop",
+                        &["shop.example"],
+                        vec![route("s", prefix("/"), to("shop"))],
+                    ),
+                    vhost(
+                        "admin",
+                        &["admin.example"],
+                        vec![route("a", prefix("/"), to("admin"))],
+                    ),
+                    vhost(
+                        "other",
+                        &["*"],
+                        vec![route(
+                            "away",
+                            prefix("/"),
+                            redirect(portico_api::pb::Redirect {
+                                path: "/moved".into(),
+                                ..Default::default()
+                            }),
+                        )],
+                    ),
+                ],
+            ),
+            cluster("shop", &[shop.addr]),
+            cluster("admin", &[admin.addr]),
+        ],
+    );
+    let proxy = proxy_with(&cfg).await;
+    // Absolute form: its authority wins and is what the upstream sees as Host.
+    let absolute = raw(
+        port,
+        b"GET http://admin.example/x HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n",
+        WAIT,
+    )
+    .await;
+    assert!(absolute.contains("\r\n\r\nadmin\n"), "{absolute}");
+    assert!(absolute.contains("host: admin.example"), "{absolute}");
+    assert!(!absolute.contains("host: shop.example"), "{absolute}");
+    // Two Host headers: refused rather than routed by one and forwarded with both.
+    let duplicate = raw(
+        port,
+        b"GET / HTTP/1.1\r\nHost: shop.example\r\nHost: admin.example\r\n\r\n",
+        WAIT,
+    )
+    .await;
+    assert!(duplicate.starts_with("HTTP/1.1 400"), "{duplicate}");
+    // One trailing dot is the same host.
+    let dotted = raw(
+        port,
+        b"GET / HTTP/1.1\r\nHost: ADMIN.example.\r\nConnection: close\r\n\r\n",
+        WAIT,
+    )
+    .await;
+    assert!(dotted.contains("\r\n\r\nadmin\n"), "{dotted}");
+    assert!(dotted.contains("host: admin.example\n"), "{dotted}");
+    // A Host that is not a host never reaches a redirect's Location.
+    let bad = raw(
+        port,
+        b"GET / HTTP/1.1\r\nHost: evil.example/\"><x>\r\nConnection: close\r\n\r\n",
+        WAIT,
+    )
+    .await;
+    assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+    assert!(!bad.to_ascii_lowercase().contains("location"), "{bad}");
+    proxy.shutdown(Duration::from_secs(1)).await;
+}

@@ -31,28 +31,32 @@ async fn http2_prior_knowledge_clients_and_http2_upstreams() {
         ],
     );
     let proxy = proxy_with(&cfg).await;
-    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<Full<Bytes>>();
-    for (path, upstream_sees) in [("/h1/x", "host: shop.example"), ("/h2/x", "GET http://")] {
-        let req = Request::get(format!("http://shop.example/{}", &path[1..]))
-            .body(Full::default())
-            .unwrap();
-        // Resolve the name to the proxy while keeping it as :authority.
-        let (mut parts, body) = req.into_parts();
-        parts.uri = format!("http://127.0.0.1:{port}{path}").parse().unwrap();
-        parts
-            .headers
-            .insert("host", "shop.example".parse().unwrap());
-        let response = client
-            .request(Request::from_parts(parts, body))
+    // HTTP/2 with prior knowledge to the proxy's address, naming shop.example as :authority.
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
             .await
             .unwrap();
+    tokio::spawn(conn);
+    for (path, upstream_sees) in [("/h1/x", "host: shop.example"), ("/h2/x", "GET http://")] {
+        let req = Request::get(format!("http://shop.example{path}"))
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        let response = sender.send_request(req).await.unwrap();
         assert_eq!(response.version(), Version::HTTP_2);
         assert_eq!(response.status(), StatusCode::OK);
         let text = text(response).await;
         assert!(text.contains(upstream_sees), "{path}: {text}");
     }
+    // A Host that differs from :authority could route one host and forward another.
+    let conflicting = Request::get("http://shop.example/h1/x")
+        .header("host", "admin.example")
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let response = sender.send_request(conflicting).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     proxy.shutdown(Duration::from_secs(1)).await;
 }
 
