@@ -144,13 +144,14 @@ impl Compression {
     }
 
     /// Whether a response with these parts is compressed with `algorithm`; if so, its headers
-    /// are changed for the encoded body. Adds `Vary: Accept-Encoding` to every response of a
-    /// compressible type.
+    /// are changed for the encoded body. `length` is the body's size when known without a
+    /// Content-Length header (a body the agent made). Adds `Vary: Accept-Encoding` to every
+    /// response of a compressible type.
     pub fn prepare(
         &self,
-        method: &Method,
-        status: StatusCode,
+        (method, status): (&Method, StatusCode),
         headers: &mut HeaderMap,
+        length: Option<u64>,
         algorithm: Option<Algorithm>,
     ) -> Option<Algorithm> {
         if !self.compressible(headers) {
@@ -169,6 +170,7 @@ impl Compression {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
+            .or(length)
             .is_some_and(|n| n < self.min_bytes);
         let ranged = status == StatusCode::PARTIAL_CONTENT;
         if no_body || encoded || small || ranged {
@@ -414,8 +416,9 @@ mod tests {
             h
         };
         let json = ("content-type", "application/json");
-        let go =
-            |h: &mut HeaderMap, status| p.prepare(&Method::GET, status, h, Some(Algorithm::Gzip));
+        let go = |h: &mut HeaderMap, status| {
+            p.prepare((&Method::GET, status), h, None, Some(Algorithm::Gzip))
+        };
         let mut big = headers(&[json, ("content-length", "5000"), ("etag", "\"a\"")]);
         assert_eq!(go(&mut big, StatusCode::OK), Some(Algorithm::Gzip));
         assert_eq!(big["content-encoding"], "gzip");

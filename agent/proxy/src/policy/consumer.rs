@@ -25,12 +25,15 @@ pub struct Consumer {
     pub plan: Option<Arc<str>>,
 }
 
+/// A key's SHA-256 and its consumer.
+type KeyHash = ([u8; 32], Arc<Consumer>);
+
 /// Every Consumer, by name, key hash and subject.
 #[derive(Debug, Default)]
 pub struct Consumers {
     by_name: HashMap<String, Arc<Consumer>>,
     /// By the first 8 bytes of the key's SHA-256: the full hashes and their consumers.
-    by_key: HashMap<[u8; 8], Vec<([u8; 32], Arc<Consumer>)>>,
+    by_key: HashMap<[u8; 8], Vec<KeyHash>>,
     by_subject: HashMap<String, Arc<Consumer>>,
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
+use http_body::Body;
 use http_body_util::BodyExt;
 
 use crate::body::RequestBody;
@@ -171,9 +172,9 @@ impl<'r> Gate<'r> {
                 && !compressed
             {
                 let algorithm = self.accept.as_ref().and_then(|a| c.negotiate(a));
-                if let Some(a) =
-                    c.prepare(&self.method, parts.status, &mut parts.headers, algorithm)
-                {
+                let length = body.size_hint().exact();
+                let head = (&self.method, parts.status);
+                if let Some(a) = c.prepare(head, &mut parts.headers, length, algorithm) {
                     body = ResponseBody::Compressed(Box::new(Encoder::new(body, a)));
                     compressed = true;
                 }

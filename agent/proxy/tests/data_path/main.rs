@@ -7,6 +7,7 @@ mod apply;
 mod balancing;
 mod limits;
 mod metrics;
+mod policies;
 mod pool;
 mod protocols;
 mod routing;
