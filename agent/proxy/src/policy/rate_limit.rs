@@ -10,16 +10,19 @@
 //! Keys are 64-bit hashes (xxHash with a seed drawn at start) of the key's value, so a
 //! request allocates nothing and a bucket costs the same whatever the key's length. Memory
 //! stays bounded under any number of distinct keys: every [`SWEEP_EVERY`] checks a worker
-//! looks at the limiter's size, and past [`SOFT_KEYS`] drops the buckets that are full again
-//! (a full bucket is what a new key gets, so dropping it changes no answer); if more than
-//! [`HARD_KEYS`] remain (keys active faster than their buckets refill), the limiter starts
-//! over empty, forgetting every bucket, and says so in the log.
+//! looks at the limiter's size, and past a threshold ([`SOFT_KEYS`] at first) drops the
+//! buckets that are full again (a full bucket is what a new key gets, so dropping it changes
+//! no answer); the next threshold is twice what remained (at most [`HARD_KEYS`]), so the
+//! sweeps cost a constant amount per new key however many buckets are in use. If more than [`HARD_KEYS`] remain (keys
+//! active faster than their buckets refill), the limiter starts over empty, forgetting every
+//! bucket, and says so in the log.
 
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -82,6 +85,8 @@ enum KeyKind {
 pub struct Limit {
     quota: Quota,
     limiter: ArcSwap<Limiter>,
+    /// The size past which the next sweep runs.
+    sweep_at: AtomicUsize,
     /// RateLimit-Limit: the bucket size.
     limit_header: HeaderValue,
 }
@@ -116,6 +121,7 @@ impl Limit {
         Ok(Limit {
             quota,
             limiter: ArcSwap::from_pointee(limiter(quota)),
+            sweep_at: AtomicUsize::new(SOFT_KEYS),
             limit_header: HeaderValue::from(burst.get()),
         })
     }
@@ -170,13 +176,16 @@ impl Limit {
             c.set(n);
             n % SWEEP_EVERY == 0
         });
-        if !due || limiter.len() <= SOFT_KEYS {
+        if !due || limiter.len() <= self.sweep_at.load(Ordering::Relaxed) {
             return;
         }
         limiter.retain_recent();
         limiter.shrink_to_fit();
         let left = limiter.len();
+        self.sweep_at
+            .store((2 * left).clamp(SOFT_KEYS, HARD_KEYS), Ordering::Relaxed);
         if left > HARD_KEYS {
+            self.sweep_at.store(SOFT_KEYS, Ordering::Relaxed);
             tracing::warn!(
                 buckets = left,
                 limit = HARD_KEYS,
