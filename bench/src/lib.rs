@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`upstream`]: the fixed-response upstream server behind every proxy.
 //! - [`config`]: the generated bench configs (listeners, route tables, clusters).
+//! - [`gateway`]: the policies of the gateway cells.
 //! - [`admin`]: applying configs through the control plane's Admin API.
 //! - [`fleet`]: simulated agents for the control-plane fan-out benchmark.
 //! - [`process`]: CPU time and RSS of the measured processes, from `/proc`.
@@ -14,5 +15,6 @@
 pub mod admin;
 pub mod config;
 pub mod fleet;
+pub mod gateway;
 pub mod process;
 pub mod upstream;

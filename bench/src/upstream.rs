@@ -15,13 +15,28 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
-/// The body of every response.
+/// The body of every response but those to `…/json10k`.
 pub const BODY: &[u8] = b"hello from the bench upstream\n";
+
+/// The body of responses to paths ending in `/json10k`: 10 KB of JSON, for compression cells.
+pub fn json_10k() -> Bytes {
+    let item = r#"{"id": 12345, "name": "portico bench item", "tags": ["edge", "gateway"], "price": 19.99}"#;
+    let mut body = String::from("{\"items\": [");
+    while body.len() < 10_000 {
+        if !body.ends_with('[') {
+            body.push_str(", ");
+        }
+        body.push_str(item);
+    }
+    body.push_str("]}");
+    Bytes::from(body)
+}
 
 /// Serves connections from `listener` until `shutdown` completes.
 pub async fn run(listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
     let builder = auto::Builder::new(TokioExecutor::new());
+    let json = json_10k();
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => accepted?,
@@ -30,14 +45,22 @@ pub async fn run(listener: TcpListener, shutdown: impl Future<Output = ()>) -> a
         // Latency, not throughput of small writes, is what the proxies are compared on.
         stream.set_nodelay(true)?;
         let builder = builder.clone();
+        let json = json.clone();
         tokio::spawn(async move {
-            let service = service_fn(|_req: Request<hyper::body::Incoming>| async {
-                Ok::<_, Infallible>(
-                    Response::builder()
-                        .header("content-type", "text/plain")
-                        .body(Full::new(Bytes::from_static(BODY)))
-                        .unwrap_or_default(),
-                )
+            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let (kind, body) = if req.uri().path().ends_with("/json10k") {
+                    ("application/json", json.clone())
+                } else {
+                    ("text/plain", Bytes::from_static(BODY))
+                };
+                async move {
+                    Ok::<_, Infallible>(
+                        Response::builder()
+                            .header("content-type", kind)
+                            .body(Full::new(body))
+                            .unwrap_or_default(),
+                    )
+                }
             });
             // A client that resets its connection mid-request is normal under load.
             let _ = builder

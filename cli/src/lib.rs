@@ -25,7 +25,7 @@ use clap::{Parser, Subcommand};
 
 use crate::client::ClientConfig;
 use crate::commands::{
-    agents, apply, completion, delete, dev, diff, get, history, rollback, rollout,
+    agents, apply, completion, consumer, delete, dev, diff, get, history, rollback, rollout,
 };
 use crate::error::CliResult;
 use crate::output::Format;
@@ -63,6 +63,9 @@ pub enum Command {
     /// How far a revision has rolled out to the agents.
     #[command(subcommand)]
     Rollout(rollout::Command),
+    /// Create API consumers and their keys (printed once, stored as SHA-256).
+    #[command(subcommand)]
+    Consumer(consumer::Command),
     /// Run a control plane, an agent and a demo upstream in one process, with a demo config.
     Dev(dev::Args),
     /// Print a shell completion script.
@@ -84,6 +87,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Rollback(args) => rollback::run(&ctx, args).await,
         Command::Agents(args) => agents::run(&ctx, args).await,
         Command::Rollout(rollout::Command::Status(args)) => rollout::status(&ctx, args).await,
+        Command::Consumer(command) => consumer::run(&ctx, command).await,
         Command::Dev(args) => dev::run(args).await,
         Command::Completion(args) => completion::run(args),
     }

@@ -23,6 +23,8 @@ pub(crate) enum Need {
     KeyPair,
     /// A tls Secret, with or without a key: certificates to trust.
     Chain,
+    /// An opaque Secret holding a JSON Web Key Set.
+    Jwks,
 }
 
 /// Every reference `resource` makes, in field order. Empty names are "unset" and are not
@@ -95,6 +97,10 @@ pub(crate) fn references_with_needs(resource: &Resource) -> Vec<(Reference, Need
             };
             for (i, c) in consumers.iter().enumerate() {
                 out.add(Kind::Consumer, c, format!("{field}.consumers[{i}]"));
+            }
+            if let Some(policy::Policy::JwtAuth(j)) = &p.policy {
+                let field = "jwt_auth.jwks_secret".to_string();
+                out.need(Kind::Secret, &j.jwks_secret, field, Need::Jwks);
             }
         }
         Some(Spec::Consumer(_) | Spec::Secret(_)) | None => {}

@@ -27,6 +27,8 @@ pub(crate) struct Line<'a> {
     pub reason: &'a str,
     /// Upstream attempts made, retries included (0 when not forwarded).
     pub attempts: u32,
+    /// The consumer an authentication policy identified; empty when none.
+    pub consumer: &'a str,
 }
 
 impl Line<'_> {
@@ -47,6 +49,7 @@ impl Line<'_> {
             bytes_out = self.bytes_out,
             reason = self.reason,
             attempts = self.attempts,
+            consumer = self.consumer,
             "request"
         );
     }

@@ -6,6 +6,7 @@
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::{self, ProxyBody};
+use crate::policy::Rejection;
 use crate::upstream::SendError;
 
 /// Which party a failure is attributed to.
@@ -60,6 +61,9 @@ pub enum ProxyError {
     /// The upstream connection failed after it was established.
     #[error("upstream request")]
     UpstreamRequest(#[source] SendError),
+    /// A gateway policy refused the request.
+    #[error("refused by a policy: {}", .0.reason)]
+    Rejected(Box<Rejection>),
 }
 
 impl ProxyError {
@@ -70,7 +74,8 @@ impl ProxyError {
             | ProxyError::NoRoute
             | ProxyError::BodyTooLarge
             | ProxyError::BodyMalformed
-            | ProxyError::BodyTimeout => Side::Downstream,
+            | ProxyError::BodyTimeout
+            | ProxyError::Rejected(_) => Side::Downstream,
             ProxyError::ListenerRemoved | ProxyError::NoEndpoint(_) => Side::Internal,
             ProxyError::UpstreamConnect(_)
             | ProxyError::Overflow(_)
@@ -95,6 +100,7 @@ impl ProxyError {
             | ProxyError::UpstreamRequest(_)
             | ProxyError::UpstreamProtocol(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Rejected(r) => r.status,
         }
     }
 
@@ -113,6 +119,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::UpstreamProtocol(why) => why,
             ProxyError::UpstreamRequest(_) => "upstream_request",
+            ProxyError::Rejected(r) => r.reason,
         }
     }
 
@@ -131,10 +138,17 @@ impl ProxyError {
     /// The answer sent to the client: the status and a short body naming the request id.
     pub fn response(&self, request_id: &str) -> Response<ProxyBody> {
         let status = self.status();
+        // The same words for every refusal of one status: a client cannot tell a missing key
+        // from an unknown one.
+        let detail = match self {
+            ProxyError::Rejected(r) => r.detail.as_deref().map(|d| format!(": {d}")),
+            _ => None,
+        };
         let text = format!(
-            "{} {} (request id {request_id})\n",
+            "{} {}{} (request id {request_id})\n",
             status.as_u16(),
-            status.canonical_reason().unwrap_or("error")
+            status.canonical_reason().unwrap_or("error"),
+            detail.unwrap_or_default()
         );
         let mut response = Response::new(body::full(text));
         *response.status_mut() = status;
@@ -142,6 +156,11 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        if let ProxyError::Rejected(r) = self {
+            for (name, value) in &r.headers {
+                response.headers_mut().append(name.clone(), value.clone());
+            }
+        }
         if self.closes_connection() {
             response
                 .headers_mut()

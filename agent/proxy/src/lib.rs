@@ -10,12 +10,15 @@
 //! - [`runtime`]: a config compiled into an immutable [`runtime::Runtime`] (route tables,
 //!   clusters, listeners), reusing whatever did not change.
 //! - [`tls`]: TLS material for listeners and upstreams.
+//! - [`policy`]: gateway policies compiled (authentication, rate limits, CORS, ...), with the
+//!   consumer directory and the rate limiters' buckets.
 //!
 //! Serving it, from the socket up (a module imports only modules listed before it):
 //! - [`body`], [`headers`], [`host`], [`path`], [`error`]: body types, header hygiene and
 //!   transforms, the one host of a request, path normalisation, and the classified errors the
 //!   agent answers with.
-//! - [`metrics`]: every data-path metric, named once; [`access_log`]: the log line format.
+//! - [`metrics`]: every data-path metric, named once; [`access_log`]: the log line format;
+//!   [`usage`]: usage counters per worker, collected for reports.
 //! - `workers`: the threads serving traffic, one single-threaded runtime per core.
 //! - [`connector`], [`upstream`]: connections to endpoints, clusters' balancing, health and
 //!   per-worker pools; `replay`: request bodies kept for retries.
@@ -24,7 +27,8 @@
 //!   conflicts; `context`: what every request on one connection shares.
 //! - `response`, `request_log`: the bodies sent to clients, and the record of each request that
 //!   becomes its access log line and metrics.
-//! - `service`: request handling in named phases: check the head, route, act, forward.
+//! - `service`: request handling in named phases: check the head, route, run the policies,
+//!   act, forward.
 //! - `listener`: bound sockets, accept loops, serving and draining connections.
 //! - [`Proxy`] (`proxy`): owns the listeners and the runtime; [`Proxy::apply`] swaps configs.
 
@@ -37,9 +41,11 @@ pub mod headers;
 pub mod host;
 pub mod metrics;
 pub mod path;
+pub mod policy;
 pub mod runtime;
 pub mod tls;
 pub mod upstream;
+pub mod usage;
 
 mod conn;
 mod context;

@@ -36,6 +36,9 @@ pub const OUTLIER_EJECTIONS_TOTAL: &str = "portico_agent_outlier_ejections_total
 /// Counter: times a cluster had no healthy endpoint and balanced over all (panic mode), by
 /// `cluster`.
 pub const LB_PANIC_TOTAL: &str = "portico_agent_lb_panic_total";
+/// Counter: requests refused by a gateway policy, by `listener`, `route` and `reason`
+/// (`ip_denied`, `auth_missing`, `rate_limited`, ...).
+pub const REJECTIONS_TOTAL: &str = "portico_agent_rejections_total";
 /// Gauge: open client connections, by `listener`.
 pub const ACTIVE_CONNECTIONS: &str = "portico_agent_active_connections";
 /// Gauge: the config version being served.
@@ -74,6 +77,7 @@ pub fn describe() {
         "Failed connection attempts to upstream endpoints."
     );
     describe_gauge!(ACTIVE_CONNECTIONS, "Open client connections.");
+    describe_counter!(REJECTIONS_TOTAL, "Requests refused by a gateway policy.");
     describe_counter!(OVERFLOW_TOTAL, "Requests refused at a cluster limit.");
     describe_counter!(UPSTREAM_RETRIES_TOTAL, "Upstream attempts after the first.");
     describe_gauge!(ENDPOINT_HEALTHY, "Whether an endpoint takes requests.");
@@ -148,6 +152,33 @@ pub fn request_handles(
     })
 }
 
+/// Counts a request refused by a policy with `reason` on `listener`'s `route`.
+pub fn rejection(listener: &Arc<str>, route: &Arc<str>, reason: &'static str) {
+    REJECTIONS.with_borrow_mut(|cache| {
+        let key = (
+            address(Some(listener)),
+            address(Some(route)),
+            reason.as_ptr() as usize,
+        );
+        if cache.len() >= MAX_CACHED && !cache.contains_key(&key) {
+            cache.clear();
+        }
+        cache
+            .entry(key)
+            .or_insert_with(|| {
+                let counter = metrics::counter!(
+                    REJECTIONS_TOTAL,
+                    LABEL_LISTENER => listener.clone(),
+                    LABEL_ROUTE => route.clone(),
+                    LABEL_REASON => reason,
+                );
+                (counter, [listener.clone(), route.clone()])
+            })
+            .0
+            .increment(1);
+    });
+}
+
 /// Cached (listener, route, cluster) handle sets per worker, at most.
 const MAX_CACHED: usize = 8192;
 
@@ -155,7 +186,12 @@ thread_local! {
     /// Keyed by the addresses of the label strings, which each entry keeps alive so that no
     /// other string can take an address while it is cached.
     static HANDLES: RefCell<HandleCache> = RefCell::new(HashMap::default());
+    /// Rejection counters by the addresses of their (listener, route, reason) labels; the
+    /// names are kept alive with them.
+    static REJECTIONS: RefCell<RejectionCache> = RefCell::new(HashMap::default());
 }
+
+type RejectionCache = HashMap<(usize, usize, usize), (Counter, [Arc<str>; 2]), AddressHash>;
 
 /// Handle sets by the addresses of their (listener, route, cluster) names.
 type HandleCache = HashMap<(usize, usize, usize), Arc<RequestHandles>, AddressHash>;
@@ -165,7 +201,7 @@ type HandleCache = HashMap<(usize, usize, usize), Arc<RequestHandles>, AddressHa
 type AddressHash = BuildHasherDefault<AddressHasher>;
 
 #[derive(Default)]
-struct AddressHasher(u64);
+pub(crate) struct AddressHasher(u64);
 
 impl Hasher for AddressHasher {
     fn write(&mut self, bytes: &[u8]) {
@@ -224,6 +260,11 @@ impl RequestHandles {
             })
             .increment(1);
         self.duration.record(seconds);
+    }
+
+    /// The route's and the cluster's names, as the labels hold them.
+    pub fn names(&self) -> (Option<&Arc<str>>, Option<&Arc<str>>) {
+        (self.labels[1].as_ref(), self.labels[2].as_ref())
     }
 
     /// The route's name, "" when the request matched none.

@@ -17,6 +17,7 @@ use crate::metrics as m;
 use crate::runtime::{CompileError, NodeInfo, Runtime};
 use crate::shared::Shared;
 use crate::upstream::{self, Endpoint};
+use crate::usage::{Usage, UsageSummary};
 use crate::workers::{self, Workers};
 
 /// Why a config could not be applied. The previous config keeps serving.
@@ -79,6 +80,10 @@ impl Default for Proxy {
 impl Proxy {
     /// A proxy serving nothing until the first [`Proxy::apply`].
     pub fn new(config: ProxyConfig) -> Self {
+        let workers = Workers::start(match config.workers {
+            0 => workers::default_count(),
+            n => n,
+        });
         Proxy {
             shared: Arc::new(Shared {
                 runtime: ArcSwap::from_pointee(Runtime::default()),
@@ -87,12 +92,10 @@ impl Proxy {
                 kill: CancellationToken::new(),
                 tracker: TaskTracker::new(),
                 active: AtomicU64::new(0),
+                usage: Usage::new(workers.handles().len()),
             }),
             node: config.node,
-            workers: Workers::start(match config.workers {
-                0 => workers::default_count(),
-                n => n,
-            }),
+            workers,
             bound: tokio::sync::Mutex::new(HashMap::new()),
             retired: Mutex::new(Vec::new()),
         }
@@ -240,6 +243,13 @@ impl Proxy {
             }
         }
         clusters
+    }
+
+    /// The usage counted since the last call, over every worker: the `top` rows (listener ×
+    /// route × cluster × consumer × status class) with the most requests, and the rest summed
+    /// in `other`.
+    pub fn take_usage(&self, top: usize) -> UsageSummary {
+        self.shared.usage.take(top)
     }
 
     /// Client connections open now, over every listener.

@@ -15,6 +15,7 @@ use crate::context::ConnCtx;
 use crate::metrics as m;
 use crate::shared::WorkerRuntime;
 use crate::upstream::InFlight;
+use crate::{usage, workers};
 
 /// What is known about one request; logged and counted when dropped.
 ///
@@ -37,6 +38,10 @@ pub(crate) struct RequestLog {
     pub status: u16,
     /// Why the agent answered itself, if it did.
     pub reason: Option<&'static str>,
+    /// The reason code of a policy's refusal, for usage counts.
+    pub rejection: Option<&'static str>,
+    /// The consumer an authentication policy identified.
+    pub consumer: Option<Arc<str>>,
     /// Request body bytes.
     pub body_in: Option<Arc<BodyStats>>,
     /// Response body bytes sent so far.
@@ -72,6 +77,8 @@ impl RequestLog {
             upstream: None,
             status: 0,
             reason: None,
+            rejection: None,
+            consumer: None,
             body_in: None,
             bytes_out: 0,
             attempts: 0,
@@ -119,6 +126,25 @@ impl Drop for RequestLog {
             .take()
             .unwrap_or_else(|| m::request_handles(listener, None, None));
         metrics.record(self.status, elapsed.as_secs_f64());
+        let bytes_in = self
+            .body_in
+            .as_ref()
+            .map_or(0, |s| s.bytes.load(Ordering::Relaxed));
+        let (route, cluster) = metrics.names();
+        self.conn.shared.usage.record(
+            workers::current(),
+            &usage::Request {
+                listener,
+                route,
+                cluster,
+                consumer: self.consumer.as_ref(),
+                status: self.status,
+                bytes_in,
+                bytes_out: self.bytes_out,
+                duration: elapsed,
+                rejection: self.rejection,
+            },
+        );
         if !self.enabled() {
             return;
         }
@@ -132,12 +158,10 @@ impl Drop for RequestLog {
             upstream: self.upstream.as_ref().map_or("", Authority::as_str),
             status: self.status,
             duration_ms: elapsed.as_secs_f64() * 1000.0,
-            bytes_in: self
-                .body_in
-                .as_ref()
-                .map_or(0, |s| s.bytes.load(Ordering::Relaxed)),
+            bytes_in,
             bytes_out: self.bytes_out,
             reason: self.reason.unwrap_or(""),
+            consumer: self.consumer.as_deref().unwrap_or(""),
             attempts: self.attempts,
         }
         .write();

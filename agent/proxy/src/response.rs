@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::body::{BoxError, ProxyBody};
+use crate::policy::compression::Encoder;
 use crate::request_log::RequestLog;
 use crate::upstream::PooledBody;
 
@@ -18,6 +19,8 @@ pub(crate) enum ResponseBody {
     Upstream(PooledBody),
     /// Made by the agent (errors, redirects, fixed answers).
     Local(ProxyBody),
+    /// Either of the above, compressed by a compression policy.
+    Compressed(Box<Encoder<ResponseBody>>),
 }
 
 impl Body for ResponseBody {
@@ -31,6 +34,7 @@ impl Body for ResponseBody {
         match self.get_mut() {
             ResponseBody::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             ResponseBody::Local(b) => Pin::new(b).poll_frame(cx),
+            ResponseBody::Compressed(b) => Pin::new(&mut **b).poll_frame(cx),
         }
     }
 
@@ -38,6 +42,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Upstream(b) => b.is_end_stream(),
             ResponseBody::Local(b) => b.is_end_stream(),
+            ResponseBody::Compressed(b) => b.is_end_stream(),
         }
     }
 
@@ -45,6 +50,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Upstream(b) => b.size_hint(),
             ResponseBody::Local(b) => b.size_hint(),
+            ResponseBody::Compressed(b) => b.size_hint(),
         }
     }
 }

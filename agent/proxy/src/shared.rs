@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::runtime::Runtime;
+use crate::usage::Usage;
 
 /// State shared by the proxy, its accept loops and its connections.
 pub(crate) struct Shared {
@@ -25,6 +26,8 @@ pub(crate) struct Shared {
     pub tracker: TaskTracker,
     /// Open client connections.
     pub active: AtomicU64,
+    /// Usage counters, one table per worker.
+    pub usage: Usage,
 }
 
 /// The runtime as a request holds it: a handle made by the request's worker, so taking and

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use portico_bench::{admin, config};
+use portico_bench::{admin, config, gateway};
 
 #[derive(Parser)]
 struct Args {
@@ -27,18 +27,30 @@ struct Args {
     /// The cluster's endpoints and policy.
     #[arg(long, value_enum, default_value = "single")]
     balancing: config::Balancing,
+    /// The policies on the routes.
+    #[arg(long, value_enum, default_value = "none")]
+    gateway: gateway::Gateway,
+    /// Where to write the header a client must send ("name: value"), for gateway cells that
+    /// need one.
+    #[arg(long)]
+    header_out: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut client = admin::connect(&args.admin, Duration::from_secs(30)).await?;
-    let resources = config::dataplane_balanced(
+    let mut resources = config::dataplane_balanced(
         args.listen_port,
         args.upstream_port,
         args.routes,
         args.balancing,
     );
+    let header = gateway::apply(&mut resources, args.gateway)?;
+    if let Some(path) = &args.header_out {
+        let line = header.map(|(n, v)| format!("{n}: {v}")).unwrap_or_default();
+        std::fs::write(path, line)?;
+    }
     let revision = admin::apply(
         &mut client,
         args.token.as_deref(),

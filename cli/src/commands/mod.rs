@@ -3,6 +3,7 @@
 pub mod agents;
 pub mod apply;
 pub mod completion;
+pub mod consumer;
 pub mod delete;
 pub mod dev;
 pub mod diff;

@@ -45,7 +45,7 @@ macro_rules! kind_spec {
     )*};
 }
 
-kind_spec!(Listener, RouteTable, Cluster, Secret);
+kind_spec!(Listener, RouteTable, Cluster, Policy, Consumer, Secret);
 
 /// Changes to a built resource.
 pub trait Edit {

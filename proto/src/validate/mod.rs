@@ -26,6 +26,7 @@ use std::collections::HashSet;
 
 use crate::ResourceSet;
 use crate::pb::{Resource, ResourceKey, resource::Spec};
+pub use policy::json_schema;
 pub use unsupported::unsupported;
 
 /// One validation error: the resource, the field path, and what is wrong. Displays as

@@ -1,9 +1,12 @@
-//! Policy rules: the policy kind is set, and each kind's own settings are well-formed.
+//! Policy rules: the policy kind is set, and each kind's own settings are well-formed: header
+//! names a policy writes are not framing or hop-by-hop headers, a JWKS holds keys agents can
+//! verify with, a JSON Schema compiles.
 
 use super::Errors;
 use super::field::{self, MAX_PERIOD_SECS};
 use crate::pb::{
-    Cors, JwtAuth, Policy, RateLimit, RequestValidation, policy, quota, rate_limit, rate_limit_key,
+    Cors, HeaderPolicy, HeaderTransform, JwtAuth, Policy, RateLimit, RequestValidation, policy,
+    quota, rate_limit, rate_limit_key,
 };
 
 const COMPRESSION: &[&str] = &["br", "gzip"];
@@ -20,7 +23,19 @@ pub(crate) fn check(p: &Policy, e: &mut Errors) {
             if !a.header.is_empty() {
                 e.check("api_key_auth.header", field::header_name(&a.header));
             }
+            if !a.query_param.is_empty() && a.query_param.contains(['&', '=', '#']) {
+                e.add(
+                    "api_key_auth.query_param",
+                    format!("invalid query parameter name {:?}", a.query_param),
+                );
+            }
             consumers(&a.consumers, "api_key_auth", e);
+            if !a.consumer_header.is_empty() {
+                e.check(
+                    "api_key_auth.consumer_header",
+                    written_header(&a.consumer_header),
+                );
+            }
         }
         Some(policy::Policy::JwtAuth(j)) => jwt(j, e),
         Some(policy::Policy::RateLimit(r)) => rate(r, e),
@@ -36,17 +51,18 @@ pub(crate) fn check(p: &Policy, e: &mut Errors) {
         }
         Some(policy::Policy::Cors(c)) => cors(c, e),
         Some(policy::Policy::IpFilter(f)) => {
-            for (list, cidrs) in [("allow", &f.allow), ("deny", &f.deny)] {
+            for (list, cidrs) in [
+                ("allow", &f.allow),
+                ("deny", &f.deny),
+                ("trusted_proxies", &f.trusted_proxies),
+            ] {
                 for (i, c) in cidrs.iter().enumerate() {
                     e.check(format!("ip_filter.{list}[{i}]"), field::cidr(c));
                 }
             }
         }
         Some(policy::Policy::RequestValidation(v)) => request_validation(v, e),
-        Some(policy::Policy::Headers(h)) => {
-            field::header_transform(e, "headers.request", h.request.as_ref());
-            field::header_transform(e, "headers.response", h.response.as_ref());
-        }
+        Some(policy::Policy::Headers(h)) => headers(h, e),
         Some(policy::Policy::Compression(c)) => {
             for (i, a) in c.algorithms.iter().enumerate() {
                 e.check(
@@ -76,30 +92,227 @@ fn consumers(names: &[String], at: &str, e: &mut Errors) {
 
 fn jwt(j: &JwtAuth, e: &mut Errors) {
     e.check("jwt_auth.issuer", field::required(&j.issuer, "issuer"));
-    let keys = serde_json::from_str::<serde_json::Value>(&j.jwks)
-        .map_err(|err| format!("jwks is not JSON: {err}"))
-        .and_then(|v| match v.get("keys") {
-            Some(serde_json::Value::Array(_)) => Ok(()),
-            _ => Err("jwks must be an object with a \"keys\" array".to_string()),
-        });
-    e.check("jwt_auth.jwks", keys);
+    match (j.jwks.is_empty(), j.jwks_secret.is_empty()) {
+        (true, true) => e.add("jwt_auth.jwks", "jwks or jwks_secret is required"),
+        (false, false) => e.add(
+            "jwt_auth.jwks_secret",
+            "set either jwks or jwks_secret, not both",
+        ),
+        (false, true) => {
+            for (field, message) in jwks(&j.jwks) {
+                e.add(join("jwt_auth.jwks", &field), message);
+            }
+        }
+        // The Secret's value is checked where it is referenced (`refs`).
+        (true, false) => {}
+    }
     if !j.header.is_empty() {
         e.check("jwt_auth.header", field::header_name(&j.header));
     }
+    if !j.cookie.is_empty() {
+        e.check("jwt_auth.cookie", field::cookie_name(&j.cookie));
+    }
     consumers(&j.consumers, "jwt_auth", e);
+    for (claim, header) in &j.forward_claims {
+        let at = format!("jwt_auth.forward_claims[{claim:?}]");
+        if claim.is_empty() {
+            e.add(&at, "claim name must not be empty");
+        }
+        e.check(&at, written_header(header));
+    }
+    if !j.consumer_header.is_empty() {
+        e.check(
+            "jwt_auth.consumer_header",
+            written_header(&j.consumer_header),
+        );
+    }
+}
+
+/// The key types and curves agents verify tokens with, and the algorithms a key may name.
+const KEY_TYPES: &[&str] = &["RSA", "EC", "OKP", "oct"];
+const CURVES: &[(&str, &[&str])] = &[("EC", &["P-256", "P-384"]), ("OKP", &["Ed25519"])];
+const ALGORITHMS: &[&str] = &[
+    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",
+    "ES384", "EdDSA",
+];
+
+/// The errors of a JSON Web Key Set, as (field path below the set, message): it is JSON with a
+/// non-empty `keys` array, and each key has a known type, curve and algorithm and the
+/// base64url parameters its type needs.
+pub(crate) fn jwks(text: &str) -> Vec<(String, String)> {
+    let one = |message: String| vec![(String::new(), message)];
+    let value = match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(v) => v,
+        Err(err) => return one(format!("jwks is not JSON: {err}")),
+    };
+    let Some(serde_json::Value::Array(keys)) = value.get("keys") else {
+        return one("jwks must be an object with a \"keys\" array".into());
+    };
+    if keys.is_empty() {
+        return one("jwks has no keys".into());
+    }
+    let mut out = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let at = |f: &str| format!("keys[{i}].{f}");
+        let text = |f: &str| key.get(f).and_then(serde_json::Value::as_str);
+        let Some(kty) = text("kty") else {
+            out.push((at("kty"), "kty is required".into()));
+            continue;
+        };
+        if !KEY_TYPES.contains(&kty) {
+            out.push((
+                at("kty"),
+                format!(
+                    "unknown key type {kty:?}; expected one of: {}",
+                    KEY_TYPES.join(", ")
+                ),
+            ));
+            continue;
+        }
+        if let Some(alg) = key.get("alg") {
+            match alg.as_str() {
+                Some(a) if ALGORITHMS.contains(&a) => {}
+                _ => out.push((
+                    at("alg"),
+                    format!(
+                        "unsupported algorithm {alg}; expected one of: {}",
+                        ALGORITHMS.join(", ")
+                    ),
+                )),
+            }
+        }
+        if let Some((_, curves)) = CURVES.iter().find(|(t, _)| *t == kty) {
+            match text("crv") {
+                Some(c) if curves.contains(&c) => {}
+                other => out.push((
+                    at("crv"),
+                    format!(
+                        "unsupported curve {:?} for key type {kty}; expected one of: {}",
+                        other.unwrap_or(""),
+                        curves.join(", ")
+                    ),
+                )),
+            }
+        }
+        let params: &[&str] = match kty {
+            "RSA" => &["n", "e"],
+            "EC" => &["x", "y"],
+            "OKP" => &["x"],
+            _ => &["k"],
+        };
+        for p in params {
+            match text(p) {
+                Some(v) if base64url(v) => {}
+                Some(_) => out.push((at(p), "not base64url".into())),
+                None => out.push((at(p), format!("{p} is required for key type {kty}"))),
+            }
+        }
+    }
+    out
+}
+
+/// Unpadded base64url text that decodes.
+fn base64url(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() % 4 != 1
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// `at.below`, or `at` when `below` is empty.
+fn join(at: &str, below: &str) -> String {
+    if below.is_empty() {
+        at.to_string()
+    } else {
+        format!("{at}.{below}")
+    }
+}
+
+/// Headers that frame a message or describe one hop: a policy cannot write them.
+const FRAMING: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// A header name a policy may write (or remove).
+fn written_header(name: &str) -> Result<(), String> {
+    field::header_name(name)?;
+    if FRAMING.iter().any(|f| f.eq_ignore_ascii_case(name)) {
+        Err(format!(
+            "{name:?} is a framing or hop-by-hop header; policies cannot change it"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn headers(h: &HeaderPolicy, e: &mut Errors) {
+    for (at, t) in [
+        ("headers.request", h.request.as_ref()),
+        ("headers.response", h.response.as_ref()),
+    ] {
+        field::header_transform(e, at, t);
+        framing(at, t, e);
+    }
+    if !h.content_security_policy.is_empty() {
+        e.check(
+            "headers.content_security_policy",
+            field::header_value(&h.content_security_policy),
+        );
+    }
+}
+
+/// Reports the framing headers a transform names (their syntax is checked elsewhere).
+fn framing(at: &str, t: Option<&HeaderTransform>, e: &mut Errors) {
+    let Some(t) = t else { return };
+    for (list, values) in [("add", &t.add), ("set", &t.set)] {
+        for (i, h) in values.iter().enumerate() {
+            if field::header_name(&h.name).is_ok() {
+                e.check(format!("{at}.{list}[{i}].name"), written_header(&h.name));
+            }
+        }
+    }
+    for (i, name) in t.remove.iter().enumerate() {
+        if field::header_name(name).is_ok() {
+            e.check(format!("{at}.remove[{i}]"), written_header(name));
+        }
+    }
 }
 
 fn rate(r: &RateLimit, e: &mut Errors) {
-    if r.requests == 0 {
-        e.add("rate_limit.requests", "requests must be above zero");
+    limit("rate_limit", (r.requests, r.period.as_ref(), r.burst), e);
+    for (plan, p) in &r.plans {
+        let at = format!("rate_limit.plans[{plan:?}]");
+        if plan.is_empty() {
+            e.add(&at, "plan name must not be empty");
+        }
+        limit(&at, (p.requests, p.period.as_ref(), p.burst), e);
     }
-    field::at_most(e, "rate_limit.requests", r.requests.into(), MAX_RATE);
-    field::at_most(e, "rate_limit.burst", r.burst.into(), MAX_RATE);
-    field::duration(e, "rate_limit.period", r.period.as_ref(), MAX_PERIOD_SECS);
     if let Some(rate_limit_key::Key::Header(name)) = r.key.as_ref().and_then(|k| k.key.as_ref()) {
         e.check("rate_limit.key.header", field::header_name(name));
     }
     field::known_enum::<rate_limit::Scope>(e, "rate_limit.scope", r.scope);
+}
+
+/// One token-bucket limit: (requests, period, burst).
+fn limit(
+    at: &str,
+    (requests, period, burst): (u32, Option<&pbjson_types::Duration>, u32),
+    e: &mut Errors,
+) {
+    if requests == 0 {
+        e.add(format!("{at}.requests"), "requests must be above zero");
+    }
+    field::at_most(e, &format!("{at}.requests"), requests.into(), MAX_RATE);
+    field::at_most(e, &format!("{at}.burst"), burst.into(), MAX_RATE);
+    field::duration(e, &format!("{at}.period"), period, MAX_PERIOD_SECS);
 }
 
 fn cors(c: &Cors, e: &mut Errors) {
@@ -176,4 +389,26 @@ fn request_validation(v: &RequestValidation, e: &mut Errors) {
             field::method(m),
         );
     }
+    field::at_most(
+        e,
+        "request_validation.max_json_bytes",
+        v.max_json_bytes,
+        MAX_JSON_BYTES,
+    );
+    if !v.json_schema.is_empty() {
+        e.check(
+            "request_validation.json_schema",
+            json_schema(&v.json_schema).map(|_| ()),
+        );
+    }
+}
+
+/// The largest JSON body a schema validates: such bodies are held in memory whole.
+const MAX_JSON_BYTES: u64 = 64 << 20;
+
+/// A compiled JSON Schema, from its JSON text.
+pub fn json_schema(text: &str) -> Result<jsonschema::Validator, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|err| format!("json_schema is not JSON: {err}"))?;
+    jsonschema::validator_for(&value).map_err(|err| format!("invalid JSON Schema: {err}"))
 }

@@ -42,16 +42,29 @@ pub(crate) fn check(
 
 /// Whether a found secret is what the referring field needs.
 fn fits(found: &Resource, need: Need) -> Result<(), String> {
-    let tls = match &found.spec {
+    let (tls, opaque) = match &found.spec {
         Some(Spec::Secret(s)) => match &s.secret {
-            Some(secret::Secret::Tls(tls)) => Some(tls),
-            _ => None,
+            Some(secret::Secret::Tls(tls)) => (Some(tls), None),
+            Some(secret::Secret::Opaque(value)) => (None, Some(value)),
+            None => (None, None),
         },
         _ => return Ok(()),
     };
     let name = &found.name;
+    if need == Need::Jwks {
+        let Some(value) = opaque else {
+            return Err(format!("secret {name:?} is not an opaque secret"));
+        };
+        return match super::policy::jwks(value).into_iter().next() {
+            None => Ok(()),
+            Some((field, message)) if field.is_empty() => {
+                Err(format!("secret {name:?}: {message}"))
+            }
+            Some((field, message)) => Err(format!("secret {name:?}: {field}: {message}")),
+        };
+    }
     match (need, tls) {
-        (Need::Exists, _) => Ok(()),
+        (Need::Exists | Need::Jwks, _) => Ok(()),
         (Need::Chain | Need::KeyPair, None) => Err(format!("secret {name:?} is not a tls secret")),
         (Need::KeyPair, Some(tls)) if tls.private_key.is_empty() => {
             Err(format!("secret {name:?} has no private key"))

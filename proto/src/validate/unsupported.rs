@@ -9,9 +9,7 @@
 //! are then what validates it.
 
 use super::{Errors, ValidationError};
-use crate::pb::{
-    Cluster, Listener, Resource, Route, cluster::UpstreamProtocol, resource::Spec, secret,
-};
+use crate::pb::{Cluster, Resource, cluster::UpstreamProtocol, policy, rate_limit, resource::Spec};
 
 /// The start of every refusal's message.
 const NOT_SUPPORTED: &str = "not supported yet";
@@ -26,33 +24,19 @@ struct Refusal {
 
 /// Everything refused, each with the work that lifts it.
 const REFUSALS: &[Refusal] = &[
-    // Lifted by gateway policies, together with Listener.policies and Route.policies.
+    // Lifted by fleet-wide budgets kept by the control plane.
     Refusal {
-        reason: "agents do not apply policies",
-        find: |r| whole(matches!(r.spec, Some(Spec::Policy(_)))),
+        reason: "agents do not keep quotas",
+        find: |r| policy(r, "quota", |p| matches!(p, policy::Policy::Quota(_))),
     },
     Refusal {
-        reason: "agents do not apply policies",
-        find: |r| listener(r, "policies", |l| !l.policies.is_empty()),
-    },
-    Refusal {
-        reason: "agents do not apply policies",
-        find: |r| route(r, "policies", |route| !route.policies.is_empty()),
-    },
-    // Lifted by API key and JWT authentication, which identify consumers.
-    Refusal {
-        reason: "agents do not identify consumers",
-        find: |r| whole(matches!(r.spec, Some(Spec::Consumer(_)))),
-    },
-    // Lifted by the first feature that reads an opaque secret.
-    Refusal {
-        reason: "nothing reads opaque secrets",
-        find: |r| match &r.spec {
-            Some(Spec::Secret(s)) => at(
-                matches!(s.secret, Some(secret::Secret::Opaque(_))),
-                "opaque",
-            ),
-            _ => Vec::new(),
+        reason: "agents do not share rate limits; use scope LOCAL",
+        find: |r| {
+            policy(
+                r,
+                "rate_limit.scope",
+                |p| matches!(p, policy::Policy::RateLimit(l) if l.scope() == rate_limit::Scope::Fleet),
+            )
         },
     },
     // Lifted by connection limits on HTTP/2 clusters (one multiplexed connection per
@@ -111,11 +95,6 @@ pub(super) fn check(resource: &Resource, e: &mut Errors) {
     }
 }
 
-/// The whole resource, when `set`.
-fn whole(set: bool) -> Vec<String> {
-    at(set, "")
-}
-
 /// `field`, when `set`.
 fn at(set: bool, field: &str) -> Vec<String> {
     if set {
@@ -125,9 +104,9 @@ fn at(set: bool, field: &str) -> Vec<String> {
     }
 }
 
-fn listener(r: &Resource, field: &str, set: impl Fn(&Listener) -> bool) -> Vec<String> {
+fn policy(r: &Resource, field: &str, set: impl Fn(&policy::Policy) -> bool) -> Vec<String> {
     match &r.spec {
-        Some(Spec::Listener(l)) => at(set(l), field),
+        Some(Spec::Policy(p)) => at(p.policy.as_ref().is_some_and(set), field),
         _ => Vec::new(),
     }
 }
@@ -141,20 +120,4 @@ fn cluster_spec(r: &Resource) -> Option<&Cluster> {
 
 fn cluster(r: &Resource, field: &str, set: impl Fn(&Cluster) -> bool) -> Vec<String> {
     cluster_spec(r).map_or(Vec::new(), |c| at(set(c), field))
-}
-
-/// `virtual_hosts[v].routes[i].field` of each route that sets it.
-fn route(r: &Resource, field: &str, set: impl Fn(&Route) -> bool) -> Vec<String> {
-    let Some(Spec::RouteTable(t)) = &r.spec else {
-        return Vec::new();
-    };
-    let mut found = Vec::new();
-    for (v, host) in t.virtual_hosts.iter().enumerate() {
-        for (i, route) in host.routes.iter().enumerate() {
-            if set(route) {
-                found.push(format!("virtual_hosts[{v}].routes[{i}].{field}"));
-            }
-        }
-    }
-    found
 }

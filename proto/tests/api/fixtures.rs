@@ -1,12 +1,13 @@
 //! The shared fixtures (`portico_test_support::fixtures`), plus what only these tests need:
-//! the gateway resources that validation refuses until agents enforce them, so that their
-//! own checks stay tested, and error assertions.
+//! the gateway resources (among them a quota and a FLEET rate limit, which validation refuses
+//! until agents enforce them, so that their own checks stay tested), and error assertions.
 
 use portico_api::ResourceSet;
 pub use portico_test_support::fixtures::*;
 
-/// Policies, consumers, an opaque secret, and a listener and a route table that attach the
-/// policies: everything validation refuses as not supported yet, and otherwise correct.
+/// Policies of every kind, consumers, an opaque secret, and a listener and a route table that
+/// attach the policies: correct, except for the quota and the FLEET limit that validation
+/// refuses as not supported yet.
 const GATEWAY: &str = r#"
 kind: Listener
 name: gateway

@@ -9,6 +9,7 @@ use portico_api::pb;
 
 use super::router::RouteTable;
 use super::{CompileError, compile_error, duration_or};
+use crate::policy::{Chain, Policies};
 
 /// Limits of one listener, defaults applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +83,8 @@ pub struct ListenerRuntime {
     pub routes: Arc<RouteTable>,
     /// Merge runs of '/' before matching.
     pub merge_slashes: bool,
+    /// The policies every request on the listener runs; `None` without any.
+    pub policies: Option<Arc<Chain>>,
 }
 
 /// The Secrets a listener's TLS settings name.
@@ -97,9 +100,12 @@ pub fn compile(
     name: &str,
     spec: &pb::Listener,
     routes: Arc<RouteTable>,
+    policies: &Policies,
     secret: impl Fn(&str) -> Option<pb::TlsSecret>,
 ) -> Result<ListenerRuntime, CompileError> {
     let err = |field: &str, message: String| compile_error(Kind::Listener, name, field, message);
+    let policies = Chain::resolve(&spec.policies, policies, "policies")
+        .map_err(|(field, message)| err(&field, message))?;
     let ip: IpAddr = if spec.address.is_empty() {
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
     } else {
@@ -133,5 +139,6 @@ pub fn compile(
         }),
         routes,
         merge_slashes: spec.merge_slashes,
+        policies,
     })
 }

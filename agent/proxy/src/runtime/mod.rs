@@ -25,6 +25,7 @@ use portico_api::validate::ValidationError;
 use portico_api::{Kind, Resource, ResourceKey, ResourceSet};
 
 use crate::config::ConfigSet;
+use crate::policy::{self, Consumers, Policies, Policy};
 use crate::upstream::Upstream;
 pub use listener::{ConnSettings, Limits, ListenerRuntime};
 use router::RouteTable;
@@ -81,13 +82,16 @@ pub struct Runtime {
 }
 
 /// The compiled parts of a runtime by resource name, each with what it was compiled from.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Built {
     /// The whole config, to tell an apply that changes nothing.
     resources: ResourceSet,
     /// The service endpoints it was compiled with.
     services: crate::config::Services,
     clusters: HashMap<String, (Source, Arc<Upstream>)>,
+    /// The Consumer resources and the directory compiled from them.
+    consumers: (Vec<Arc<Resource>>, Arc<Consumers>),
+    policies: HashMap<String, CompiledPolicy>,
     tables: HashMap<String, CompiledTable>,
     /// Only the listeners this node serves.
     listeners: HashMap<String, (Source, Arc<ListenerRuntime>)>,
@@ -145,16 +149,48 @@ fn same(a: &Arc<Resource>, b: &Arc<Resource>) -> bool {
     Arc::ptr_eq(a, b) || a == b
 }
 
-/// A compiled route table, with the upstreams its routes forward to: a table is rebuilt when
-/// one of them is, because its routes hold the upstream itself.
+/// A compiled policy, with the consumer directory it was compiled against (authentication
+/// policies only): it is compiled again when its sources or the directory change, and kept
+/// otherwise, with its state (rate-limit buckets).
+#[derive(Debug)]
+struct CompiledPolicy {
+    source: Source,
+    consumers: Option<Arc<Consumers>>,
+    policy: Arc<Policy>,
+}
+
+impl Default for Built {
+    fn default() -> Self {
+        Built {
+            resources: ResourceSet::default(),
+            services: Default::default(),
+            clusters: HashMap::new(),
+            consumers: (Vec::new(), Arc::new(Consumers::default())),
+            policies: HashMap::new(),
+            tables: HashMap::new(),
+            listeners: HashMap::new(),
+        }
+    }
+}
+
+/// A compiled route table, with the upstreams and policies its routes hold: a table is
+/// rebuilt when one of them is.
 #[derive(Debug)]
 struct CompiledTable {
     resource: Arc<Resource>,
     upstreams: Arc<Upstreams>,
+    policies: Arc<Policies>,
     table: Arc<RouteTable>,
 }
 
 impl CompiledTable {
+    /// Whether every policy the table's routes hold is still the one `policies` names.
+    fn policies_kept(&self, policies: &Policies) -> bool {
+        self.policies
+            .iter()
+            .all(|(name, p)| policies.get(name).is_some_and(|now| Arc::ptr_eq(now, p)))
+    }
+
     /// Whether every upstream the table's routes hold is still the one `upstreams` names.
     fn upstreams_kept(&self, upstreams: &Upstreams) -> bool {
         self.upstreams
@@ -228,6 +264,55 @@ impl Runtime {
             .map(|(name, (_, u))| (name.clone(), u.clone()))
             .collect();
 
+        let consumer_resources: Vec<Arc<Resource>> =
+            set.of_kind_shared(Kind::Consumer).cloned().collect();
+        let (was, directory) = &old.consumers;
+        let consumers = if was.len() == consumer_resources.len()
+            && was.iter().zip(&consumer_resources).all(|(a, b)| same(a, b))
+        {
+            directory.clone()
+        } else {
+            Arc::new(Consumers::compile(set)?)
+        };
+        built.consumers = (consumer_resources, consumers.clone());
+        let env = policy::Env {
+            set,
+            consumers: &consumers,
+        };
+        for r in set.of_kind_shared(Kind::Policy) {
+            let Some(Spec::Policy(spec)) = &r.spec else {
+                continue;
+            };
+            let source = Source::new(r, policy::secret_names(spec), set);
+            let reads = policy::reads_consumers(spec).then(|| consumers.clone());
+            let compiled = match old.policies.get(&r.name) {
+                Some(was)
+                    if was.source.same(&source)
+                        && match (&was.consumers, &reads) {
+                            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                            (None, None) => true,
+                            _ => false,
+                        } =>
+                {
+                    was.policy.clone()
+                }
+                _ => Arc::new(policy::compile(&r.name, spec, &env)?),
+            };
+            built.policies.insert(
+                r.name.clone(),
+                CompiledPolicy {
+                    source,
+                    consumers: reads,
+                    policy: compiled,
+                },
+            );
+        }
+        let policies: Policies = built
+            .policies
+            .iter()
+            .map(|(name, p)| (name.clone(), p.policy.clone()))
+            .collect();
+
         let mut listeners = HashMap::new();
         for r in set.of_kind_shared(Kind::Listener) {
             let Some(Spec::Listener(spec)) = &r.spec else {
@@ -236,11 +321,18 @@ impl Runtime {
             if !node.selected_by(spec.selector.as_ref()) {
                 continue;
             }
-            let routes = route_table(&r.name, &spec.route_table, set, old, &mut built, &upstreams)?;
+            let parts = (&upstreams, &policies);
+            let routes = route_table(&r.name, &spec.route_table, set, old, &mut built, parts)?;
             let source = Source::new(r, listener::secret_names(spec), set);
             let compiled = match old.listeners.get(&r.name) {
-                Some((was, l)) if was.same(&source) && Arc::ptr_eq(&l.routes, &routes) => l.clone(),
-                _ => Arc::new(listener::compile(&r.name, spec, routes, |n| {
+                Some((was, l))
+                    if was.same(&source)
+                        && Arc::ptr_eq(&l.routes, &routes)
+                        && policy::Chain::kept(l.policies.as_ref(), &spec.policies, &policies) =>
+                {
+                    l.clone()
+                }
+                _ => Arc::new(listener::compile(&r.name, spec, routes, &policies, |n| {
                     tls_secret(set, n)
                 })?),
             };
@@ -312,7 +404,7 @@ fn route_table(
     set: &ResourceSet,
     old: &Built,
     built: &mut Built,
-    upstreams: &Upstreams,
+    (upstreams, policies): (&Upstreams, &Policies),
 ) -> Result<Arc<RouteTable>, CompileError> {
     if let Some(t) = built.tables.get(name) {
         return Ok(t.table.clone());
@@ -328,16 +420,28 @@ fn route_table(
             format!("route table {name:?} does not exist"),
         ));
     };
-    let before = old.tables.get(name).filter(|t| t.upstreams_kept(upstreams));
+    let before = old
+        .tables
+        .get(name)
+        .filter(|t| t.upstreams_kept(upstreams) && t.policies_kept(policies));
     let compiled = match before {
         Some(t) if same(&t.resource, resource) => CompiledTable {
             resource: resource.clone(),
             upstreams: t.upstreams.clone(),
+            policies: t.policies.clone(),
             table: t.table.clone(),
         },
         _ => {
             let previous = before.and_then(CompiledTable::previous);
-            let table = Arc::new(router::recompile(name, spec, upstreams, previous)?);
+            let table = Arc::new(router::recompile(
+                name,
+                spec,
+                (upstreams, policies),
+                previous,
+            )?);
+            let used_policies: Policies = router::policy_names(spec)
+                .filter_map(|p| Some((p.to_string(), policies.get(p)?.clone())))
+                .collect();
             let mut used = HashMap::new();
             for c in router::cluster_names(spec) {
                 if !used.contains_key(c)
@@ -349,6 +453,7 @@ fn route_table(
             CompiledTable {
                 resource: resource.clone(),
                 upstreams: Arc::new(used),
+                policies: Arc::new(used_policies),
                 table,
             }
         }

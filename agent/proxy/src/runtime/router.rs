@@ -23,6 +23,7 @@ use super::action::{self, Action};
 use super::retry::RetryPolicy;
 use super::{CompileError, FieldError, compile_error, duration_or};
 use crate::headers::HeaderTransform;
+use crate::policy::{Chain, Policies};
 use crate::upstream::Upstream;
 
 mod index;
@@ -85,6 +86,8 @@ pub struct Route {
     pub timeout: Duration,
     /// Retries of failed attempts.
     pub retry: Option<RetryPolicy>,
+    /// The route's own policies (the listener's run too); `None` without any.
+    pub policies: Option<Arc<Chain>>,
 }
 
 #[derive(Debug)]
@@ -232,7 +235,18 @@ pub fn compile(
     spec: &pb::RouteTable,
     clusters: &HashMap<String, Arc<Upstream>>,
 ) -> Result<RouteTable, CompileError> {
-    recompile(name, spec, clusters, None)
+    recompile(name, spec, (clusters, &Policies::new()), None)
+}
+
+/// The policy names a route table's routes attach, without repeats.
+pub fn policy_names(spec: &pb::RouteTable) -> impl Iterator<Item = &str> {
+    let mut seen = std::collections::HashSet::new();
+    spec.virtual_hosts
+        .iter()
+        .flat_map(|vh| &vh.routes)
+        .flat_map(|r| &r.policies)
+        .map(String::as_str)
+        .filter(move |p| seen.insert(*p))
 }
 
 /// Compiles a route table like [`compile`], taking from `previous` (a table compiled from
@@ -241,7 +255,7 @@ pub fn compile(
 pub fn recompile(
     name: &str,
     spec: &pb::RouteTable,
-    clusters: &HashMap<String, Arc<Upstream>>,
+    (clusters, policies): (&HashMap<String, Arc<Upstream>>, &Policies),
     previous: Option<(&pb::RouteTable, &RouteTable)>,
 ) -> Result<RouteTable, CompileError> {
     let err =
@@ -282,9 +296,9 @@ pub fn recompile(
                 Some((spec, kept)) if spec == route => kept.clone(),
                 _ => {
                     same_paths &= was.is_some_and(|(spec, _)| path_of(spec) == path_of(route));
-                    Arc::new(compile_route(r, route, clusters).map_err(|(f, message)| {
-                        err(format!("virtual_hosts[{h}].routes[{r}].{f}"), message)
-                    })?)
+                    Arc::new(compile_route(r, route, clusters, policies).map_err(
+                        |(f, message)| err(format!("virtual_hosts[{h}].routes[{r}].{f}"), message),
+                    )?)
                 }
             });
         }
@@ -350,6 +364,7 @@ fn compile_route(
     index: usize,
     spec: &pb::Route,
     clusters: &HashMap<String, Arc<Upstream>>,
+    policies: &Policies,
 ) -> Result<Route, FieldError> {
     static NO_MATCH: pb::RouteMatch = pb::RouteMatch {
         path: None,
@@ -427,6 +442,7 @@ fn compile_route(
             Some(r) => RetryPolicy::compile(r)?,
             None => None,
         },
+        policies: Chain::resolve(&spec.policies, policies, "policies")?,
     })
 }
 

@@ -316,8 +316,15 @@ fn recompile_keeps_unchanged_routes_and_their_index() {
     };
     let v1 = spec(routes(route("r2", prefix("/r2"))));
     let first = compile("t", &v1, &HashMap::new()).unwrap();
-    let recompile_to =
-        |next: &pb::RouteTable| recompile("t", next, &HashMap::new(), Some((&v1, &first))).unwrap();
+    let recompile_to = |next: &pb::RouteTable| {
+        recompile(
+            "t",
+            next,
+            (&HashMap::new(), &Default::default()),
+            Some((&v1, &first)),
+        )
+        .unwrap()
+    };
     let host = |t: &RouteTable| t.hosts[0].routes.clone();
     let index = |t: &RouteTable| t.hosts[0].index.clone();
 

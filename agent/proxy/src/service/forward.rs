@@ -11,13 +11,12 @@ use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use super::redirect::rewrite_prefix;
-use crate::body::{self, BodyStats, LimitedBody, ProxyBody};
+use crate::body::{self, BodyStats, LimitedBody, ProxyBody, RequestBody};
 use crate::context::ConnCtx;
 use crate::error::ProxyError;
 use crate::headers;
@@ -40,12 +39,14 @@ pub(super) struct Target<'a> {
     pub authority: Option<&'a HeaderValue>,
 }
 
-/// Forwards `req` to `target` and returns the upstream's response.
+/// Forwards `req` to `target` and returns the upstream's response. The request body is cut
+/// off past `body_limit` (a policy's) when that is below the listener's limit.
 pub(super) async fn forward(
     ctx: &ConnCtx,
     listener: &ListenerRuntime,
     target: Target<'_>,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
+    body_limit: Option<u64>,
     log: &mut RequestLog,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let upstream = target.upstream;
@@ -69,7 +70,7 @@ pub(super) async fn forward(
         .retry
         .as_ref()
         .filter(|r| !upgrade && r.allows(&parts.method));
-    let body = request_body(listener, incoming, log);
+    let body = request_body(listener, incoming, body_limit, log);
     let (mut response, cookie) = match retry {
         None => {
             let pick = pick(upstream, &key, None, false)?;
@@ -312,14 +313,21 @@ fn upstream_head(
     Ok(())
 }
 
-/// The body sent upstream: streamed, counted, and cut off past the listener's limit.
-fn request_body(listener: &ListenerRuntime, incoming: Incoming, log: &mut RequestLog) -> ProxyBody {
+/// The body sent upstream: streamed, counted, and cut off past the listener's limit (or a
+/// policy's smaller one).
+fn request_body(
+    listener: &ListenerRuntime,
+    incoming: RequestBody,
+    policy_limit: Option<u64>,
+    log: &mut RequestLog,
+) -> ProxyBody {
     if incoming.is_end_stream() {
         return body::empty();
     }
     let stats = Arc::new(BodyStats::default());
     log.body_in = Some(stats.clone());
     let limit = listener.conn.limits.max_request_body_bytes;
+    let limit = policy_limit.map_or(limit, |p| p.min(limit));
     LimitedBody::new(incoming, limit, stats).boxed()
 }
 

@@ -1,6 +1,7 @@
-//! Request handling, in named phases: [`handle`] checks the request head, routes it, and runs
-//! the route's action (a fixed answer, a redirect, or [`forward`] upstream), then applies the
-//! route's response header rules. Every answer the agent gives itself comes from a
+//! Request handling, in named phases: [`handle`] checks the request head, routes it, runs the
+//! gateway policies of the listener and the route ([`policy`]), and runs the route's action (a
+//! fixed answer, a redirect, or [`forward`] upstream), then applies the route's response header
+//! rules and the policies' response side. Every answer the agent gives itself comes from a
 //! [`ProxyError`] or an action; the request's record becomes its log line and metrics when the
 //! response body ends.
 //!
@@ -8,8 +9,10 @@
 //! - [`forward`]: the upstream phases: pick an endpoint, prepare the upstream request, send it,
 //!   hand over upgraded connections.
 //! - [`redirect`]: redirect answers and prefix rewrites.
+//! - [`policy`]: the policy phase, and the per-request state it keeps for the response.
 
 mod forward;
+mod policy;
 mod redirect;
 
 use std::borrow::Cow;
@@ -19,7 +22,7 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 
-use crate::body;
+use crate::body::{self, RequestBody};
 use crate::conn::HEAD_CL_AND_TE;
 use crate::context::ConnCtx;
 use crate::error::ProxyError;
@@ -33,6 +36,7 @@ use crate::runtime::action::Action;
 use crate::runtime::router::{RequestView, Route, strip_port};
 use crate::runtime::{ListenerRuntime, Runtime};
 use forward::Target;
+use policy::Gate;
 
 /// Handles one request on the runtime current when it arrived.
 pub(crate) async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<LoggedBody> {
@@ -82,9 +86,61 @@ async fn serve(
     if !matches!(route.action, Action::Forward(_)) {
         log.metrics = Some(m::request_handles(&ctx.listener, Some(&route.name), None));
     }
-    let mut response = act(ctx, listener, route, &head, req, log).await?;
+    let mut req = req.map(RequestBody::Incoming);
+    let Some(mut gate) = Gate::new(listener, route, ctx.peer) else {
+        let mut response = act(ctx, listener, route, &head, req, None, log).await?;
+        route.response_headers.apply(response.headers_mut());
+        return Ok(response);
+    };
+    // Phase three: the policies.
+    let decided = gate.request(&mut req).await;
+    log.consumer = gate.consumer.as_ref().map(|c| c.name.clone());
+    match decided {
+        Ok(None) => {}
+        Ok(Some(mut answer)) => {
+            route.response_headers.apply(answer.headers_mut());
+            return Ok(answer);
+        }
+        Err(rejection) => return Ok(reject(ctx, route, &gate, rejection, log)),
+    }
+    let acted = act(ctx, listener, route, &head, req, gate.body_limit, log).await;
+    let mut response = match acted {
+        Ok(response) => response,
+        // The body went past a request-validation limit while it streamed.
+        Err(ProxyError::BodyTooLarge)
+            if gate
+                .body_limit
+                .is_some_and(|l| l < listener.conn.limits.max_request_body_bytes) =>
+        {
+            let too_large = crate::policy::Rejection::new(
+                http::StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+            );
+            return Ok(reject(ctx, route, &gate, too_large, log));
+        }
+        Err(e) => return Err(e),
+    };
     route.response_headers.apply(response.headers_mut());
-    Ok(response)
+    Ok(gate.respond(response))
+}
+
+/// The answer to a request a policy refused, counted and logged with its reason.
+fn reject(
+    ctx: &ConnCtx,
+    route: &Route,
+    gate: &Gate<'_>,
+    rejection: crate::policy::Rejection,
+    log: &mut RequestLog,
+) -> Response<ResponseBody> {
+    log.reason = Some(rejection.reason);
+    log.rejection = Some(rejection.reason);
+    m::rejection(&ctx.listener, &route.name, rejection.reason);
+    let id = log.request_id.to_str().unwrap_or_default();
+    let mut response = ProxyError::Rejected(Box::new(rejection))
+        .response(id)
+        .map(ResponseBody::Local);
+    gate.decorate(&mut response);
+    response
 }
 
 /// A request head that passed the checks every request must pass before routing, with the
@@ -162,7 +218,8 @@ async fn act(
     listener: &ListenerRuntime,
     route: &Route,
     head: &Head<'_>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
+    body_limit: Option<u64>,
     log: &mut RequestLog,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     Ok(match &route.action {
@@ -189,7 +246,7 @@ async fn act(
                 path: &head.path,
                 authority: head.authority.as_ref(),
             };
-            forward::forward(ctx, listener, target, req, log).await?
+            forward::forward(ctx, listener, target, req, body_limit, log).await?
         }
     })
 }

@@ -8,6 +8,7 @@ mod balancing;
 mod hostile;
 mod limits;
 mod metrics;
+mod policies;
 mod pool;
 mod protocols;
 mod routing;

@@ -40,7 +40,7 @@ fn references_resolve_to_fitting_resources() {
             &["Secret/upstream-ca: tls.private_key: private key does not match"],
         ),
     ]);
-    // References to and from what is refused as not supported yet.
+    // References to and from the gateway resources.
     refused_cases(&[
         (
             "kind: Listener\nname: plain\nspec: {port: 80, protocol: HTTP, route_table: nope, policies: [auth, gone]}\n",
@@ -56,8 +56,22 @@ fn references_resolve_to_fitting_resources() {
             ],
         ),
         (
-            "kind: Policy\nname: jwt\nspec: {jwt_auth: {issuer: i, jwks: '{\"keys\": []}', consumers: [bob, eve]}}\n",
+            "kind: Policy\nname: jwt\nspec: {jwt_auth: {issuer: i, jwks: '{\"keys\": [{\"kty\": \"oct\", \"k\": \"c2VjcmV0\"}]}', consumers: [bob, eve]}}\n",
             &["Policy/jwt: jwt_auth.consumers[1]: consumer \"eve\" does not exist"],
+        ),
+        (
+            "kind: Policy\nname: jwt\nspec: {jwt_auth: {issuer: i, jwks_secret: token}}\n---\nkind: Secret\nname: token\nspec: {opaque: '{\"keys\": [{\"kty\": \"EC\", \"crv\": \"P-521\", \"x\": \"AA\", \"y\": \"AA\"}]}'}\n",
+            &[
+                "Policy/jwt: jwt_auth.jwks_secret: secret \"token\": keys[0].crv: unsupported curve \"P-521\"",
+            ],
+        ),
+        (
+            "kind: Policy\nname: jwt\nspec: {jwt_auth: {issuer: i, jwks_secret: web-cert}}\n",
+            &["Policy/jwt: jwt_auth.jwks_secret: secret \"web-cert\" is not an opaque secret"],
+        ),
+        (
+            "kind: Policy\nname: jwt\nspec: {jwt_auth: {issuer: i, jwks_secret: nothing}}\n",
+            &["Policy/jwt: jwt_auth.jwks_secret: secret \"nothing\" does not exist"],
         ),
         (
             "kind: Listener\nname: web-us\nspec: {port: 443, protocol: HTTPS, route_table: shop, selector: {regions: [us]}, tls: {certificates: [{secret: token}]}}\n",
@@ -160,12 +174,13 @@ fn refusals_judge_what_is_applied_not_what_is_stored() {
             .contains(Kind::Cluster, "spare")
     );
 
-    let limit = parse("kind: Policy\nname: limit\nspec: {rate_limit: {requests: 5}}\n");
-    let errors = validate_apply(&stored, &limit, &[]).expect_err("a policy is refused");
+    let limit =
+        parse("kind: Policy\nname: limit\nspec: {rate_limit: {requests: 5, scope: FLEET}}\n");
+    let errors = validate_apply(&stored, &limit, &[]).expect_err("a fleet limit is refused");
     assert_errors(
         "policy",
         &errors,
-        &["Policy/limit: not supported yet: agents do not apply policies"],
+        &["Policy/limit: rate_limit.scope: not supported yet: agents do not share rate limits"],
     );
 
     // Removing what is refused is always possible.

@@ -1,5 +1,5 @@
-//! Consumer and Secret rules. Consumers are refused until agents identify them; these are
-//! the checks that will judge them then.
+//! Consumer and Secret rules: key hashes are SHA-256 in hex, and no credential identifies two
+//! consumers.
 
 use super::{cases, refused_cases};
 use crate::fixtures::{pems, tls_secret};

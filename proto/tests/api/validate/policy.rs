@@ -1,5 +1,5 @@
-//! Policy rules. Agents do not apply policies yet, so validation refuses them; these are the
-//! checks that will judge them when that refusal is lifted.
+//! Policy rules: each kind's settings, the JWKS a JWT policy verifies with, the header names a
+//! policy may write.
 
 use super::refused_cases;
 
@@ -18,7 +18,95 @@ fn policy_rules() {
         ),
         (
             &policy("{jwt_auth: {jwks: '{\"keys\": []}'}}"),
-            &[&format!("{at}jwt_auth.issuer: issuer is required")],
+            &[
+                &format!("{at}jwt_auth.issuer: issuer is required"),
+                "jwt_auth.jwks: jwks has no keys",
+            ],
+        ),
+        (
+            &policy("{jwt_auth: {issuer: i}}"),
+            &["jwt_auth.jwks: jwks or jwks_secret is required"],
+        ),
+        (
+            &policy(
+                "{jwt_auth: {issuer: i, jwks: '{\"keys\": [{\"kty\": \"oct\", \"k\": \"c2VjcmV0\"}]}', jwks_secret: token}}",
+            ),
+            &[
+                "jwt_auth.jwks_secret: set either jwks or jwks_secret, not both",
+                "jwt_auth.jwks_secret: secret \"token\": jwks is not JSON",
+            ],
+        ),
+        (
+            &policy(
+                "{jwt_auth: {issuer: i, jwks: '{\"keys\": [{\"kty\": \"DSA\"}, {\"kty\": \"RSA\", \"n\": \"AQAB\", \"alg\": \"RS1\"}, {\"kty\": \"EC\", \"crv\": \"P-256\", \"x\": \"a+b\"}, {\"kty\": \"OKP\", \"crv\": \"Ed448\", \"x\": \"AA\"}, {\"kid\": \"x\"}]}'}}",
+            ),
+            &[
+                &format!(
+                    "{at}jwt_auth.jwks.keys[0].kty: unknown key type \"DSA\"; expected one of: RSA, EC, OKP, oct"
+                ),
+                "jwt_auth.jwks.keys[1].alg: unsupported algorithm \"RS1\"",
+                "jwt_auth.jwks.keys[1].e: e is required for key type RSA",
+                "jwt_auth.jwks.keys[2].x: not base64url",
+                "jwt_auth.jwks.keys[2].y: y is required for key type EC",
+                "jwt_auth.jwks.keys[3].crv: unsupported curve \"Ed448\"",
+                "jwt_auth.jwks.keys[4].kty: kty is required",
+            ],
+        ),
+        (
+            &policy(
+                "{jwt_auth: {issuer: i, jwks: '{\"keys\": [{\"kty\": \"oct\", \"k\": \"c2VjcmV0\"}]}', cookie: 'a b', consumer_header: host, forward_claims: {email: x-email, sub: content-length, '': x-empty}}}",
+            ),
+            &[
+                "jwt_auth.cookie: \"a b\" is not a cookie name",
+                "jwt_auth.forward_claims[\"\"]: claim name must not be empty",
+                "jwt_auth.forward_claims[\"sub\"]: \"content-length\" is a framing or hop-by-hop header",
+                "jwt_auth.consumer_header: \"host\" is a framing or hop-by-hop header",
+            ],
+        ),
+        (
+            &policy("{api_key_auth: {query_param: 'a=b', consumer_header: Connection}}"),
+            &[
+                "api_key_auth.query_param: invalid query parameter name \"a=b\"",
+                "api_key_auth.consumer_header: \"Connection\" is a framing or hop-by-hop header",
+            ],
+        ),
+        (
+            &policy(
+                "{rate_limit: {requests: 10, plans: {gold: {requests: 0, burst: 2000000000}, '': {requests: 1}}}}",
+            ),
+            &[
+                "rate_limit.plans[\"\"]: plan name must not be empty",
+                "rate_limit.plans[\"gold\"].requests: requests must be above zero",
+                "rate_limit.plans[\"gold\"].burst: 2000000000 is above the limit",
+            ],
+        ),
+        (
+            &policy("{ip_filter: {trusted_proxies: [10.0.0.0/8, 'x']}}"),
+            &["ip_filter.trusted_proxies[1]: invalid CIDR \"x\""],
+        ),
+        (
+            &policy(
+                "{headers: {request: {set: [{name: Host, value: x}], remove: [transfer-encoding]}, response: {add: [{name: content-length, value: '1'}]}, content_security_policy: \"a\\u0001\"}}",
+            ),
+            &[
+                "headers.request.set[0].name: \"Host\" is a framing or hop-by-hop header",
+                "headers.request.remove[0]: \"transfer-encoding\" is a framing or hop-by-hop header",
+                "headers.response.add[0].name: \"content-length\" is a framing",
+                "headers.content_security_policy: header value contains a control character",
+            ],
+        ),
+        (
+            &policy(
+                "{request_validation: {json_schema: '{\"type\": \"nope\"}', max_json_bytes: \"100000000000\"}}",
+            ),
+            &[
+                "request_validation.max_json_bytes: 100000000000 is above the limit",
+                "request_validation.json_schema: invalid JSON Schema",
+            ],
+        ),
+        (
+            &policy("{request_validation: {json_schema: '{'}}"),
+            &["request_validation.json_schema: json_schema is not JSON"],
         ),
         (
             &policy("{jwt_auth: {issuer: i, jwks: 'not json'}}"),

@@ -11,25 +11,17 @@ const NOT_YET: &str = "not supported yet: ";
 #[test]
 fn each_unsupported_field_is_refused_with_its_path() {
     let cluster = |spec: &str| format!("kind: Cluster\nname: api\nspec: {spec}\n");
-    let route = |route: &str| {
-        format!(
-            "kind: RouteTable\nname: shop\nspec:\n  virtual_hosts:\n    - domains: [a.example.com]\n      routes:\n        - {{action: {{cluster: cart}}}}\n        - {route}\n"
-        )
-    };
-    let policies = "agents do not apply policies";
-    let at = "virtual_hosts[0].routes[1]";
     let refused = [
         (
-            "kind: Policy\nname: deny\nspec: {ip_filter: {deny: [10.0.0.0/8]}}\n".to_string(),
-            format!("Policy/deny: {NOT_YET}{policies}"),
+            "kind: Policy\nname: month\nspec: {quota: {limit: 1000, period: MONTH}}\n".to_string(),
+            format!("Policy/month: quota: {NOT_YET}agents do not keep quotas"),
         ),
         (
-            "kind: Consumer\nname: carol\nspec: {jwt_subjects: [carol]}\n".to_string(),
-            format!("Consumer/carol: {NOT_YET}agents do not identify consumers"),
-        ),
-        (
-            "kind: Secret\nname: token\nspec: {opaque: s3cr3t}\n".to_string(),
-            format!("Secret/token: opaque: {NOT_YET}nothing reads opaque secrets"),
+            "kind: Policy\nname: shared\nspec: {rate_limit: {requests: 10, scope: FLEET}}\n"
+                .to_string(),
+            format!(
+                "Policy/shared: rate_limit.scope: {NOT_YET}agents do not share rate limits; use scope LOCAL"
+            ),
         ),
         (
             cluster("{protocol: HTTP2, circuit_breakers: {max_connections: 10}}"),
@@ -61,34 +53,40 @@ fn each_unsupported_field_is_refused_with_its_path() {
         assert_eq!(listed, std::slice::from_ref(expected), "{yaml}");
     }
 
-    // Both connection limits of an HTTP2 cluster; references to policies, refused where they
-    // are made, besides the policies.
+    // Both connection limits of an HTTP2 cluster.
     let http1_only = "agents limit the connections of HTTP1 clusters only";
+    cases(&[(
+        &cluster(
+            "{protocol: HTTP2, circuit_breakers: {max_connections: 10, max_pending_requests: 10}}",
+        ),
+        &[
+            &format!("Cluster/api: circuit_breakers.max_connections: {NOT_YET}{http1_only}"),
+            &format!("Cluster/api: circuit_breakers.max_pending_requests: {NOT_YET}{http1_only}"),
+        ],
+    )]);
+}
+
+#[test]
+fn unknown_policies_and_consumers_are_named_at_their_field() {
+    let route = |route: &str| {
+        format!(
+            "kind: RouteTable\nname: shop\nspec:\n  virtual_hosts:\n    - domains: [a.example.com]\n      routes:\n        - {{action: {{cluster: cart}}}}\n        - {route}\n"
+        )
+    };
     cases(&[
         (
-            &cluster(
-                "{protocol: HTTP2, circuit_breakers: {max_connections: 10, max_pending_requests: 10}}",
-            ),
-            &[
-                &format!("Cluster/api: circuit_breakers.max_connections: {NOT_YET}{http1_only}"),
-                &format!(
-                    "Cluster/api: circuit_breakers.max_pending_requests: {NOT_YET}{http1_only}"
-                ),
-            ],
-        ),
-        (
             "kind: Listener\nname: plain\nspec: {port: 80, protocol: HTTP, route_table: shop, policies: [p]}\n",
-            &[
-                &format!("Listener/plain: policies: {NOT_YET}{policies}"),
-                "Listener/plain: policies[0]: policy \"p\" does not exist",
-            ],
+            &["Listener/plain: policies[0]: policy \"p\" does not exist"],
         ),
         (
             &route("{action: {cluster: cart}, policies: [p]}"),
             &[
-                &format!("RouteTable/shop: {at}.policies: {NOT_YET}{policies}"),
-                &format!("RouteTable/shop: {at}.policies[0]: policy \"p\" does not exist"),
+                "RouteTable/shop: virtual_hosts[0].routes[1].policies[0]: policy \"p\" does not exist",
             ],
+        ),
+        (
+            "kind: Policy\nname: keys\nspec: {api_key_auth: {consumers: [nobody]}}\n",
+            &["Policy/keys: api_key_auth.consumers[0]: consumer \"nobody\" does not exist"],
         ),
     ]);
 }
@@ -157,5 +155,27 @@ fn what_agents_enforce_is_not_refused() {
             &[],
         ),
         (&cluster("{tls: {enabled: false}}"), &[]),
+        // The gateway: policies of every kind agents apply, attached to a listener and a
+        // route, consumers, and an opaque secret holding a JWKS.
+        (
+            "kind: Policy\nname: deny\nspec: {ip_filter: {deny: [10.0.0.0/8], trusted_proxies: [192.168.0.0/16]}}\n---\nkind: Listener\nname: plain\nspec: {port: 80, protocol: HTTP, route_table: shop, policies: [deny]}\n",
+            &[],
+        ),
+        (
+            &format!(
+                "kind: Policy\nname: limit\nspec: {{rate_limit: {{requests: 5, scope: LOCAL, key: {{consumer: true}}, plans: {{gold: {{requests: 50}}}}}}}}\n---\n{}",
+                route("{action: {cluster: cart}, policies: [limit]}")
+            ),
+            &[],
+        ),
+        (
+            "kind: Consumer\nname: carol\nspec: {jwt_subjects: [carol], plan: gold}\n",
+            &[],
+        ),
+        ("kind: Secret\nname: token\nspec: {opaque: s3cr3t}\n", &[]),
+        (
+            "kind: Policy\nname: jwt\nspec: {jwt_auth: {issuer: i, jwks_secret: keys, cookie: session, forward_claims: {email: x-email}}}\n---\nkind: Secret\nname: keys\nspec: {opaque: '{\"keys\": [{\"kty\": \"OKP\", \"crv\": \"Ed25519\", \"x\": \"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\"}]}'}\n",
+            &[],
+        ),
     ]);
 }
