@@ -25,7 +25,7 @@ use clap::{Parser, Subcommand};
 
 use crate::client::ClientConfig;
 use crate::commands::{
-    agents, apply, completion, delete, dev, diff, get, history, rollback, rollout,
+    agents, apply, completion, delete, dev, diff, get, health, history, rollback, rollout,
 };
 use crate::error::CliResult;
 use crate::output::Format;
@@ -63,6 +63,8 @@ pub enum Command {
     /// How far a revision has rolled out to the agents.
     #[command(subcommand)]
     Rollout(rollout::Command),
+    /// Every endpoint's state as each agent sees it, by region, and where agents disagree.
+    Health(health::Args),
     /// Run a control plane, an agent and a demo upstream in one process, with a demo config.
     Dev(dev::Args),
     /// Print a shell completion script.
@@ -84,6 +86,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Rollback(args) => rollback::run(&ctx, args).await,
         Command::Agents(args) => agents::run(&ctx, args).await,
         Command::Rollout(rollout::Command::Status(args)) => rollout::status(&ctx, args).await,
+        Command::Health(args) => health::run(&ctx, args).await,
         Command::Dev(args) => dev::run(args).await,
         Command::Completion(args) => completion::run(args),
     }

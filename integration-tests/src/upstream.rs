@@ -3,7 +3,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,11 +14,14 @@ use portico_api::pb::{self, Resource, resource::Spec, route_action, route_match}
 use tokio::net::TcpListener;
 
 /// An HTTP/1.1 and HTTP/2 server that answers every request with its name and a newline.
-/// `GET /slow/<ms>` answers after that many milliseconds. Stopped when dropped.
+/// `GET /slow/<ms>` answers after that many milliseconds. While failing
+/// ([`Upstream::set_failing`]) it answers every request 500 instead, health checks included.
+/// Stopped when dropped.
 pub struct Upstream {
     /// Where it listens.
     pub addr: SocketAddr,
     hits: Arc<AtomicUsize>,
+    failing: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -32,13 +35,16 @@ impl Upstream {
             .local_addr()
             .unwrap_or_else(|e| panic!("upstream address: {e}"));
         let hits = Arc::new(AtomicUsize::new(0));
+        let failing = Arc::new(AtomicBool::new(false));
         let (name, counter) = (Bytes::from(format!("{name}\n")), Arc::clone(&hits));
+        let fail = Arc::clone(&failing);
         let task = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
             while let Ok((stream, _)) = listener.accept().await {
-                let (name, counter) = (name.clone(), Arc::clone(&counter));
+                let (name, counter, fail) = (name.clone(), Arc::clone(&counter), Arc::clone(&fail));
                 let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     counter.fetch_add(1, Ordering::SeqCst);
+                    let failing = fail.load(Ordering::SeqCst);
                     let delay = req
                         .uri()
                         .path()
@@ -50,7 +56,11 @@ impl Upstream {
                         if let Some(delay) = delay {
                             tokio::time::sleep(delay).await;
                         }
-                        Ok::<_, Infallible>(hyper::Response::new(Full::new(name)))
+                        let mut response = hyper::Response::new(Full::new(name));
+                        if failing {
+                            *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                        }
+                        Ok::<_, Infallible>(response)
                     }
                 });
                 connections.spawn(async move {
@@ -62,7 +72,17 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, hits, task }
+        Upstream {
+            addr,
+            hits,
+            failing,
+            task,
+        }
+    }
+
+    /// From now on, answers every request 500 (`true`) or normally (`false`).
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
     }
 
     /// Requests received so far (counted when they arrive, before any answer).

@@ -84,10 +84,13 @@ mod tests {
             .collect()
     }
 
+    /// Clusters as (name, endpoint states).
+    type Clusters<'a> = &'a [(&'a str, &'a [State])];
+
     #[test]
     fn endpoints_not_healthy_are_kept_first() {
         use State::*;
-        let cases: &[(&[(&str, &[State])], usize, &[&str], u32)] = &[
+        let cases: &[(Clusters, usize, &[&str], u32)] = &[
             // Under the cap: everything.
             (&[("a", &[Healthy, Unhealthy])], 4, &["a-0:80", "a-1:80"], 0),
             // Not healthy ones first, then healthy ones in order.

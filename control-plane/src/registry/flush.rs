@@ -305,7 +305,9 @@ mod tests {
                 .map(|b| b.iter().map(|w| w.id.clone()).collect())
                 .collect()
         };
-        let cases: &[(&[(bool, bool, usize)], usize, usize, &[&[&str]])] = &[
+        // (writes as (member, health, bytes), key limit, byte limit, batches of agent ids)
+        type Writes<'a> = &'a [(bool, bool, usize)];
+        let cases: &[(Writes, usize, usize, &[&[&str]])] = &[
             // Three one-key agents, two keys a batch.
             (&[(false, false, 1); 3], 2, 100, &[&["0", "1"], &["2"]]),
             // An agent's three keys are never split.

@@ -191,8 +191,9 @@ mod tests {
         let t0 = Instant::now();
         let wall = SystemTime::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
-        // (seconds, report, write due)
-        let steps: &[(u64, &[(State, u64, i64)], bool)] = &[
+        // (seconds, report as (state, requests, ejected until), write due)
+        type Report<'a> = &'a [(State, u64, i64)];
+        let steps: &[(u64, Report, bool)] = &[
             (0, &[(Healthy, 0, 0)], true),
             // Same states, no counts: nothing to write.
             (10, &[(Healthy, 0, 0)], false),

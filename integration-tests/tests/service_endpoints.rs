@@ -1,0 +1,177 @@
+//! Service endpoints end to end: real `portico-agent` processes announce `--service api=PORT`
+//! with real upstream servers on those ports, and another agent, whose cluster names
+//! `service: api`, sends its traffic to them and follows them as they leave and join.
+
+#![allow(clippy::unwrap_used)]
+
+mod agent_support;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use agent_support::{apply, control_plane, wait_for_record};
+use portico_integration_tests::agent::{Agent, AgentOptions, http_get};
+use portico_integration_tests::cp::resources;
+use portico_integration_tests::net::{eventually, free_port};
+use portico_integration_tests::upstream::Upstream;
+
+/// How long an agent leaving or joining may take to show in another agent's traffic: the
+/// registry flush (0.5 s), the store watch, the coalescing of service changes (0.1–0.5 s) and
+/// one apply. Measured at about a second; the bound leaves room for a loaded machine.
+const MEMBERSHIP_BOUND: Duration = Duration::from_secs(10);
+/// Requests in a row that must all be answered by the expected upstreams.
+const IN_A_ROW: usize = 30;
+
+/// A listener on `port` for the agents labelled role=edge, routing everything to the cluster
+/// `api`, whose endpoints are the nodes announcing the service `api`.
+fn config(port: u16) -> String {
+    format!(
+        "kind: Listener\nname: edge\nspec:\n  address: 127.0.0.1\n  port: {port}\n  protocol: HTTP\n  route_table: main\n  selector: {{labels: {{role: edge}}}}\n\
+         ---\n\
+         kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: [\"*\"]\n      routes:\n        - action: {{cluster: api}}\n\
+         ---\n\
+         kind: Cluster\nname: api\nspec:\n  service: api\n"
+    )
+}
+
+/// Who answered each of [`IN_A_ROW`] requests through `port`; `None` if one failed.
+async fn answered_by(port: u16) -> Option<BTreeSet<String>> {
+    let mut names = BTreeSet::new();
+    for _ in 0..IN_A_ROW {
+        match http_get(format!("http://127.0.0.1:{port}/")).await {
+            Some((200, body)) => names.insert(body.trim().to_string()),
+            _ => return None,
+        };
+    }
+    Some(names)
+}
+
+/// Waits until the requests through `port` are answered by exactly `upstreams`; returns how long
+/// since `since`.
+async fn wait_for_upstreams(port: u16, upstreams: &[&str], since: Instant) -> Duration {
+    let want: BTreeSet<String> = upstreams.iter().map(|s| s.to_string()).collect();
+    eventually(
+        &format!("traffic through the agent to reach exactly {upstreams:?}"),
+        MEMBERSHIP_BOUND,
+        || async { (answered_by(port).await.as_ref() == Some(&want)).then_some(()) },
+    )
+    .await;
+    since.elapsed()
+}
+
+/// An agent announcing `api` on `upstream`'s port, in zone `zone`.
+fn announcing(cp: &str, id: &str, zone: &str, upstream: &Upstream) -> Agent {
+    let mut options = AgentOptions::new(id, &[cp.to_string()]).service("api", upstream.addr.port());
+    options.zone = zone.to_string();
+    Agent::start(&options)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusters_naming_a_service_reach_the_healthy_agents_announcing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = control_plane(&dir);
+    let url = cp.endpoint();
+    let (u1, u2, u3) = (
+        Upstream::start("u1").await,
+        Upstream::start("u2").await,
+        Upstream::start("u3").await,
+    );
+    let port = free_port();
+    let revision = apply(&cp, resources(&config(port))).await;
+
+    let _a1 = announcing(&url, "api-1", "eu-1", &u1);
+    let mut a2 = announcing(&url, "api-2", "eu-2", &u2);
+    let edge =
+        Agent::start(&AgentOptions::new("edge", std::slice::from_ref(&url)).label("role", "edge"));
+    edge.wait_for_version(revision).await;
+
+    // Both announcing agents are endpoints of the edge agent's cluster, with their zones.
+    wait_for_upstreams(port, &["u1", "u2"], Instant::now()).await;
+    let services = edge.config().await["services"]["api"].clone();
+    let mut seen: Vec<(u64, String)> = services
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(e["address"], "127.0.0.1", "{services}");
+            (
+                e["port"].as_u64().unwrap(),
+                e["zone"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    seen.sort();
+    let mut want = vec![
+        (u64::from(u1.addr.port()), "eu-1".to_string()),
+        (u64::from(u2.addr.port()), "eu-2".to_string()),
+    ];
+    want.sort();
+    assert_eq!(seen, want);
+    let metrics = cp.http_get("/metrics").unwrap().1;
+    assert!(
+        metrics.contains("portico_cp_service_endpoints{service=\"api\"} 2"),
+        "{metrics}"
+    );
+
+    // An announcing agent stops: its endpoint leaves, though its upstream still answers.
+    let stopped = Instant::now();
+    a2.terminate();
+    a2.wait_exit(Duration::from_secs(30));
+    let left = wait_for_upstreams(port, &["u1"], stopped).await;
+
+    // One starts: its endpoint joins once it is connected and serves a config.
+    let started = Instant::now();
+    let _a3 = announcing(&url, "api-3", "eu-3", &u3);
+    let joined = wait_for_upstreams(port, &["u1", "u3"], started).await;
+    eprintln!("service endpoints: an agent leaving took {left:?}, one joining {joined:?}");
+    assert!(left < MEMBERSHIP_BOUND && joined < MEMBERSHIP_BOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announcing_agent_is_an_endpoint_only_once_it_serves_a_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = control_plane(&dir);
+    let url = cp.endpoint();
+    let (u1, u4) = (Upstream::start("u1").await, Upstream::start("u4").await);
+    // The agent api-4 gets a listener on a port this test holds, so it rejects its config and
+    // serves none.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let held_port = held.local_addr().unwrap().port();
+    let broken = |label: &str| {
+        format!(
+            "---\nkind: Listener\nname: broken\nlabels: {{try: {label}}}\nspec:\n  address: 127.0.0.1\n  port: {held_port}\n  protocol: HTTP\n  route_table: main\n  selector: {{labels: {{role: broken}}}}\n"
+        )
+    };
+    let port = free_port();
+    let revision = apply(&cp, resources(&(config(port) + &broken("one")))).await;
+    let _a1 = announcing(&url, "api-1", "eu-1", &u1);
+    let mut options = AgentOptions::new("api-4", std::slice::from_ref(&url))
+        .service("api", u4.addr.port())
+        .label("role", "broken");
+    options.zone = "eu-4".to_string();
+    let _a4 = Agent::start(&options);
+    let edge =
+        Agent::start(&AgentOptions::new("edge", std::slice::from_ref(&url)).label("role", "edge"));
+    edge.wait_for_version(revision).await;
+    wait_for_record(&cp, "api-4", "api-4 to reject its config and report", |r| {
+        r.last_nack.is_some() && r.last_report.is_some()
+    })
+    .await;
+    wait_for_upstreams(port, &["u1"], Instant::now()).await;
+    // For longer than a service change takes to arrive, api-4 gets no traffic.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        let names = answered_by(port).await.unwrap();
+        assert!(
+            !names.contains("u4"),
+            "api-4 serves no config, yet got traffic"
+        );
+    }
+
+    // Once the port is free and a new revision arrives, api-4 serves it and joins.
+    drop(held);
+    let fixed = Instant::now();
+    apply(&cp, resources(&(config(port) + &broken("two")))).await;
+    let joined = wait_for_upstreams(port, &["u1", "u4"], fixed).await;
+    eprintln!("service endpoints: an agent that came to serve a config joined in {joined:?}");
+}
