@@ -9,9 +9,10 @@ mod agent_support;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use agent_support::{apply, control_plane, wait_for_record};
+use agent_support::{agent_record, apply, control_plane, wait_for_record};
 use portico_integration_tests::agent::{Agent, AgentOptions, http_get};
-use portico_integration_tests::cp::resources;
+use portico_integration_tests::cp::{ControlPlane, StoreSpec, resources};
+use portico_integration_tests::etcd::Etcd;
 use portico_integration_tests::net::{eventually, free_port};
 use portico_integration_tests::upstream::Upstream;
 
@@ -59,11 +60,16 @@ async fn wait_for_upstreams(port: u16, upstreams: &[&str], since: Instant) -> Du
     since.elapsed()
 }
 
-/// An agent announcing `api` on `upstream`'s port, in zone `zone`.
-fn announcing(cp: &str, id: &str, zone: &str, upstream: &Upstream) -> Agent {
-    let mut options = AgentOptions::new(id, &[cp.to_string()]).service("api", upstream.addr.port());
+/// An agent announcing `api` on `upstream`'s port, in zone `zone`, syncing from `cps`.
+fn announcing_via(cps: &[String], id: &str, zone: &str, upstream: &Upstream) -> Agent {
+    let mut options = AgentOptions::new(id, cps).service("api", upstream.addr.port());
     options.zone = zone.to_string();
     Agent::start(&options)
+}
+
+/// An agent announcing `api` on `upstream`'s port, in zone `zone`.
+fn announcing(cp: &str, id: &str, zone: &str, upstream: &Upstream) -> Agent {
+    announcing_via(&[cp.to_string()], id, zone, upstream)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,4 +180,46 @@ async fn an_announcing_agent_is_an_endpoint_only_once_it_serves_a_config() {
     apply(&cp, resources(&(config(port) + &broken("two")))).await;
     let joined = wait_for_upstreams(port, &["u1", "u4"], fixed).await;
     eprintln!("service endpoints: an agent that came to serve a config joined in {joined:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_replica_pushes_the_agents_of_every_replica_and_a_dead_replicas_lease_keeps_none() {
+    let etcd = Etcd::start();
+    let store = StoreSpec::Etcd {
+        endpoint: etcd.endpoint(),
+        prefix: "/services-test".into(),
+    };
+    let one = ControlPlane::start(store.clone(), "cp-1");
+    let mut two = ControlPlane::start(store, "cp-2");
+    let (url_one, url_two) = (one.endpoint(), two.endpoint());
+    let (u1, u2) = (Upstream::start("u1").await, Upstream::start("u2").await);
+    let port = free_port();
+    let revision = apply(&one, resources(&config(port))).await;
+
+    // api-1 on replica one, api-2 on replica two (falling back to one); the edge agent on one.
+    let _a1 = announcing(&url_one, "api-1", "eu-1", &u1);
+    let _a2 = announcing_via(&[url_two.clone(), url_one.clone()], "api-2", "eu-2", &u2);
+    let edge = Agent::start(
+        &AgentOptions::new("edge", std::slice::from_ref(&url_one)).label("role", "edge"),
+    );
+    edge.wait_for_version(revision).await;
+    wait_for_upstreams(port, &["u1", "u2"], Instant::now()).await;
+    // An agent held only by replica two shows when that replica's lease is gone.
+    let _witness = Agent::start(&AgentOptions::new("witness", std::slice::from_ref(&url_two)));
+    wait_for_record(&one, "witness", "the witness to register", |r| r.connected).await;
+
+    // Replica two dies without a word: api-2 moves to replica one, which writes its key on
+    // its own lease, so the dead replica's lease expiring takes nothing of it.
+    two.kill();
+    wait_for_record(&one, "api-2", "api-2 to move to replica one", |r| {
+        r.connected && r.replica == "cp-1"
+    })
+    .await;
+    eventually(
+        "replica two's lease to expire",
+        Duration::from_secs(30),
+        || async { agent_record(&one, "witness").await.is_none().then_some(()) },
+    )
+    .await;
+    wait_for_upstreams(port, &["u1", "u2"], Instant::now()).await;
 }
