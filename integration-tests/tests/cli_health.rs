@@ -160,6 +160,13 @@ fn health_shows_unhealthy_endpoints_and_the_agents_that_disagree() {
         "{row}"
     );
     assert!(!table.contains("Agents disagree"), "{table}");
+    // The control plane counts it once per agent that sees it.
+    poll("the unhealthy-endpoints gauge", SHOW_TIMEOUT, || {
+        let metrics = cp.metrics();
+        metrics
+            .contains("portico_cp_unhealthy_endpoints{cluster=\"checked\"} 2")
+            .then_some(())
+    });
 
     // Failing answers through the us agent only: it ejects flaky2, the eu agent does not.
     flaky2.set_failing(true);
@@ -224,6 +231,13 @@ fn health_shows_unhealthy_endpoints_and_the_agents_that_disagree() {
         let seen = sightings(&health(&["checked"]), "checked", &flaky_at);
         (seen.len() == 2 && seen.iter().all(|(_, s, _)| s == "healthy")).then_some(())
     });
+    let metrics = cp.metrics();
+    for line in [
+        "portico_cp_unhealthy_endpoints{cluster=\"checked\"} 0",
+        "portico_cp_unhealthy_endpoints{cluster=\"ejecting\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
 
     // A cluster the config does not have.
     let missing = cp.portico(&["health", "nosuch"]).expect(1);

@@ -205,7 +205,10 @@ async fn every_replica_pushes_the_agents_of_every_replica_and_a_dead_replicas_le
     edge.wait_for_version(revision).await;
     wait_for_upstreams(port, &["u1", "u2"], Instant::now()).await;
     // An agent held only by replica two shows when that replica's lease is gone.
-    let _witness = Agent::start(&AgentOptions::new("witness", std::slice::from_ref(&url_two)));
+    let _witness = Agent::start(&AgentOptions::new(
+        "witness",
+        std::slice::from_ref(&url_two),
+    ));
     wait_for_record(&one, "witness", "the witness to register", |r| r.connected).await;
 
     // Replica two dies without a word: api-2 moves to replica one, which writes its key on

@@ -10,10 +10,10 @@
 //! - and at least every [`REWRITE_EVERY`] while it has endpoints, so a value another replica
 //!   overwrote is put right.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime};
 
-use portico_api::pb::{AgentHealth, ClusterHealth, Node};
+use portico_api::pb::{AgentHealth, ClusterHealth, Node, endpoint_health::State};
 
 use super::timestamp;
 
@@ -123,6 +123,26 @@ impl Tracker {
         self.written = None;
         self.pending = !self.latest.is_empty();
     }
+}
+
+/// The endpoints each cluster has unhealthy or ejected (clusters with none left out).
+pub fn unhealthy_by_cluster(clusters: &[ClusterHealth]) -> BTreeMap<String, u64> {
+    clusters
+        .iter()
+        .filter_map(|c| {
+            let n = c
+                .endpoints
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        State::try_from(e.state),
+                        Ok(State::Unhealthy | State::Ejected)
+                    )
+                })
+                .count() as u64;
+            (n > 0).then(|| (c.cluster.clone(), n))
+        })
+        .collect()
 }
 
 /// Whether any endpoint had requests counted.
@@ -249,6 +269,22 @@ mod tests {
         tracker.taken(t0 + Duration::from_secs(30));
         let next = tracker.value(&node(), t0 + Duration::from_secs(30));
         assert_eq!(next.clusters[0].endpoints[0].requests, 0);
+    }
+
+    #[test]
+    fn unhealthy_and_ejected_endpoints_are_counted_by_cluster() {
+        let mut clusters = report(&[
+            (State::Healthy, 0, 0),
+            (State::Unhealthy, 0, 0),
+            (State::Ejected, 0, 9),
+            (State::Draining, 0, 0),
+        ]);
+        clusters.extend(report(&[(State::Healthy, 0, 0)]).into_iter().map(|mut c| {
+            c.cluster = "web".into();
+            c
+        }));
+        let counted = unhealthy_by_cluster(&clusters);
+        assert_eq!(counted, BTreeMap::from([("api".to_string(), 2)]));
     }
 
     #[test]

@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::keys::{self, Keys};
 use crate::metered::MeteredStore;
+use crate::metrics::UNHEALTHY_ENDPOINTS;
 use crate::store::{LeaseId, Revision, Store, StoreError};
 use membership::Stored;
 
@@ -73,6 +74,9 @@ struct Entry {
     member_written: Revision,
     /// The agent's endpoint health.
     health: health::Tracker,
+    /// Endpoints the agent sees unhealthy or ejected, by cluster, as counted in
+    /// [`UNHEALTHY_ENDPOINTS`].
+    unhealthy: BTreeMap<String, u64>,
 }
 
 /// The registry of one replica.
@@ -119,6 +123,9 @@ impl Registry {
         };
         let mut inner = self.lock();
         let written = inner.local.get(&node.id).map(|e| e.written).unwrap_or(0);
+        if let Some(old) = inner.local.get_mut(&node.id) {
+            count_unhealthy(&mut old.unhealthy, BTreeMap::new());
+        }
         inner.local.insert(
             node.id.clone(),
             Entry {
@@ -130,6 +137,7 @@ impl Registry {
                 member: Stored::Unknown,
                 member_written: 0,
                 health: health::Tracker::default(),
+                unhealthy: BTreeMap::new(),
             },
         );
         stream
@@ -168,13 +176,17 @@ impl Registry {
         let (at, now) = (SystemTime::now(), Instant::now());
         self.touch(id, stream, |e| {
             e.record.last_report = Some(report);
+            count_unhealthy(&mut e.unhealthy, health::unhealthy_by_cluster(&clusters));
             e.health.observe(clusters, omitted, at, now);
         });
     }
 
     /// The stream closed.
     pub fn disconnect(&self, id: &str, stream: StreamId) {
-        self.touch(id, stream, |e| e.record.connected = false);
+        self.touch(id, stream, |e| {
+            e.record.connected = false;
+            count_unhealthy(&mut e.unhealthy, BTreeMap::new());
+        });
     }
 
     fn touch(&self, id: &str, stream: StreamId, change: impl FnOnce(&mut Entry)) {
@@ -304,6 +316,21 @@ impl Registry {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Moves an agent's contribution to [`UNHEALTHY_ENDPOINTS`] from `counted` to `now`.
+fn count_unhealthy(counted: &mut BTreeMap<String, u64>, now: BTreeMap<String, u64>) {
+    for (cluster, n) in counted.iter() {
+        if now.get(cluster) != Some(n) {
+            metrics::gauge!(UNHEALTHY_ENDPOINTS, "cluster" => cluster.clone()).decrement(*n as f64);
+        }
+    }
+    for (cluster, n) in &now {
+        if counted.get(cluster) != Some(n) {
+            metrics::gauge!(UNHEALTHY_ENDPOINTS, "cluster" => cluster.clone()).increment(*n as f64);
+        }
+    }
+    *counted = now;
 }
 
 /// A protobuf timestamp.
