@@ -15,9 +15,10 @@
 //! [`MAX_HEALTH_BYTES_PER_FLUSH`] = 1 MiB per flush (2 MiB per second); what does not fit stays
 //! dirty for the next flush. A service-node key is written only when the agent turns healthy
 //! or unhealthy (or changes its address or services); a health value only when an endpoint's
-//! state changes, at most every 30 s for its counts, and every 5 min at least. So 10,000 agents
-//! ACKing one change cost 79 transactions over about 1.5 s, however often each agent writes in
-//! between.
+//! state changes, at most every 30 s for its counts, and every 5 min at least. A flush takes at
+//! most 32 × 126 keys, so agents writing three keys still pack into 32 transactions: 10,000
+//! agents ACKing one change cost 80 transactions over about 1.5 s, however often each agent
+//! writes in between.
 //!
 //! A record is written when its stream opens, on every ACK/NACK/Report (coalesced by the
 //! flusher) and when it closes. The closing write compares the key's mod revision with this
