@@ -7,7 +7,7 @@
 //!   `portico health` reads from any replica.
 //!
 //! Streams change records only in memory; a flusher writes the changed ("dirty") ones every
-//! [`FLUSH_INTERVAL`] ([`flush`]). **Write bound:** per replica at most
+//! [`FLUSH_INTERVAL`] (`flush.rs`). **Write bound:** per replica at most
 //! `(MAX_BATCHES_PER_FLUSH + MAX_DISCONNECTS_PER_FLUSH) / FLUSH_INTERVAL` = (32 + 64) / 0.5 s
 //! = 192 transactions per second (plus one lease keep-alive every 3 s), each of at most
 //! [`MAX_BATCH`] = 128 keys and [`MAX_TXN_BYTES`] = 1 MiB, so at most 32 × 128 = 4,096 keys per
