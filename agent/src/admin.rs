@@ -1,7 +1,7 @@
 //! The admin endpoint: `/healthz`, `/readyz`, `/metrics` and `/config`, over HTTP/1.1.
 //!
 //! Meant for a local port (default 127.0.0.1:9901): `/config` shows the applied resources,
-//! with secret material redacted.
+//! with secret material redacted, and the endpoints of the announced services.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -153,6 +153,8 @@ struct ConfigView {
     version: i64,
     /// In the proto3 JSON mapping, secrets redacted.
     resources: Vec<Resource>,
+    /// The endpoints of each announced service a cluster names, by service.
+    services: std::collections::BTreeMap<String, Vec<portico_api::pb::Endpoint>>,
 }
 
 /// Fails only on a value the JSON mapping cannot express (e.g. an enum number unknown to
@@ -162,6 +164,11 @@ fn config_json(state: &State) -> serde_json::Result<String> {
     let view = ConfigView {
         version: applied.version,
         resources: applied.resources.iter().map(redacted).collect(),
+        services: applied
+            .services
+            .iter()
+            .map(|(name, endpoints)| (name.clone(), endpoints.to_vec()))
+            .collect(),
     };
     Ok(serde_json::to_string_pretty(&view)? + "\n")
 }

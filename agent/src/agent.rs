@@ -46,8 +46,11 @@ pub async fn serve(
         zone: settings.zone.clone(),
         labels: settings.labels.iter().cloned().collect(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
-        ..Node::default()
+        services: settings.services.clone(),
+        address: settings.advertise_address.clone().unwrap_or_default(),
     };
+    portico_api::node::check_services(&node.services)
+        .map_err(|e| anyhow::anyhow!("--service: {e}"))?;
     admin::prometheus();
     portico_proxy::metrics::describe();
     sync::describe_metrics();

@@ -1,25 +1,32 @@
 //! The last-good config on disk, so a restarted agent serves before any control plane answers.
 //!
-//! The file holds the applied resources as a protobuf `Update` with `full = true`, framed as
-//! `MAGIC | payload length (u64 LE) | SHA-256 of payload | payload`. A file that is truncated,
-//! altered or not ours fails the check and is ignored; the agent then waits for the control
-//! plane. Writes are atomic: temp file, fsync, rename, fsync of the directory, so a crash leaves
-//! either the old file or the new one.
+//! The file is framed as `MAGIC | payload length (u64 LE) | SHA-256 of payload | payload`. The
+//! payload holds the applied resources as a length-delimited protobuf `Update` with
+//! `full = true`, then the endpoints of each announced service the agent had, each a
+//! length-delimited `ServiceEndpoints`: a restarted agent serves its clusters that name a
+//! service with the nodes last known, until the control plane sends the current ones (first
+//! thing on the new stream). Files of the first format (`PORTICO\x01`: the `Update` alone)
+//! still load. A file that is truncated, altered or not ours fails the check and is ignored;
+//! the agent then waits for the control plane. Writes are atomic: temp file, fsync, rename,
+//! fsync of the directory, so a crash leaves either the old file or the new one.
 
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use portico_api::pb::Update;
+use portico_api::pb::{ServiceEndpoints, Update};
 use prost::Message;
+use prost::encoding;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use portico_proxy::config::ConfigSet;
 
-const MAGIC: &[u8; 8] = b"PORTICO\x01";
+const MAGIC: &[u8; 8] = b"PORTICO\x02";
+/// The first format: the payload is the `Update` alone.
+const MAGIC_V1: &[u8; 8] = b"PORTICO\x01";
 const HEADER_LEN: usize = MAGIC.len() + 8 + 32;
 const FILE_NAME: &str = "config.pb";
 
@@ -70,8 +77,13 @@ impl Cache {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(CacheError::Read { path, source }),
         };
-        let update = decode(&bytes).map_err(|reason| CacheError::Corrupt { path, reason })?;
-        Ok(Some(ConfigSet::default().with_update(update)))
+        let (update, services) =
+            decode(&bytes).map_err(|reason| CacheError::Corrupt { path, reason })?;
+        let mut config = ConfigSet::default().with_update(update);
+        for s in services {
+            config = config.with_service(&s.service, s.endpoints);
+        }
+        Ok(Some(config))
     }
 
     /// Replaces the cache with `config`, atomically.
@@ -124,22 +136,37 @@ impl Cache {
     }
 }
 
-/// The protobuf key of `Update.upserts`: field 4, length-delimited.
-const UPSERTS_KEY: u8 = (4 << 3) | 2;
+/// The field number of `Update.upserts`.
+const UPSERTS_FIELD: u32 = 4;
 
 fn encode(config: &ConfigSet) -> Vec<u8> {
     // The resources are encoded where they are, not copied into an `Update` first: fields may
     // come in any order, so the upserts follow the rest of the message.
-    let mut payload = Update {
+    let head = Update {
         version: config.version,
         full: true,
         ..Default::default()
     }
     .encode_to_vec();
+    let update_len = head.len()
+        + config
+            .resources
+            .iter()
+            .map(|r| encoding::message::encoded_len(UPSERTS_FIELD, r))
+            .sum::<usize>();
+    let mut payload = Vec::with_capacity(update_len + 10);
+    encoding::encode_varint(update_len as u64, &mut payload);
+    payload.extend_from_slice(&head);
     for r in config.resources.iter() {
-        payload.push(UPSERTS_KEY);
+        encoding::message::encode(UPSERTS_FIELD, r, &mut payload);
+    }
+    for (service, endpoints) in &config.services {
+        let message = ServiceEndpoints {
+            service: service.clone(),
+            endpoints: endpoints.to_vec(),
+        };
         // Writing to a Vec cannot run out of room, the only way encoding fails.
-        let _ = r.encode_length_delimited(&mut payload);
+        let _ = message.encode_length_delimited(&mut payload);
     }
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(MAGIC);
@@ -149,12 +176,14 @@ fn encode(config: &ConfigSet) -> Vec<u8> {
     out
 }
 
-fn decode(bytes: &[u8]) -> Result<Update, String> {
+/// The config and the services' endpoints in a cache file.
+fn decode(bytes: &[u8]) -> Result<(Update, Vec<ServiceEndpoints>), String> {
     if bytes.len() < HEADER_LEN {
         return Err(format!("{} bytes is shorter than the header", bytes.len()));
     }
     let (magic, rest) = bytes.split_at(MAGIC.len());
-    if magic != MAGIC {
+    let v1 = magic == MAGIC_V1;
+    if magic != MAGIC && !v1 {
         return Err("unknown file signature".to_string());
     }
     let (len, rest) = rest.split_at(8);
@@ -171,17 +200,29 @@ fn decode(bytes: &[u8]) -> Result<Update, String> {
     if Sha256::digest(payload).as_slice() != sum {
         return Err("checksum mismatch".to_string());
     }
-    let update = Update::decode(payload).map_err(|e| format!("decoding: {e}"))?;
+    let mut buf = payload;
+    let update = if v1 {
+        Update::decode(payload)
+    } else {
+        Update::decode_length_delimited(&mut buf)
+    }
+    .map_err(|e| format!("decoding the config: {e}"))?;
     if !update.full {
         return Err("not a full config".to_string());
     }
-    Ok(update)
+    let mut services = Vec::new();
+    while !v1 && !buf.is_empty() {
+        let s = ServiceEndpoints::decode_length_delimited(&mut buf)
+            .map_err(|e| format!("decoding service endpoints: {e}"))?;
+        services.push(s);
+    }
+    Ok((update, services))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use portico_api::pb::{Resource, resource::Spec};
+    use portico_api::pb::{Endpoint, Resource, resource::Spec};
 
     fn config() -> ConfigSet {
         let resources = ["api", "web"]
@@ -216,6 +257,44 @@ mod tests {
     }
 
     #[test]
+    fn service_endpoints_are_kept_with_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        let endpoint = |port| Endpoint {
+            address: "10.0.0.1".into(),
+            port,
+            zone: "eu-1".into(),
+            ..Default::default()
+        };
+        let config = config()
+            .with_service("api", vec![endpoint(80), endpoint(81)])
+            .with_service("db", vec![endpoint(5432)]);
+        cache.store(&config).unwrap();
+        let loaded = cache.load().unwrap().unwrap();
+        assert_eq!(loaded, config);
+        assert_eq!(loaded.services["api"].len(), 2);
+    }
+
+    #[test]
+    fn files_of_the_first_format_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        let mut update = Update {
+            version: 42,
+            full: true,
+            ..Default::default()
+        };
+        update.upserts = config().resources.iter().cloned().collect();
+        let payload = update.encode_to_vec();
+        let mut file = MAGIC_V1.to_vec();
+        file.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        file.extend_from_slice(&Sha256::digest(&payload));
+        file.extend_from_slice(&payload);
+        fs::write(cache.path(), file).unwrap();
+        assert_eq!(cache.load().unwrap(), Some(config()));
+    }
+
+    #[test]
     fn corrupt_files_are_rejected() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::new(dir.path());
@@ -225,16 +304,29 @@ mod tests {
         let mut flipped = good.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 0xff;
-        let mut partial_update = good[..HEADER_LEN].to_vec();
-        let payload = Update {
+        let framed = |payload: &[u8]| {
+            let mut file = good[..HEADER_LEN].to_vec();
+            file[MAGIC.len()..MAGIC.len() + 8]
+                .copy_from_slice(&(payload.len() as u64).to_le_bytes());
+            file[MAGIC.len() + 8..HEADER_LEN].copy_from_slice(&Sha256::digest(payload));
+            file.extend_from_slice(payload);
+            file
+        };
+        let partial_update = framed(
+            &Update {
+                version: 1,
+                ..Default::default()
+            }
+            .encode_length_delimited_to_vec(),
+        );
+        let mut bad_service = Update {
             version: 1,
+            full: true,
             ..Default::default()
         }
-        .encode_to_vec();
-        partial_update[MAGIC.len()..MAGIC.len() + 8]
-            .copy_from_slice(&(payload.len() as u64).to_le_bytes());
-        partial_update[MAGIC.len() + 8..HEADER_LEN].copy_from_slice(&Sha256::digest(&payload));
-        partial_update.extend_from_slice(&payload);
+        .encode_length_delimited_to_vec();
+        bad_service.extend_from_slice(&[0x05, 0x0a]);
+        let bad_service = framed(&bad_service);
 
         for (what, bytes, reason) in [
             ("empty", Vec::new(), "shorter than the header"),
@@ -247,6 +339,7 @@ mod tests {
             ),
             ("bit flip", flipped, "checksum"),
             ("not full", partial_update, "not a full config"),
+            ("cut service", bad_service, "decoding service endpoints"),
         ] {
             fs::write(cache.path(), &bytes).unwrap();
             match cache.load() {

@@ -1,5 +1,10 @@
-//! The agent's periodic report on itself to the control plane.
+//! The agent's periodic report on itself to the control plane: readiness, the version it
+//! serves, resource use, and each cluster's endpoints with their state and the requests and
+//! errors since the previous report. The endpoints are bounded
+//! ([`portico_api::health::MAX_REPORTED_ENDPOINTS`], the ones not healthy first), so a report
+//! stays small however many endpoints the agent's clusters have.
 
+use portico_api::health;
 use portico_api::pb::Report;
 
 use crate::state::State;
@@ -7,13 +12,16 @@ use portico_proxy::Proxy;
 
 /// A report of the agent's health now.
 pub fn current(state: &State, proxy: &Proxy) -> Report {
+    let mut clusters = proxy.cluster_health();
+    let endpoints_omitted = health::bound(&mut clusters, health::MAX_REPORTED_ENDPOINTS);
     Report {
         ready: state.ready(),
         applied_version: state.applied_version(),
         uptime_seconds: state.uptime().as_secs(),
         active_connections: proxy.active_connections(),
         rss_bytes: rss_bytes().unwrap_or(0),
-        clusters: proxy.cluster_health(),
+        clusters,
+        endpoints_omitted,
     }
 }
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use portico_api::pb::ServicePort;
 
 /// How the agent is started. Built once in `main` (or by `portico dev`) and never changed.
 #[derive(Clone, Debug, Parser)]
@@ -42,6 +43,23 @@ pub struct Settings {
         value_parser = parse_label
     )]
     pub labels: Vec<(String, String)>,
+
+    /// A service this node offers, `NAME=PORT` (NAME: 1-63 lowercase letters, digits and '-';
+    /// PORT: 1-65535); repeatable (comma-separated in the environment). Clusters whose
+    /// `service` is NAME reach this node at PORT while this agent is healthy.
+    #[arg(
+        long = "service",
+        env = "PORTICO_AGENT_SERVICE",
+        value_name = "NAME=PORT",
+        value_delimiter = ',',
+        value_parser = parse_service
+    )]
+    pub services: Vec<ServicePort>,
+
+    /// The address other nodes reach this node's services at (an IP address or a host name);
+    /// default: the address the control plane sees this agent connect from.
+    #[arg(long, env = "PORTICO_AGENT_ADVERTISE_ADDRESS", value_parser = parse_address)]
+    pub advertise_address: Option<String>,
 
     /// Address of the admin endpoint (/healthz, /readyz, /metrics, /config).
     #[arg(
@@ -117,6 +135,15 @@ fn parse_node_id(s: &str) -> Result<String, String> {
     portico_api::node::check_id(s).map(|()| s.to_string())
 }
 
+/// Services follow [`portico_api::node::parse_service`], as the control plane checks them.
+fn parse_service(s: &str) -> Result<ServicePort, String> {
+    portico_api::node::parse_service(s)
+}
+
+fn parse_address(s: &str) -> Result<String, String> {
+    portico_api::node::check_address(s).map(|()| s.to_string())
+}
+
 fn parse_label(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
@@ -151,6 +178,30 @@ mod tests {
         assert_eq!(s.log_format, LogFormat::Text);
         assert_eq!(s.cache_dir, None);
         assert!(s.labels.is_empty());
+        assert!(s.services.is_empty());
+        assert_eq!(s.advertise_address, None);
+    }
+
+    #[test]
+    fn services_and_the_advertised_address_parse() {
+        let s = parse(&[
+            "--control-plane",
+            "http://a",
+            "--service",
+            "api=8080",
+            "--service",
+            "db=5432",
+            "--advertise-address",
+            "10.1.2.3",
+        ])
+        .unwrap();
+        let names: Vec<_> = s
+            .services
+            .iter()
+            .map(|p| (p.name.as_str(), p.port))
+            .collect();
+        assert_eq!(names, [("api", 8080), ("db", 5432)]);
+        assert_eq!(s.advertise_address.as_deref(), Some("10.1.2.3"));
     }
 
     #[test]
@@ -205,6 +256,31 @@ mod tests {
             (
                 &["--control-plane", "http://a", "--drain-timeout", "soon"],
                 "--drain-timeout",
+            ),
+            (
+                &["--control-plane", "http://a", "--service", "api"],
+                "--service",
+            ),
+            (
+                &["--control-plane", "http://a", "--service", "API=80"],
+                "--service",
+            ),
+            (
+                &["--control-plane", "http://a", "--service", "api=0"],
+                "--service",
+            ),
+            (
+                &["--control-plane", "http://a", "--service", "api=70000"],
+                "--service",
+            ),
+            (
+                &[
+                    "--control-plane",
+                    "http://a",
+                    "--advertise-address",
+                    "10.0.0.1:80",
+                ],
+                "--advertise-address",
             ),
             (&[][..], "--control-plane"),
         ] {

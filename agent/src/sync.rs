@@ -14,13 +14,21 @@
 //! reconnects at once with `applied_version = 0`, which asks for a full update, and applies
 //! whatever comes next against an empty base. It keeps serving its config meanwhile. A full
 //! update replaces everything, so it applies on any base.
+//!
+//! # Service endpoints
+//! `ServiceEndpoints` messages carry the nodes that announce a service the agent's clusters
+//! name (`Cluster.service`). They are not config versions: the agent applies them at once
+//! (`ConfigSet::with_service`, then `Proxy::apply`, which recompiles only the clusters naming
+//! the service) and sends no ACK. They survive config updates and resyncs (every `ConfigSet`
+//! carries them on), and the last-good cache keeps them with the config.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use portico_api::pb::discovery_client::DiscoveryClient;
 use portico_api::pb::{
-    Ack, AgentMessage, ControlMessage, Hello, Nack, Node, Update, agent_message, control_message,
+    Ack, AgentMessage, ControlMessage, Hello, Nack, Node, ServiceEndpoints, Update, agent_message,
+    control_message,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -168,7 +176,12 @@ impl Client {
         };
         let mut base = match (resync, self.state.applied()) {
             (false, Some(applied)) => applied,
-            _ => Arc::new(ConfigSet::default()),
+            // Claiming no config asks for a full update; the service endpoints stay.
+            (true, Some(applied)) => Arc::new(ConfigSet {
+                services: applied.services.clone(),
+                ..ConfigSet::default()
+            }),
+            (_, None) => Arc::new(ConfigSet::default()),
         };
         let (tx, mut inbound) = match self.open(url, base.version).await {
             Ok(opened) => opened,
@@ -204,6 +217,11 @@ impl Client {
                             }
                             Err(error) => break error,
                         }
+                    }
+                    Ok(Some(ControlMessage { message: Some(control_message::Message::ServiceEndpoints(endpoints)) })) => {
+                        ended.worked = true;
+                        self.apply_service(&mut base, endpoints).await;
+                        continue;
                     }
                     // A message kind from a newer control plane.
                     Ok(Some(_)) => continue,
@@ -289,6 +307,32 @@ impl Client {
                 }))
             }
         }
+    }
+}
+
+impl Client {
+    /// Applies a service's endpoints to the config served and to `base`, the config the next
+    /// update applies on (they differ only while a resync waits for its full update). A set the
+    /// data path refuses is logged and dropped; the previous one keeps serving.
+    async fn apply_service(&self, base: &mut Arc<ConfigSet>, message: ServiceEndpoints) {
+        let ServiceEndpoints { service, endpoints } = message;
+        let count = endpoints.len();
+        let next_base = Arc::new(base.with_service(&service, endpoints.clone()));
+        let served = self.state.applied();
+        let next = match &served {
+            Some(s) if Arc::ptr_eq(s, base) => Some(Arc::clone(&next_base)),
+            Some(s) => Some(Arc::new(s.with_service(&service, endpoints))),
+            None => None,
+        };
+        if let Some(next) = next {
+            if let Err(e) = self.proxy.apply(&next).await {
+                tracing::warn!(service, endpoints = count, error = %e, "service endpoints refused");
+                return;
+            }
+            self.state.publish(next);
+        }
+        tracing::info!(service, endpoints = count, "service endpoints applied");
+        *base = next_base;
     }
 }
 

@@ -15,7 +15,8 @@ use portico_agent::settings::Settings;
 use portico_api::Kind;
 use portico_api::pb::discovery_server::{Discovery, DiscoveryServer};
 use portico_api::pb::{
-    AgentMessage, ControlMessage, Hello, ResourceKey, Update, agent_message, control_message,
+    AgentMessage, Cluster, ControlMessage, Endpoint, Hello, Report, Resource, ResourceKey,
+    ServiceEndpoints, Update, agent_message, control_message, resource::Spec,
 };
 use portico_test_support::http::fetch;
 use portico_test_support::net::refusing;
@@ -42,6 +43,40 @@ impl Session {
             message: Some(control_message::Message::Update(update)),
         };
         self.to_agent.send(Ok(message)).await.unwrap();
+    }
+
+    async fn send_service(&self, service: &str, ports: &[u32]) {
+        let endpoints = ports
+            .iter()
+            .map(|port| Endpoint {
+                address: "10.0.0.1".into(),
+                port: *port,
+                zone: "eu-2".into(),
+                ..Default::default()
+            })
+            .collect();
+        let message = ControlMessage {
+            message: Some(control_message::Message::ServiceEndpoints(
+                ServiceEndpoints {
+                    service: service.into(),
+                    endpoints,
+                },
+            )),
+        };
+        self.to_agent.send(Ok(message)).await.unwrap();
+    }
+
+    /// The next report that satisfies `check`.
+    async fn report(&mut self, check: impl Fn(&Report) -> bool) -> Report {
+        loop {
+            let next = tokio::time::timeout(WAIT, self.from_agent.message()).await;
+            let message = next.expect("no report in time").unwrap().unwrap();
+            if let Some(agent_message::Message::Report(r)) = message.message
+                && check(&r)
+            {
+                return r;
+            }
+        }
     }
 
     /// The next Ack or Nack (reports are skipped).
@@ -175,6 +210,31 @@ impl Agent {
         let (status, body) = self.get("/config").await;
         assert_eq!(status, 200, "{body}");
         serde_json::from_str(&body).unwrap()
+    }
+
+    /// Polls `/config` until its service endpoints are `expected` (service, ports); returns
+    /// the config.
+    async fn wait_for_services(&self, expected: &[(&str, &[u64])]) -> serde_json::Value {
+        let want: Vec<(String, Vec<u64>)> = expected
+            .iter()
+            .map(|(n, p)| (n.to_string(), p.to_vec()))
+            .collect();
+        eventually(&format!("service endpoints {want:?}"), WAIT, || async {
+            let config = self.config().await;
+            let services: Vec<(String, Vec<u64>)> = config["services"]
+                .as_object()?
+                .iter()
+                .map(|(name, endpoints)| {
+                    let ports = endpoints.as_array().into_iter().flatten();
+                    (
+                        name.clone(),
+                        ports.filter_map(|e| e["port"].as_u64()).collect(),
+                    )
+                })
+                .collect();
+            (services == want).then_some(config)
+        })
+        .await
     }
 
     /// Polls `/config` until it is at `version`; returns the resource names.
@@ -417,5 +477,108 @@ async fn corrupt_cache_is_ignored() {
     // The good config replaced the corrupt file.
     let agent = Agent::start(&cp.url, &["--cache-dir", cache_dir]).await;
     assert_eq!(cp.session().await.hello.applied_version, 1);
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn hello_announces_the_services_and_the_advertised_address() {
+    let mut cp = Cp::start().await;
+    let args = [
+        "--service",
+        "api=8080",
+        "--service",
+        "db=5432",
+        "--advertise-address",
+        "10.1.2.3",
+    ];
+    let agent = Agent::start(&cp.url, &args).await;
+    let node = cp.session().await.hello.node.unwrap();
+    let services: Vec<_> = node
+        .services
+        .iter()
+        .map(|s| (s.name.as_str(), s.port))
+        .collect();
+    assert_eq!(services, [("api", 8080), ("db", 5432)]);
+    assert_eq!(node.address, "10.1.2.3");
+    agent.stop().await;
+
+    // Without them, the Hello has none and the control plane uses the stream's address.
+    let agent = Agent::start(&cp.url, &[]).await;
+    let node = cp.session().await.hello.node.unwrap();
+    assert!(node.services.is_empty() && node.address.is_empty());
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn service_endpoints_apply_without_an_ack_and_outlive_updates_and_resyncs() {
+    let (mut cp, agent, mut session) = synced(3, &["a"]).await;
+    session.send_service("api", &[80, 81]).await;
+    let config = agent.wait_for_services(&[("api", &[80, 81])]).await;
+    // The endpoint keeps the region and zone the control plane gave it.
+    assert_eq!(config["services"]["api"][0]["zone"], "eu-2");
+    assert_eq!(config["version"], 3, "not a config version");
+
+    // No ACK for it: the next answer is the update's.
+    session.send(diff(4, 3, &["b"], &[])).await;
+    assert_ack(session.answer().await, 4);
+    assert_eq!(agent.wait_for_version(4).await, ["a", "b"]);
+    agent.wait_for_services(&[("api", &[80, 81])]).await;
+
+    // A resync: endpoints sent while the agent waits for its full update apply at once and
+    // stay with the full update.
+    session.send(diff(6, 5, &["x"], &[])).await;
+    let mut resync = cp.session().await;
+    assert_eq!(resync.hello.applied_version, 0);
+    resync.send_service("db", &[5432]).await;
+    agent
+        .wait_for_services(&[("api", &[80, 81]), ("db", &[5432])])
+        .await;
+    resync.send(full(7, &["c"])).await;
+    assert_ack(resync.answer().await, 7);
+    assert_eq!(agent.wait_for_version(7).await, ["c"]);
+    agent
+        .wait_for_services(&[("api", &[80, 81]), ("db", &[5432])])
+        .await;
+
+    // An empty set: the service is forgotten.
+    resync.send_service("api", &[]).await;
+    agent.wait_for_services(&[("db", &[5432])]).await;
+    drop(session);
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn reports_carry_each_clusters_endpoints_bounded() {
+    let (_cp, agent, mut session) = synced(1, &["a"]).await;
+    let big = Resource {
+        name: "big".into(),
+        spec: Some(Spec::Cluster(Cluster {
+            endpoints: (1..=600)
+                .map(|port| Endpoint {
+                    address: "127.0.0.1".into(),
+                    port,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    session
+        .send(Update {
+            upserts: vec![big],
+            ..diff(2, 1, &[], &[])
+        })
+        .await;
+    assert_ack(session.answer().await, 2);
+    let report = session.report(|r| r.applied_version == 2).await;
+    let endpoints: usize = report.clusters.iter().map(|c| c.endpoints.len()).sum();
+    assert_eq!(endpoints, portico_api::health::MAX_REPORTED_ENDPOINTS);
+    assert_eq!(
+        report.endpoints_omitted as usize,
+        600 - portico_api::health::MAX_REPORTED_ENDPOINTS
+    );
+    let big = report.clusters.iter().find(|c| c.cluster == "big").unwrap();
+    assert_eq!(big.endpoints[0].address, "127.0.0.1:1");
     agent.stop().await;
 }

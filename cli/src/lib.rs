@@ -25,7 +25,7 @@ use clap::{Parser, Subcommand};
 
 use crate::client::ClientConfig;
 use crate::commands::{
-    agents, apply, completion, consumer, delete, dev, diff, get, history, rollback, rollout,
+    agents, apply, completion, consumer, delete, dev, diff, get, health, history, rollback, rollout,
 };
 use crate::error::CliResult;
 use crate::output::Format;
@@ -66,6 +66,8 @@ pub enum Command {
     /// Create API consumers and their keys (printed once, stored as SHA-256).
     #[command(subcommand)]
     Consumer(consumer::Command),
+    /// Every endpoint's state as each agent sees it, by region, and where agents disagree.
+    Health(health::Args),
     /// Run a control plane, an agent and a demo upstream in one process, with a demo config.
     Dev(dev::Args),
     /// Print a shell completion script.
@@ -88,6 +90,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Agents(args) => agents::run(&ctx, args).await,
         Command::Rollout(rollout::Command::Status(args)) => rollout::status(&ctx, args).await,
         Command::Consumer(command) => consumer::run(&ctx, command).await,
+        Command::Health(args) => health::run(&ctx, args).await,
         Command::Dev(args) => dev::run(args).await,
         Command::Completion(args) => completion::run(args),
     }

@@ -17,13 +17,14 @@ use std::time::Duration;
 use portico_api::pb::admin_server::Admin;
 use portico_api::pb::{
     AgentsRequest, AgentsResponse, ApplyRequest, ApplyResponse, ChangeType, DeleteRequest,
-    DeleteResponse, GetRequest, GetResponse, HistoryRequest, HistoryResponse, ListRequest,
-    ListResponse, ResourceChange, ResourceDelta, RollbackRequest, RollbackResponse,
-    RolloutStatusRequest, RolloutStatusResponse, StoredResource,
+    DeleteResponse, GetRequest, GetResponse, HealthRequest, HealthResponse, HistoryRequest,
+    HistoryResponse, ListRequest, ListResponse, ResourceChange, ResourceDelta, RollbackRequest,
+    RollbackResponse, RolloutStatusRequest, RolloutStatusResponse, StoredResource,
 };
 use portico_api::{Kind, Resource, ResourceKey, ResourceSet, reference, validate};
 use tonic::{Request, Response, Status};
 
+use crate::health;
 use crate::history::{self, HistoryError};
 use crate::keys::{self, Keys};
 use crate::metered::MeteredStore;
@@ -501,5 +502,27 @@ impl Admin for AdminService {
         };
         let records = self.registry.list().await.map_err(Status::from)?;
         Ok(Response::new(rollout::status(revision, &records)))
+    }
+
+    async fn health(
+        &self,
+        req: Request<HealthRequest>,
+    ) -> Result<Response<HealthResponse>, Status> {
+        let req = req.into_inner();
+        if !req.cluster.is_empty()
+            && self
+                .views
+                .current()
+                .get(Kind::Cluster, &req.cluster)
+                .is_none()
+        {
+            return Err(AdminError::NotFound(ResourceKey::new(Kind::Cluster, &req.cluster)).into());
+        }
+        let agents = self.registry.health().await.map_err(Status::from)?;
+        Ok(Response::new(health::view(
+            &agents,
+            &req.cluster,
+            &req.region,
+        )))
     }
 }

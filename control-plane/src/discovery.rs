@@ -6,11 +6,19 @@
 //! update goes straight to the newest. Every version reaches every agent (with an empty diff
 //! when its scope did not change), which is what rollout status relies on.
 //!
+//! The stream also carries the endpoints of the services the agent's clusters name
+//! ([`crate::services`]): each named service's current set when the stream starts, when the
+//! config comes to name another service, and whenever a set changes. These are not config
+//! versions and need no ACK. They are sent before the update that brings the clusters naming
+//! them, so a new cluster has its endpoints from its first request.
+//!
 //! Updates are sent as pre-encoded bytes shared by all agents of a scope ([`crate::views`]),
 //! through a hand-written service whose response type is [`Encoded`] instead of the generated
 //! `ControlMessage`: the generated server would decode nothing but re-encode every message for
 //! every agent, i.e. 10,000 encodings of the same update.
 
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -18,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes};
 use futures::{Stream, StreamExt};
-use portico_api::node::check_id;
+use portico_api::node::{check_address, check_id, check_services};
 use portico_api::pb::{AgentMessage, Hello, Node, agent_message};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::WatchStream;
@@ -27,9 +35,12 @@ use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
 use tonic::server::{Grpc, NamedService, StreamingService};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::metrics::{APPLY_TO_ACK, CONNECTED_AGENTS, NACKS, UPDATES_COALESCED, UPDATES_SENT};
+use crate::metrics::{
+    APPLY_TO_ACK, CONNECTED_AGENTS, NACKS, SERVICE_UPDATES_SENT, UPDATES_COALESCED, UPDATES_SENT,
+};
 use crate::registry::{Registry, StreamId};
 use crate::scope::ScopeMemo;
+use crate::services::{self, ServiceSet, ServiceTable, Services};
 use crate::snapshot::Snapshot;
 use crate::store::Revision;
 use crate::views::{EncodedUpdate, Views};
@@ -108,6 +119,10 @@ pub fn check_hello(hello: &Hello) -> Result<&Node, ProtocolError> {
             ));
         }
     }
+    check_services(&node.services).map_err(|rule| bad("services", rule))?;
+    if !node.address.is_empty() {
+        check_address(&node.address).map_err(|rule| bad("address", rule))?;
+    }
     if hello.applied_version < 0 {
         return Err(ProtocolError::Field {
             field: "applied_version".into(),
@@ -145,20 +160,41 @@ impl prost::Message for Encoded {
     }
 }
 
+/// The address an agent's services are reached at: the one it advertised, else the address
+/// its stream comes from (IPv4 shown as IPv4 even when it arrived on an IPv6 socket).
+pub fn service_address(node: &Node, peer: Option<SocketAddr>) -> Option<String> {
+    if !node.address.is_empty() {
+        return Some(node.address.clone());
+    }
+    let ip = peer?.ip();
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    Some(ip.to_string())
+}
+
 /// The Discovery service's shared state.
 #[derive(Clone)]
 pub struct Discovery {
     views: Arc<Views>,
     registry: Arc<Registry>,
+    services: Arc<Services>,
     cancel: CancellationToken,
 }
 
 impl Discovery {
     /// Streams end when `cancel` fires.
-    pub fn new(views: Arc<Views>, registry: Arc<Registry>, cancel: CancellationToken) -> Self {
+    pub fn new(
+        views: Arc<Views>,
+        registry: Arc<Registry>,
+        services: Arc<Services>,
+        cancel: CancellationToken,
+    ) -> Self {
         Discovery {
             views,
             registry,
+            services,
             cancel,
         }
     }
@@ -167,6 +203,7 @@ impl Discovery {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<UpdateStream>, Status> {
+        let peer = request.remote_addr();
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await;
         let hello = match first {
@@ -176,19 +213,31 @@ impl Discovery {
             Ok(Err(status)) => return Err(status),
             _ => return Err(ProtocolError::Missing.into()),
         };
-        let node = check_hello(&hello)?.clone();
+        let mut node = check_hello(&hello)?.clone();
+        match service_address(&node, peer) {
+            Some(address) => node.address = address,
+            None if !node.services.is_empty() => tracing::warn!(
+                node = %node.id,
+                "the stream's peer address is unknown and the agent advertises none: \
+                 its services are not announced"
+            ),
+            None => {}
+        }
         let (tx, rx) = mpsc::channel(2);
         let stream_id = self.registry.connect(&node, hello.applied_version);
         tracing::info!(node = %node.id, region = %node.region, applied_version = hello.applied_version, "agent connected");
         let session = Session {
             views: self.views.clone(),
             registry: self.registry.clone(),
+            services: self.services.clone(),
             scope: ScopeMemo::new(&node),
             node,
             stream_id,
             applied: hello.applied_version,
             sent: hello.applied_version,
             in_flight: None,
+            announced: BTreeMap::new(),
+            services_synced: None,
         };
         tokio::spawn(session.run(inbound, tx, self.cancel.clone()));
         Ok(Response::new(UpdateStream(rx)))
@@ -209,6 +258,7 @@ impl Stream for UpdateStream {
 struct Session {
     views: Arc<Views>,
     registry: Arc<Registry>,
+    services: Arc<Services>,
     node: Node,
     /// The node's scope, looked up again only when the listeners' selectors change.
     scope: ScopeMemo,
@@ -219,6 +269,10 @@ struct Session {
     sent: Revision,
     /// The unacknowledged update and when its version was published.
     in_flight: Option<(EncodedUpdate, Option<Instant>)>,
+    /// Each service the agent's clusters name, and the set it was last sent (`None`: none).
+    announced: BTreeMap<String, Option<Arc<ServiceSet>>>,
+    /// The snapshot and service table the announced sets were last brought up to date with.
+    services_synced: Option<(Arc<Snapshot>, Arc<ServiceTable>)>,
 }
 
 impl Session {
@@ -231,17 +285,23 @@ impl Session {
         metrics::gauge!(CONNECTED_AGENTS).increment(1.0);
         let snapshots = self.views.subscribe();
         let mut current = snapshots.borrow().clone();
+        let tables = self.services.subscribe();
+        let mut table = tables.borrow().clone();
         // The waits that outlive one turn of the loop are made once: each one registers with a
         // notifier shared by every stream (the shutdown token, the snapshot channel), and
         // making them anew on every message would cost each stream a lock on those shared
         // lists per message.
         let mut changes = WatchStream::from_changes(snapshots);
+        let mut table_changes = WatchStream::from_changes(tables);
         let cancelled = cancel.cancelled();
         let closed = tx.closed();
         let ahead_deadline = tokio::time::Instant::now() + AHEAD_GRACE;
         let ahead = tokio::time::sleep_until(ahead_deadline);
         tokio::pin!(cancelled, closed, ahead);
         loop {
+            if !self.sync_services(&current, &table, &tx).await {
+                break;
+            }
             if self.in_flight.is_none() {
                 let behind = current.version < self.sent;
                 let give_up = behind && tokio::time::Instant::now() >= ahead_deadline;
@@ -254,6 +314,10 @@ impl Session {
                 _ = &mut closed => break,
                 next = changes.next() => match next {
                     Some(snapshot) => current = snapshot,
+                    None => break,
+                },
+                next = table_changes.next() => match next {
+                    Some(t) => table = t,
                     None => break,
                 },
                 _ = &mut ahead, if self.in_flight.is_none() && current.version < self.sent => {}
@@ -275,6 +339,59 @@ impl Session {
         self.registry.disconnect(&self.node.id, self.stream_id);
         metrics::gauge!(CONNECTED_AGENTS).decrement(1.0);
         tracing::info!(node = %self.node.id, "agent disconnected");
+    }
+
+    /// Sends the endpoints of every service the clusters of `current` name whose set in
+    /// `table` differs from the one the agent has, and an empty set for each service no
+    /// cluster names any more (so the agent forgets it); false when the stream is gone.
+    async fn sync_services(
+        &mut self,
+        current: &Arc<Snapshot>,
+        table: &Arc<ServiceTable>,
+        tx: &mpsc::Sender<Result<Encoded, Status>>,
+    ) -> bool {
+        if let Some((s, t)) = &self.services_synced
+            && Arc::ptr_eq(s, current)
+            && Arc::ptr_eq(t, table)
+        {
+            return true;
+        }
+        let named = self.views.named_services(&mut self.scope, current);
+        let mut messages = Vec::new();
+        for service in named.iter() {
+            let set = table.get(service);
+            let known = self.announced.get(service);
+            let same = match (known, set) {
+                (Some(Some(a)), Some(b)) => Arc::ptr_eq(a, b),
+                (Some(None), None) => true,
+                _ => false,
+            };
+            if !same {
+                messages.push(match set {
+                    Some(set) => set.message.clone(),
+                    None => services::message(service, &[]),
+                });
+                self.announced.insert(service.clone(), set.cloned());
+            }
+        }
+        let dropped: Vec<String> = self
+            .announced
+            .keys()
+            .filter(|s| named.binary_search(s).is_err())
+            .cloned()
+            .collect();
+        for service in dropped {
+            self.announced.remove(&service);
+            messages.push(services::message(&service, &[]));
+        }
+        for message in messages {
+            if tx.send(Ok(Encoded(message))).await.is_err() {
+                return false;
+            }
+            metrics::counter!(SERVICE_UPDATES_SENT).increment(1);
+        }
+        self.services_synced = Some((current.clone(), table.clone()));
+        true
     }
 
     /// Sends the update to `current`; false when the stream is gone.

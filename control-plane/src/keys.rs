@@ -9,6 +9,11 @@
 //! <root>/v1/meta/config-revision   the config revision: the number of config changes so far
 //!                                  (decimal), advanced by one by every change; a CAS on its
 //!                                  mod revision orders changes across replicas
+//! <root>/v1/service-nodes/<node id> Node               (protobuf, on a lease): present while
+//!                                  the node is healthy and announces services; its address
+//!                                  is the one other nodes reach them at
+//! <root>/v1/upstream-health/<node id> AgentHealth      (protobuf, on a lease): the endpoint
+//!                                  states the agent last reported
 //! ```
 //!
 //! Every replica watches [`Keys::config_watch_range`], from the config prefix through the
@@ -93,6 +98,31 @@ impl Keys {
     /// Key of one agent's registry record.
     pub fn agent(&self, node_id: &str) -> String {
         format!("{}{node_id}", self.agents_prefix())
+    }
+
+    /// Prefix of the healthy nodes announcing services.
+    pub fn service_nodes_prefix(&self) -> String {
+        format!("{}/v1/service-nodes/", self.root)
+    }
+
+    /// Key of one node's announced services, present while it is healthy.
+    pub fn service_node(&self, node_id: &str) -> String {
+        format!("{}{node_id}", self.service_nodes_prefix())
+    }
+
+    /// The node id of a [`Keys::service_node`] key.
+    pub fn parse_service_node<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(&self.service_nodes_prefix())
+    }
+
+    /// Prefix of the agents' endpoint health.
+    pub fn upstream_health_prefix(&self) -> String {
+        format!("{}/v1/upstream-health/", self.root)
+    }
+
+    /// Key of one agent's endpoint health.
+    pub fn upstream_health(&self, node_id: &str) -> String {
+        format!("{}{node_id}", self.upstream_health_prefix())
     }
 
     /// Key holding the config revision (the number of config changes); every change compares
@@ -184,12 +214,15 @@ mod tests {
     }
 
     #[test]
-    fn the_watch_range_holds_config_and_the_revision_but_not_agents() {
+    fn the_watch_range_holds_config_and_the_revision_but_not_the_registry() {
         let keys = Keys::default();
         let range = keys.config_watch_range();
         assert!(range.contains(&keys.config(Kind::Cluster, "c")));
         assert!(range.contains(&keys.config_revision()));
+        // The registry's key families are written often: they sort outside.
         assert!(!range.contains(&keys.agent("edge-1")));
+        assert!(!range.contains(&keys.service_node("edge-1")));
+        assert!(!range.contains(&keys.upstream_health("edge-1")));
         assert!(!range.contains(&format!("{}x", keys.config_revision())));
     }
 
@@ -210,5 +243,15 @@ mod tests {
         let keys = Keys::default();
         assert!(keys.history(9) < keys.history(10));
         assert_eq!(keys.parse_history(&keys.history(1234)), Some(1234));
+    }
+
+    #[test]
+    fn service_node_keys_round_trip() {
+        let keys = Keys::default();
+        assert_eq!(
+            keys.parse_service_node(&keys.service_node("edge-1")),
+            Some("edge-1")
+        );
+        assert_eq!(keys.parse_service_node(&keys.agent("edge-1")), None);
     }
 }

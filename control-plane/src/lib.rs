@@ -17,7 +17,10 @@
 //! - [`discovery`]: agent streams (Hello, updates, ACK/NACK, coalescing, resume).
 //! - [`admin`]: the Admin service (apply, get, list, delete, history, rollback, status).
 //! - [`history`]: history records and rollback reconstruction.
-//! - [`registry`]: the store-backed agent registry and its batched flusher.
+//! - [`registry`]: the store-backed agent registry and its batched flusher; which agents are
+//!   service endpoints; each agent's endpoint health.
+//! - [`services`]: the endpoints of each announced service, the same on every replica.
+//! - [`health`]: every endpoint's state as each agent sees it, grouped for `portico health`.
 //! - [`rollout`]: rollout status of a revision.
 //! - [`status`]: the one place errors become gRPC statuses (`From<E> for Status`).
 //! - [`probes`]: `/metrics`, `/healthz`, `/readyz`.
@@ -26,6 +29,7 @@
 pub mod admin;
 pub mod config;
 pub mod discovery;
+pub mod health;
 pub mod history;
 pub mod keys;
 pub mod metered;
@@ -35,6 +39,7 @@ pub mod registry;
 pub mod rollout;
 pub mod scope;
 pub mod server;
+pub mod services;
 pub mod snapshot;
 pub mod status;
 pub mod store;

@@ -12,6 +12,9 @@
 //! | `portico_cp_snapshot_build_seconds` | histogram | building a snapshot from watch events |
 //! | `portico_cp_config_revision` | gauge | the config revision this replica serves |
 //! | `portico_cp_registry_writes_total` | counter | registry transactions written by the flusher |
+//! | `portico_cp_service_endpoints{service}` | gauge | healthy nodes announcing the service, as this replica pushes them |
+//! | `portico_cp_service_updates_sent_total` | counter | service-endpoint messages sent to agents |
+//! | `portico_cp_unhealthy_endpoints{cluster}` | gauge | endpoints the agents on this replica see unhealthy or ejected, once per agent that sees them |
 
 use std::sync::OnceLock;
 
@@ -39,6 +42,12 @@ pub const SNAPSHOT_BUILD: &str = "portico_cp_snapshot_build_seconds";
 pub const CONFIG_REVISION: &str = "portico_cp_config_revision";
 /// Registry transactions.
 pub const REGISTRY_WRITES: &str = "portico_cp_registry_writes_total";
+/// Endpoints of each announced service, labelled `service`.
+pub const SERVICE_ENDPOINTS: &str = "portico_cp_service_endpoints";
+/// Service-endpoint messages sent to agents.
+pub const SERVICE_UPDATES_SENT: &str = "portico_cp_service_updates_sent_total";
+/// Endpoints seen unhealthy or ejected, per agent that sees them, labelled `cluster`.
+pub const UNHEALTHY_ENDPOINTS: &str = "portico_cp_unhealthy_endpoints";
 
 /// Histogram buckets in seconds, from 100 µs to 10 s.
 const BUCKETS: [f64; 15] = [

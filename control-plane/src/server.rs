@@ -16,6 +16,7 @@ use crate::discovery::{Discovery, DiscoveryServer};
 use crate::keys::Keys;
 use crate::metered::MeteredStore;
 use crate::registry::Registry;
+use crate::services::Services;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::etcd::{EtcdConfig, EtcdStore};
 use crate::store::{Store, StoreError};
@@ -24,6 +25,10 @@ use crate::watcher;
 
 /// How long connecting to etcd at start may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 pings on every connection: a peer that does not answer one within the timeout is
+/// gone, so a vanished agent's stream ends within 20 s.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the control plane could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +120,14 @@ pub async fn run_with_store(
         cancel.clone(),
     ));
     let flusher = tokio::spawn(registry.clone().run_flusher(cancel.clone()));
+    let services = Arc::new(Services::default());
+    let service_nodes = tokio::spawn(crate::services::follow(
+        store.clone(),
+        keys.clone(),
+        services.clone(),
+        registry.clone(),
+        cancel.clone(),
+    ));
     let probes = tokio::spawn(crate::probes::run(
         metrics_listener,
         store.clone(),
@@ -127,10 +140,14 @@ pub async fn run_with_store(
         views.clone(),
         registry.clone(),
     ));
-    let discovery = DiscoveryServer(Discovery::new(views, registry, cancel.clone()));
+    let discovery = DiscoveryServer(Discovery::new(views, registry, services, cancel.clone()));
     tracing::info!(%replica, addr = ?listener.local_addr().ok(), "control plane serving");
     let stop = cancel.clone();
     let served = tonic::transport::Server::builder()
+        // An agent whose peer vanished without closing the connection stops answering these
+        // pings: its stream closes, and with it the agent's service endpoints.
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(admin)
         .add_service(discovery)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
@@ -140,6 +157,6 @@ pub async fn run_with_store(
         })
         .await;
     cancel.cancel();
-    let _ = tokio::join!(watcher, flusher, probes);
+    let _ = tokio::join!(watcher, flusher, probes, service_nodes);
     served.map_err(ServerError::from)
 }

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use portico_api::pb::{ResourceKey, Update};
+use portico_api::pb::{ResourceKey, Update, resource::Spec};
 use portico_api::{Kind, Resource};
 use prost::Message;
 use prost::encoding::{self, WireType};
@@ -49,6 +49,8 @@ pub struct ScopeView {
     pub scope: Arc<Scope>,
     /// The resources the scope reaches, by kind then name.
     pub resources: Vec<Arc<Stored>>,
+    /// The services its clusters name, sorted: the ones whose endpoints its agents get.
+    pub services: Arc<[String]>,
 }
 
 /// An encoded update, shared by every agent of one scope moving between the same versions.
@@ -192,13 +194,21 @@ impl Views {
         if let Some(hit) = self.lock().views.get(&key) {
             return hit.clone();
         }
+        let resources = reachable(snapshot, &scope.listeners);
         let view = Arc::new(ScopeView {
             version: snapshot.version,
-            resources: reachable(snapshot, &scope.listeners),
+            services: named_services(&resources),
+            resources,
             scope: scope.clone(),
         });
         self.lock().views.insert(key, view.clone());
         view
+    }
+
+    /// The services the clusters in the view of `memo`'s node at `snapshot` name.
+    pub fn named_services(&self, memo: &mut ScopeMemo, snapshot: &Snapshot) -> Arc<[String]> {
+        let scope = memo.scope(snapshot.selectors());
+        self.view(&scope, snapshot).services.clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -224,6 +234,18 @@ fn reachable(snapshot: &Snapshot, roots: &[Arc<str>]) -> Vec<Arc<Stored>> {
         queue.extend(stored.refs.iter().map(|r| (r.kind(), r.name.as_str())));
     }
     seen.into_values().cloned().collect()
+}
+
+/// The services the clusters among `resources` name, sorted and without repeats.
+fn named_services(resources: &[Arc<Stored>]) -> Arc<[String]> {
+    let names: std::collections::BTreeSet<&str> = resources
+        .iter()
+        .filter_map(|s| match &s.resource.spec {
+            Some(Spec::Cluster(c)) if !c.service.is_empty() => Some(c.service.as_str()),
+            _ => None,
+        })
+        .collect();
+    names.into_iter().map(str::to_string).collect()
 }
 
 /// The order of [`ScopeView::resources`].
@@ -576,6 +598,35 @@ mod tests {
         };
         assert_eq!(scope(&mut us), ["all", "us-only"]);
         assert_eq!(scope(&mut eu), ["all", "eu-only"]);
+    }
+
+    #[test]
+    fn a_view_names_the_services_of_the_clusters_its_agents_get() {
+        let with_service = |name: &str, service: &str| {
+            named(
+                name,
+                Spec::Cluster(Cluster {
+                    service: service.into(),
+                    ..Default::default()
+                }),
+            )
+        };
+        let (views, snapshots) = history(&[(
+            11,
+            vec![
+                with_service("shared", "api"),
+                with_service("eu-cluster", "api"),
+                table("eu-table", &["eu-cluster", "eu-db"], "a"),
+                with_service("eu-db", "db"),
+                with_service("unused", "cache"),
+            ],
+            &[],
+        )]);
+        let mut eu = ScopeMemo::new(&node(0, "eu"));
+        let mut us = ScopeMemo::new(&node(1, "us"));
+        assert!(views.named_services(&mut eu, &snapshots[0]).is_empty());
+        assert_eq!(*views.named_services(&mut eu, &snapshots[1]), ["api", "db"]);
+        assert_eq!(*views.named_services(&mut us, &snapshots[1]), ["api"]);
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct AgentOptions {
     pub drain_timeout: Option<Duration>,
     /// Passed as environment variables instead of flags.
     pub env: Vec<(String, String)>,
+    /// `--service NAME=PORT` each.
+    pub services: Vec<(String, u16)>,
 }
 
 impl AgentOptions {
@@ -51,7 +53,14 @@ impl AgentOptions {
             cache_dir: None,
             drain_timeout: None,
             env: Vec::new(),
+            services: Vec::new(),
         }
+    }
+
+    /// Announcing service `name` on `port`.
+    pub fn service(mut self, name: &str, port: u16) -> Self {
+        self.services.push((name.to_string(), port));
+        self
     }
 
     /// With the last-good cache in `dir`.
@@ -88,6 +97,9 @@ impl Agent {
             .args(["--report-interval", "200ms"]);
         for (k, v) in &options.labels {
             cmd.arg("--label").arg(format!("{k}={v}"));
+        }
+        for (name, port) in &options.services {
+            cmd.arg("--service").arg(format!("{name}={port}"));
         }
         if let Some(dir) = &options.cache_dir {
             cmd.arg("--cache-dir").arg(dir);

@@ -10,7 +10,9 @@
 //! - [`backoff`]: capped exponential backoff with jitter.
 //! - [`error`]: [`error::Chain`], an error shown with its causes.
 //! - [`file`](mod@file): the resource file format (YAML/JSON envelope), loading files and directories.
-//! - [`node`]: node ids and which listeners select a node, for agents and control plane alike.
+//! - [`health`]: how much endpoint health one agent report carries.
+//! - [`node`]: node ids, announced services and which listeners select a node, for agents and
+//!   control plane alike.
 //! - [`reference`](mod@reference): what each resource refers to (for validation and scoping); redaction.
 //! - [`validate`]: validation of a whole resource set with field-path errors.
 //! - [`resource`]: the kind of a resource, its key, [`ResourceSet`], helpers on [`pb::Resource`].
@@ -18,6 +20,7 @@
 pub mod backoff;
 pub mod error;
 pub mod file;
+pub mod health;
 pub mod node;
 pub mod reference;
 pub mod resource;

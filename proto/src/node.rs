@@ -1,10 +1,11 @@
-//! An agent node as the rest of the config sees it: the format of its id, and which listeners
-//! select it. The agent (which listeners to bind) and the control plane (which listeners to
-//! send) both decide by these rules, so they cannot disagree.
+//! An agent node as the rest of the config sees it: the format of its id, the services it
+//! announces, and which listeners select it. The agent (which listeners to bind, which services
+//! it may announce) and the control plane (which listeners to send, which Hello to accept) both
+//! decide by these rules, so they cannot disagree.
 
 use std::collections::BTreeMap;
 
-use crate::pb::AgentSelector;
+use crate::pb::{AgentSelector, ServicePort};
 
 /// The longest node id, region or zone (discovery.proto).
 pub const MAX_ID_LEN: usize = 128;
@@ -20,6 +21,86 @@ pub fn check_id(s: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "must be 1–{MAX_ID_LEN} characters of letters, digits, '.', '_' and '-', got {s:?}"
+        ))
+    }
+}
+
+/// The most services one node announces.
+pub const MAX_SERVICES: usize = 64;
+
+/// Whether `name` is a valid service name: 1–63 lowercase letters, digits and '-', not starting
+/// or ending with '-' (a DNS label). `Cluster.service` follows the same rule.
+pub fn check_service_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid service name {name:?}: use 1-63 lowercase letters, digits and '-', \
+             not starting or ending with '-'"
+        ))
+    }
+}
+
+/// Whether `port` is a valid announced port: 1–65535.
+pub fn check_service_port(port: u32) -> Result<(), String> {
+    if (1..=65535).contains(&port) {
+        Ok(())
+    } else {
+        Err(format!("port {port} is not in 1-65535"))
+    }
+}
+
+/// Whether a node's services are valid: each name and port valid, at most [`MAX_SERVICES`],
+/// none announced twice.
+pub fn check_services(services: &[ServicePort]) -> Result<(), String> {
+    if services.len() > MAX_SERVICES {
+        return Err(format!(
+            "{} services; a node announces at most {MAX_SERVICES}",
+            services.len()
+        ));
+    }
+    for (i, s) in services.iter().enumerate() {
+        check_service_name(&s.name)?;
+        check_service_port(s.port).map_err(|e| format!("service {}: {e}", s.name))?;
+        if services[..i].contains(s) {
+            return Err(format!("service {}={} is announced twice", s.name, s.port));
+        }
+    }
+    Ok(())
+}
+
+/// Parses `NAME=PORT`, as `portico-agent --service` takes it.
+pub fn parse_service(s: &str) -> Result<ServicePort, String> {
+    let Some((name, port)) = s.split_once('=') else {
+        return Err(format!("{s:?} is not NAME=PORT"));
+    };
+    let (name, port) = (name.trim(), port.trim());
+    check_service_name(name)?;
+    let port: u32 = port
+        .parse()
+        .map_err(|_| format!("{port:?} in {s:?} is not a port number"))?;
+    check_service_port(port)?;
+    Ok(ServicePort {
+        name: name.to_string(),
+        port,
+    })
+}
+
+/// Whether `address` is one other nodes can reach a node's services at: an IP address or a
+/// host name (no port).
+pub fn check_address(address: &str) -> Result<(), String> {
+    if crate::validate::field::is_host(address) {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid address {address:?}: expected an IP address or a host name, without a port"
         ))
     }
 }
@@ -50,6 +131,60 @@ mod tests {
         }
         for bad in ["", "edge 1", "edge/1", "é", &"x".repeat(129)] {
             assert!(check_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn services_parse_as_name_equals_port() {
+        let api = |port| ServicePort {
+            name: "api".into(),
+            port,
+        };
+        for (input, expected) in [
+            ("api=8080", Ok(api(8080))),
+            (" api = 1 ", Ok(api(1))),
+            ("api=65535", Ok(api(65535))),
+            ("api", Err("is not NAME=PORT")),
+            ("api=0", Err("not in 1-65535")),
+            ("api=65536", Err("not in 1-65535")),
+            ("api=http", Err("is not a port number")),
+            ("Api=80", Err("invalid service name")),
+            ("-api=80", Err("invalid service name")),
+            ("a.b=80", Err("invalid service name")),
+            ("=80", Err("invalid service name")),
+        ] {
+            match (parse_service(input), expected) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{input}"),
+                (Err(got), Err(want)) => assert!(got.contains(want), "{input}: {got}"),
+                (got, want) => panic!("{input}: got {got:?}, want {want:?}"),
+            }
+        }
+        let long = "a".repeat(64);
+        assert!(check_service_name(&long).is_err());
+        assert!(check_service_name(&long[..63]).is_ok());
+    }
+
+    #[test]
+    fn a_node_announces_each_service_port_once_and_at_most_the_limit() {
+        let s = |name: &str, port| ServicePort {
+            name: name.into(),
+            port,
+        };
+        assert!(check_services(&[s("api", 80), s("api", 81), s("web", 80)]).is_ok());
+        let twice = check_services(&[s("api", 80), s("api", 80)]).unwrap_err();
+        assert!(twice.contains("announced twice"), "{twice}");
+        assert!(check_services(&[s("api", 0)]).is_err());
+        let many: Vec<_> = (0..=MAX_SERVICES as u32).map(|i| s("api", i + 1)).collect();
+        assert!(check_services(&many).unwrap_err().contains("at most"));
+    }
+
+    #[test]
+    fn addresses_are_ips_or_host_names_without_a_port() {
+        for ok in ["10.0.0.1", "::1", "node-1.eu.example", "localhost"] {
+            assert!(check_address(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "10.0.0.1:80", "http://x", "a b", "-x"] {
+            assert!(check_address(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -242,6 +242,8 @@ fn agent_settings(server: &str, admin: SocketAddr) -> portico_agent::settings::S
         region: "local".into(),
         zone: "local-1".into(),
         labels: Vec::new(),
+        services: Vec::new(),
+        advertise_address: None,
         admin_listen: admin,
         cache_dir: None,
         log_format: portico_agent::settings::LogFormat::Text,

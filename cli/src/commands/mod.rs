@@ -8,6 +8,7 @@ pub mod delete;
 pub mod dev;
 pub mod diff;
 pub mod get;
+pub mod health;
 pub mod history;
 pub mod rollback;
 pub mod rollout;

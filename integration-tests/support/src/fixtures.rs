@@ -169,6 +169,10 @@ pub fn accepted() -> Vec<(&'static str, String)> {
             cluster("{endpoints: [], tls: {enabled: false}}"),
         ),
         (
+            "a cluster whose only endpoints are the nodes announcing a service",
+            cluster("{service: catalog-api}"),
+        ),
+        (
             "an IPv6 listener with the smallest header limit",
             listener(
                 "address: \"::1\", port: 8080, protocol: HTTP, limits: {max_request_header_bytes: 8192}",

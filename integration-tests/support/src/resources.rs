@@ -288,6 +288,20 @@ pub fn yaml(resources: &[Resource]) -> String {
     portico_api::file::to_yaml(resources).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The resources of a YAML file's text; panics when it does not parse.
+pub fn parse(yaml: &str) -> Vec<Resource> {
+    match portico_api::file::parse("fixture.yaml".as_ref(), yaml) {
+        Ok(loaded) => loaded.into_iter().map(|l| l.resource).collect(),
+        Err(errors) => panic!(
+            "fixture does not parse:\n{}",
+            errors
+                .iter()
+                .map(|e| format!("  {e}\n"))
+                .collect::<String>()
+        ),
+    }
+}
+
 /// A protobuf duration.
 pub fn duration(d: Duration) -> pbjson_types::Duration {
     pbjson_types::Duration {

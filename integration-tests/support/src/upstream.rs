@@ -8,7 +8,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -51,6 +51,8 @@ pub struct Options {
 ///
 /// Paths with a meaning: `/slow/<ms>` answers after that many milliseconds; `/echo` answers
 /// with the request body, streamed; `/hold` answers once [`Upstream::release`] lets it.
+/// While failing ([`Upstream::set_failing`]) it answers every request 500, health checks
+/// included.
 pub struct Upstream {
     /// Where it listens.
     pub addr: SocketAddr,
@@ -70,6 +72,8 @@ struct Counts {
     accepted: AtomicUsize,
     /// Connections ended.
     closed: AtomicUsize,
+    /// Answer every request 500.
+    failing: AtomicBool,
 }
 
 impl Upstream {
@@ -134,6 +138,11 @@ impl Upstream {
     /// Connections that ended so far.
     pub fn closed(&self) -> usize {
         self.counts.closed.load(Ordering::SeqCst)
+    }
+
+    /// From now on, answers every request 500 (`true`) or normally (`false`).
+    pub fn set_failing(&self, failing: bool) {
+        self.counts.failing.store(failing, Ordering::SeqCst);
     }
 
     /// Lets `n` more requests to `/hold` answer.
@@ -205,6 +214,9 @@ impl Server {
             }
             Response::new(full(text))
         };
+        if self.counts.failing.load(Ordering::SeqCst) {
+            *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+        }
         let headers = response.headers_mut();
         if let Ok(name) = self.name.parse() {
             headers.insert("x-upstream", name);

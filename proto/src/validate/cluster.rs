@@ -141,7 +141,7 @@ pub(crate) fn check(c: &Cluster, e: &mut Errors) {
         );
     }
     if !c.service.is_empty() {
-        e.check("service", field::host(&c.service));
+        e.check("service", crate::node::check_service_name(&c.service));
     }
 }
 

@@ -14,7 +14,7 @@
 
 mod cluster;
 mod consumer;
-mod field;
+pub(crate) mod field;
 mod listener;
 mod policy;
 mod refs;

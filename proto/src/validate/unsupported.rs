@@ -59,11 +59,6 @@ const REFUSALS: &[Refusal] = &[
             found
         },
     },
-    // Lifted by endpoints from registered services.
-    Refusal {
-        reason: "agents do not discover endpoints from registered services",
-        find: |r| cluster(r, "service", |c| !c.service.is_empty()),
-    },
     // Lifted by trusting the system roots for upstream TLS.
     Refusal {
         reason: "agents do not trust the system roots; name a Secret holding the CA certificates",

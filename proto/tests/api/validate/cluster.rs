@@ -1,6 +1,6 @@
 //! Cluster rules.
 
-use super::{cases, refused_cases};
+use super::cases;
 
 fn cluster(spec: &str) -> String {
     format!("kind: Cluster\nname: catalog\nspec: {spec}\n")
@@ -147,14 +147,15 @@ fn load_balancing_rules() {
             &cluster("{locality: {failover_threshold_percent: 150}}"),
             &["locality.failover_threshold_percent: 150 is above the limit of 100"],
         ),
+        // A service name follows the rule nodes announce names by.
+        (&cluster("{service: catalog-v2}"), &[]),
+        (
+            &cluster("{service: 'a/b'}"),
+            &["Cluster/catalog: service: invalid service name \"a/b\""],
+        ),
+        (
+            &cluster("{service: Catalog}"),
+            &["service: invalid service name \"Catalog\""],
+        ),
     ]);
-}
-
-/// The checks of fields agents do not enforce yet.
-#[test]
-fn rules_of_refused_cluster_fields() {
-    refused_cases(&[(
-        &cluster("{service: 'a/b'}"),
-        &["service: invalid host name \"a/b\""],
-    )]);
 }

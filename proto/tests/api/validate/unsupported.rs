@@ -30,12 +30,6 @@ fn each_unsupported_field_is_refused_with_its_path() {
             ),
         ),
         (
-            cluster("{service: catalog}"),
-            format!(
-                "Cluster/api: service: {NOT_YET}agents do not discover endpoints from registered services"
-            ),
-        ),
-        (
             cluster("{tls: {enabled: true}}"),
             format!(
                 "Cluster/api: tls.ca_secret: {NOT_YET}agents do not trust the system roots; name a Secret holding the CA certificates"

@@ -1,36 +1,56 @@
 //! The agent registry: one [`AgentRecord`] per agent, kept in the store under this replica's
-//! lease so every replica lists the whole fleet and a dead replica's agents expire.
+//! lease so every replica lists the whole fleet and a dead replica's agents expire. Beside each
+//! record, two smaller key families on the same lease:
+//! - `service-nodes/<id>`: the node of a healthy agent that announces services
+//!   ([`membership`]), from which every replica derives the same service endpoints;
+//! - `upstream-health/<id>`: the endpoint states the agent last reported ([`health`]), which
+//!   `portico health` reads from any replica.
 //!
 //! Streams change records only in memory; a flusher writes the changed ("dirty") ones every
-//! [`FLUSH_INTERVAL`]. **Write bound:** per replica at most
+//! [`FLUSH_INTERVAL`] (`flush.rs`). **Write bound:** per replica at most
 //! `(MAX_BATCHES_PER_FLUSH + MAX_DISCONNECTS_PER_FLUSH) / FLUSH_INTERVAL` = (32 + 64) / 0.5 s
-//! = 192 transactions per second (plus one lease keep-alive every 3 s), carrying at most
-//! `MAX_BATCHES_PER_FLUSH * MAX_BATCH` = 32 × 128 = 4,096 records per flush (8,192 per
-//! second); records beyond that stay dirty for the next flush. So 10,000 agents ACKing one
-//! change cost 79 transactions over about 1.5 s, however often each agent writes in between.
+//! = 192 transactions per second (plus one lease keep-alive every 3 s), each of at most
+//! [`MAX_BATCH`] = 128 keys and [`MAX_TXN_BYTES`] = 1 MiB, so at most 32 × 128 = 4,096 keys per
+//! flush (8,192 per second), of which endpoint-health values at most
+//! [`MAX_HEALTH_BYTES_PER_FLUSH`] = 1 MiB per flush (2 MiB per second); what does not fit stays
+//! dirty for the next flush. A service-node key is written only when the agent turns healthy
+//! or unhealthy (or changes its address or services); a health value only when an endpoint's
+//! state changes, at most every 30 s for its counts, and every 5 min at least. A flush takes at
+//! most 32 × 126 keys, so agents writing three keys still pack into 32 transactions: 10,000
+//! agents ACKing one change cost 80 transactions over about 1.5 s, however often each agent
+//! writes in between.
 //!
 //! A record is written when its stream opens, on every ACK/NACK/Report (coalesced by the
 //! flusher) and when it closes. The closing write compares the key's mod revision with this
 //! replica's last write, so it never overwrites a record another replica wrote after the agent
-//! moved there.
+//! moved there; the same write deletes the agent's service-node and health keys.
+
+mod flush;
+pub mod health;
+pub mod membership;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use portico_api::pb::{AgentRecord, NackInfo, Node, Report};
+use portico_api::pb::{AgentHealth, AgentRecord, NackInfo, Node, Report};
 use tokio_util::sync::CancellationToken;
 
 use crate::keys::{self, Keys};
 use crate::metered::MeteredStore;
-use crate::metrics::REGISTRY_WRITES;
-use crate::store::{Compare, LeaseId, Op, Revision, Store, StoreError, Txn, TxnOutcome};
+use crate::metrics::UNHEALTHY_ENDPOINTS;
+use crate::store::{LeaseId, Revision, Store, StoreError};
+use membership::Stored;
 
 /// How often dirty records are written.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
-/// Most records in one transaction: as many as a store transaction holds.
+/// Most keys in one transaction: as many as a store transaction holds.
 pub const MAX_BATCH: usize = crate::store::MAX_TXN_OPS;
+/// Most bytes of values in one transaction, below etcd's default request limit (1.5 MiB).
+pub const MAX_TXN_BYTES: usize = 1024 * 1024;
+/// Most bytes of endpoint-health values written per flush.
+pub const MAX_HEALTH_BYTES_PER_FLUSH: usize = 1024 * 1024;
 /// Most batch transactions per flush.
 pub const MAX_BATCHES_PER_FLUSH: usize = 32;
 /// Most closing (compare-and-write) transactions per flush.
@@ -47,7 +67,17 @@ struct Entry {
     record: AgentRecord,
     stream: StreamId,
     dirty: bool,
+    /// The record key's mod revision as this replica last wrote it.
     written: Revision,
+    /// What the store holds under the agent's service-node key.
+    member: Stored,
+    /// The store revision of this replica's last write of that key.
+    member_written: Revision,
+    /// The agent's endpoint health.
+    health: health::Tracker,
+    /// Endpoints the agent sees unhealthy or ejected, by cluster, as counted in
+    /// [`UNHEALTHY_ENDPOINTS`].
+    unhealthy: BTreeMap<String, u64>,
 }
 
 /// The registry of one replica.
@@ -77,7 +107,8 @@ impl Registry {
         }
     }
 
-    /// Registers a stream that said Hello.
+    /// Registers a stream that said Hello. `node.address` is where its services are reached
+    /// (the address it advertised, or the stream's peer address).
     pub fn connect(&self, node: &Node, applied_version: Revision) -> StreamId {
         let stream = self.next_stream.fetch_add(1, Ordering::Relaxed);
         let now = Some(timestamp(SystemTime::now()));
@@ -93,6 +124,9 @@ impl Registry {
         };
         let mut inner = self.lock();
         let written = inner.local.get(&node.id).map(|e| e.written).unwrap_or(0);
+        if let Some(old) = inner.local.get_mut(&node.id) {
+            count_unhealthy(&mut old.unhealthy, BTreeMap::new());
+        }
         inner.local.insert(
             node.id.clone(),
             Entry {
@@ -100,6 +134,11 @@ impl Registry {
                 stream,
                 dirty: true,
                 written,
+                // Whatever an earlier stream left in the store is written over.
+                member: Stored::Unknown,
+                member_written: 0,
+                health: health::Tracker::default(),
+                unhealthy: BTreeMap::new(),
             },
         );
         stream
@@ -107,16 +146,16 @@ impl Registry {
 
     /// The agent ACKed `version`.
     pub fn acked(&self, id: &str, stream: StreamId, version: Revision) {
-        self.touch(id, stream, |r| {
-            r.applied_version = version;
-            r.last_nack = None;
+        self.touch(id, stream, |e| {
+            e.record.applied_version = version;
+            e.record.last_nack = None;
         });
     }
 
     /// The agent NACKed `version`.
     pub fn nacked(&self, id: &str, stream: StreamId, version: Revision, error: &str) {
-        self.touch(id, stream, |r| {
-            r.last_nack = Some(NackInfo {
+        self.touch(id, stream, |e| {
+            e.record.last_nack = Some(NackInfo {
                 version,
                 error: error.to_string(),
                 time: Some(timestamp(SystemTime::now())),
@@ -124,21 +163,55 @@ impl Registry {
         });
     }
 
-    /// The agent reported on itself.
-    pub fn report(&self, id: &str, stream: StreamId, report: Report) {
-        self.touch(id, stream, |r| r.last_report = Some(report));
+    /// The agent reported on itself. Its endpoint health goes to the health key, not the
+    /// record, so the record stays small.
+    pub fn report(&self, id: &str, stream: StreamId, mut report: Report) {
+        let mut clusters = std::mem::take(&mut report.clusters);
+        let omitted = report
+            .endpoints_omitted
+            .saturating_add(portico_api::health::bound(
+                &mut clusters,
+                portico_api::health::MAX_REPORTED_ENDPOINTS,
+            ));
+        report.endpoints_omitted = omitted;
+        let (at, now) = (SystemTime::now(), Instant::now());
+        self.touch(id, stream, |e| {
+            e.record.last_report = Some(report);
+            count_unhealthy(&mut e.unhealthy, health::unhealthy_by_cluster(&clusters));
+            e.health.observe(clusters, omitted, at, now);
+        });
     }
 
     /// The stream closed.
     pub fn disconnect(&self, id: &str, stream: StreamId) {
-        self.touch(id, stream, |r| r.connected = false);
+        self.touch(id, stream, |e| {
+            e.record.connected = false;
+            count_unhealthy(&mut e.unhealthy, BTreeMap::new());
+        });
     }
 
-    fn touch(&self, id: &str, stream: StreamId, change: impl FnOnce(&mut AgentRecord)) {
+    fn touch(&self, id: &str, stream: StreamId, change: impl FnOnce(&mut Entry)) {
         let mut inner = self.lock();
         if let Some(entry) = inner.local.get_mut(id).filter(|e| e.stream == stream) {
-            change(&mut entry.record);
+            change(entry);
             entry.record.last_seen = Some(timestamp(SystemTime::now()));
+            entry.dirty = true;
+        }
+    }
+
+    /// The store holds `seen` under the service-node key of `id` as of `revision` (from a
+    /// watch). When that contradicts what this replica wrote for an agent it holds (another
+    /// replica wrote over it, e.g. while the agent moved), the next flush writes it again.
+    pub fn seen_member(&self, id: &str, seen: Option<&Node>, revision: Revision) {
+        let mut inner = self.lock();
+        if let Some(entry) = inner.local.get_mut(id).filter(|e| e.record.connected)
+            && membership::contradicts(&entry.member, entry.member_written, seen, revision)
+        {
+            tracing::debug!(
+                node = id,
+                "service-node key changed elsewhere; writing it again"
+            );
+            entry.member = Stored::Unknown;
             entry.dirty = true;
         }
     }
@@ -167,9 +240,22 @@ impl Registry {
         Ok(by_id.into_values().collect())
     }
 
+    /// The endpoint health every connected agent last reported, as stored, by node id.
+    pub async fn health(&self) -> Result<Vec<AgentHealth>, StoreError> {
+        let (kvs, _) = self.store.list(&self.keys.upstream_health_prefix()).await?;
+        let mut out = Vec::with_capacity(kvs.len());
+        for kv in kvs {
+            match keys::decode::<AgentHealth>(&kv.key, &kv.value) {
+                Ok(health) => out.push(health),
+                Err(e) => tracing::warn!(error = %e, "skipping undecodable endpoint health"),
+            }
+        }
+        Ok(out)
+    }
+
     /// Writes dirty records every [`FLUSH_INTERVAL`] and keeps the lease alive until `cancel`;
-    /// then revokes the lease, so this replica's agents leave the registry at once and show up
-    /// again wherever they reconnect.
+    /// then revokes the lease, so this replica's agents leave the registry (and the service
+    /// endpoints) at once and show up again wherever they reconnect.
     pub async fn run_flusher(self: Arc<Self>, cancel: CancellationToken) {
         let mut tick = tokio::time::interval(FLUSH_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -211,6 +297,8 @@ impl Registry {
                 for entry in inner.local.values_mut() {
                     entry.dirty = true;
                     entry.written = 0;
+                    entry.member = Stored::Unknown;
+                    entry.health.rewrite();
                 }
             }
             Err(e) => tracing::warn!(error = %e, "keeping the registry lease alive failed"),
@@ -226,114 +314,24 @@ impl Registry {
         Ok(lease)
     }
 
-    /// One flush: batches of connected records, then closing writes one by one.
-    async fn flush(&self) -> Result<(), StoreError> {
-        if !self.lock().local.values().any(|e| e.dirty) {
-            return Ok(());
-        }
-        let lease = self.lease().await?;
-        // One pass over the records per flush: taking each batch with its own pass would cost
-        // a scan of the whole fleet, under the lock every ACK needs, per transaction.
-        let connected = self.take_dirty(MAX_BATCH * MAX_BATCHES_PER_FLUSH, true);
-        for (i, batch) in connected.chunks(MAX_BATCH).enumerate() {
-            let ops = batch
-                .iter()
-                .map(|(id, record, _)| Op::Put {
-                    key: self.keys.agent(id),
-                    value: keys::encode(record),
-                    lease: Some(lease),
-                })
-                .collect();
-            let result = self
-                .store
-                .txn(Txn {
-                    compares: Vec::new(),
-                    ops,
-                })
-                .await;
-            metrics::counter!(REGISTRY_WRITES).increment(1);
-            match result {
-                Ok(TxnOutcome::Committed(rev)) => self.written(batch, Some(rev)),
-                Ok(TxnOutcome::Conflict(_)) => self.written(batch, None),
-                Err(e) => {
-                    self.redirty(&connected[i * MAX_BATCH..]);
-                    return Err(e);
-                }
-            }
-        }
-        for closed in self.take_dirty(MAX_DISCONNECTS_PER_FLUSH, false) {
-            let (id, record, written) = &closed;
-            let key = self.keys.agent(id);
-            let txn = Txn {
-                compares: vec![Compare::ModRevision {
-                    key: key.clone(),
-                    revision: *written,
-                }],
-                ops: vec![Op::Put {
-                    key,
-                    value: keys::encode(record),
-                    lease: Some(lease),
-                }],
-            };
-            let result = self.store.txn(txn).await;
-            metrics::counter!(REGISTRY_WRITES).increment(1);
-            if let Err(e) = result {
-                self.redirty(std::slice::from_ref(&closed));
-                return Err(e);
-            }
-            // Written, or another replica owns the record now: either way this one is done.
-            self.forget_closed(id);
-        }
-        Ok(())
-    }
-
-    /// Takes up to `max` dirty records that are connected (or closed), clearing their flag.
-    fn take_dirty(&self, max: usize, connected: bool) -> Vec<(String, AgentRecord, Revision)> {
-        let mut inner = self.lock();
-        inner
-            .local
-            .iter_mut()
-            .filter(|(_, e)| e.dirty && e.record.connected == connected)
-            .take(max)
-            .map(|(id, e)| {
-                e.dirty = false;
-                (id.clone(), e.record.clone(), e.written)
-            })
-            .collect()
-    }
-
-    fn written(&self, batch: &[(String, AgentRecord, Revision)], revision: Option<Revision>) {
-        let mut inner = self.lock();
-        for (id, _, _) in batch {
-            if let (Some(entry), Some(rev)) = (inner.local.get_mut(id), revision) {
-                entry.written = rev;
-            }
-        }
-    }
-
-    fn redirty(&self, batch: &[(String, AgentRecord, Revision)]) {
-        let mut inner = self.lock();
-        for (id, _, _) in batch {
-            if let Some(entry) = inner.local.get_mut(id) {
-                entry.dirty = true;
-            }
-        }
-    }
-
-    fn forget_closed(&self, id: &str) {
-        let mut inner = self.lock();
-        if inner
-            .local
-            .get(id)
-            .is_some_and(|e| !e.record.connected && !e.dirty)
-        {
-            inner.local.remove(id);
-        }
-    }
-
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Moves an agent's contribution to [`UNHEALTHY_ENDPOINTS`] from `counted` to `now`.
+fn count_unhealthy(counted: &mut BTreeMap<String, u64>, now: BTreeMap<String, u64>) {
+    for (cluster, n) in counted.iter() {
+        if now.get(cluster) != Some(n) {
+            metrics::gauge!(UNHEALTHY_ENDPOINTS, "cluster" => cluster.clone()).decrement(*n as f64);
+        }
+    }
+    for (cluster, n) in &now {
+        if counted.get(cluster) != Some(n) {
+            metrics::gauge!(UNHEALTHY_ENDPOINTS, "cluster" => cluster.clone()).increment(*n as f64);
+        }
+    }
+    *counted = now;
 }
 
 /// A protobuf timestamp.
