@@ -26,6 +26,7 @@ use clap::{Parser, Subcommand};
 use crate::client::ClientConfig;
 use crate::commands::{
     agents, apply, completion, consumer, delete, dev, diff, get, health, history, rollback, rollout,
+    usage,
 };
 use crate::error::CliResult;
 use crate::output::Format;
@@ -68,6 +69,8 @@ pub enum Command {
     Consumer(consumer::Command),
     /// Every endpoint's state as each agent sees it, by region, and where agents disagree.
     Health(health::Args),
+    /// Traffic the agents reported: requests, error rate and latency by route and consumer.
+    Usage(usage::Args),
     /// Run a control plane, an agent and a demo upstream in one process, with a demo config.
     Dev(dev::Args),
     /// Print a shell completion script.
@@ -91,6 +94,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Rollout(rollout::Command::Status(args)) => rollout::status(&ctx, args).await,
         Command::Consumer(command) => consumer::run(&ctx, command).await,
         Command::Health(args) => health::run(&ctx, args).await,
+        Command::Usage(args) => usage::run(&ctx, args).await,
         Command::Dev(args) => dev::run(args).await,
         Command::Completion(args) => completion::run(args),
     }

@@ -19,7 +19,8 @@ use portico_api::pb::{
     AgentsRequest, AgentsResponse, ApplyRequest, ApplyResponse, ChangeType, DeleteRequest,
     DeleteResponse, GetRequest, GetResponse, HealthRequest, HealthResponse, HistoryRequest,
     HistoryResponse, ListRequest, ListResponse, ResourceChange, ResourceDelta, RollbackRequest,
-    RollbackResponse, RolloutStatusRequest, RolloutStatusResponse, StoredResource,
+    RollbackResponse, RolloutStatusRequest, RolloutStatusResponse, StoredResource, UsageRequest,
+    UsageResponse,
 };
 use portico_api::{Kind, Resource, ResourceKey, ResourceSet, reference, validate};
 use tonic::{Request, Response, Status};
@@ -31,6 +32,7 @@ use crate::metered::MeteredStore;
 use crate::registry::Registry;
 use crate::rollout;
 use crate::store::{Compare, MAX_TXN_OPS, Op, Revision, Store, StoreError, Txn, TxnOutcome};
+use crate::usage::{self, UsageRollups};
 use crate::views::Views;
 
 /// How often a change is retried when another change committed between its read and write.
@@ -38,6 +40,8 @@ const MAX_ATTEMPTS: usize = 8;
 /// Most resources one change may touch: a store transaction holds [`MAX_TXN_OPS`] ops, two of
 /// which are the history record and the meta key.
 pub const MAX_CHANGED: usize = MAX_TXN_OPS - 2;
+/// How far back `Usage` looks by default.
+const DEFAULT_USAGE_SINCE: Duration = Duration::from_secs(3600);
 /// How long a change waits for this replica's snapshot to show it, for read-your-writes.
 const SHOW_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -97,6 +101,7 @@ pub struct AdminService {
     keys: Keys,
     views: Arc<Views>,
     registry: Arc<Registry>,
+    usage: Arc<UsageRollups>,
 }
 
 impl AdminService {
@@ -106,12 +111,14 @@ impl AdminService {
         keys: Keys,
         views: Arc<Views>,
         registry: Arc<Registry>,
+        usage: Arc<UsageRollups>,
     ) -> Self {
         AdminService {
             store,
             keys,
             views,
             registry,
+            usage,
         }
     }
 
@@ -524,5 +531,39 @@ impl Admin for AdminService {
             &req.cluster,
             &req.region,
         )))
+    }
+
+    async fn usage(&self, req: Request<UsageRequest>) -> Result<Response<UsageResponse>, Status> {
+        let req = req.into_inner();
+        let since = match req.since {
+            None => DEFAULT_USAGE_SINCE,
+            Some(d) if d.seconds < 0 || d.nanos < 0 || (d.seconds == 0 && d.nanos == 0) => {
+                return Err(AdminError::BadRequest("since: must be above zero".into()).into());
+            }
+            Some(d) => Duration::new(d.seconds as u64, d.nanos as u32),
+        };
+        if since > usage::MAX_SINCE {
+            return Err(AdminError::BadRequest(format!(
+                "since: at most {}h: usage is kept that long",
+                usage::MAX_SINCE.as_secs() / 3600
+            ))
+            .into());
+        }
+        let some = |s: String| (!s.is_empty()).then_some(s);
+        let filter = usage::Filter {
+            consumer: some(req.consumer),
+            route: some(req.route),
+            region: some(req.region),
+        };
+        let (rows, from_ms, to_ms) = self
+            .usage
+            .query(since, &filter, std::time::SystemTime::now())
+            .await
+            .map_err(Status::from)?;
+        Ok(Response::new(UsageResponse {
+            rows,
+            from_ms,
+            to_ms,
+        }))
     }
 }

@@ -12,6 +12,10 @@
 //! versions and need no ACK. They are sent before the update that brings the clusters naming
 //! them, so a new cluster has its endpoints from its first request.
 //!
+//! Reports and budget requests also carry what agents spent of their fleet budgets and the
+//! traffic they served: the first go to [`crate::budgets`], which answers on the stream with
+//! `BudgetGrants` (no ACK either), the second to [`crate::usage`].
+//!
 //! Updates are sent as pre-encoded bytes shared by all agents of a scope ([`crate::views`]),
 //! through a hand-written service whose response type is [`Encoded`] instead of the generated
 //! `ControlMessage`: the generated server would decode nothing but re-encode every message for
@@ -35,6 +39,7 @@ use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
 use tonic::server::{Grpc, NamedService, StreamingService};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::budgets::Budgets;
 use crate::metrics::{
     APPLY_TO_ACK, CONNECTED_AGENTS, NACKS, SERVICE_UPDATES_SENT, UPDATES_COALESCED, UPDATES_SENT,
 };
@@ -43,6 +48,7 @@ use crate::scope::ScopeMemo;
 use crate::services::{self, ServiceSet, ServiceTable, Services};
 use crate::snapshot::Snapshot;
 use crate::store::Revision;
+use crate::usage::{UsageRollups, requests_per_second};
 use crate::views::{EncodedUpdate, Views};
 
 /// How long a new stream may take to say Hello.
@@ -180,21 +186,32 @@ pub struct Discovery {
     views: Arc<Views>,
     registry: Arc<Registry>,
     services: Arc<Services>,
+    budgets: Arc<Budgets>,
+    usage: Arc<UsageRollups>,
     cancel: CancellationToken,
+}
+
+/// What a replica's discovery streams share besides the views.
+pub struct Fleet {
+    /// The agent registry.
+    pub registry: Arc<Registry>,
+    /// The service endpoints.
+    pub services: Arc<Services>,
+    /// The fleet budgets.
+    pub budgets: Arc<Budgets>,
+    /// The usage rollups.
+    pub usage: Arc<UsageRollups>,
 }
 
 impl Discovery {
     /// Streams end when `cancel` fires.
-    pub fn new(
-        views: Arc<Views>,
-        registry: Arc<Registry>,
-        services: Arc<Services>,
-        cancel: CancellationToken,
-    ) -> Self {
+    pub fn new(views: Arc<Views>, fleet: Fleet, cancel: CancellationToken) -> Self {
         Discovery {
             views,
-            registry,
-            services,
+            registry: fleet.registry,
+            services: fleet.services,
+            budgets: fleet.budgets,
+            usage: fleet.usage,
             cancel,
         }
     }
@@ -226,10 +243,13 @@ impl Discovery {
         let (tx, rx) = mpsc::channel(2);
         let stream_id = self.registry.connect(&node, hello.applied_version);
         tracing::info!(node = %node.id, region = %node.region, applied_version = hello.applied_version, "agent connected");
+        let grants = self.budgets.register(stream_id);
         let session = Session {
             views: self.views.clone(),
             registry: self.registry.clone(),
             services: self.services.clone(),
+            budgets: self.budgets.clone(),
+            usage: self.usage.clone(),
             scope: ScopeMemo::new(&node),
             node,
             stream_id,
@@ -239,7 +259,7 @@ impl Discovery {
             announced: BTreeMap::new(),
             services_synced: None,
         };
-        tokio::spawn(session.run(inbound, tx, self.cancel.clone()));
+        tokio::spawn(session.run(inbound, tx, grants, self.cancel.clone()));
         Ok(Response::new(UpdateStream(rx)))
     }
 }
@@ -259,6 +279,8 @@ struct Session {
     views: Arc<Views>,
     registry: Arc<Registry>,
     services: Arc<Services>,
+    budgets: Arc<Budgets>,
+    usage: Arc<UsageRollups>,
     node: Node,
     /// The node's scope, looked up again only when the listeners' selectors change.
     scope: ScopeMemo,
@@ -280,6 +302,7 @@ impl Session {
         mut self,
         mut inbound: Streaming<AgentMessage>,
         tx: mpsc::Sender<Result<Encoded, Status>>,
+        mut grants: mpsc::Receiver<Bytes>,
         cancel: CancellationToken,
     ) {
         metrics::gauge!(CONNECTED_AGENTS).increment(1.0);
@@ -321,6 +344,11 @@ impl Session {
                     None => break,
                 },
                 _ = &mut ahead, if self.in_flight.is_none() && current.version < self.sent => {}
+                Some(message) = grants.recv() => {
+                    if tx.send(Ok(Encoded(message))).await.is_err() {
+                        break;
+                    }
+                }
                 message = inbound.message() => match message {
                     Ok(Some(message)) => {
                         if let Err(status) = self.receive(message) {
@@ -337,6 +365,7 @@ impl Session {
             }
         }
         self.registry.disconnect(&self.node.id, self.stream_id);
+        self.budgets.unregister(self.stream_id);
         metrics::gauge!(CONNECTED_AGENTS).decrement(1.0);
         tracing::info!(node = %self.node.id, "agent disconnected");
     }
@@ -445,8 +474,19 @@ impl Session {
                     );
                 }
             }
-            Some(agent_message::Message::Report(report)) => {
-                self.registry.report(&self.node.id, self.stream_id, report);
+            Some(agent_message::Message::Report(mut report)) => {
+                let rows = std::mem::take(&mut report.usage);
+                let other = report.usage_other.take();
+                let rate = requests_per_second(&rows, other.as_ref(), report.usage_millis);
+                self.budgets
+                    .demand(self.stream_id, std::mem::take(&mut report.budgets));
+                self.usage
+                    .report(&self.node.region, rows, other, std::time::SystemTime::now());
+                self.registry
+                    .report(&self.node.id, self.stream_id, report, rate);
+            }
+            Some(agent_message::Message::BudgetRequest(request)) => {
+                self.budgets.demand(self.stream_id, request.budgets);
             }
             Some(agent_message::Message::Hello(_)) => {
                 return Err(ProtocolError::RepeatedHello.into());

@@ -20,6 +20,9 @@
 //! - [`registry`]: the store-backed agent registry and its batched flusher; which agents are
 //!   service endpoints; each agent's endpoint health.
 //! - [`services`]: the endpoints of each announced service, the same on every replica.
+//! - [`budgets`]: fleet budgets (quotas, FLEET rate limits) granted to agents from records in
+//!   the store.
+//! - [`usage`]: the usage agents report, rolled up by minute and hour in the store.
 //! - [`health`]: every endpoint's state as each agent sees it, grouped for `portico health`.
 //! - [`rollout`]: rollout status of a revision.
 //! - [`status`]: the one place errors become gRPC statuses (`From<E> for Status`).
@@ -27,6 +30,7 @@
 //! - [`metrics`]: metric names and the Prometheus recorder.
 
 pub mod admin;
+pub mod budgets;
 pub mod config;
 pub mod discovery;
 pub mod health;
@@ -43,5 +47,6 @@ pub mod services;
 pub mod snapshot;
 pub mod status;
 pub mod store;
+pub mod usage;
 pub mod views;
 pub mod watcher;

@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::AdminService;
 use crate::config::{Config, StoreKind};
-use crate::discovery::{Discovery, DiscoveryServer};
+use crate::budgets::Budgets;
+use crate::discovery::{Discovery, DiscoveryServer, Fleet};
 use crate::keys::Keys;
 use crate::metered::MeteredStore;
 use crate::registry::Registry;
@@ -20,6 +21,7 @@ use crate::services::Services;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::etcd::{EtcdConfig, EtcdStore};
 use crate::store::{Store, StoreError};
+use crate::usage::UsageRollups;
 use crate::views::Views;
 use crate::watcher;
 
@@ -128,6 +130,13 @@ pub async fn run_with_store(
         registry.clone(),
         cancel.clone(),
     ));
+    let budgets = Arc::new(Budgets::new(store.clone(), keys.clone(), views.clone()));
+    let granter = tokio::spawn(budgets.clone().run(cancel.clone()));
+    let usage = Arc::new(UsageRollups::new(store.clone(), keys.clone(), replica.clone()));
+    let rollups = tokio::spawn({
+        let (usage, cancel) = (usage.clone(), cancel.clone());
+        async move { usage.run(cancel).await }
+    });
     let probes = tokio::spawn(crate::probes::run(
         metrics_listener,
         store.clone(),
@@ -139,8 +148,15 @@ pub async fn run_with_store(
         keys,
         views.clone(),
         registry.clone(),
+        usage.clone(),
     ));
-    let discovery = DiscoveryServer(Discovery::new(views, registry, services, cancel.clone()));
+    let fleet = Fleet {
+        registry,
+        services,
+        budgets,
+        usage,
+    };
+    let discovery = DiscoveryServer(Discovery::new(views, fleet, cancel.clone()));
     tracing::info!(%replica, addr = ?listener.local_addr().ok(), "control plane serving");
     let stop = cancel.clone();
     let served = tonic::transport::Server::builder()
@@ -157,6 +173,6 @@ pub async fn run_with_store(
         })
         .await;
     cancel.cancel();
-    let _ = tokio::join!(watcher, flusher, probes, service_nodes);
+    let _ = tokio::join!(watcher, flusher, probes, service_nodes, granter, rollups);
     served.map_err(ServerError::from)
 }

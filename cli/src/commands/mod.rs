@@ -12,6 +12,7 @@ pub mod health;
 pub mod history;
 pub mod rollback;
 pub mod rollout;
+pub mod usage;
 
 use portico_api::Kind;
 use portico_api::pb::{ListRequest, ListResponse};

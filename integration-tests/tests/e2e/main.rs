@@ -16,6 +16,7 @@ mod control_plane;
 mod control_plane_etcd;
 mod control_plane_latency;
 mod deploy_examples;
+mod gateway_fleet;
 mod service_endpoints;
 mod store_conformance;
 mod store_crash;

@@ -87,7 +87,7 @@ async fn serve(
         log.metrics = Some(m::request_handles(&ctx.listener, Some(&route.name), None));
     }
     let mut req = req.map(RequestBody::Incoming);
-    let Some(mut gate) = Gate::new(listener, route, ctx.peer) else {
+    let Some(mut gate) = Gate::new(listener, route, ctx.peer, &ctx.shared.budgets) else {
         let mut response = act(ctx, listener, route, &head, req, None, log).await?;
         route.response_headers.apply(response.headers_mut());
         return Ok(response);
