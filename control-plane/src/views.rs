@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use portico_api::pb::{ResourceKey, Update, resource::Spec};
-use portico_api::{Kind, Resource};
+use portico_api::{Kind, Resource, reference};
 use prost::Message;
 use prost::encoding::{self, WireType};
 use tokio::sync::watch;
@@ -218,11 +218,13 @@ impl Views {
 }
 
 /// The resources of `snapshot` reachable from the listeners `roots`, roots included, by kind
-/// then name. Missing roots and dangling references are skipped.
+/// then name, and every Consumer when an authentication policy is among them
+/// ([`reference::reads_every_consumer`]). Missing roots and dangling references are skipped.
 fn reachable(snapshot: &Snapshot, roots: &[Arc<str>]) -> Vec<Arc<Stored>> {
     let mut seen: BTreeMap<(Kind, &str), &Arc<Stored>> = BTreeMap::new();
     let mut queue: VecDeque<(Kind, &str)> =
         roots.iter().map(|name| (Kind::Listener, &**name)).collect();
+    let mut consumers = false;
     while let Some((kind, name)) = queue.pop_front() {
         if seen.contains_key(&(kind, name)) {
             continue;
@@ -232,6 +234,15 @@ fn reachable(snapshot: &Snapshot, roots: &[Arc<str>]) -> Vec<Arc<Stored>> {
         };
         seen.insert((kind, stored.resource.name.as_str()), stored);
         queue.extend(stored.refs.iter().map(|r| (r.kind(), r.name.as_str())));
+        if !consumers && reference::reads_every_consumer(&stored.resource) {
+            consumers = true;
+            queue.extend(
+                snapshot
+                    .iter()
+                    .filter(|s| s.resource.key().kind() == Kind::Consumer)
+                    .map(|s| (Kind::Consumer, s.resource.name.as_str())),
+            );
+        }
     }
     seen.into_values().cloned().collect()
 }
@@ -627,6 +638,45 @@ mod tests {
         assert!(views.named_services(&mut eu, &snapshots[0]).is_empty());
         assert_eq!(*views.named_services(&mut eu, &snapshots[1]), ["api", "db"]);
         assert_eq!(*views.named_services(&mut us, &snapshots[1]), ["api"]);
+    }
+
+    #[test]
+    fn agents_with_an_authentication_policy_get_every_consumer() {
+        let consumer = |name: &str| named(name, Spec::Consumer(portico_api::pb::Consumer::default()));
+        let keys = named(
+            "keys",
+            Spec::Policy(portico_api::pb::Policy {
+                policy: Some(portico_api::pb::policy::Policy::ApiKeyAuth(Default::default())),
+            }),
+        );
+        let eu_listener = Resource {
+            spec: match listener("eu-only", "eu-table", &["eu"]).spec {
+                Some(Spec::Listener(l)) => Some(Spec::Listener(Listener {
+                    policies: vec!["keys".into()],
+                    ..l
+                })),
+                other => other,
+            },
+            ..listener("eu-only", "eu-table", &["eu"])
+        };
+        let (views, snapshots) = history(&[(
+            11,
+            vec![consumer("ann"), consumer("bob"), keys, eu_listener],
+            &[],
+        )]);
+        let consumers = |region: &str| {
+            let scope = ScopeMemo::new(&node(0, region)).scope(snapshots[1].selectors());
+            views
+                .view(&scope, &snapshots[1])
+                .resources
+                .iter()
+                .filter(|s| s.resource.key().kind() == Kind::Consumer)
+                .map(|s| s.resource.name.clone())
+                .collect::<Vec<_>>()
+        };
+        // The policy names no consumer; it still identifies every one.
+        assert_eq!(consumers("eu"), ["ann", "bob"]);
+        assert!(consumers("us").is_empty());
     }
 
     #[test]

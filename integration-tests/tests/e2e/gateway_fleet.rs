@@ -206,7 +206,8 @@ async fn quota_counters_survive_restarts_and_start_over_with_the_next_period() {
     let mut a1 = agent(&cp.endpoint(), 1);
     a1.wait_for_version(revision).await;
     let http = client();
-    let call = || get_with(&http, port, "/api/items", &[("x-api-key", &key)]);
+    let headers = [("x-api-key", key.as_str())];
+    let call = || get_with(&http, port, "/api/items", &headers);
 
     let minute = minute_with_room(Duration::from_secs(40)).await;
     for i in 0..5 {
