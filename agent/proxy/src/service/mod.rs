@@ -98,6 +98,7 @@ async fn serve(
     match decided {
         Ok(None) => {}
         Ok(Some(mut answer)) => {
+            answered_on(ctx, route, log);
             route.response_headers.apply(answer.headers_mut());
             return Ok(answer);
         }
@@ -132,6 +133,7 @@ fn reject(
     rejection: crate::policy::Rejection,
     log: &mut RequestLog,
 ) -> Response<ResponseBody> {
+    answered_on(ctx, route, log);
     log.reason = Some(rejection.reason);
     log.rejection = Some(rejection.reason);
     m::rejection(&ctx.listener, &route.name, rejection.reason);
@@ -141,6 +143,14 @@ fn reject(
         .map(ResponseBody::Local);
     gate.decorate(&mut response);
     response
+}
+
+/// Records that the agent answered a request to `route` itself (a policy refused it or
+/// answered a preflight): its log line, metrics and usage name the route, with no cluster.
+fn answered_on(ctx: &ConnCtx, route: &Route, log: &mut RequestLog) {
+    if log.metrics.is_none() {
+        log.metrics = Some(m::request_handles(&ctx.listener, Some(&route.name), None));
+    }
 }
 
 /// A request head that passed the checks every request must pass before routing, with the

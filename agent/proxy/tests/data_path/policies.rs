@@ -946,8 +946,10 @@ async fn rejections_are_counted_by_reason_and_usage_by_consumer() {
         .find(|r| r.consumer == "alice" && r.status_class == "4xx")
         .unwrap();
     assert_eq!(limited.stats.rejections, vec![("rate_limited", 1)]);
+    // Refused before any cluster, still on their route.
     let anonymous = usage.rows.iter().find(|r| r.consumer.is_empty()).unwrap();
     assert_eq!(anonymous.stats.requests, 2);
+    assert_eq!((anonymous.route.as_str(), anonymous.cluster.as_str()), ("api", ""));
     proxy.shutdown(Duration::from_secs(1)).await;
 }
 
