@@ -25,8 +25,8 @@ use clap::{Parser, Subcommand};
 
 use crate::client::ClientConfig;
 use crate::commands::{
-    agents, apply, completion, consumer, delete, dev, diff, get, health, history, rollback, rollout,
-    usage,
+    agents, apply, completion, consumer, delete, dev, diff, get, health, history, rollback,
+    rollout, usage,
 };
 use crate::error::CliResult;
 use crate::output::Format;

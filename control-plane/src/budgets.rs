@@ -301,7 +301,7 @@ impl Budgets {
                 Ok(TxnOutcome::Committed(rev)) => {
                     let granted: u64 = grants.iter().map(|(_, g)| g.granted).sum();
                     metrics::counter!(BUDGET_GRANTED).increment(granted);
-                    self.lock().records.insert(key, (next.clone(), rev));
+                    self.lock().records.insert(key, (next, rev));
                     let grants = group
                         .askers
                         .iter()
@@ -336,7 +336,11 @@ impl Budgets {
 
     /// The record under `key` and its mod revision (0 when there is none, or when it belongs
     /// to an earlier use of the key), from the cache or the store.
-    async fn record(&self, key: &str, window: Window) -> Result<(BudgetRecord, Revision), StoreError> {
+    async fn record(
+        &self,
+        key: &str,
+        window: Window,
+    ) -> Result<(BudgetRecord, Revision), StoreError> {
         if let Some(cached) = self.lock().records.get(key).cloned() {
             return Ok(cached);
         }
@@ -414,7 +418,11 @@ fn budget_of(snapshot: &Snapshot, id: &RecordId, now: i64) -> Option<(u64, Windo
 /// The record after granting `group`'s askers from it, and each asker's grant (`granted`,
 /// `exhausted`, `limit`, `remaining`): what each asked for while there is enough, else an equal
 /// share of what is left (smallest asks served first, at least one each while any is left).
-fn grant(mut record: BudgetRecord, limit: u64, group: &Group) -> (BudgetRecord, Vec<(StreamId, BudgetGrant)>) {
+fn grant(
+    mut record: BudgetRecord,
+    limit: u64,
+    group: &Group,
+) -> (BudgetRecord, Vec<(StreamId, BudgetGrant)>) {
     record.limit = limit;
     record.admitted += group.admitted;
     record.refused += group.refused;
@@ -460,7 +468,11 @@ mod tests {
         Group {
             admitted: 3,
             refused: 1,
-            askers: asks.iter().enumerate().map(|(i, w)| (i as u64, *w)).collect(),
+            askers: asks
+                .iter()
+                .enumerate()
+                .map(|(i, w)| (i as u64, *w))
+                .collect(),
         }
     }
 
@@ -475,19 +487,23 @@ mod tests {
             ..Default::default()
         };
         // Enough for everyone.
-        let (next, grants) = grant(record.clone(), 200, &group(&[10, 20]));
+        let (next, grants) = grant(record, 200, &group(&[10, 20]));
         assert_eq!(amounts(&grants), [10, 20]);
         assert_eq!((next.granted, next.admitted, next.refused), (120, 3, 1));
-        assert!(grants.iter().all(|(_, g)| !g.exhausted && g.remaining == 80));
+        assert!(
+            grants
+                .iter()
+                .all(|(_, g)| !g.exhausted && g.remaining == 80)
+        );
 
         // 10 left for asks of 2, 30 and 30: the small ask whole, the rest shared.
-        let (next, grants) = grant(record.clone(), 100, &group(&[30, 2, 30]));
+        let (next, grants) = grant(record, 100, &group(&[30, 2, 30]));
         assert_eq!(amounts(&grants), [4, 2, 4]);
         assert_eq!(next.granted, 100);
         assert!(grants.iter().all(|(_, g)| g.exhausted && g.remaining == 0));
 
         // 1 left for three askers: one of them gets it.
-        let (_, grants) = grant(record.clone(), 91, &group(&[5, 5, 5]));
+        let (_, grants) = grant(record, 91, &group(&[5, 5, 5]));
         assert_eq!(amounts(&grants).iter().sum::<u64>(), 1);
 
         // Nothing left; a lowered limit grants nothing either.

@@ -163,7 +163,11 @@ impl Keys {
 
     /// Prefix of the per-minute usage rollups of the hour starting at `hour_start_ms`.
     pub fn usage_minutes_of_hour(&self, hour_start_ms: i64) -> String {
-        format!("{}{:020}/", self.usage_minutes_prefix(), hour_start_ms.max(0))
+        format!(
+            "{}{:020}/",
+            self.usage_minutes_prefix(),
+            hour_start_ms.max(0)
+        )
     }
 
     /// Key of `replica`'s usage rollup of the minute starting at `minute_start_ms`.
@@ -344,6 +348,9 @@ mod tests {
         let minute = keys.usage_minute(3_600_000 + 120_000, "cp-1");
         assert!(minute.starts_with(&keys.usage_minutes_of_hour(3_600_000)));
         assert_eq!(keys.parse_usage_minute(&minute), Some((3_720_000, "cp-1")));
-        assert_eq!(keys.parse_usage_hour(&keys.usage_hour(7_200_000)), Some(7_200_000));
+        assert_eq!(
+            keys.parse_usage_hour(&keys.usage_hour(7_200_000)),
+            Some(7_200_000)
+        );
     }
 }

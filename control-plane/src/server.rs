@@ -11,8 +11,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::AdminService;
-use crate::config::{Config, StoreKind};
 use crate::budgets::Budgets;
+use crate::config::{Config, StoreKind};
 use crate::discovery::{Discovery, DiscoveryServer, Fleet};
 use crate::keys::Keys;
 use crate::metered::MeteredStore;
@@ -132,7 +132,11 @@ pub async fn run_with_store(
     ));
     let budgets = Arc::new(Budgets::new(store.clone(), keys.clone(), views.clone()));
     let granter = tokio::spawn(budgets.clone().run(cancel.clone()));
-    let usage = Arc::new(UsageRollups::new(store.clone(), keys.clone(), replica.clone()));
+    let usage = Arc::new(UsageRollups::new(
+        store.clone(),
+        keys.clone(),
+        replica.clone(),
+    ));
     let rollups = tokio::spawn({
         let (usage, cancel) = (usage.clone(), cancel.clone());
         async move { usage.run(cancel).await }

@@ -111,7 +111,13 @@ impl UsageRollups {
 
     /// Adds the usage of a report received at `at` from an agent of `region`: its rows, and
     /// what it left out of them.
-    pub fn report(&self, region: &str, rows: Vec<UsageRow>, other: Option<UsageStats>, at: SystemTime) {
+    pub fn report(
+        &self,
+        region: &str,
+        rows: Vec<UsageRow>,
+        other: Option<UsageStats>,
+        at: SystemTime,
+    ) {
         let other = other.filter(|o| o.requests > 0).map(|stats| UsageRow {
             stats: Some(stats),
             ..Default::default()
@@ -164,7 +170,9 @@ impl UsageRollups {
     async fn flush(&self, now: i64) -> Result<(), StoreError> {
         let changed: Vec<(i64, Rows)> = {
             let mut inner = self.lock();
-            inner.minutes.retain(|start, m| m.dirty || *start + 2 * MINUTE_MS > now);
+            inner
+                .minutes
+                .retain(|start, m| m.dirty || *start + 2 * MINUTE_MS > now);
             inner
                 .minutes
                 .iter_mut()
@@ -249,7 +257,10 @@ impl UsageRollups {
 
     /// Every replica's minute rollups of the hour starting at `hour`.
     async fn minutes_of_hour(&self, hour: i64) -> Result<Vec<UsageRollup>, StoreError> {
-        let (kvs, _) = self.store.list(&self.keys.usage_minutes_of_hour(hour)).await?;
+        let (kvs, _) = self
+            .store
+            .list(&self.keys.usage_minutes_of_hour(hour))
+            .await?;
         Ok(kvs
             .into_iter()
             .filter_map(|kv| match keys::decode::<UsageRollup>(&kv.key, &kv.value) {
@@ -265,8 +276,14 @@ impl UsageRollups {
     /// Deletes minute rollups older than [`MINUTES_KEPT`] and hour rollups older than
     /// [`HOURS_KEPT`].
     async fn prune(&self, now: i64) -> Result<(), StoreError> {
-        let (minutes, _) = self.store.list_keys(&self.keys.usage_minutes_prefix()).await?;
-        let (hours, _) = self.store.list_keys(&self.keys.usage_hours_prefix()).await?;
+        let (minutes, _) = self
+            .store
+            .list_keys(&self.keys.usage_minutes_prefix())
+            .await?;
+        let (hours, _) = self
+            .store
+            .list_keys(&self.keys.usage_hours_prefix())
+            .await?;
         let minute_cut = now - MINUTES_KEPT.as_millis() as i64;
         let hour_cut = now - HOURS_KEPT.as_millis() as i64;
         let old: Vec<String> = minutes
@@ -342,7 +359,10 @@ impl UsageRollups {
             match rolled.map(|kv| keys::decode::<UsageRollup>(&kv.key, &kv.value)) {
                 Some(Ok(rollup)) => rollup.rows.iter().for_each(&mut add),
                 _ => {
-                    let (kvs, _) = self.store.list(&self.keys.usage_minutes_of_hour(hour)).await?;
+                    let (kvs, _) = self
+                        .store
+                        .list(&self.keys.usage_minutes_of_hour(hour))
+                        .await?;
                     for kv in kvs {
                         let Some((start, replica)) = self.keys.parse_usage_minute(&kv.key) else {
                             continue;
@@ -355,7 +375,9 @@ impl UsageRollups {
                         }
                         match keys::decode::<UsageRollup>(&kv.key, &kv.value) {
                             Ok(r) => r.rows.iter().for_each(&mut add),
-                            Err(e) => tracing::warn!(error = %e, "skipping an undecodable usage rollup"),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "skipping an undecodable usage rollup")
+                            }
                         }
                     }
                     for rows in mine.range(hour..hour + HOUR_MS).map(|(_, r)| r) {

@@ -642,11 +642,14 @@ mod tests {
 
     #[test]
     fn agents_with_an_authentication_policy_get_every_consumer() {
-        let consumer = |name: &str| named(name, Spec::Consumer(portico_api::pb::Consumer::default()));
+        let consumer =
+            |name: &str| named(name, Spec::Consumer(portico_api::pb::Consumer::default()));
         let keys = named(
             "keys",
             Spec::Policy(portico_api::pb::Policy {
-                policy: Some(portico_api::pb::policy::Policy::ApiKeyAuth(Default::default())),
+                policy: Some(portico_api::pb::policy::Policy::ApiKeyAuth(
+                    Default::default(),
+                )),
             }),
         );
         let eu_listener = Resource {

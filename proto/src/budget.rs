@@ -155,7 +155,10 @@ impl Spec {
                         .plans
                         .iter()
                         .map(|(plan, p)| {
-                            (plan.clone(), (u64::from(p.requests), period(p.period.as_ref())))
+                            (
+                                plan.clone(),
+                                (u64::from(p.requests), period(p.period.as_ref())),
+                            )
                         })
                         .collect(),
                 })
@@ -226,12 +229,32 @@ mod tests {
     fn calendar_windows_start_and_end_on_utc_boundaries() {
         let t = at(2024, 2, 29, 23, 59, 30) + 250;
         let cases = [
-            (Period::Minute, at(2024, 2, 29, 23, 59, 0), at(2024, 3, 1, 0, 0, 0)),
-            (Period::Hour, at(2024, 2, 29, 23, 0, 0), at(2024, 3, 1, 0, 0, 0)),
-            (Period::Day, at(2024, 2, 29, 0, 0, 0), at(2024, 3, 1, 0, 0, 0)),
+            (
+                Period::Minute,
+                at(2024, 2, 29, 23, 59, 0),
+                at(2024, 3, 1, 0, 0, 0),
+            ),
+            (
+                Period::Hour,
+                at(2024, 2, 29, 23, 0, 0),
+                at(2024, 3, 1, 0, 0, 0),
+            ),
+            (
+                Period::Day,
+                at(2024, 2, 29, 0, 0, 0),
+                at(2024, 3, 1, 0, 0, 0),
+            ),
             // A leap February.
-            (Period::Month, at(2024, 2, 1, 0, 0, 0), at(2024, 3, 1, 0, 0, 0)),
-            (Period::Fixed(10_000), at(2024, 2, 29, 23, 59, 30), at(2024, 2, 29, 23, 59, 40)),
+            (
+                Period::Month,
+                at(2024, 2, 1, 0, 0, 0),
+                at(2024, 3, 1, 0, 0, 0),
+            ),
+            (
+                Period::Fixed(10_000),
+                at(2024, 2, 29, 23, 59, 30),
+                at(2024, 2, 29, 23, 59, 40),
+            ),
         ];
         for (period, start, end) in cases {
             assert_eq!(

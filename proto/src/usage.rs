@@ -107,15 +107,19 @@ impl Rows {
         for ((_, _, _, _, region, class), stats) in others {
             merge(folded.entry((region, class)).or_default(), &stats);
         }
-        let mut out: Vec<UsageRow> = kept
-            .into_iter()
-            .map(|(k, stats)| row(k, stats))
-            .collect();
+        let mut out: Vec<UsageRow> = kept.into_iter().map(|(k, stats)| row(k, stats)).collect();
         let mut folded: Vec<_> = folded.into_iter().collect();
         folded.sort_by(|a, b| a.0.cmp(&b.0));
         out.extend(folded.into_iter().map(|((region, class), stats)| {
             row(
-                (String::new(), String::new(), String::new(), String::new(), region, class),
+                (
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    region,
+                    class,
+                ),
                 stats,
             )
         }));
@@ -165,7 +169,12 @@ mod tests {
     #[test]
     fn rows_add_up_by_name_and_the_tail_folds_into_unnamed_rows() {
         let mut rows = Rows::default();
-        for row in [r("a", "2xx", 5), r("a", "2xx", 5), r("b", "2xx", 3), r("c", "5xx", 1)] {
+        for row in [
+            r("a", "2xx", 5),
+            r("a", "2xx", 5),
+            r("b", "2xx", 3),
+            r("c", "5xx", 1),
+        ] {
             rows.add(&row);
         }
         let out = rows.bounded(1);

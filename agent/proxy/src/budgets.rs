@@ -98,7 +98,9 @@ impl State {
     /// Whether to ask now: nothing is out, and the allowance is below half a second of traffic.
     fn low(&self, now: Instant) -> bool {
         !self.exhausted
-            && self.asking.is_none_or(|t| now.duration_since(t) >= ASK_AGAIN)
+            && self
+                .asking
+                .is_none_or(|t| now.duration_since(t) >= ASK_AGAIN)
             && (self.allowance as f64) < self.rate(now) * ASK_FOR.as_secs_f64() / 2.0
     }
 }

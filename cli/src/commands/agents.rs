@@ -162,7 +162,15 @@ fn table(agents: &[AgentRecord], config_revision: i64, now: SystemTime) -> Strin
     if agents.is_empty() {
         return format!("no agents (config is at revision {config_revision})\n");
     }
-    let mut t = Table::new(["ID", "REGION", "ZONE", "APPLIED", "STATE", "REQ/S", "LAST SEEN"]);
+    let mut t = Table::new([
+        "ID",
+        "REGION",
+        "ZONE",
+        "APPLIED",
+        "STATE",
+        "REQ/S",
+        "LAST SEEN",
+    ]);
     for a in agents {
         let node = a.node.clone().unwrap_or_default();
         let mut state = state(a, config_revision).to_string();

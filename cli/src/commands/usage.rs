@@ -105,32 +105,34 @@ pub fn rows(rows: &[UsageRow]) -> Vec<Row> {
     }
     let mut out: Vec<Row> = by
         .into_iter()
-        .map(|((listener, route, cluster, consumer, region), (s, status))| {
-            let errors = status.get("5xx").copied().unwrap_or(0);
-            Row {
-                listener,
-                route,
-                cluster,
-                consumer,
-                region,
-                requests: s.requests,
-                errors,
-                error_rate: if s.requests == 0 {
-                    0.0
-                } else {
-                    errors as f64 / s.requests as f64
-                },
-                rejected: rejected(&s),
-                rejections: s.rejections.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-                status,
-                bytes_in: s.bytes_in,
-                bytes_out: s.bytes_out,
-                p50_ms: quantile_ms(&s, 0.5),
-                p99_ms: quantile_ms(&s, 0.99),
-            }
-        })
+        .map(
+            |((listener, route, cluster, consumer, region), (s, status))| {
+                let errors = status.get("5xx").copied().unwrap_or(0);
+                Row {
+                    listener,
+                    route,
+                    cluster,
+                    consumer,
+                    region,
+                    requests: s.requests,
+                    errors,
+                    error_rate: if s.requests == 0 {
+                        0.0
+                    } else {
+                        errors as f64 / s.requests as f64
+                    },
+                    rejected: rejected(&s),
+                    rejections: s.rejections.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                    status,
+                    bytes_in: s.bytes_in,
+                    bytes_out: s.bytes_out,
+                    p50_ms: quantile_ms(&s, 0.5),
+                    p99_ms: quantile_ms(&s, 0.99),
+                }
+            },
+        )
         .collect();
-    out.sort_by(|a, b| b.requests.cmp(&a.requests));
+    out.sort_by_key(|r| std::cmp::Reverse(r.requests));
     out
 }
 
@@ -181,7 +183,13 @@ fn table(usage: &Usage) -> String {
         "LISTENER", "ROUTE", "CLUSTER", "CONSUMER", "REGION", "REQUESTS", "ERRORS", "REJECTED",
         "P50", "P99",
     ]);
-    let or_dash = |s: &str| if s.is_empty() { "-".to_string() } else { s.to_string() };
+    let or_dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_string()
+        } else {
+            s.to_string()
+        }
+    };
     for r in &usage.rows {
         let listener = if r.listener.is_empty() {
             "(other)".to_string()
@@ -239,7 +247,10 @@ mod tests {
         ]);
         assert_eq!(out.len(), 2);
         let ann = &out[0];
-        assert_eq!((ann.consumer.as_str(), ann.requests, ann.errors), ("ann", 100, 5));
+        assert_eq!(
+            (ann.consumer.as_str(), ann.requests, ann.errors),
+            ("ann", 100, 5)
+        );
         assert!((ann.error_rate - 0.05).abs() < 1e-9);
         assert_eq!(ann.rejected, 5);
         assert_eq!((ann.p50_ms, ann.p99_ms), (Some(5), Some(10)));
@@ -249,8 +260,14 @@ mod tests {
             to: "b".into(),
             rows: out,
         });
-        assert!(text.starts_with("LISTENER   ROUTE   CLUSTER   CONSUMER   REGION   REQUESTS"), "{text}");
-        assert!(text.contains("ann        eu       100        5.0%     5          5ms   10ms"), "{text}");
+        assert!(
+            text.starts_with("LISTENER   ROUTE   CLUSTER   CONSUMER   REGION   REQUESTS"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ann        eu       100        5.0%     5          5ms   10ms"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -75,12 +75,17 @@ fn config(ports: &[u16], upstream: u16, policies: &[&str], extra: &str) -> Strin
 
 /// Agent `a<n>` (labelled `node: a<n>`), syncing from `cp`.
 fn agent(cp: &str, n: usize) -> Agent {
-    Agent::start(&AgentOptions::new(&format!("a{n}"), &[cp.to_string()]).label("node", &format!("a{n}")))
+    Agent::start(
+        &AgentOptions::new(&format!("a{n}"), &[cp.to_string()]).label("node", &format!("a{n}")),
+    )
 }
 
 /// `portico consumer create|add-key NAME -o json` against `cp`: the key and its hash.
 fn new_key(cp: &ControlPlane, command: &str, name: &str) -> (String, String) {
-    let out = cp.portico(&["-o", "json", "consumer", command, name]).ok().json();
+    let out = cp
+        .portico(&["-o", "json", "consumer", command, name])
+        .ok()
+        .json();
     let s = |k: &str| out[k].as_str().unwrap().to_string();
     (s("key"), s("sha256"))
 }
@@ -116,7 +121,12 @@ async fn a_fleet_quota_of_1000_per_minute_holds_across_3_agents_and_2_replicas()
     let (key, _) = new_key(&one, "create", "ann");
     let quota = "kind: Policy\nname: per-minute\nspec: {quota: {limit: 1000, period: MINUTE}}\n";
     let revision = one
-        .apply(resources(&config(&ports, upstream.addr.port(), &["key", "per-minute"], quota)))
+        .apply(resources(&config(
+            &ports,
+            upstream.addr.port(),
+            &["key", "per-minute"],
+            quota,
+        )))
         .await
         .revision;
     // Two agents on one replica, one on the other.
@@ -183,12 +193,21 @@ async fn a_fleet_quota_of_1000_per_minute_holds_across_3_agents_and_2_replicas()
     // The documented overshoot while agents reach a control plane is zero: agents admit only
     // what the control plane granted, and grants never exceed the budget (ARCHITECTURE.md,
     // "Fleet budgets"). And what was granted is spent: the fleet gets its whole budget.
-    assert!(total <= 1000, "the fleet admitted {total} of a quota of 1000");
-    assert!(total >= 990, "the fleet admitted only {total} of a quota of 1000");
+    assert!(
+        total <= 1000,
+        "the fleet admitted {total} of a quota of 1000"
+    );
+    assert!(
+        total >= 990,
+        "the fleet admitted only {total} of a quota of 1000"
+    );
     // Every agent took part, and every one refused with the quota's reason.
     for (a, n) in agents.iter().zip(&admitted) {
         assert!(*n > 0, "an agent admitted nothing: {admitted:?}");
-        assert!(rejections(a, "quota_exhausted").await > 0.0, "an agent refused for no quota");
+        assert!(
+            rejections(a, "quota_exhausted").await > 0.0,
+            "an agent refused for no quota"
+        );
     }
 }
 
@@ -200,7 +219,12 @@ async fn quota_counters_survive_restarts_and_start_over_with_the_next_period() {
     let (key, _) = new_key(&cp, "create", "ann");
     let quota = "kind: Policy\nname: per-minute\nspec: {quota: {limit: 5, period: MINUTE}}\n";
     let revision = cp
-        .apply(resources(&config(&[port], upstream.addr.port(), &["key", "per-minute"], quota)))
+        .apply(resources(&config(
+            &[port],
+            upstream.addr.port(),
+            &["key", "per-minute"],
+            quota,
+        )))
         .await
         .revision;
     let mut a1 = agent(&cp.endpoint(), 1);
@@ -215,8 +239,15 @@ async fn quota_counters_survive_restarts_and_start_over_with_the_next_period() {
     }
     let refused = call().await;
     assert_eq!(refused.status, 429);
-    let retry: u64 = refused.headers["retry-after"].to_str().unwrap().parse().unwrap();
-    assert!(retry <= 60 - (now_secs() % 60) + 1, "Retry-After {retry} is past the minute");
+    let retry: u64 = refused.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        retry <= 60 - (now_secs() % 60) + 1,
+        "Retry-After {retry} is past the minute"
+    );
 
     // A new control plane process and a new agent process: the count is in the store.
     cp.restart();
@@ -228,9 +259,11 @@ async fn quota_counters_survive_restarts_and_start_over_with_the_next_period() {
     assert_eq!(now_secs() / 60, minute, "the restarts outlasted the minute");
 
     // The next minute starts the count over.
-    eventually("the quota to start over", Duration::from_secs(70), || async {
-        (call().await.status == 200).then_some(())
-    })
+    eventually(
+        "the quota to start over",
+        Duration::from_secs(70),
+        || async { (call().await.status == 200).then_some(()) },
+    )
     .await;
     assert!(now_secs() / 60 > minute);
 }
@@ -243,7 +276,12 @@ async fn a_key_removed_from_a_consumer_is_refused_by_every_agent_once_the_change
     let (kept, kept_hash) = new_key(&cp, "create", "ann");
     let (removed, _) = new_key(&cp, "add-key", "ann");
     let revision = cp
-        .apply(resources(&config(&ports, upstream.addr.port(), &["key"], "")))
+        .apply(resources(&config(
+            &ports,
+            upstream.addr.port(),
+            &["key"],
+            "",
+        )))
         .await
         .revision;
     let agents = [agent(&cp.endpoint(), 1), agent(&cp.endpoint(), 2)];
@@ -289,7 +327,12 @@ async fn portico_usage_and_agents_show_the_traffic_agents_served() {
     let port = free_port();
     let (key, _) = new_key(&cp, "create", "ann");
     let revision = cp
-        .apply(resources(&config(&[port], upstream.addr.port(), &["key"], "")))
+        .apply(resources(&config(
+            &[port],
+            upstream.addr.port(),
+            &["key"],
+            "",
+        )))
         .await
         .revision;
     let a1 = agent(&cp.endpoint(), 1);
@@ -307,7 +350,10 @@ async fn portico_usage_and_agents_show_the_traffic_agents_served() {
     }
 
     let json = eventually("the traffic in portico usage", SHOW_TIMEOUT, || async {
-        let json = cp.portico(&["-o", "json", "usage", "--since", "10m"]).ok().json();
+        let json = cp
+            .portico(&["-o", "json", "usage", "--since", "10m"])
+            .ok()
+            .json();
         let served = usage_row(&json, "api", "ann")?;
         let refused = usage_row(&json, "api", "")?;
         let broken = usage_row(&json, "broken", "")?;
@@ -320,20 +366,48 @@ async fn portico_usage_and_agents_show_the_traffic_agents_served() {
     assert_eq!(served["cluster"], "backend");
     assert_eq!(served["region"], "eu");
     assert_eq!(served["errors"], 0);
-    assert!(served["p50_ms"].as_u64().is_some() && served["p99_ms"].as_u64().is_some(), "{served}");
+    assert!(
+        served["p50_ms"].as_u64().is_some() && served["p99_ms"].as_u64().is_some(),
+        "{served}"
+    );
     let refused = usage_row(&json, "api", "").unwrap();
     assert_eq!(refused["rejections"]["auth_missing"], 4, "{refused}");
     let broken = usage_row(&json, "broken", "").unwrap();
-    assert_eq!((broken["errors"].as_u64(), broken["error_rate"].as_f64()), (Some(5), Some(1.0)));
+    assert_eq!(
+        (broken["errors"].as_u64(), broken["error_rate"].as_f64()),
+        (Some(5), Some(1.0))
+    );
 
     // Filters.
-    let only_ann = cp.portico(&["-o", "json", "usage", "--consumer", "ann"]).ok().json();
+    let only_ann = cp
+        .portico(&["-o", "json", "usage", "--consumer", "ann"])
+        .ok()
+        .json();
     let rows = only_ann["rows"].as_array().unwrap();
-    assert!(!rows.is_empty() && rows.iter().all(|r| r["consumer"] == "ann"), "{only_ann}");
-    let broken_only = cp.portico(&["-o", "json", "usage", "--route", "broken"]).ok().json();
-    assert!(broken_only["rows"].as_array().unwrap().iter().all(|r| r["route"] == "broken"));
-    let elsewhere = cp.portico(&["-o", "json", "usage", "--region", "us"]).ok().json();
-    assert_eq!(elsewhere["rows"].as_array().unwrap().len(), 0, "{elsewhere}");
+    assert!(
+        !rows.is_empty() && rows.iter().all(|r| r["consumer"] == "ann"),
+        "{only_ann}"
+    );
+    let broken_only = cp
+        .portico(&["-o", "json", "usage", "--route", "broken"])
+        .ok()
+        .json();
+    assert!(
+        broken_only["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["route"] == "broken")
+    );
+    let elsewhere = cp
+        .portico(&["-o", "json", "usage", "--region", "us"])
+        .ok()
+        .json();
+    assert_eq!(
+        elsewhere["rows"].as_array().unwrap().len(),
+        0,
+        "{elsewhere}"
+    );
     // The table.
     let table = cp.portico(&["usage"]).ok().stdout;
     let line = table
@@ -341,7 +415,12 @@ async fn portico_usage_and_agents_show_the_traffic_agents_served() {
         .find(|l| l.starts_with("edge-1") && l.contains(" ann "))
         .unwrap_or_else(|| panic!("{table}"));
     assert!(line.contains(" 20 ") && line.contains("0.0%"), "{table}");
-    assert!(table.lines().any(|l| l.contains("broken") && l.contains("100.0%")), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("broken") && l.contains("100.0%")),
+        "{table}"
+    );
 
     // portico agents: requests per second while traffic flows.
     let busy = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -354,10 +433,14 @@ async fn portico_usage_and_agents_show_the_traffic_agents_served() {
             }
         })
     };
-    eventually("requests per second in portico agents", SHOW_TIMEOUT, || async {
-        let json = cp.portico(&["-o", "json", "agents"]).ok().json();
-        (json["agents"][0]["req_per_s"].as_f64()? > 0.0).then_some(())
-    })
+    eventually(
+        "requests per second in portico agents",
+        SHOW_TIMEOUT,
+        || async {
+            let json = cp.portico(&["-o", "json", "agents"]).ok().json();
+            (json["agents"][0]["req_per_s"].as_f64()? > 0.0).then_some(())
+        },
+    )
     .await;
     let table = cp.portico(&["agents"]).ok().stdout;
     assert!(table.lines().next().unwrap().contains("REQ/S"), "{table}");
@@ -371,7 +454,12 @@ fn apply_refuses_unknown_policies_consumers_and_key_types_with_the_field_path() 
     let files = Files::new();
     let config = format!(
         "{}---\nkind: Policy\nname: jwt\nspec:\n  jwt_auth:\n    issuer: https://issuer.example.com\n    jwks: '{{\"keys\": [{{\"kty\": \"XYZ\", \"k\": \"c2VjcmV0\"}}]}}'\n---\nkind: Policy\nname: only-bob\nspec: {{api_key_auth: {{consumers: [bob]}}}}\n",
-        config(&[free_port()], free_port(), &["key", "ghost", "only-bob"], "")
+        config(
+            &[free_port()],
+            free_port(),
+            &["key", "ghost", "only-bob"],
+            ""
+        )
     );
     let path = files.write("gateway.yaml", &config);
     let run = cp.portico(&["apply", "-f", &path]).expect(4);

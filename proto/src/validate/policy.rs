@@ -329,9 +329,13 @@ fn fleet(r: &RateLimit, key: Option<&rate_limit_key::Key>, e: &mut Errors) {
         _ => {}
     }
     let periods = std::iter::once(("rate_limit".to_string(), r.period.as_ref(), r.burst)).chain(
-        r.plans
-            .iter()
-            .map(|(plan, p)| (format!("rate_limit.plans[{plan:?}]"), p.period.as_ref(), p.burst)),
+        r.plans.iter().map(|(plan, p)| {
+            (
+                format!("rate_limit.plans[{plan:?}]"),
+                p.period.as_ref(),
+                p.burst,
+            )
+        }),
     );
     for (at, period, burst) in periods {
         if burst > 0 {
@@ -340,7 +344,9 @@ fn fleet(r: &RateLimit, key: Option<&rate_limit_key::Key>, e: &mut Errors) {
                 format!("{local_only}: a FLEET limit counts requests per window of its period"),
             );
         }
-        let ms = period.map_or(1000, |d| d.seconds.saturating_mul(1000) + i64::from(d.nanos) / 1_000_000);
+        let ms = period.map_or(1000, |d| {
+            d.seconds.saturating_mul(1000) + i64::from(d.nanos) / 1_000_000
+        });
         if ms < crate::budget::MIN_FLEET_PERIOD.as_millis() as i64 {
             e.add(
                 format!("{at}.period"),

@@ -949,7 +949,10 @@ async fn rejections_are_counted_by_reason_and_usage_by_consumer() {
     // Refused before any cluster, still on their route.
     let anonymous = usage.rows.iter().find(|r| r.consumer.is_empty()).unwrap();
     assert_eq!(anonymous.stats.requests, 2);
-    assert_eq!((anonymous.route.as_str(), anonymous.cluster.as_str()), ("api", ""));
+    assert_eq!(
+        (anonymous.route.as_str(), anonymous.cluster.as_str()),
+        ("api", "")
+    );
     proxy.shutdown(Duration::from_secs(1)).await;
 }
 
@@ -992,7 +995,10 @@ async fn fleet_budgets_admit_what_was_granted_and_refuse_once_exhausted() {
     let resources = vec![
         cluster("up", &[up.addr]),
         consumer("alice", "alice-key", &[], "gold"),
-        policy("keys", policy::Policy::ApiKeyAuth(pb::ApiKeyAuth::default())),
+        policy(
+            "keys",
+            policy::Policy::ApiKeyAuth(pb::ApiKeyAuth::default()),
+        ),
         policy(
             "daily",
             policy::Policy::Quota(pb::Quota {
@@ -1022,7 +1028,10 @@ async fn fleet_budgets_admit_what_was_granted_and_refuse_once_exhausted() {
     // this calendar day; it goes on with the grant.
     let waiting = tokio::spawn(request(port, "GET", "/", &key, ""));
     let ask = asked(&proxy).await.remove(0);
-    assert_eq!((ask.policy.as_str(), ask.key.as_str()), ("daily", "consumer:alice"));
+    assert_eq!(
+        (ask.policy.as_str(), ask.key.as_str()),
+        ("daily", "consumer:alice")
+    );
     assert!(ask.wanted >= 1);
     let day = 86_400_000;
     assert_eq!(ask.window_start_ms % day, 0, "a calendar day");
@@ -1033,11 +1042,21 @@ async fn fleet_budgets_admit_what_was_granted_and_refuse_once_exhausted() {
     proxy.grant_budgets(vec![grant(&ask, 0, true, day)]);
     let refused = request(port, "GET", "/", &key, "").await;
     assert_eq!(refused.status, 429);
-    let retry: i64 = refused.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: i64 = refused.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let left = (ask.window_start_ms + day
-        - SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64)
+        - SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64)
         / 1000;
-    assert!((left - 2..=left + 2).contains(&retry), "Retry-After {retry}, {left} s left");
+    assert!(
+        (left - 2..=left + 2).contains(&retry),
+        "Retry-After {retry}, {left} s left"
+    );
     // Authentication ran first: no key is 401, not a quota refusal.
     assert_eq!(request(port, "GET", "/", &[], "").await.status, 401);
     let counts = proxy.take_budget_use();
@@ -1047,7 +1066,10 @@ async fn fleet_budgets_admit_what_was_granted_and_refuse_once_exhausted() {
     // A FLEET rate limit without a key: one budget per route, with the RateLimit-* headers.
     let waiting = tokio::spawn(request(port, "GET", "/fleet", &[], ""));
     let ask = asked(&proxy).await.remove(0);
-    assert_eq!((ask.policy.as_str(), ask.key.as_str()), ("shared", "route:web/fleet"));
+    assert_eq!(
+        (ask.policy.as_str(), ask.key.as_str()),
+        ("shared", "route:web/fleet")
+    );
     proxy.grant_budgets(vec![grant(&ask, 1, true, 3_600_000)]);
     let admitted = waiting.await.unwrap();
     assert_eq!(admitted.status, 200);
@@ -1063,7 +1085,11 @@ async fn fleet_budgets_admit_what_was_granted_and_refuse_once_exhausted() {
     let other = request(port, "GET", "/other", &[], "").await;
     assert_eq!(other.status, 429);
     assert_eq!(other.headers["retry-after"], "1");
-    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(proxy.take_budget_requests().is_empty());
     proxy.shutdown(Duration::from_secs(1)).await;
 }

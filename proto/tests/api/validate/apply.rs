@@ -175,8 +175,8 @@ fn refusals_judge_what_is_applied_not_what_is_stored() {
             .contains(Kind::Cluster, "spare")
     );
 
-    let errors = validate_apply(&stored, &parse(h2), &[])
-        .expect_err("an HTTP2 connection limit is refused");
+    let errors =
+        validate_apply(&stored, &parse(h2), &[]).expect_err("an HTTP2 connection limit is refused");
     assert_errors(
         "cluster",
         &errors,

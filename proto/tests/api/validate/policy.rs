@@ -164,7 +164,9 @@ fn policy_rules() {
             &["rate_limit.key.header: applies to rate limits of scope LOCAL only"],
         ),
         (
-            &policy("{rate_limit: {requests: 10, scope: FLEET, key: {consumer: true}, period: 60s}}"),
+            &policy(
+                "{rate_limit: {requests: 10, scope: FLEET, key: {consumer: true}, period: 60s}}",
+            ),
             &[],
         ),
         (
