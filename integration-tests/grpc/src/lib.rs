@@ -9,7 +9,8 @@
 //! - [`pb`]: the generated code of `proto/echo.proto` (client and server).
 //! - [`EchoService`]: the service: one method per kind of call.
 //! - [`EchoServer`]: a tonic server of the service and of `grpc.health.v1.Health` on port 0,
-//!   stopped on drop.
+//!   stopped on drop; [`serve`] the same on a given socket (the `grpc-echo-server` binary,
+//!   which the gRPC benchmark runs behind the gateway and nginx).
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -167,24 +168,17 @@ impl EchoServer {
         let addr = listener
             .local_addr()
             .unwrap_or_else(|e| panic!("the gRPC server's address: {e}"));
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_service_status(SERVICE, ServingStatus::Serving)
-            .await;
-        let echo = EchoGrpc::new(EchoService {
-            name: name.to_string(),
-            fail,
-        })
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20);
         let stop = CancellationToken::new();
-        let shutdown = stop.clone().cancelled_owned();
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(health_service)
-                .add_service(echo)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown),
-        );
+        let (health, served) = serve(
+            listener,
+            EchoService {
+                name: name.to_string(),
+                fail,
+            },
+            stop.clone(),
+        )
+        .await;
+        tokio::spawn(served);
         EchoServer { addr, health, stop }
     }
 
@@ -196,6 +190,41 @@ impl EchoServer {
             ServingStatus::NotServing
         };
         self.health.set_service_status(SERVICE, status).await;
+    }
+}
+
+/// A server of `echo` and of `grpc.health.v1.Health` (the echo service SERVING) on
+/// `listener` until `stop` is cancelled: the health service's reporter, and the future that
+/// serves.
+pub async fn serve(
+    listener: TcpListener,
+    echo: EchoService,
+    stop: CancellationToken,
+) -> (
+    HealthReporter,
+    impl Future<Output = Result<(), tonic::transport::Error>> + Send + 'static,
+) {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status(SERVICE, ServingStatus::Serving)
+        .await;
+    let echo = EchoGrpc::new(echo)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    let served = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(echo)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled_owned());
+    (health, served)
+}
+
+impl EchoService {
+    /// The service answering as `name`.
+    pub fn new(name: &str) -> Self {
+        EchoService {
+            name: name.to_string(),
+            fail: None,
+        }
     }
 }
 
