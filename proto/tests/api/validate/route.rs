@@ -94,6 +94,24 @@ fn route_table_rules() {
             ],
         ),
         (
+            // Framing and hop-by-hop headers: the agent writes them per hop, and a rule that
+            // set one would truncate bodies or hang the upstream.
+            &route(
+                "{action: {cluster: cart}, request_headers: {set: [{name: Content-Length, value: '0'}], add: [{name: transfer-encoding, value: chunked}], remove: [host]}, response_headers: {set: [{name: connection, value: close}], remove: [Keep-Alive, te, trailer, upgrade, proxy-connection]}}",
+            ),
+            &[
+                "routes[0].request_headers.add[0].name: \"transfer-encoding\" is a framing or hop-by-hop header: the agent writes it for each hop",
+                "routes[0].request_headers.set[0].name: \"Content-Length\" is a framing or hop-by-hop header",
+                "routes[0].request_headers.remove[0]: \"host\" is a framing or hop-by-hop header",
+                "routes[0].response_headers.set[0].name: \"connection\" is a framing or hop-by-hop header",
+                "routes[0].response_headers.remove[0]: \"Keep-Alive\" is a framing",
+                "routes[0].response_headers.remove[1]: \"te\" is a framing",
+                "routes[0].response_headers.remove[2]: \"trailer\" is a framing",
+                "routes[0].response_headers.remove[3]: \"upgrade\" is a framing",
+                "routes[0].response_headers.remove[4]: \"proxy-connection\" is a framing",
+            ],
+        ),
+        (
             &route("{action: {cluster: cart}, timeout: 7200s}"),
             &["routes[0].timeout: must be at most 3600s"],
         ),
