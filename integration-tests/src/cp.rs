@@ -42,6 +42,8 @@ pub struct ControlPlane {
     process: Process,
     store: StoreSpec,
     replica: String,
+    /// Flags beyond the store's and the addresses, kept for restarts.
+    args: Vec<String>,
     /// The gRPC address (Admin and Discovery).
     pub grpc: SocketAddr,
     /// The HTTP address (/metrics, /healthz, /readyz).
@@ -53,12 +55,19 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Starts `portico-cp` with `store` and waits until it is ready.
     pub fn start(store: StoreSpec, replica: &str) -> ControlPlane {
+        ControlPlane::start_with(store, replica, &[])
+    }
+
+    /// [`ControlPlane::start`] with more flags, e.g. `["--agent-expiry", "2s"]`.
+    pub fn start_with(store: StoreSpec, replica: &str, args: &[&str]) -> ControlPlane {
         let (grpc, metrics) = (free_addr(), free_addr());
-        let process = spawn(&store, replica, grpc, metrics);
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let process = spawn(&store, replica, grpc, metrics, &args);
         let mut cp = ControlPlane {
             process,
             store,
             replica: replica.to_string(),
+            args,
             grpc,
             metrics,
             _dir: None,
@@ -145,6 +154,11 @@ impl ControlPlane {
         cli::portico(&self.endpoint(), args)
     }
 
+    /// The process's log so far (warnings and errors: it runs with `RUST_LOG=warn`).
+    pub fn log(&self) -> String {
+        self.process.stdout() + &self.process.stderr()
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub fn kill(&mut self) {
         self.process.kill();
@@ -153,7 +167,13 @@ impl ControlPlane {
     /// Starts the process again on the same ports and store, and waits until it is ready.
     pub fn restart(&mut self) {
         self.process.kill();
-        self.process = spawn(&self.store, &self.replica, self.grpc, self.metrics);
+        self.process = spawn(
+            &self.store,
+            &self.replica,
+            self.grpc,
+            self.metrics,
+            &self.args,
+        );
         self.wait_ready();
     }
 
@@ -208,8 +228,15 @@ pub fn command(store: &StoreSpec, replica: &str, grpc: SocketAddr, metrics: Sock
     cmd
 }
 
-fn spawn(store: &StoreSpec, replica: &str, grpc: SocketAddr, metrics: SocketAddr) -> Process {
-    let cmd = command(store, replica, grpc, metrics);
+fn spawn(
+    store: &StoreSpec,
+    replica: &str,
+    grpc: SocketAddr,
+    metrics: SocketAddr,
+    args: &[String],
+) -> Process {
+    let mut cmd = command(store, replica, grpc, metrics);
+    cmd.args(args);
     Process::spawn(&format!("portico-cp {replica}"), cmd)
 }
 

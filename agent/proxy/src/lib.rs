@@ -17,6 +17,8 @@
 //! - [`body`], [`headers`], [`host`], [`path`], [`error`]: body types, header hygiene and
 //!   transforms, the one host of a request, path normalisation, and the classified errors the
 //!   agent answers with.
+//! - [`grpc`]: gRPC calls recognised, their statuses, deadlines and message framing, and
+//!   gRPC-Web translated to and from gRPC.
 //! - [`metrics`]: every data-path metric, named once; [`access_log`]: the log line format;
 //!   [`usage`]: usage counters per worker, collected for reports; `budgets`: fleet budgets
 //!   (quotas, FLEET rate limits) granted by the control plane and spent by requests.
@@ -39,6 +41,7 @@ mod budgets;
 pub mod config;
 pub mod connector;
 pub mod error;
+pub mod grpc;
 pub mod headers;
 pub mod host;
 pub mod metrics;

@@ -9,12 +9,14 @@
 mod agent_cache;
 mod agent_shutdown;
 mod agent_sync;
+mod apply_refusals;
 mod cli_commands;
 mod cli_fleet;
 mod cli_health;
 mod control_plane;
 mod control_plane_etcd;
 mod control_plane_latency;
+mod control_plane_start;
 mod deploy_examples;
 mod gateway_fleet;
 mod service_endpoints;
