@@ -214,44 +214,58 @@ impl UsageRollups {
         Ok(())
     }
 
-    /// Makes the rollup of the last hour that ended [`ROLL_UP_AFTER`] ago, unless it exists.
+    /// Makes the rollup of every hour that ended [`ROLL_UP_AFTER`] ago or more and whose
+    /// minutes are all still kept, unless it exists: a replica that was down when an hour
+    /// ended (or the only replica, restarted) still rolls it up before its minutes are pruned.
     async fn roll_up(&self, now: i64) -> Result<(), StoreError> {
-        let hour = (now - ROLL_UP_AFTER.as_millis() as i64).div_euclid(HOUR_MS) * HOUR_MS - HOUR_MS;
-        if self.lock().rolled_up >= hour {
+        let last = (now - ROLL_UP_AFTER.as_millis() as i64).div_euclid(HOUR_MS) * HOUR_MS - HOUR_MS;
+        let oldest_whole =
+            (now - MINUTES_KEPT.as_millis() as i64 + HOUR_MS - 1).div_euclid(HOUR_MS) * HOUR_MS;
+        let mut hour = oldest_whole.max(self.lock().rolled_up + HOUR_MS);
+        while hour <= last {
+            self.roll_up_hour(hour).await?;
+            self.lock().rolled_up = hour;
+            hour += HOUR_MS;
+        }
+        Ok(())
+    }
+
+    /// Makes the rollup of the hour starting at `hour` from every replica's minutes, unless it
+    /// exists (or there was no traffic).
+    async fn roll_up_hour(&self, hour: i64) -> Result<(), StoreError> {
+        let key = self.keys.usage_hour(hour);
+        if self.store.get(&key).await?.is_some() {
             return Ok(());
         }
-        let key = self.keys.usage_hour(hour);
-        if self.store.get(&key).await?.is_none() {
-            let mut rows = Rows::default();
-            for rollup in self.minutes_of_hour(hour).await? {
-                for row in &rollup.rows {
-                    rows.add(row);
-                }
-            }
-            if !rows.is_empty() {
-                let rollup = UsageRollup {
-                    start_ms: hour,
-                    seconds: 3600,
-                    rows: rows.bounded(MAX_ROLLUP_ROWS),
-                };
-                metrics::counter!(USAGE_WRITES).increment(1);
-                // Created only if no replica did first.
-                self.store
-                    .txn(Txn {
-                        compares: vec![Compare::ModRevision {
-                            key: key.clone(),
-                            revision: 0,
-                        }],
-                        ops: vec![Op::Put {
-                            key,
-                            value: keys::encode(&rollup),
-                            lease: None,
-                        }],
-                    })
-                    .await?;
+        let mut rows = Rows::default();
+        for rollup in self.minutes_of_hour(hour).await? {
+            for row in &rollup.rows {
+                rows.add(row);
             }
         }
-        self.lock().rolled_up = hour;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let rollup = UsageRollup {
+            start_ms: hour,
+            seconds: 3600,
+            rows: rows.bounded(MAX_ROLLUP_ROWS),
+        };
+        metrics::counter!(USAGE_WRITES).increment(1);
+        // Created only if no replica did first.
+        self.store
+            .txn(Txn {
+                compares: vec![Compare::ModRevision {
+                    key: key.clone(),
+                    revision: 0,
+                }],
+                ops: vec![Op::Put {
+                    key,
+                    value: keys::encode(&rollup),
+                    lease: None,
+                }],
+            })
+            .await?;
         Ok(())
     }
 
@@ -408,4 +422,192 @@ pub fn requests_per_second(rows: &[UsageRow], other: Option<&UsageStats>, millis
         .map(|s| s.requests)
         .sum();
     requests as f64 * 1000.0 / millis as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+    use crate::store::embedded::EmbeddedStore;
+
+    /// An hour start (2023-11-14 22:00 UTC).
+    const H: i64 = 1_699_999_200_000;
+
+    fn at(ms: i64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(ms as u64)
+    }
+
+    fn row(route: &str, consumer: &str, class: &str, requests: u64) -> UsageRow {
+        UsageRow {
+            listener: "edge".into(),
+            route: route.into(),
+            cluster: "backend".into(),
+            consumer: consumer.into(),
+            status_class: class.into(),
+            stats: Some(UsageStats {
+                requests,
+                ..Default::default()
+            }),
+            region: String::new(),
+        }
+    }
+
+    fn requests(rows: &[UsageRow]) -> u64 {
+        rows.iter()
+            .filter_map(|r| r.stats.as_ref())
+            .map(|s| s.requests)
+            .sum()
+    }
+
+    /// Replicas `names` of one embedded store, and the store.
+    fn replicas(dir: &tempfile::TempDir, names: &[&str]) -> (Vec<UsageRollups>, MeteredStore) {
+        let store = MeteredStore::new(Arc::new(EmbeddedStore::open(dir.path()).expect("open")));
+        let rollups = names
+            .iter()
+            .map(|n| UsageRollups::new(store.clone(), Keys::new("/t"), n.to_string()))
+            .collect();
+        (rollups, store)
+    }
+
+    async fn hour_rollup(store: &MeteredStore, hour: i64) -> Option<(UsageRollup, i64)> {
+        let kv = store
+            .get(&Keys::new("/t").usage_hour(hour))
+            .await
+            .unwrap()?;
+        let rollup = keys::decode::<UsageRollup>(&kv.key, &kv.value).unwrap();
+        Some((rollup, kv.mod_revision))
+    }
+
+    #[tokio::test]
+    async fn minutes_of_every_replica_roll_up_into_one_hour_made_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (r, store) = replicas(&dir, &["cp-1", "cp-2", "cp-3"]);
+        r[0].report(
+            "eu",
+            vec![row("api", "ann", "2xx", 10)],
+            None,
+            at(H + 300_000),
+        );
+        let other = UsageStats {
+            requests: 3,
+            ..Default::default()
+        };
+        r[1].report(
+            "us",
+            vec![row("api", "ann", "2xx", 5), row("api", "", "4xx", 2)],
+            Some(other),
+            at(H + 1_800_000),
+        );
+        r[0].flush(H + 360_000).await.unwrap();
+        r[1].flush(H + 1_860_000).await.unwrap();
+        let (minutes, _) = store
+            .list(&Keys::new("/t").usage_minutes_of_hour(H))
+            .await
+            .unwrap();
+        assert_eq!(minutes.len(), 2, "one minute key per replica");
+
+        // Not before every replica has had the time to write its last minutes.
+        r[0].roll_up(H + HOUR_MS + 60_000).await.unwrap();
+        assert!(hour_rollup(&store, H).await.is_none());
+
+        // A replica that was not running when the hour ended rolls it up later (within the
+        // 24 hours its minutes are kept).
+        r[2].roll_up(H + 5 * HOUR_MS).await.unwrap();
+        let (rollup, revision) = hour_rollup(&store, H).await.expect("the hour's rollup");
+        assert_eq!((rollup.start_ms, rollup.seconds), (H, 3600));
+        assert_eq!(requests(&rollup.rows), 20);
+        // The others find it made and leave it as it is.
+        r[0].roll_up(H + HOUR_MS + 180_000).await.unwrap();
+        r[1].roll_up(H + 5 * HOUR_MS).await.unwrap();
+        assert_eq!(hour_rollup(&store, H).await.unwrap().1, revision);
+
+        // A replica with nothing in memory answers from the store, each request counted once,
+        // with filters.
+        let fresh = &r[2];
+        let query = |filter: Filter| async move {
+            let (rows, from, to) = fresh
+                .query(Duration::from_secs(2 * 3600), &filter, at(H + 2 * HOUR_MS))
+                .await
+                .unwrap();
+            assert_eq!((from, to), (H, H + 2 * HOUR_MS));
+            rows
+        };
+        let all = query(Filter::default()).await;
+        assert_eq!(requests(&all), 20);
+        let ann = query(Filter {
+            consumer: Some("ann".into()),
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(requests(&ann), 15);
+        let eu = query(Filter {
+            region: Some("eu".into()),
+            ..Default::default()
+        })
+        .await;
+        assert_eq!((eu.len(), requests(&eu)), (1, 10));
+        let anonymous = query(Filter {
+            consumer: Some("-".into()),
+            route: Some("api".into()),
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(
+            requests(&anonymous),
+            2,
+            "the row left out of names has no route"
+        );
+    }
+
+    #[tokio::test]
+    async fn minutes_go_after_a_day_hours_after_30_days_and_pruning_twice_is_harmless() {
+        let dir = tempfile::tempdir().unwrap();
+        let (r, store) = replicas(&dir, &["cp-1", "cp-2"]);
+        let keys = Keys::new("/t");
+        r[0].report(
+            "eu",
+            vec![row("api", "ann", "2xx", 7)],
+            None,
+            at(H + 300_000),
+        );
+        r[0].flush(H + 360_000).await.unwrap();
+        r[0].roll_up(H + HOUR_MS + 180_000).await.unwrap();
+        let count = |prefix: String| {
+            let store = store.clone();
+            async move { store.list_keys(&prefix).await.unwrap().0.len() }
+        };
+        assert_eq!(count(keys.usage_minutes_prefix()).await, 1);
+        assert_eq!(count(keys.usage_hours_prefix()).await, 1);
+
+        // Within the day nothing goes.
+        r[0].prune(H + 23 * HOUR_MS).await.unwrap();
+        assert_eq!(count(keys.usage_minutes_prefix()).await, 1);
+
+        // After a day the minute goes and the hour stays; both replicas prune at once, and
+        // again: the same outcome, no error.
+        let later = H + 25 * HOUR_MS;
+        let (a, b) = tokio::join!(r[0].prune(later), r[1].prune(later));
+        a.unwrap();
+        b.unwrap();
+        r[1].prune(later).await.unwrap();
+        assert_eq!(count(keys.usage_minutes_prefix()).await, 0);
+        assert_eq!(count(keys.usage_hours_prefix()).await, 1);
+        let (rows, _, _) = r[1]
+            .query(
+                Duration::from_secs(26 * 3600),
+                &Filter::default(),
+                at(later),
+            )
+            .await
+            .unwrap();
+        assert_eq!(requests(&rows), 7, "the hour still answers");
+
+        // After 30 days the hour goes too.
+        let month = H + 30 * 24 * HOUR_MS + 2 * HOUR_MS;
+        r[0].prune(month).await.unwrap();
+        r[0].prune(month).await.unwrap();
+        assert_eq!(count(keys.usage_hours_prefix()).await, 0);
+    }
 }
