@@ -24,7 +24,10 @@ mod unsupported;
 
 use std::collections::HashSet;
 
+use prost::Message;
+
 use crate::ResourceSet;
+use crate::limits;
 use crate::pb::{Resource, ResourceKey, resource::Spec};
 pub use policy::json_schema;
 pub use unsupported::unsupported;
@@ -146,6 +149,19 @@ fn validate_with(
 fn check_one(resource: &Resource, e: &mut Errors) {
     if let Err(message) = field::dns_label(&resource.name) {
         e.add("name", message);
+    }
+    field::labels(&resource.labels, e);
+    let size = resource.encoded_len();
+    if size > limits::MAX_RESOURCE_BYTES {
+        e.add(
+            "",
+            format!(
+                "the resource is {} encoded; the limit is {}: split it (a route table into \
+                 several, say one per listener or group of hosts)",
+                limits::bytes(size),
+                limits::bytes(limits::MAX_RESOURCE_BYTES)
+            ),
+        );
     }
     unsupported::check(resource, e);
     match &resource.spec {

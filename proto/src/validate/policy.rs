@@ -5,8 +5,8 @@
 use super::Errors;
 use super::field::{self, MAX_PERIOD_SECS};
 use crate::pb::{
-    Cors, HeaderPolicy, JwtAuth, Policy, RateLimit, RequestValidation, policy,
-    quota, rate_limit, rate_limit_key,
+    Cors, HeaderPolicy, JwtAuth, Policy, RateLimit, RequestValidation, policy, quota, rate_limit,
+    rate_limit_key,
 };
 
 const COMPRESSION: &[&str] = &["br", "gzip"];

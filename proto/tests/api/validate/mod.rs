@@ -109,6 +109,59 @@ fn names_and_specs() {
 }
 
 #[test]
+fn labels_and_sizes_are_bounded() {
+    let many: String = (0..65).map(|i| format!("k{i}: v\n  ")).collect();
+    cases(&[
+        (
+            "kind: Cluster\nname: a\nlabels: {app.example.com/tier: edge, team_x-1: '2'}\nspec: {}\n",
+            &[],
+        ),
+        (
+            &format!("kind: Cluster\nname: a\nlabels:\n  {many}\nspec: {{}}\n"),
+            &["Cluster/a: labels: 65 labels; the limit is 64"],
+        ),
+        (
+            "kind: Cluster\nname: a\nlabels: {'bad key': x, '': y}\nspec: {}\n",
+            &[
+                "labels[\"\"]: label keys are 1-128 characters",
+                "labels[\"bad key\"]: label keys are 1-128 characters",
+            ],
+        ),
+        (
+            &format!(
+                "kind: Cluster\nname: a\nlabels: {{{}: x, big: {}}}\nspec: {{}}\n",
+                "k".repeat(200),
+                "v".repeat(257)
+            ),
+            &[
+                "labels[\"big\"]: the value is 257 bytes long; the limit is 256",
+                &format!(
+                    "labels[\"{}…\"]: label keys are 1-128 characters",
+                    "k".repeat(40)
+                ),
+            ],
+        ),
+        (
+            "kind: Cluster\nname: a\nlabels: {k: \"a\\u001bb\"}\nspec: {}\n",
+            &["labels[\"k\"]: the value contains a control character"],
+        ),
+        (
+            // 600 KiB of routes in one table.
+            &format!(
+                "kind: RouteTable\nname: big\nspec:\n  virtual_hosts:\n    - domains: [big.example.com]\n      routes:\n{}",
+                (0..6000)
+                    .map(|i| format!(
+                        "        - {{match: {{prefix: /p{i:05}/{}}}, action: {{cluster: cart}}}}\n",
+                        "x".repeat(80)
+                    ))
+                    .collect::<String>()
+            ),
+            &["RouteTable/big: the resource is 597.7 KiB encoded; the limit is 512 KiB"],
+        ),
+    ]);
+}
+
+#[test]
 fn every_error_is_reported_in_resource_order() {
     let yaml = "kind: Secret\nname: token\nspec: {}\n---\nkind: Listener\nname: plain\nspec: {port: 0, protocol: HTTP, route_table: x}\n";
     check(
