@@ -134,6 +134,26 @@ impl SnapshotBuilder {
         }
     }
 
+    /// Gives the resource of this kind and name, if present, config revision `version`: a
+    /// large change's resources arrive before the config revision that ends it.
+    pub fn relabel(&mut self, kind: Kind, name: &str, version: Revision) {
+        let Some(stored) = self
+            .resources
+            .get_mut(&kind)
+            .and_then(|by_name| by_name.get_mut(name))
+        else {
+            return;
+        };
+        if stored.version != version {
+            *stored = Arc::new(Stored {
+                resource: stored.resource.clone(),
+                revision: stored.revision,
+                version,
+                refs: stored.refs.clone(),
+            });
+        }
+    }
+
     /// Removes one resource, if present.
     pub fn remove(&mut self, kind: Kind, name: &str) {
         let removed = self
