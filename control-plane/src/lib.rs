@@ -16,6 +16,9 @@
 //! - [`views`]: per-scope views, diffs by revision and the encoded-update cache.
 //! - [`discovery`]: agent streams (Hello, updates, ACK/NACK, coalescing, resume).
 //! - [`admin`]: the Admin service (apply, get, list, delete, history, rollback, status).
+//! - [`compiler`]: the agents' own compiler run on a change before it is written.
+//! - [`commit`]: writing a change, in one transaction or staged in several behind one config
+//!   revision.
 //! - [`history`]: history records and rollback reconstruction.
 //! - [`registry`]: the store-backed agent registry and its batched flusher; which agents are
 //!   service endpoints; each agent's endpoint health.
@@ -27,6 +30,8 @@
 //! - [`metrics`]: metric names and the Prometheus recorder.
 
 pub mod admin;
+pub mod commit;
+pub mod compiler;
 pub mod config;
 pub mod discovery;
 pub mod health;

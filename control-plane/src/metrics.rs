@@ -6,7 +6,8 @@
 //! | `portico_cp_updates_sent_total` | counter | updates sent to agents |
 //! | `portico_cp_updates_coalesced_total` | counter | versions an agent skipped because a newer one was ready when it ACKed |
 //! | `portico_cp_apply_to_ack_seconds` | histogram | from this replica publishing a version to an agent ACKing it |
-//! | `portico_cp_nacks_total` | counter | updates rejected by agents |
+//! | `portico_cp_nacks_total` | counter | updates rejected by agents for their content |
+//! | `portico_cp_ahead_refusals_total` | counter | updates agents refused as older than the config they serve (this replica is behind them) |
 //! | `portico_cp_store_operation_seconds{op}` | histogram | store call latency |
 //! | `portico_cp_store_errors_total{op}` | counter | failed store calls |
 //! | `portico_cp_snapshot_build_seconds` | histogram | building a snapshot from watch events |
@@ -30,8 +31,10 @@ pub const UPDATES_SENT: &str = "portico_cp_updates_sent_total";
 pub const UPDATES_COALESCED: &str = "portico_cp_updates_coalesced_total";
 /// Publish → ACK latency.
 pub const APPLY_TO_ACK: &str = "portico_cp_apply_to_ack_seconds";
-/// Updates rejected by agents.
+/// Updates rejected by agents for their content.
 pub const NACKS: &str = "portico_cp_nacks_total";
+/// Updates agents refused as older than what they serve.
+pub const AHEAD_REFUSALS: &str = "portico_cp_ahead_refusals_total";
 /// Store call latency, labelled `op`.
 pub const STORE_OPERATION: &str = "portico_cp_store_operation_seconds";
 /// Failed store calls, labelled `op`.

@@ -127,7 +127,12 @@ pub async fn run_with_store(
     );
     let views = Arc::new(Views::new(Arc::new(initial)));
     let replica = config.replica_id();
-    let registry = Arc::new(Registry::new(store.clone(), keys.clone(), replica.clone()));
+    let registry = Arc::new(Registry::new(
+        store.clone(),
+        keys.clone(),
+        replica.clone(),
+        config.agent_expiry,
+    ));
     let cancel = CancellationToken::new();
 
     let watcher = tokio::spawn(watcher::follow(
@@ -157,7 +162,10 @@ pub async fn run_with_store(
         keys,
         views.clone(),
         registry.clone(),
-    ));
+        replica.clone(),
+    ))
+    .max_decoding_message_size(portico_api::limits::MAX_REQUEST_BYTES)
+    .max_encoding_message_size(portico_api::limits::MAX_RESPONSE_BYTES);
     let discovery = DiscoveryServer(Discovery::new(views, registry, services, cancel.clone()));
     tracing::info!(%replica, addr = ?listener.local_addr().ok(), "control plane serving");
     let stop = cancel.clone();
