@@ -36,7 +36,7 @@ pub struct Agent {
     pub agent_version: String,
     /// The config version it last applied (0: none).
     pub applied_version: i64,
-    /// `in-sync`, `pending`, `nacked` or `disconnected`.
+    /// `in-sync`, `pending`, `nacked`, `ahead-of-control-plane` or `disconnected`.
     pub state: &'static str,
     /// Last message from the agent, RFC 3339 UTC ("" when never).
     pub last_seen: String,
@@ -70,6 +70,8 @@ pub struct Agents {
 pub fn state(a: &AgentRecord, config_revision: i64) -> &'static str {
     if !a.connected {
         "disconnected"
+    } else if a.ahead_of_control_plane {
+        "ahead-of-control-plane"
     } else if a
         .last_nack
         .as_ref()
@@ -203,6 +205,11 @@ mod tests {
         // A NACK of an older version is history once a newer version was applied.
         assert_eq!(state(&agent("a", 5, true, Some(4)), 5), "in-sync");
         assert_eq!(state(&agent("a", 5, false, None), 5), "disconnected");
+        let ahead = AgentRecord {
+            ahead_of_control_plane: true,
+            ..agent("a", 9, true, None)
+        };
+        assert_eq!(state(&ahead, 2), "ahead-of-control-plane");
     }
 
     #[test]
