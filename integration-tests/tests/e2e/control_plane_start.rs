@@ -37,7 +37,10 @@ async fn an_empty_or_vanished_store_file_is_refused_until_init() {
     std::fs::File::create(&db).unwrap().set_len(0).unwrap();
     let (code, stderr) = refused(&dir, &[]);
     assert_eq!(code, Some(1), "{stderr}");
-    assert!(stderr.contains("portico.redb is empty (0 bytes)"), "{stderr}");
+    assert!(
+        stderr.contains("portico.redb is empty (0 bytes)"),
+        "{stderr}"
+    );
     assert!(stderr.contains("--init"), "{stderr}");
     assert_eq!(std::fs::metadata(&db).unwrap().len(), 0, "left as found");
 
