@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use portico_agent::cache::Cache;
 use portico_integration_tests::agent::{Agent, AgentOptions};
-use portico_integration_tests::cp::ControlPlane;
+use portico_integration_tests::cp::{ControlPlane, StoreSpec};
+use portico_integration_tests::etcd::Etcd;
 use portico_test_support::http::fetch;
 use portico_test_support::net::{free_port, localhost};
 use portico_test_support::resources::{cluster, routed};
@@ -194,4 +195,45 @@ async fn an_agent_failing_over_to_a_control_plane_behind_it_keeps_its_config() {
     .await;
     assert_eq!(agent.version().await, 1);
     cached(&cache_dir, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_failing_over_to_an_empty_etcd_prefix_keeps_its_config() {
+    // The reported case: the agent's second control plane reads another (empty) key prefix
+    // of the same etcd, so it offers version 0.
+    let etcd = Etcd::start();
+    let on = |prefix: &str| StoreSpec::Etcd {
+        endpoint: etcd.endpoint(),
+        prefix: prefix.into(),
+    };
+    let mut a = ControlPlane::start(on("/fleet"), "cp-1");
+    let b = ControlPlane::start(on("/fleet-typo"), "cp-2");
+    let tmp = tempfile::tempdir().unwrap();
+    let cache_dir = tmp.path().join("cache");
+    let blue = Upstream::start_name_only("blue").await;
+    let port = free_port();
+    let both = AgentOptions::new("fleet-3", &[a.endpoint(), b.endpoint()]).cache_dir(&cache_dir);
+    let agent = Agent::start(&both);
+    let v1 = a.apply(routed("shop", port, &[blue.addr])).await.revision;
+    agent.wait_for_version(v1).await;
+    cached(&cache_dir, v1).await;
+
+    a.kill();
+    assert_ahead(&b, &agent, "fleet-3", v1).await;
+    assert_eq!(served(port).await.as_deref(), Some("blue\n"));
+    assert_eq!(agent.version().await, v1);
+    assert_eq!(
+        Cache::new(&cache_dir).load().unwrap().unwrap().version,
+        v1,
+        "the cache keeps the config"
+    );
+    let metrics = b.metrics_text();
+    let refusals = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("portico_cp_ahead_refusals_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(
+        refusals.is_some_and(|n| n >= 1.0),
+        "the control plane counts it: {metrics}"
+    );
 }
