@@ -261,6 +261,60 @@ fn retry_rules() {
             ),
             &[],
         ),
+        (
+            &route(
+                "{action: {cluster: cart}, retry: {attempts: 2, retry_on: [unavailable, resource-exhausted, cancelled, deadline-exceeded, internal], retry_non_idempotent: true}}",
+            ),
+            &[],
+        ),
+        (
+            &route(
+                "{action: {cluster: cart}, retry: {attempts: 2, retry_on: [reset, unavailable]}}",
+            ),
+            &[
+                "routes[0].retry.retry_on[1]: \"unavailable\" retries gRPC calls, which are POST requests: it needs retry_non_idempotent: true",
+            ],
+        ),
+    ]);
+}
+
+#[test]
+fn grpc_rules() {
+    cases(&[
+        (
+            &route(
+                "{action: {cluster: cart}, grpc_web: true, match: {grpc: {service: pkg.v1.Users, method: Get}}}",
+            ),
+            &[],
+        ),
+        (
+            &route("{action: {cluster: cart}, match: {grpc: {service: pkg.Users}}}"),
+            &[],
+        ),
+        (
+            &route("{action: {cluster: cart}, match: {grpc: {method: Get_2}}}"),
+            &[],
+        ),
+        (
+            &route("{action: {cluster: cart}, match: {prefix: /a, grpc: {}}}"),
+            &[
+                "routes[0].match.grpc: is a path condition itself: set it or exact, prefix or regex, not both",
+                "routes[0].match.grpc: set service, method or both",
+            ],
+        ),
+        (
+            &route(
+                "{action: {cluster: cart}, match: {grpc: {service: 'pkg..Users', method: 'Get/x'}}}",
+            ),
+            &[
+                "routes[0].match.grpc.service: \"pkg..Users\" is not a gRPC service name",
+                "routes[0].match.grpc.method: \"Get/x\" is not a gRPC method name",
+            ],
+        ),
+        (
+            &route("{action: {direct_response: {status: 200}}, grpc_web: true}"),
+            &["routes[0].grpc_web: needs a forwarding action"],
+        ),
     ]);
 }
 
