@@ -23,7 +23,10 @@ fn api_listeners_have_no_socket() {
     cases(&[
         (&grpc(ROUTE, CLUSTER), &[]),
         (
-            "kind: Listener\nname: api.example\nspec: {protocol: API, route_table: shop, address: 0.0.0.0, port: 80, merge_slashes: true, limits: {idle_timeout: 1s}}\n",
+            &format!(
+                "{}---\nkind: Listener\nname: api.example\nspec: {{protocol: API, route_table: greeter, address: 0.0.0.0, port: 80, merge_slashes: true, limits: {{idle_timeout: 1s}}}}\n",
+                grpc(ROUTE, CLUSTER)
+            ),
             &[
                 "Listener/api.example: address: must be unset: API listeners have no socket",
                 "Listener/api.example: port: must be unset",
@@ -32,7 +35,10 @@ fn api_listeners_have_no_socket() {
             ],
         ),
         (
-            "kind: Listener\nname: api.example\nspec: {protocol: API, route_table: shop, selector: {kinds: [envoy, grpc]}}\n",
+            &format!(
+                "{}---\nkind: Listener\nname: api.example\nspec: {{protocol: API, route_table: greeter, selector: {{kinds: [envoy, grpc]}}}}\n",
+                grpc(ROUTE, CLUSTER)
+            ),
             &[
                 "Listener/api.example: selector.kinds[0]: envoy runs HTTP and HTTPS listeners, not API listeners",
             ],
@@ -50,15 +56,18 @@ fn api_listeners_have_no_socket() {
 
 #[test]
 fn listeners_for_different_kinds_do_not_share_a_socket() {
-    // The fixtures' "web" listener binds 0.0.0.0:8080 for Portico agents.
+    // The fixtures' "plain" listener binds 0.0.0.0:80 for every Portico agent.
+    let on_80 = |kinds: &str| {
+        format!(
+            "{}---\nkind: Listener\nname: other\nspec: {{protocol: HTTP, port: 80, route_table: greeter, selector: {{kinds: {kinds}}}}}\n",
+            grpc(ROUTE, CLUSTER)
+        )
+    };
     cases(&[
+        (&on_80("[envoy]"), &[]),
         (
-            "kind: Listener\nname: envoy-web\nspec: {protocol: HTTP, port: 8080, route_table: shop, selector: {kinds: [envoy]}}\n",
-            &[],
-        ),
-        (
-            "kind: Listener\nname: both\nspec: {protocol: HTTP, port: 8080, route_table: shop, selector: {kinds: [envoy, portico]}}\n",
-            &["Listener/web: port: 0.0.0.0:8080 is also bound by Listener/both"],
+            &on_80("[envoy, portico]"),
+            &["Listener/plain: port: 0.0.0.0:80 is also bound by Listener/other"],
         ),
     ]);
 }
