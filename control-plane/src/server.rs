@@ -1,5 +1,6 @@
-//! Wiring: opens the store, loads the config, and serves gRPC (Admin + Discovery) and the HTTP
-//! probes until shutdown. `main`, the tests and `portico dev` all start a control plane here.
+//! Wiring: opens the store, loads the config, and serves gRPC (Admin, Discovery, and xDS's
+//! aggregated discovery) and the HTTP probes until shutdown. `main`, the tests and
+//! `portico dev` all start a control plane here.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -158,6 +159,13 @@ pub async fn run_with_store(
         views.clone(),
         registry.clone(),
     ));
+    let xds = crate::xds::Xds::new(
+        views.clone(),
+        registry.clone(),
+        services.clone(),
+        cancel.clone(),
+    )
+    .server();
     let discovery = DiscoveryServer(Discovery::new(views, registry, services, cancel.clone()));
     tracing::info!(%replica, addr = ?listener.local_addr().ok(), "control plane serving");
     let stop = cancel.clone();
@@ -168,6 +176,7 @@ pub async fn run_with_store(
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(admin)
         .add_service(discovery)
+        .add_service(xds)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             shutdown.await;
             // Ending the discovery streams first lets the server's graceful drain finish.
