@@ -269,7 +269,6 @@ fn weights_timeouts_and_hash_keys_go_on_the_route() {
             Flavor::Grpc => {
                 let max = action
                     .max_stream_duration
-                    .clone()
                     .and_then(|m| m.max_stream_duration);
                 assert_eq!(max.map(|d| d.seconds), Some(3));
                 assert!(action.timeout.is_none());
