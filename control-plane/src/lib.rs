@@ -15,6 +15,8 @@
 //! - [`scope`]: which listeners an agent gets, computed once per node identity and selector set.
 //! - [`views`]: per-scope views, diffs by revision and the encoded-update cache.
 //! - [`discovery`]: agent streams (Hello, updates, ACK/NACK, coalescing, resume).
+//! - [`xds`]: the same config for Envoy proxies and proxyless gRPC clients, over xDS v3 (ADS,
+//!   state of the world and incremental).
 //! - [`admin`]: the Admin service (apply, get, list, delete, history, rollback, status).
 //! - [`compiler`]: the agents' own compiler run on a change before it is written.
 //! - [`commit`]: writing a change, in one transaction or staged in several behind one config
@@ -50,3 +52,4 @@ pub mod status;
 pub mod store;
 pub mod views;
 pub mod watcher;
+pub mod xds;

@@ -1,5 +1,6 @@
-//! Wiring: opens the store, loads the config, and serves gRPC (Admin + Discovery) and the HTTP
-//! probes until shutdown. `main`, the tests and `portico dev` all start a control plane here.
+//! Wiring: opens the store, loads the config, and serves gRPC (Admin, Discovery, and xDS's
+//! aggregated discovery) and the HTTP probes until shutdown. `main`, the tests and
+//! `portico dev` all start a control plane here.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -166,6 +167,13 @@ pub async fn run_with_store(
     ))
     .max_decoding_message_size(portico_api::limits::MAX_REQUEST_BYTES)
     .max_encoding_message_size(portico_api::limits::MAX_RESPONSE_BYTES);
+    let xds = crate::xds::Xds::new(
+        views.clone(),
+        registry.clone(),
+        services.clone(),
+        cancel.clone(),
+    )
+    .server();
     let discovery = DiscoveryServer(Discovery::new(views, registry, services, cancel.clone()));
     tracing::info!(%replica, addr = ?listener.local_addr().ok(), "control plane serving");
     let stop = cancel.clone();
@@ -176,6 +184,7 @@ pub async fn run_with_store(
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(admin)
         .add_service(discovery)
+        .add_service(xds)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             shutdown.await;
             // Ending the discovery streams first lets the server's graceful drain finish.

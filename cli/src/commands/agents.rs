@@ -26,6 +26,8 @@ pub struct Args {
 pub struct Agent {
     /// Node id.
     pub id: String,
+    /// The kind of data plane: `portico`, `envoy` or `grpc`.
+    pub kind: String,
     /// Region.
     pub region: String,
     /// Zone.
@@ -85,11 +87,21 @@ pub fn state(a: &AgentRecord, config_revision: i64) -> &'static str {
     }
 }
 
+/// The kind of data plane of a record (records written before kinds are Portico agents').
+pub fn kind(a: &AgentRecord) -> &str {
+    if a.kind.is_empty() {
+        "portico"
+    } else {
+        &a.kind
+    }
+}
+
 impl Agent {
     fn from_pb(a: &AgentRecord, config_revision: i64) -> Agent {
         let node = a.node.clone().unwrap_or_default();
         Agent {
             id: node.id,
+            kind: kind(a).to_string(),
             region: node.region,
             zone: node.zone,
             labels: node.labels.into_iter().collect(),
@@ -150,7 +162,15 @@ fn table(agents: &[AgentRecord], config_revision: i64, now: SystemTime) -> Strin
     if agents.is_empty() {
         return format!("no agents (config is at revision {config_revision})\n");
     }
-    let mut t = Table::new(["ID", "REGION", "ZONE", "APPLIED", "STATE", "LAST SEEN"]);
+    let mut t = Table::new([
+        "ID",
+        "KIND",
+        "REGION",
+        "ZONE",
+        "APPLIED",
+        "STATE",
+        "LAST SEEN",
+    ]);
     for a in agents {
         let node = a.node.clone().unwrap_or_default();
         let mut state = state(a, config_revision).to_string();
@@ -159,6 +179,7 @@ fn table(agents: &[AgentRecord], config_revision: i64, now: SystemTime) -> Strin
         }
         t.row([
             node.id,
+            kind(a).to_string(),
             node.region,
             node.zone,
             a.applied_version.to_string(),
@@ -215,19 +236,25 @@ mod tests {
     #[test]
     fn table_shows_state_and_nack_reason() {
         let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_010);
+        let envoy = AgentRecord {
+            kind: "envoy".into(),
+            ..agent("edge-3", 5, true, None)
+        };
         let text = table(
             &[
                 agent("edge-1", 5, true, None),
                 agent("edge-2", 4, true, Some(5)),
+                envoy,
             ],
             5,
             now,
         );
         assert_eq!(
             text,
-            "ID       REGION   ZONE    APPLIED   STATE                                          LAST SEEN\n\
-             edge-1   eu       eu-1a   5         in-sync                                        10s ago\n\
-             edge-2   eu       eu-1a   4         NACKed 5: bind 0.0.0.0:80: permission denied   10s ago\n"
+            "ID       KIND      REGION   ZONE    APPLIED   STATE                                          LAST SEEN\n\
+             edge-1   portico   eu       eu-1a   5         in-sync                                        10s ago\n\
+             edge-2   portico   eu       eu-1a   4         NACKed 5: bind 0.0.0.0:80: permission denied   10s ago\n\
+             edge-3   envoy     eu       eu-1a   5         in-sync                                        10s ago\n"
         );
     }
 

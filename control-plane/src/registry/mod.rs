@@ -37,6 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
+use portico_api::node::DataPlane;
 use portico_api::pb::{AgentHealth, AgentRecord, NackInfo, Node, Report};
 use tokio_util::sync::CancellationToken;
 
@@ -117,6 +118,11 @@ impl Registry {
     /// Registers a stream that said Hello. `node.address` is where its services are reached
     /// (the address it advertised, or the stream's peer address).
     pub fn connect(&self, node: &Node, applied_version: Revision) -> StreamId {
+        self.connect_as(node, applied_version, DataPlane::Portico)
+    }
+
+    /// Registers a stream of a data plane of this `kind` (an xDS client's first request).
+    pub fn connect_as(&self, node: &Node, applied_version: Revision, kind: DataPlane) -> StreamId {
         let stream = self.next_stream.fetch_add(1, Ordering::Relaxed);
         let now = Some(timestamp(SystemTime::now()));
         let record = AgentRecord {
@@ -128,6 +134,7 @@ impl Registry {
             last_nack: None,
             last_report: None,
             connected: true,
+            kind: kind.as_str().to_string(),
             ahead_of_control_plane: false,
         };
         let mut inner = self.lock();

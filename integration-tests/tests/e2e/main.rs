@@ -27,3 +27,4 @@ mod service_endpoints;
 mod store_conformance;
 mod store_crash;
 mod store_etcd;
+mod xds;

@@ -19,21 +19,27 @@ pub(crate) const MAX_TIMEOUT_SECS: i64 = 3600;
 /// Upper bound of periods and intervals.
 pub(crate) const MAX_PERIOD_SECS: i64 = 24 * 3600;
 
-/// A resource name: lowercase letters, digits and '-', 1–63, not starting or ending with '-'.
-pub(crate) fn dns_label(name: &str) -> Result<(), String> {
-    let valid = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if valid {
+/// The longest resource name (a DNS name's limit).
+pub(crate) const MAX_NAME_LEN: usize = 253;
+
+/// A resource name: a DNS name of labels joined by '.', each 1–63 lowercase letters, digits and
+/// '-' not starting or ending with '-', at most [`MAX_NAME_LEN`] in all. Dots let an API
+/// listener carry the name gRPC clients dial (`xds:///greeter.example.internal`).
+pub(crate) fn resource_name(name: &str) -> Result<(), String> {
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.len() <= MAX_NAME_LEN && name.split('.').all(label) {
         Ok(())
     } else {
         Err(format!(
-            "invalid name {name:?}: use 1-63 lowercase letters, digits and '-', \
-             not starting or ending with '-'"
+            "invalid name {name:?}: use labels of 1-63 lowercase letters, digits and '-' \
+             (not starting or ending with '-') joined by '.', at most {MAX_NAME_LEN} characters"
         ))
     }
 }

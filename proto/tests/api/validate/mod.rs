@@ -12,6 +12,7 @@ mod listener;
 mod policy;
 mod route;
 mod unsupported;
+mod xds;
 
 use portico_api::ResourceSet;
 use portico_api::validate::{ValidationError, unsupported, validate_set};
@@ -105,6 +106,34 @@ fn names_and_specs() {
             &[],
         ),
         ("kind: Cluster\nname: '0'\nspec: {}\n", &[]),
+        // Dots join DNS labels: the names gRPC clients dial.
+        (
+            "kind: Cluster\nname: greeter.example.internal\nspec: {}\n",
+            &[],
+        ),
+        (
+            "kind: Cluster\nname: a..b\nspec: {}\n",
+            &["Cluster/a..b: name: invalid name"],
+        ),
+        (
+            "kind: Cluster\nname: .a\nspec: {}\n",
+            &["Cluster/.a: name: invalid name"],
+        ),
+        (
+            "kind: Cluster\nname: a.-b\nspec: {}\n",
+            &["Cluster/a.-b: name: invalid name"],
+        ),
+        (
+            &format!("kind: Cluster\nname: a.{}\nspec: {{}}\n", "b".repeat(64)),
+            &["name: invalid name"],
+        ),
+        (
+            &format!(
+                "kind: Cluster\nname: {}\nspec: {{}}\n",
+                vec!["a".repeat(63); 4].join(".")
+            ),
+            &["name: invalid name"],
+        ),
     ]);
 }
 
