@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
@@ -72,6 +73,16 @@ pub struct Config {
     #[arg(long, env = "PORTICO_CP_REPLICA_ID")]
     pub replica_id: Option<String>,
 
+    /// How long the registry keeps an agent with no open stream (shown as `disconnected`)
+    /// before forgetting it, e.g. 24h, 30m.
+    #[arg(
+        long,
+        env = "PORTICO_CP_AGENT_EXPIRY",
+        default_value = "24h",
+        value_parser = parse_expiry
+    )]
+    pub agent_expiry: Duration,
+
     /// Log format.
     #[arg(
         long,
@@ -80,6 +91,17 @@ pub struct Config {
         default_value = "text"
     )]
     pub log_format: LogFormat,
+}
+
+/// How long a disconnected agent stays in the registry by default.
+pub const DEFAULT_AGENT_EXPIRY: Duration = Duration::from_secs(24 * 3600);
+
+fn parse_expiry(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(1) {
+        return Err("must be at least 1s".into());
+    }
+    Ok(d)
 }
 
 impl Config {
@@ -115,6 +137,7 @@ impl Config {
             etcd_endpoints: Vec::new(),
             etcd_prefix: crate::keys::DEFAULT_ROOT.to_string(),
             replica_id: None,
+            agent_expiry: DEFAULT_AGENT_EXPIRY,
             log_format: LogFormat::Text,
         }
     }
@@ -141,5 +164,9 @@ mod tests {
         .unwrap();
         assert_eq!(c.etcd_endpoints, ["http://a:2379", "http://b:2379"]);
         assert!(Config::try_parse_from(["portico-cp", "--store", "etcd"]).is_err());
+        assert_eq!(c.agent_expiry, DEFAULT_AGENT_EXPIRY);
+        let c = Config::try_parse_from(["portico-cp", "--agent-expiry", "90m"]).unwrap();
+        assert_eq!(c.agent_expiry, Duration::from_secs(5400));
+        assert!(Config::try_parse_from(["portico-cp", "--agent-expiry", "0s"]).is_err());
     }
 }

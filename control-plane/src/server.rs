@@ -1,5 +1,6 @@
-//! Wiring: opens the store, loads the config, and serves gRPC (Admin + Discovery) and the HTTP
-//! probes until shutdown. `main`, the tests and `portico dev` all start a control plane here.
+//! Wiring: opens the store, loads the config, and serves gRPC (Admin, Discovery, and xDS's
+//! aggregated discovery) and the HTTP probes until shutdown. `main`, the tests and
+//! `portico dev` all start a control plane here.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -129,7 +130,12 @@ pub async fn run_with_store(
     );
     let views = Arc::new(Views::new(Arc::new(initial)));
     let replica = config.replica_id();
-    let registry = Arc::new(Registry::new(store.clone(), keys.clone(), replica.clone()));
+    let registry = Arc::new(Registry::new(
+        store.clone(),
+        keys.clone(),
+        replica.clone(),
+        config.agent_expiry,
+    ));
     let cancel = CancellationToken::new();
 
     let watcher = tokio::spawn(watcher::follow(
@@ -171,7 +177,17 @@ pub async fn run_with_store(
         views.clone(),
         registry.clone(),
         usage.clone(),
-    ));
+        replica.clone(),
+    ))
+    .max_decoding_message_size(portico_api::limits::MAX_REQUEST_BYTES)
+    .max_encoding_message_size(portico_api::limits::MAX_RESPONSE_BYTES);
+    let xds = crate::xds::Xds::new(
+        views.clone(),
+        registry.clone(),
+        services.clone(),
+        cancel.clone(),
+    )
+    .server();
     let fleet = Fleet {
         registry,
         services,
@@ -188,6 +204,7 @@ pub async fn run_with_store(
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(admin)
         .add_service(discovery)
+        .add_service(xds)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             shutdown.await;
             // Ending the discovery streams first lets the server's graceful drain finish.

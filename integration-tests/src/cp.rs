@@ -78,8 +78,14 @@ impl ControlPlane {
 
     /// Replica `cp-1` on an embedded store in a temp dir of its own, which outlives restarts.
     pub fn embedded() -> ControlPlane {
+        ControlPlane::embedded_with(&[])
+    }
+
+    /// [`ControlPlane::embedded`] with more flags.
+    pub fn embedded_with(args: &[&str]) -> ControlPlane {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
-        let mut cp = ControlPlane::start(StoreSpec::Embedded(dir.path().join("store")), "cp-1");
+        let store = StoreSpec::Embedded(dir.path().join("store"));
+        let mut cp = ControlPlane::start_with(store, "cp-1", args);
         cp._dir = Some(dir);
         cp
     }

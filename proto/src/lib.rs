@@ -12,6 +12,7 @@
 //! - [`error`]: [`error::Chain`], an error shown with its causes.
 //! - [`file`](mod@file): the resource file format (YAML/JSON envelope), loading files and directories.
 //! - [`health`]: how much endpoint health one agent report carries.
+//! - [`limits`]: size limits of resources, changes and Admin API messages.
 //! - [`node`]: node ids, announced services and which listeners select a node, for agents and
 //!   control plane alike.
 //! - [`reference`](mod@reference): what each resource refers to (for validation and scoping); redaction.
@@ -24,6 +25,7 @@ pub mod budget;
 pub mod error;
 pub mod file;
 pub mod health;
+pub mod limits;
 pub mod node;
 pub mod reference;
 pub mod resource;

@@ -26,6 +26,8 @@ pub struct Args {
 pub struct Agent {
     /// Node id.
     pub id: String,
+    /// The kind of data plane: `portico`, `envoy` or `grpc`.
+    pub kind: String,
     /// Region.
     pub region: String,
     /// Zone.
@@ -36,7 +38,7 @@ pub struct Agent {
     pub agent_version: String,
     /// The config version it last applied (0: none).
     pub applied_version: i64,
-    /// `in-sync`, `pending`, `nacked` or `disconnected`.
+    /// `in-sync`, `pending`, `nacked`, `ahead-of-control-plane` or `disconnected`.
     pub state: &'static str,
     /// Last message from the agent, RFC 3339 UTC ("" when never).
     pub last_seen: String,
@@ -73,6 +75,8 @@ pub struct Agents {
 pub fn state(a: &AgentRecord, config_revision: i64) -> &'static str {
     if !a.connected {
         "disconnected"
+    } else if a.ahead_of_control_plane {
+        "ahead-of-control-plane"
     } else if a
         .last_nack
         .as_ref()
@@ -86,11 +90,21 @@ pub fn state(a: &AgentRecord, config_revision: i64) -> &'static str {
     }
 }
 
+/// The kind of data plane of a record (records written before kinds are Portico agents').
+pub fn kind(a: &AgentRecord) -> &str {
+    if a.kind.is_empty() {
+        "portico"
+    } else {
+        &a.kind
+    }
+}
+
 impl Agent {
     fn from_pb(a: &AgentRecord, config_revision: i64) -> Agent {
         let node = a.node.clone().unwrap_or_default();
         Agent {
             id: node.id,
+            kind: kind(a).to_string(),
             region: node.region,
             zone: node.zone,
             labels: node.labels.into_iter().collect(),
@@ -164,6 +178,7 @@ fn table(agents: &[AgentRecord], config_revision: i64, now: SystemTime) -> Strin
     }
     let mut t = Table::new([
         "ID",
+        "KIND",
         "REGION",
         "ZONE",
         "APPLIED",
@@ -179,6 +194,7 @@ fn table(agents: &[AgentRecord], config_revision: i64, now: SystemTime) -> Strin
         }
         t.row([
             node.id,
+            kind(a).to_string(),
             node.region,
             node.zone,
             a.applied_version.to_string(),
@@ -227,24 +243,35 @@ mod tests {
         // A NACK of an older version is history once a newer version was applied.
         assert_eq!(state(&agent("a", 5, true, Some(4)), 5), "in-sync");
         assert_eq!(state(&agent("a", 5, false, None), 5), "disconnected");
+        let ahead = AgentRecord {
+            ahead_of_control_plane: true,
+            ..agent("a", 9, true, None)
+        };
+        assert_eq!(state(&ahead, 2), "ahead-of-control-plane");
     }
 
     #[test]
     fn table_shows_state_and_nack_reason() {
         let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_010);
+        let envoy = AgentRecord {
+            kind: "envoy".into(),
+            ..agent("edge-3", 5, true, None)
+        };
         let text = table(
             &[
                 agent("edge-1", 5, true, None),
                 agent("edge-2", 4, true, Some(5)),
+                envoy,
             ],
             5,
             now,
         );
         assert_eq!(
             text,
-            "ID       REGION   ZONE    APPLIED   STATE                                          REQ/S   LAST SEEN\n\
-             edge-1   eu       eu-1a   5         in-sync                                        12.3    10s ago\n\
-             edge-2   eu       eu-1a   4         NACKed 5: bind 0.0.0.0:80: permission denied   12.3    10s ago\n"
+            "ID       KIND      REGION   ZONE    APPLIED   STATE                                          REQ/S   LAST SEEN\n\
+             edge-1   portico   eu       eu-1a   5         in-sync                                        12.3    10s ago\n\
+             edge-2   portico   eu       eu-1a   4         NACKed 5: bind 0.0.0.0:80: permission denied   12.3    10s ago\n\
+             edge-3   envoy     eu       eu-1a   5         in-sync                                        12.3    10s ago\n"
         );
     }
 

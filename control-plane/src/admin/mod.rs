@@ -1,0 +1,313 @@
+//! The Admin service: config changes (apply, delete, rollback), reads, history and fleet status.
+//!
+//! Every change reads the stored config and the config-revision key, validates it (the
+//! validation rules, then the agents' own compiler, [`crate::compiler`]) and diffs, then writes
+//! the changed resources, a history record and the next config revision (the one read plus
+//! one) through [`crate::commit`]: one transaction that compares the config-revision key's mod
+//! revision with the one read, or for a change too large for one, several behind one config
+//! revision. Concurrent changes through any replica therefore serialise: the loser re-reads
+//! and retries (or, when the caller named an expected revision, fails with a conflict), and
+//! config revisions count changes, 1, 2, 3, …, whichever replica wrote them. Reads (Get, List)
+//! are served from this replica's snapshot, so they keep working while the store is away.
+//!
+//! An apply that fails validation answers with the errors in `ApplyResponse.errors` (dry run
+//! or not), so the caller gets each error's resource and field path from one request.
+//!
+//! # Layout
+//! - `change`: apply, delete and rollback, from the read to the commit.
+//! - `listing`: List, a page at a time, every page of a listing read from one snapshot.
+//! - `secrets`: the redacted placeholder applied back keeps the stored secret material.
+
+mod change;
+mod listing;
+mod secrets;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use portico_api::pb::admin_server::Admin;
+use portico_api::pb::{
+    AgentsRequest, AgentsResponse, ApplyRequest, ApplyResponse, DeleteRequest, DeleteResponse,
+    GetRequest, GetResponse, HealthRequest, HealthResponse, HistoryRequest, HistoryResponse,
+    ListRequest, ListResponse, RollbackRequest, RollbackResponse, RolloutStatusRequest,
+    RolloutStatusResponse, StoredResource, UsageRequest, UsageResponse,
+};
+use portico_api::{Kind, Resource, ResourceKey, reference, validate};
+use tonic::{Request, Response, Status};
+
+use crate::commit::CommitError;
+use crate::health;
+use crate::history::{self, HistoryError};
+use crate::keys::Keys;
+use crate::metered::MeteredStore;
+use crate::registry::Registry;
+use crate::rollout;
+use crate::store::{Revision, StoreError};
+use crate::usage::{self, UsageRollups};
+use crate::views::Views;
+use listing::Listings;
+
+/// Why an Admin call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Reading history failed or named no change.
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    /// Writing the change failed.
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    /// The caller expected another config revision.
+    #[error("the config is at revision {current}, not {expected}")]
+    Conflict {
+        expected: Revision,
+        current: Revision,
+    },
+    /// Other changes kept committing first, or a large change kept writing.
+    #[error("config kept changing concurrently; try again")]
+    Busy,
+    /// The resulting config is invalid.
+    #[error("invalid config:\n{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<validate::ValidationError>),
+    /// The request itself is malformed, or larger than a change may be.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such resource.
+    #[error("{0} not found")]
+    NotFound(ResourceKey),
+    /// No config revision of that number.
+    #[error("revision {revision} does not exist: the config is at revision {current}")]
+    NoSuchRevision {
+        revision: Revision,
+        current: Revision,
+    },
+    /// The resource is still referenced.
+    #[error("{key} is referenced by {by} ({field})")]
+    Referenced {
+        key: ResourceKey,
+        by: ResourceKey,
+        field: String,
+    },
+    /// A listing is larger than one answer and the caller did not ask for pages.
+    #[error(
+        "the listing is larger than one answer ({resources} resources, {bytes}); ask for it a \
+         page at a time (page_size, page_token)"
+    )]
+    Unpaged { resources: usize, bytes: String },
+    /// A page token names a listing no longer kept, or is not one this service made.
+    #[error("{0}; list again")]
+    PageToken(String),
+}
+
+/// How far back `Usage` looks by default.
+const DEFAULT_USAGE_SINCE: Duration = Duration::from_secs(3600);
+
+/// The Admin service.
+pub struct AdminService {
+    store: MeteredStore,
+    keys: Keys,
+    views: Arc<Views>,
+    registry: Arc<Registry>,
+    usage: Arc<UsageRollups>,
+    /// This replica's name, which a staged change's marker carries.
+    replica: String,
+    listings: Listings,
+}
+
+impl AdminService {
+    /// The service over one store, as replica `replica`.
+    pub fn new(
+        store: MeteredStore,
+        keys: Keys,
+        views: Arc<Views>,
+        registry: Arc<Registry>,
+        usage: Arc<UsageRollups>,
+        replica: String,
+    ) -> Self {
+        AdminService {
+            store,
+            keys,
+            views,
+            registry,
+            usage,
+            replica,
+            listings: Listings::default(),
+        }
+    }
+}
+
+/// The caller, from the `x-portico-author` header; "anonymous" until authentication exists.
+fn author<T>(req: &Request<T>) -> String {
+    req.metadata()
+        .get("x-portico-author")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .unwrap_or("anonymous")
+        .to_string()
+}
+
+fn stored_resource(resource: &Resource, revision: Revision) -> StoredResource {
+    StoredResource {
+        resource: Some(reference::redacted(resource)),
+        revision,
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
+        let author = author(&req);
+        let response = self.apply_inner(req.into_inner(), &author).await;
+        response.map(Response::new).map_err(Status::from)
+    }
+
+    async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let key = req.into_inner().key.unwrap_or_default();
+        let snapshot = self.views.current();
+        match snapshot.get(key.kind(), &key.name) {
+            Some(s) => Ok(Response::new(GetResponse {
+                resource: Some(stored_resource(&s.resource, s.version)),
+            })),
+            None => Err(AdminError::NotFound(key).into()),
+        }
+    }
+
+    async fn list(&self, req: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        let response = self.listings.page(&self.views, req.into_inner());
+        response.map(Response::new).map_err(Status::from)
+    }
+
+    async fn delete(
+        &self,
+        req: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let author = author(&req);
+        let response = self.delete_inner(req.into_inner(), &author).await;
+        response.map(Response::new).map_err(Status::from)
+    }
+
+    async fn history(
+        &self,
+        req: Request<HistoryRequest>,
+    ) -> Result<Response<HistoryResponse>, Status> {
+        let req = req.into_inner();
+        let records = history::read_all(&self.store, &self.keys)
+            .await
+            .map_err(Status::from)?;
+        Ok(Response::new(history::page(
+            &records,
+            req.limit,
+            req.before_revision,
+        )))
+    }
+
+    async fn rollback(
+        &self,
+        req: Request<RollbackRequest>,
+    ) -> Result<Response<RollbackResponse>, Status> {
+        let author = author(&req);
+        let response = self.rollback_inner(req.into_inner(), &author).await;
+        response.map(Response::new).map_err(Status::from)
+    }
+
+    async fn agents(
+        &self,
+        req: Request<AgentsRequest>,
+    ) -> Result<Response<AgentsResponse>, Status> {
+        let req = req.into_inner();
+        let records = self.registry.list().await.map_err(Status::from)?;
+        let agents = records
+            .into_iter()
+            .filter(|a| {
+                let node = a.node.clone().unwrap_or_default();
+                (req.region.is_empty() || node.region == req.region)
+                    && req
+                        .labels
+                        .iter()
+                        .all(|(k, v)| node.labels.get(k) == Some(v))
+            })
+            .collect();
+        Ok(Response::new(AgentsResponse {
+            agents,
+            config_revision: self.views.current().version,
+        }))
+    }
+
+    async fn rollout_status(
+        &self,
+        req: Request<RolloutStatusRequest>,
+    ) -> Result<Response<RolloutStatusResponse>, Status> {
+        let current = self.views.current().version;
+        let revision = match req.into_inner().revision {
+            0 => current,
+            r if r < 0 || r > current => {
+                return Err(AdminError::NoSuchRevision {
+                    revision: r,
+                    current,
+                }
+                .into());
+            }
+            r => r,
+        };
+        let records = self.registry.list().await.map_err(Status::from)?;
+        Ok(Response::new(rollout::status(revision, &records)))
+    }
+
+    async fn health(
+        &self,
+        req: Request<HealthRequest>,
+    ) -> Result<Response<HealthResponse>, Status> {
+        let req = req.into_inner();
+        if !req.cluster.is_empty()
+            && self
+                .views
+                .current()
+                .get(Kind::Cluster, &req.cluster)
+                .is_none()
+        {
+            return Err(AdminError::NotFound(ResourceKey::new(Kind::Cluster, &req.cluster)).into());
+        }
+        let agents = self.registry.health().await.map_err(Status::from)?;
+        Ok(Response::new(health::view(
+            &agents,
+            &req.cluster,
+            &req.region,
+        )))
+    }
+
+    async fn usage(&self, req: Request<UsageRequest>) -> Result<Response<UsageResponse>, Status> {
+        let req = req.into_inner();
+        let since = match req.since {
+            None => DEFAULT_USAGE_SINCE,
+            Some(d) if d.seconds < 0 || d.nanos < 0 || (d.seconds == 0 && d.nanos == 0) => {
+                return Err(AdminError::BadRequest("since: must be above zero".into()).into());
+            }
+            Some(d) => Duration::new(d.seconds as u64, d.nanos as u32),
+        };
+        if since > usage::MAX_SINCE {
+            return Err(AdminError::BadRequest(format!(
+                "since: at most {}h: usage is kept that long",
+                usage::MAX_SINCE.as_secs() / 3600
+            ))
+            .into());
+        }
+        let some = |s: String| (!s.is_empty()).then_some(s);
+        let filter = usage::Filter {
+            consumer: some(req.consumer),
+            route: some(req.route),
+            region: some(req.region),
+        };
+        let (rows, from_ms, to_ms) = self
+            .usage
+            .query(since, &filter, SystemTime::now())
+            .await
+            .map_err(Status::from)?;
+        Ok(Response::new(UsageResponse {
+            rows,
+            from_ms,
+            to_ms,
+        }))
+    }
+}
