@@ -255,7 +255,7 @@ impl Proxy {
     }
 
     /// Fleet budget counts (quotas, FLEET rate limits) since the last report or budget
-    /// request, for the agent's report: at most [`crate::budgets::MAX_REPORTED`] entries.
+    /// request, for the agent's report: at most 1,024 entries (`budgets::MAX_REPORTED`).
     pub fn take_budget_use(&self) -> Vec<pb::BudgetUse> {
         self.shared.budgets.take_use(std::time::SystemTime::now())
     }

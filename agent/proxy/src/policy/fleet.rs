@@ -1,5 +1,5 @@
 //! `quota` and `rate_limit` of scope FLEET: budgets every agent serving the policy shares,
-//! granted by the control plane ([`crate::budgets`] keeps them on this agent). A compiled
+//! granted by the control plane (`budgets` keeps them on this agent). A compiled
 //! policy says which budget a request spends (its key, its size by plan, its window); the
 //! spending, the waiting for grants and the reports live in `budgets`.
 
