@@ -13,7 +13,7 @@
 //! them, so a new cluster has its endpoints from its first request.
 //!
 //! An agent may serve a newer config than this replica has: it comes from a replica further
-//! along (which this one catches up with within [`AHEAD_GRACE`]), or this replica's store is
+//! along (which this one catches up with within `AHEAD_GRACE`), or this replica's store is
 //! behind it (restored from an older backup, new, another key prefix). After the grace period
 //! the agent gets a full update of what this replica has, which it refuses (a NACK with reason
 //! `OLDER_THAN_SERVED`, see the agent's `sync`) unless an operator told it otherwise. That
