@@ -105,6 +105,8 @@ http {
   uwsgi_temp_path $dir/tmp/uwsgi;
   scgi_temp_path $dir/tmp/scgi;
   keepalive_requests 100000000;
+  # The jwt cell's map key is a whole bearer token, longer than the default bucket holds.
+  map_hash_bucket_size 1024;
   $check
   upstream u {
     server 127.0.0.1:$UP_PORT;
@@ -173,7 +175,11 @@ for ((run = 1; run <= RUNS; run++)); do
       sleep 0.1
     done
     code=$(curl -s -o /dev/null -w '%{http_code}' ${header:+-H "$header"} "http://127.0.0.1:$NGINX_PORT$path")
-    [[ $code == 200 ]] || { echo "nginx answered $code for cell $cell" >&2; exit 1; }
+    [[ $code == 200 ]] || {
+      echo "nginx answered $code for cell $cell" >&2
+      cat "$work/nginx-$cell/error.log" >&2 || true
+      exit 1
+    }
     measure "$cell" nginx "http://127.0.0.1:$NGINX_PORT$path" "$nginx_pid"
     stop "$nginx_pid"
   done
