@@ -37,9 +37,12 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 # The request: a 5-byte gRPC prefix (uncompressed, length 7) and Msg{text: "hello"}.
 printf '\x00\x00\x00\x00\x07\x0a\x05hello' >"$work/unary.bin"
+# load PORT H2LOAD-ARGS...: h2load's calls through PORT.
 load() {
+  local port=$1
+  shift
   h2load -c "$CONNS" -m "$STREAMS" -t 2 "$@" -d "$work/unary.bin" \
-    -H 'content-type: application/grpc' -H 'te: trailers' "http://127.0.0.1:$1$PATH_"
+    -H 'content-type: application/grpc' -H 'te: trailers' "http://127.0.0.1:$port$PATH_"
 }
 # ready PORT: polls until a call through PORT succeeds.
 ready() {
