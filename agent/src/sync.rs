@@ -280,16 +280,9 @@ impl Client {
         base: &mut Arc<ConfigSet>,
         update: Update,
     ) -> Result<agent_message::Message, StreamError> {
-        if !update.full && update.base_version != base.version {
-            return Err(StreamError::BaseMismatch {
-                update: update.version,
-                base: update.base_version,
-                applied: base.version,
-            });
-        }
         let (version, full, nonce) = (update.version, update.full, update.nonce.clone());
         let (upserts, removals) = (update.upserts.len(), update.removals.len());
-        let next = Arc::new(base.with_update(update));
+        let next = Arc::new(updated(base, update)?);
         match self.proxy.apply(&next).await {
             Ok(()) => {
                 tracing::info!(version, full, upserts, removals, "acked update");
@@ -336,6 +329,127 @@ impl Client {
     }
 }
 
+/// The config `update` makes of `base`, or why it does not apply to it (an incremental update
+/// based on another version, see the module doc). Whatever the update holds, this does not
+/// fail otherwise: what the config is worth is for the data path to judge.
+fn updated(base: &ConfigSet, update: Update) -> Result<ConfigSet, StreamError> {
+    if !update.full && update.base_version != base.version {
+        return Err(StreamError::BaseMismatch {
+            update: update.version,
+            base: update.base_version,
+            applied: base.version,
+        });
+    }
+    Ok(base.with_update(update))
+}
+
 fn message(m: agent_message::Message) -> AgentMessage {
     AgentMessage { message: Some(m) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portico_api::pb::ResourceKey;
+    use portico_proxy::runtime::{NodeInfo, Runtime};
+    use portico_test_support::fixtures::valid;
+    use portico_test_support::fuzz::{ByteEdit, CASES, byte_edits, edit_bytes};
+    use proptest::prelude::*;
+    use prost::Message;
+
+    /// A stream's messages built from the fixtures: upserts, removals and versions picked by
+    /// the case, then the encoded message edited byte by byte.
+    fn message_bytes(
+        picks: &[usize],
+        removals: &[usize],
+        (version, base, full): (i64, i64, bool),
+        edits: &[ByteEdit],
+    ) -> Vec<u8> {
+        let fixtures = valid();
+        let update = Update {
+            version,
+            base_version: base,
+            full,
+            nonce: "n".into(),
+            upserts: picks
+                .iter()
+                .map(|i| fixtures[i % fixtures.len()].clone())
+                .collect(),
+            removals: removals
+                .iter()
+                .map(|i| fixtures[i % fixtures.len()].key())
+                .chain([ResourceKey::default()])
+                .collect(),
+        };
+        let message = ControlMessage {
+            message: Some(control_message::Message::Update(update)),
+        };
+        edit_bytes(message.encode_to_vec(), edits)
+    }
+
+    /// Decodes one message and, for an update, makes and compiles the config as the agent
+    /// does (less binding sockets): the outcome as text, to compare.
+    fn handle(bytes: &[u8], base: &ConfigSet) -> String {
+        let update = match ControlMessage::decode(bytes) {
+            Err(e) => return format!("undecodable: {e}"),
+            Ok(ControlMessage {
+                message: Some(control_message::Message::Update(update)),
+            }) => update,
+            Ok(other) => return format!("not an update: {}", other.message.is_some()),
+        };
+        let next = match updated(base, update) {
+            Ok(next) => next,
+            Err(e) => return e.to_string(),
+        };
+        let compiled = Runtime::compile(&next, &NodeInfo::default(), &Runtime::default(), 1);
+        match compiled {
+            Ok(runtime) => format!("version {} compiled", runtime.version),
+            Err(e) => format!("nack: {e}"),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+        /// Whatever arrives on the stream, the agent decodes it and applies or refuses it
+        /// without panicking, the same way every time.
+        #[test]
+        fn any_update_is_applied_or_refused_without_panicking(
+            picks in proptest::collection::vec(any::<usize>(), 0..4),
+            removals in proptest::collection::vec(any::<usize>(), 0..2),
+            versions in (any::<i64>(), 0i64..3, any::<bool>()),
+            edits in byte_edits(8),
+            base_version in 0i64..3,
+        ) {
+            let bytes = message_bytes(&picks, &removals, versions, &edits);
+            let base = ConfigSet {
+                version: base_version,
+                ..ConfigSet::default()
+            }
+            .with_update(Update {
+                version: base_version,
+                full: true,
+                upserts: valid().into_iter().take(3).collect(),
+                ..Default::default()
+            });
+            let first = handle(&bytes, &base);
+            prop_assert_eq!(first, handle(&bytes, &base));
+        }
+    }
+
+    /// The generated messages reach compiling: some apply, some are refused by the data path.
+    #[test]
+    fn generated_updates_reach_the_data_path() {
+        let base = ConfigSet::default();
+        let whole = message_bytes(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9], &[], (1, 0, true), &[]);
+        assert_eq!(handle(&whole, &base), "version 1 compiled");
+        let partial = message_bytes(&[1], &[], (2, 0, true), &[]);
+        assert!(
+            handle(&partial, &base).starts_with("nack: "),
+            "{}",
+            handle(&partial, &base)
+        );
+        let mismatch = message_bytes(&[0], &[], (2, 1, false), &[]);
+        assert!(handle(&mismatch, &base).contains("applies on version 1"));
+    }
 }

@@ -24,6 +24,7 @@ impl From<AdminError> for Status {
                 Code::InvalidArgument
             }
             AdminError::History(HistoryError::UnknownRevision(_)) => Code::NotFound,
+            AdminError::History(HistoryError::SecretGone { .. }) => Code::FailedPrecondition,
             AdminError::NotFound(_) => Code::NotFound,
             AdminError::Referenced { .. } => Code::FailedPrecondition,
         };

@@ -35,7 +35,8 @@ pub struct AgentOptions {
     pub cache_dir: Option<PathBuf>,
     /// `--drain-timeout`.
     pub drain_timeout: Option<Duration>,
-    /// Passed as environment variables instead of flags.
+    /// Environment variables: settings passed this way instead of as flags, `RUST_LOG` (default
+    /// `info,portico_agent=debug`), `SSL_CERT_FILE`.
     pub env: Vec<(String, String)>,
     /// `--service NAME=PORT` each.
     pub services: Vec<(String, u16)>,
@@ -108,8 +109,9 @@ impl Agent {
             cmd.arg("--drain-timeout")
                 .arg(format!("{}ms", grace.as_millis()));
         }
-        cmd.envs(options.env.iter().map(|(k, v)| (k, v)))
-            .env("RUST_LOG", "info,portico_agent=debug");
+        // The options' variables come last, so they may set RUST_LOG too.
+        cmd.env("RUST_LOG", "info,portico_agent=debug")
+            .envs(options.env.iter().map(|(k, v)| (k, v)));
         Agent {
             process: Process::spawn(&format!("portico-agent {}", options.node_id), cmd),
             admin,

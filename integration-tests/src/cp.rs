@@ -42,6 +42,8 @@ pub struct ControlPlane {
     process: Process,
     store: StoreSpec,
     replica: String,
+    /// `RUST_LOG` of the process.
+    log_filter: String,
     /// The gRPC address (Admin and Discovery).
     pub grpc: SocketAddr,
     /// The HTTP address (/metrics, /healthz, /readyz).
@@ -53,12 +55,19 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Starts `portico-cp` with `store` and waits until it is ready.
     pub fn start(store: StoreSpec, replica: &str) -> ControlPlane {
+        ControlPlane::start_logging(store, replica, "warn")
+    }
+
+    /// [`ControlPlane::start`] logging what `log_filter` (`RUST_LOG`) lets through; see
+    /// [`ControlPlane::log`].
+    pub fn start_logging(store: StoreSpec, replica: &str, log_filter: &str) -> ControlPlane {
         let (grpc, metrics) = (free_addr(), free_addr());
-        let process = spawn(&store, replica, grpc, metrics);
+        let process = spawn(&store, replica, grpc, metrics, log_filter);
         let mut cp = ControlPlane {
             process,
             store,
             replica: replica.to_string(),
+            log_filter: log_filter.to_string(),
             grpc,
             metrics,
             _dir: None,
@@ -153,8 +162,19 @@ impl ControlPlane {
     /// Starts the process again on the same ports and store, and waits until it is ready.
     pub fn restart(&mut self) {
         self.process.kill();
-        self.process = spawn(&self.store, &self.replica, self.grpc, self.metrics);
+        self.process = spawn(
+            &self.store,
+            &self.replica,
+            self.grpc,
+            self.metrics,
+            &self.log_filter,
+        );
         self.wait_ready();
+    }
+
+    /// The process's output so far: its log (stderr) and whatever it printed.
+    pub fn log(&self) -> String {
+        self.process.stdout() + &self.process.stderr()
     }
 
     /// The HTTP status and body of `GET path` on the metrics address.
@@ -208,8 +228,15 @@ pub fn command(store: &StoreSpec, replica: &str, grpc: SocketAddr, metrics: Sock
     cmd
 }
 
-fn spawn(store: &StoreSpec, replica: &str, grpc: SocketAddr, metrics: SocketAddr) -> Process {
-    let cmd = command(store, replica, grpc, metrics);
+fn spawn(
+    store: &StoreSpec,
+    replica: &str,
+    grpc: SocketAddr,
+    metrics: SocketAddr,
+    log_filter: &str,
+) -> Process {
+    let mut cmd = command(store, replica, grpc, metrics);
+    cmd.env("RUST_LOG", log_filter);
     Process::spawn(&format!("portico-cp {replica}"), cmd)
 }
 

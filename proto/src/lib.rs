@@ -11,9 +11,12 @@
 //! - [`error`]: [`error::Chain`], an error shown with its causes.
 //! - [`file`](mod@file): the resource file format (YAML/JSON envelope), loading files and directories.
 //! - [`health`]: how much endpoint health one agent report carries.
+//! - [`pattern`]: regular expressions compiled alike everywhere, within size limits.
 //! - [`node`]: node ids, announced services and which listeners select a node, for agents and
 //!   control plane alike.
 //! - [`reference`](mod@reference): what each resource refers to (for validation and scoping); redaction.
+//! - [`secret`]: secret material kept out of sight: a `Debug` of Secrets that never shows it,
+//!   and the fingerprints history keeps instead.
 //! - [`validate`]: validation of a whole resource set with field-path errors.
 //! - [`resource`]: the kind of a resource, its key, [`ResourceSet`], helpers on [`pb::Resource`].
 
@@ -22,8 +25,10 @@ pub mod error;
 pub mod file;
 pub mod health;
 pub mod node;
+pub mod pattern;
 pub mod reference;
 pub mod resource;
+pub mod secret;
 pub mod validate;
 
 /// Generated protobuf messages, gRPC clients/servers, and their proto3-JSON serde impls.

@@ -32,6 +32,9 @@ pub enum ProxyError {
     /// The body is larger than the listener allows.
     #[error("request body too large")]
     BodyTooLarge,
+    /// The request carries more header fields than an agent accepts.
+    #[error("more than {} request headers", crate::headers::MAX_REQUEST_HEADERS)]
+    TooManyHeaders,
     /// The client's request body was malformed (bad chunked framing) or cut off.
     #[error("malformed request body")]
     BodyMalformed,
@@ -73,6 +76,7 @@ impl ProxyError {
             ProxyError::BadRequest(_)
             | ProxyError::NoRoute
             | ProxyError::BodyTooLarge
+            | ProxyError::TooManyHeaders
             | ProxyError::BodyMalformed
             | ProxyError::BodyTimeout
             | ProxyError::Rejected(_) => Side::Downstream,
@@ -91,6 +95,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::BodyMalformed => StatusCode::BAD_REQUEST,
             ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::ListenerRemoved | ProxyError::NoEndpoint(_) | ProxyError::Overflow(_) => {
@@ -110,6 +115,7 @@ impl ProxyError {
             ProxyError::BadRequest(why) => why,
             ProxyError::NoRoute => "no_route",
             ProxyError::BodyTooLarge => "body_too_large",
+            ProxyError::TooManyHeaders => "too_many_headers",
             ProxyError::BodyMalformed => "client_body_malformed",
             ProxyError::BodyTimeout => "client_body_timeout",
             ProxyError::ListenerRemoved => "listener_removed",

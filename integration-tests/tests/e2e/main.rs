@@ -9,6 +9,7 @@
 mod agent_cache;
 mod agent_shutdown;
 mod agent_sync;
+mod agent_tls;
 mod cli_commands;
 mod cli_fleet;
 mod cli_health;
@@ -16,6 +17,7 @@ mod control_plane;
 mod control_plane_etcd;
 mod control_plane_latency;
 mod deploy_examples;
+mod secret_hygiene;
 mod service_endpoints;
 mod store_conformance;
 mod store_crash;

@@ -147,6 +147,7 @@ fn check_one(resource: &Resource, e: &mut Errors) {
     if let Err(message) = field::dns_label(&resource.name) {
         e.add("name", message);
     }
+    field::labels(e, "labels", &resource.labels);
     unsupported::check(resource, e);
     match &resource.spec {
         None => e.add("", "spec is not set"),

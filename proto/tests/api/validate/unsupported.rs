@@ -29,12 +29,6 @@ fn each_unsupported_field_is_refused_with_its_path() {
                 "Cluster/api: circuit_breakers.max_connections: {NOT_YET}agents limit the connections of HTTP1 clusters only"
             ),
         ),
-        (
-            cluster("{tls: {enabled: true}}"),
-            format!(
-                "Cluster/api: tls.ca_secret: {NOT_YET}agents do not trust the system roots; name a Secret holding the CA certificates"
-            ),
-        ),
     ];
     for (yaml, expected) in &refused {
         cases(&[(yaml.as_str(), &[expected.as_str()])]);
