@@ -298,7 +298,7 @@ fn files_past_a_limit_are_refused_with_the_limit_named() {
     check_errors("big.yaml", &text, &["the limit is 67108864 (64 MiB)"]);
 
     // Documents, as YAML documents or as the items of a list.
-    let docs = "kind: Consumer\nname: c\nspec: {}\n---\n".repeat(MAX_DOCUMENTS + 1);
+    let docs = "--- {}\n".repeat(MAX_DOCUMENTS + 1);
     let errors = file::parse("docs.yaml".as_ref(), &docs).expect_err("too many");
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].to_string().contains("documents"), "{}", errors[0]);
@@ -344,7 +344,7 @@ fn alias_bombs_stop_at_the_node_limit_at_once() {
     assert!(errors[0].message.contains("invalid YAML"), "{}", errors[0]);
     assert!(errors[0].message.contains("nodes"), "{}", errors[0]);
     // Aliases used with measure still work.
-    let anchors = "kind: Consumer\nname: a\nlabels: &l {team: edge}\nspec: {}\n---\nkind: Consumer\nname: b\nlabels: *l\nspec: {}\n";
+    let anchors = "- {kind: Consumer, name: a, labels: &l {team: edge}, spec: {}}\n- {kind: Consumer, name: b, labels: *l, spec: {}}\n";
     let loaded = file::parse("anchors.yaml".as_ref(), anchors).expect("anchors");
     assert_eq!(loaded[1].resource.labels["team"], "edge");
 }
