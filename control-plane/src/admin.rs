@@ -14,16 +14,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use portico_api::pb::Role;
 use portico_api::pb::admin_server::Admin;
 use portico_api::pb::{
-    AgentsRequest, AgentsResponse, ApplyRequest, ApplyResponse, ChangeType, DeleteRequest,
-    DeleteResponse, GetRequest, GetResponse, HealthRequest, HealthResponse, HistoryRequest,
-    HistoryResponse, ListRequest, ListResponse, ResourceChange, ResourceDelta, RollbackRequest,
-    RollbackResponse, RolloutStatusRequest, RolloutStatusResponse, StoredResource,
+    AgentsRequest, AgentsResponse, ApplyRequest, ApplyResponse, ChangeType, CreateTokenRequest,
+    CreateTokenResponse, DeleteRequest, DeleteResponse, GetCaRequest, GetCaResponse, GetRequest,
+    GetResponse, HealthRequest, HealthResponse, HistoryRequest, HistoryResponse, ListRequest,
+    ListResponse, ListTokensRequest, ListTokensResponse, ResourceChange, ResourceDelta,
+    RevokeAgentRequest, RevokeAgentResponse, RevokeTokenRequest, RevokeTokenResponse,
+    RollbackRequest, RollbackResponse, RolloutStatusRequest, RolloutStatusResponse, StoredResource,
 };
 use portico_api::{Kind, Resource, ResourceKey, ResourceSet, reference, validate};
 use tonic::{Request, Response, Status};
 
+use crate::auth::{self, Auth, AuthError, Caller};
 use crate::health;
 use crate::history::{self, HistoryError};
 use crate::keys::{self, Keys};
@@ -80,6 +84,12 @@ pub enum AdminError {
         by: ResourceKey,
         field: String,
     },
+    /// The caller is unknown, or its role does not allow the call.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// No agent identity of this node id.
+    #[error("node {0:?} has no certificate to revoke (it never joined)")]
+    NoIdentity(String),
 }
 
 /// The stored config as read for a change.
@@ -97,6 +107,7 @@ pub struct AdminService {
     keys: Keys,
     views: Arc<Views>,
     registry: Arc<Registry>,
+    auth: Arc<Auth>,
 }
 
 impl AdminService {
@@ -106,13 +117,22 @@ impl AdminService {
         keys: Keys,
         views: Arc<Views>,
         registry: Arc<Registry>,
+        auth: Arc<Auth>,
     ) -> Self {
         AdminService {
             store,
             keys,
             views,
             registry,
+            auth,
         }
+    }
+
+    /// The caller of `req`, refused unless its role allows `need`.
+    fn caller<T>(&self, req: &Request<T>, need: Role, what: &str) -> Result<Caller, Status> {
+        self.auth
+            .caller(req, need, what)
+            .map_err(|e| Status::from(AdminError::from(e)))
     }
 
     async fn read(&self) -> Result<Stored, AdminError> {
@@ -144,12 +164,20 @@ impl AdminService {
         &self,
         stored: &Stored,
         deltas: Vec<ResourceDelta>,
-        author: &str,
+        caller: &Caller,
         message: &str,
         rollback_of: Revision,
     ) -> Result<Option<Revision>, AdminError> {
         if deltas.len() > MAX_CHANGED {
             return Err(AdminError::TooLarge(deltas.len()));
+        }
+        // Secrets hold private keys: changing one takes an admin.
+        if let Some(key) = deltas
+            .iter()
+            .filter_map(|d| d.key.as_ref())
+            .find(|k| k.kind() == Kind::Secret)
+        {
+            caller.require(Role::Admin, format!("changing {key}"))?;
         }
         let mut ops = Vec::with_capacity(deltas.len() + 2);
         for delta in &deltas {
@@ -165,7 +193,7 @@ impl AdminService {
             });
         }
         let revision = stored.revision + 1;
-        let record = history::record(author, message, deltas, rollback_of);
+        let record = history::record(&caller.name, message, deltas, rollback_of);
         ops.push(Op::Put {
             key: self.keys.history(revision),
             value: keys::encode(&record),
@@ -202,7 +230,7 @@ impl AdminService {
     async fn apply_inner(
         &self,
         req: ApplyRequest,
-        author: &str,
+        caller: &Caller,
     ) -> Result<ApplyResponse, AdminError> {
         check_request(&req)?;
         for _ in 0..MAX_ATTEMPTS {
@@ -239,7 +267,7 @@ impl AdminService {
                 });
             }
             if let Some(revision) = self
-                .commit(&stored, deltas, author, &req.message, 0)
+                .commit(&stored, deltas, caller, &req.message, 0)
                 .await?
             {
                 return Ok(ApplyResponse {
@@ -256,7 +284,7 @@ impl AdminService {
     async fn delete_inner(
         &self,
         req: DeleteRequest,
-        author: &str,
+        caller: &Caller,
     ) -> Result<DeleteResponse, AdminError> {
         let key = req
             .key
@@ -285,7 +313,7 @@ impl AdminService {
                     message: req.message,
                     ..Default::default()
                 },
-                author,
+                caller,
             )
             .await?;
         if !response.errors.is_empty() {
@@ -300,7 +328,7 @@ impl AdminService {
     async fn rollback_inner(
         &self,
         req: RollbackRequest,
-        author: &str,
+        caller: &Caller,
     ) -> Result<RollbackResponse, AdminError> {
         for _ in 0..MAX_ATTEMPTS {
             let stored = self.read().await?;
@@ -320,7 +348,7 @@ impl AdminService {
                 req.message.clone()
             };
             if let Some(revision) = self
-                .commit(&stored, deltas, author, &message, req.revision)
+                .commit(&stored, deltas, caller, &message, req.revision)
                 .await?
             {
                 return Ok(RollbackResponse { revision, changes });
@@ -386,16 +414,6 @@ fn delta_change(delta: &ResourceDelta) -> ResourceChange {
     }
 }
 
-/// The caller, from the `x-portico-author` header; "anonymous" until authentication exists.
-fn author<T>(req: &Request<T>) -> String {
-    req.metadata()
-        .get("x-portico-author")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .unwrap_or("anonymous")
-        .to_string()
-}
-
 fn stored_resource(resource: &Resource, revision: Revision) -> StoredResource {
     StoredResource {
         resource: Some(reference::redacted(resource)),
@@ -406,12 +424,13 @@ fn stored_resource(resource: &Resource, revision: Revision) -> StoredResource {
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
-        let author = author(&req);
-        let response = self.apply_inner(req.into_inner(), &author).await;
+        let caller = self.caller(&req, Role::Operator, "apply")?;
+        let response = self.apply_inner(req.into_inner(), &caller).await;
         response.map(Response::new).map_err(Status::from)
     }
 
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        self.caller(&req, Role::Viewer, "get")?;
         let key = req.into_inner().key.unwrap_or_default();
         let snapshot = self.views.current();
         match snapshot.get(key.kind(), &key.name) {
@@ -423,6 +442,7 @@ impl Admin for AdminService {
     }
 
     async fn list(&self, req: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        self.caller(&req, Role::Viewer, "list")?;
         let kind = req.into_inner().kind();
         let snapshot = self.views.current();
         let resources = snapshot
@@ -440,8 +460,8 @@ impl Admin for AdminService {
         &self,
         req: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        let author = author(&req);
-        let response = self.delete_inner(req.into_inner(), &author).await;
+        let caller = self.caller(&req, Role::Operator, "delete")?;
+        let response = self.delete_inner(req.into_inner(), &caller).await;
         response.map(Response::new).map_err(Status::from)
     }
 
@@ -449,6 +469,7 @@ impl Admin for AdminService {
         &self,
         req: Request<HistoryRequest>,
     ) -> Result<Response<HistoryResponse>, Status> {
+        self.caller(&req, Role::Viewer, "history")?;
         let req = req.into_inner();
         let records = history::read_all(&self.store, &self.keys)
             .await
@@ -464,8 +485,8 @@ impl Admin for AdminService {
         &self,
         req: Request<RollbackRequest>,
     ) -> Result<Response<RollbackResponse>, Status> {
-        let author = author(&req);
-        let response = self.rollback_inner(req.into_inner(), &author).await;
+        let caller = self.caller(&req, Role::Operator, "rollback")?;
+        let response = self.rollback_inner(req.into_inner(), &caller).await;
         response.map(Response::new).map_err(Status::from)
     }
 
@@ -473,6 +494,7 @@ impl Admin for AdminService {
         &self,
         req: Request<AgentsRequest>,
     ) -> Result<Response<AgentsResponse>, Status> {
+        self.caller(&req, Role::Viewer, "agents")?;
         let req = req.into_inner();
         let records = self.registry.list().await.map_err(Status::from)?;
         let agents = records
@@ -496,6 +518,7 @@ impl Admin for AdminService {
         &self,
         req: Request<RolloutStatusRequest>,
     ) -> Result<Response<RolloutStatusResponse>, Status> {
+        self.caller(&req, Role::Viewer, "rollout status")?;
         let revision = match req.into_inner().revision {
             0 => self.views.current().version,
             r => r,
@@ -508,6 +531,7 @@ impl Admin for AdminService {
         &self,
         req: Request<HealthRequest>,
     ) -> Result<Response<HealthResponse>, Status> {
+        self.caller(&req, Role::Viewer, "health")?;
         let req = req.into_inner();
         if !req.cluster.is_empty()
             && self
@@ -524,5 +548,59 @@ impl Admin for AdminService {
             &req.cluster,
             &req.region,
         )))
+    }
+
+    async fn get_ca(&self, req: Request<GetCaRequest>) -> Result<Response<GetCaResponse>, Status> {
+        self.caller(&req, Role::Admin, "ca show")?;
+        let authority = &self.auth.authority;
+        Ok(Response::new(GetCaResponse {
+            fingerprint: authority.fingerprint().to_string(),
+            certificate_pem: authority.certificate_pem().to_string(),
+            not_after: Some(crate::registry::timestamp(authority.not_after())),
+        }))
+    }
+
+    async fn create_token(
+        &self,
+        req: Request<CreateTokenRequest>,
+    ) -> Result<Response<CreateTokenResponse>, Status> {
+        self.caller(&req, Role::Admin, "token create")?;
+        let created = auth::tokens::create(&self.auth, req.into_inner()).await;
+        created
+            .map(Response::new)
+            .map_err(|e| AdminError::from(e).into())
+    }
+
+    async fn list_tokens(
+        &self,
+        req: Request<ListTokensRequest>,
+    ) -> Result<Response<ListTokensResponse>, Status> {
+        self.caller(&req, Role::Admin, "token list")?;
+        Ok(Response::new(auth::tokens::list(&self.auth)))
+    }
+
+    async fn revoke_token(
+        &self,
+        req: Request<RevokeTokenRequest>,
+    ) -> Result<Response<RevokeTokenResponse>, Status> {
+        self.caller(&req, Role::Admin, "token revoke")?;
+        let name = req.into_inner().name;
+        auth::tokens::revoke(&self.auth, &name)
+            .await
+            .map_err(|e| Status::from(AdminError::from(e)))?;
+        Ok(Response::new(RevokeTokenResponse {}))
+    }
+
+    async fn revoke_agent(
+        &self,
+        req: Request<RevokeAgentRequest>,
+    ) -> Result<Response<RevokeAgentResponse>, Status> {
+        self.caller(&req, Role::Admin, "agents revoke")?;
+        let node_id = req.into_inner().node_id;
+        match auth::identity::revoke(&self.auth, &node_id).await {
+            Ok(true) => Ok(Response::new(RevokeAgentResponse {})),
+            Ok(false) => Err(AdminError::NoIdentity(node_id).into()),
+            Err(e) => Err(e.into()),
+        }
     }
 }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes};
 use futures::{Stream, StreamExt};
-use portico_api::node::{check_address, check_id, check_services};
+use portico_api::node::{check_address, check_id, check_labels, check_services};
 use portico_api::pb::{AgentMessage, Hello, Node, agent_message};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::WatchStream;
@@ -35,6 +35,8 @@ use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
 use tonic::server::{Grpc, NamedService, StreamingService};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::Auth;
+use crate::auth::identity::{AgentPeer, IdentityError, valid};
 use crate::metrics::{
     APPLY_TO_ACK, CONNECTED_AGENTS, NACKS, SERVICE_UPDATES_SENT, UPDATES_COALESCED, UPDATES_SENT,
 };
@@ -52,9 +54,8 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const AHEAD_GRACE: Duration = Duration::from_secs(5);
 /// Limits on a Hello (ids, regions and zones follow [`portico_api::node::check_id`]).
 const MAX_ID_LEN: usize = portico_api::node::MAX_ID_LEN;
-const MAX_LABELS: usize = 64;
-const MAX_LABEL_KEY_LEN: usize = 63;
-const MAX_LABEL_VALUE_LEN: usize = 256;
+/// The longest NACK reason kept (registry, logs, `portico agents`), in bytes.
+pub const MAX_NACK_LEN: usize = 4096;
 
 /// Why a stream was refused or ended by the control plane.
 #[derive(Debug, thiserror::Error)]
@@ -86,12 +87,6 @@ pub fn check_hello(hello: &Hello) -> Result<&Node, ProtocolError> {
         field: field.to_string(),
         rule,
     };
-    let name_like = |s: &str, max: usize| {
-        !s.is_empty()
-            && s.len() <= max
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    };
     for (field, value) in [
         ("id", &node.id),
         ("region", &node.region),
@@ -102,23 +97,7 @@ pub fn check_hello(hello: &Hello) -> Result<&Node, ProtocolError> {
     if node.agent_version.len() > MAX_ID_LEN {
         return Err(bad("agent_version", format!("longer than {MAX_ID_LEN}")));
     }
-    if node.labels.len() > MAX_LABELS {
-        return Err(bad("labels", format!("more than {MAX_LABELS} labels")));
-    }
-    for (k, v) in &node.labels {
-        if !name_like(k, MAX_LABEL_KEY_LEN) {
-            return Err(bad(
-                "labels",
-                format!("key {k:?} must be 1–{MAX_LABEL_KEY_LEN} characters of [A-Za-z0-9._-]"),
-            ));
-        }
-        if v.len() > MAX_LABEL_VALUE_LEN {
-            return Err(bad(
-                "labels",
-                format!("value of {k:?} is longer than {MAX_LABEL_VALUE_LEN}"),
-            ));
-        }
-    }
+    check_labels(&node.labels).map_err(|rule| bad("labels", rule))?;
     check_services(&node.services).map_err(|rule| bad("services", rule))?;
     if !node.address.is_empty() {
         check_address(&node.address).map_err(|rule| bad("address", rule))?;
@@ -180,6 +159,7 @@ pub struct Discovery {
     views: Arc<Views>,
     registry: Arc<Registry>,
     services: Arc<Services>,
+    auth: Arc<Auth>,
     cancel: CancellationToken,
 }
 
@@ -189,13 +169,34 @@ impl Discovery {
         views: Arc<Views>,
         registry: Arc<Registry>,
         services: Arc<Services>,
+        auth: Arc<Auth>,
         cancel: CancellationToken,
     ) -> Self {
         Discovery {
             views,
             registry,
             services,
+            auth,
             cancel,
+        }
+    }
+
+    /// With authentication on, the agent the stream's client certificate authenticates:
+    /// refused before anything is read or sent.
+    fn authenticate(
+        &self,
+        request: &Request<Streaming<AgentMessage>>,
+    ) -> Result<Option<AgentPeer>, Status> {
+        if !self.auth.on {
+            return Ok(None);
+        }
+        let certs = request.peer_certs();
+        match self.auth.agent(certs.as_deref().map(Vec::as_slice)) {
+            Ok(peer) => Ok(Some(peer)),
+            Err(e) => {
+                tracing::info!(peer = ?request.remote_addr(), error = %e, "refused an agent stream");
+                Err(e.into())
+            }
         }
     }
 
@@ -203,6 +204,7 @@ impl Discovery {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<UpdateStream>, Status> {
+        let authenticated = self.authenticate(&request)?;
         let peer = request.remote_addr();
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await;
@@ -214,6 +216,12 @@ impl Discovery {
             _ => return Err(ProtocolError::Missing.into()),
         };
         let mut node = check_hello(&hello)?.clone();
+        if let Some(agent) = &authenticated
+            && let Err(e) = agent.check_hello(&node)
+        {
+            tracing::warn!(node = %node.id, error = %e, "refused a Hello");
+            return Err(e.into());
+        }
         match service_address(&node, peer) {
             Some(address) => node.address = address,
             None if !node.services.is_empty() => tracing::warn!(
@@ -230,6 +238,8 @@ impl Discovery {
             views: self.views.clone(),
             registry: self.registry.clone(),
             services: self.services.clone(),
+            auth: self.auth.clone(),
+            authenticated,
             scope: ScopeMemo::new(&node),
             node,
             stream_id,
@@ -259,6 +269,10 @@ struct Session {
     views: Arc<Views>,
     registry: Arc<Registry>,
     services: Arc<Services>,
+    auth: Arc<Auth>,
+    /// The agent its certificate authenticated (authentication on), checked again whenever
+    /// the identities change, and until its certificate expires.
+    authenticated: Option<AgentPeer>,
     node: Node,
     /// The node's scope, looked up again only when the listeners' selectors change.
     scope: ScopeMemo,
@@ -297,7 +311,9 @@ impl Session {
         let closed = tx.closed();
         let ahead_deadline = tokio::time::Instant::now() + AHEAD_GRACE;
         let ahead = tokio::time::sleep_until(ahead_deadline);
-        tokio::pin!(cancelled, closed, ahead);
+        let mut identities = WatchStream::from_changes(self.auth.state.subscribe());
+        let expiry = tokio::time::sleep_until(self.expiry());
+        tokio::pin!(cancelled, closed, ahead, expiry);
         loop {
             if !self.sync_services(&current, &table, &tx).await {
                 break;
@@ -321,6 +337,20 @@ impl Session {
                     None => break,
                 },
                 _ = &mut ahead, if self.in_flight.is_none() && current.version < self.sent => {}
+                next = identities.next(), if self.authenticated.is_some() => {
+                    if let (Some(table), Some(agent)) = (next, &self.authenticated)
+                        && let Err(e) = valid(&agent.cert, &table, std::time::SystemTime::now())
+                    {
+                        tracing::info!(node = %self.node.id, error = %e, "closing the stream");
+                        let _ = tx.send(Err(e.into())).await;
+                        break;
+                    }
+                }
+                _ = &mut expiry, if self.authenticated.is_some() => {
+                    tracing::info!(node = %self.node.id, "the agent's certificate expired; closing the stream");
+                    let _ = tx.send(Err(IdentityError::Expired(self.node.id.clone()).into())).await;
+                    break;
+                }
                 message = inbound.message() => match message {
                     Ok(Some(message)) => {
                         if let Err(status) = self.receive(message) {
@@ -339,6 +369,21 @@ impl Session {
         self.registry.disconnect(&self.node.id, self.stream_id);
         metrics::gauge!(CONNECTED_AGENTS).decrement(1.0);
         tracing::info!(node = %self.node.id, "agent disconnected");
+    }
+
+    /// When the stream's certificate expires (far away without one).
+    fn expiry(&self) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        match &self.authenticated {
+            Some(agent) => {
+                now + agent
+                    .cert
+                    .not_after
+                    .duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default()
+            }
+            None => now + Duration::from_secs(100 * 365 * 24 * 3600),
+        }
     }
 
     /// Sends the endpoints of every service the clusters of `current` name whose set in
@@ -433,10 +478,12 @@ impl Session {
                     }
                 }
             }
-            Some(agent_message::Message::Nack(nack)) => {
+            Some(agent_message::Message::Nack(mut nack)) => {
                 if let Some((update, _)) = self.take_in_flight(&nack.nonce) {
                     metrics::counter!(NACKS).increment(1);
-                    tracing::warn!(node = %self.node.id, version = update.version, error = %nack.error, "agent rejected an update");
+                    // Agent-supplied text: bounded, and quoted in the log.
+                    portico_api::health::shorten(&mut nack.error, MAX_NACK_LEN);
+                    tracing::warn!(node = %self.node.id, version = update.version, error = ?nack.error, "agent rejected an update");
                     self.registry.nacked(
                         &self.node.id,
                         self.stream_id,

@@ -16,6 +16,8 @@
 //! - [`views`]: per-scope views, diffs by revision and the encoded-update cache.
 //! - [`discovery`]: agent streams (Hello, updates, ACK/NACK, coalescing, resume).
 //! - [`admin`]: the Admin service (apply, get, list, delete, history, rollback, status).
+//! - [`auth`]: the certificate authority, tokens and roles, agent identities.
+//! - [`tls`]: plaintext or TLS (given or issued certificates), and where plaintext is refused.
 //! - [`history`]: history records and rollback reconstruction.
 //! - [`registry`]: the store-backed agent registry and its batched flusher; which agents are
 //!   service endpoints; each agent's endpoint health.
@@ -27,6 +29,7 @@
 //! - [`metrics`]: metric names and the Prometheus recorder.
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod discovery;
 pub mod health;
@@ -43,5 +46,6 @@ pub mod services;
 pub mod snapshot;
 pub mod status;
 pub mod store;
+pub mod tls;
 pub mod views;
 pub mod watcher;
