@@ -15,6 +15,14 @@
 //! whatever comes next against an empty base. It keeps serving its config meanwhile. A full
 //! update replaces everything, so it applies on any base.
 //!
+//! # Authentication
+//! To an `https://` control plane the agent connects over TLS verified with `--ca-file` or
+//! `--ca-fingerprint`, presenting its client certificate ([`crate::identity`]): before a stream
+//! it joins when it has no valid certificate and holds a join token, and during a stream it
+//! renews the certificate when two thirds of its lifetime are over, then reconnects at once
+//! with the new one (the control plane ends a stream when the certificate it opened with
+//! expires).
+//!
 //! # Service endpoints
 //! `ServiceEndpoints` messages carry the nodes that announce a service the agent's clusters
 //! name (`Cluster.service`). They are not config versions: the agent applies them at once
@@ -23,7 +31,7 @@
 //! carries them on), and the last-good cache keeps them with the config.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use portico_api::pb::discovery_client::DiscoveryClient;
 use portico_api::pb::{
@@ -35,6 +43,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
+use crate::identity::{self, Credentials};
 use crate::report;
 use crate::state::State;
 use portico_api::backoff::Backoff;
@@ -89,6 +98,12 @@ pub enum StreamError {
     /// The control plane ended the stream.
     #[error("the control plane closed the stream")]
     Closed,
+    /// The agent could not get a certificate.
+    #[error("agent certificate: {0}")]
+    Identity(#[from] identity::IdentityError),
+    /// The agent renewed its certificate and reconnects with the new one.
+    #[error("the agent certificate was renewed; reconnecting with it")]
+    Renewed,
     /// An incremental update is based on another version than the agent's (see the module
     /// doc).
     #[error(
@@ -114,6 +129,9 @@ pub struct Client {
     pub proxy: Arc<Proxy>,
     /// Where applied configs are published.
     pub state: Arc<State>,
+    /// How `https://` control planes are verified and the agent authenticates to them (`None`:
+    /// plaintext only).
+    pub credentials: Option<Arc<Credentials>>,
 }
 
 /// How a stream ended, and what it achieved before.
@@ -154,6 +172,11 @@ impl Client {
                 resync = true;
                 continue;
             }
+            if let StreamError::Renewed = ended.error {
+                metrics::counter!(CONTROL_PLANE_DISCONNECTS, "reason" => "renewed").increment(1);
+                backoff.reset();
+                continue;
+            }
             metrics::counter!(CONTROL_PLANE_DISCONNECTS, "reason" => "error").increment(1);
             url_index += 1;
             let delay = backoff.next_delay();
@@ -183,6 +206,12 @@ impl Client {
             }),
             (_, None) => Arc::new(ConfigSet::default()),
         };
+        if let (Some(credentials), true) = (&self.credentials, url.starts_with("https://"))
+            && let Err(e) = credentials.ensure(url).await
+        {
+            ended.error = e.into();
+            return ended;
+        }
         let (tx, mut inbound) = match self.open(url, base.version).await {
             Ok(opened) => opened,
             Err(error) => {
@@ -204,6 +233,8 @@ impl Client {
         // The config an update replaced, held until the answer is sent: freeing a large config
         // takes longer than applying a diff to it, and need not delay the ACK.
         let mut replaced = None;
+        let renewal = tokio::time::sleep_until(self.renewal_due(url));
+        tokio::pin!(renewal);
         ended.error = loop {
             let reply = tokio::select! {
                 message = inbound.message() => match message {
@@ -229,6 +260,18 @@ impl Client {
                     Err(status) => break StreamError::Receive(status),
                 },
                 _ = reports.tick() => agent_message::Message::Report(report::current(&self.state, &self.proxy)),
+                _ = &mut renewal => {
+                    let Some(credentials) = &self.credentials else { continue };
+                    match credentials.renew(url).await {
+                        Ok(()) => break StreamError::Renewed,
+                        Err(e) => {
+                            let retry = retry_delay(credentials.current().map(|c| c.not_after));
+                            tracing::warn!(url, error = %e, retry_in = ?retry, "renewing the agent certificate failed");
+                            renewal.as_mut().reset(tokio::time::Instant::now() + retry);
+                            continue;
+                        }
+                    }
+                }
             };
             if tx.send(message(reply)).await.is_err() {
                 break StreamError::Closed;
@@ -249,7 +292,11 @@ impl Client {
             url: url.to_string(),
             reason: Chain(&e).to_string(),
         };
-        let channel = Endpoint::from_shared(url.to_string())
+        let endpoint = match (&self.credentials, url.starts_with("https://")) {
+            (Some(credentials), true) => credentials.endpoint(url),
+            _ => Endpoint::from_shared(url.to_string()),
+        };
+        let channel = endpoint
             .map_err(connect_err)?
             .connect_timeout(CONNECT_TIMEOUT)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
@@ -341,6 +388,31 @@ fn updated(base: &ConfigSet, update: Update) -> Result<ConfigSet, StreamError> {
         });
     }
     Ok(base.with_update(update))
+}
+
+impl Client {
+    /// When the certificate the stream to `url` presents is due for renewal (far away when it
+    /// presents none).
+    fn renewal_due(&self, url: &str) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        let due = match (&self.credentials, url.starts_with("https://")) {
+            (Some(credentials), true) => credentials.current().map(|c| c.renew_at),
+            _ => None,
+        };
+        match due {
+            Some(at) => now + at.duration_since(SystemTime::now()).unwrap_or_default(),
+            None => now + Duration::from_secs(100 * 365 * 24 * 3600),
+        }
+    }
+}
+
+/// How long to wait before trying a failed renewal again: a tenth of the time left, between 1 s
+/// and a minute.
+fn retry_delay(not_after: Option<SystemTime>) -> Duration {
+    let left = not_after
+        .and_then(|t| t.duration_since(SystemTime::now()).ok())
+        .unwrap_or_default();
+    (left / 10).clamp(Duration::from_secs(1), Duration::from_secs(60))
 }
 
 fn message(m: agent_message::Message) -> AgentMessage {
