@@ -40,6 +40,12 @@ pub struct AgentOptions {
     pub env: Vec<(String, String)>,
     /// `--service NAME=PORT` each.
     pub services: Vec<(String, u16)>,
+    /// `--join-token`.
+    pub join_token: Option<String>,
+    /// `--ca-fingerprint`.
+    pub ca_fingerprint: Option<String>,
+    /// `--ca-file`.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl AgentOptions {
@@ -55,7 +61,17 @@ impl AgentOptions {
             drain_timeout: None,
             env: Vec::new(),
             services: Vec::new(),
+            join_token: None,
+            ca_fingerprint: None,
+            ca_file: None,
         }
+    }
+
+    /// Joining with `token`, trusting the CA of fingerprint `fingerprint`.
+    pub fn join(mut self, token: &str, fingerprint: &str) -> Self {
+        self.join_token = Some(token.to_string());
+        self.ca_fingerprint = Some(fingerprint.to_string());
+        self
     }
 
     /// Announcing service `name` on `port`.
@@ -104,6 +120,15 @@ impl Agent {
         }
         if let Some(dir) = &options.cache_dir {
             cmd.arg("--cache-dir").arg(dir);
+        }
+        if let Some(token) = &options.join_token {
+            cmd.args(["--join-token", token]);
+        }
+        if let Some(fingerprint) = &options.ca_fingerprint {
+            cmd.args(["--ca-fingerprint", fingerprint]);
+        }
+        if let Some(file) = &options.ca_file {
+            cmd.arg("--ca-file").arg(file);
         }
         if let Some(grace) = options.drain_timeout {
             cmd.arg("--drain-timeout")
