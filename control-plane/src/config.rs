@@ -61,6 +61,13 @@ pub struct Config {
     #[arg(long, env = "PORTICO_CP_DATA_DIR", default_value = "./portico-data")]
     pub data_dir: PathBuf,
 
+    /// Create a new, empty embedded store where the data directory holds none: needed when the
+    /// directory is not new but its store file is missing or empty (0 bytes), which the control
+    /// plane otherwise refuses, since it would start with an empty config. A store with data
+    /// is opened as it is.
+    #[arg(long, env = "PORTICO_CP_INIT")]
+    pub init: bool,
+
     /// etcd client URLs, comma-separated.
     #[arg(
         long,
@@ -168,6 +175,7 @@ impl Config {
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             store: StoreKind::Embedded,
             data_dir: data_dir.into(),
+            init: false,
             etcd_endpoints: Vec::new(),
             etcd_prefix: crate::keys::DEFAULT_ROOT.to_string(),
             replica_id: None,

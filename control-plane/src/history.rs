@@ -307,7 +307,7 @@ mod tests {
         ];
         let stored: Vec<u8> = records
             .iter()
-            .flat_map(|r| prost::Message::encode_to_vec(r))
+            .flat_map(prost::Message::encode_to_vec)
             .collect();
         let text = String::from_utf8_lossy(&stored);
         assert!(

@@ -24,7 +24,7 @@ use crate::keys::Keys;
 use crate::metered::MeteredStore;
 use crate::registry::Registry;
 use crate::services::Services;
-use crate::store::embedded::EmbeddedStore;
+use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use crate::store::etcd::{EtcdConfig, EtcdStore};
 use crate::store::{Store, StoreError};
 use crate::tls::{self, TlsError};
@@ -45,6 +45,17 @@ pub enum ServerError {
     #[error("opening the {kind} store: {source}")]
     Open {
         kind: &'static str,
+        #[source]
+        source: StoreError,
+    },
+    /// The embedded store's data is gone: refused rather than started empty.
+    #[error(
+        "opening the embedded store: {source}; nothing was started. If the config should be \
+         empty, start once with --init to create a new, empty store on purpose (agents keep \
+         serving the config they have and refuse an empty or older one; see ARCHITECTURE.md, \
+         \"Fleet safety\")"
+    )]
+    Uninitialized {
         #[source]
         source: StoreError,
     },
@@ -71,10 +82,17 @@ pub enum ServerError {
 /// Opens the store named by `config` and checks that it answers.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServerError> {
     let (kind, opened): (&'static str, Result<Arc<dyn Store>, StoreError>) = match config.store {
-        StoreKind::Embedded => (
-            "embedded",
-            EmbeddedStore::open(&config.data_dir).map(|s| Arc::new(s) as Arc<dyn Store>),
-        ),
+        StoreKind::Embedded => {
+            let options = EmbeddedOptions {
+                init: config.init,
+                ..EmbeddedOptions::default()
+            };
+            let opened = EmbeddedStore::open_with(&config.data_dir, options);
+            if let Err(source @ StoreError::Uninitialized { .. }) = opened {
+                return Err(ServerError::Uninitialized { source });
+            }
+            ("embedded", opened.map(|s| Arc::new(s) as Arc<dyn Store>))
+        }
         StoreKind::Etcd => (
             "etcd",
             EtcdStore::connect(&EtcdConfig::new(config.etcd_endpoints.clone()))

@@ -64,6 +64,8 @@ pub struct CpOptions {
     pub listen_any: bool,
     /// `RUST_LOG` of the process.
     pub log_filter: String,
+    /// More flags, e.g. `["--agent-expiry", "2s"]`; kept for restarts.
+    pub args: Vec<String>,
 }
 
 impl CpOptions {
@@ -79,6 +81,7 @@ impl CpOptions {
             agent_cert_ttl: None,
             listen_any: false,
             log_filter: "warn".to_string(),
+            args: Vec::new(),
         }
     }
 
@@ -453,7 +456,7 @@ pub fn command_with(options: &CpOptions, grpc: SocketAddr, metrics: SocketAddr) 
 
 fn spawn(options: &CpOptions, grpc: SocketAddr, metrics: SocketAddr) -> Process {
     let mut cmd = command_with(options, grpc, metrics);
-    cmd.env("RUST_LOG", &options.log_filter);
+    cmd.env("RUST_LOG", &options.log_filter).args(&options.args);
     Process::spawn(&format!("portico-cp {}", options.replica), cmd)
 }
 

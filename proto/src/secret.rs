@@ -153,7 +153,12 @@ mod tests {
                 print.starts_with("sha256:") && print.len() == 7 + 64,
                 "{print}"
             );
-            assert!(!format!("{}", crate::file::to_json(&[r.clone()]).unwrap()).contains(MARKER));
+            assert!(
+                !crate::file::to_json(&[r.clone()])
+                    .unwrap()
+                    .to_string()
+                    .contains(MARKER)
+            );
             assert_eq!(fingerprint(&original).as_deref(), Some(print.as_str()));
             assert_ne!(fingerprint(&tls("other")), Some(print.clone()));
             restore(&mut r, MARKER);

@@ -29,6 +29,8 @@ pub(crate) struct Line<'a> {
     pub attempts: u32,
     /// The consumer an authentication policy identified; empty when none.
     pub consumer: &'a str,
+    /// The gRPC status number a gRPC call ended with; empty for other requests.
+    pub grpc_status: &'a str,
 }
 
 impl Line<'_> {
@@ -50,6 +52,7 @@ impl Line<'_> {
             reason = self.reason,
             attempts = self.attempts,
             consumer = self.consumer,
+            grpc_status = self.grpc_status,
             "request"
         );
     }
@@ -63,6 +66,7 @@ pub(crate) fn rejected(listener: &Arc<str>, request_id: &str, status: u16, reaso
         m::LABEL_ROUTE => "",
         m::LABEL_CLUSTER => "",
         m::LABEL_STATUS_CLASS => m::status_class(status),
+        m::LABEL_GRPC_STATUS => "",
     )
     .increment(1);
     Line {

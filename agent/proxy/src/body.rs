@@ -10,6 +10,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
 
+use crate::grpc::frames::MessageLimit;
+
 /// Any error a body can fail with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -35,6 +37,8 @@ pub enum RequestBody {
     Incoming(hyper::body::Incoming),
     /// Read already; `None` once sent.
     Buffered(Option<Bytes>),
+    /// The client's body translated as it streams (gRPC-Web text decoded).
+    Translated(ProxyBody),
 }
 
 impl Body for RequestBody {
@@ -48,6 +52,7 @@ impl Body for RequestBody {
         match self.get_mut() {
             RequestBody::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             RequestBody::Buffered(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            RequestBody::Translated(b) => Pin::new(b).poll_frame(cx),
         }
     }
 
@@ -55,6 +60,7 @@ impl Body for RequestBody {
         match self {
             RequestBody::Incoming(b) => b.is_end_stream(),
             RequestBody::Buffered(b) => b.as_ref().is_none_or(Bytes::is_empty),
+            RequestBody::Translated(b) => b.is_end_stream(),
         }
     }
 
@@ -64,6 +70,7 @@ impl Body for RequestBody {
             RequestBody::Buffered(b) => {
                 SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64))
             }
+            RequestBody::Translated(b) => b.size_hint(),
         }
     }
 }
@@ -89,11 +96,14 @@ pub struct BodyStats {
     pub polled: AtomicBool,
 }
 
-/// A request body that counts its bytes and fails once they pass `limit`.
+/// A request body that counts its bytes and fails once they pass `limit`, or, for a gRPC
+/// call, once one of its messages is declared larger than `limit`.
 pub struct LimitedBody<B> {
     inner: B,
     limit: u64,
     stats: Arc<BodyStats>,
+    /// Set for gRPC calls: the limit is per message.
+    messages: Option<MessageLimit>,
 }
 
 impl<B> LimitedBody<B> {
@@ -103,7 +113,15 @@ impl<B> LimitedBody<B> {
             inner,
             limit,
             stats,
+            messages: None,
         }
+    }
+
+    /// Holds each gRPC message of the body to the limit, instead of the whole body: a
+    /// streaming call can send any number of messages.
+    pub fn per_message(mut self) -> Self {
+        self.messages = Some(MessageLimit::new(self.limit));
+        self
     }
 }
 
@@ -143,7 +161,12 @@ where
                 .bytes
                 .fetch_add(data.len() as u64, Ordering::Relaxed)
                 + data.len() as u64;
-            if total > self.limit {
+            let this = &mut *self;
+            let over = match &mut this.messages {
+                Some(messages) => messages.feed(data).is_err(),
+                None => total > this.limit,
+            };
+            if over {
                 self.stats.exceeded.store(true, Ordering::Relaxed);
                 return Poll::Ready(Some(Err(Box::new(BodyTooLarge(self.limit)))));
             }
@@ -182,6 +205,25 @@ mod tests {
         assert_eq!(collected.ok(), Some(Bytes::from_static(b"abcde")));
         assert_eq!(stats.bytes.load(Ordering::Relaxed), 5);
         assert!(!stats.exceeded.load(Ordering::Relaxed));
+    }
+
+    #[tokio::test]
+    async fn grpc_bodies_are_limited_per_message() {
+        let message = |n: u8| {
+            let mut m = vec![0, 0, 0, 0, n];
+            m.extend(std::iter::repeat_n(b'x', n.into()));
+            Box::leak(String::from_utf8(m).unwrap().into_boxed_str()) as &'static str
+        };
+        let stats = Arc::new(BodyStats::default());
+        let within = [message(4), message(4)];
+        let body = LimitedBody::new(chunks(&within), 5, stats.clone());
+        assert!(body.per_message().collect().await.is_ok());
+        assert_eq!(stats.bytes.load(Ordering::Relaxed), 18);
+        let stats = Arc::new(BodyStats::default());
+        let over = [message(4), message(6)];
+        let body = LimitedBody::new(chunks(&over), 5, stats.clone());
+        assert!(body.per_message().collect().await.is_err());
+        assert!(stats.exceeded.load(Ordering::Relaxed));
     }
 
     #[tokio::test]

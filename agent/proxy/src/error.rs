@@ -6,6 +6,7 @@
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::{self, ProxyBody};
+use crate::grpc::{self, Code};
 use crate::policy::Rejection;
 use crate::upstream::SendError;
 
@@ -141,9 +142,42 @@ impl ProxyError {
         )
     }
 
-    /// The answer sent to the client: the status and a short body naming the request id.
-    pub fn response(&self, request_id: &str) -> Response<ProxyBody> {
+    /// The status a gRPC client receives: gRPC's own mapping of the HTTP status, made precise
+    /// where the agent knows more (a timeout is DEADLINE_EXCEEDED, a limit RESOURCE_EXHAUSTED,
+    /// a policy's 400 INVALID_ARGUMENT).
+    pub fn grpc_code(&self) -> Code {
+        match self {
+            ProxyError::NoRoute => Code::Unimplemented,
+            ProxyError::UpstreamTimeout | ProxyError::BodyTimeout => Code::DeadlineExceeded,
+            ProxyError::BodyTooLarge | ProxyError::TooManyHeaders => Code::ResourceExhausted,
+            ProxyError::BadRequest(_) | ProxyError::BodyMalformed => Code::Internal,
+            ProxyError::ListenerRemoved
+            | ProxyError::NoEndpoint(_)
+            | ProxyError::UpstreamConnect(_)
+            | ProxyError::Overflow(_)
+            | ProxyError::UpstreamProtocol(_)
+            | ProxyError::UpstreamRequest(_) => Code::Unavailable,
+            ProxyError::Rejected(r) => match r.status {
+                StatusCode::BAD_REQUEST => Code::InvalidArgument,
+                StatusCode::PAYLOAD_TOO_LARGE | StatusCode::TOO_MANY_REQUESTS => {
+                    Code::ResourceExhausted
+                }
+                other => Code::from_http(other.as_u16()),
+            },
+        }
+    }
+
+    /// The answer sent to the client: for a gRPC call (`grpc` is how the client speaks it), a
+    /// trailers-only gRPC answer; otherwise the status and a short body naming the request id.
+    pub fn response(&self, request_id: &str, grpc: Option<grpc::Protocol>) -> Response<ProxyBody> {
         let status = self.status();
+        if let Some(protocol) = grpc {
+            let message = format!("{} (request id {request_id})", self.grpc_message(status));
+            let mut response =
+                grpc::status::trailers_only(protocol, self.grpc_code(), &message, body::empty());
+            self.extra_headers(response.headers_mut());
+            return response;
+        }
         // The same words for every refusal of one status: a client cannot tell a missing key
         // from an unknown one.
         let detail = match self {
@@ -162,17 +196,36 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        self.extra_headers(response.headers_mut());
+        response
+    }
+
+    /// What a gRPC answer's `grpc-message` says: the reason code, and a policy's detail.
+    fn grpc_message(&self, status: StatusCode) -> String {
+        let words = status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase();
+        match self {
+            ProxyError::Rejected(r) => match &r.detail {
+                Some(detail) => format!("{words}: {detail}"),
+                None => words,
+            },
+            _ => format!("{words}: {}", self.reason()),
+        }
+    }
+
+    /// The headers every answer to this error carries: a policy's (WWW-Authenticate,
+    /// Retry-After...), and `Connection: close` when the connection cannot go on.
+    fn extra_headers(&self, headers: &mut http::HeaderMap) {
         if let ProxyError::Rejected(r) = self {
             for (name, value) in &r.headers {
-                response.headers_mut().append(name.clone(), value.clone());
+                headers.append(name.clone(), value.clone());
             }
         }
         if self.closes_connection() {
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        response
     }
 }
 
@@ -217,10 +270,52 @@ mod tests {
 
     #[test]
     fn response_body_names_the_request_id() {
-        let response = ProxyError::NoRoute.response("abc123");
+        let response = ProxyError::NoRoute.response("abc123", None);
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
         assert!(!response.headers().contains_key(header::CONNECTION));
-        let bad = ProxyError::BadRequest("missing_host").response("r");
+        let bad = ProxyError::BadRequest("missing_host").response("r", None);
         assert_eq!(bad.headers()[header::CONNECTION], "close");
+    }
+
+    #[test]
+    fn grpc_calls_get_trailers_only_answers_with_their_status() {
+        let rejected = |status: u16| {
+            ProxyError::Rejected(Box::new(Rejection::new(
+                StatusCode::from_u16(status).unwrap(),
+                "x",
+            )))
+        };
+        let cases = [
+            (ProxyError::NoRoute, Code::Unimplemented),
+            (ProxyError::NoEndpoint("c".into()), Code::Unavailable),
+            (ProxyError::Overflow("max_requests"), Code::Unavailable),
+            (
+                ProxyError::UpstreamConnect(SendError::NoEndpoint(1)),
+                Code::Unavailable,
+            ),
+            (ProxyError::UpstreamTimeout, Code::DeadlineExceeded),
+            (ProxyError::BodyTooLarge, Code::ResourceExhausted),
+            (ProxyError::BadRequest("bad_path"), Code::Internal),
+            (ProxyError::BodyMalformed, Code::Internal),
+            (rejected(401), Code::Unauthenticated),
+            (rejected(403), Code::PermissionDenied),
+            (rejected(429), Code::ResourceExhausted),
+            (rejected(413), Code::ResourceExhausted),
+            (rejected(400), Code::InvalidArgument),
+        ];
+        for (err, code) in cases {
+            let response = err.response("id1", Some(grpc::Protocol::Grpc));
+            assert_eq!(response.status(), StatusCode::OK, "{err}");
+            assert_eq!(response.headers()["grpc-status"], code.number(), "{err}");
+            assert_eq!(response.headers()["content-type"], "application/grpc");
+            let message = response.headers()["grpc-message"].to_str().unwrap();
+            assert!(message.contains("(request id id1)"), "{message}");
+            assert!(http_body::Body::is_end_stream(response.body()), "{err}");
+        }
+        let web = ProxyError::NoRoute.response("i", Some(grpc::Protocol::WebText));
+        assert_eq!(
+            web.headers()["content-type"],
+            "application/grpc-web-text+proto"
+        );
     }
 }

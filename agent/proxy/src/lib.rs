@@ -17,6 +17,8 @@
 //! - [`body`], [`headers`], [`host`], [`path`], [`error`]: body types, header hygiene and
 //!   transforms, the one host of a request, path normalisation, and the classified errors the
 //!   agent answers with.
+//! - [`grpc`]: gRPC calls recognised, their statuses, deadlines and message framing, and
+//!   gRPC-Web translated to and from gRPC.
 //! - [`metrics`]: every data-path metric, named once; [`access_log`]: the log line format;
 //!   [`usage`]: usage counters per worker, collected for reports.
 //! - `workers`: the threads serving traffic, one single-threaded runtime per core.
@@ -37,6 +39,7 @@ pub mod body;
 pub mod config;
 pub mod connector;
 pub mod error;
+pub mod grpc;
 pub mod headers;
 pub mod host;
 pub mod metrics;

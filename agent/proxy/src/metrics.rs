@@ -15,8 +15,11 @@ use std::sync::{Arc, OnceLock};
 
 use metrics::{Counter, Histogram, SharedString};
 
-/// Counter: requests answered, by `listener`, `route`, `cluster` and `status_class` ("2xx"...).
-/// Requests the agent answered itself carry an empty `cluster`.
+use crate::grpc::Code;
+
+/// Counter: requests answered, by `listener`, `route`, `cluster`, `status_class` ("2xx"...) and
+/// `grpc_status` (the gRPC status number a gRPC call ended with, "0"–"16"; empty for requests
+/// that are not gRPC). Requests the agent answered itself carry an empty `cluster`.
 pub const REQUESTS_TOTAL: &str = "portico_agent_requests_total";
 /// Histogram: seconds from request head to the end of the response body, by `listener` and
 /// `route`.
@@ -56,6 +59,8 @@ pub const LABEL_ROUTE: &str = "route";
 pub const LABEL_CLUSTER: &str = "cluster";
 /// Label: the response status class.
 pub const LABEL_STATUS_CLASS: &str = "status_class";
+/// Label: the gRPC status of a gRPC call ("" for other requests).
+pub const LABEL_GRPC_STATUS: &str = "grpc_status";
 /// Label: an endpoint's host:port.
 pub const LABEL_ENDPOINT: &str = "endpoint";
 /// Label: the cluster limit a request overflowed.
@@ -228,14 +233,21 @@ pub struct RequestHandles {
     labels: [Option<Arc<str>>; 3],
     /// By status class, 1xx to 5xx, each looked up on first use.
     requests: [OnceLock<Counter>; 5],
+    /// gRPC calls by status class and gRPC status (class × 17 + code), made for routes that
+    /// see gRPC.
+    grpc: OnceLock<Box<[OnceLock<Counter>; 5 * GRPC_CODES]>>,
     duration: Histogram,
 }
+
+/// The number of gRPC status codes.
+const GRPC_CODES: usize = 17;
 
 impl RequestHandles {
     fn new(listener: &Arc<str>, route: Option<&Arc<str>>, cluster: Option<&Arc<str>>) -> Self {
         RequestHandles {
             labels: [Some(listener.clone()), route.cloned(), cluster.cloned()],
             requests: Default::default(),
+            grpc: OnceLock::new(),
             duration: metrics::histogram!(
                 REQUEST_DURATION_SECONDS,
                 LABEL_LISTENER => listener.clone(),
@@ -244,21 +256,31 @@ impl RequestHandles {
         }
     }
 
-    /// Counts a request answered with `status` after `seconds`, and records its duration.
-    pub fn record(&self, status: u16, seconds: f64) {
+    /// Counts a request answered with `status` (and, for a gRPC call, `grpc`) after `seconds`,
+    /// and records its duration.
+    pub fn record(&self, status: u16, grpc: Option<Code>, seconds: f64) {
         let class = class_index(status);
         let [listener, route, cluster] = &self.labels;
-        self.requests[class]
-            .get_or_init(|| {
-                metrics::counter!(
-                    REQUESTS_TOTAL,
-                    LABEL_LISTENER => label(listener.as_ref()),
-                    LABEL_ROUTE => label(route.as_ref()),
-                    LABEL_CLUSTER => label(cluster.as_ref()),
-                    LABEL_STATUS_CLASS => STATUS_CLASSES[class],
-                )
-            })
-            .increment(1);
+        let slot = match grpc {
+            None => &self.requests[class],
+            Some(code) => {
+                let slots = self
+                    .grpc
+                    .get_or_init(|| Box::new(std::array::from_fn(|_| OnceLock::new())));
+                &slots[class * GRPC_CODES + code as usize]
+            }
+        };
+        slot.get_or_init(|| {
+            metrics::counter!(
+                REQUESTS_TOTAL,
+                LABEL_LISTENER => label(listener.as_ref()),
+                LABEL_ROUTE => label(route.as_ref()),
+                LABEL_CLUSTER => label(cluster.as_ref()),
+                LABEL_STATUS_CLASS => STATUS_CLASSES[class],
+                LABEL_GRPC_STATUS => grpc.map_or("", Code::number),
+            )
+        })
+        .increment(1);
         self.duration.record(seconds);
     }
 
@@ -321,18 +343,44 @@ mod tests {
         );
         metrics::with_local_recorder(&recorder, || {
             for status in [200, 204, 503, 0, 404] {
-                request_handles(&web, Some(&api), Some(&up)).record(status, 0.001);
+                request_handles(&web, Some(&api), Some(&up)).record(status, None, 0.001);
             }
-            request_handles(&web, Some(&shop), None).record(200, 0.001);
-            request_handles(&web, None, None).record(400, 0.001);
+            request_handles(&web, Some(&shop), None).record(200, None, 0.001);
+            request_handles(&web, None, None).record(400, None, 0.001);
+            for code in [Code::Ok, Code::Ok, Code::Unavailable] {
+                request_handles(&web, Some(&api), Some(&up)).record(200, Some(code), 0.001);
+            }
         });
         let text = handle.render();
         for (labels, count) in [
-            (r#"route="api",cluster="up",status_class="2xx""#, 2),
-            (r#"route="api",cluster="up",status_class="5xx""#, 2),
-            (r#"route="api",cluster="up",status_class="4xx""#, 1),
-            (r#"route="shop",cluster="",status_class="2xx""#, 1),
-            (r#"route="",cluster="",status_class="4xx""#, 1),
+            (
+                r#"route="api",cluster="up",status_class="2xx",grpc_status="""#,
+                2,
+            ),
+            (
+                r#"route="api",cluster="up",status_class="5xx",grpc_status="""#,
+                2,
+            ),
+            (
+                r#"route="api",cluster="up",status_class="4xx",grpc_status="""#,
+                1,
+            ),
+            (
+                r#"route="shop",cluster="",status_class="2xx",grpc_status="""#,
+                1,
+            ),
+            (
+                r#"route="",cluster="",status_class="4xx",grpc_status="""#,
+                1,
+            ),
+            (
+                r#"route="api",cluster="up",status_class="2xx",grpc_status="0""#,
+                2,
+            ),
+            (
+                r#"route="api",cluster="up",status_class="2xx",grpc_status="14""#,
+                1,
+            ),
         ] {
             let line = format!("{REQUESTS_TOTAL}{{listener=\"web\",{labels}}} {count}\n");
             assert!(text.contains(&line), "{line} in\n{text}");

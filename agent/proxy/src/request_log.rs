@@ -12,6 +12,7 @@ use http::{HeaderValue, Method};
 use crate::access_log::Line;
 use crate::body::BodyStats;
 use crate::context::ConnCtx;
+use crate::grpc::{self, Code};
 use crate::metrics as m;
 use crate::shared::WorkerRuntime;
 use crate::upstream::InFlight;
@@ -50,6 +51,10 @@ pub(crate) struct RequestLog {
     pub attempts: u32,
     /// The answering attempt, counted in flight on its endpoint until the response ends.
     pub in_flight: Option<InFlight>,
+    /// How the client speaks gRPC, for a gRPC call.
+    pub grpc: Option<grpc::Protocol>,
+    /// The status a gRPC call ended with, once known (a trailers-only head, the trailers).
+    pub grpc_status: Option<Code>,
     start: Instant,
     conn: Arc<ConnCtx>,
     _runtime: WorkerRuntime,
@@ -83,6 +88,8 @@ impl RequestLog {
             bytes_out: 0,
             attempts: 0,
             in_flight: None,
+            grpc: None,
+            grpc_status: None,
             start: Instant::now(),
             conn,
             _runtime: runtime,
@@ -125,7 +132,13 @@ impl Drop for RequestLog {
             .metrics
             .take()
             .unwrap_or_else(|| m::request_handles(listener, None, None));
-        metrics.record(self.status, elapsed.as_secs_f64());
+        // A call that ended without a status (reset, or abandoned) is what a gRPC client makes
+        // of the HTTP answer: UNKNOWN after a 200.
+        let grpc = self.grpc.map(|_| {
+            self.grpc_status
+                .unwrap_or_else(|| Code::from_http(self.status))
+        });
+        metrics.record(self.status, grpc, elapsed.as_secs_f64());
         let bytes_in = self
             .body_in
             .as_ref()
@@ -163,6 +176,7 @@ impl Drop for RequestLog {
             reason: self.reason.unwrap_or(""),
             consumer: self.consumer.as_deref().unwrap_or(""),
             attempts: self.attempts,
+            grpc_status: grpc.map_or("", Code::number),
         }
         .write();
     }

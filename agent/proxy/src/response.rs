@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::body::{BoxError, ProxyBody};
+use crate::grpc::{CallBody, Code};
 use crate::policy::compression::Encoder;
 use crate::request_log::RequestLog;
 use crate::upstream::PooledBody;
@@ -21,6 +22,18 @@ pub(crate) enum ResponseBody {
     Local(ProxyBody),
     /// Either of the above, compressed by a compression policy.
     Compressed(Box<Encoder<ResponseBody>>),
+    /// An upstream's answer to a gRPC call: its deadline, its status, gRPC-Web.
+    Grpc(Box<CallBody<PooledBody>>),
+}
+
+impl ResponseBody {
+    /// The status a gRPC call's trailers carried, once they passed.
+    fn grpc_status(&self) -> Option<Code> {
+        match self {
+            ResponseBody::Grpc(b) => b.status(),
+            _ => None,
+        }
+    }
 }
 
 impl Body for ResponseBody {
@@ -35,6 +48,7 @@ impl Body for ResponseBody {
             ResponseBody::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             ResponseBody::Local(b) => Pin::new(b).poll_frame(cx),
             ResponseBody::Compressed(b) => Pin::new(&mut **b).poll_frame(cx),
+            ResponseBody::Grpc(b) => Pin::new(&mut **b).poll_frame(cx),
         }
     }
 
@@ -43,6 +57,7 @@ impl Body for ResponseBody {
             ResponseBody::Upstream(b) => b.is_end_stream(),
             ResponseBody::Local(b) => b.is_end_stream(),
             ResponseBody::Compressed(b) => b.is_end_stream(),
+            ResponseBody::Grpc(b) => b.is_end_stream(),
         }
     }
 
@@ -51,6 +66,7 @@ impl Body for ResponseBody {
             ResponseBody::Upstream(b) => b.size_hint(),
             ResponseBody::Local(b) => b.size_hint(),
             ResponseBody::Compressed(b) => b.size_hint(),
+            ResponseBody::Grpc(b) => b.size_hint(),
         }
     }
 }
@@ -65,6 +81,14 @@ impl LoggedBody {
     /// Wraps `inner`; `log` is written when this body is dropped.
     pub fn new(inner: ResponseBody, log: RequestLog) -> Self {
         LoggedBody { inner, log }
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        if let Some(code) = self.inner.grpc_status() {
+            self.log.grpc_status = Some(code);
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! The embedded store: etcd's contract on one node, durable in a local redb file.
 //!
-//! One process owns the directory (a lock file, released by the OS when the process dies). Every
+//! One process owns the directory (a lock file, released by the OS when the process dies). A
+//! directory that is not new but whose database file is missing or empty is refused, unless
+//! the caller asks for a new store on purpose ([`EmbeddedOptions::init`]). Every
 //! committed transaction with changes gets the next revision and is fsynced before `txn`
 //! returns. A change log keeps the last [`EmbeddedOptions::history`] revisions (less after an
 //! explicit `compact`), so a watch can start or resume from any of them; one that needs older
@@ -41,6 +43,10 @@ pub struct EmbeddedOptions {
     /// How many revisions a watch may lag behind the newest before it re-reads the log instead
     /// of live events.
     pub watch_buffer: usize,
+    /// Create a new, empty store even where the directory is not new but holds no database,
+    /// or a 0-byte one (which [`EmbeddedStore::open`] refuses with
+    /// [`StoreError::Uninitialized`]). A database with data is opened as it is.
+    pub init: bool,
 }
 
 impl Default for EmbeddedOptions {
@@ -48,6 +54,7 @@ impl Default for EmbeddedOptions {
         EmbeddedOptions {
             history: 10_000,
             watch_buffer: 1024,
+            init: false,
         }
     }
 }
@@ -61,7 +68,9 @@ pub struct EmbeddedStore {
 
 impl EmbeddedStore {
     /// Opens (creating if needed) the store in `dir` with default options. Blocks on disk I/O;
-    /// fails with [`StoreError::Locked`] if another process or handle has the directory open.
+    /// fails with [`StoreError::Locked`] if another process or handle has the directory open,
+    /// and with [`StoreError::Uninitialized`] if the directory is not new but its database is
+    /// missing or empty (see [`EmbeddedOptions::init`]).
     pub fn open(dir: impl AsRef<Path>) -> Result<EmbeddedStore, StoreError> {
         EmbeddedStore::open_with(dir, EmbeddedOptions::default())
     }
@@ -75,6 +84,7 @@ impl EmbeddedStore {
             dir.as_ref(),
             options.history,
             options.watch_buffer,
+            options.init,
         )?);
         let expirer = Expirer::start(&core)?;
         Ok(EmbeddedStore {

@@ -178,6 +178,10 @@ pub enum StoreError {
     /// The store's data is unreadable; not retryable.
     #[error("store data is corrupt: {0}")]
     Corrupt(String),
+    /// The embedded store's database file is missing or empty in a directory that is not new:
+    /// its data is gone, and opening it would start from an empty store; not retryable.
+    #[error("store file {path} {found}")]
+    Uninitialized { path: String, found: String },
     /// The request was malformed (e.g. a watch from revision 0); not retryable.
     #[error("invalid store request: {0}")]
     Invalid(String),

@@ -165,6 +165,18 @@ pub fn accepted() -> Vec<(&'static str, String)> {
             ),
         ),
         (
+            "gRPC routes by service and method, gRPC-Web, retries on gRPC statuses",
+            table(
+                "- {match: {grpc: {service: shop.v1.Users, method: Get}}, action: {cluster: catalog}, grpc_web: true, retry: {attempts: 2, retry_on: [unavailable, resource-exhausted], retry_non_idempotent: true}}\n- {match: {grpc: {service: shop.v1.Users}}, action: {cluster: catalog}}\n- {match: {grpc: {method: Watch}}, action: {cluster: catalog}}",
+            ),
+        ),
+        (
+            "a gRPC health check of one service",
+            cluster(
+                "{endpoints: [{address: 127.0.0.1, port: 9000}], protocol: HTTP2, health_check: {grpc: {service: shop.v1.Users}, interval: 2s}}",
+            ),
+        ),
+        (
             "a cluster without endpoints, with TLS off",
             cluster("{endpoints: [], tls: {enabled: false}}"),
         ),

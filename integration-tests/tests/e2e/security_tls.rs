@@ -56,10 +56,8 @@ fn on_every_address_the_defaults_serve_tls_of_the_own_ca_with_authentication() {
     assert!(cp.endpoint().starts_with("https://"), "{}", cp.endpoint());
     assert!(cp.admin_token.is_some(), "no bootstrap token");
     // Plaintext gets no answer from a TLS port.
-    let plain = portico_integration_tests::cli::portico(
-        &format!("http://{}", cp.grpc),
-        &["get", "all"],
-    );
+    let plain =
+        portico_integration_tests::cli::portico(&format!("http://{}", cp.grpc), &["get", "all"]);
     assert_ne!(plain.code, 0, "{plain:#?}");
     // Over TLS without a token: unauthenticated.
     let run = cp.portico_as(None, &["get", "all"]);

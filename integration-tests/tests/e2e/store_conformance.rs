@@ -750,6 +750,7 @@ mod embedded_only {
         let options = EmbeddedOptions {
             history,
             watch_buffer: 4,
+            ..EmbeddedOptions::default()
         };
         Arc::new(EmbeddedStore::open_with(dir.path(), options).expect("open"))
     }

@@ -10,6 +10,8 @@ use crate::pb::{
 
 const MAX_WEIGHT: u32 = 10_000;
 const MAX_THRESHOLD: u32 = 1_000;
+/// The longest service name a gRPC health check asks about.
+const MAX_GRPC_SERVICE_BYTES: usize = 1024;
 const MAX_CONCURRENCY: u32 = 1_000_000;
 /// Bounds of a response head from an endpoint (hyper reads no less than 8 KiB).
 const MIN_RESPONSE_HEAD: u32 = 8 * 1024;
@@ -54,7 +56,7 @@ pub(crate) fn check(c: &Cluster, e: &mut Errors) {
         hash_policy(h, e);
     }
     if let Some(h) = &c.health_check {
-        health_check(h, e);
+        health_check(h, c.protocol() == UpstreamProtocol::Http2, e);
     }
     if let Some(o) = &c.outlier_detection {
         let base_ejection = o.base_ejection_time.as_ref();
@@ -180,8 +182,32 @@ fn hash_policy(h: &HashPolicy, e: &mut Errors) {
     }
 }
 
-fn health_check(h: &HealthCheck, e: &mut Errors) {
-    if h.tcp {
+fn health_check(h: &HealthCheck, http2: bool, e: &mut Errors) {
+    if let Some(g) = &h.grpc {
+        let http_only = [
+            ("path", !h.path.is_empty()),
+            ("expected_statuses", !h.expected_statuses.is_empty()),
+            ("tcp", h.tcp),
+        ];
+        for (name, _) in http_only.iter().filter(|(_, set)| *set) {
+            e.add(
+                format!("health_check.{name}"),
+                "would be ignored: a grpc check asks grpc.health.v1.Health/Check",
+            );
+        }
+        if !http2 {
+            e.add(
+                "health_check.grpc",
+                "gRPC speaks HTTP/2: the cluster needs protocol HTTP2",
+            );
+        }
+        if g.service.len() > MAX_GRPC_SERVICE_BYTES {
+            e.add(
+                "health_check.grpc.service",
+                format!("longer than {MAX_GRPC_SERVICE_BYTES} bytes"),
+            );
+        }
+    } else if h.tcp {
         let http_only = [
             ("path", !h.path.is_empty()),
             ("host", !h.host.is_empty()),

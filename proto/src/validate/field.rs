@@ -279,17 +279,48 @@ pub(crate) fn known_enum<E: TryFrom<i32>>(e: &mut Errors, field: &str, value: i3
     }
 }
 
-/// Header names and values of a transform.
+/// Headers that frame a message or describe one hop. The agent writes them for each hop from
+/// the message itself (the body's length and coding, the connection's persistence, the
+/// upstream's authority), so a rule that set or removed one would cut bodies short or hang
+/// connections: routes and policies cannot write them.
+pub(crate) const FRAMING: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// A header name a route or policy may write (add, set or remove): a valid name that is not
+/// one of [`FRAMING`].
+pub(crate) fn written_header(name: &str) -> Result<(), String> {
+    header_name(name)?;
+    if FRAMING.iter().any(|f| f.eq_ignore_ascii_case(name)) {
+        Err(format!(
+            "{name:?} is a framing or hop-by-hop header: the agent writes it for each hop \
+             from the message itself, so rules cannot set, add or remove it"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Header names and values of a transform: names that may be written ([`written_header`]),
+/// values agents can send.
 pub(crate) fn header_transform(e: &mut Errors, at: &str, t: Option<&HeaderTransform>) {
     let Some(t) = t else { return };
     for (list, values) in [("add", &t.add), ("set", &t.set)] {
         for (i, h) in values.iter().enumerate() {
-            e.check(format!("{at}.{list}[{i}].name"), header_name(&h.name));
+            e.check(format!("{at}.{list}[{i}].name"), written_header(&h.name));
             e.check(format!("{at}.{list}[{i}].value"), header_value(&h.value));
         }
     }
     for (i, name) in t.remove.iter().enumerate() {
-        e.check(format!("{at}.remove[{i}]"), header_name(name));
+        e.check(format!("{at}.remove[{i}]"), written_header(name));
     }
 }
 

@@ -1,12 +1,12 @@
 //! Policy rules: the policy kind is set, and each kind's own settings are well-formed: header
-//! names a policy writes are not framing or hop-by-hop headers, a JWKS holds keys agents can
-//! verify with, a JSON Schema compiles.
+//! names a policy writes are not framing or hop-by-hop headers (the rule routes share,
+//! `field::written_header`), a JWKS holds keys agents can verify with, a JSON Schema compiles.
 
 use super::Errors;
 use super::field::{self, MAX_PERIOD_SECS};
 use crate::pb::{
-    Cors, HeaderPolicy, HeaderTransform, JwtAuth, Policy, RateLimit, RequestValidation, policy,
-    quota, rate_limit, rate_limit_key,
+    Cors, HeaderPolicy, JwtAuth, Policy, RateLimit, RequestValidation, policy, quota, rate_limit,
+    rate_limit_key,
 };
 
 const COMPRESSION: &[&str] = &["br", "gzip"];
@@ -33,7 +33,7 @@ pub(crate) fn check(p: &Policy, e: &mut Errors) {
             if !a.consumer_header.is_empty() {
                 e.check(
                     "api_key_auth.consumer_header",
-                    written_header(&a.consumer_header),
+                    field::written_header(&a.consumer_header),
                 );
             }
         }
@@ -118,12 +118,12 @@ fn jwt(j: &JwtAuth, e: &mut Errors) {
         if claim.is_empty() {
             e.add(&at, "claim name must not be empty");
         }
-        e.check(&at, written_header(header));
+        e.check(&at, field::written_header(header));
     }
     if !j.consumer_header.is_empty() {
         e.check(
             "jwt_auth.consumer_header",
-            written_header(&j.consumer_header),
+            field::written_header(&j.consumer_header),
         );
     }
 }
@@ -228,61 +228,18 @@ fn join(at: &str, below: &str) -> String {
     }
 }
 
-/// Headers that frame a message or describe one hop: a policy cannot write them.
-const FRAMING: &[&str] = &[
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-];
-
-/// A header name a policy may write (or remove).
-fn written_header(name: &str) -> Result<(), String> {
-    field::header_name(name)?;
-    if FRAMING.iter().any(|f| f.eq_ignore_ascii_case(name)) {
-        Err(format!(
-            "{name:?} is a framing or hop-by-hop header; policies cannot change it"
-        ))
-    } else {
-        Ok(())
-    }
-}
-
 fn headers(h: &HeaderPolicy, e: &mut Errors) {
     for (at, t) in [
         ("headers.request", h.request.as_ref()),
         ("headers.response", h.response.as_ref()),
     ] {
         field::header_transform(e, at, t);
-        framing(at, t, e);
     }
     if !h.content_security_policy.is_empty() {
         e.check(
             "headers.content_security_policy",
             field::header_value(&h.content_security_policy),
         );
-    }
-}
-
-/// Reports the framing headers a transform names (their syntax is checked elsewhere).
-fn framing(at: &str, t: Option<&HeaderTransform>, e: &mut Errors) {
-    let Some(t) = t else { return };
-    for (list, values) in [("add", &t.add), ("set", &t.set)] {
-        for (i, h) in values.iter().enumerate() {
-            if field::header_name(&h.name).is_ok() {
-                e.check(format!("{at}.{list}[{i}].name"), written_header(&h.name));
-            }
-        }
-    }
-    for (i, name) in t.remove.iter().enumerate() {
-        if field::header_name(name).is_ok() {
-            e.check(format!("{at}.remove[{i}]"), written_header(name));
-        }
     }
 }
 

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use super::Errors;
 use super::field::{self, MAX_TIMEOUT_SECS};
 use crate::pb::{
-    DirectResponse, Redirect, Route, RouteMatch, RouteTable, VirtualHost, WeightedClusters,
-    header_match, query_param_match, route_action::Action, route_match::Path,
+    DirectResponse, GrpcMatch, Redirect, Route, RouteMatch, RouteTable, VirtualHost,
+    WeightedClusters, header_match, query_param_match, route_action::Action, route_match::Path,
 };
 
 const REDIRECT_STATUSES: &[u32] = &[301, 302, 303, 307, 308];
@@ -18,6 +18,19 @@ const RETRY_ON: &[&str] = &[
     "5xx",
     "gateway-error",
     "retriable-status-codes",
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+];
+/// The retry conditions on gRPC statuses.
+const GRPC_RETRY_ON: &[&str] = &[
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
 ];
 const MAX_RETRIES: u32 = 10;
 /// The largest request body kept for replaying retries.
@@ -76,6 +89,16 @@ fn regex_paths(host: &VirtualHost, at: &str, e: &mut Errors) {
 fn check_route(route: &Route, at: &str, e: &mut Errors) {
     if !route.name.is_empty() {
         e.check(format!("{at}.name"), field::name(&route.name));
+    }
+    let forwards = matches!(
+        route.action.as_ref().and_then(|a| a.action.as_ref()),
+        Some(Action::Cluster(_) | Action::WeightedClusters(_))
+    );
+    if route.grpc_web && !forwards {
+        e.add(
+            format!("{at}.grpc_web"),
+            "needs a forwarding action (cluster or weighted_clusters)",
+        );
     }
     let is_prefix = if let Some(m) = &route.r#match {
         check_match(m, &format!("{at}.match"), e);
@@ -138,6 +161,15 @@ fn check_route(route: &Route, at: &str, e: &mut Errors) {
                 format!("{at}.retry.retry_on[{i}]"),
                 field::one_of(cond, RETRY_ON),
             );
+            if GRPC_RETRY_ON.contains(&cond.as_str()) && !retry.retry_non_idempotent {
+                e.add(
+                    format!("{at}.retry.retry_on[{i}]"),
+                    format!(
+                        "{cond:?} retries gRPC calls, which are POST requests: \
+                         it needs retry_non_idempotent: true"
+                    ),
+                );
+            }
         }
         for (name, value) in [
             ("per_try_timeout", &retry.per_try_timeout),
@@ -182,6 +214,9 @@ fn check_route(route: &Route, at: &str, e: &mut Errors) {
 }
 
 fn check_match(m: &RouteMatch, at: &str, e: &mut Errors) {
+    if let Some(g) = &m.grpc {
+        grpc_match(g, m.path.is_some(), &format!("{at}.grpc"), e);
+    }
     match &m.path {
         Some(Path::Exact(p)) if !p.starts_with('/') => {
             e.add(format!("{at}.exact"), "must start with '/'");
@@ -225,6 +260,44 @@ fn check_match(m: &RouteMatch, at: &str, e: &mut Errors) {
             }
             _ => {}
         }
+    }
+}
+
+/// A gRPC match: a service and a method name that make a path, and no other path condition.
+fn grpc_match(g: &GrpcMatch, has_path: bool, at: &str, e: &mut Errors) {
+    if has_path {
+        e.add(
+            at,
+            "is a path condition itself: set it or exact, prefix or regex, not both",
+        );
+    }
+    if g.service.is_empty() && g.method.is_empty() {
+        e.add(at, "set service, method or both");
+    }
+    let name = |s: &str, dots: bool| {
+        s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || (dots && b == b'.'))
+            && !s.starts_with('.')
+            && !s.ends_with('.')
+            && !s.contains("..")
+    };
+    if !name(&g.service, true) {
+        e.add(
+            format!("{at}.service"),
+            format!(
+                "{:?} is not a gRPC service name (letters, digits, '_', and '.' between parts)",
+                g.service
+            ),
+        );
+    }
+    if !name(&g.method, false) {
+        e.add(
+            format!("{at}.method"),
+            format!(
+                "{:?} is not a gRPC method name (letters, digits and '_')",
+                g.method
+            ),
+        );
     }
 }
 

@@ -188,7 +188,12 @@ fn hash_policy(h: &pb::HashPolicy) -> Result<Option<HashPolicy>, (String, String
 fn health_check(h: &pb::HealthCheck) -> HealthCheck {
     let or = |v: u32, default: u32| if v == 0 { default } else { v };
     HealthCheck {
-        kind: if h.tcp {
+        kind: if let Some(g) = &h.grpc {
+            CheckKind::Grpc {
+                service: g.service.clone(),
+                host: (!h.host.is_empty()).then(|| h.host.clone()),
+            }
+        } else if h.tcp {
             CheckKind::Tcp
         } else {
             CheckKind::Http {

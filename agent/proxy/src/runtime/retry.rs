@@ -6,6 +6,8 @@ use std::time::Duration;
 use http::Method;
 use portico_api::pb;
 
+use crate::grpc::Code;
+
 use super::{FieldError, duration_or};
 
 /// Default first delay between tries.
@@ -26,6 +28,8 @@ pub enum Failure {
     Timeout,
     /// A response head with this status.
     Status(u16),
+    /// A trailers-only gRPC answer with this status.
+    Grpc(Code),
 }
 
 /// A compiled retry policy.
@@ -39,6 +43,8 @@ pub struct RetryPolicy {
     on_5xx: bool,
     on_gateway: bool,
     statuses: Vec<u16>,
+    /// gRPC statuses retried.
+    grpc: Vec<Code>,
     /// Time allowed per try; `None`: the rest of the route timeout.
     pub per_try_timeout: Option<Duration>,
     base: Duration,
@@ -62,6 +68,7 @@ impl RetryPolicy {
             on_5xx: false,
             on_gateway: false,
             statuses: Vec::new(),
+            grpc: Vec::new(),
             per_try_timeout: spec
                 .per_try_timeout
                 .as_ref()
@@ -90,6 +97,11 @@ impl RetryPolicy {
                         .filter_map(|s| u16::try_from(*s).ok())
                         .collect();
                 }
+                "cancelled" => p.grpc.push(Code::Cancelled),
+                "deadline-exceeded" => p.grpc.push(Code::DeadlineExceeded),
+                "internal" => p.grpc.push(Code::Internal),
+                "resource-exhausted" => p.grpc.push(Code::ResourceExhausted),
+                "unavailable" => p.grpc.push(Code::Unavailable),
                 other => {
                     return Err((
                         format!("retry.retry_on[{i}]"),
@@ -126,6 +138,7 @@ impl RetryPolicy {
                     || (self.on_gateway && (502..=504).contains(&s))
                     || self.statuses.contains(&s)
             }
+            Failure::Grpc(code) => self.grpc.contains(&code),
         }
     }
 
@@ -198,6 +211,22 @@ mod tests {
                 &[429, 409],
                 &[Status(429), Status(409)],
                 &[Status(503), Connect],
+            ),
+            (
+                &["unavailable", "resource-exhausted"],
+                &[],
+                &[Grpc(Code::Unavailable), Grpc(Code::ResourceExhausted)],
+                &[Grpc(Code::Internal), Grpc(Code::Ok), Status(503), Connect],
+            ),
+            (
+                &["cancelled", "deadline-exceeded", "internal"],
+                &[],
+                &[
+                    Grpc(Code::Cancelled),
+                    Grpc(Code::DeadlineExceeded),
+                    Grpc(Code::Internal),
+                ],
+                &[Grpc(Code::Unavailable), Grpc(Code::Unknown)],
             ),
         ];
         for (on, statuses, retried, not) in cases {

@@ -10,6 +10,7 @@
 //! a few routes takes every other route, and the index when no path changed, from the table
 //! compiled before.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,6 +89,8 @@ pub struct Route {
     pub retry: Option<RetryPolicy>,
     /// The route's own policies (the listener's run too); `None` without any.
     pub policies: Option<Arc<Chain>>,
+    /// Translate gRPC-Web calls to gRPC and their answers back.
+    pub grpc_web: bool,
 }
 
 #[derive(Debug)]
@@ -290,6 +293,9 @@ pub fn recompile(
                 table.exact_hosts.entry(domain.to_string()).or_insert(h);
             }
         }
+        let specs = desugared(&vh.routes).map_err(|(r, f, message)| {
+            err(format!("virtual_hosts[{h}].routes[{r}].{f}"), message)
+        })?;
         let before = previous.and_then(|(spec, table)| {
             Some((&spec.virtual_hosts.get(h)?.routes, table.hosts.get(h)?))
         });
@@ -301,8 +307,10 @@ pub fn recompile(
             routes.push(match was {
                 Some((spec, kept)) if spec == route => kept.clone(),
                 _ => {
-                    same_paths &= was.is_some_and(|(spec, _)| path_of(spec) == path_of(route));
-                    Arc::new(compile_route(r, route, clusters, policies).map_err(
+                    same_paths &= was.is_some_and(|(spec, _)| {
+                        path_of(spec) == path_of(route) && grpc_of(spec) == grpc_of(route)
+                    });
+                    Arc::new(compile_route(r, &specs[r], clusters, policies).map_err(
                         |(f, message)| err(format!("virtual_hosts[{h}].routes[{r}].{f}"), message),
                     )?)
                 }
@@ -311,7 +319,7 @@ pub fn recompile(
         let index = match before {
             Some((_, host)) if same_paths => host.index.clone(),
             _ => Arc::new(
-                RouteIndex::build(&vh.routes, &routes)
+                RouteIndex::build(&specs, &routes)
                     .map_err(|e| err(format!("virtual_hosts[{h}].routes"), e.to_string()))?,
             ),
         };
@@ -330,6 +338,47 @@ pub fn recompile(
 
 fn path_of(route: &pb::Route) -> Option<&route_match::Path> {
     route.r#match.as_ref()?.path.as_ref()
+}
+
+fn grpc_of(route: &pb::Route) -> Option<&pb::GrpcMatch> {
+    route.r#match.as_ref()?.grpc.as_ref()
+}
+
+/// A route, with its field path and message, that does not compile.
+type RouteError = (usize, String, String);
+
+/// `routes` with every gRPC match turned into the path match it stands for; borrowed when
+/// none has one.
+fn desugared(routes: &[pb::Route]) -> Result<Cow<'_, [pb::Route]>, RouteError> {
+    if !routes.iter().any(|r| grpc_of(r).is_some()) {
+        return Ok(Cow::Borrowed(routes));
+    }
+    let mut owned = routes.to_vec();
+    for (r, route) in owned.iter_mut().enumerate() {
+        let Some(m) = route.r#match.as_mut() else {
+            continue;
+        };
+        let Some(grpc) = m.grpc.take() else {
+            continue;
+        };
+        if m.path.is_some() {
+            let message = "a gRPC match is a path condition: it cannot have another";
+            return Err((r, "match.grpc".into(), message.into()));
+        }
+        m.path = Some(grpc_path(&grpc));
+    }
+    Ok(Cow::Owned(owned))
+}
+
+/// The path condition a gRPC match stands for: gRPC calls are `POST /service/method`.
+fn grpc_path(grpc: &pb::GrpcMatch) -> route_match::Path {
+    let (service, method) = (&grpc.service, &grpc.method);
+    match (service.is_empty(), method.is_empty()) {
+        (false, false) => route_match::Path::Exact(format!("/{service}/{method}")),
+        (false, true) => route_match::Path::Prefix(format!("/{service}/")),
+        (true, false) => route_match::Path::Regex(format!("/[^/]+/{}", regex::escape(method))),
+        (true, true) => route_match::Path::Prefix("/".into()),
+    }
 }
 
 /// `host` without its port: `a.example:8080` is `a.example`, `[::1]:80` is `[::1]`.
@@ -377,6 +426,7 @@ fn compile_route(
         methods: Vec::new(),
         headers: Vec::new(),
         query_params: Vec::new(),
+        grpc: None,
     };
     let m = spec.r#match.as_ref().unwrap_or(&NO_MATCH);
     let path = match &m.path {
@@ -449,6 +499,7 @@ fn compile_route(
             None => None,
         },
         policies: Chain::resolve(&spec.policies, policies, "policies")?,
+        grpc_web: spec.grpc_web,
     })
 }
 

@@ -488,3 +488,55 @@ mod properties {
         }
     }
 }
+
+fn grpc(name: &str, service: &str, method: &str) -> pb::Route {
+    let mut r = route(name, None);
+    if let Some(m) = r.r#match.as_mut() {
+        m.grpc = Some(pb::GrpcMatch {
+            service: service.into(),
+            method: method.into(),
+        });
+    }
+    r
+}
+
+#[test]
+fn grpc_matches_route_by_service_and_method() {
+    let t = table(vec![vhost(
+        "h",
+        &["*"],
+        vec![
+            grpc("get", "pkg.v1.Users", "Get"),
+            grpc("users", "pkg.v1.Users", ""),
+            grpc("watch", "", "Watch"),
+            route("rest", prefix("/")),
+        ],
+    )]);
+    for (path, want) in [
+        ("/pkg.v1.Users/Get", "h/get"),
+        ("/pkg.v1.Users/List", "h/users"),
+        ("/pkg.v1.Users/Watch", "h/users"),
+        ("/other.Svc/Watch", "h/watch"),
+        ("/other.Svc/Watcher", "h/rest"),
+        ("/pkg.v1.Users", "h/rest"),
+        ("/pkg.v1.UsersX/Get", "h/rest"),
+    ] {
+        assert_eq!(
+            check(&t, "POST", "x", path, &[]).as_deref(),
+            Some(want),
+            "{path}"
+        );
+    }
+    let mut both = grpc("both", "a.B", "C");
+    if let Some(m) = both.r#match.as_mut() {
+        m.path = exact("/x");
+    }
+    let refused = compile(
+        "t",
+        &pb::RouteTable {
+            virtual_hosts: vec![vhost("h", &["*"], vec![both])],
+        },
+        &HashMap::new(),
+    );
+    assert!(refused.is_err());
+}

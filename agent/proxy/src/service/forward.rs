@@ -1,9 +1,12 @@
 //! Forwarding a request upstream, in phases: prepare the upstream head (path rewrite, Host,
 //! hop-by-hop headers, X-Forwarded-*, the route's header rules), then try: pick an endpoint,
 //! send within the try's time, and retry what the route's policy retries; finally hand an
-//! upgraded connection over to a byte pipe.
+//! upgraded connection over to a byte pipe. gRPC calls keep `te: trailers`, are bounded by
+//! their `grpc-timeout` too, and have their answers wrapped in a [`CallBody`] (deadline,
+//! status, gRPC-Web).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::request::Parts;
@@ -19,6 +22,7 @@ use super::redirect::rewrite_prefix;
 use crate::body::{self, BodyStats, LimitedBody, ProxyBody, RequestBody};
 use crate::context::ConnCtx;
 use crate::error::ProxyError;
+use crate::grpc::{self, CallBody, Code, Protocol};
 use crate::headers;
 use crate::metrics as m;
 use crate::replay::Replay;
@@ -37,6 +41,30 @@ pub(super) struct Target<'a> {
     pub path: &'a str,
     /// The Host header's value or the URI's authority, if the request had either.
     pub authority: Option<&'a HeaderValue>,
+    /// The gRPC call, when the request is one.
+    pub grpc: Option<GrpcCall>,
+}
+
+/// What forwarding needs to know of a gRPC call.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct GrpcCall {
+    /// How the client speaks gRPC.
+    pub protocol: Protocol,
+    /// Whether the call is translated from gRPC-Web (the route opted in).
+    pub web: bool,
+    /// The client's `grpc-timeout`.
+    pub timeout: Option<Duration>,
+}
+
+impl Target<'_> {
+    /// The time allowed until the response head: the route timeout, or a gRPC call's
+    /// `grpc-timeout` when that is shorter.
+    fn timeout(&self) -> Duration {
+        match self.grpc.and_then(|c| c.timeout) {
+            Some(t) => t.min(self.route.timeout),
+            None => self.route.timeout,
+        }
+    }
 }
 
 /// Forwards `req` to `target` and returns the upstream's response. The request body is cut
@@ -57,6 +85,7 @@ pub(super) async fn forward(
     // The version and keep-alive of the client's connection are the client's, whatever the
     // upstream speaks (an HTTP/1.0 upstream must not turn the client's answers into 1.0).
     let client_version = req.version();
+    let started = Instant::now();
     let (mut parts, incoming) = req.into_parts();
     log.metrics = Some(m::request_handles(
         &ctx.listener,
@@ -70,13 +99,13 @@ pub(super) async fn forward(
         .retry
         .as_ref()
         .filter(|r| !upgrade && r.allows(&parts.method));
-    let body = request_body(listener, incoming, body_limit, log);
+    let body = request_body(listener, incoming, body_limit, target.grpc.is_some(), log);
     let (mut response, cookie) = match retry {
         None => {
             let pick = pick(upstream, &key, None, false)?;
             log.attempts = 1;
             let request = Request::from_parts(parts, body);
-            let deadline = Instant::now() + target.route.timeout;
+            let deadline = Instant::now() + target.timeout();
             let sent = attempt(&target, &pick, request, deadline, log).await;
             record(upstream, &pick, &sent, log);
             let response = settle(upstream, sent, log)?;
@@ -98,7 +127,34 @@ pub(super) async fn forward(
         splice(ctx, client, hyper::upgrade::on(&mut response));
     }
     headers::remove_hop_by_hop(response.headers_mut(), upgraded && upgrade);
-    Ok(response.map(ResponseBody::Upstream))
+    match target.grpc {
+        Some(call) => Ok(grpc_answer(call, started, response)),
+        None => Ok(response.map(ResponseBody::Upstream)),
+    }
+}
+
+/// An upstream's answer to a gRPC call, on its way to the client: bounded by the call's
+/// deadline and, for a gRPC-Web call the upstream answered in gRPC, translated back.
+fn grpc_answer(
+    call: GrpcCall,
+    started: Instant,
+    mut response: Response<PooledBody>,
+) -> Response<ResponseBody> {
+    let upstream_grpc = Protocol::of(response.headers()) == Some(Protocol::Grpc);
+    let protocol = if call.web && upstream_grpc {
+        let headers = response.headers_mut();
+        if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
+            let web = grpc::web::response_content_type(content_type, call.protocol);
+            headers.insert(header::CONTENT_TYPE, web);
+        }
+        // The trailers join the body, and text is longer than the bytes it encodes.
+        headers.remove(header::CONTENT_LENGTH);
+        call.protocol
+    } else {
+        Protocol::Grpc
+    };
+    let deadline = call.timeout.map(|t| started + t);
+    response.map(|body| ResponseBody::Grpc(Box::new(CallBody::new(body, deadline, protocol))))
 }
 
 /// The tries of a request whose route retries: each on an endpoint other than the one before
@@ -114,7 +170,7 @@ async fn retrying(
     log: &mut RequestLog,
 ) -> Result<(Response<PooledBody>, Option<HeaderValue>), ProxyError> {
     let upstream = target.upstream;
-    let deadline = Instant::now() + target.route.timeout;
+    let deadline = Instant::now() + target.timeout();
     let replay = Replay::new(body, policy.buffer_bytes);
     let mut current = pick(upstream, key, None, false)?;
     let mut tries = 0;
@@ -134,9 +190,14 @@ async fn retrying(
             Err(Tried::Failed(e)) if e.is_refused_stream() => Failure::RefusedStream,
             Err(Tried::Failed(_)) => Failure::Reset,
         };
+        // A gRPC status in the head is a trailers-only answer: the call's outcome.
+        let grpc = match &sent {
+            Ok(r) if target.grpc.is_some() => Code::of(r.headers()),
+            _ => None,
+        };
         let wait = policy.backoff(tries);
         let again = tries <= policy.attempts
-            && policy.retries(failure)
+            && (policy.retries(failure) || grpc.is_some_and(|c| policy.retries(Failure::Grpc(c))))
             && replay.replayable()
             && !client_fault(&sent, log)
             && Instant::now() + wait < deadline;
@@ -302,23 +363,29 @@ fn upstream_head(
             .map_err(|_| ProxyError::BadRequest("bad_uri"))?;
     }
     parts.version = target.upstream.version();
+    // HTTP/2 allows one TE value, "trailers", and gRPC servers require it.
+    let te_trailers = target.grpc.is_some() || grpc::accepts_trailers(&parts.headers);
     // The host routing matched is the Host the upstream sees.
     let host = target.authority;
     if let Some(host) = host {
         parts.headers.insert(header::HOST, host.clone());
     }
     headers::remove_hop_by_hop(&mut parts.headers, upgrade);
+    if te_trailers && parts.version == Version::HTTP_2 {
+        parts.headers.insert(header::TE, grpc::TE_TRAILERS.clone());
+    }
     headers::set_forwarded(&mut parts.headers, &ctx.client, ctx.tls, host);
     route.request_headers.apply(&mut parts.headers);
     Ok(())
 }
 
 /// The body sent upstream: streamed, counted, and cut off past the listener's limit (or a
-/// policy's smaller one).
+/// policy's smaller one); for a gRPC call, past a message over the limit.
 fn request_body(
     listener: &ListenerRuntime,
     incoming: RequestBody,
     policy_limit: Option<u64>,
+    grpc: bool,
     log: &mut RequestLog,
 ) -> ProxyBody {
     if incoming.is_end_stream() {
@@ -328,7 +395,12 @@ fn request_body(
     log.body_in = Some(stats.clone());
     let limit = listener.conn.limits.max_request_body_bytes;
     let limit = policy_limit.map_or(limit, |p| p.min(limit));
-    LimitedBody::new(incoming, limit, stats).boxed()
+    let body = LimitedBody::new(incoming, limit, stats);
+    if grpc {
+        body.per_message().boxed()
+    } else {
+        body.boxed()
+    }
 }
 
 /// Pipes the bytes of an upgraded connection (WebSocket...) between client and upstream

@@ -3,7 +3,9 @@
 //! fixed answer, a redirect, or [`forward`] upstream), then applies the route's response header
 //! rules and the policies' response side. Every answer the agent gives itself comes from a
 //! [`ProxyError`] or an action; the request's record becomes its log line and metrics when the
-//! response body ends.
+//! response body ends. A gRPC call (by its content type) is answered in gRPC when the agent
+//! answers it itself, and a gRPC-Web call to a route that opts in is translated to gRPC just
+//! before its action, after the policies.
 //!
 //! # Layout
 //! - [`forward`]: the upstream phases: pick an endpoint, prepare the upstream request, send it,
@@ -26,6 +28,7 @@ use crate::body::{self, RequestBody};
 use crate::conn::HEAD_CL_AND_TE;
 use crate::context::ConnCtx;
 use crate::error::ProxyError;
+use crate::grpc::{self, Code};
 use crate::headers;
 use crate::host;
 use crate::metrics as m;
@@ -35,7 +38,7 @@ use crate::response::{LoggedBody, ResponseBody};
 use crate::runtime::action::Action;
 use crate::runtime::router::{RequestView, Route, strip_port};
 use crate::runtime::{ListenerRuntime, Runtime};
-use forward::Target;
+use forward::{GrpcCall, Target};
 use policy::Gate;
 
 /// Handles one request on the runtime current when it arrived.
@@ -50,15 +53,22 @@ pub(crate) async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Res
         req.uri().path(),
         runtime.clone(),
     );
+    log.grpc = grpc::Protocol::of(req.headers());
     let mut response = match serve(&ctx, &runtime, req, head_flags, &mut log).await {
         Ok(response) => response,
         Err(e) => {
             log.reason = Some(e.reason());
             let id = request_id.to_str().unwrap_or_default();
             tracing::debug!(request_id = id, error = %portico_api::error::Chain(&e), "answered by the proxy");
-            e.response(id).map(ResponseBody::Local)
+            e.response(id, log.grpc).map(ResponseBody::Local)
         }
     };
+    if log.grpc.is_some()
+        && let Some(code) = Code::of(response.headers())
+    {
+        // A trailers-only answer: the status is in the head.
+        log.grpc_status = Some(code);
+    }
     response
         .headers_mut()
         .insert(headers::REQUEST_ID.clone(), request_id);
@@ -98,6 +108,7 @@ async fn serve(
     }
     let mut req = req.map(RequestBody::Incoming);
     let Some(mut gate) = Gate::new(listener, route, ctx.peer) else {
+        let req = grpc_call(route, req, log);
         let mut response = act(ctx, listener, route, &head, req, None, log).await?;
         route.response_headers.apply(response.headers_mut());
         return Ok(response);
@@ -113,6 +124,7 @@ async fn serve(
         }
         Err(rejection) => return Ok(reject(ctx, route, &gate, rejection, log)),
     }
+    let req = grpc_call(route, req, log);
     let acted = act(ctx, listener, route, &head, req, gate.body_limit, log).await;
     let mut response = match acted {
         Ok(response) => response,
@@ -147,10 +159,30 @@ fn reject(
     m::rejection(&ctx.listener, &route.name, rejection.reason);
     let id = log.request_id.to_str().unwrap_or_default();
     let mut response = ProxyError::Rejected(Box::new(rejection))
-        .response(id)
+        .response(id, log.grpc)
         .map(ResponseBody::Local);
     gate.decorate(&mut response);
     response
+}
+
+/// A gRPC-Web call to a route that opts in, turned into gRPC: head and (for the text form)
+/// body. Other requests pass as they are.
+fn grpc_call(
+    route: &Route,
+    mut req: Request<RequestBody>,
+    log: &RequestLog,
+) -> Request<RequestBody> {
+    let Some(protocol) = log.grpc.filter(|p| p.is_web() && route.grpc_web) else {
+        return req;
+    };
+    grpc::web::request_head(req.headers_mut(), protocol);
+    if protocol != grpc::Protocol::WebText {
+        return req;
+    }
+    req.map(|body| {
+        use http_body_util::BodyExt;
+        RequestBody::Translated(grpc::web::TextDecode::new(body).boxed())
+    })
 }
 
 /// A request head that passed the checks every request must pass before routing, with the
@@ -253,11 +285,17 @@ async fn act(
                 .map(ResponseBody::Local)
         }
         Action::Forward(targets) => {
+            let grpc = log.grpc.map(|protocol| GrpcCall {
+                protocol,
+                web: protocol.is_web() && route.grpc_web,
+                timeout: grpc::timeout::of(req.headers()),
+            });
             let target = Target {
                 upstream: targets.pick(),
                 route,
                 path: &head.path,
                 authority: head.authority.as_ref(),
+                grpc,
             };
             forward::forward(ctx, listener, target, req, body_limit, log).await?
         }

@@ -33,11 +33,11 @@ async fn requests_connections_errors_and_applies_are_counted() {
 
     let expected = [
         format!(
-            "{}{{listener=\"web\",route=\"main\",cluster=\"up\",status_class=\"2xx\"}} 1",
+            "{}{{listener=\"web\",route=\"main\",cluster=\"up\",status_class=\"2xx\",grpc_status=\"\"}} 1",
             m::REQUESTS_TOTAL
         ),
         format!(
-            "{}{{listener=\"web\",route=\"dead\",cluster=\"gone\",status_class=\"5xx\"}} 1",
+            "{}{{listener=\"web\",route=\"dead\",cluster=\"gone\",status_class=\"5xx\",grpc_status=\"\"}} 1",
             m::REQUESTS_TOTAL
         ),
         format!("{}{{cluster=\"gone\"}} 1", m::UPSTREAM_CONNECT_ERRORS_TOTAL),

@@ -86,10 +86,16 @@ struct Staged {
 }
 
 impl Core {
-    pub fn open(dir: &Path, history: i64, watch_buffer: usize) -> Result<Core, StoreError> {
+    pub fn open(
+        dir: &Path,
+        history: i64,
+        watch_buffer: usize,
+        init: bool,
+    ) -> Result<Core, StoreError> {
         private_dir(dir).map_err(|e| {
             StoreError::Unavailable(format!("creating store directory {}: {e}", dir.display()))
         })?;
+        check_present(dir, init)?;
         let lock = lock_dir(dir)?;
         let db_path = dir.join(DB_FILE);
         private_file(&db_path)
@@ -475,6 +481,49 @@ fn private_file(path: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
+/// Refuses a directory whose database is gone while the directory is not new: a 0-byte
+/// database file, or none beside other files (its lock, a stray backup). Opening either would
+/// create an empty store, and the control plane would serve an empty config as if nothing had
+/// ever been applied. An empty (or new) directory is a first start and opens; with `init` the
+/// caller asked for an empty store on purpose, and a 0-byte file is replaced. A database with
+/// data is never touched here, `init` or not.
+fn check_present(dir: &Path, init: bool) -> Result<(), StoreError> {
+    let db = dir.join(DB_FILE);
+    let found = match std::fs::metadata(&db) {
+        Ok(meta) if meta.len() > 0 => return Ok(()),
+        Ok(_) if init => {
+            return std::fs::remove_file(&db).map_err(|e| {
+                StoreError::Unavailable(format!("removing the empty {}: {e}", db.display()))
+            });
+        }
+        Ok(_) => "is empty (0 bytes)".to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut others: Vec<String> = std::fs::read_dir(dir)
+                .map_err(|e| StoreError::Unavailable(format!("reading {}: {e}", dir.display())))?
+                .filter_map(|entry| Some(entry.ok()?.file_name().to_string_lossy().into_owned()))
+                .collect();
+            if others.is_empty() || init {
+                return Ok(());
+            }
+            others.sort();
+            format!(
+                "is missing, but its directory is not new (it holds {})",
+                others.join(", ")
+            )
+        }
+        Err(e) => {
+            return Err(StoreError::Unavailable(format!(
+                "reading {}: {e}",
+                db.display()
+            )));
+        }
+    };
+    Err(StoreError::Uninitialized {
+        path: db.display().to_string(),
+        found,
+    })
+}
+
 /// Takes the directory's lock file, or reports who has it.
 fn lock_dir(dir: &Path) -> Result<File, StoreError> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -642,7 +691,7 @@ mod tests {
         std::fs::create_dir(&old).unwrap();
         std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
         for dir in [&new, &old] {
-            let core = Core::open(dir, 10, 1).unwrap();
+            let core = Core::open(dir, 10, 1, false).unwrap();
             assert_eq!(mode(dir), 0o700, "{}", dir.display());
             for file in [DB_FILE, LOCK_FILE] {
                 assert_eq!(mode(&dir.join(file)), 0o600, "{file} in {}", dir.display());

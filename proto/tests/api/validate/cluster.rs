@@ -123,6 +123,23 @@ fn load_balancing_rules() {
             ],
         ),
         (
+            &cluster(
+                "{protocol: HTTP2, health_check: {grpc: {service: pkg.Users}, host: api.internal}}",
+            ),
+            &[],
+        ),
+        (
+            &cluster(
+                "{health_check: {grpc: {}, tcp: true, path: /healthz, expected_statuses: [200]}}",
+            ),
+            &[
+                "health_check.path: would be ignored: a grpc check asks grpc.health.v1.Health/Check",
+                "health_check.expected_statuses: would be ignored",
+                "health_check.tcp: would be ignored",
+                "health_check.grpc: gRPC speaks HTTP/2: the cluster needs protocol HTTP2",
+            ],
+        ),
+        (
             &cluster("{health_check: {tcp: true, path: /healthz, host: 'bad host'}}"),
             &[
                 "health_check.path: would be ignored: a tcp check only opens a connection",

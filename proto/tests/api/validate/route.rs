@@ -94,6 +94,24 @@ fn route_table_rules() {
             ],
         ),
         (
+            // Framing and hop-by-hop headers: the agent writes them per hop, and a rule that
+            // set one would truncate bodies or hang the upstream.
+            &route(
+                "{action: {cluster: cart}, request_headers: {set: [{name: Content-Length, value: '0'}], add: [{name: transfer-encoding, value: chunked}], remove: [host]}, response_headers: {set: [{name: connection, value: close}], remove: [Keep-Alive, te, trailer, upgrade, proxy-connection]}}",
+            ),
+            &[
+                "routes[0].request_headers.add[0].name: \"transfer-encoding\" is a framing or hop-by-hop header: the agent writes it for each hop",
+                "routes[0].request_headers.set[0].name: \"Content-Length\" is a framing or hop-by-hop header",
+                "routes[0].request_headers.remove[0]: \"host\" is a framing or hop-by-hop header",
+                "routes[0].response_headers.set[0].name: \"connection\" is a framing or hop-by-hop header",
+                "routes[0].response_headers.remove[0]: \"Keep-Alive\" is a framing",
+                "routes[0].response_headers.remove[1]: \"te\" is a framing",
+                "routes[0].response_headers.remove[2]: \"trailer\" is a framing",
+                "routes[0].response_headers.remove[3]: \"upgrade\" is a framing",
+                "routes[0].response_headers.remove[4]: \"proxy-connection\" is a framing",
+            ],
+        ),
+        (
             &route("{action: {cluster: cart}, timeout: 7200s}"),
             &["routes[0].timeout: must be at most 3600s"],
         ),
@@ -242,6 +260,60 @@ fn retry_rules() {
                 "{action: {cluster: cart}, retry: {attempts: 3, retry_on: [connect-failure, refused-stream, reset, 5xx, gateway-error], max_interval: 1s, retry_non_idempotent: true}}",
             ),
             &[],
+        ),
+        (
+            &route(
+                "{action: {cluster: cart}, retry: {attempts: 2, retry_on: [unavailable, resource-exhausted, cancelled, deadline-exceeded, internal], retry_non_idempotent: true}}",
+            ),
+            &[],
+        ),
+        (
+            &route(
+                "{action: {cluster: cart}, retry: {attempts: 2, retry_on: [reset, unavailable]}}",
+            ),
+            &[
+                "routes[0].retry.retry_on[1]: \"unavailable\" retries gRPC calls, which are POST requests: it needs retry_non_idempotent: true",
+            ],
+        ),
+    ]);
+}
+
+#[test]
+fn grpc_rules() {
+    cases(&[
+        (
+            &route(
+                "{action: {cluster: cart}, grpc_web: true, match: {grpc: {service: pkg.v1.Users, method: Get}}}",
+            ),
+            &[],
+        ),
+        (
+            &route("{action: {cluster: cart}, match: {grpc: {service: pkg.Users}}}"),
+            &[],
+        ),
+        (
+            &route("{action: {cluster: cart}, match: {grpc: {method: Get_2}}}"),
+            &[],
+        ),
+        (
+            &route("{action: {cluster: cart}, match: {prefix: /a, grpc: {}}}"),
+            &[
+                "routes[0].match.grpc: is a path condition itself: set it or exact, prefix or regex, not both",
+                "routes[0].match.grpc: set service, method or both",
+            ],
+        ),
+        (
+            &route(
+                "{action: {cluster: cart}, match: {grpc: {service: 'pkg..Users', method: 'Get/x'}}}",
+            ),
+            &[
+                "routes[0].match.grpc.service: \"pkg..Users\" is not a gRPC service name",
+                "routes[0].match.grpc.method: \"Get/x\" is not a gRPC method name",
+            ],
+        ),
+        (
+            &route("{action: {direct_response: {status: 200}}, grpc_web: true}"),
+            &["routes[0].grpc_web: needs a forwarding action"],
         ),
     ]);
 }
