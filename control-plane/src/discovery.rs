@@ -97,6 +97,12 @@ pub fn check_hello(hello: &Hello) -> Result<&Node, ProtocolError> {
     if node.agent_version.len() > MAX_ID_LEN {
         return Err(bad("agent_version", format!("longer than {MAX_ID_LEN}")));
     }
+    if portico_api::text::has_control(&node.agent_version) {
+        return Err(bad(
+            "agent_version",
+            "holds a control character".to_string(),
+        ));
+    }
     check_labels(&node.labels).map_err(|rule| bad("labels", rule))?;
     check_services(&node.services).map_err(|rule| bad("services", rule))?;
     if !node.address.is_empty() {
@@ -481,7 +487,8 @@ impl Session {
             Some(agent_message::Message::Nack(mut nack)) => {
                 if let Some((update, _)) = self.take_in_flight(&nack.nonce) {
                     metrics::counter!(NACKS).increment(1);
-                    // Agent-supplied text: bounded, and quoted in the log.
+                    // Agent-supplied text: bounded and with its control characters escaped
+                    // before the registry keeps it, the log writes it or the CLI shows it.
                     portico_api::health::shorten(&mut nack.error, MAX_NACK_LEN);
                     tracing::warn!(node = %self.node.id, version = update.version, error = ?nack.error, "agent rejected an update");
                     self.registry.nacked(

@@ -51,15 +51,12 @@ pub fn bound(clusters: &mut Vec<ClusterHealth>, max: usize) -> u32 {
     omitted
 }
 
-/// Cuts `s` to at most `max` bytes, at a character boundary: how agent-supplied text is
-/// bounded before the control plane keeps it.
+/// Cuts `s` to at most `max` bytes, at a character boundary, with its control characters
+/// escaped ([`crate::text::printable`]): how agent-supplied text is bounded and defused before
+/// the control plane keeps, logs or shows it.
 pub fn shorten(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
+    if s.len() > max || crate::text::has_control(s) {
+        *s = crate::text::printable(s, max);
     }
 }
 

@@ -15,6 +15,7 @@
 //! - [`node`]: node ids, announced services and which listeners select a node, for agents and
 //!   control plane alike.
 //! - [`reference`](mod@reference): what each resource refers to (for validation and scoping); redaction.
+//! - [`text`]: agent-supplied text made safe to keep, log and print.
 //! - [`secret`]: secret material kept out of sight: a `Debug` of Secrets that never shows it,
 //!   and the fingerprints history keeps instead.
 //! - [`validate`]: validation of a whole resource set with field-path errors.
@@ -29,6 +30,7 @@ pub mod pattern;
 pub mod reference;
 pub mod resource;
 pub mod secret;
+pub mod text;
 pub mod validate;
 
 /// Generated protobuf messages, gRPC clients/servers, and their proto3-JSON serde impls.

@@ -54,6 +54,9 @@ pub fn check_labels<'a>(
                 "value of {k:?} is longer than {MAX_LABEL_VALUE_LEN}"
             ));
         }
+        if crate::text::has_control(v) {
+            return Err(format!("value of {k:?} holds a control character"));
+        }
     }
     if count > MAX_LABELS {
         return Err(format!("more than {MAX_LABELS} labels"));

@@ -137,9 +137,9 @@ async fn secret_material_shows_on_no_surface_and_leaves_history_when_replaced() 
         cp.portico(&["get", "secret", "api-token", "-o", "json"])
             .ok(),
         cp.portico(&["get", "secret"]).ok(),
-        cp.portico(&["get", "-o", "yaml"]).ok(),
-        cp.portico(&["get", "-o", "json"]).ok(),
-        cp.portico(&["get"]).ok(),
+        cp.portico(&["get", "all", "-o", "yaml"]).ok(),
+        cp.portico(&["get", "all", "-o", "json"]).ok(),
+        cp.portico(&["get", "all"]).ok(),
         cp.portico(&["diff", "-f", &v2_file]),
         cp.portico(&["apply", "-f", &v2_file, "--dry-run"]),
     ];

@@ -141,5 +141,10 @@ async fn nack_reasons_are_bounded_before_they_are_kept() {
         .await;
     let kept = record.last_nack.unwrap().error;
     assert!(kept.len() <= 4096, "{} bytes kept", kept.len());
-    assert!(kept.starts_with("\u{1b}[31mxxx"), "{kept:.20}");
+    // The escape character arrives as text, not as a terminal command.
+    assert!(kept.starts_with("\\u{1b}[31mxxx"), "{kept:.20}");
+    assert!(!kept.contains('\u{1b}'));
+    let agents = cp.portico(&["agents"]).ok().stdout;
+    assert!(agents.contains("\\u{1b}[31m"), "{agents}");
+    assert!(!agents.contains('\u{1b}'), "{agents}");
 }
