@@ -568,3 +568,85 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portico_test_support::fuzz::CASES;
+    use proptest::prelude::*;
+    use prost::Message;
+
+    /// What the control plane makes of the first message of a stream: the Hello's verdict.
+    fn verdict(bytes: &[u8]) -> String {
+        match AgentMessage::decode(bytes) {
+            Err(e) => format!("undecodable: {e}"),
+            Ok(AgentMessage {
+                message: Some(agent_message::Message::Hello(hello)),
+            }) => match check_hello(&hello) {
+                Ok(node) => format!("accepted {}", node.id),
+                Err(e) => format!("refused: {e}"),
+            },
+            Ok(_) => "not a Hello".to_string(),
+        }
+    }
+
+    fn hello_bytes(id: &str, region: &str, version: &str, label: (&str, &str)) -> Vec<u8> {
+        let node = Node {
+            id: id.into(),
+            region: region.into(),
+            zone: "z".into(),
+            agent_version: version.into(),
+            labels: [(label.0.to_string(), label.1.to_string())].into(),
+            ..Default::default()
+        };
+        AgentMessage {
+            message: Some(agent_message::Message::Hello(Hello {
+                node: Some(node),
+                ..Default::default()
+            })),
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn control_characters_in_agent_text_are_refused_with_the_field() {
+        let ok = verdict(&hello_bytes("a", "eu", "1.0", ("k", "v")));
+        assert_eq!(ok, "accepted a");
+        let bad = verdict(&hello_bytes("a", "eu", "1.0\x1b[2J", ("k", "v")));
+        assert!(bad.contains("agent_version"), "{bad}");
+        let bad = verdict(&hello_bytes("a", "eu", "1.0", ("k", "v\nforged")));
+        assert!(bad.contains("labels") && bad.contains("control"), "{bad}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+        /// Any bytes as a stream's first message: decoded and judged without panicking, the
+        /// same way every time.
+        #[test]
+        fn any_first_message_is_judged_the_same_way_every_time(
+            bytes in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let first = verdict(&bytes);
+            prop_assert_eq!(first, verdict(&bytes));
+        }
+
+        /// Hellos with arbitrary text in every field: accepted or refused naming a field.
+        #[test]
+        fn any_hello_is_accepted_or_refused_naming_a_field(
+            id in ".{0,140}",
+            region in "[a-z.-]{0,8}|.{0,8}",
+            version in ".{0,140}",
+            key in ".{0,70}",
+            value in ".{0,300}",
+        ) {
+            let bytes = hello_bytes(&id, &region, &version, (&key, &value));
+            let first = verdict(&bytes);
+            prop_assert!(
+                first.starts_with("accepted") || first.starts_with("refused"),
+                "{}", first
+            );
+            prop_assert_eq!(first, verdict(&bytes));
+        }
+    }
+}
