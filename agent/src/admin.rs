@@ -128,7 +128,19 @@ fn respond(
     }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if state.ready() => text(StatusCode::OK, "ready\n"),
+        "/readyz" if state.ready() => match state.ahead() {
+            None => text(StatusCode::OK, "ready\n"),
+            // Still ready: it serves its config. The detail is for whoever looks.
+            Some(ahead) => reply(
+                StatusCode::OK,
+                "text/plain; charset=utf-8",
+                format!(
+                    "ready\nahead of the control plane: serving version {}, the control plane \
+                     offers version {}, refused (see portico-agent --accept-lower-version)\n",
+                    ahead.served, ahead.offered
+                ),
+            ),
+        },
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         "/metrics" => reply(
             StatusCode::OK,

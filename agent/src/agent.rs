@@ -92,6 +92,7 @@ pub async fn serve(
         control_planes: settings.control_planes.clone(),
         node,
         report_interval: settings.report_interval,
+        accept_lower_version: settings.accept_lower_version,
         proxy: Arc::clone(&proxy),
         state: Arc::clone(&state),
         credentials,

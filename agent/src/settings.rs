@@ -106,6 +106,13 @@ pub struct Settings {
     /// (0: one per core).
     #[arg(long, env = "PORTICO_AGENT_PROXY_WORKERS", default_value_t = 0)]
     pub proxy_workers: usize,
+
+    /// Take the control plane's config even when it is older than the one served (a lower
+    /// version, or an empty config at no higher version), which the agent otherwise refuses
+    /// and keeps serving its own: for moving agents to a control plane restored from an older
+    /// backup, or started anew, on purpose. Start without it again afterwards.
+    #[arg(long, env = "PORTICO_AGENT_ACCEPT_LOWER_VERSION")]
+    pub accept_lower_version: bool,
 }
 
 /// Log line format.

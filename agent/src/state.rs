@@ -1,7 +1,7 @@
 //! What the agent serves now, shared by sync, the cache writer, reports and the admin endpoint.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -14,6 +14,17 @@ pub struct State {
     applied: watch::Sender<Option<Arc<ConfigSet>>>,
     started: Instant,
     draining: AtomicBool,
+    ahead: Mutex<Option<Ahead>>,
+}
+
+/// The agent serves a newer config than the control plane it is connected to offers, and
+/// refused the control plane's (see `sync`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ahead {
+    /// The version the agent serves.
+    pub served: i64,
+    /// The control plane's version it refused.
+    pub offered: i64,
 }
 
 impl Default for State {
@@ -22,6 +33,7 @@ impl Default for State {
             applied: watch::Sender::new(None),
             started: Instant::now(),
             draining: AtomicBool::new(false),
+            ahead: Mutex::new(None),
         }
     }
 }
@@ -55,6 +67,16 @@ impl State {
     /// Marks the agent as shutting down, so load balancers in front of it stop sending.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Records whether the agent is ahead of its control plane (`None`: not known to be).
+    pub fn set_ahead(&self, ahead: Option<Ahead>) {
+        *self.ahead.lock().unwrap_or_else(|p| p.into_inner()) = ahead;
+    }
+
+    /// Whether the agent refused its control plane's config as older than its own.
+    pub fn ahead(&self) -> Option<Ahead> {
+        *self.ahead.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Time since the agent started.

@@ -23,6 +23,20 @@
 //! with the new one (the control plane ends a stream when the certificate it opened with
 //! expires).
 //!
+//! # Never backwards
+//! An agent never moves to a lower config version, and never replaces the config it serves
+//! with an empty one at no higher version, on its own: a control plane that offers that is
+//! behind the agent (restored from an older backup, started on a new store, pointed at
+//! another key prefix), and applying it would close every listener and overwrite the
+//! last-good cache. Such an update is NACKed with reason `OLDER_THAN_SERVED` and the version
+//! served; the agent keeps serving (and caching) its config, and says so: the
+//! `portico_agent_ahead_of_control_plane` gauge, `/readyz` (still 200, with the detail), and
+//! `portico agents` (state `ahead-of-control-plane`). A rollback is a new, higher version and
+//! is not affected. The operator moves the agent on by either making the control plane's
+//! version higher than the agent's (applying changes there), or starting the agent with
+//! `--accept-lower-version`. The check runs after the base check: a diff on another base
+//! brings a resync first, and the full update that follows is what is judged.
+//!
 //! # Service endpoints
 //! `ServiceEndpoints` messages carry the nodes that announce a service the agent's clusters
 //! name (`Cluster.service`). They are not config versions: the agent applies them at once
@@ -36,7 +50,7 @@ use std::time::{Duration, Instant, SystemTime};
 use portico_api::pb::discovery_client::DiscoveryClient;
 use portico_api::pb::{
     Ack, AgentMessage, ControlMessage, Hello, Nack, Node, ServiceEndpoints, Update, agent_message,
-    control_message,
+    control_message, nack,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -45,7 +59,7 @@ use tonic::transport::Endpoint;
 
 use crate::identity::{self, Credentials};
 use crate::report;
-use crate::state::State;
+use crate::state::{Ahead, State};
 use portico_api::backoff::Backoff;
 use portico_api::error::Chain;
 use portico_proxy::Proxy;
@@ -55,6 +69,9 @@ use portico_proxy::config::ConfigSet;
 pub const CONTROL_PLANE_CONNECTED: &str = "portico_agent_control_plane_connected";
 /// Counter: streams that ended, by `reason` (`error` or `resync`).
 pub const CONTROL_PLANE_DISCONNECTS: &str = "portico_agent_control_plane_disconnects_total";
+/// Gauge: 1 while the agent refuses its control plane's config as older than the one it
+/// serves (see the module doc); 0 otherwise.
+pub const AHEAD_OF_CONTROL_PLANE: &str = "portico_agent_ahead_of_control_plane";
 
 /// Registers the help texts of the metrics above with the installed recorder.
 pub fn describe_metrics() {
@@ -65,6 +82,10 @@ pub fn describe_metrics() {
     metrics::describe_counter!(
         CONTROL_PLANE_DISCONNECTS,
         "Control-plane streams that ended, by reason."
+    );
+    metrics::describe_gauge!(
+        AHEAD_OF_CONTROL_PLANE,
+        "1 while the agent refuses its control plane's config as older than the one it serves."
     );
 }
 
@@ -125,6 +146,8 @@ pub struct Client {
     pub node: Node,
     /// Time between reports.
     pub report_interval: Duration,
+    /// Take updates to a lower version (or an empty config) too (see the module doc).
+    pub accept_lower_version: bool,
     /// The data path that applies updates.
     pub proxy: Arc<Proxy>,
     /// Where applied configs are published.
@@ -160,6 +183,8 @@ impl Client {
                 ended = self.stream(url, resync) => ended,
             };
             metrics::gauge!(CONTROL_PLANE_CONNECTED).set(0.0);
+            // What the next control plane offers is not known yet.
+            self.set_ahead(None);
             if ended.worked {
                 backoff.reset();
             }
@@ -330,9 +355,22 @@ impl Client {
         let (version, full, nonce) = (update.version, update.full, update.nonce.clone());
         let (upserts, removals) = (update.upserts.len(), update.removals.len());
         let next = Arc::new(updated(base, update)?);
+        if let Some(served) = self.state.applied()
+            && older(&next, &served)
+        {
+            if !self.accept_lower_version {
+                return Ok(self.refuse(&served, version, nonce));
+            }
+            tracing::warn!(
+                version,
+                served = served.version,
+                "taking the control plane's older config, as --accept-lower-version says"
+            );
+        }
         match self.proxy.apply(&next).await {
             Ok(()) => {
                 tracing::info!(version, full, upserts, removals, "acked update");
+                self.set_ahead(None);
                 self.state.publish(Arc::clone(&next));
                 *base = next;
                 Ok(agent_message::Message::Ack(Ack { nonce, version }))
@@ -344,6 +382,7 @@ impl Client {
                     nonce,
                     version,
                     error,
+                    ..Default::default()
                 }))
             }
         }
@@ -351,6 +390,38 @@ impl Client {
 }
 
 impl Client {
+    /// The NACK of an update to `version` that would move the agent back from `served`.
+    fn refuse(&self, served: &ConfigSet, version: i64, nonce: String) -> agent_message::Message {
+        let error = format!(
+            "refused version {version}: this agent serves version {}, and never moves to an \
+             older or empty config on its own (is the control plane restored from an older \
+             backup, new, or on another key prefix?). Apply changes on the control plane until \
+             its version passes {}, or start the agent with --accept-lower-version",
+            served.version, served.version
+        );
+        tracing::error!(
+            version,
+            served = served.version,
+            "the control plane offers an older config than the one served; keeping it"
+        );
+        self.set_ahead(Some(Ahead {
+            served: served.version,
+            offered: version,
+        }));
+        agent_message::Message::Nack(Nack {
+            nonce,
+            version,
+            error,
+            reason: nack::Reason::OlderThanServed.into(),
+            served_version: served.version,
+        })
+    }
+
+    fn set_ahead(&self, ahead: Option<Ahead>) {
+        metrics::gauge!(AHEAD_OF_CONTROL_PLANE).set(if ahead.is_some() { 1.0 } else { 0.0 });
+        self.state.set_ahead(ahead);
+    }
+
     /// Applies a service's endpoints to the config served and to `base`, the config the next
     /// update applies on (they differ only while a resync waits for its full update). A set the
     /// data path refuses is logged and dropped; the previous one keeps serving.
@@ -413,6 +484,15 @@ fn retry_delay(not_after: Option<SystemTime>) -> Duration {
         .and_then(|t| t.duration_since(SystemTime::now()).ok())
         .unwrap_or_default();
     (left / 10).clamp(Duration::from_secs(1), Duration::from_secs(60))
+}
+
+/// Whether `next` would move the agent back from `served`: a lower version, or an empty config
+/// in place of a non-empty one at no higher version.
+fn older(next: &ConfigSet, served: &ConfigSet) -> bool {
+    next.version < served.version
+        || (next.version == served.version
+            && next.resources.is_empty()
+            && !served.resources.is_empty())
 }
 
 fn message(m: agent_message::Message) -> AgentMessage {

@@ -16,7 +16,7 @@ use portico_api::Kind;
 use portico_api::pb::discovery_server::{Discovery, DiscoveryServer};
 use portico_api::pb::{
     AgentMessage, Cluster, ControlMessage, Endpoint, Hello, Report, Resource, ResourceKey,
-    ServiceEndpoints, Update, agent_message, control_message, resource::Spec,
+    ServiceEndpoints, Update, agent_message, control_message, nack, resource::Spec,
 };
 use portico_test_support::http::fetch;
 use portico_test_support::net::refusing;
@@ -580,5 +580,74 @@ async fn reports_carry_each_clusters_endpoints_bounded() {
     );
     let big = report.clusters.iter().find(|c| c.cluster == "big").unwrap();
     assert_eq!(big.endpoints[0].address, "127.0.0.1:1");
+    agent.stop().await;
+}
+
+/// The NACK of a refused older update, or a panic.
+fn assert_refused_as_older(answer: agent_message::Message, version: i64, served: i64) {
+    match answer {
+        agent_message::Message::Nack(nack) => {
+            assert_eq!(nack.reason(), nack::Reason::OlderThanServed, "{nack:?}");
+            assert_eq!((nack.version, nack.served_version), (version, served));
+            assert!(
+                nack.error.contains("--accept-lower-version"),
+                "{}",
+                nack.error
+            );
+        }
+        other => panic!("expected a NACK of {version} as older, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_older_or_emptied_config_is_refused_and_the_served_one_kept() {
+    let (_cp, agent, mut session) = synced(9, &["a", "b"]).await;
+    session.send(full(4, &["x"])).await;
+    assert_refused_as_older(session.answer().await, 4, 9);
+    assert_eq!(agent.wait_for_version(9).await, ["a", "b"]);
+    let (status, body) = agent.get("/readyz").await;
+    assert_eq!(status, 200, "it still serves");
+    assert!(
+        body.contains(
+            "ahead of the control plane: serving version 9, the control plane offers version 4"
+        ),
+        "{body}"
+    );
+    let (_, metrics) = agent.get("/metrics").await;
+    assert!(
+        metrics.contains("portico_agent_ahead_of_control_plane 1"),
+        "{metrics}"
+    );
+
+    // The same version, emptied: refused too. A diff that empties it as well.
+    session.send(full(9, &[])).await;
+    assert_refused_as_older(session.answer().await, 9, 9);
+    session.send(diff(9, 9, &[], &["a", "b"])).await;
+    assert_refused_as_older(session.answer().await, 9, 9);
+    assert_eq!(agent.wait_for_version(9).await, ["a", "b"]);
+
+    // A higher version is taken, even an empty one (deleting everything is a change too).
+    session.send(full(10, &[])).await;
+    assert_ack(session.answer().await, 10);
+    assert!(agent.wait_for_version(10).await.is_empty());
+    assert_eq!(agent.get("/readyz").await, (200, "ready\n".to_string()));
+    let (_, metrics) = agent.get("/metrics").await;
+    assert!(
+        metrics.contains("portico_agent_ahead_of_control_plane 0"),
+        "{metrics}"
+    );
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn accept_lower_version_takes_the_older_config() {
+    let mut cp = Cp::start().await;
+    let agent = Agent::start(&cp.url, &["--accept-lower-version"]).await;
+    let mut session = cp.session().await;
+    session.send(full(9, &["a"])).await;
+    assert_ack(session.answer().await, 9);
+    session.send(full(2, &["b"])).await;
+    assert_ack(session.answer().await, 2);
+    assert_eq!(agent.wait_for_version(2).await, ["b"]);
     agent.stop().await;
 }

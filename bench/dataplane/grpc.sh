@@ -104,7 +104,6 @@ http {
   fastcgi_temp_path $work/nginx/tmp/fastcgi;
   uwsgi_temp_path $work/nginx/tmp/uwsgi;
   scgi_temp_path $work/nginx/tmp/scgi;
-  http2_max_requests 100000000;
   keepalive_requests 100000000;
   upstream echo {
     server 127.0.0.1:$UP_PORT;

@@ -74,7 +74,8 @@ impl Outcome {
                 "deleted" => style.red(&padded),
                 _ => padded,
             };
-            out.push_str(&format!("{word}   {}/{}\n", c.kind, c.name));
+            let name = crate::output::escaped(&c.name, false);
+            out.push_str(&format!("{word}   {}/{name}\n", c.kind));
         }
         out.push_str(&self.summary());
         out.push('\n');

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use portico_agent::trust::{Fingerprint, Trust};
 use portico_api::error::Chain;
+use portico_api::limits::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
 use portico_api::pb::admin_client::AdminClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
@@ -103,12 +104,21 @@ impl ClientConfig {
             endpoint
         };
         let channel = endpoint.connect().await.map_err(|e| self.unreachable(e))?;
-        Ok(AdminClient::with_interceptor(channel, token))
+        // As large as anything the control plane sends (listings come in pages well below).
+        Ok(AdminClient::with_interceptor(channel, token)
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+            .max_encoding_message_size(MAX_REQUEST_BYTES))
     }
 
     /// Classifies a failed call.
     pub fn status(&self, status: tonic::Status) -> CliError {
         CliError::from_status(status, &self.server)
+    }
+
+    /// Classifies a failed call that changes the config (`what`: "apply", "delete",
+    /// "rollback"): one cut off on the way may or may not have committed.
+    pub fn write_status(&self, status: tonic::Status, what: &'static str) -> CliError {
+        CliError::from_write_status(status, &self.server, what)
     }
 
     fn unreachable(&self, e: impl std::error::Error) -> CliError {

@@ -3,6 +3,11 @@
 //! Scripts branch on the exit code, so the mapping lives here and nowhere else:
 //! 0 ok, 1 error, 2 usage, 3 conflict, 4 validation failed, 5 rollout failed or timed out,
 //! 6 not authenticated or not allowed.
+//!
+//! A failed call is classified by what the control plane attached to it, not by its text:
+//! every status the control plane makes carries the [`ERROR_KIND`] metadata key. One without
+//! it failed on the way (the connection broke, the control plane died): for a read that is an
+//! unreachable control plane, for a change one that may or may not have committed.
 
 /// Exit code of a successful command.
 pub const EXIT_OK: u8 = 0;
@@ -20,6 +25,11 @@ pub const EXIT_ROLLOUT: u8 = 5;
 /// (UNAUTHENTICATED), or a role that does not allow the command (PERMISSION_DENIED).
 pub const EXIT_AUTH: u8 = 6;
 
+/// The metadata key the control plane sets on every status it makes (its value says what
+/// failed: `store-unavailable`, `store`, `request`); the control plane's `status` module
+/// writes it.
+pub const ERROR_KIND: &str = "portico-error";
+
 /// Why a command failed. The message is one line (validation lists one error per line).
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -32,6 +42,26 @@ pub enum CliError {
          point to it with --server URL or PORTICO_SERVER"
     )]
     Unreachable { server: String, reason: String },
+    /// The control plane answered, but its store did not.
+    #[error(
+        "the control plane at {server} answered, but its store is unavailable ({reason}); \
+         the config cannot be changed, nor history read, until the store is back"
+    )]
+    StoreUnavailable { server: String, reason: String },
+    /// The connection failed while a change was on its way: it may or may not have committed.
+    #[error(
+        "the connection to the control plane at {server} failed during the {what} ({reason}): \
+         the change may or may not have been committed. Check with `portico history` (a new \
+         revision with your message) or `portico diff` before running it again"
+    )]
+    Uncertain {
+        server: String,
+        what: &'static str,
+        reason: String,
+    },
+    /// A file or directory named on the command line cannot be read.
+    #[error("{0}")]
+    File(String),
     /// The control plane did not accept the token (none, unknown, expired).
     #[error(
         "not authenticated: {0}; pass a token with --token or PORTICO_TOKEN \
@@ -41,12 +71,10 @@ pub enum CliError {
     /// The token's role does not allow the command.
     #[error("permission denied: {0}")]
     PermissionDenied(String),
-    /// The config changed since it was read.
-    #[error("conflict: {message}{}; re-run the command to apply on top of the current config", current_revision_hint(*.current_revision))]
-    Conflict {
-        message: String,
-        current_revision: Option<i64>,
-    },
+    /// The config changed since it was read. The message says how (the control plane's
+    /// message names the current revision).
+    #[error("conflict: {0}; re-run the command to apply on top of the current config")]
+    Conflict(String),
     /// The input was rejected; nothing was written.
     #[error("validation failed, nothing was applied:\n{}", .0.join("\n"))]
     Validation(Vec<String>),
@@ -61,21 +89,34 @@ pub enum CliError {
     Other(#[from] anyhow::Error),
 }
 
-fn current_revision_hint(rev: Option<i64>) -> String {
-    rev.map(|r| format!(" (current revision {r})"))
-        .unwrap_or_default()
-}
-
 impl CliError {
     /// The process exit code for this failure.
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) => EXIT_USAGE,
-            CliError::Conflict { .. } => EXIT_CONFLICT,
+            CliError::Conflict(_) => EXIT_CONFLICT,
             CliError::Validation(_) => EXIT_VALIDATION,
             CliError::Rollout(_) => EXIT_ROLLOUT,
             CliError::Unauthenticated(_) | CliError::PermissionDenied(_) => EXIT_AUTH,
-            CliError::Unreachable { .. } | CliError::Server(_) | CliError::Other(_) => EXIT_ERROR,
+            CliError::Unreachable { .. }
+            | CliError::StoreUnavailable { .. }
+            | CliError::Uncertain { .. }
+            | CliError::File(_)
+            | CliError::Server(_)
+            | CliError::Other(_) => EXIT_ERROR,
+        }
+    }
+
+    /// Classifies a gRPC status from a call to `server` that changes the config (`what`:
+    /// "apply", "delete", "rollback"): a failure on the way leaves the change uncertain.
+    pub fn from_write_status(status: tonic::Status, server: &str, what: &'static str) -> CliError {
+        match CliError::from_status(status, server) {
+            CliError::Unreachable { server, reason } => CliError::Uncertain {
+                server,
+                what,
+                reason,
+            },
+            other => other,
         }
     }
 
@@ -83,15 +124,41 @@ impl CliError {
     pub fn from_status(status: tonic::Status, server: &str) -> CliError {
         use tonic::Code;
         let message = status.message().to_string();
-        match status.code() {
-            Code::Aborted => CliError::Conflict {
-                message: if message.is_empty() {
-                    "the config changed meanwhile".into()
-                } else {
-                    message
+        let kind = status
+            .metadata()
+            .get(ERROR_KIND)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let Some(kind) = kind else {
+            // Not made by the control plane: the call failed on the way there or back.
+            return match status.code() {
+                Code::Unauthenticated => CliError::Unauthenticated(message),
+                Code::PermissionDenied => CliError::PermissionDenied(message),
+                // A message over a size limit, or a call the control plane does not know:
+                // nothing was done.
+                code @ (Code::OutOfRange | Code::ResourceExhausted | Code::Unimplemented) => {
+                    CliError::Server(format!("{code:?}: {message}"))
+                }
+                code => CliError::Unreachable {
+                    server: server.to_string(),
+                    reason: if message.is_empty() {
+                        format!("{code:?}")
+                    } else {
+                        message
+                    },
                 },
-                current_revision: None,
+            };
+        };
+        match status.code() {
+            Code::Unavailable if kind == "store-unavailable" => CliError::StoreUnavailable {
+                server: server.to_string(),
+                reason: message,
             },
+            Code::Aborted => CliError::Conflict(if message.is_empty() {
+                "the config changed meanwhile".into()
+            } else {
+                message
+            }),
             Code::InvalidArgument => {
                 CliError::Validation(message.lines().map(String::from).collect())
             }
@@ -121,6 +188,15 @@ mod tests {
     use super::*;
     use tonic::{Code, Status};
 
+    /// A status as the control plane makes it.
+    fn from_server(code: Code, message: &str, kind: &str) -> Status {
+        let mut status = Status::new(code, message);
+        status
+            .metadata_mut()
+            .insert(ERROR_KIND, kind.parse().unwrap());
+        status
+    }
+
     #[test]
     fn grpc_codes_map_to_documented_exit_codes() {
         for (code, exit) in [
@@ -133,7 +209,7 @@ mod tests {
             (Code::Unauthenticated, EXIT_AUTH),
             (Code::PermissionDenied, EXIT_AUTH),
         ] {
-            let err = CliError::from_status(Status::new(code, "x"), "http://s");
+            let err = CliError::from_status(from_server(code, "x", "request"), "http://s");
             assert_eq!(err.exit_code(), exit, "{code:?}");
         }
     }
@@ -142,6 +218,7 @@ mod tests {
     fn local_failures_map_to_their_exit_codes() {
         assert_eq!(CliError::Usage("u".into()).exit_code(), EXIT_USAGE);
         assert_eq!(CliError::Rollout("r".into()).exit_code(), EXIT_ROLLOUT);
+        assert_eq!(CliError::File("f".into()).exit_code(), EXIT_ERROR);
         assert_eq!(
             CliError::Other(anyhow::anyhow!("disk")).exit_code(),
             EXIT_ERROR
@@ -167,7 +244,10 @@ mod tests {
         let err =
             CliError::from_status(Status::unavailable("connection refused"), "http://cp:7000");
         let text = err.to_string();
-        assert!(text.contains("http://cp:7000"), "{text}");
+        assert!(
+            text.contains("cannot reach the control plane at http://cp:7000"),
+            "{text}"
+        );
         assert!(
             text.contains("--server") && text.contains("PORTICO_SERVER"),
             "{text}"
@@ -175,14 +255,64 @@ mod tests {
     }
 
     #[test]
-    fn conflict_names_the_current_revision_and_how_to_retry() {
-        let err = CliError::Conflict {
-            message: "expected revision 4".into(),
-            current_revision: Some(7),
-        };
-        let text = err.to_string();
-        assert!(text.contains("current revision 7"), "{text}");
-        assert!(text.contains("re-run"), "{text}");
+    fn a_store_that_is_down_is_not_an_unreachable_control_plane() {
+        let status = from_server(
+            Code::Unavailable,
+            "store unavailable: etcd at http://e:2379 did not answer",
+            "store-unavailable",
+        );
+        let text = CliError::from_status(status, "http://cp:7000").to_string();
+        assert!(
+            text.starts_with(
+                "the control plane at http://cp:7000 answered, but its store is unavailable"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("--server"), "{text}");
+    }
+
+    #[test]
+    fn a_change_cut_off_on_the_way_may_have_committed() {
+        for status in [
+            Status::unknown("transport error"),
+            Status::unavailable("connection reset"),
+            Status::internal("h2 protocol error"),
+        ] {
+            let err = CliError::from_write_status(status, "http://cp:7000", "apply");
+            let text = err.to_string();
+            assert!(text.contains("during the apply"), "{text}");
+            assert!(
+                text.contains("may or may not have been committed")
+                    && text.contains("portico history"),
+                "{text}"
+            );
+            assert_eq!(err.exit_code(), EXIT_ERROR);
+        }
+        // What the control plane answered is what it is.
+        let answered = from_server(
+            Code::Aborted,
+            "the config is at revision 7, not 4",
+            "request",
+        );
+        assert_eq!(
+            CliError::from_write_status(answered, "s", "apply").exit_code(),
+            EXIT_CONFLICT
+        );
+    }
+
+    #[test]
+    fn conflict_says_how_to_retry_and_names_the_revision_once() {
+        let status = from_server(
+            Code::Aborted,
+            "the config is at revision 7, not 4",
+            "request",
+        );
+        let text = CliError::from_status(status, "s").to_string();
+        assert_eq!(
+            text,
+            "conflict: the config is at revision 7, not 4; re-run the command to apply on top \
+             of the current config"
+        );
     }
 
     #[test]

@@ -83,16 +83,30 @@ impl From<file::FileError> for FieldError {
 }
 
 impl Files {
-    /// Loads every file and directory; file-level errors are validation failures.
-    pub fn load(paths: &[PathBuf]) -> Result<Files, Vec<FieldError>> {
-        let loaded = file::load_paths(paths)
-            .map_err(|errors| errors.into_iter().map(FieldError::from).collect::<Vec<_>>())?;
-        let origin = loaded
+    /// Loads every file and directory. A file or directory that cannot be read at all is a
+    /// local failure (exit 1); errors in what was read are validation failures (the inner
+    /// `Err`, exit 4), every one of them.
+    pub fn load(paths: &[PathBuf]) -> CliResult<Result<Files, Vec<FieldError>>> {
+        let errors = match file::load_paths(paths) {
+            Ok(loaded) => {
+                let origin = loaded
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| ((l.resource.kind(), l.resource.name.clone()), i))
+                    .collect();
+                return Ok(Ok(Files { loaded, origin }));
+            }
+            Err(errors) => errors,
+        };
+        let unreadable: Vec<String> = errors
             .iter()
-            .enumerate()
-            .map(|(i, l)| ((l.resource.kind(), l.resource.name.clone()), i))
+            .filter(|e| e.unreadable)
+            .map(|e| format!("{}: {}", e.path, e.message))
             .collect();
-        Ok(Files { loaded, origin })
+        if !unreadable.is_empty() {
+            return Err(CliError::File(unreadable.join("; ")));
+        }
+        Ok(Err(errors.into_iter().map(FieldError::from).collect()))
     }
 
     /// The loaded resources with their origin.
@@ -134,9 +148,9 @@ pub fn validation_failed(errors: &[FieldError]) -> CliError {
     CliError::Validation(errors.iter().map(ToString::to_string).collect())
 }
 
-/// Loads files, turning file-level errors straight into a validation failure.
+/// Loads files, turning errors in them straight into a validation failure.
 pub fn load_or_fail(paths: &[PathBuf]) -> CliResult<Files> {
-    Files::load(paths).map_err(|errors| validation_failed(&errors))
+    Files::load(paths)?.map_err(|errors| validation_failed(&errors))
 }
 
 #[cfg(test)]

@@ -21,7 +21,9 @@ fn main() -> ExitCode {
     match runtime.block_on(portico_cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // Messages carry text from the server and the network: escaped for the terminal.
+            let message = portico_cli::output::escaped(&e.to_string(), true);
+            eprintln!("error: {message}");
             ExitCode::from(e.exit_code())
         }
     }

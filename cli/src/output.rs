@@ -60,7 +60,31 @@ pub fn resources(format: Format, resources: &[Resource]) -> CliResult<String> {
     text.map_err(|e| CliError::Other(e.into()))
 }
 
+/// `text` safe to show on a terminal: control characters (escape sequences, carriage returns,
+/// newlines) and the bidirectional overrides that reorder what a terminal shows are written as
+/// Rust escapes (`\u{1b}`), so text from the network (NACK reasons, names, messages) cannot
+/// move the cursor, recolor the terminal or hide what follows. With `keep_newlines`, `\n` stays.
+pub fn escaped(text: &str, keep_newlines: bool) -> String {
+    let unsafe_char = |c: char| {
+        (c.is_control() && !(keep_newlines && c == '\n'))
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(unsafe_char) {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Rows under a header, each column as wide as its widest cell, separated by three spaces.
+/// Cells are [`escaped`].
 #[derive(Clone, Debug)]
 pub struct Table {
     header: Vec<String>,
@@ -78,7 +102,10 @@ impl Table {
 
     /// Adds a row; missing cells are blank, extra cells are dropped.
     pub fn row<S: Into<String>>(&mut self, cells: impl IntoIterator<Item = S>) {
-        let mut row: Vec<String> = cells.into_iter().map(Into::into).collect();
+        let mut row: Vec<String> = cells
+            .into_iter()
+            .map(|c| escaped(&c.into(), false))
+            .collect();
         row.resize(self.header.len(), String::new());
         self.rows.push(row);
     }

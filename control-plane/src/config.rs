@@ -124,6 +124,16 @@ pub struct Config {
     )]
     pub agent_cert_ttl: Duration,
 
+    /// How long the registry keeps an agent with no open stream (shown as `disconnected`)
+    /// before forgetting it, e.g. 24h, 30m.
+    #[arg(
+        long,
+        env = "PORTICO_CP_AGENT_EXPIRY",
+        default_value = "24h",
+        value_parser = parse_expiry
+    )]
+    pub agent_expiry: Duration,
+
     /// Log format.
     #[arg(
         long,
@@ -142,6 +152,17 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
     if d < Duration::from_secs(1) {
         return Err("must be at least 1s".to_string());
+    }
+    Ok(d)
+}
+
+/// How long a disconnected agent stays in the registry by default.
+pub const DEFAULT_AGENT_EXPIRY: Duration = Duration::from_secs(24 * 3600);
+
+fn parse_expiry(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(1) {
+        return Err("must be at least 1s".into());
     }
     Ok(d)
 }
@@ -186,6 +207,7 @@ impl Config {
             auth: AuthMode::Auto,
             bootstrap_token_file: None,
             agent_cert_ttl: Duration::from_secs(24 * 3600),
+            agent_expiry: DEFAULT_AGENT_EXPIRY,
             log_format: LogFormat::Text,
             announce: false,
         }
@@ -213,6 +235,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.etcd_endpoints, ["http://a:2379", "http://b:2379"]);
         assert!(Config::try_parse_from(["portico-cp", "--store", "etcd"]).is_err());
+        assert_eq!(c.agent_expiry, DEFAULT_AGENT_EXPIRY);
+        let c = Config::try_parse_from(["portico-cp", "--agent-expiry", "90m"]).unwrap();
+        assert_eq!(c.agent_expiry, Duration::from_secs(5400));
+        assert!(Config::try_parse_from(["portico-cp", "--agent-expiry", "0s"]).is_err());
     }
 
     #[test]

@@ -12,6 +12,15 @@
 //! versions and need no ACK. They are sent before the update that brings the clusters naming
 //! them, so a new cluster has its endpoints from its first request.
 //!
+//! An agent may serve a newer config than this replica has: it comes from a replica further
+//! along (which this one catches up with within [`AHEAD_GRACE`]), or this replica's store is
+//! behind it (restored from an older backup, new, another key prefix). After the grace period
+//! the agent gets a full update of what this replica has, which it refuses (a NACK with reason
+//! `OLDER_THAN_SERVED`, see the agent's `sync`) unless an operator told it otherwise. That
+//! refusal is logged as an error naming the node and both versions, and the registry shows
+//! the agent `ahead-of-control-plane`. From then on the agent's config is not one of this
+//! store's versions, so every later update it gets is a full one.
+//!
 //! Updates are sent as pre-encoded bytes shared by all agents of a scope ([`crate::views`]),
 //! through a hand-written service whose response type is [`Encoded`] instead of the generated
 //! `ControlMessage`: the generated server would decode nothing but re-encode every message for
@@ -27,7 +36,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BufMut, Bytes};
 use futures::{Stream, StreamExt};
 use portico_api::node::{check_address, check_id, check_labels, check_services};
-use portico_api::pb::{AgentMessage, Hello, Node, agent_message};
+use portico_api::pb::{AgentMessage, Hello, Node, agent_message, nack};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::WatchStream;
 use tokio_util::sync::CancellationToken;
@@ -38,7 +47,8 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth::Auth;
 use crate::auth::identity::{AgentPeer, IdentityError, valid};
 use crate::metrics::{
-    APPLY_TO_ACK, CONNECTED_AGENTS, NACKS, SERVICE_UPDATES_SENT, UPDATES_COALESCED, UPDATES_SENT,
+    AHEAD_REFUSALS, APPLY_TO_ACK, CONNECTED_AGENTS, NACKS, SERVICE_UPDATES_SENT, UPDATES_COALESCED,
+    UPDATES_SENT,
 };
 use crate::registry::{Registry, StreamId};
 use crate::scope::ScopeMemo;
@@ -250,6 +260,7 @@ impl Discovery {
             node,
             stream_id,
             applied: hello.applied_version,
+            base_known: true,
             sent: hello.applied_version,
             in_flight: None,
             announced: BTreeMap::new(),
@@ -285,6 +296,9 @@ struct Session {
     stream_id: StreamId,
     /// The version the agent runs (its last ACK, or its Hello).
     applied: Revision,
+    /// Whether the agent's config is this store's version `applied`, so a diff from it
+    /// applies; false once the agent refused an update as older than its config.
+    base_known: bool,
     /// The newest version the agent was sent (or had at Hello).
     sent: Revision,
     /// The unacknowledged update and when its version was published.
@@ -451,13 +465,22 @@ impl Session {
         current: &Arc<Snapshot>,
         tx: &mpsc::Sender<Result<Encoded, Status>>,
     ) -> bool {
-        // An agent ahead of this replica (it came from a replica further along, or from a store
-        // that was reset) gets a full update once the grace period is over.
-        let from = if current.version < self.applied {
+        // An agent ahead of this replica (it came from a replica further along, or this
+        // replica's store is behind it) gets a full update once the grace period is over.
+        let from = if !self.base_known || current.version < self.applied {
             0
         } else {
             self.applied
         };
+        if current.version < self.applied && self.base_known {
+            tracing::warn!(
+                node = %self.node.id,
+                agent_version = self.applied,
+                config_revision = current.version,
+                "the agent serves a newer config than this control plane has; offering it this \
+                 one, which it refuses unless told otherwise"
+            );
+        }
         let update = self.views.update(&mut self.scope, from, current);
         let skipped = self.views.versions_between(self.sent, current.version);
         if skipped > 0 {
@@ -477,11 +500,33 @@ impl Session {
             Some(agent_message::Message::Ack(ack)) => {
                 if let Some((update, published)) = self.take_in_flight(&ack.nonce) {
                     self.applied = update.version;
+                    self.base_known = true;
                     self.registry
                         .acked(&self.node.id, self.stream_id, update.version);
                     if let Some(published) = published {
                         metrics::histogram!(APPLY_TO_ACK).record(published.elapsed().as_secs_f64());
                     }
+                }
+            }
+            Some(agent_message::Message::Nack(nack))
+                if nack.reason() == nack::Reason::OlderThanServed =>
+            {
+                if let Some((update, _)) = self.take_in_flight(&nack.nonce) {
+                    tracing::error!(
+                        node = %self.node.id,
+                        agent_version = nack.served_version,
+                        config_revision = update.version,
+                        "agent refused this control plane's config as older than the one it \
+                         serves, and keeps serving its own: is this control plane's store \
+                         restored from an older backup, new, or on another key prefix? Apply \
+                         changes here until the config revision passes the agent's, or start \
+                         the agent with --accept-lower-version"
+                    );
+                    metrics::counter!(AHEAD_REFUSALS).increment(1);
+                    self.applied = nack.served_version;
+                    self.base_known = false;
+                    self.registry
+                        .ahead(&self.node.id, self.stream_id, nack.served_version);
                 }
             }
             Some(agent_message::Message::Nack(mut nack)) => {

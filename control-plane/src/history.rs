@@ -1,8 +1,11 @@
 //! History records and rollback reconstruction.
 //!
-//! Every config change writes one [`HistoryRecord`] in its own transaction, holding the before
-//! and after of each changed resource. A record's key carries the change's config revision (the
-//! value the transaction writes to the config-revision key), which is filled in when it is read.
+//! Every config change writes one [`HistoryRecord`] with the transaction that commits it,
+//! holding the before and after of each changed resource; a change too large for one
+//! transaction keeps them in parts ([`HistoryPart`]) beside the record, written before any of
+//! its resources (see [`crate::commit`]), and reading assembles them. A record's key carries
+//! the change's config revision (the value the transaction writes to the config-revision key),
+//! which is filled in when it is read.
 //!
 //! The config at revision REV is reconstructed backwards: start from the current config and
 //! undo every record newer than REV, newest first (set each resource back to its `before`).
@@ -21,7 +24,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use portico_api::pb::{HistoryEntry, HistoryRecord, HistoryResponse, ResourceDelta};
+use portico_api::limits::MAX_MESSAGE_LEN;
+use portico_api::pb::{HistoryEntry, HistoryPart, HistoryRecord, HistoryResponse, ResourceDelta};
 use portico_api::{Kind, ResourceSet, secret};
 
 use crate::keys::{self, Keys};
@@ -53,11 +57,23 @@ pub enum HistoryError {
     },
 }
 
-/// Every history record, oldest first, with its revision filled in.
+/// Every history record, oldest first, with its revision filled in and the deltas of a large
+/// change assembled from its parts. Parts without a record (a large change being written, or
+/// one that stopped half-way) are left out.
 pub async fn read_all(store: &dyn Store, keys: &Keys) -> Result<Vec<HistoryRecord>, StoreError> {
     let (kvs, _) = store.list(&keys.history_prefix()).await?;
     let mut records = Vec::with_capacity(kvs.len());
+    // Keys sort a record before its parts: "…/00042" < "…/00042/000000".
+    let mut parts: std::collections::HashMap<Revision, Vec<(u32, HistoryPart)>> =
+        Default::default();
     for kv in kvs {
+        if let Some((at, part)) = keys.parse_history_part(&kv.key) {
+            match keys::decode::<HistoryPart>(&kv.key, &kv.value) {
+                Ok(p) => parts.entry(at).or_default().push((part, p)),
+                Err(e) => tracing::warn!(error = %e, "skipping undecodable history part"),
+            }
+            continue;
+        }
         let Some(at) = keys.parse_history(&kv.key) else {
             tracing::warn!(key = %kv.key, "skipping history record with an unknown key");
             continue;
@@ -70,20 +86,54 @@ pub async fn read_all(store: &dyn Store, keys: &Keys) -> Result<Vec<HistoryRecor
             Err(e) => tracing::warn!(error = %e, "skipping undecodable history record"),
         }
     }
+    for record in &mut records {
+        if record.parts == 0 {
+            continue;
+        }
+        let mut own = parts.remove(&revision(record)).unwrap_or_default();
+        if own.len() != record.parts as usize {
+            tracing::warn!(
+                revision = revision(record),
+                parts = record.parts,
+                found = own.len(),
+                "history record of a large change is missing parts"
+            );
+        }
+        own.sort_by_key(|(i, _)| *i);
+        record.deltas = own.into_iter().flat_map(|(_, p)| p.deltas).collect();
+    }
     records.sort_by_key(revision);
     Ok(records)
 }
 
-/// The store revision and config revision of every change, in order, read from the history
-/// keys alone (no record is read).
+/// The store revision each change started at and its config revision, in order, read from the
+/// history keys alone (no record is read). A change written in one transaction starts where
+/// its record was written; a large one where its first part was, before any of its resources.
 pub async fn change_revisions(
     store: &dyn Store,
     keys: &Keys,
 ) -> Result<Vec<(Revision, Revision)>, StoreError> {
     let (kvs, _) = store.list_keys(&keys.history_prefix()).await?;
-    let mut changes: Vec<_> = kvs
-        .iter()
-        .filter_map(|kv| Some((kv.create_revision, keys.parse_history(&kv.key)?)))
+    let mut starts: std::collections::BTreeMap<Revision, Revision> = Default::default();
+    let mut recorded = std::collections::BTreeSet::new();
+    for kv in &kvs {
+        let at = match keys.parse_history_part(&kv.key) {
+            Some((at, _)) => at,
+            None => match keys.parse_history(&kv.key) {
+                Some(at) => {
+                    recorded.insert(at);
+                    at
+                }
+                None => continue,
+            },
+        };
+        let start = starts.entry(at).or_insert(kv.create_revision);
+        *start = (*start).min(kv.create_revision);
+    }
+    let mut changes: Vec<_> = starts
+        .into_iter()
+        .filter(|(at, _)| recorded.contains(at))
+        .map(|(at, start)| (start, at))
         .collect();
     changes.sort_unstable();
     Ok(changes)
@@ -108,7 +158,15 @@ pub fn page(records: &[HistoryRecord], limit: u32, before: Revision) -> HistoryR
         .iter()
         .rev()
         .filter(|r| before == 0 || revision(r) < before)
-        .filter_map(|r| r.entry.clone());
+        .filter_map(|r| r.entry.clone())
+        .map(|mut e| {
+            // Messages stored before their size was bounded: shown cut, so a page stays small.
+            if let Some((cut, _)) = e.message.char_indices().nth(MAX_MESSAGE_LEN) {
+                e.message.truncate(cut);
+                e.message.push('…');
+            }
+            e
+        });
     let entries: Vec<HistoryEntry> = older.by_ref().take(limit).collect();
     let next_before_revision = match (older.next(), entries.last()) {
         (Some(_), Some(last)) => last.revision,
@@ -197,14 +255,9 @@ pub fn deltas(from: &ResourceSet, to: &ResourceSet) -> Vec<ResourceDelta> {
         .collect()
 }
 
-/// A record of `deltas`, secret material replaced by its fingerprint; its revision is filled in
-/// when read back.
-pub fn record(
-    author: &str,
-    message: &str,
-    mut deltas: Vec<ResourceDelta>,
-    rollback_of: Revision,
-) -> HistoryRecord {
+/// `deltas` as history keeps them: secret material replaced by its fingerprint.
+pub fn stripped(deltas: &[ResourceDelta]) -> Vec<ResourceDelta> {
+    let mut deltas = deltas.to_vec();
     for delta in &mut deltas {
         if let Some(before) = delta.before.as_mut() {
             delta.before_fingerprint = secret::strip(before).unwrap_or_default();
@@ -213,6 +266,17 @@ pub fn record(
             delta.after_fingerprint = secret::strip(after).unwrap_or_default();
         }
     }
+    deltas
+}
+
+/// The record of a change of `deltas`, without them (the commit puts them, [`stripped`], in
+/// the record or in its parts); its revision is filled in when read back.
+pub fn record(
+    author: &str,
+    message: &str,
+    deltas: &[ResourceDelta],
+    rollback_of: Revision,
+) -> HistoryRecord {
     let count = |f: fn(&ResourceDelta) -> bool| deltas.iter().filter(|d| f(d)).count() as u32;
     HistoryRecord {
         entry: Some(HistoryEntry {
@@ -225,7 +289,8 @@ pub fn record(
             deleted: count(|d| d.after.is_none()),
             rollback_of,
         }),
-        deltas,
+        deltas: Vec::new(),
+        parts: 0,
     }
 }
 
@@ -252,7 +317,10 @@ mod tests {
         }
     }
 
-    fn at(rev: Revision, mut record: HistoryRecord) -> HistoryRecord {
+    /// The record of the change `deltas` at `rev`, as read back.
+    fn at(rev: Revision, deltas: Vec<ResourceDelta>) -> HistoryRecord {
+        let mut record = record("t", "", &deltas, 0);
+        record.deltas = stripped(&deltas);
         record.entry.get_or_insert_default().revision = rev;
         record
     }
@@ -263,9 +331,9 @@ mod tests {
         let v2: ResourceSet = [cluster("a", 2), cluster("b", 1)].into_iter().collect();
         let v3: ResourceSet = [cluster("b", 3)].into_iter().collect();
         let records = [
-            at(5, record("t", "", deltas(&ResourceSet::new(), &v1), 0)),
-            at(9, record("t", "", deltas(&v1, &v2), 0)),
-            at(12, record("t", "", deltas(&v2, &v3), 0)),
+            at(5, deltas(&ResourceSet::new(), &v1)),
+            at(9, deltas(&v1, &v2)),
+            at(12, deltas(&v2, &v3)),
         ];
         assert_eq!(config_at(&v3, &records, 5).unwrap(), v1);
         assert_eq!(config_at(&v3, &records, 9).unwrap(), v2);
@@ -301,9 +369,9 @@ mod tests {
             .into_iter()
             .collect();
         let records = [
-            at(1, record("t", "", deltas(&ResourceSet::new(), &v1), 0)),
-            at(2, record("t", "", deltas(&v1, &v2), 0)),
-            at(3, record("t", "", deltas(&v2, &v3), 0)),
+            at(1, deltas(&ResourceSet::new(), &v1)),
+            at(2, deltas(&v1, &v2)),
+            at(3, deltas(&v2, &v3)),
         ];
         let stored: Vec<u8> = records
             .iter()
@@ -335,7 +403,8 @@ mod tests {
 
     #[test]
     fn pages_run_newest_first() {
-        let records: Vec<_> = (1..=5).map(|r| at(r, record("t", "", vec![], 0))).collect();
+        let mut records: Vec<_> = (1..=5).map(|r| at(r, vec![])).collect();
+        records[0].entry.as_mut().unwrap().message = "x".repeat(3 * MAX_MESSAGE_LEN);
         let first = page(&records, 2, 0);
         let revs: Vec<_> = first.entries.iter().map(|e| e.revision).collect();
         assert_eq!(revs, [5, 4]);
@@ -343,5 +412,7 @@ mod tests {
         let last = page(&records, 2, 2);
         assert_eq!(last.entries.len(), 1);
         assert_eq!(last.next_before_revision, 0);
+        // A message stored before messages were bounded comes back cut.
+        assert_eq!(last.entries[0].message.chars().count(), MAX_MESSAGE_LEN + 1);
     }
 }

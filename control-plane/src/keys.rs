@@ -2,9 +2,15 @@
 //!
 //! ```text
 //! <root>/v1/config/<kind>/<name>   Resource            (protobuf)
+//! <root>/v1/config/~staged-change  StagedChange        (protobuf): present while a change too
+//!                                                       large for one transaction is written;
+//!                                                       listed with the config, so one listing
+//!                                                       shows both (see `commit`)
 //! <root>/v1/history/<revision>     HistoryRecord       (protobuf; the config revision of the
 //!                                                       change zero-padded to 20 digits, so key
 //!                                                       order is numeric order)
+//! <root>/v1/history/<revision>/<part> HistoryPart      (protobuf; the deltas of a large
+//!                                                       change, part zero-padded to 6 digits)
 //! <root>/v1/agents/<node id>       AgentRecord         (protobuf, on a lease)
 //! <root>/v1/meta/config-revision   the config revision: the number of config changes so far
 //!                                  (decimal), advanced by one by every change; a CAS on its
@@ -73,6 +79,17 @@ impl Keys {
         format!("{}{name}", self.config_kind_prefix(kind))
     }
 
+    /// Key of the marker of a change being written in several transactions. It lies under the
+    /// config prefix, so a listing of the config shows it with the resources it is writing.
+    pub fn staged_change(&self) -> String {
+        format!("{}~staged-change", self.config_prefix())
+    }
+
+    /// Whether `key` is [`Keys::staged_change`].
+    pub fn is_staged_change(&self, key: &str) -> bool {
+        key.strip_prefix(&self.config_prefix()) == Some("~staged-change")
+    }
+
     /// Parses a config key back into kind and name.
     pub fn parse_config(&self, key: &str) -> Option<(Kind, String)> {
         let rest = key.strip_prefix(&self.config_prefix())?;
@@ -94,6 +111,22 @@ impl Keys {
     /// Parses a history key back into its config revision.
     pub fn parse_history(&self, key: &str) -> Option<i64> {
         key.strip_prefix(&self.history_prefix())?.parse().ok()
+    }
+
+    /// Prefix of the parts of the history record of one large change.
+    pub fn history_parts_prefix(&self, revision: i64) -> String {
+        format!("{}/", self.history(revision))
+    }
+
+    /// Key of one part of the history record of a large change.
+    pub fn history_part(&self, revision: i64, part: u32) -> String {
+        format!("{}{part:06}", self.history_parts_prefix(revision))
+    }
+
+    /// Parses a history part key back into its config revision and part number.
+    pub fn parse_history_part(&self, key: &str) -> Option<(i64, u32)> {
+        let (revision, part) = key.strip_prefix(&self.history_prefix())?.split_once('/')?;
+        Some((revision.parse().ok()?, part.parse().ok()?))
     }
 
     /// Prefix of the agent registry.
@@ -287,6 +320,23 @@ mod tests {
         let keys = Keys::default();
         assert!(keys.history(9) < keys.history(10));
         assert_eq!(keys.parse_history(&keys.history(1234)), Some(1234));
+        let part = keys.history_part(1234, 7);
+        assert!(part.starts_with(&keys.history_parts_prefix(1234)));
+        assert!(keys.history(1234) < part && part < keys.history(1235));
+        assert_eq!(keys.parse_history(&part), None);
+        assert_eq!(keys.parse_history_part(&part), Some((1234, 7)));
+        assert_eq!(keys.parse_history_part(&keys.history(1234)), None);
+    }
+
+    #[test]
+    fn the_staged_change_marker_is_listed_with_the_config_but_is_no_resource() {
+        let keys = Keys::default();
+        let marker = keys.staged_change();
+        assert!(marker.starts_with(&keys.config_prefix()));
+        assert!(keys.is_staged_change(&marker));
+        assert_eq!(keys.parse_config(&marker), None);
+        assert!(keys.config_watch_range().contains(&marker));
+        assert!(!keys.is_staged_change(&keys.config(Kind::Cluster, "a")));
     }
 
     #[test]

@@ -15,9 +15,14 @@
 //! - [`scope`]: which listeners an agent gets, computed once per node identity and selector set.
 //! - [`views`]: per-scope views, diffs by revision and the encoded-update cache.
 //! - [`discovery`]: agent streams (Hello, updates, ACK/NACK, coalescing, resume).
+//! - [`xds`]: the same config for Envoy proxies and proxyless gRPC clients, over xDS v3 (ADS,
+//!   state of the world and incremental).
 //! - [`admin`]: the Admin service (apply, get, list, delete, history, rollback, status).
 //! - [`auth`]: the certificate authority, tokens and roles, agent identities.
 //! - [`tls`]: plaintext or TLS (given or issued certificates), and where plaintext is refused.
+//! - [`compiler`]: the agents' own compiler run on a change before it is written.
+//! - [`commit`]: writing a change, in one transaction or staged in several behind one config
+//!   revision.
 //! - [`history`]: history records and rollback reconstruction.
 //! - [`registry`]: the store-backed agent registry and its batched flusher; which agents are
 //!   service endpoints; each agent's endpoint health.
@@ -30,6 +35,8 @@
 
 pub mod admin;
 pub mod auth;
+pub mod commit;
+pub mod compiler;
 pub mod config;
 pub mod discovery;
 pub mod health;
@@ -49,3 +56,4 @@ pub mod store;
 pub mod tls;
 pub mod views;
 pub mod watcher;
+pub mod xds;

@@ -6,7 +6,8 @@
 //! | `portico_cp_updates_sent_total` | counter | updates sent to agents |
 //! | `portico_cp_updates_coalesced_total` | counter | versions an agent skipped because a newer one was ready when it ACKed |
 //! | `portico_cp_apply_to_ack_seconds` | histogram | from this replica publishing a version to an agent ACKing it |
-//! | `portico_cp_nacks_total` | counter | updates rejected by agents |
+//! | `portico_cp_nacks_total` | counter | updates rejected by agents for their content, and responses rejected by xDS clients |
+//! | `portico_cp_ahead_refusals_total` | counter | updates agents refused as older than the config they serve (this replica is behind them) |
 //! | `portico_cp_store_operation_seconds{op}` | histogram | store call latency |
 //! | `portico_cp_store_errors_total{op}` | counter | failed store calls |
 //! | `portico_cp_snapshot_build_seconds` | histogram | building a snapshot from watch events |
@@ -15,6 +16,8 @@
 //! | `portico_cp_service_endpoints{service}` | gauge | healthy nodes announcing the service, as this replica pushes them |
 //! | `portico_cp_service_updates_sent_total` | counter | service-endpoint messages sent to agents |
 //! | `portico_cp_unhealthy_endpoints{cluster}` | gauge | endpoints the agents on this replica see unhealthy or ejected, once per agent that sees them |
+//! | `portico_cp_xds_streams{kind}` | gauge | xDS streams open on this replica, by kind of client (`envoy`, `grpc`) |
+//! | `portico_cp_xds_responses_total{type}` | counter | xDS responses sent, by resource type (`Listener`, `RouteConfiguration`, `Cluster`, `ClusterLoadAssignment`, `Secret`) |
 
 use std::sync::OnceLock;
 
@@ -30,8 +33,10 @@ pub const UPDATES_SENT: &str = "portico_cp_updates_sent_total";
 pub const UPDATES_COALESCED: &str = "portico_cp_updates_coalesced_total";
 /// Publish → ACK latency.
 pub const APPLY_TO_ACK: &str = "portico_cp_apply_to_ack_seconds";
-/// Updates rejected by agents.
+/// Updates rejected by agents for their content, and xDS responses rejected by their clients.
 pub const NACKS: &str = "portico_cp_nacks_total";
+/// Updates agents refused as older than what they serve.
+pub const AHEAD_REFUSALS: &str = "portico_cp_ahead_refusals_total";
 /// Store call latency, labelled `op`.
 pub const STORE_OPERATION: &str = "portico_cp_store_operation_seconds";
 /// Failed store calls, labelled `op`.
@@ -48,6 +53,11 @@ pub const SERVICE_ENDPOINTS: &str = "portico_cp_service_endpoints";
 pub const SERVICE_UPDATES_SENT: &str = "portico_cp_service_updates_sent_total";
 /// Endpoints seen unhealthy or ejected, per agent that sees them, labelled `cluster`.
 pub const UNHEALTHY_ENDPOINTS: &str = "portico_cp_unhealthy_endpoints";
+
+/// xDS streams open, labelled `kind`.
+pub const XDS_STREAMS: &str = "portico_cp_xds_streams";
+/// xDS responses sent, labelled `type`.
+pub const XDS_RESPONSES: &str = "portico_cp_xds_responses_total";
 
 /// Histogram buckets in seconds, from 100 µs to 10 s.
 const BUCKETS: [f64; 15] = [

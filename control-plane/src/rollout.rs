@@ -1,7 +1,9 @@
 //! How far a revision has rolled out, from the registry.
 //!
 //! Every agent receives every config version, with an empty diff when its scope did not change,
-//! so "applied version ≥ REV" means the agent runs REV's config (or a newer one).
+//! so "applied version ≥ REV" means the agent runs REV's config (or a newer one). An agent
+//! ahead of the control plane (it refused this store's config as older than its own, see
+//! `discovery`) runs none of this store's revisions: it counts as rejecting every one.
 
 use portico_api::pb::{AgentNack, AgentRecord, RolloutStatusResponse};
 
@@ -14,6 +16,22 @@ pub fn status(revision: Revision, records: &[AgentRecord]) -> RolloutStatusRespo
         ..Default::default()
     };
     for record in records {
+        if record.connected && record.ahead_of_control_plane {
+            out.nacked += 1;
+            out.nacks.push(AgentNack {
+                node_id: record
+                    .node
+                    .as_ref()
+                    .map(|n| n.id.clone())
+                    .unwrap_or_default(),
+                error: format!(
+                    "ahead of the control plane: serves version {} of another history and \
+                     refuses this control plane's",
+                    record.applied_version
+                ),
+            });
+            continue;
+        }
         let nack = record
             .last_nack
             .as_ref()

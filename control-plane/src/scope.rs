@@ -13,8 +13,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use portico_api::pb::{AgentSelector, Node, resource};
-use portico_api::{Kind, Resource};
+use portico_api::Resource;
+use portico_api::node::DataPlane;
+use portico_api::pb::{AgentSelector, Listener, Node, resource};
 
 /// Identities cached per selector set before the cache starts over: agents that keep
 /// reconnecting with new labels must not grow it without bound.
@@ -23,21 +24,29 @@ const MAX_CACHED_IDENTITIES: usize = 65_536;
 /// Scope ids, unique for the life of the process (0 means "no scope").
 static NEXT_SCOPE_ID: AtomicU64 = AtomicU64::new(1);
 
-/// What a listener selector looks at in a node.
+/// What a listener selector looks at in a node, and the kind of data plane it is (which
+/// decides whether it runs API listeners, and those for Envoy).
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct Identity {
     region: String,
     zone: String,
     labels: BTreeMap<String, String>,
+    kind: DataPlane,
 }
 
 impl Identity {
-    /// The identity of `node`.
+    /// The identity of `node`, a Portico agent.
     pub fn of(node: &Node) -> Self {
+        Identity::of_kind(node, DataPlane::Portico)
+    }
+
+    /// The identity of `node`, a data plane of this kind.
+    pub fn of_kind(node: &Node, kind: DataPlane) -> Self {
         Identity {
             region: node.region.clone(),
             zone: node.zone.clone(),
             labels: node.labels.clone(),
+            kind,
         }
     }
 }
@@ -55,7 +64,8 @@ pub struct Scope {
 /// The listeners' names and selectors at one snapshot, and the scopes computed from them.
 #[derive(Debug, Default)]
 pub struct Selectors {
-    listeners: Vec<(Arc<str>, Option<AgentSelector>)>,
+    /// Each listener's name, and its selector and protocol (the rest left out).
+    listeners: Vec<(Arc<str>, Listener)>,
     cache: Mutex<Cache>,
     computed: AtomicU64,
 }
@@ -71,8 +81,17 @@ impl Selectors {
     pub fn new<'a>(listeners: impl IntoIterator<Item = (&'a Arc<str>, &'a Resource)>) -> Self {
         let mut listeners: Vec<_> = listeners
             .into_iter()
-            .filter(|(_, r)| r.kind() == Kind::Listener)
-            .map(|(name, r)| (name.clone(), selector(r).cloned()))
+            .filter_map(|(name, r)| match &r.spec {
+                Some(resource::Spec::Listener(l)) => Some((
+                    name.clone(),
+                    Listener {
+                        selector: l.selector.clone(),
+                        protocol: l.protocol,
+                        ..Default::default()
+                    },
+                )),
+                _ => None,
+            })
             .collect();
         listeners.sort_by(|a, b| a.0.cmp(&b.0));
         Selectors {
@@ -91,7 +110,7 @@ impl Selectors {
         let names: Arc<[Arc<str>]> = self
             .listeners
             .iter()
-            .filter(|(_, s)| selects(s.as_ref(), identity))
+            .filter(|(_, l)| identity.kind.runs(l) && selects(l.selector.as_ref(), identity))
             .map(|(name, _)| name.clone())
             .collect();
         if cache.by_identity.len() >= MAX_CACHED_IDENTITIES {
@@ -118,10 +137,11 @@ impl Selectors {
     }
 }
 
-/// The selector of a listener resource (None for other kinds, or no selector).
-pub fn selector(resource: &Resource) -> Option<&AgentSelector> {
+/// What decides which nodes a listener resource goes to: its selector and protocol (None for
+/// other kinds).
+pub fn targeting(resource: &Resource) -> Option<(Option<&AgentSelector>, i32)> {
     match &resource.spec {
-        Some(resource::Spec::Listener(l)) => l.selector.as_ref(),
+        Some(resource::Spec::Listener(l)) => Some((l.selector.as_ref(), l.protocol)),
         _ => None,
     }
 }
@@ -139,10 +159,15 @@ pub struct ScopeMemo {
 }
 
 impl ScopeMemo {
-    /// A memo for `node`, empty until the first lookup.
+    /// A memo for `node`, a Portico agent, empty until the first lookup.
     pub fn new(node: &Node) -> Self {
+        ScopeMemo::of(Identity::of(node))
+    }
+
+    /// A memo for a node of this identity, empty until the first lookup.
+    pub fn of(identity: Identity) -> Self {
         ScopeMemo {
-            identity: Identity::of(node),
+            identity,
             last: None,
         }
     }
@@ -206,6 +231,7 @@ mod tests {
             regions: regions.iter().map(|s| s.to_string()).collect(),
             zones: zones.iter().map(|s| s.to_string()).collect(),
             labels: labels(l),
+            ..Default::default()
         };
         let cases = [
             (None, true),
@@ -273,5 +299,41 @@ mod tests {
         assert_eq!(second.computed(), 1, "new selectors: computed again");
         assert_ne!(a.id, c.id);
         assert_eq!(a.listeners, c.listeners);
+    }
+
+    #[test]
+    fn each_kind_of_data_plane_gets_its_listeners() {
+        use portico_api::pb::listener::Protocol;
+        let with = |protocol: Protocol, kinds: &[&str]| Resource {
+            spec: Some(resource::Spec::Listener(Listener {
+                protocol: protocol.into(),
+                selector: Some(AgentSelector {
+                    kinds: kinds.iter().map(|k| k.to_string()).collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let listeners: Vec<(Arc<str>, Resource)> = vec![
+            (Arc::from("agents"), with(Protocol::Http, &[])),
+            (Arc::from("envoy"), with(Protocol::Http, &["envoy"])),
+            (
+                Arc::from("shared"),
+                with(Protocol::Https, &["envoy", "portico"]),
+            ),
+            (
+                Arc::from("greeter.example.internal"),
+                with(Protocol::Api, &[]),
+            ),
+        ];
+        let selectors = Selectors::new(listeners.iter().map(|(n, r)| (n, r)));
+        let names = |kind| -> Vec<String> {
+            let scope = selectors.scope_of(&Identity::of_kind(&node("eu", "eu-1"), kind));
+            scope.listeners.iter().map(|n| n.to_string()).collect()
+        };
+        assert_eq!(names(DataPlane::Portico), ["agents", "shared"]);
+        assert_eq!(names(DataPlane::Envoy), ["envoy", "shared"]);
+        assert_eq!(names(DataPlane::Grpc), ["greeter.example.internal"]);
     }
 }

@@ -1,5 +1,6 @@
-//! Wiring: opens the store, loads the config, and serves gRPC (Admin + Discovery) and the HTTP
-//! probes until shutdown. `main`, the tests and `portico dev` all start a control plane here.
+//! Wiring: opens the store, loads the config, and serves gRPC (Admin, Discovery, and xDS's
+//! aggregated discovery) and the HTTP probes until shutdown. `main`, the tests and
+//! `portico dev` all start a control plane here.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -175,7 +176,12 @@ pub async fn run_with_store(
     );
     let views = Arc::new(Views::new(Arc::new(initial)));
     let replica = config.replica_id();
-    let registry = Arc::new(Registry::new(store.clone(), keys.clone(), replica.clone()));
+    let registry = Arc::new(Registry::new(
+        store.clone(),
+        keys.clone(),
+        replica.clone(),
+        config.agent_expiry,
+    ));
     let cancel = CancellationToken::new();
     let auth_follower = tokio::spawn(auth_state.follow(
         store.clone(),
@@ -226,9 +232,20 @@ pub async fn run_with_store(
         keys,
         views.clone(),
         registry.clone(),
+        replica.clone(),
         auth.clone(),
-    ));
+    ))
+    .max_decoding_message_size(portico_api::limits::MAX_REQUEST_BYTES)
+    .max_encoding_message_size(portico_api::limits::MAX_RESPONSE_BYTES);
     let identity = IdentityServer::new(IdentityService::new(auth.clone()));
+    let xds = crate::xds::Xds::new(
+        views.clone(),
+        registry.clone(),
+        services.clone(),
+        auth.clone(),
+        cancel.clone(),
+    )
+    .server();
     let discovery = DiscoveryServer(Discovery::new(
         views,
         registry,
@@ -250,6 +267,7 @@ pub async fn run_with_store(
         .add_service(admin)
         .add_service(identity)
         .add_service(discovery)
+        .add_service(xds)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             shutdown.await;
             // Ending the discovery streams first lets the server's graceful drain finish.

@@ -137,7 +137,7 @@ impl Services {
         self.table.borrow().clone()
     }
 
-    fn publish(&self, nodes: &BTreeMap<String, Node>) {
+    pub(crate) fn publish(&self, nodes: &BTreeMap<String, Node>) {
         let previous = self.current();
         let table = Arc::new(ServiceTable::build(nodes, &previous));
         for (service, _) in previous.iter().filter(|(s, _)| table.get(s).is_none()) {

@@ -125,12 +125,34 @@ impl SnapshotBuilder {
         let kind = stored.resource.kind();
         let by_name = self.resources.entry(kind).or_default();
         let name: Arc<str> = Arc::from(stored.resource.name.as_str());
-        let selector = scope::selector(&stored.resource).cloned();
-        let old = by_name.insert(name, Arc::new(stored));
+        let stored = Arc::new(stored);
+        let old = by_name.insert(name, stored.clone());
         if kind == Kind::Listener
-            && old.is_none_or(|old| scope::selector(&old.resource) != selector.as_ref())
+            && old.is_none_or(|old| {
+                scope::targeting(&old.resource) != scope::targeting(&stored.resource)
+            })
         {
             self.selectors = None;
+        }
+    }
+
+    /// Gives the resource of this kind and name, if present, config revision `version`: a
+    /// large change's resources arrive before the config revision that ends it.
+    pub fn relabel(&mut self, kind: Kind, name: &str, version: Revision) {
+        let Some(stored) = self
+            .resources
+            .get_mut(&kind)
+            .and_then(|by_name| by_name.get_mut(name))
+        else {
+            return;
+        };
+        if stored.version != version {
+            *stored = Arc::new(Stored {
+                resource: stored.resource.clone(),
+                revision: stored.revision,
+                version,
+                refs: stored.refs.clone(),
+            });
         }
     }
 
@@ -187,6 +209,13 @@ mod tests {
         }
     }
 
+    fn api(mut listener: Resource) -> Resource {
+        if let Some(Spec::Listener(l)) = &mut listener.spec {
+            l.protocol = portico_api::pb::listener::Protocol::Api.into();
+        }
+        listener
+    }
+
     fn cluster(name: &str) -> Resource {
         Resource {
             name: name.into(),
@@ -223,6 +252,12 @@ mod tests {
                 true,
             ),
             ("other selector", listener("a", "t", &["us"]), false, false),
+            (
+                "now an API listener",
+                api(listener("a", "t", &["eu"])),
+                false,
+                false,
+            ),
             ("a listener added", listener("b", "t", &[]), false, false),
             (
                 "a listener deleted",

@@ -4,35 +4,53 @@
 //! each of them, and the services convert with `?`, `.into()` or `Status::from` without
 //! importing it, so no module both defines an error and depends on this one.
 
+use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
 use crate::admin::AdminError;
 use crate::auth::AuthError;
 use crate::auth::ca::CaError;
 use crate::auth::identity::IdentityError;
+use crate::commit::CommitError;
 use crate::discovery::ProtocolError;
 use crate::history::HistoryError;
 use crate::store::StoreError;
+
+/// The metadata key every status made here carries, so that clients tell an answer of the
+/// control plane from a call that failed on the way (`portico`'s error module reads it). Its
+/// value says what failed: `store-unavailable`, `store` or `request`.
+pub const ERROR_KIND: &str = "portico-error";
 
 /// The status of a failed Admin call.
 impl From<AdminError> for Status {
     fn from(error: AdminError) -> Status {
         let code = match &error {
-            AdminError::Store(e) | AdminError::History(HistoryError::Read(e)) => {
+            AdminError::Store(e)
+            | AdminError::History(HistoryError::Read(e))
+            | AdminError::Commit(CommitError::Store(e)) => {
                 return store_status(e);
             }
-            AdminError::Conflict { .. } => Code::Aborted,
-            AdminError::Busy => Code::Aborted,
-            AdminError::Invalid(_) | AdminError::BadRequest(_) | AdminError::TooLarge(_) => {
-                Code::InvalidArgument
+            // Nothing was written, and the store is why: its code, the whole message.
+            AdminError::Commit(CommitError::Undone { source }) => {
+                let code = store_status(source).code();
+                let kind = store_kind(source);
+                return with_kind(Status::new(code, error.to_string()), kind);
             }
-            AdminError::History(HistoryError::UnknownRevision(_)) => Code::NotFound,
-            AdminError::History(HistoryError::SecretGone { .. }) => Code::FailedPrecondition,
-            AdminError::NotFound(_) | AdminError::NoIdentity(_) => Code::NotFound,
-            AdminError::Referenced { .. } => Code::FailedPrecondition,
+            AdminError::Conflict { .. }
+            | AdminError::Busy
+            | AdminError::Commit(CommitError::TakenOver { .. })
+            | AdminError::PageToken(_) => Code::Aborted,
+            AdminError::Invalid(_) | AdminError::BadRequest(_) => Code::InvalidArgument,
+            AdminError::History(HistoryError::UnknownRevision(_))
+            | AdminError::NotFound(_)
+            | AdminError::NoIdentity(_)
+            | AdminError::NoSuchRevision { .. } => Code::NotFound,
+            AdminError::History(HistoryError::SecretGone { .. })
+            | AdminError::Referenced { .. }
+            | AdminError::Unpaged { .. } => Code::FailedPrecondition,
             AdminError::Auth(e) => return auth_status(e),
         };
-        Status::new(code, error.to_string())
+        with_kind(Status::new(code, error.to_string()), "request")
     }
 }
 
@@ -48,12 +66,14 @@ impl From<IdentityError> for Status {
     fn from(error: IdentityError) -> Status {
         let code = match &error {
             IdentityError::NoCertificate
+            | IdentityError::NoXdsCredential
             | IdentityError::NotAnAgent
             | IdentityError::Unknown(_)
             | IdentityError::Expired(_) => Code::Unauthenticated,
             IdentityError::Revoked(_)
             | IdentityError::Superseded(_)
             | IdentityError::NodeMismatch { .. }
+            | IdentityError::AgentNode(_)
             | IdentityError::Region { .. }
             | IdentityError::Label { .. }
             | IdentityError::UsedUp(_)
@@ -67,7 +87,7 @@ impl From<IdentityError> for Status {
             IdentityError::Store(e) => return store_status(e),
             IdentityError::Busy => Code::Aborted,
         };
-        Status::new(code, error.to_string())
+        with_kind(Status::new(code, error.to_string()), "request")
     }
 }
 
@@ -83,7 +103,7 @@ fn auth_status(error: &AuthError) -> Status {
         AuthError::NoSuchToken(_) => Code::NotFound,
         AuthError::Store(e) => return store_status(e),
     };
-    Status::new(code, error.to_string())
+    with_kind(Status::new(code, error.to_string()), "request")
 }
 
 /// The status of a failed store call.
@@ -105,12 +125,32 @@ impl From<ProtocolError> for Status {
 }
 
 fn store_status(error: &StoreError) -> Status {
-    let code = if error.is_retryable() {
-        Code::Unavailable
+    match error {
+        // The kind says "store unavailable"; the message is the store's own words.
+        StoreError::Unavailable(why) => with_kind(
+            Status::new(Code::Unavailable, why.clone()),
+            store_kind(error),
+        ),
+        e => with_kind(
+            Status::new(Code::Internal, e.to_string()),
+            store_kind(error),
+        ),
+    }
+}
+
+fn store_kind(error: &StoreError) -> &'static str {
+    if error.is_retryable() {
+        "store-unavailable"
     } else {
-        Code::Internal
-    };
-    Status::new(code, error.to_string())
+        "store"
+    }
+}
+
+fn with_kind(mut status: Status, kind: &'static str) -> Status {
+    status
+        .metadata_mut()
+        .insert(ERROR_KIND, MetadataValue::from_static(kind));
+    status
 }
 
 #[cfg(test)]
@@ -148,5 +188,26 @@ mod tests {
         for (status, code) in cases {
             assert_eq!(status.code(), code, "{status:?}");
         }
+    }
+
+    #[test]
+    fn statuses_say_they_come_from_the_control_plane_and_what_failed() {
+        let kind = |status: Status| {
+            status
+                .metadata()
+                .get(ERROR_KIND)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let down = StoreError::Unavailable("etcd at e:2379 did not answer".into());
+        assert_eq!(kind(down.into()).as_deref(), Some("store-unavailable"));
+        let corrupt = AdminError::Store(StoreError::Corrupt("bad".into()));
+        assert_eq!(kind(corrupt.into()).as_deref(), Some("store"));
+        assert_eq!(kind(AdminError::Busy.into()).as_deref(), Some("request"));
+        let conflict = Status::from(AdminError::Conflict {
+            expected: 4,
+            current: 7,
+        });
+        assert_eq!(conflict.message(), "the config is at revision 7, not 4");
     }
 }

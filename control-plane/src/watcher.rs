@@ -7,6 +7,12 @@
 //! they belong to. On `Compacted` the watcher re-lists and publishes the fresh list as one
 //! snapshot, so nobody sees half a list (kube-rs style resync). While the store is away, the
 //! last snapshot keeps being served.
+//!
+//! A change too large for one transaction is written in several behind one config revision
+//! ([`crate::commit`]): its resources arrive before its config revision, while its marker
+//! exists. They are carried in the next snapshot built but published only with the config
+//! revision that ends the change, and relabelled with it then; a listing taken while a marker
+//! exists has the change's partial writes undone from its history parts' `before` values.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +21,10 @@ use futures::StreamExt;
 use portico_api::Resource;
 use portico_api::backoff::Backoff;
 use tokio_util::sync::CancellationToken;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use portico_api::pb::HistoryPart;
 
 use crate::history;
 use crate::keys::{self, Keys};
@@ -29,13 +39,16 @@ use crate::views::Views;
 /// store revision it was listed at (where a watch continues).
 pub async fn load(store: &dyn Store, keys: &Keys) -> Result<(Snapshot, Revision), StoreError> {
     loop {
-        let (kvs, list_revision) = store.list(&keys.config_prefix()).await?;
+        let (mut kvs, list_revision) = store.list(&keys.config_prefix()).await?;
         let (version, changed_at) = match store.get(&keys.config_revision()).await? {
             Some(kv) => (keys::decode_revision(&kv.key, &kv.value)?, kv.mod_revision),
             None => (0, 0),
         };
         if changed_at > list_revision {
             continue;
+        }
+        if let Some(marker) = kvs.iter().find(|kv| keys.is_staged_change(&kv.key)) {
+            undo_staged(store, keys, marker.clone(), &mut kvs).await?;
         }
         // Which config revision last changed each resource, from the history keys: a change
         // writes its record at the same store revision as its resources.
@@ -45,12 +58,64 @@ pub async fn load(store: &dyn Store, keys: &Keys) -> Result<(Snapshot, Revision)
             i.checked_sub(1).map_or(0, |i| changes[i].1)
         };
         let mut builder = SnapshotBuilder::default();
-        for kv in kvs {
+        for kv in kvs.iter().filter(|kv| !keys.is_staged_change(&kv.key)) {
             let version = version_at(kv.mod_revision);
-            put(&mut builder, keys, &kv, version);
+            put(&mut builder, keys, kv, version);
         }
         return Ok((builder.build(version), list_revision));
     }
+}
+
+/// Replaces, in `kvs` (a config listing), what the staged change of `marker` wrote with what
+/// its resources were before it, from its history parts: the listing then shows the config of
+/// the last complete change. Resources it had not written yet get what they hold already.
+async fn undo_staged(
+    store: &dyn Store,
+    keys: &Keys,
+    marker: KeyValue,
+    kvs: &mut Vec<KeyValue>,
+) -> Result<(), StoreError> {
+    let staged = match crate::commit::Marker::decode(&marker) {
+        Ok(m) => m.staged,
+        Err(e) => {
+            tracing::warn!(error = %e, "undecodable staged-change marker; listing as is");
+            return Ok(());
+        }
+    };
+    let (parts, _) = store
+        .list(&keys.history_parts_prefix(staged.revision))
+        .await?;
+    let mut before: BTreeMap<String, Option<portico_api::Resource>> = BTreeMap::new();
+    for kv in parts {
+        match keys::decode::<HistoryPart>(&kv.key, &kv.value) {
+            Ok(part) => {
+                for delta in part.deltas {
+                    if let Some(key) = &delta.key {
+                        before.insert(keys.config(key.kind(), &key.name), delta.before);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "skipping an undecodable history part"),
+        }
+    }
+    tracing::info!(
+        revision = staged.revision,
+        resources = before.len(),
+        "a large change is being written; listing the config without it"
+    );
+    kvs.retain(|kv| !before.contains_key(&kv.key));
+    for (key, resource) in before {
+        if let Some(resource) = resource {
+            kvs.push(KeyValue {
+                key,
+                value: keys::encode(&resource),
+                create_revision: 0,
+                mod_revision: 0,
+                lease: None,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Follows the store until `cancel`, publishing every config change to `views`. `from` is the
@@ -112,6 +177,7 @@ async fn follow_once(
     // The newest snapshot built, published or not: config keys written without a config
     // revision are carried in it until the next change publishes them.
     let mut latest = views.current();
+    let mut staging = Staging::default();
     while let Some(event) = watch.next().await {
         match event? {
             WatchEvent::Compacted { compact_revision } => {
@@ -124,7 +190,9 @@ async fn follow_once(
                 }
                 let start = Instant::now();
                 let mut builder = SnapshotBuilder::from_snapshot(&latest);
-                let Some(version) = apply(&mut builder, keys, &changes, latest.version) else {
+                let Some(version) =
+                    apply(&mut builder, keys, &changes, latest.version, &mut staging)
+                else {
                     continue;
                 };
                 let snapshot = Arc::new(builder.build(version));
@@ -139,6 +207,14 @@ async fn follow_once(
     Ok(Resync::Rewatch)
 }
 
+/// What the watch saw of a large change being written: whether its marker exists, and the
+/// config keys it wrote so far, to relabel with its config revision when it completes.
+#[derive(Default)]
+struct Staging {
+    marker: bool,
+    written: BTreeSet<String>,
+}
+
 /// Applies one watch event on top of a snapshot at config revision `version`; returns the
 /// config revision reached, or None when the event touched neither the config nor the config
 /// revision (e.g. only history records).
@@ -147,6 +223,7 @@ fn apply(
     keys: &Keys,
     changes: &[Change],
     mut version: Revision,
+    staging: &mut Staging,
 ) -> Option<Revision> {
     let config_prefix = keys.config_prefix();
     let revision_key = keys.config_revision();
@@ -156,14 +233,25 @@ fn apply(
             Change::Put(kv) if kv.key == revision_key => Some(kv),
             _ => None,
         });
-        let config = || group.iter().any(|c| c.key().starts_with(&config_prefix));
+        let marker = group
+            .iter()
+            .find(|c| keys.is_staged_change(c.key()))
+            .map(|c| matches!(c, Change::Put(_)));
+        let config = || {
+            group
+                .iter()
+                .any(|c| c.key().starts_with(&config_prefix) && !keys.is_staged_change(c.key()))
+        };
+        if marker == Some(true) {
+            staging.marker = true;
+        }
         match counter.map(|kv| keys::decode_revision(&kv.key, &kv.value)) {
             Some(Ok(counted)) => {
                 version = counted;
                 touched = true;
             }
             Some(Err(e)) => tracing::warn!(error = %e, "ignoring an unreadable config revision"),
-            None if config() => tracing::warn!(
+            None if config() && !staging.marker => tracing::warn!(
                 store_revision = group[0].revision(),
                 "config keys changed without a config revision (not through the Admin API); \
                  they are served with the next config change"
@@ -171,7 +259,13 @@ fn apply(
             None => {}
         }
         for change in group.iter().filter(|c| c.key().starts_with(&config_prefix)) {
+            if keys.is_staged_change(change.key()) {
+                continue;
+            }
             touched = true;
+            if staging.marker && counter.is_none() {
+                staging.written.insert(change.key().to_string());
+            }
             match change {
                 Change::Put(kv) => put(builder, keys, kv, version),
                 Change::Delete { key, .. } => {
@@ -180,6 +274,17 @@ fn apply(
                     }
                 }
             }
+        }
+        if marker == Some(false) {
+            // The change completed (with its config revision) or was undone (without): the
+            // resources it wrote belong to that revision, or are back as they were.
+            let written = std::mem::take(&mut staging.written);
+            if counter.is_some() {
+                for (kind, name) in written.iter().filter_map(|k| keys.parse_config(k)) {
+                    builder.relabel(kind, &name, version);
+                }
+            }
+            staging.marker = false;
         }
     }
     touched.then_some(version)
@@ -259,7 +364,10 @@ mod tests {
             revision: 43,
         });
         let mut builder = SnapshotBuilder::default();
-        assert_eq!(apply(&mut builder, &keys, &changes, 2), Some(4));
+        assert_eq!(
+            apply(&mut builder, &keys, &changes, 2, &mut Staging::default()),
+            Some(4)
+        );
         let snapshot = builder.build(4);
         let b = snapshot.get(Kind::Cluster, "b").expect("b");
         assert_eq!((b.revision, b.version), (43, 4));
@@ -272,7 +380,7 @@ mod tests {
         let mut changes = change(&keys, 40, 3, &[cluster("a", 1)]);
         changes.extend(change(&keys, 41, 4, &[cluster("b", 1)]));
         let mut builder = SnapshotBuilder::default();
-        apply(&mut builder, &keys, &changes, 2);
+        apply(&mut builder, &keys, &changes, 2, &mut Staging::default());
         let snapshot = builder.build(4);
         let version = |name: &str| snapshot.get(Kind::Cluster, name).map(|s| s.version);
         assert_eq!((version("a"), version("b")), (Some(3), Some(4)));
@@ -287,10 +395,56 @@ mod tests {
             50,
         )];
         let mut builder = SnapshotBuilder::default();
-        assert_eq!(apply(&mut builder, &keys, &outside, 7), Some(7));
+        assert_eq!(
+            apply(&mut builder, &keys, &outside, 7, &mut Staging::default()),
+            Some(7)
+        );
 
         // Only keys the watcher does not read: nothing to build.
         let history = [put_kv(keys.history(9), b"record".to_vec(), 51)];
-        assert_eq!(apply(&mut builder, &keys, &history, 7), None);
+        assert_eq!(
+            apply(&mut builder, &keys, &history, 7, &mut Staging::default()),
+            None
+        );
+    }
+
+    #[test]
+    fn a_large_change_is_published_whole_with_its_config_revision() {
+        let keys = Keys::default();
+        let marker = |at| put_kv(keys.staged_change(), b"marker".to_vec(), at);
+        let resource = |name: &str, at| {
+            put_kv(
+                keys.config(Kind::Cluster, name),
+                keys::encode(&cluster(name, 1)),
+                at,
+            )
+        };
+        let mut staging = Staging::default();
+        let mut builder = SnapshotBuilder::default();
+        // Begin, then resources in two transactions: the config revision stays.
+        let written = [marker(10), resource("a", 11), resource("b", 12)];
+        assert_eq!(
+            apply(&mut builder, &keys, &written, 4, &mut staging),
+            Some(4)
+        );
+        let snapshot = builder.build(4);
+        assert_eq!(snapshot.get(Kind::Cluster, "a").map(|s| s.version), Some(4));
+        // Finish: the record, the config revision and the marker's deletion, together.
+        let mut builder = SnapshotBuilder::from_snapshot(&snapshot);
+        let mut finish = change(&keys, 13, 5, &[]);
+        finish.push(Change::Delete {
+            key: keys.staged_change(),
+            revision: 13,
+        });
+        assert_eq!(
+            apply(&mut builder, &keys, &finish, 4, &mut staging),
+            Some(5)
+        );
+        let snapshot = builder.build(5);
+        for name in ["a", "b"] {
+            let stored = snapshot.get(Kind::Cluster, name).expect(name);
+            assert_eq!(stored.version, 5, "{name} belongs to the change's revision");
+        }
+        assert!(!staging.marker && staging.written.is_empty());
     }
 }

@@ -17,6 +17,8 @@
 //!   Admin API, and waits on its registry and rollout status.
 //! - [`etcd`]: a real single-node etcd in a temp dir.
 //! - [`scripted_agent`]: a raw-gRPC agent that ACKs or NACKs on command.
+//! - [`xds`]: real xDS clients: grpcio's xDS client and gRPC backends (Python), and Envoy,
+//!   from a virtualenv made once under the target directory.
 
 pub mod agent;
 pub mod bins;
@@ -24,3 +26,4 @@ pub mod cli;
 pub mod cp;
 pub mod etcd;
 pub mod scripted_agent;
+pub mod xds;

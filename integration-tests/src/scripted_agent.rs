@@ -115,6 +115,7 @@ impl ScriptedAgent {
             nonce: update.nonce.clone(),
             version: update.version,
             error: error.to_string(),
+            ..Default::default()
         }));
     }
 

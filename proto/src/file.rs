@@ -66,6 +66,9 @@ pub struct FileError {
     pub field: String,
     /// What is wrong.
     pub message: String,
+    /// The file or directory could not be read at all (it is missing, or not readable): a
+    /// problem of the machine, not of the file's content.
+    pub unreadable: bool,
 }
 
 /// `a.yaml: document 2 (line 31): spec.port: ...`
@@ -120,12 +123,17 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<Loaded>, Vec<FileError>> {
         }
         match std::fs::read_to_string(&file) {
             Ok(text) => decode_file(&file, &text, &mut loaded, &mut errors),
-            Err(e) => errors.push(file_error(
+            // Text that is not UTF-8 was read: its content is at fault.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => errors.push(file_error(
                 &file,
                 FILE,
                 "",
                 format!("cannot read file: {e}"),
             )),
+            Err(e) => errors.push(FileError {
+                unreadable: true,
+                ..file_error(&file, FILE, "", format!("cannot read file: {e}"))
+            }),
         }
     }
     check_duplicates(&loaded, &mut errors);
@@ -201,12 +209,10 @@ fn expand(paths: &[PathBuf], errors: &mut Vec<FileError>) -> Vec<PathBuf> {
         let entries = match std::fs::read_dir(path) {
             Ok(entries) => entries,
             Err(e) => {
-                errors.push(file_error(
-                    path,
-                    FILE,
-                    "",
-                    format!("cannot read directory: {e}"),
-                ));
+                errors.push(FileError {
+                    unreadable: true,
+                    ..file_error(path, FILE, "", format!("cannot read directory: {e}"))
+                });
                 continue;
             }
         };
@@ -250,6 +256,7 @@ fn file_error(path: &Path, at: Place, field: &str, message: String) -> FileError
         line: at.line,
         field: field.to_string(),
         message,
+        unreadable: false,
     }
 }
 
@@ -265,8 +272,8 @@ fn decode_file(path: &Path, text: &str, loaded: &mut Vec<Loaded>, errors: &mut V
     }
     let documents = match documents(path, text) {
         Ok(documents) => documents,
-        Err(message) => {
-            errors.push(file_error(path, FILE, "", message));
+        Err((message, at)) => {
+            errors.push(file_error(path, at, "", message));
             return;
         }
     };
@@ -287,14 +294,16 @@ fn decode_file(path: &Path, text: &str, loaded: &mut Vec<Loaded>, errors: &mut V
 }
 
 /// The documents of a file with the lines they start on; a top-level list stands for one
-/// document per item.
-fn documents(path: &Path, text: &str) -> Result<Vec<(Value, usize)>, String> {
+/// document per item. A YAML syntax error names the document it is in.
+fn documents(path: &Path, text: &str) -> Result<Vec<(Value, usize)>, (String, Place)> {
     let roots: Vec<(Value, usize)> = if is_json(path) {
         // serde_json stops at 128 levels itself, before the depth check below.
-        let root: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+        let root: Value =
+            serde_json::from_str(text).map_err(|e| (format!("invalid JSON: {e}"), FILE))?;
         if depth(&root) > MAX_DEPTH {
-            return Err(format!(
-                "invalid JSON: nested deeper than {MAX_DEPTH} levels"
+            return Err((
+                format!("invalid JSON: nested deeper than {MAX_DEPTH} levels"),
+                FILE,
             ));
         }
         vec![(root, 0)]
@@ -318,7 +327,12 @@ fn documents(path: &Path, text: &str) -> Result<Vec<(Value, usize)>, String> {
             },
         };
         serde_saphyr::from_multiple_with_options::<serde_saphyr::Spanned<Value>>(text, options)
-            .map_err(|e| format!("invalid YAML: {e}"))?
+            .map_err(|e| {
+                let at = e
+                    .location()
+                    .map_or(FILE, |l| document_at(text, l.line() as usize));
+                (format!("invalid YAML: {e}"), at)
+            })?
             .into_iter()
             .map(|s| (s.value, usize::try_from(s.referenced.line()).unwrap_or(0)))
             .collect()
@@ -332,9 +346,12 @@ fn documents(path: &Path, text: &str) -> Result<Vec<(Value, usize)>, String> {
         })
         .collect();
     if documents.len() > MAX_DOCUMENTS {
-        return Err(format!(
-            "{} documents; the limit is {MAX_DOCUMENTS} per file",
-            documents.len()
+        return Err((
+            format!(
+                "{} documents; the limit is {MAX_DOCUMENTS} per file",
+                documents.len()
+            ),
+            FILE,
         ));
     }
     Ok(documents)
@@ -354,6 +371,30 @@ fn depth(value: &Value) -> usize {
         stack.extend(children.map(|c| (c, d + 1)));
     }
     deepest
+}
+
+/// The YAML document that line `line` (1-based) of `text` is in, and the line it starts on:
+/// documents are separated by `---` lines, and a `---` before any content opens the first.
+fn document_at(text: &str, line: usize) -> Place {
+    let mut document = 0;
+    let mut start = 1;
+    let mut content = false;
+    for (i, l) in text.lines().enumerate().take(line.saturating_sub(1)) {
+        let marker = l == "---" || l.starts_with("--- ") || l.starts_with("---\t");
+        if marker {
+            if content {
+                document += 1;
+            }
+            content = true;
+            start = i + 2;
+        } else if !content && !l.trim().is_empty() && !l.trim_start().starts_with('#') {
+            content = true;
+        }
+    }
+    Place {
+        document,
+        line: start,
+    }
 }
 
 /// The envelope as read: every part optional so that a missing one gets its own message.

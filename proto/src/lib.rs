@@ -12,6 +12,7 @@
 //! - [`file`](mod@file): the resource file format (YAML/JSON envelope), loading files and directories.
 //! - [`health`]: how much endpoint health one agent report carries.
 //! - [`pattern`]: regular expressions compiled alike everywhere, within size limits.
+//! - [`limits`]: size limits of resources, changes and Admin API messages.
 //! - [`node`]: node ids, announced services and which listeners select a node, for agents and
 //!   control plane alike.
 //! - [`reference`](mod@reference): what each resource refers to (for validation and scoping); redaction.
@@ -25,6 +26,7 @@ pub mod backoff;
 pub mod error;
 pub mod file;
 pub mod health;
+pub mod limits;
 pub mod node;
 pub mod pattern;
 pub mod reference;

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::pb::{AgentSelector, ServicePort};
+use crate::pb::{AgentSelector, Listener, ServicePort, listener::Protocol};
 
 /// The longest node id, region or zone (discovery.proto).
 pub const MAX_ID_LEN: usize = 128;
@@ -158,6 +158,62 @@ pub fn selects(
         && s.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
+/// The kind of data plane a node is: what it can run, and so which listeners it is sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DataPlane {
+    /// A Portico agent: HTTP and HTTPS listeners whose selector's `kinds` is empty or names
+    /// "portico".
+    #[default]
+    Portico,
+    /// An Envoy proxy over xDS: HTTP and HTTPS listeners whose selector's `kinds` names
+    /// "envoy".
+    Envoy,
+    /// A proxyless gRPC client over xDS: API listeners.
+    Grpc,
+}
+
+impl DataPlane {
+    /// Every kind, in the order `kinds` values are listed in messages.
+    pub const ALL: [DataPlane; 3] = [DataPlane::Portico, DataPlane::Envoy, DataPlane::Grpc];
+
+    /// The name used in `AgentSelector.kinds`, `AgentRecord.kind` and `portico agents`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataPlane::Portico => "portico",
+            DataPlane::Envoy => "envoy",
+            DataPlane::Grpc => "grpc",
+        }
+    }
+
+    /// The kind named `s`.
+    pub fn parse(s: &str) -> Option<DataPlane> {
+        DataPlane::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Whether a node of this kind runs `listener` (before its selector's regions, zones and
+    /// labels are looked at).
+    pub fn runs(self, listener: &Listener) -> bool {
+        let kinds = listener
+            .selector
+            .as_ref()
+            .map(|s| s.kinds.as_slice())
+            .unwrap_or_default();
+        let named = |k: DataPlane| kinds.iter().any(|n| n == k.as_str());
+        match (self, listener.protocol() == Protocol::Api) {
+            (DataPlane::Grpc, api) => api,
+            (_, true) => false,
+            (DataPlane::Portico, false) => kinds.is_empty() || named(DataPlane::Portico),
+            (DataPlane::Envoy, false) => named(DataPlane::Envoy),
+        }
+    }
+}
+
+impl std::fmt::Display for DataPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -237,6 +293,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            ..Default::default()
         };
         let cases = [
             (None, true),
@@ -254,6 +311,40 @@ mod tests {
                 expected,
                 "{s:?}"
             );
+        }
+    }
+
+    #[test]
+    fn each_kind_runs_its_listeners() {
+        let listener = |protocol: Protocol, kinds: &[&str]| Listener {
+            protocol: protocol.into(),
+            selector: Some(AgentSelector {
+                kinds: kinds.iter().map(|k| k.to_string()).collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let cases = [
+            (listener(Protocol::Http, &[]), [true, false, false]),
+            (
+                listener(Protocol::Https, &["portico"]),
+                [true, false, false],
+            ),
+            (listener(Protocol::Http, &["envoy"]), [false, true, false]),
+            (
+                listener(Protocol::Http, &["portico", "envoy"]),
+                [true, true, false],
+            ),
+            (listener(Protocol::Api, &[]), [false, false, true]),
+            (listener(Protocol::Api, &["grpc"]), [false, false, true]),
+        ];
+        for (i, (l, want)) in cases.iter().enumerate() {
+            for (kind, want) in DataPlane::ALL.into_iter().zip(want) {
+                assert_eq!(kind.runs(l), *want, "case {i}, {kind}");
+            }
+        }
+        for kind in DataPlane::ALL {
+            assert_eq!(DataPlane::parse(kind.as_str()), Some(kind));
         }
     }
 }

@@ -41,6 +41,8 @@ pub enum Command {
 pub struct Agent {
     /// Node id.
     pub id: String,
+    /// The kind of data plane: `portico`, `envoy` or `grpc`.
+    pub kind: String,
     /// Region.
     pub region: String,
     /// Zone.
@@ -51,7 +53,7 @@ pub struct Agent {
     pub agent_version: String,
     /// The config version it last applied (0: none).
     pub applied_version: i64,
-    /// `in-sync`, `pending`, `nacked` or `disconnected`.
+    /// `in-sync`, `pending`, `nacked`, `ahead-of-control-plane` or `disconnected`.
     pub state: &'static str,
     /// Last message from the agent, RFC 3339 UTC ("" when never).
     pub last_seen: String,
@@ -85,6 +87,8 @@ pub struct Agents {
 pub fn state(a: &AgentRecord, config_revision: i64) -> &'static str {
     if !a.connected {
         "disconnected"
+    } else if a.ahead_of_control_plane {
+        "ahead-of-control-plane"
     } else if a
         .last_nack
         .as_ref()
@@ -98,11 +102,21 @@ pub fn state(a: &AgentRecord, config_revision: i64) -> &'static str {
     }
 }
 
+/// The kind of data plane of a record (records written before kinds are Portico agents').
+pub fn kind(a: &AgentRecord) -> &str {
+    if a.kind.is_empty() {
+        "portico"
+    } else {
+        &a.kind
+    }
+}
+
 impl Agent {
     fn from_pb(a: &AgentRecord, config_revision: i64) -> Agent {
         let node = a.node.clone().unwrap_or_default();
         Agent {
             id: node.id,
+            kind: kind(a).to_string(),
             region: node.region,
             zone: node.zone,
             labels: node.labels.into_iter().collect(),
@@ -174,7 +188,15 @@ fn table(agents: &[AgentRecord], config_revision: i64, now: SystemTime) -> Strin
     if agents.is_empty() {
         return format!("no agents (config is at revision {config_revision})\n");
     }
-    let mut t = Table::new(["ID", "REGION", "ZONE", "APPLIED", "STATE", "LAST SEEN"]);
+    let mut t = Table::new([
+        "ID",
+        "KIND",
+        "REGION",
+        "ZONE",
+        "APPLIED",
+        "STATE",
+        "LAST SEEN",
+    ]);
     for a in agents {
         let node = a.node.clone().unwrap_or_default();
         let mut state = state(a, config_revision).to_string();
@@ -183,6 +205,7 @@ fn table(agents: &[AgentRecord], config_revision: i64, now: SystemTime) -> Strin
         }
         t.row([
             node.id,
+            kind(a).to_string(),
             node.region,
             node.zone,
             a.applied_version.to_string(),
@@ -229,24 +252,35 @@ mod tests {
         // A NACK of an older version is history once a newer version was applied.
         assert_eq!(state(&agent("a", 5, true, Some(4)), 5), "in-sync");
         assert_eq!(state(&agent("a", 5, false, None), 5), "disconnected");
+        let ahead = AgentRecord {
+            ahead_of_control_plane: true,
+            ..agent("a", 9, true, None)
+        };
+        assert_eq!(state(&ahead, 2), "ahead-of-control-plane");
     }
 
     #[test]
     fn table_shows_state_and_nack_reason() {
         let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_010);
+        let envoy = AgentRecord {
+            kind: "envoy".into(),
+            ..agent("edge-3", 5, true, None)
+        };
         let text = table(
             &[
                 agent("edge-1", 5, true, None),
                 agent("edge-2", 4, true, Some(5)),
+                envoy,
             ],
             5,
             now,
         );
         assert_eq!(
             text,
-            "ID       REGION   ZONE    APPLIED   STATE                                          LAST SEEN\n\
-             edge-1   eu       eu-1a   5         in-sync                                        10s ago\n\
-             edge-2   eu       eu-1a   4         NACKed 5: bind 0.0.0.0:80: permission denied   10s ago\n"
+            "ID       KIND      REGION   ZONE    APPLIED   STATE                                          LAST SEEN\n\
+             edge-1   portico   eu       eu-1a   5         in-sync                                        10s ago\n\
+             edge-2   portico   eu       eu-1a   4         NACKed 5: bind 0.0.0.0:80: permission denied   10s ago\n\
+             edge-3   envoy     eu       eu-1a   5         in-sync                                        10s ago\n"
         );
     }
 

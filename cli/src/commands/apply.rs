@@ -2,11 +2,13 @@
 //! revision, printing what changed.
 
 use portico_api::Kind;
+use portico_api::limits::{self, MAX_CHANGE_BYTES, MAX_CHANGE_RESOURCES, MAX_MESSAGE_LEN};
 use portico_api::pb::{ApplyRequest, Resource, ResourceKey};
+use prost::Message;
 
 use crate::changes::{Change, Outcome};
 use crate::commands::Context;
-use crate::error::CliResult;
+use crate::error::{CliError, CliResult};
 use crate::files::{self, FileArgs, Files};
 use crate::output::{self, Format, Style};
 
@@ -31,7 +33,7 @@ pub struct Args {
 
 /// Runs `apply`.
 pub async fn run(ctx: &Context, args: Args) -> CliResult {
-    let files = match Files::load(&args.files.files) {
+    let files = match Files::load(&args.files.files)? {
         Ok(files) => files,
         Err(errors) => {
             return fail_validation(
@@ -61,11 +63,12 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
         dry_run: args.dry_run,
         message: args.message.unwrap_or_default(),
     };
+    check_size(&req)?;
     // Validation errors come back in the response, with their resources and field paths,
     // whether this is a dry run or not.
     let resp = match admin.apply(req).await {
         Ok(r) => r.into_inner(),
-        Err(status) => return Err(ctx.write_failed(&mut admin, status).await),
+        Err(status) => return Err(ctx.write_failed(status, "apply")),
     };
     let outcome = Outcome {
         revision: resp.revision,
@@ -79,6 +82,34 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
         return fail_validation(ctx.format, outcome);
     }
     output::print(ctx.format, &outcome, || outcome.table(Style::stdout()))
+}
+
+/// Refuses an apply larger than the control plane takes (`portico_api::limits`) before sending
+/// it: the control plane would cut the request off before reading it.
+fn check_size(req: &ApplyRequest) -> CliResult {
+    let named = req.resources.len() + req.deletions.len();
+    let bytes: usize = req.resources.iter().map(Message::encoded_len).sum();
+    let problem = if named > MAX_CHANGE_RESOURCES {
+        format!(
+            "the files name {named} resources; one apply may name at most \
+             {MAX_CHANGE_RESOURCES}: apply them in several parts"
+        )
+    } else if bytes > MAX_CHANGE_BYTES {
+        format!(
+            "the files hold {} of resources; one apply may hold at most {}: apply them in \
+             several parts",
+            limits::bytes(bytes),
+            limits::bytes(MAX_CHANGE_BYTES)
+        )
+    } else if req.message.len() > MAX_MESSAGE_LEN {
+        format!(
+            "the message is {} bytes long; the limit is {MAX_MESSAGE_LEN}",
+            req.message.len()
+        )
+    } else {
+        return Ok(());
+    };
+    Err(CliError::Validation(vec![problem]))
 }
 
 /// The stored resources of the kinds in `files` that `files` lacks, and the revision read at.

@@ -2,7 +2,7 @@
 //! make an API key, store only its SHA-256 in the Consumer (applied through the Admin API),
 //! and print the key once. Nothing can show the key again: `get consumer` shows the hashes.
 
-use portico_api::pb::{ApiKey, ApplyRequest, Consumer, Kind, ListRequest, Resource, resource};
+use portico_api::pb::{ApiKey, ApplyRequest, Consumer, Kind, Resource, resource};
 use rand::RngCore;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -74,13 +74,7 @@ pub async fn run(ctx: &Context, command: Command) -> CliResult {
         Command::AddKey(a) => (a.name, a.id, None, false),
     };
     let mut admin = ctx.connect().await?;
-    let list = admin
-        .list(ListRequest {
-            kind: Kind::Consumer as i32,
-        })
-        .await
-        .map_err(|s| ctx.status(s))?
-        .into_inner();
+    let list = ctx.list(&mut admin, Kind::Consumer).await?;
     let stored = list
         .resources
         .into_iter()
@@ -132,7 +126,7 @@ pub async fn run(ctx: &Context, command: Command) -> CliResult {
     };
     let resp = match admin.apply(req).await {
         Ok(r) => r.into_inner(),
-        Err(status) => return Err(ctx.write_failed(&mut admin, status).await),
+        Err(status) => return Err(ctx.write_failed(status, "apply")),
     };
     if !resp.errors.is_empty() {
         let errors = resp

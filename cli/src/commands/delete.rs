@@ -33,7 +33,7 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
     };
     let resp = match admin.delete(req).await {
         Ok(r) => r.into_inner(),
-        Err(status) => return Err(ctx.write_failed(&mut admin, status).await),
+        Err(status) => return Err(ctx.write_failed(status, "delete")),
     };
     let outcome = Outcome {
         revision: resp.revision,

@@ -250,6 +250,7 @@ fn agent_settings(server: &str, admin: SocketAddr) -> portico_agent::settings::S
         report_interval: Duration::from_secs(5),
         drain_timeout: Duration::from_secs(5),
         proxy_workers: 0,
+        accept_lower_version: false,
     }
 }
 

@@ -4,9 +4,7 @@
 use portico_api::pb::cluster::UpstreamProtocol;
 use portico_api::pb::listener::Protocol;
 use portico_api::pb::resource::Spec;
-use portico_api::pb::{
-    GetRequest, Kind, ListRequest, Resource, ResourceKey, StoredResource, policy, secret,
-};
+use portico_api::pb::{GetRequest, Kind, Resource, ResourceKey, StoredResource, policy, secret};
 use portico_api::reference::redacted;
 
 use crate::commands::{Context, parse_kind};
@@ -42,22 +40,15 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
             .resource
             .into_iter()
             .collect::<Vec<_>>(),
-        None => {
-            admin
-                .list(ListRequest { kind: kind as i32 })
-                .await
-                .map_err(|s| ctx.status(s))?
-                .into_inner()
-                .resources
-        }
+        None => ctx.list(&mut admin, kind).await?.resources,
     };
     let text = match ctx.format {
         Format::Yaml | Format::Json => {
             let (resources, secrets) = dump(kind, &stored);
             if secrets > 0 {
                 eprintln!(
-                    "{secrets} secret(s) left out: their material is never printed back, and \
-                     applying the redacted form would overwrite it"
+                    "{secrets} secret(s) left out: their material is never printed back (`get \
+                     secret NAME -o yaml` shows one redacted)"
                 );
             }
             output::resources(ctx.format, &resources)?

@@ -17,6 +17,7 @@ pub mod token;
 
 use portico_api::Kind;
 use portico_api::pb::{ListRequest, ListResponse};
+use tonic::Code;
 
 use crate::client::{Admin, ClientConfig};
 use crate::error::{CliError, CliResult};
@@ -43,36 +44,51 @@ impl Context {
 
     /// Every stored resource, at one revision.
     pub async fn list_all(&self, admin: &mut Admin) -> CliResult<ListResponse> {
-        let req = ListRequest {
-            kind: Kind::Unspecified as i32,
-        };
-        match admin.list(req).await {
-            Ok(resp) => Ok(resp.into_inner()),
-            Err(status) => Err(self.status(status)),
+        self.list(admin, Kind::Unspecified).await
+    }
+
+    /// Every stored resource of `kind` (every kind for `Kind::Unspecified`), at one revision:
+    /// page by page, each page of the listing read at the revision of the first. A listing
+    /// the control plane stopped keeping before its last page is read again from the start.
+    pub async fn list(&self, admin: &mut Admin, kind: Kind) -> CliResult<ListResponse> {
+        let mut attempts = 0;
+        'listing: loop {
+            attempts += 1;
+            let mut all = ListResponse::default();
+            let mut token = String::new();
+            loop {
+                let req = ListRequest {
+                    kind: kind as i32,
+                    page_size: PAGE_SIZE,
+                    page_token: token,
+                };
+                let page = match admin.list(req).await {
+                    Ok(resp) => resp.into_inner(),
+                    Err(status) if status.code() == Code::Aborted && attempts < LIST_ATTEMPTS => {
+                        continue 'listing;
+                    }
+                    Err(status) => return Err(self.status(status)),
+                };
+                all.revision = page.revision;
+                all.resources.extend(page.resources);
+                if page.next_page_token.is_empty() {
+                    return Ok(all);
+                }
+                token = page.next_page_token;
+            }
         }
     }
 
-    /// The current config revision, to tell the user after a conflict.
-    pub async fn current_revision(&self, admin: &mut Admin) -> Option<i64> {
-        let req = portico_api::pb::HistoryRequest {
-            limit: 1,
-            before_revision: 0,
-        };
-        let resp = admin.history(req).await.ok()?.into_inner();
-        Some(resp.entries.first().map_or(0, |e| e.revision))
-    }
-
-    /// Classifies a failed config write, naming the current revision on a conflict.
-    pub async fn write_failed(&self, admin: &mut Admin, status: tonic::Status) -> CliError {
-        match self.status(status) {
-            CliError::Conflict { message, .. } => CliError::Conflict {
-                message,
-                current_revision: self.current_revision(admin).await,
-            },
-            other => other,
-        }
+    /// Classifies a failed config change (`what`: "apply", "delete", "rollback").
+    pub fn write_failed(&self, status: tonic::Status, what: &'static str) -> CliError {
+        self.client.write_status(status, what)
     }
 }
+
+/// Resources asked for per page; the control plane also stops a page at 4 MiB.
+const PAGE_SIZE: u32 = 1000;
+/// How often a listing is started again when the control plane stopped keeping it.
+const LIST_ATTEMPTS: usize = 3;
 
 /// A kind named on the command line.
 pub fn parse_kind(s: &str) -> CliResult<Kind> {

@@ -7,7 +7,7 @@ use crate::commands::Context;
 use crate::error::CliResult;
 use crate::output::{self, Style};
 
-/// `portico rollback REV [-m MSG]`.
+/// `portico rollback REV [-m MSG] [--expected-revision REV]`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The revision whose config is restored (see `portico history`).
@@ -15,6 +15,9 @@ pub struct Args {
     /// Why; kept in history.
     #[arg(short = 'm', long)]
     pub message: Option<String>,
+    /// Fail with a conflict (exit 3) unless the config is at this revision.
+    #[arg(long, value_name = "REV")]
+    pub expected_revision: Option<i64>,
 }
 
 /// Runs `rollback`.
@@ -23,10 +26,11 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
     let req = RollbackRequest {
         revision: args.revision,
         message: args.message.unwrap_or_default(),
+        expected_revision: args.expected_revision,
     };
     let resp = match admin.rollback(req).await {
         Ok(r) => r.into_inner(),
-        Err(status) => return Err(ctx.write_failed(&mut admin, status).await),
+        Err(status) => return Err(ctx.write_failed(status, "rollback")),
     };
     let changes: Vec<Change> = resp.changes.iter().map(Change::from_pb).collect();
     let outcome = Outcome {

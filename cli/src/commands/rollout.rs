@@ -114,7 +114,11 @@ impl Status {
         let mut out = self.line();
         out.push('\n');
         for n in &self.nacks {
-            out.push_str(&format!("  NACK from {}: {}\n", n.node_id, n.error));
+            out.push_str(&format!(
+                "  NACK from {}: {}\n",
+                output::escaped(&n.node_id, false),
+                output::escaped(&n.error, false)
+            ));
         }
         out
     }

@@ -79,6 +79,15 @@ pub enum IdentityError {
     /// The join token is unknown, expired or not a join token.
     #[error(transparent)]
     Token(AuthError),
+    /// An xDS stream with neither an agent certificate nor a token.
+    #[error(
+        "authentication is on and the xDS client presented neither an agent certificate nor a \
+         join token (authorization: Bearer TOKEN; portico token create --join)"
+    )]
+    NoXdsCredential,
+    /// A token-authenticated xDS client claims a joined agent's node id.
+    #[error("node {0:?} is a joined agent's: it authenticates with its certificate, not a token")]
+    AgentNode(String),
     /// The join token has no uses left.
     #[error("join token {0:?} has been used as often as it allows")]
     UsedUp(String),
@@ -135,7 +144,7 @@ impl AgentPeer {
 }
 
 /// Whether `node` claims only what a region bound and a label bound allow.
-fn within(
+pub(super) fn within(
     id: &str,
     region: &str,
     labels: &BTreeMap<String, String>,

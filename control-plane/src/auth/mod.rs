@@ -12,11 +12,14 @@
 //! - [`table`]: every replica's copy of the tokens and agent identities, kept current.
 //! - [`tokens`]: creating, listing and revoking tokens; the bootstrap token.
 //! - [`identity`]: the Identity service (join, renew) and which streams a certificate admits.
+//! - [`xds`]: which xDS clients are admitted (agent certificate or join token) and what node
+//!   they may claim.
 
 pub mod ca;
 pub mod identity;
 pub mod table;
 pub mod tokens;
+pub mod xds;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -21,10 +21,13 @@
 //! writes in between.
 //!
 //! A record is written when its stream opens, on every ACK/NACK/Report (coalesced by the
-//! flusher) and when it closes. The closing write compares the key's mod revision with this
+//! flusher) and when it closes. A closed stream's record stays, `connected: false`, so
+//! `portico agents` shows the agent `disconnected`, until it is older than the agent expiry
+//! (`--agent-expiry`, default 24 h): then the replica that wrote it deletes it (`expiry.rs`). The closing write compares the key's mod revision with this
 //! replica's last write, so it never overwrites a record another replica wrote after the agent
 //! moved there; the same write deletes the agent's service-node and health keys.
 
+mod expiry;
 mod flush;
 pub mod health;
 pub mod membership;
@@ -34,6 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
+use portico_api::node::DataPlane;
 use portico_api::pb::{AgentHealth, AgentRecord, NackInfo, Node, Report};
 use tokio_util::sync::CancellationToken;
 
@@ -85,6 +89,8 @@ pub struct Registry {
     store: MeteredStore,
     keys: Keys,
     replica: String,
+    /// How long a disconnected agent's record is kept.
+    expiry: Duration,
     next_stream: AtomicU64,
     inner: Mutex<Inner>,
 }
@@ -96,12 +102,14 @@ struct Inner {
 }
 
 impl Registry {
-    /// A registry writing through `store` as `replica`.
-    pub fn new(store: MeteredStore, keys: Keys, replica: String) -> Self {
+    /// A registry writing through `store` as `replica`, keeping disconnected agents' records
+    /// for `expiry`.
+    pub fn new(store: MeteredStore, keys: Keys, replica: String, expiry: Duration) -> Self {
         Registry {
             store,
             keys,
             replica,
+            expiry,
             next_stream: AtomicU64::new(1),
             inner: Mutex::new(Inner::default()),
         }
@@ -110,6 +118,11 @@ impl Registry {
     /// Registers a stream that said Hello. `node.address` is where its services are reached
     /// (the address it advertised, or the stream's peer address).
     pub fn connect(&self, node: &Node, applied_version: Revision) -> StreamId {
+        self.connect_as(node, applied_version, DataPlane::Portico)
+    }
+
+    /// Registers a stream of a data plane of this `kind` (an xDS client's first request).
+    pub fn connect_as(&self, node: &Node, applied_version: Revision, kind: DataPlane) -> StreamId {
         let stream = self.next_stream.fetch_add(1, Ordering::Relaxed);
         let now = Some(timestamp(SystemTime::now()));
         let record = AgentRecord {
@@ -121,6 +134,8 @@ impl Registry {
             last_nack: None,
             last_report: None,
             connected: true,
+            kind: kind.as_str().to_string(),
+            ahead_of_control_plane: false,
         };
         let mut inner = self.lock();
         let written = inner.local.get(&node.id).map(|e| e.written).unwrap_or(0);
@@ -149,6 +164,17 @@ impl Registry {
         self.touch(id, stream, |e| {
             e.record.applied_version = version;
             e.record.last_nack = None;
+            e.record.ahead_of_control_plane = false;
+        });
+    }
+
+    /// The agent refused this control plane's config as older than the `served` one it keeps
+    /// serving.
+    pub fn ahead(&self, id: &str, stream: StreamId, served: Revision) {
+        self.touch(id, stream, |e| {
+            e.record.applied_version = served;
+            e.record.last_nack = None;
+            e.record.ahead_of_control_plane = true;
         });
     }
 
@@ -260,6 +286,7 @@ impl Registry {
         let mut tick = tokio::time::interval(FLUSH_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_keep_alive = Instant::now();
+        let mut last_sweep = Instant::now();
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -268,6 +295,12 @@ impl Registry {
             if last_keep_alive.elapsed() >= KEEP_ALIVE_EVERY {
                 self.keep_alive().await;
                 last_keep_alive = Instant::now();
+            }
+            if last_sweep.elapsed() >= expiry::sweep_every(self.expiry) {
+                last_sweep = Instant::now();
+                if let Err(e) = self.expire(SystemTime::now()).await {
+                    tracing::warn!(error = %e, "expiring disconnected agents failed; retrying");
+                }
             }
             if let Err(e) = self.flush().await {
                 tracing::warn!(error = %e, "writing the agent registry failed; retrying");

@@ -20,7 +20,7 @@ use tonic::Code;
 
 use super::{
     Change, Compare, KeyRange, KeyValue, LeaseId, Op, Revision, Store, StoreError, Txn, TxnOutcome,
-    WatchEvent, WatchStream,
+    WatchEvent, WatchStream, check_txn_size,
 };
 
 /// How often a request that never reached etcd is sent again (to another endpoint, if the
@@ -293,6 +293,8 @@ impl Store for EtcdStore {
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
+        // etcd refuses the larger ones itself, with a message that names no limit.
+        check_txn_size(&txn)?;
         let lease = txn.ops.iter().find_map(|op| match op {
             Op::Put { lease, .. } => *lease,
             Op::Delete { .. } => None,

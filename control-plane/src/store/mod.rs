@@ -26,6 +26,42 @@ pub type LeaseId = i64;
 /// `--max-txn-ops`.
 pub const MAX_TXN_OPS: usize = 128;
 
+/// The most bytes of keys and values one transaction may hold: below etcd's default request
+/// limit (`--max-request-bytes`, 1.5 MiB), with room for the request's own encoding. Both
+/// stores refuse more, so what works on the embedded store works on etcd.
+pub const MAX_TXN_BYTES: usize = 1280 * 1024;
+
+/// Refuses a transaction larger than [`MAX_TXN_OPS`] or [`MAX_TXN_BYTES`].
+pub fn check_txn_size(txn: &Txn) -> Result<(), StoreError> {
+    if txn.compares.len() > MAX_TXN_OPS || txn.ops.len() > MAX_TXN_OPS {
+        return Err(StoreError::Invalid(format!(
+            "a transaction holds at most {MAX_TXN_OPS} compares and {MAX_TXN_OPS} ops"
+        )));
+    }
+    let compared: usize = txn
+        .compares
+        .iter()
+        .map(|c| match c {
+            Compare::ModRevision { key, .. } | Compare::Exists { key } => key.len(),
+        })
+        .sum();
+    let written: usize = txn
+        .ops
+        .iter()
+        .map(|op| match op {
+            Op::Put { key, value, .. } => key.len() + value.len(),
+            Op::Delete { key } => key.len(),
+        })
+        .sum();
+    if compared + written > MAX_TXN_BYTES {
+        return Err(StoreError::Invalid(format!(
+            "a transaction holds at most {MAX_TXN_BYTES} bytes of keys and values, not {}",
+            compared + written
+        )));
+    }
+    Ok(())
+}
+
 /// One stored key and its value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyValue {
@@ -66,8 +102,8 @@ pub enum Op {
 /// Compares, then writes: all of the writes happen, at one new revision, or none do.
 ///
 /// As in etcd, a key may be put at most once per transaction and not also deleted, and a
-/// transaction holds at most [`MAX_TXN_OPS`] compares and as many ops; both stores reject more
-/// with [`StoreError::Invalid`].
+/// transaction holds at most [`MAX_TXN_OPS`] compares and as many ops, and at most
+/// [`MAX_TXN_BYTES`] of keys and values; both stores reject more with [`StoreError::Invalid`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Txn {
     /// Every compare must hold for the writes to happen.

@@ -1,8 +1,9 @@
 //! A child process owned by a test: its output kept for failure messages, and killed (and
 //! reaped) when dropped, so no test leaks processes whichever way it ends.
 
+use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use crate::wait::within_blocking;
@@ -17,6 +18,8 @@ pub const SIGTERM: i32 = 15;
 pub struct Process {
     name: String,
     child: Child,
+    /// Its stdin, when started with [`Process::spawn_with_input`].
+    input: Option<ChildStdin>,
     stdout: PathBuf,
     stderr: PathBuf,
     // Holds the output files; declared last so they outlive the kill in `drop`.
@@ -26,26 +29,49 @@ pub struct Process {
 impl Process {
     /// Starts `cmd` with stdin closed and stdout and stderr written to files of a temp dir,
     /// whatever `cmd` set for them. Panics with a clear message when it cannot be started.
-    pub fn spawn(name: &str, mut cmd: Command) -> Process {
+    pub fn spawn(name: &str, cmd: Command) -> Process {
+        Process::start(name, cmd, false)
+    }
+
+    /// [`Process::spawn`], with a stdin the test writes to ([`Process::write_line`]).
+    pub fn spawn_with_input(name: &str, cmd: Command) -> Process {
+        Process::start(name, cmd, true)
+    }
+
+    fn start(name: &str, mut cmd: Command, input: bool) -> Process {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("a temp dir for {name}: {e}"));
         let (stdout, stderr) = (dir.path().join("stdout"), dir.path().join("stderr"));
         let file = |path: &PathBuf| {
             std::fs::File::create(path)
                 .unwrap_or_else(|e| panic!("creating {}: {e}", path.display()))
         };
-        let child = cmd
-            .stdin(Stdio::null())
+        let mut child = cmd
+            .stdin(if input { Stdio::piped() } else { Stdio::null() })
             .stdout(file(&stdout))
             .stderr(file(&stderr))
             .spawn()
             .unwrap_or_else(|e| panic!("starting {name} ({cmd:?}): {e}"));
         Process {
             name: name.to_string(),
+            input: child.stdin.take(),
             child,
             stdout,
             stderr,
             _dir: dir,
         }
+    }
+
+    /// Writes `line` and a newline to its stdin; panics when it was started without one or
+    /// stopped reading.
+    pub fn write_line(&mut self, line: &str) {
+        let name = &self.name;
+        let input = self
+            .input
+            .as_mut()
+            .unwrap_or_else(|| panic!("{name} was started without a stdin"));
+        writeln!(input, "{line}")
+            .and_then(|()| input.flush())
+            .unwrap_or_else(|e| panic!("writing to {name}: {e}"));
     }
 
     /// The OS process id.

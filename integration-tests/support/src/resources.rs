@@ -116,6 +116,27 @@ pub fn https_listener(
     })
 }
 
+/// An API Listener (no socket) for proxyless gRPC clients dialing `xds:///NAME`, routing
+/// through the RouteTable `route_table`.
+pub fn api_listener(name: &str, route_table: &str) -> Resource {
+    resource(
+        name,
+        pb::Listener {
+            protocol: pb::listener::Protocol::Api as i32,
+            route_table: route_table.to_string(),
+            ..Default::default()
+        },
+    )
+}
+
+/// A selector of the data planes of `kinds` ("portico", "envoy").
+pub fn kinds(kinds: &[&str]) -> pb::AgentSelector {
+    pb::AgentSelector {
+        kinds: strings(kinds),
+        ..Default::default()
+    }
+}
+
 /// A listener certificate: the tls Secret `secret`, for `server_names` (none: for any name).
 pub fn sni(secret: &str, server_names: &[&str]) -> pb::SniCertificate {
     pb::SniCertificate {

@@ -6,8 +6,9 @@ use portico_api::pb;
 use portico_integration_tests::cli::{Files, small_config};
 use portico_integration_tests::cp::ControlPlane;
 use portico_test_support::net::free_port;
+use portico_test_support::net::localhost;
 use portico_test_support::resources::{
-    Edit, cluster, listener, prefix, route, route_table, to, vhost,
+    Edit, cluster, listener, prefix, regex, route, route_table, to, vhost,
 };
 
 /// A header rule setting `name`.
@@ -40,7 +41,7 @@ fn route_header_rules_cannot_write_framing_or_hop_by_hop_headers() {
     let config = vec![
         listener("web", free_port(), "main"),
         route_table("main", vec![vhost("", &["*"], vec![host, rules])]),
-        cluster("app", &[portico_test_support::net::localhost(free_port())]),
+        cluster("app", &[localhost(free_port())]),
     ];
     let path = files.write_yaml("framing.yaml", &config);
     for dry_run in [true, false] {
@@ -68,4 +69,78 @@ fn route_header_rules_cannot_write_framing_or_hop_by_hop_headers() {
     });
     cp.portico(&["apply", "-f", &files.write_yaml("ok.yaml", &config)])
         .ok();
+}
+
+/// A YAML file of a policy `tokens` whose JSON Web Key names algorithm `alg`.
+fn jwt_policy(files: &Files, alg: Option<&str>) -> String {
+    let alg = alg
+        .map(|a| format!(r#""alg": "{a}", "#))
+        .unwrap_or_default();
+    files.write(
+        "tokens.yaml",
+        &format!(
+            "kind: Policy\nname: tokens\nspec:\n  jwt_auth:\n    issuer: https://login.example.com\n    jwks: '{{\"keys\": [{{\"kty\": \"OKP\", \"crv\": \"Ed25519\", {alg}\"x\": \"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\"}}]}}'\n"
+        ),
+    )
+}
+
+#[test]
+fn config_every_agent_would_refuse_is_refused_at_apply_and_dry_run() {
+    let cp = ControlPlane::embedded();
+    let files = Files::new();
+    // Validation checks a key's algorithm against the algorithms agents know; building the
+    // policy as agents do finds that an Ed25519 key cannot verify ES256.
+    let refused_key = jwt_policy(&files, Some("ES256"));
+    for dry_run in [true, false] {
+        let mut args = vec!["apply", "-f", &refused_key];
+        if dry_run {
+            args.push("--dry-run");
+        }
+        let refused = cp.portico(&args).expect(4);
+        assert!(
+            refused.stderr.contains(
+                "Policy/tokens: jwt_auth.jwks.keys[0]: algorithm ES256 does not fit the key type"
+            ),
+            "{refused:#?}"
+        );
+    }
+    let history = cp.portico(&["-o", "json", "history"]).ok().json();
+    assert_eq!(history["entries"], serde_json::json!([]), "nothing written");
+    cp.portico(&["apply", "-f", &jwt_policy(&files, Some("EdDSA"))])
+        .ok();
+
+    // Regex routes on one host, each within the limit of one regex: agents match them as one
+    // set, which outgrows its limit (thousands of simple ones do too, but take a debug build
+    // minutes to compile).
+    let routes = (0..12)
+        .map(|i| route("", regex(&format!(r"/{i}\w{{20}}")), to("app")))
+        .collect();
+    let config = vec![
+        listener("regexes", free_port(), "regexes"),
+        route_table("regexes", vec![vhost("", &["*"], routes)]),
+        cluster("app", &[localhost(free_port())]),
+    ];
+    let path = files.write_yaml("regexes.yaml", &config);
+    let refused = cp.portico(&["apply", "--dry-run", "-f", &path]).expect(4);
+    assert!(
+        refused.stderr.contains(
+            "RouteTable/regexes: virtual_hosts[0].routes: the regex paths of this virtual host are too large together"
+        ),
+        "{}",
+        refused.stderr
+    );
+
+    // Upstream TLS with no CA to verify the upstream by.
+    let tls = cluster("secure", &[localhost(free_port())]).with(|c: &mut pb::Cluster| {
+        c.tls = Some(pb::UpstreamTls {
+            enabled: true,
+            ..Default::default()
+        });
+    });
+    let path = files.write_yaml("tls.yaml", &[tls]);
+    let refused = cp.portico(&["apply", "-f", &path]).expect(4);
+    assert!(
+        refused.stderr.contains("Cluster/secure: tls.ca_secret"),
+        "{refused:#?}"
+    );
 }

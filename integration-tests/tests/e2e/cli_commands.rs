@@ -256,7 +256,8 @@ fn a_stale_expected_revision_is_a_conflict_with_exit_3() {
         .expect(3);
     assert!(run.stderr.contains("conflict"), "{run:#?}");
     assert!(
-        run.stderr.contains(&format!("current revision {current}")),
+        run.stderr
+            .contains(&format!("the config is at revision {current}")),
         "{run:#?}"
     );
     assert!(run.stderr.contains("re-run"), "{run:#?}");
@@ -405,7 +406,8 @@ fn two_control_planes_on_one_etcd_agree_and_refuse_a_stale_write() {
         ])
         .expect(3);
     assert!(
-        run.stderr.contains(&format!("current revision {current}")),
+        run.stderr
+            .contains(&format!("the config is at revision {current}")),
         "{run:#?}"
     );
 }

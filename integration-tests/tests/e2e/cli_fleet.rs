@@ -57,6 +57,7 @@ fn agents_lists_each_agent_with_its_state_and_filters_by_region_and_label() {
     assert_eq!(listed["config_revision"], revision);
     let eu = &listed["agents"][0];
     assert_eq!(eu["id"], "edge-eu");
+    assert_eq!(eu["kind"], "portico");
     assert_eq!(eu["region"], "eu");
     assert_eq!(eu["zone"], "eu-1");
     assert_eq!(eu["labels"]["tier"], "edge");

@@ -249,6 +249,7 @@ async fn rollback_restores_the_exact_resources_of_a_revision() {
         .rollback(RollbackRequest {
             revision: v1.revision,
             message: "back to v1".into(),
+            ..Default::default()
         })
         .await
         .expect("rollback")
@@ -270,7 +271,7 @@ async fn rollback_restores_the_exact_resources_of_a_revision() {
     let unknown = admin
         .rollback(RollbackRequest {
             revision: v1.revision + 1_000,
-            message: String::new(),
+            ..Default::default()
         })
         .await
         .expect_err("no such revision");

@@ -150,11 +150,16 @@ async fn losing_the_store_keeps_agents_served_and_refuses_writes() {
         .await
         .expect_err("the store is gone");
     assert_eq!(err.code(), Code::Unavailable);
-    assert!(
-        err.message().contains("store unavailable"),
-        "{}",
-        err.message()
+    // The control plane says it is its store that is unavailable (what `portico` reads), and
+    // the store's own words.
+    assert_eq!(
+        err.metadata()
+            .get("portico-error")
+            .and_then(|v| v.to_str().ok()),
+        Some("store-unavailable"),
+        "{err:?}"
     );
+    assert!(err.message().contains("etcd"), "{}", err.message());
     eventually(
         "/readyz to report not ready",
         Duration::from_secs(20),

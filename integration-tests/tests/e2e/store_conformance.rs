@@ -12,8 +12,8 @@ use futures::StreamExt;
 use portico_control_plane::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use portico_control_plane::store::etcd::{EtcdConfig, EtcdStore};
 use portico_control_plane::store::{
-    Change, Compare, KeyRange, KeyValue, MAX_TXN_OPS, Op, Revision, Store, StoreError, Txn,
-    TxnOutcome, WatchEvent, WatchStream,
+    Change, Compare, KeyRange, KeyValue, MAX_TXN_BYTES, MAX_TXN_OPS, Op, Revision, Store,
+    StoreError, Txn, TxnOutcome, WatchEvent, WatchStream,
 };
 use portico_integration_tests::etcd::Etcd;
 use portico_test_support::wait::eventually;
@@ -337,10 +337,15 @@ async fn malformed_transactions_are_invalid(store: Arc<dyn Store>) {
     let too_many = (0..=MAX_TXN_OPS)
         .map(|i| put(&format!("/x/{i}"), "v"))
         .collect();
+    // Two values of 700 KiB: below etcd's own request limit but above the contract's, which
+    // both stores enforce alike.
+    let large = "v".repeat(700 * 1024);
+    let too_large = ops(vec![put("/x/a", &large), put("/x/b", &large)]);
     for txn in [
         ops(vec![put("/x/k", "1"), put("/x/k", "2")]),
         ops(vec![put("/x/k", "1"), delete("/x/k")]),
         ops(too_many),
+        too_large,
     ] {
         match store.txn(txn).await {
             Err(StoreError::Invalid(_)) => {}
@@ -353,6 +358,8 @@ async fn malformed_transactions_are_invalid(store: Arc<dyn Store>) {
         .map(|i| put(&format!("/x/{i}"), "v"))
         .collect();
     commit(&store, ops(at_limit)).await;
+    let large_at_limit = "v".repeat(MAX_TXN_BYTES - 10);
+    commit(&store, ops(vec![put("/x/big", &large_at_limit)])).await;
 }
 
 async fn list_keys_leaves_values_out(store: Arc<dyn Store>) {

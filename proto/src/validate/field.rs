@@ -2,11 +2,12 @@
 //! tokens, header parts and URI paths, host and TLS server names, and CIDRs. Each returns the
 //! message for a bad value.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use pbjson_types::Duration;
 
 use super::Errors;
+use crate::limits::{MAX_LABEL_KEY_LEN, MAX_LABEL_VALUE_LEN, MAX_LABELS};
 use crate::pb::HeaderTransform;
 
 /// Upper bound of timeouts.
@@ -14,21 +15,27 @@ pub(crate) const MAX_TIMEOUT_SECS: i64 = 3600;
 /// Upper bound of periods and intervals.
 pub(crate) const MAX_PERIOD_SECS: i64 = 24 * 3600;
 
-/// A resource name: lowercase letters, digits and '-', 1–63, not starting or ending with '-'.
-pub(crate) fn dns_label(name: &str) -> Result<(), String> {
-    let valid = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if valid {
+/// The longest resource name (a DNS name's limit).
+pub(crate) const MAX_NAME_LEN: usize = 253;
+
+/// A resource name: a DNS name of labels joined by '.', each 1–63 lowercase letters, digits and
+/// '-' not starting or ending with '-', at most [`MAX_NAME_LEN`] in all. Dots let an API
+/// listener carry the name gRPC clients dial (`xds:///greeter.example.internal`).
+pub(crate) fn resource_name(name: &str) -> Result<(), String> {
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.len() <= MAX_NAME_LEN && name.split('.').all(label) {
         Ok(())
     } else {
         Err(format!(
-            "invalid name {name:?}: use 1-63 lowercase letters, digits and '-', \
-             not starting or ending with '-'"
+            "invalid name {name:?}: use labels of 1-63 lowercase letters, digits and '-' \
+             (not starting or ending with '-') joined by '.', at most {MAX_NAME_LEN} characters"
         ))
     }
 }
@@ -80,8 +87,8 @@ pub(crate) fn label_value(value: &str) -> Result<(), String> {
     }
 }
 
-/// Label keys and values (see [`name`] and [`label_value`]), at `field`.
-pub(crate) fn labels<'a>(
+/// Label keys and values of a selector (see [`name`] and [`label_value`]), at `field`.
+pub(crate) fn labels_at<'a>(
     e: &mut Errors,
     field: &str,
     labels: impl IntoIterator<Item = (&'a String, &'a String)>,
@@ -92,6 +99,55 @@ pub(crate) fn labels<'a>(
         } else {
             e.check(format!("{field}.{key}"), label_value(value));
         }
+    }
+}
+
+/// A resource's labels: at most [`MAX_LABELS`], keys of 1–[`MAX_LABEL_KEY_LEN`] characters of
+/// `[A-Za-z0-9._/-]`, values of at most [`MAX_LABEL_VALUE_LEN`] bytes without control
+/// characters. A bad key is named shortened, so an error never repeats a huge one.
+pub(crate) fn labels(labels: &BTreeMap<String, String>, e: &mut Errors) {
+    if labels.len() > MAX_LABELS {
+        e.add(
+            "labels",
+            format!("{} labels; the limit is {MAX_LABELS}", labels.len()),
+        );
+    }
+    for (key, value) in labels {
+        let at = format!("labels[{:?}]", shortened(key));
+        let key_ok = !key.is_empty()
+            && key.len() <= MAX_LABEL_KEY_LEN
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'-'));
+        if !key_ok {
+            e.add(
+                &at,
+                format!(
+                    "label keys are 1-{MAX_LABEL_KEY_LEN} characters of letters, digits, \
+                     '.', '_', '/' and '-' (this one is {} bytes)",
+                    key.len()
+                ),
+            );
+        }
+        if value.len() > MAX_LABEL_VALUE_LEN {
+            e.add(
+                &at,
+                format!(
+                    "the value is {} bytes long; the limit is {MAX_LABEL_VALUE_LEN}",
+                    value.len()
+                ),
+            );
+        } else if value.chars().any(char::is_control) {
+            e.add(&at, "the value contains a control character");
+        }
+    }
+}
+
+/// `text` cut to its first 40 characters, marked when cut.
+fn shortened(text: &str) -> String {
+    match text.char_indices().nth(40) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
     }
 }
 

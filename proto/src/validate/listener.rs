@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use super::field::{self, MAX_TIMEOUT_SECS};
 use super::{Errors, ValidationError, error};
+use crate::node::DataPlane;
 use crate::pb::{
     AgentSelector, HttpsRedirect, Kind, Listener, ListenerTls, TlsVersion, listener::Protocol,
 };
@@ -16,6 +17,92 @@ const ALPN: &[&str] = &["h2", "http/1.1"];
 const MIN_HEADER_BYTES: u32 = 8192;
 
 pub(crate) fn check(l: &Listener, e: &mut Errors) {
+    if l.protocol() == Protocol::Api {
+        check_api(l, e);
+    } else {
+        check_socket(l, e);
+    }
+    match &l.redirect_to_https {
+        Some(redirect) => check_redirect(l, redirect, e),
+        None => e.check(
+            "route_table",
+            field::required(&l.route_table, "route_table"),
+        ),
+    }
+    for (i, p) in l.policies.iter().enumerate() {
+        e.check(format!("policies[{i}]"), field::required(p, "policy name"));
+    }
+    if let Some(s) = &l.selector {
+        for (list, values) in [("regions", &s.regions), ("zones", &s.zones)] {
+            for (i, v) in values.iter().enumerate() {
+                let field = format!("selector.{list}[{i}]");
+                match field::required(v, "value") {
+                    Ok(()) => e.check(field, field::name(v)),
+                    Err(message) => e.add(field, message),
+                }
+            }
+        }
+        if s.labels.contains_key("") {
+            e.add("selector.labels", "label keys must not be empty");
+        }
+        field::labels_at(
+            e,
+            "selector.labels",
+            s.labels.iter().filter(|(k, _)| !k.is_empty()),
+        );
+        check_kinds(l, &s.kinds, e);
+    }
+}
+
+/// An API listener is a name and a route table: nothing about a socket applies to it.
+fn check_api(l: &Listener, e: &mut Errors) {
+    let why = "API listeners have no socket: gRPC clients dial them by name";
+    let set = [
+        ("address", !l.address.is_empty()),
+        ("port", l.port != 0),
+        ("tls", l.tls.is_some()),
+        ("limits", l.limits.is_some()),
+        ("merge_slashes", l.merge_slashes),
+        ("redirect_to_https", l.redirect_to_https.is_some()),
+    ];
+    for (field, set) in set {
+        if set {
+            e.add(field, format!("must be unset: {why}"));
+        }
+    }
+    if !l.policies.is_empty() {
+        e.add(
+            "policies",
+            "must be empty: gRPC clients do not run Portico's gateway policies",
+        );
+    }
+}
+
+/// Which kinds of data plane may run the listener: "portico" and "envoy" for sockets, "grpc"
+/// for API listeners; each at most once.
+fn check_kinds(l: &Listener, kinds: &[String], e: &mut Errors) {
+    let api = l.protocol() == Protocol::Api;
+    for (i, k) in kinds.iter().enumerate() {
+        let field = format!("selector.kinds[{i}]");
+        match DataPlane::parse(k) {
+            None => e.add(
+                field,
+                format!("unknown kind {k:?}: use \"portico\", \"envoy\" or \"grpc\""),
+            ),
+            Some(DataPlane::Grpc) if !api => {
+                e.add(field, "gRPC clients run API listeners only (protocol API)")
+            }
+            Some(kind @ (DataPlane::Portico | DataPlane::Envoy)) if api => e.add(
+                field,
+                format!("{kind} runs HTTP and HTTPS listeners, not API listeners"),
+            ),
+            Some(_) if kinds[..i].contains(k) => e.add(field, format!("{k:?} is listed twice")),
+            Some(_) => {}
+        }
+    }
+}
+
+fn check_socket(l: &Listener, e: &mut Errors) {
     if !(1..=65535).contains(&l.port) {
         e.add("port", format!("port {} is not in 1-65535", l.port));
     }
@@ -26,7 +113,7 @@ pub(crate) fn check(l: &Listener, e: &mut Errors) {
         );
     }
     match Protocol::try_from(l.protocol) {
-        Ok(Protocol::Unspecified) => e.add("protocol", "protocol is required (HTTP or HTTPS)"),
+        Ok(Protocol::Unspecified) => e.add("protocol", "protocol is required (HTTP, HTTPS or API)"),
         Ok(Protocol::Https) if l.tls.as_ref().is_none_or(|t| t.certificates.is_empty()) => {
             e.add(
                 "tls.certificates",
@@ -76,35 +163,6 @@ pub(crate) fn check(l: &Listener, e: &mut Errors) {
         for (name, value) in timeouts {
             field::duration(e, name, value.as_ref(), MAX_TIMEOUT_SECS);
         }
-    }
-    match &l.redirect_to_https {
-        Some(redirect) => check_redirect(l, redirect, e),
-        None => e.check(
-            "route_table",
-            field::required(&l.route_table, "route_table"),
-        ),
-    }
-    for (i, p) in l.policies.iter().enumerate() {
-        e.check(format!("policies[{i}]"), field::required(p, "policy name"));
-    }
-    if let Some(s) = &l.selector {
-        for (list, values) in [("regions", &s.regions), ("zones", &s.zones)] {
-            for (i, v) in values.iter().enumerate() {
-                let field = format!("selector.{list}[{i}]");
-                match field::required(v, "value") {
-                    Ok(()) => e.check(field, field::name(v)),
-                    Err(message) => e.add(field, message),
-                }
-            }
-        }
-        if s.labels.contains_key("") {
-            e.add("selector.labels", "label keys must not be empty");
-        }
-        field::labels(
-            e,
-            "selector.labels",
-            s.labels.iter().filter(|(k, _)| !k.is_empty()),
-        );
     }
 }
 
@@ -196,6 +254,9 @@ pub(crate) fn check_sockets(set: &ResourceSet, out: &mut Vec<ValidationError>) {
             let clash = listeners[..j].iter().find(|(_, other, other_address)| {
                 addresses_overlap(*address, *other_address)
                     && selectors_overlap(l.selector.as_ref(), other.selector.as_ref())
+                    && DataPlane::ALL
+                        .into_iter()
+                        .any(|kind| kind.runs(l) && kind.runs(other))
             });
             if let Some((other, _, _)) = clash {
                 out.push(error(

@@ -11,6 +11,8 @@
 //! - `listener`, `route`, `cluster`, `policy`, `consumer`, `secret`: one kind each.
 //! - `refs`: references between resources, and deletions they forbid.
 //! - `unsupported`: the fields and kinds agents do not enforce yet ([`unsupported()`]).
+//! - `xds`: what Envoy and gRPC clients cannot be sent, on the listeners they run and what
+//!   those reach.
 
 mod cluster;
 mod consumer;
@@ -21,10 +23,14 @@ mod refs;
 mod route;
 mod secret;
 mod unsupported;
+mod xds;
 
 use std::collections::HashSet;
 
+use prost::Message;
+
 use crate::ResourceSet;
+use crate::limits;
 use crate::pb::{Resource, ResourceKey, resource::Spec};
 pub use policy::json_schema;
 pub use unsupported::unsupported;
@@ -84,10 +90,10 @@ pub fn validate_set(set: &ResourceSet) -> Vec<ValidationError> {
 /// returns it. The result is checked as [`validate_set`] does, except that the rules about one
 /// resource alone run only on `upserts`: stored resources passed them when they were applied,
 /// and a rule made stricter later must not block unrelated changes. Rules between resources
-/// (references, shared sockets and credentials) run on the whole result. Besides, this rejects
-/// duplicate names within `upserts`, a resource both upserted and deleted, and deletions of
-/// resources the result still references (reported on the deleted resource, naming who refers
-/// to it and from where).
+/// (references, shared sockets and credentials, what xDS clients are sent) run on the whole
+/// result. Besides, this rejects duplicate names within `upserts`, a resource both upserted and
+/// deleted, and deletions of resources the result still references (reported on the deleted
+/// resource, naming who refers to it and from where).
 pub fn validate_apply(
     stored: &ResourceSet,
     upserts: &[Resource],
@@ -138,16 +144,29 @@ fn validate_with(
     }
     listener::check_sockets(set, &mut out);
     consumer::check_credentials(set, &mut out);
+    xds::check(set, &mut out);
     sort(&mut out);
     out
 }
 
 /// The rules about one resource alone.
 fn check_one(resource: &Resource, e: &mut Errors) {
-    if let Err(message) = field::dns_label(&resource.name) {
+    if let Err(message) = field::resource_name(&resource.name) {
         e.add("name", message);
     }
-    field::labels(e, "labels", &resource.labels);
+    field::labels(&resource.labels, e);
+    let size = resource.encoded_len();
+    if size > limits::MAX_RESOURCE_BYTES {
+        e.add(
+            "",
+            format!(
+                "the resource is {} encoded; the limit is {}: split it (a route table into \
+                 several, say one per listener or group of hosts)",
+                limits::bytes(size),
+                limits::bytes(limits::MAX_RESOURCE_BYTES)
+            ),
+        );
+    }
     unsupported::check(resource, e);
     match &resource.spec {
         None => e.add("", "spec is not set"),

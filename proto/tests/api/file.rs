@@ -191,7 +191,22 @@ fn document_errors_name_the_document_and_the_field() {
                 "document 1: expected a mapping",
             ],
         ),
-        ("a.yaml", "kind: [\n", &["a.yaml: document 0: invalid YAML"]),
+        (
+            "a.yaml",
+            "kind: [\n",
+            &["a.yaml: document 0 (line 1): invalid YAML"],
+        ),
+        (
+            // A syntax error names the document it is in, and where that starts.
+            "a.yaml",
+            "kind: Cluster\nname: a\nspec: {}\n---\nkind: Cluster\nname: [b\n",
+            &["a.yaml: document 1 (line 5): invalid YAML"],
+        ),
+        (
+            "a.yaml",
+            "# leading comment\n---\nkind: Cluster\nname: a\nspec: {}\n---\n---\nkind: {\n",
+            &["a.yaml: document 2 (line 8): invalid YAML"],
+        ),
         (
             "a.json",
             "{\"kind\": ",
@@ -275,7 +290,7 @@ fn large_files_load_and_deep_nesting_is_an_error_not_a_crash() {
         "[".repeat(100_000),
         "]".repeat(100_000)
     );
-    check_errors("deep.yaml", &deep, &["deep.yaml: document 0: invalid YAML"]);
+    check_errors("deep.yaml", &deep, &["invalid YAML"]);
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
     check_errors("deep.json", &deep, &["deep.json: document 0: invalid JSON"]);
 }

@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use portico_api::node::DataPlane;
 use portico_api::pb::{self, resource::Spec};
 use portico_api::validate::ValidationError;
 use portico_api::{Kind, Resource, ResourceKey, ResourceSet};
@@ -318,7 +319,9 @@ impl Runtime {
             let Some(Spec::Listener(spec)) = &r.spec else {
                 continue;
             };
-            if !node.selected_by(spec.selector.as_ref()) {
+            // API listeners (proxyless gRPC) and listeners for Envoy only are never bound
+            // here, whatever a control plane sends.
+            if !DataPlane::Portico.runs(spec) || !node.selected_by(spec.selector.as_ref()) {
                 continue;
             }
             let parts = (&upstreams, &policies);

@@ -123,6 +123,34 @@ fn upstream(runtime: &Runtime, name: &str) -> Arc<Upstream> {
 }
 
 #[tokio::test]
+async fn api_listeners_and_listeners_for_other_kinds_are_never_bound() {
+    let mut api = listener("greeter.example.internal", 0, "a");
+    let mut envoy = listener("for-envoy", 10003, "b");
+    let mut both = listener("for-both", 10004, "b");
+    if let Some(Spec::Listener(l)) = &mut api.spec {
+        l.address.clear();
+        l.protocol = pb::listener::Protocol::Api.into();
+    }
+    for (r, kinds) in [
+        (&mut envoy, &["envoy"][..]),
+        (&mut both, &["envoy", "portico"]),
+    ] {
+        if let Some(Spec::Listener(l)) = &mut r.spec {
+            l.protocol = pb::listener::Protocol::Http.into();
+            l.selector = Some(pb::AgentSelector {
+                kinds: kinds.iter().map(|k| k.to_string()).collect(),
+                ..Default::default()
+            });
+        }
+    }
+    let config = update(&two_sites(), vec![api, envoy, both]);
+    let runtime = compile(&config, &Runtime::default());
+    let mut bound: Vec<&str> = runtime.listeners.values().map(|l| &*l.conn.name).collect();
+    bound.sort();
+    assert_eq!(bound, ["a", "b", "for-both"]);
+}
+
+#[tokio::test]
 async fn a_changed_table_is_rebuilt_and_the_untouched_one_kept() {
     let v1 = two_sites();
     let first = compile(&v1, &Runtime::default());

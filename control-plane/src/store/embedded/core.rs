@@ -17,8 +17,8 @@ use tokio::sync::broadcast;
 
 use super::codec::{self, Record};
 use crate::store::{
-    Change, Compare, KeyRange, KeyValue, LeaseId, MAX_TXN_OPS, Op, Revision, StoreError, Txn,
-    TxnOutcome,
+    Change, Compare, KeyRange, KeyValue, LeaseId, Op, Revision, StoreError, Txn, TxnOutcome,
+    check_txn_size,
 };
 
 /// Key → encoded [`Record`].
@@ -628,14 +628,10 @@ fn compares_hold(
     Ok(true)
 }
 
-/// Rejects what etcd rejects: too many compares or ops, or a key put twice, or put and
-/// deleted, in one transaction.
+/// Rejects what etcd rejects: too many compares, ops or bytes, or a key put twice, or put
+/// and deleted, in one transaction.
 fn check_txn(txn: &Txn) -> Result<(), StoreError> {
-    if txn.compares.len() > MAX_TXN_OPS || txn.ops.len() > MAX_TXN_OPS {
-        return Err(StoreError::Invalid(format!(
-            "a transaction holds at most {MAX_TXN_OPS} compares and {MAX_TXN_OPS} ops"
-        )));
-    }
+    check_txn_size(txn)?;
     let mut puts = HashSet::new();
     for op in &txn.ops {
         if let Op::Put { key, .. } = op

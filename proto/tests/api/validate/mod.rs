@@ -12,6 +12,7 @@ mod listener;
 mod policy;
 mod route;
 mod unsupported;
+mod xds;
 
 use portico_api::ResourceSet;
 use portico_api::validate::{ValidationError, unsupported, validate_set};
@@ -105,6 +106,87 @@ fn names_and_specs() {
             &[],
         ),
         ("kind: Cluster\nname: '0'\nspec: {}\n", &[]),
+        // Dots join DNS labels: the names gRPC clients dial.
+        (
+            "kind: Cluster\nname: greeter.example.internal\nspec: {}\n",
+            &[],
+        ),
+        (
+            "kind: Cluster\nname: a..b\nspec: {}\n",
+            &["Cluster/a..b: name: invalid name"],
+        ),
+        (
+            "kind: Cluster\nname: .a\nspec: {}\n",
+            &["Cluster/.a: name: invalid name"],
+        ),
+        (
+            "kind: Cluster\nname: a.-b\nspec: {}\n",
+            &["Cluster/a.-b: name: invalid name"],
+        ),
+        (
+            &format!("kind: Cluster\nname: a.{}\nspec: {{}}\n", "b".repeat(64)),
+            &["name: invalid name"],
+        ),
+        (
+            &format!(
+                "kind: Cluster\nname: {}\nspec: {{}}\n",
+                vec!["a".repeat(63); 4].join(".")
+            ),
+            &["name: invalid name"],
+        ),
+    ]);
+}
+
+#[test]
+fn labels_and_sizes_are_bounded() {
+    let many: String = (0..65).map(|i| format!("k{i}: v\n  ")).collect();
+    cases(&[
+        (
+            "kind: Cluster\nname: a\nlabels: {app.example.com/tier: edge, team_x-1: '2'}\nspec: {}\n",
+            &[],
+        ),
+        (
+            &format!("kind: Cluster\nname: a\nlabels:\n  {many}\nspec: {{}}\n"),
+            &["Cluster/a: labels: 65 labels; the limit is 64"],
+        ),
+        (
+            "kind: Cluster\nname: a\nlabels: {'bad key': x, '': y}\nspec: {}\n",
+            &[
+                "labels[\"\"]: label keys are 1-128 characters",
+                "labels[\"bad key\"]: label keys are 1-128 characters",
+            ],
+        ),
+        (
+            &format!(
+                "kind: Cluster\nname: a\nlabels: {{{}: x, big: {}}}\nspec: {{}}\n",
+                "k".repeat(200),
+                "v".repeat(257)
+            ),
+            &[
+                "labels[\"big\"]: the value is 257 bytes long; the limit is 256",
+                &format!(
+                    "labels[\"{}…\"]: label keys are 1-128 characters",
+                    "k".repeat(40)
+                ),
+            ],
+        ),
+        (
+            "kind: Cluster\nname: a\nlabels: {k: \"a\\u001bb\"}\nspec: {}\n",
+            &["labels[\"k\"]: the value contains a control character"],
+        ),
+        (
+            // 600 KiB of routes in one table.
+            &format!(
+                "kind: RouteTable\nname: big\nspec:\n  virtual_hosts:\n    - domains: [big.example.com]\n      routes:\n{}",
+                (0..6000)
+                    .map(|i| format!(
+                        "        - {{match: {{prefix: /p{i:05}/{}}}, action: {{cluster: cart}}}}\n",
+                        "x".repeat(80)
+                    ))
+                    .collect::<String>()
+            ),
+            &["RouteTable/big: the resource is 597.7 KiB encoded; the limit is 512 KiB"],
+        ),
     ]);
 }
 

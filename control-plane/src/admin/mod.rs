@@ -1,0 +1,341 @@
+//! The Admin service: config changes (apply, delete, rollback), reads, history and fleet status.
+//!
+//! Every change reads the stored config and the config-revision key, validates it (the
+//! validation rules, then the agents' own compiler, [`crate::compiler`]) and diffs, then writes
+//! the changed resources, a history record and the next config revision (the one read plus
+//! one) through [`crate::commit`]: one transaction that compares the config-revision key's mod
+//! revision with the one read, or for a change too large for one, several behind one config
+//! revision. Concurrent changes through any replica therefore serialise: the loser re-reads
+//! and retries (or, when the caller named an expected revision, fails with a conflict), and
+//! config revisions count changes, 1, 2, 3, …, whichever replica wrote them. Reads (Get, List)
+//! are served from this replica's snapshot, so they keep working while the store is away.
+//!
+//! An apply that fails validation answers with the errors in `ApplyResponse.errors` (dry run
+//! or not), so the caller gets each error's resource and field path from one request.
+//!
+//! # Layout
+//! - `change`: apply, delete and rollback, from the read to the commit.
+//! - `listing`: List, a page at a time, every page of a listing read from one snapshot.
+//! - `secrets`: the redacted placeholder applied back keeps the stored secret material.
+
+mod change;
+mod listing;
+mod secrets;
+
+use std::sync::Arc;
+
+use portico_api::pb::Role;
+use portico_api::pb::admin_server::Admin;
+use portico_api::pb::{
+    AgentsRequest, AgentsResponse, ApplyRequest, ApplyResponse, CreateTokenRequest,
+    CreateTokenResponse, DeleteRequest, DeleteResponse, GetCaRequest, GetCaResponse, GetRequest,
+    GetResponse, HealthRequest, HealthResponse, HistoryRequest, HistoryResponse, ListRequest,
+    ListResponse, ListTokensRequest, ListTokensResponse, RevokeAgentRequest, RevokeAgentResponse,
+    RevokeTokenRequest, RevokeTokenResponse, RollbackRequest, RollbackResponse,
+    RolloutStatusRequest, RolloutStatusResponse, StoredResource,
+};
+use portico_api::{Kind, Resource, ResourceKey, reference, validate};
+use tonic::{Request, Response, Status};
+
+use crate::auth::{self, Auth, AuthError, Caller};
+use crate::commit::CommitError;
+use crate::health;
+use crate::history::{self, HistoryError};
+use crate::keys::Keys;
+use crate::metered::MeteredStore;
+use crate::registry::Registry;
+use crate::rollout;
+use crate::store::{Revision, StoreError};
+use crate::views::Views;
+use listing::Listings;
+
+/// Why an Admin call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Reading history failed or named no change.
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    /// Writing the change failed.
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    /// The caller expected another config revision.
+    #[error("the config is at revision {current}, not {expected}")]
+    Conflict {
+        expected: Revision,
+        current: Revision,
+    },
+    /// Other changes kept committing first, or a large change kept writing.
+    #[error("config kept changing concurrently; try again")]
+    Busy,
+    /// The resulting config is invalid.
+    #[error("invalid config:\n{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<validate::ValidationError>),
+    /// The request itself is malformed, or larger than a change may be.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such resource.
+    #[error("{0} not found")]
+    NotFound(ResourceKey),
+    /// No config revision of that number.
+    #[error("revision {revision} does not exist: the config is at revision {current}")]
+    NoSuchRevision {
+        revision: Revision,
+        current: Revision,
+    },
+    /// The resource is still referenced.
+    #[error("{key} is referenced by {by} ({field})")]
+    Referenced {
+        key: ResourceKey,
+        by: ResourceKey,
+        field: String,
+    },
+    /// A listing is larger than one answer and the caller did not ask for pages.
+    #[error(
+        "the listing is larger than one answer ({resources} resources, {bytes}); ask for it a \
+         page at a time (page_size, page_token)"
+    )]
+    Unpaged { resources: usize, bytes: String },
+    /// A page token names a listing no longer kept, or is not one this service made.
+    #[error("{0}; list again")]
+    PageToken(String),
+    /// The caller is unknown, or its role does not allow the call.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// No agent identity of this node id.
+    #[error("node {0:?} has no certificate to revoke (it never joined)")]
+    NoIdentity(String),
+}
+
+/// The Admin service.
+pub struct AdminService {
+    store: MeteredStore,
+    keys: Keys,
+    views: Arc<Views>,
+    registry: Arc<Registry>,
+    /// This replica's name, which a staged change's marker carries.
+    replica: String,
+    listings: Listings,
+    auth: Arc<Auth>,
+}
+
+impl AdminService {
+    /// The service over one store, as replica `replica`.
+    pub fn new(
+        store: MeteredStore,
+        keys: Keys,
+        views: Arc<Views>,
+        registry: Arc<Registry>,
+        replica: String,
+        auth: Arc<Auth>,
+    ) -> Self {
+        AdminService {
+            store,
+            keys,
+            views,
+            registry,
+            replica,
+            listings: Listings::default(),
+            auth,
+        }
+    }
+
+    /// The caller of `req`, refused unless its role allows `need`.
+    fn caller<T>(&self, req: &Request<T>, need: Role, what: &str) -> Result<Caller, Status> {
+        self.auth
+            .caller(req, need, what)
+            .map_err(|e| Status::from(AdminError::from(e)))
+    }
+}
+
+fn stored_resource(resource: &Resource, revision: Revision) -> StoredResource {
+    StoredResource {
+        resource: Some(reference::redacted(resource)),
+        revision,
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
+        let caller = self.caller(&req, Role::Operator, "apply")?;
+        let response = self.apply_inner(req.into_inner(), &caller).await;
+        response.map(Response::new).map_err(Status::from)
+    }
+
+    async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        self.caller(&req, Role::Viewer, "get")?;
+        let key = req.into_inner().key.unwrap_or_default();
+        let snapshot = self.views.current();
+        match snapshot.get(key.kind(), &key.name) {
+            Some(s) => Ok(Response::new(GetResponse {
+                resource: Some(stored_resource(&s.resource, s.version)),
+            })),
+            None => Err(AdminError::NotFound(key).into()),
+        }
+    }
+
+    async fn list(&self, req: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        self.caller(&req, Role::Viewer, "list")?;
+        let response = self.listings.page(&self.views, req.into_inner());
+        response.map(Response::new).map_err(Status::from)
+    }
+
+    async fn delete(
+        &self,
+        req: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let caller = self.caller(&req, Role::Operator, "delete")?;
+        let response = self.delete_inner(req.into_inner(), &caller).await;
+        response.map(Response::new).map_err(Status::from)
+    }
+
+    async fn history(
+        &self,
+        req: Request<HistoryRequest>,
+    ) -> Result<Response<HistoryResponse>, Status> {
+        self.caller(&req, Role::Viewer, "history")?;
+        let req = req.into_inner();
+        let records = history::read_all(&self.store, &self.keys)
+            .await
+            .map_err(Status::from)?;
+        Ok(Response::new(history::page(
+            &records,
+            req.limit,
+            req.before_revision,
+        )))
+    }
+
+    async fn rollback(
+        &self,
+        req: Request<RollbackRequest>,
+    ) -> Result<Response<RollbackResponse>, Status> {
+        let caller = self.caller(&req, Role::Operator, "rollback")?;
+        let response = self.rollback_inner(req.into_inner(), &caller).await;
+        response.map(Response::new).map_err(Status::from)
+    }
+
+    async fn agents(
+        &self,
+        req: Request<AgentsRequest>,
+    ) -> Result<Response<AgentsResponse>, Status> {
+        self.caller(&req, Role::Viewer, "agents")?;
+        let req = req.into_inner();
+        let records = self.registry.list().await.map_err(Status::from)?;
+        let agents = records
+            .into_iter()
+            .filter(|a| {
+                let node = a.node.clone().unwrap_or_default();
+                (req.region.is_empty() || node.region == req.region)
+                    && req
+                        .labels
+                        .iter()
+                        .all(|(k, v)| node.labels.get(k) == Some(v))
+            })
+            .collect();
+        Ok(Response::new(AgentsResponse {
+            agents,
+            config_revision: self.views.current().version,
+        }))
+    }
+
+    async fn rollout_status(
+        &self,
+        req: Request<RolloutStatusRequest>,
+    ) -> Result<Response<RolloutStatusResponse>, Status> {
+        self.caller(&req, Role::Viewer, "rollout status")?;
+        let current = self.views.current().version;
+        let revision = match req.into_inner().revision {
+            0 => current,
+            r if r < 0 || r > current => {
+                return Err(AdminError::NoSuchRevision {
+                    revision: r,
+                    current,
+                }
+                .into());
+            }
+            r => r,
+        };
+        let records = self.registry.list().await.map_err(Status::from)?;
+        Ok(Response::new(rollout::status(revision, &records)))
+    }
+
+    async fn health(
+        &self,
+        req: Request<HealthRequest>,
+    ) -> Result<Response<HealthResponse>, Status> {
+        self.caller(&req, Role::Viewer, "health")?;
+        let req = req.into_inner();
+        if !req.cluster.is_empty()
+            && self
+                .views
+                .current()
+                .get(Kind::Cluster, &req.cluster)
+                .is_none()
+        {
+            return Err(AdminError::NotFound(ResourceKey::new(Kind::Cluster, &req.cluster)).into());
+        }
+        let agents = self.registry.health().await.map_err(Status::from)?;
+        Ok(Response::new(health::view(
+            &agents,
+            &req.cluster,
+            &req.region,
+        )))
+    }
+
+    async fn get_ca(&self, req: Request<GetCaRequest>) -> Result<Response<GetCaResponse>, Status> {
+        self.caller(&req, Role::Admin, "ca show")?;
+        let authority = &self.auth.authority;
+        Ok(Response::new(GetCaResponse {
+            fingerprint: authority.fingerprint().to_string(),
+            certificate_pem: authority.certificate_pem().to_string(),
+            not_after: Some(crate::registry::timestamp(authority.not_after())),
+        }))
+    }
+
+    async fn create_token(
+        &self,
+        req: Request<CreateTokenRequest>,
+    ) -> Result<Response<CreateTokenResponse>, Status> {
+        self.caller(&req, Role::Admin, "token create")?;
+        let created = auth::tokens::create(&self.auth, req.into_inner()).await;
+        created
+            .map(Response::new)
+            .map_err(|e| AdminError::from(e).into())
+    }
+
+    async fn list_tokens(
+        &self,
+        req: Request<ListTokensRequest>,
+    ) -> Result<Response<ListTokensResponse>, Status> {
+        self.caller(&req, Role::Admin, "token list")?;
+        Ok(Response::new(auth::tokens::list(&self.auth)))
+    }
+
+    async fn revoke_token(
+        &self,
+        req: Request<RevokeTokenRequest>,
+    ) -> Result<Response<RevokeTokenResponse>, Status> {
+        self.caller(&req, Role::Admin, "token revoke")?;
+        let name = req.into_inner().name;
+        auth::tokens::revoke(&self.auth, &name)
+            .await
+            .map_err(|e| Status::from(AdminError::from(e)))?;
+        Ok(Response::new(RevokeTokenResponse {}))
+    }
+
+    async fn revoke_agent(
+        &self,
+        req: Request<RevokeAgentRequest>,
+    ) -> Result<Response<RevokeAgentResponse>, Status> {
+        self.caller(&req, Role::Admin, "agents revoke")?;
+        let node_id = req.into_inner().node_id;
+        match auth::identity::revoke(&self.auth, &node_id).await {
+            Ok(true) => Ok(Response::new(RevokeAgentResponse {})),
+            Ok(false) => Err(AdminError::NoIdentity(node_id).into()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
