@@ -70,6 +70,7 @@ async fn first_clusters(
             id: id.into(),
             locality: Some(Locality {
                 region: region.into(),
+                zone: format!("{region}-1"),
                 ..Default::default()
             }),
             user_agent_name: "envoy".into(),
