@@ -3,17 +3,25 @@
 //! errors since the previous report. The endpoints are bounded
 //! ([`portico_api::health::MAX_REPORTED_ENDPOINTS`], the ones not healthy first), so a report
 //! stays small however many endpoints the agent's clusters have.
+//!
+//! A report also carries the traffic since the previous one (usage: the busiest
+//! [`usage::MAX_REPORTED_ROWS`] rows of listener × route × cluster × consumer × status class,
+//! the rest summed) and what the agent spent of its fleet budgets, so the control plane
+//! keeps usage rollups and quota counters.
 
-use portico_api::health;
+use std::time::Duration;
+
 use portico_api::pb::Report;
+use portico_api::{health, usage};
 
 use crate::state::State;
 use portico_proxy::Proxy;
 
-/// A report of the agent's health now.
-pub fn current(state: &State, proxy: &Proxy) -> Report {
+/// A report of the agent's health now, with the traffic of the last `since`.
+pub fn current(state: &State, proxy: &Proxy, since: Duration) -> Report {
     let mut clusters = proxy.cluster_health();
     let endpoints_omitted = health::bound(&mut clusters, health::MAX_REPORTED_ENDPOINTS);
+    let (rows, other) = proxy.take_usage(usage::MAX_REPORTED_ROWS).to_pb();
     Report {
         ready: state.ready(),
         applied_version: state.applied_version(),
@@ -22,6 +30,10 @@ pub fn current(state: &State, proxy: &Proxy) -> Report {
         rss_bytes: rss_bytes().unwrap_or(0),
         clusters,
         endpoints_omitted,
+        budgets: proxy.take_budget_use(),
+        usage: rows,
+        usage_other: Some(other),
+        usage_millis: u64::try_from(since.as_millis()).unwrap_or(u64::MAX),
     }
 }
 
@@ -59,7 +71,7 @@ mod tests {
 
     #[test]
     fn report_of_a_fresh_agent_is_not_ready() {
-        let r = current(&State::default(), &Proxy::default());
+        let r = current(&State::default(), &Proxy::default(), Duration::from_secs(1));
         assert!(!r.ready);
         assert_eq!(r.applied_version, 0);
         assert!(r.rss_bytes > 0, "this process has a resident set");

@@ -43,14 +43,21 @@
 //! (`ConfigSet::with_service`, then `Proxy::apply`, which recompiles only the clusters naming
 //! the service) and sends no ACK. They survive config updates and resyncs (every `ConfigSet`
 //! carries them on), and the last-good cache keeps them with the config.
+//!
+//! # Fleet budgets
+//! `BudgetGrants` messages carry the budget the control plane granted for quotas and FLEET
+//! rate limits; they go to the data path at once (`Proxy::grant_budgets`), with no answer.
+//! When requests wait for budget, the agent sends a `BudgetRequest` at once instead of waiting
+//! for the next report. While no stream is open the data path knows it and spends fleet budgets
+//! at the pace of its previous grants.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use portico_api::pb::discovery_client::DiscoveryClient;
 use portico_api::pb::{
-    Ack, AgentMessage, ControlMessage, Hello, Nack, Node, ServiceEndpoints, Update, agent_message,
-    control_message, nack,
+    Ack, AgentMessage, BudgetRequest, ControlMessage, Hello, Nack, Node, ServiceEndpoints, Update,
+    agent_message, control_message, nack,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -222,7 +229,7 @@ impl Client {
             worked: false,
             acked: false,
         };
-        let mut base = match (resync, self.state.applied()) {
+        let base = match (resync, self.state.applied()) {
             (false, Some(applied)) => applied,
             // Claiming no config asks for a full update; the service endpoints stay.
             (true, Some(applied)) => Arc::new(ConfigSet {
@@ -237,7 +244,7 @@ impl Client {
             ended.error = e.into();
             return ended;
         }
-        let (tx, mut inbound) = match self.open(url, base.version).await {
+        let (tx, inbound) = match self.open(url, base.version).await {
             Ok(opened) => opened,
             Err(error) => {
                 ended.error = error;
@@ -250,7 +257,23 @@ impl Client {
             "connected to the control plane"
         );
         metrics::gauge!(CONTROL_PLANE_CONNECTED).set(1.0);
+        self.proxy.set_control_plane_connected(true);
+        let ended = self.serve_stream(url, base, tx, inbound, ended).await;
+        self.proxy.set_control_plane_connected(false);
+        ended
+    }
+
+    /// Serves an open stream until it fails.
+    async fn serve_stream(
+        &self,
+        url: &str,
+        mut base: Arc<ConfigSet>,
+        tx: mpsc::Sender<AgentMessage>,
+        mut inbound: tonic::Streaming<ControlMessage>,
+        mut ended: Ended,
+    ) -> Ended {
         let opened_at = Instant::now();
+        let mut last_report = Instant::now();
         let start = tokio::time::Instant::now() + self.report_interval;
         let mut reports = tokio::time::interval_at(start, self.report_interval);
         // A long apply delays the next report; it does not cause a burst of them.
@@ -279,12 +302,26 @@ impl Client {
                         self.apply_service(&mut base, endpoints).await;
                         continue;
                     }
+                    Ok(Some(ControlMessage { message: Some(control_message::Message::Budgets(grants)) })) => {
+                        self.proxy.grant_budgets(grants.grants);
+                        continue;
+                    }
                     // A message kind from a newer control plane.
                     Ok(Some(_)) => continue,
                     Ok(None) => break StreamError::Closed,
                     Err(status) => break StreamError::Receive(status),
                 },
-                _ = reports.tick() => agent_message::Message::Report(report::current(&self.state, &self.proxy)),
+                _ = reports.tick() => {
+                    let since = std::mem::replace(&mut last_report, Instant::now()).elapsed();
+                    agent_message::Message::Report(report::current(&self.state, &self.proxy, since))
+                }
+                _ = self.proxy.budgets_wanted() => {
+                    let budgets = self.proxy.take_budget_requests();
+                    if budgets.is_empty() {
+                        continue;
+                    }
+                    agent_message::Message::BudgetRequest(BudgetRequest { budgets })
+                }
                 _ = &mut renewal => {
                     let Some(credentials) = &self.credentials else { continue };
                     match credentials.renew(url).await {

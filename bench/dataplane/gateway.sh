@@ -9,7 +9,8 @@
 #   cell target conns run requests rps p50_us p99_us p999_us errors cpu_s_per_10k
 #
 # Environment (all optional): DURATION (default 5), RUNS (default 3), CONNS (default 64),
-# CELLS (default "none api-key jwt"), RAW (default bench/results/raw-gateway.tsv).
+# CELLS (default "none api-key jwt"), RAW (default bench/results/raw-gateway.tsv), the ports
+# below.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -20,8 +21,16 @@ CONNS=${CONNS:-64}
 CELLS=${CELLS:-"none api-key jwt"}
 RAW=${RAW:-$root/bench/results/raw-gateway.tsv}
 bin=$root/target/release
-UP_PORT=18080 PROXY_PORT=18081 NGINX_PORT=18082 CP_PORT=18070 CP_METRICS_PORT=18072
-AGENT_ADMIN_PORT=18071
+# Ports: other benches on a shared machine may use the defaults; each can be moved.
+UP_PORT=${UP_PORT:-18080} PROXY_PORT=${PROXY_PORT:-18081} NGINX_PORT=${NGINX_PORT:-18082}
+CP_PORT=${CP_PORT:-18070} CP_METRICS_PORT=${CP_METRICS_PORT:-18072}
+AGENT_ADMIN_PORT=${AGENT_ADMIN_PORT:-18071}
+for port in $UP_PORT $PROXY_PORT $NGINX_PORT $CP_PORT $CP_METRICS_PORT $AGENT_ADMIN_PORT; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "port $port is in use; set UP_PORT, PROXY_PORT, NGINX_PORT, CP_PORT, CP_METRICS_PORT or AGENT_ADMIN_PORT" >&2
+    exit 1
+  fi
+done
 
 for tool in wrk:wrk nginx:nginx curl:curl; do
   command -v "${tool%%:*}" >/dev/null || { echo "installing ${tool#*:}" >&2; apt-get install -y -qq "${tool#*:}" >/dev/null; }

@@ -27,7 +27,7 @@ use clap::{Parser, Subcommand};
 use crate::client::ClientConfig;
 use crate::commands::{
     agents, apply, ca, completion, consumer, delete, dev, diff, get, health, history, rollback,
-    rollout, token,
+    rollout, token, usage,
 };
 use crate::error::CliResult;
 use crate::output::Format;
@@ -76,6 +76,8 @@ pub enum Command {
     /// API tokens with a role, and join tokens for agents.
     #[command(subcommand)]
     Token(token::Command),
+    /// Traffic the agents reported: requests, error rate and latency by route and consumer.
+    Usage(usage::Args),
     /// Run a control plane, an agent and a demo upstream in one process, with a demo config.
     Dev(dev::Args),
     /// Print a shell completion script.
@@ -101,6 +103,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Health(args) => health::run(&ctx, args).await,
         Command::Ca(command) => ca::run(&ctx, command).await,
         Command::Token(command) => token::run(&ctx, command).await,
+        Command::Usage(args) => usage::run(&ctx, args).await,
         Command::Dev(args) => dev::run(args).await,
         Command::Completion(args) => completion::run(args),
     }

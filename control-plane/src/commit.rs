@@ -20,7 +20,7 @@
 //! the writer notices when another replica took the change over. Watchers publish nothing of a
 //! staged change until step 4 moves the config revision, so agents (and `get`) see it whole or
 //! not at all; a watcher that (re)lists while a marker exists undoes the partial writes from
-//! the parts' `before` values ([`undo_listed`]).
+//! the parts' `before` values (`undo_listed`).
 //!
 //! A change that finds a marker waits while its writer makes progress. A marker whose heartbeat
 //! is older than [`STALE_AFTER`] belongs to a writer that stopped (crashed, or lost the store

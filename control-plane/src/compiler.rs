@@ -14,7 +14,7 @@
 
 use std::collections::BTreeSet;
 
-use portico_api::pb::{AgentSelector, resource::Spec};
+use portico_api::pb::resource::Spec;
 use portico_api::validate::ValidationError;
 use portico_api::{Kind, ResourceKey, ResourceSet};
 use portico_proxy::config::ConfigSet;
@@ -68,7 +68,7 @@ fn nodes(set: &ResourceSet) -> Vec<NodeInfo> {
         let Some(Spec::Listener(l)) = &r.spec else {
             continue;
         };
-        let node = selected_by(l.selector.as_ref());
+        let node = NodeInfo::first_selected_by(l.selector.as_ref());
         let key = (node.region.clone(), node.zone.clone(), node.labels.clone());
         if seen.insert(key) {
             out.push(node);
@@ -78,16 +78,4 @@ fn nodes(set: &ResourceSet) -> Vec<NodeInfo> {
         out.push(NodeInfo::default());
     }
     out
-}
-
-/// A node `selector` selects: its first region and zone, and its labels.
-fn selected_by(selector: Option<&AgentSelector>) -> NodeInfo {
-    let Some(s) = selector else {
-        return NodeInfo::default();
-    };
-    NodeInfo {
-        region: s.regions.first().cloned().unwrap_or_default(),
-        zone: s.zones.first().cloned().unwrap_or_default(),
-        labels: s.labels.clone(),
-    }
 }

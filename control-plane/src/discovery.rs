@@ -12,8 +12,11 @@
 //! versions and need no ACK. They are sent before the update that brings the clusters naming
 //! them, so a new cluster has its endpoints from its first request.
 //!
+//! Reports and budget requests also carry what agents spent of their fleet budgets and the
+//! traffic they served: the first go to [`crate::budgets`], which answers on the stream with
+//! `BudgetGrants` (no ACK either), the second to [`crate::usage`].
 //! An agent may serve a newer config than this replica has: it comes from a replica further
-//! along (which this one catches up with within [`AHEAD_GRACE`]), or this replica's store is
+//! along (which this one catches up with within `AHEAD_GRACE`), or this replica's store is
 //! behind it (restored from an older backup, new, another key prefix). After the grace period
 //! the agent gets a full update of what this replica has, which it refuses (a NACK with reason
 //! `OLDER_THAN_SERVED`, see the agent's `sync`) unless an operator told it otherwise. That
@@ -46,6 +49,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::Auth;
 use crate::auth::identity::{AgentPeer, IdentityError, valid};
+use crate::budgets::Budgets;
 use crate::metrics::{
     AHEAD_REFUSALS, APPLY_TO_ACK, CONNECTED_AGENTS, NACKS, SERVICE_UPDATES_SENT, UPDATES_COALESCED,
     UPDATES_SENT,
@@ -55,6 +59,7 @@ use crate::scope::ScopeMemo;
 use crate::services::{self, ServiceSet, ServiceTable, Services};
 use crate::snapshot::Snapshot;
 use crate::store::Revision;
+use crate::usage::{UsageRollups, requests_per_second};
 use crate::views::{EncodedUpdate, Views};
 
 /// How long a new stream may take to say Hello.
@@ -176,22 +181,37 @@ pub struct Discovery {
     registry: Arc<Registry>,
     services: Arc<Services>,
     auth: Arc<Auth>,
+    budgets: Arc<Budgets>,
+    usage: Arc<UsageRollups>,
     cancel: CancellationToken,
+}
+
+/// What a replica's discovery streams share besides the views.
+pub struct Fleet {
+    /// The agent registry.
+    pub registry: Arc<Registry>,
+    /// The service endpoints.
+    pub services: Arc<Services>,
+    /// The fleet budgets.
+    pub budgets: Arc<Budgets>,
+    /// The usage rollups.
+    pub usage: Arc<UsageRollups>,
 }
 
 impl Discovery {
     /// Streams end when `cancel` fires.
     pub fn new(
         views: Arc<Views>,
-        registry: Arc<Registry>,
-        services: Arc<Services>,
+        fleet: Fleet,
         auth: Arc<Auth>,
         cancel: CancellationToken,
     ) -> Self {
         Discovery {
             views,
-            registry,
-            services,
+            registry: fleet.registry,
+            services: fleet.services,
+            budgets: fleet.budgets,
+            usage: fleet.usage,
             auth,
             cancel,
         }
@@ -250,12 +270,15 @@ impl Discovery {
         let (tx, rx) = mpsc::channel(2);
         let stream_id = self.registry.connect(&node, hello.applied_version);
         tracing::info!(node = %node.id, region = %node.region, applied_version = hello.applied_version, "agent connected");
+        let grants = self.budgets.register(stream_id);
         let session = Session {
             views: self.views.clone(),
             registry: self.registry.clone(),
             services: self.services.clone(),
             auth: self.auth.clone(),
             authenticated,
+            budgets: self.budgets.clone(),
+            usage: self.usage.clone(),
             scope: ScopeMemo::new(&node),
             node,
             stream_id,
@@ -266,7 +289,7 @@ impl Discovery {
             announced: BTreeMap::new(),
             services_synced: None,
         };
-        tokio::spawn(session.run(inbound, tx, self.cancel.clone()));
+        tokio::spawn(session.run(inbound, tx, grants, self.cancel.clone()));
         Ok(Response::new(UpdateStream(rx)))
     }
 }
@@ -290,6 +313,8 @@ struct Session {
     /// The agent its certificate authenticated (authentication on), checked again whenever
     /// the identities change, and until its certificate expires.
     authenticated: Option<AgentPeer>,
+    budgets: Arc<Budgets>,
+    usage: Arc<UsageRollups>,
     node: Node,
     /// The node's scope, looked up again only when the listeners' selectors change.
     scope: ScopeMemo,
@@ -314,6 +339,7 @@ impl Session {
         mut self,
         mut inbound: Streaming<AgentMessage>,
         tx: mpsc::Sender<Result<Encoded, Status>>,
+        mut grants: mpsc::Receiver<Bytes>,
         cancel: CancellationToken,
     ) {
         metrics::gauge!(CONNECTED_AGENTS).increment(1.0);
@@ -371,6 +397,11 @@ impl Session {
                     let _ = tx.send(Err(IdentityError::Expired(self.node.id.clone()).into())).await;
                     break;
                 }
+                Some(message) = grants.recv() => {
+                    if tx.send(Ok(Encoded(message))).await.is_err() {
+                        break;
+                    }
+                }
                 message = inbound.message() => match message {
                     Ok(Some(message)) => {
                         if let Err(status) = self.receive(message) {
@@ -387,6 +418,7 @@ impl Session {
             }
         }
         self.registry.disconnect(&self.node.id, self.stream_id);
+        self.budgets.unregister(self.stream_id);
         metrics::gauge!(CONNECTED_AGENTS).decrement(1.0);
         tracing::info!(node = %self.node.id, "agent disconnected");
     }
@@ -544,8 +576,19 @@ impl Session {
                     );
                 }
             }
-            Some(agent_message::Message::Report(report)) => {
-                self.registry.report(&self.node.id, self.stream_id, report);
+            Some(agent_message::Message::Report(mut report)) => {
+                let rows = std::mem::take(&mut report.usage);
+                let other = report.usage_other.take();
+                let rate = requests_per_second(&rows, other.as_ref(), report.usage_millis);
+                self.budgets
+                    .demand(self.stream_id, std::mem::take(&mut report.budgets));
+                self.usage
+                    .report(&self.node.region, rows, other, std::time::SystemTime::now());
+                self.registry
+                    .report(&self.node.id, self.stream_id, report, rate);
+            }
+            Some(agent_message::Message::BudgetRequest(request)) => {
+                self.budgets.demand(self.stream_id, request.budgets);
             }
             Some(agent_message::Message::Hello(_)) => {
                 return Err(ProtocolError::RepeatedHello.into());

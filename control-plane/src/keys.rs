@@ -26,6 +26,13 @@
 //! <root>/v1/auth/tokens/<name>     Token               (protobuf): API and join tokens, hashed
 //! <root>/v1/auth/agents/<node id>  AgentIdentity       (protobuf): what an agent's
 //!                                  certificates vouch for, and whether they are revoked
+//! <root>/v1/budgets/<policy>/<window start>/<key>  BudgetRecord  (protobuf): a fleet budget's
+//!                                  grants and counts in one window (start in ms, 20 digits;
+//!                                  '%' and '/' of the key percent-encoded)
+//! <root>/v1/usage/minute/<hour start>/<minute start>/<replica>  UsageRollup  (protobuf): the
+//!                                  usage one replica's agents reported in one minute
+//! <root>/v1/usage/hour/<hour start>  UsageRollup  (protobuf): the whole fleet's usage in one
+//!                                  hour, rolled up from the minutes
 //! ```
 //!
 //! Every replica watches [`Keys::config_watch_range`], from the config prefix through the
@@ -199,6 +206,77 @@ impl Keys {
         format!("{}{node_id}", self.identities_prefix())
     }
 
+    /// Prefix of every fleet budget record.
+    pub fn budgets_prefix(&self) -> String {
+        format!("{}/v1/budgets/", self.root)
+    }
+
+    /// Key of the record of `key`'s budget of `policy` in the window starting at
+    /// `window_start_ms`.
+    pub fn budget(&self, policy: &str, window_start_ms: i64, key: &str) -> String {
+        let escaped = key.replace('%', "%25").replace('/', "%2F");
+        format!(
+            "{}{policy}/{:020}/{escaped}",
+            self.budgets_prefix(),
+            window_start_ms.max(0)
+        )
+    }
+
+    /// The window start of a [`Keys::budget`] key.
+    pub fn parse_budget_window(&self, key: &str) -> Option<i64> {
+        let rest = key.strip_prefix(&self.budgets_prefix())?;
+        let mut parts = rest.splitn(3, '/');
+        let (_, window, _) = (parts.next()?, parts.next()?, parts.next()?);
+        window.parse().ok()
+    }
+
+    /// Prefix of the per-minute usage rollups.
+    pub fn usage_minutes_prefix(&self) -> String {
+        format!("{}/v1/usage/minute/", self.root)
+    }
+
+    /// Prefix of the per-minute usage rollups of the hour starting at `hour_start_ms`.
+    pub fn usage_minutes_of_hour(&self, hour_start_ms: i64) -> String {
+        format!(
+            "{}{:020}/",
+            self.usage_minutes_prefix(),
+            hour_start_ms.max(0)
+        )
+    }
+
+    /// Key of `replica`'s usage rollup of the minute starting at `minute_start_ms`.
+    pub fn usage_minute(&self, minute_start_ms: i64, replica: &str) -> String {
+        let hour = minute_start_ms.div_euclid(3_600_000) * 3_600_000;
+        format!(
+            "{}{:020}/{replica}",
+            self.usage_minutes_of_hour(hour),
+            minute_start_ms.max(0)
+        )
+    }
+
+    /// The minute start and replica of a [`Keys::usage_minute`] key.
+    pub fn parse_usage_minute<'k>(&self, key: &'k str) -> Option<(i64, &'k str)> {
+        let rest = key.strip_prefix(&self.usage_minutes_prefix())?;
+        let mut parts = rest.splitn(3, '/');
+        let (_, minute, replica) = (parts.next()?, parts.next()?, parts.next()?);
+        Some((minute.parse().ok()?, replica))
+    }
+
+    /// Prefix of the hourly usage rollups.
+    pub fn usage_hours_prefix(&self) -> String {
+        format!("{}/v1/usage/hour/", self.root)
+    }
+
+    /// Key of the fleet's usage rollup of the hour starting at `hour_start_ms`.
+    pub fn usage_hour(&self, hour_start_ms: i64) -> String {
+        format!("{}{:020}", self.usage_hours_prefix(), hour_start_ms.max(0))
+    }
+
+    /// The hour start of a [`Keys::usage_hour`] key.
+    pub fn parse_usage_hour(&self, key: &str) -> Option<i64> {
+        key.strip_prefix(&self.usage_hours_prefix())?.parse().ok()
+    }
+
     /// Key holding the config revision (the number of config changes); every change compares
     /// its mod revision and rewrites it.
     pub fn config_revision(&self) -> String {
@@ -300,6 +378,9 @@ mod tests {
         assert!(!range.contains(&keys.token("t")));
         assert!(!range.contains(&keys.identity("edge-1")));
         assert!(!range.contains(&keys.ca()));
+        assert!(!range.contains(&keys.budget("quota", 0, "consumer:ann")));
+        assert!(!range.contains(&keys.usage_minute(0, "cp-1")));
+        assert!(!range.contains(&keys.usage_hour(0)));
         assert!(!range.contains(&format!("{}x", keys.config_revision())));
     }
 
@@ -347,5 +428,23 @@ mod tests {
             Some("edge-1")
         );
         assert_eq!(keys.parse_service_node(&keys.agent("edge-1")), None);
+    }
+
+    #[test]
+    fn budget_and_usage_keys_round_trip() {
+        let keys = Keys::default();
+        let key = keys.budget("per-route", 1_700_000_000_000, "route:web/a%b");
+        assert_eq!(
+            key,
+            "/portico/v1/budgets/per-route/00000001700000000000/route:web%2Fa%25b"
+        );
+        assert_eq!(keys.parse_budget_window(&key), Some(1_700_000_000_000));
+        let minute = keys.usage_minute(3_600_000 + 120_000, "cp-1");
+        assert!(minute.starts_with(&keys.usage_minutes_of_hour(3_600_000)));
+        assert_eq!(keys.parse_usage_minute(&minute), Some((3_720_000, "cp-1")));
+        assert_eq!(
+            keys.parse_usage_hour(&keys.usage_hour(7_200_000)),
+            Some(7_200_000)
+        );
     }
 }

@@ -27,6 +27,9 @@
 //! - [`registry`]: the store-backed agent registry and its batched flusher; which agents are
 //!   service endpoints; each agent's endpoint health.
 //! - [`services`]: the endpoints of each announced service, the same on every replica.
+//! - [`budgets`]: fleet budgets (quotas, FLEET rate limits) granted to agents from records in
+//!   the store.
+//! - [`usage`]: the usage agents report, rolled up by minute and hour in the store.
 //! - [`health`]: every endpoint's state as each agent sees it, grouped for `portico health`.
 //! - [`rollout`]: rollout status of a revision.
 //! - [`status`]: the one place errors become gRPC statuses (`From<E> for Status`).
@@ -35,6 +38,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod budgets;
 pub mod commit;
 pub mod compiler;
 pub mod config;
@@ -54,6 +58,7 @@ pub mod snapshot;
 pub mod status;
 pub mod store;
 pub mod tls;
+pub mod usage;
 pub mod views;
 pub mod watcher;
 pub mod xds;

@@ -16,6 +16,9 @@
 //! | `portico_cp_service_endpoints{service}` | gauge | healthy nodes announcing the service, as this replica pushes them |
 //! | `portico_cp_service_updates_sent_total` | counter | service-endpoint messages sent to agents |
 //! | `portico_cp_unhealthy_endpoints{cluster}` | gauge | endpoints the agents on this replica see unhealthy or ejected, once per agent that sees them |
+//! | `portico_cp_budget_writes_total` | counter | fleet budget record writes (grants, counts, deletions of ended windows) |
+//! | `portico_cp_budget_granted_total` | counter | requests of fleet budget granted to this replica's agents |
+//! | `portico_cp_usage_writes_total` | counter | usage rollup writes (minutes, hours, deletions) |
 //! | `portico_cp_xds_streams{kind}` | gauge | xDS streams open on this replica, by kind of client (`envoy`, `grpc`) |
 //! | `portico_cp_xds_responses_total{type}` | counter | xDS responses sent, by resource type (`Listener`, `RouteConfiguration`, `Cluster`, `ClusterLoadAssignment`, `Secret`) |
 
@@ -54,6 +57,12 @@ pub const SERVICE_UPDATES_SENT: &str = "portico_cp_service_updates_sent_total";
 /// Endpoints seen unhealthy or ejected, per agent that sees them, labelled `cluster`.
 pub const UNHEALTHY_ENDPOINTS: &str = "portico_cp_unhealthy_endpoints";
 
+/// Fleet budget record writes.
+pub const BUDGET_WRITES: &str = "portico_cp_budget_writes_total";
+/// Requests of fleet budget granted.
+pub const BUDGET_GRANTED: &str = "portico_cp_budget_granted_total";
+/// Usage rollup writes.
+pub const USAGE_WRITES: &str = "portico_cp_usage_writes_total";
 /// xDS streams open, labelled `kind`.
 pub const XDS_STREAMS: &str = "portico_cp_xds_streams";
 /// xDS responses sent, labelled `type`.

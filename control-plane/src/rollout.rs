@@ -19,11 +19,7 @@ pub fn status(revision: Revision, records: &[AgentRecord]) -> RolloutStatusRespo
         if record.connected && record.ahead_of_control_plane {
             out.nacked += 1;
             out.nacks.push(AgentNack {
-                node_id: record
-                    .node
-                    .as_ref()
-                    .map(|n| n.id.clone())
-                    .unwrap_or_default(),
+                node_id: node_id(record),
                 error: format!(
                     "ahead of the control plane: serves version {} of another history and \
                      refuses this control plane's",
@@ -38,11 +34,7 @@ pub fn status(revision: Revision, records: &[AgentRecord]) -> RolloutStatusRespo
             .filter(|n| n.version >= revision && record.applied_version < revision);
         if let Some(nack) = nack {
             out.nacks.push(AgentNack {
-                node_id: record
-                    .node
-                    .as_ref()
-                    .map(|n| n.id.clone())
-                    .unwrap_or_default(),
+                node_id: node_id(record),
                 error: nack.error.clone(),
             });
         }
@@ -57,6 +49,14 @@ pub fn status(revision: Revision, records: &[AgentRecord]) -> RolloutStatusRespo
         }
     }
     out
+}
+
+fn node_id(record: &AgentRecord) -> String {
+    record
+        .node
+        .as_ref()
+        .map(|n| n.id.clone())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -19,8 +19,9 @@ use crate::auth::ca::{Authority, CaError};
 use crate::auth::identity::IdentityService;
 use crate::auth::table::AuthState;
 use crate::auth::tokens::{self, BootstrapError};
+use crate::budgets::Budgets;
 use crate::config::{Config, StoreKind};
-use crate::discovery::{Discovery, DiscoveryServer};
+use crate::discovery::{Discovery, DiscoveryServer, Fleet};
 use crate::keys::Keys;
 use crate::metered::MeteredStore;
 use crate::registry::Registry;
@@ -29,6 +30,7 @@ use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use crate::store::etcd::{EtcdConfig, EtcdStore};
 use crate::store::{Store, StoreError};
 use crate::tls::{self, TlsError};
+use crate::usage::UsageRollups;
 use crate::views::Views;
 use crate::watcher;
 
@@ -221,6 +223,17 @@ pub async fn run_with_store(
         registry.clone(),
         cancel.clone(),
     ));
+    let budgets = Arc::new(Budgets::new(store.clone(), keys.clone(), views.clone()));
+    let granter = tokio::spawn(budgets.clone().run(cancel.clone()));
+    let usage = Arc::new(UsageRollups::new(
+        store.clone(),
+        keys.clone(),
+        replica.clone(),
+    ));
+    let rollups = tokio::spawn({
+        let (usage, cancel) = (usage.clone(), cancel.clone());
+        async move { usage.run(cancel).await }
+    });
     let probes = tokio::spawn(crate::probes::run(
         metrics_listener,
         store.clone(),
@@ -232,6 +245,7 @@ pub async fn run_with_store(
         keys,
         views.clone(),
         registry.clone(),
+        usage.clone(),
         replica.clone(),
         auth.clone(),
     ))
@@ -246,13 +260,13 @@ pub async fn run_with_store(
         cancel.clone(),
     )
     .server();
-    let discovery = DiscoveryServer(Discovery::new(
-        views,
+    let fleet = Fleet {
         registry,
         services,
-        auth,
-        cancel.clone(),
-    ));
+        budgets,
+        usage,
+    };
+    let discovery = DiscoveryServer(Discovery::new(views, fleet, auth, cancel.clone()));
     tracing::info!(%replica, addr = ?listener.local_addr().ok(), "control plane serving");
     let stop = cancel.clone();
     let mut builder = tonic::transport::Server::builder();
@@ -275,6 +289,14 @@ pub async fn run_with_store(
         })
         .await;
     cancel.cancel();
-    let _ = tokio::join!(watcher, flusher, probes, service_nodes, auth_follower);
+    let _ = tokio::join!(
+        watcher,
+        flusher,
+        probes,
+        service_nodes,
+        auth_follower,
+        granter,
+        rollups
+    );
     served.map_err(ServerError::from)
 }

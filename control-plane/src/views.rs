@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use portico_api::pb::{self, ResourceKey, Update, resource::Spec};
-use portico_api::{Kind, Resource};
+use portico_api::{Kind, Resource, reference};
 use prost::Message;
 use prost::encoding::{self, WireType};
 use tokio::sync::watch;
@@ -218,16 +218,17 @@ impl Views {
 }
 
 /// The resources of `snapshot` reachable from the listeners `roots`, roots included, by kind
-/// then name. Missing roots and dangling references are skipped.
+/// then name, and every Consumer when an authentication policy is among them
+/// ([`reference::reads_every_consumer`]). Missing roots and dangling references are skipped.
 ///
-/// Consumers follow what the authentication policies reached need: the ones they name, or
-/// every Consumer when one of them names none (it allows every consumer). A Consumer's API key
-/// hashes go only where an `api_key_auth` policy can identify it; elsewhere (a `jwt_auth`
-/// policy needs its subjects and plan) the agent gets a copy without them.
+/// A Consumer's API key hashes go only where an `api_key_auth` policy is among them (it
+/// identifies every key, to answer 403 rather than 401 for a consumer it does not allow);
+/// elsewhere (a `jwt_auth` policy needs subjects and plans) the agent gets a copy without them.
 fn reachable(snapshot: &Snapshot, roots: &[Arc<str>]) -> Vec<Arc<Stored>> {
     let mut seen: BTreeMap<(Kind, &str), &Arc<Stored>> = BTreeMap::new();
     let mut queue: VecDeque<(Kind, &str)> =
         roots.iter().map(|name| (Kind::Listener, &**name)).collect();
+    let mut consumers = false;
     while let Some((kind, name)) = queue.pop_front() {
         if seen.contains_key(&(kind, name)) {
             continue;
@@ -237,61 +238,32 @@ fn reachable(snapshot: &Snapshot, roots: &[Arc<str>]) -> Vec<Arc<Stored>> {
         };
         seen.insert((kind, stored.resource.name.as_str()), stored);
         queue.extend(stored.refs.iter().map(|r| (r.kind(), r.name.as_str())));
-    }
-    let needs = ConsumerNeeds::of(seen.values().map(|s| &s.resource));
-    if needs.everyone {
-        for stored in snapshot.iter() {
-            if stored.resource.kind() == Kind::Consumer {
-                seen.insert((Kind::Consumer, stored.resource.name.as_str()), stored);
-            }
+        if !consumers && reference::reads_every_consumer(&stored.resource) {
+            consumers = true;
+            queue.extend(
+                snapshot
+                    .iter()
+                    .filter(|s| s.resource.key().kind() == Kind::Consumer)
+                    .map(|s| (Kind::Consumer, s.resource.name.as_str())),
+            );
         }
     }
+    let keys = seen.values().any(|s| {
+        matches!(
+            &s.resource.spec,
+            Some(Spec::Policy(pb::Policy {
+                policy: Some(pb::policy::Policy::ApiKeyAuth(_))
+            }))
+        )
+    });
     seen.into_values()
         .map(|stored| match &stored.resource.spec {
-            Some(Spec::Consumer(c))
-                if !c.api_keys.is_empty() && !needs.keys_of(&stored.resource.name) =>
-            {
+            Some(Spec::Consumer(c)) if !c.api_keys.is_empty() && !keys => {
                 Arc::new(without_keys(stored))
             }
             _ => stored.clone(),
         })
         .collect()
-}
-
-/// What the authentication policies of a view need of the Consumers.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct ConsumerNeeds {
-    /// A policy allows every consumer: the view holds every Consumer.
-    everyone: bool,
-    /// An `api_key_auth` policy allows every consumer: every Consumer's key hashes are needed.
-    all_keys: bool,
-    /// The consumers `api_key_auth` policies name: their key hashes are needed.
-    keys: std::collections::BTreeSet<String>,
-}
-
-impl ConsumerNeeds {
-    fn of<'a>(resources: impl Iterator<Item = &'a Resource>) -> ConsumerNeeds {
-        let mut needs = ConsumerNeeds::default();
-        for resource in resources {
-            let Some(Spec::Policy(policy)) = &resource.spec else {
-                continue;
-            };
-            match &policy.policy {
-                Some(pb::policy::Policy::ApiKeyAuth(a)) => {
-                    needs.everyone |= a.consumers.is_empty();
-                    needs.all_keys |= a.consumers.is_empty();
-                    needs.keys.extend(a.consumers.iter().cloned());
-                }
-                Some(pb::policy::Policy::JwtAuth(j)) => needs.everyone |= j.consumers.is_empty(),
-                _ => {}
-            }
-        }
-        needs
-    }
-
-    fn keys_of(&self, consumer: &str) -> bool {
-        self.all_keys || self.keys.contains(consumer)
-    }
 }
 
 /// A copy of a Consumer without its API key hashes. Its revision is the negated store
@@ -753,7 +725,7 @@ mod tests {
     }
 
     #[test]
-    fn consumers_and_their_key_hashes_go_only_where_a_policy_needs_them() {
+    fn consumer_key_hashes_go_only_where_an_api_key_policy_needs_them() {
         use pb::policy::Policy;
         let keyed = |consumers: &[&str]| {
             Policy::ApiKeyAuth(pb::ApiKeyAuth {
@@ -770,13 +742,14 @@ mod tests {
         let (views, snapshots) = history(&[
             // No policy: no consumer.
             (11, guarded(vec![]), &[]),
-            // API keys of two named consumers.
+            // API keys of two named consumers: every consumer's hashes, so that the others
+            // get 403, not 401.
             (12, guarded(vec![policy("keys", keyed(&["a", "b"]))]), &[]),
             // Any valid JWT: every consumer, for subjects and plans, without key hashes.
             (13, guarded(vec![policy("keys", jwt(&[]))]), &[]),
             // Any API key: every consumer with its hashes.
             (14, guarded(vec![policy("keys", keyed(&[]))]), &[]),
-            // JWTs for any consumer, API keys of one: every consumer, one with hashes.
+            // JWTs for any consumer, API keys of one: every consumer with its hashes.
             (
                 15,
                 guarded(vec![policy("keys", keyed(&["c"])), policy("jwt", jwt(&[]))]),
@@ -789,7 +762,7 @@ mod tests {
         assert_eq!(consumers(&views, &snapshots[1]), owned(&[]));
         assert_eq!(
             consumers(&views, &snapshots[2]),
-            owned(&[("a", true), ("b", true)])
+            owned(&[("a", true), ("b", true), ("c", true)])
         );
         assert_eq!(
             consumers(&views, &snapshots[3]),
@@ -801,7 +774,7 @@ mod tests {
         );
         assert_eq!(
             consumers(&views, &snapshots[5]),
-            owned(&[("a", false), ("b", false), ("c", true)])
+            owned(&[("a", true), ("b", true), ("c", true)])
         );
         // Hashes coming and going are changes to the agent, though the Consumers are not.
         let (views, snapshots) = history(&[
@@ -819,6 +792,48 @@ mod tests {
                 "{from}"
             );
         }
+    }
+
+    #[test]
+    fn agents_with_an_authentication_policy_get_every_consumer() {
+        let consumer =
+            |name: &str| named(name, Spec::Consumer(portico_api::pb::Consumer::default()));
+        let keys = named(
+            "keys",
+            Spec::Policy(portico_api::pb::Policy {
+                policy: Some(portico_api::pb::policy::Policy::ApiKeyAuth(
+                    Default::default(),
+                )),
+            }),
+        );
+        let eu_listener = Resource {
+            spec: match listener("eu-only", "eu-table", &["eu"]).spec {
+                Some(Spec::Listener(l)) => Some(Spec::Listener(Listener {
+                    policies: vec!["keys".into()],
+                    ..l
+                })),
+                other => other,
+            },
+            ..listener("eu-only", "eu-table", &["eu"])
+        };
+        let (views, snapshots) = history(&[(
+            11,
+            vec![consumer("ann"), consumer("bob"), keys, eu_listener],
+            &[],
+        )]);
+        let consumers = |region: &str| {
+            let scope = ScopeMemo::new(&node(0, region)).scope(snapshots[1].selectors());
+            views
+                .view(&scope, &snapshots[1])
+                .resources
+                .iter()
+                .filter(|s| s.resource.key().kind() == Kind::Consumer)
+                .map(|s| s.resource.name.clone())
+                .collect::<Vec<_>>()
+        };
+        // The policy names no consumer; it still identifies every one.
+        assert_eq!(consumers("eu"), ["ann", "bob"]);
+        assert!(consumers("us").is_empty());
     }
 
     #[test]

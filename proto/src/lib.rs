@@ -8,6 +8,7 @@
 //! # Layout
 //! - [`pb`]: generated messages and gRPC stubs (`portico.v1`).
 //! - [`backoff`]: capped exponential backoff with jitter.
+//! - [`budget`]: fleet budgets (quotas, FLEET rate limits): keys, sizes by plan, windows.
 //! - [`error`]: [`error::Chain`], an error shown with its causes.
 //! - [`file`](mod@file): the resource file format (YAML/JSON envelope), loading files and directories.
 //! - [`health`]: how much endpoint health one agent report carries.
@@ -21,8 +22,10 @@
 //!   and the fingerprints history keeps instead.
 //! - [`validate`]: validation of a whole resource set with field-path errors.
 //! - [`resource`]: the kind of a resource, its key, [`ResourceSet`], helpers on [`pb::Resource`].
+//! - [`usage`]: usage counts in reports and rollups: latency buckets, sums, quantiles, bounds.
 
 pub mod backoff;
+pub mod budget;
 pub mod error;
 pub mod file;
 pub mod health;
@@ -33,6 +36,7 @@ pub mod reference;
 pub mod resource;
 pub mod secret;
 pub mod text;
+pub mod usage;
 pub mod validate;
 
 /// Generated protobuf messages, gRPC clients/servers, and their proto3-JSON serde impls.

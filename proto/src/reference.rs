@@ -127,6 +127,20 @@ impl Edges {
     }
 }
 
+/// Whether an agent serving `resource` needs every Consumer: an authentication policy
+/// identifies any consumer whose key or subject a request presents (and answers 403, not 401,
+/// for one it does not allow), so its agents get the whole consumer directory, not only the
+/// consumers it names.
+pub fn reads_every_consumer(resource: &Resource) -> bool {
+    matches!(
+        &resource.spec,
+        Some(Spec::Policy(p)) if matches!(
+            p.policy,
+            Some(policy::Policy::ApiKeyAuth(_) | policy::Policy::JwtAuth(_))
+        )
+    )
+}
+
 /// The placeholder that replaces secret material in [`redacted`].
 pub const REDACTED: &str = "<redacted>";
 
@@ -163,6 +177,9 @@ pub fn reachable(set: &ResourceSet, roots: impl IntoIterator<Item = ResourceKey>
             continue;
         };
         queue.extend(references(resource).into_iter().map(|r| r.target));
+        if reads_every_consumer(resource) {
+            queue.extend(set.of_kind(Kind::Consumer).map(|c| c.key()));
+        }
         out.insert(resource.clone());
     }
     out

@@ -20,7 +20,8 @@
 //! - [`grpc`]: gRPC calls recognised, their statuses, deadlines and message framing, and
 //!   gRPC-Web translated to and from gRPC.
 //! - [`metrics`]: every data-path metric, named once; [`access_log`]: the log line format;
-//!   [`usage`]: usage counters per worker, collected for reports.
+//!   [`usage`]: usage counters per worker, collected for reports; `budgets`: fleet budgets
+//!   (quotas, FLEET rate limits) granted by the control plane and spent by requests.
 //! - `workers`: the threads serving traffic, one single-threaded runtime per core.
 //! - [`connector`], [`upstream`]: connections to endpoints, clusters' balancing, health and
 //!   per-worker pools; `replay`: request bodies kept for retries.
@@ -36,6 +37,7 @@
 
 pub mod access_log;
 pub mod body;
+mod budgets;
 pub mod config;
 pub mod connector;
 pub mod error;

@@ -11,6 +11,7 @@ use portico_api::pb;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::budgets::Budgets;
 use crate::config::ConfigSet;
 use crate::listener::{self, Bound};
 use crate::metrics as m;
@@ -93,6 +94,7 @@ impl Proxy {
                 tracker: TaskTracker::new(),
                 active: AtomicU64::new(0),
                 usage: Usage::new(workers.handles().len()),
+                budgets: Budgets::default(),
             }),
             node: config.node,
             workers,
@@ -250,6 +252,34 @@ impl Proxy {
     /// in `other`.
     pub fn take_usage(&self, top: usize) -> UsageSummary {
         self.shared.usage.take(top)
+    }
+
+    /// Fleet budget counts (quotas, FLEET rate limits) since the last report or budget
+    /// request, for the agent's report: at most 1,024 entries (`budgets::MAX_REPORTED`).
+    pub fn take_budget_use(&self) -> Vec<pb::BudgetUse> {
+        self.shared.budgets.take_use(std::time::SystemTime::now())
+    }
+
+    /// Resolves when requests wait for fleet budget the agent should ask for
+    /// ([`Proxy::take_budget_requests`]).
+    pub async fn budgets_wanted(&self) {
+        self.shared.budgets.wanted().await;
+    }
+
+    /// The fleet budgets to ask the control plane for now.
+    pub fn take_budget_requests(&self) -> Vec<pb::BudgetUse> {
+        self.shared.budgets.take_requests()
+    }
+
+    /// Applies fleet budget the control plane granted.
+    pub fn grant_budgets(&self, grants: Vec<pb::BudgetGrant>) {
+        self.shared.budgets.grant(grants);
+    }
+
+    /// Tells the data path whether a control plane can grant fleet budget now: without one,
+    /// fleet budgets admit at the pace of their previous window's grants.
+    pub fn set_control_plane_connected(&self, connected: bool) {
+        self.shared.budgets.set_connected(connected);
     }
 
     /// Client connections open now, over every listener.

@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::budgets::Budgets;
 use crate::runtime::Runtime;
 use crate::usage::Usage;
 
@@ -28,6 +29,8 @@ pub(crate) struct Shared {
     pub active: AtomicU64,
     /// Usage counters, one table per worker.
     pub usage: Usage,
+    /// Fleet budgets granted by the control plane.
+    pub budgets: Budgets,
 }
 
 /// The runtime as a request holds it: a handle made by the request's worker, so taking and

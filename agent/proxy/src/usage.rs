@@ -15,14 +15,15 @@ use std::hash::BuildHasherDefault;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use portico_api::pb;
+
 use crate::metrics::{AddressHasher, status_class};
 
 /// Rows per worker table at most.
 pub const MAX_ROWS: usize = 4096;
 
 /// Upper bounds of the latency buckets, in milliseconds; the last bucket has none.
-pub const LATENCY_BOUNDS_MS: [u64; 13] =
-    [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
+pub use portico_api::usage::LATENCY_BOUNDS_MS;
 
 /// Counts of some requests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -91,6 +92,53 @@ impl UsageStats {
             }
         }
         None
+    }
+}
+
+impl UsageStats {
+    /// The counts as a report carries them.
+    pub fn to_pb(&self) -> pb::UsageStats {
+        let used = self
+            .latency
+            .iter()
+            .rposition(|n| *n > 0)
+            .map_or(0, |i| i + 1);
+        pb::UsageStats {
+            requests: self.requests,
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            latency: self.latency[..used].to_vec(),
+            rejections: self
+                .rejections
+                .iter()
+                .map(|(reason, n)| (reason.to_string(), *n))
+                .collect(),
+        }
+    }
+}
+
+impl UsageSummary {
+    /// The rows and the rest as a report carries them.
+    pub fn to_pb(&self) -> (Vec<pb::UsageRow>, pb::UsageStats) {
+        let rows = self
+            .rows
+            .iter()
+            .map(|r| pb::UsageRow {
+                listener: r.listener.clone(),
+                route: r.route.clone(),
+                cluster: r.cluster.clone(),
+                consumer: r.consumer.clone(),
+                status_class: r.status_class.to_string(),
+                stats: Some(r.stats.to_pb()),
+                region: String::new(),
+            })
+            .collect();
+        (rows, self.other.to_pb())
+    }
+
+    /// Requests over every row and the rest.
+    pub fn requests(&self) -> u64 {
+        self.rows.iter().map(|r| r.stats.requests).sum::<u64>() + self.other.requests
     }
 }
 

@@ -8,25 +8,13 @@ use std::path::Path;
 
 use portico_api::file::load_paths;
 use portico_api::node::DataPlane;
-use portico_api::pb::{AgentSelector, resource::Spec};
+use portico_api::pb::resource::Spec;
 use portico_api::validate::validate_set;
 use portico_api::{Kind, ResourceSet};
 use portico_proxy::config::ConfigSet;
 use portico_proxy::runtime::{NodeInfo, Runtime};
 use portico_test_support::examples::example_files;
 use portico_test_support::fixtures::{accepted, valid, valid_with};
-
-/// A node that `selector` selects: its first region and zone, and its labels.
-fn node_selected_by(selector: Option<&AgentSelector>) -> NodeInfo {
-    let Some(s) = selector else {
-        return NodeInfo::default();
-    };
-    NodeInfo {
-        region: s.regions.first().cloned().unwrap_or_default(),
-        zone: s.zones.first().cloned().unwrap_or_default(),
-        labels: s.labels.clone(),
-    }
-}
 
 /// Checks that `set` validates, then compiles it, with two proxy workers, on a node that
 /// each of its listeners selects, and that the listener is then served, unless Portico agents
@@ -48,7 +36,7 @@ fn validates_and_compiles(what: &str, set: &ResourceSet) {
         let Some(Spec::Listener(l)) = &r.spec else {
             continue;
         };
-        let node = node_selected_by(l.selector.as_ref());
+        let node = NodeInfo::first_selected_by(l.selector.as_ref());
         assert!(node.selected_by(l.selector.as_ref()), "{what}: {}", r.name);
         let runtime = Runtime::compile(&config, &node, &Runtime::default(), 2)
             .unwrap_or_else(|e| panic!("{what} does not compile on {node:?}: {e}"));

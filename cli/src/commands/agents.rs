@@ -63,6 +63,9 @@ pub struct Agent {
     pub replica: String,
     /// Its last rejection since its last ACK, if any.
     pub nack: Option<Nack>,
+    /// Requests per second it answered over the period its last report covers (0 when
+    /// disconnected).
+    pub req_per_s: f64,
 }
 
 /// A rejected update.
@@ -130,7 +133,18 @@ impl Agent {
                 version: n.version,
                 error: n.error.clone(),
             }),
+            req_per_s: req_per_s(a),
         }
+    }
+}
+
+/// An agent's requests per second as its last report gave them, rounded to a tenth; 0 when it
+/// is disconnected.
+pub fn req_per_s(a: &AgentRecord) -> f64 {
+    if a.connected {
+        (a.requests_per_second * 10.0).round() / 10.0
+    } else {
+        0.0
     }
 }
 
@@ -195,6 +209,7 @@ fn table(agents: &[AgentRecord], config_revision: i64, now: SystemTime) -> Strin
         "ZONE",
         "APPLIED",
         "STATE",
+        "REQ/S",
         "LAST SEEN",
     ]);
     for a in agents {
@@ -210,6 +225,7 @@ fn table(agents: &[AgentRecord], config_revision: i64, now: SystemTime) -> Strin
             node.zone,
             a.applied_version.to_string(),
             state,
+            format!("{:.1}", req_per_s(a)),
             output::ago(a.last_seen.as_ref(), now),
         ]);
     }
@@ -240,6 +256,7 @@ mod tests {
                 seconds: 1_000,
                 nanos: 0,
             }),
+            requests_per_second: 12.345,
             ..Default::default()
         }
     }
@@ -277,10 +294,10 @@ mod tests {
         );
         assert_eq!(
             text,
-            "ID       KIND      REGION   ZONE    APPLIED   STATE                                          LAST SEEN\n\
-             edge-1   portico   eu       eu-1a   5         in-sync                                        10s ago\n\
-             edge-2   portico   eu       eu-1a   4         NACKed 5: bind 0.0.0.0:80: permission denied   10s ago\n\
-             edge-3   envoy     eu       eu-1a   5         in-sync                                        10s ago\n"
+            "ID       KIND      REGION   ZONE    APPLIED   STATE                                          REQ/S   LAST SEEN\n\
+             edge-1   portico   eu       eu-1a   5         in-sync                                        12.3    10s ago\n\
+             edge-2   portico   eu       eu-1a   4         NACKed 5: bind 0.0.0.0:80: permission denied   12.3    10s ago\n\
+             edge-3   envoy     eu       eu-1a   5         in-sync                                        12.3    10s ago\n"
         );
     }
 

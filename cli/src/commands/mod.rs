@@ -14,6 +14,7 @@ pub mod history;
 pub mod rollback;
 pub mod rollout;
 pub mod token;
+pub mod usage;
 
 use portico_api::Kind;
 use portico_api::pb::{ListRequest, ListResponse};

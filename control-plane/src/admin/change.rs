@@ -132,14 +132,7 @@ impl AdminService {
         check_request(&req)?;
         for _ in 0..MAX_ATTEMPTS {
             let stored = self.read().await?;
-            if let Some(expected) = req.expected_revision
-                && expected != stored.revision
-            {
-                return Err(AdminError::Conflict {
-                    expected,
-                    current: stored.revision,
-                });
-            }
+            expect_revision(req.expected_revision, stored.revision)?;
             let kept = secrets::keep_redacted(&stored.resources, &mut req.resources);
             let changes = changes(&stored.resources, &req);
             let invalid = |errors: Vec<validate::ValidationError>| ApplyResponse {
@@ -243,14 +236,7 @@ impl AdminService {
         check_message(&req.message)?;
         for _ in 0..MAX_ATTEMPTS {
             let stored = self.read().await?;
-            if let Some(expected) = req.expected_revision
-                && expected != stored.revision
-            {
-                return Err(AdminError::Conflict {
-                    expected,
-                    current: stored.revision,
-                });
-            }
+            expect_revision(req.expected_revision, stored.revision)?;
             let records = history::read_all(&self.store, &self.keys).await?;
             let target = history::config_at(&stored.resources, &records, req.revision)?;
             let deltas = history::deltas(&stored.resources, &target);
@@ -362,5 +348,12 @@ fn delta_change(delta: &ResourceDelta) -> ResourceChange {
     ResourceChange {
         key: delta.key.clone(),
         change: change as i32,
+    }
+}
+/// Refuses a change made against another config revision than the caller expected.
+fn expect_revision(expected: Option<i64>, current: Revision) -> Result<(), AdminError> {
+    match expected {
+        Some(expected) if expected != current => Err(AdminError::Conflict { expected, current }),
+        _ => Ok(()),
     }
 }

@@ -23,6 +23,7 @@ mod listing;
 mod secrets;
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use portico_api::pb::Role;
 use portico_api::pb::admin_server::Admin;
@@ -32,7 +33,7 @@ use portico_api::pb::{
     GetResponse, HealthRequest, HealthResponse, HistoryRequest, HistoryResponse, ListRequest,
     ListResponse, ListTokensRequest, ListTokensResponse, RevokeAgentRequest, RevokeAgentResponse,
     RevokeTokenRequest, RevokeTokenResponse, RollbackRequest, RollbackResponse,
-    RolloutStatusRequest, RolloutStatusResponse, StoredResource,
+    RolloutStatusRequest, RolloutStatusResponse, StoredResource, UsageRequest, UsageResponse,
 };
 use portico_api::{Kind, Resource, ResourceKey, reference, validate};
 use tonic::{Request, Response, Status};
@@ -46,6 +47,7 @@ use crate::metered::MeteredStore;
 use crate::registry::Registry;
 use crate::rollout;
 use crate::store::{Revision, StoreError};
+use crate::usage::{self, UsageRollups};
 use crate::views::Views;
 use listing::Listings;
 
@@ -109,12 +111,16 @@ pub enum AdminError {
     NoIdentity(String),
 }
 
+/// How far back `Usage` looks by default.
+const DEFAULT_USAGE_SINCE: Duration = Duration::from_secs(3600);
+
 /// The Admin service.
 pub struct AdminService {
     store: MeteredStore,
     keys: Keys,
     views: Arc<Views>,
     registry: Arc<Registry>,
+    usage: Arc<UsageRollups>,
     /// This replica's name, which a staged change's marker carries.
     replica: String,
     listings: Listings,
@@ -128,6 +134,7 @@ impl AdminService {
         keys: Keys,
         views: Arc<Views>,
         registry: Arc<Registry>,
+        usage: Arc<UsageRollups>,
         replica: String,
         auth: Arc<Auth>,
     ) -> Self {
@@ -136,6 +143,7 @@ impl AdminService {
             keys,
             views,
             registry,
+            usage,
             replica,
             listings: Listings::default(),
             auth,
@@ -283,6 +291,41 @@ impl Admin for AdminService {
             &req.cluster,
             &req.region,
         )))
+    }
+
+    async fn usage(&self, req: Request<UsageRequest>) -> Result<Response<UsageResponse>, Status> {
+        self.caller(&req, Role::Viewer, "usage")?;
+        let req = req.into_inner();
+        let since = match req.since {
+            None => DEFAULT_USAGE_SINCE,
+            Some(d) if d.seconds < 0 || d.nanos < 0 || (d.seconds == 0 && d.nanos == 0) => {
+                return Err(AdminError::BadRequest("since: must be above zero".into()).into());
+            }
+            Some(d) => Duration::new(d.seconds as u64, d.nanos as u32),
+        };
+        if since > usage::MAX_SINCE {
+            return Err(AdminError::BadRequest(format!(
+                "since: at most {}h: usage is kept that long",
+                usage::MAX_SINCE.as_secs() / 3600
+            ))
+            .into());
+        }
+        let some = |s: String| (!s.is_empty()).then_some(s);
+        let filter = usage::Filter {
+            consumer: some(req.consumer),
+            route: some(req.route),
+            region: some(req.region),
+        };
+        let (rows, from_ms, to_ms) = self
+            .usage
+            .query(since, &filter, SystemTime::now())
+            .await
+            .map_err(Status::from)?;
+        Ok(Response::new(UsageResponse {
+            rows,
+            from_ms,
+            to_ms,
+        }))
     }
 
     async fn get_ca(&self, req: Request<GetCaRequest>) -> Result<Response<GetCaResponse>, Status> {

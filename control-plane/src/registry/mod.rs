@@ -134,6 +134,7 @@ impl Registry {
             last_nack: None,
             last_report: None,
             connected: true,
+            requests_per_second: 0.0,
             kind: kind.as_str().to_string(),
             ahead_of_control_plane: false,
         };
@@ -189,9 +190,10 @@ impl Registry {
         });
     }
 
-    /// The agent reported on itself. Its endpoint health goes to the health key, not the
-    /// record, so the record stays small.
-    pub fn report(&self, id: &str, stream: StreamId, mut report: Report) {
+    /// The agent reported on itself, answering `requests_per_second` since its previous
+    /// report. Its endpoint health goes to the health key, not the record, so the record stays
+    /// small (its usage and budget counts are taken out before, by the stream).
+    pub fn report(&self, id: &str, stream: StreamId, mut report: Report, requests_per_second: f64) {
         let mut clusters = std::mem::take(&mut report.clusters);
         let omitted = report
             .endpoints_omitted
@@ -203,6 +205,7 @@ impl Registry {
         let (at, now) = (SystemTime::now(), Instant::now());
         self.touch(id, stream, |e| {
             e.record.last_report = Some(report);
+            e.record.requests_per_second = requests_per_second;
             count_unhealthy(&mut e.unhealthy, health::unhealthy_by_cluster(&clusters));
             e.health.observe(clusters, omitted, at, now);
         });

@@ -78,6 +78,24 @@ pub async fn get(port: u16, host: &str, target: &str) -> Answer {
     send(&client(), req).await
 }
 
+/// `GET http://127.0.0.1:<port><target>` with `headers`, through `client` (which keeps its
+/// connections for the next request).
+pub async fn get_with(
+    client: &TestClient,
+    port: u16,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let mut req = Request::get(format!("http://127.0.0.1:{port}{target}"));
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req
+        .body(Full::new(Bytes::new()))
+        .unwrap_or_else(|e| panic!("a request for {target}: {e}"));
+    send(client, req).await
+}
+
 /// `GET url`: the status and body, or `None` when nothing answers (or the body breaks off).
 pub async fn fetch(url: impl AsRef<str>) -> Option<(u16, String)> {
     let url = url.as_ref();

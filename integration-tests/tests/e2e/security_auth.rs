@@ -60,6 +60,7 @@ fn each_role_is_allowed_its_commands_and_refused_the_others() {
         &["agents"],
         &["rollout", "status"],
         &["health"],
+        &["usage"],
     ] {
         cp.portico_as(Some(&viewer), args).ok();
     }

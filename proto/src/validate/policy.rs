@@ -48,6 +48,15 @@ pub(crate) fn check(p: &Policy, e: &mut Errors) {
                 Ok(_) => {}
                 Err(_) => e.add("quota.period", format!("unknown enum value {}", q.period)),
             }
+            for (plan, limit) in &q.plans {
+                let at = format!("quota.plans[{plan:?}]");
+                if plan.is_empty() {
+                    e.add(&at, "plan name must not be empty");
+                }
+                if *limit == 0 {
+                    e.add(&at, "limit must be above zero");
+                }
+            }
         }
         Some(policy::Policy::Cors(c)) => cors(c, e),
         Some(policy::Policy::IpFilter(f)) => {
@@ -252,10 +261,56 @@ fn rate(r: &RateLimit, e: &mut Errors) {
         }
         limit(&at, (p.requests, p.period.as_ref(), p.burst), e);
     }
-    if let Some(rate_limit_key::Key::Header(name)) = r.key.as_ref().and_then(|k| k.key.as_ref()) {
+    let key = r.key.as_ref().and_then(|k| k.key.as_ref());
+    if let Some(rate_limit_key::Key::Header(name)) = key {
         e.check("rate_limit.key.header", field::header_name(name));
     }
     field::known_enum::<rate_limit::Scope>(e, "rate_limit.scope", r.scope);
+    if r.scope == rate_limit::Scope::Fleet as i32 {
+        fleet(r, key, e);
+    }
+}
+
+/// What a FLEET limit cannot have: its budget is counted per window, per consumer or route.
+fn fleet(r: &RateLimit, key: Option<&rate_limit_key::Key>, e: &mut Errors) {
+    let local_only = "applies to rate limits of scope LOCAL only";
+    match key {
+        Some(rate_limit_key::Key::ClientIp(_)) => e.add(
+            "rate_limit.key.client_ip",
+            format!("{local_only}: FLEET budgets are kept per consumer or per route"),
+        ),
+        Some(rate_limit_key::Key::Header(_)) => e.add(
+            "rate_limit.key.header",
+            format!("{local_only}: FLEET budgets are kept per consumer or per route"),
+        ),
+        _ => {}
+    }
+    let periods = std::iter::once(("rate_limit".to_string(), r.period.as_ref(), r.burst)).chain(
+        r.plans.iter().map(|(plan, p)| {
+            (
+                format!("rate_limit.plans[{plan:?}]"),
+                p.period.as_ref(),
+                p.burst,
+            )
+        }),
+    );
+    for (at, period, burst) in periods {
+        if burst > 0 {
+            e.add(
+                format!("{at}.burst"),
+                format!("{local_only}: a FLEET limit counts requests per window of its period"),
+            );
+        }
+        let ms = period.map_or(1000, |d| {
+            d.seconds.saturating_mul(1000) + i64::from(d.nanos) / 1_000_000
+        });
+        if ms < crate::budget::MIN_FLEET_PERIOD.as_millis() as i64 {
+            e.add(
+                format!("{at}.period"),
+                "a FLEET limit's period is at least 1s",
+            );
+        }
+    }
 }
 
 /// One token-bucket limit: (requests, period, burst).

@@ -9,7 +9,7 @@
 //! are then what validates it.
 
 use super::{Errors, ValidationError};
-use crate::pb::{Cluster, Resource, cluster::UpstreamProtocol, policy, rate_limit, resource::Spec};
+use crate::pb::{Cluster, Resource, cluster::UpstreamProtocol, resource::Spec};
 
 /// The start of every refusal's message.
 const NOT_SUPPORTED: &str = "not supported yet";
@@ -24,21 +24,6 @@ struct Refusal {
 
 /// Everything refused, each with the work that lifts it.
 const REFUSALS: &[Refusal] = &[
-    // Lifted by fleet-wide budgets kept by the control plane.
-    Refusal {
-        reason: "agents do not keep quotas",
-        find: |r| policy(r, "quota", |p| matches!(p, policy::Policy::Quota(_))),
-    },
-    Refusal {
-        reason: "agents do not share rate limits; use scope LOCAL",
-        find: |r| {
-            policy(
-                r,
-                "rate_limit.scope",
-                |p| matches!(p, policy::Policy::RateLimit(l) if l.scope() == rate_limit::Scope::Fleet),
-            )
-        },
-    },
     // Lifted by connection limits on HTTP/2 clusters (one multiplexed connection per
     // endpoint and proxy worker today).
     Refusal {
@@ -76,22 +61,6 @@ pub(super) fn check(resource: &Resource, e: &mut Errors) {
         for field in (refusal.find)(resource) {
             e.add(field, format!("{NOT_SUPPORTED}: {}", refusal.reason));
         }
-    }
-}
-
-/// `field`, when `set`.
-fn at(set: bool, field: &str) -> Vec<String> {
-    if set {
-        vec![field.to_string()]
-    } else {
-        Vec::new()
-    }
-}
-
-fn policy(r: &Resource, field: &str, set: impl Fn(&policy::Policy) -> bool) -> Vec<String> {
-    match &r.spec {
-        Some(Spec::Policy(p)) => at(p.policy.as_ref().is_some_and(set), field),
-        _ => Vec::new(),
     }
 }
 

@@ -1,13 +1,12 @@
 //! The shared fixtures (`portico_test_support::fixtures`), plus what only these tests need:
-//! the gateway resources (among them a quota and a FLEET rate limit, which validation refuses
-//! until agents enforce them, so that their own checks stay tested), and error assertions.
+//! the gateway resources (a policy of every kind, a quota and a FLEET rate limit among them,
+//! consumers, and what attaches them), and error assertions.
 
 use portico_api::ResourceSet;
 pub use portico_test_support::fixtures::*;
 
 /// Policies of every kind, consumers, an opaque secret, and a listener and a route table that
-/// attach the policies: correct, except for the quota and the FLEET limit that validation
-/// refuses as not supported yet.
+/// attach the policies: correct.
 const GATEWAY: &str = r#"
 kind: Listener
 name: gateway
@@ -50,12 +49,12 @@ spec:
 kind: Policy
 name: limit
 spec:
-  rate_limit: {requests: 100, period: 1s, burst: 200, key: {client_ip: true}, scope: FLEET}
+  rate_limit: {requests: 100, period: 60s, key: {consumer: true}, scope: FLEET, plans: {gold: {requests: 1000, period: 60s}}}
 ---
 kind: Policy
 name: quota
 spec:
-  quota: {limit: "1000000", period: MONTH}
+  quota: {limit: "1000000", period: MONTH, plans: {gold: "5000000"}}
 ---
 kind: Policy
 name: cors

@@ -10,16 +10,20 @@
 //! Where state lives: everything here is immutable once compiled, except the rate limiters'
 //! buckets (`rate_limit`), which are shared by the proxy workers and live as long as the
 //! compiled policy, so a config change that leaves a rate-limit policy alone keeps its buckets.
+//! Fleet budgets (`fleet`: quotas and FLEET rate limits) are kept by the proxy, not the
+//! policy (`crate::budgets`), by policy name, key and window, so they outlive any apply.
 //!
 //! # Layout
 //! - [`consumer`]: the consumer directory (API key hashes, JWT subjects, plans).
 //! - [`ip_filter`], [`cors`], [`api_key`], [`jwt`], [`validation`], [`rate_limit`],
-//!   [`headers`], [`compression`]: one policy kind each.
+//!   [`fleet`], [`headers`], [`compression`]: one policy kind each (`fleet` for `quota` and
+//!   `rate_limit` of scope FLEET).
 
 pub mod api_key;
 pub mod compression;
 pub mod consumer;
 pub mod cors;
+pub mod fleet;
 pub mod headers;
 pub mod ip_filter;
 pub mod jwt;
@@ -47,8 +51,10 @@ pub enum Stage {
     Auth,
     /// Request validation.
     Validation,
-    /// Rate limits.
+    /// Rate limits (LOCAL, then FLEET, in the order attached).
     RateLimit,
+    /// Quotas.
+    Quota,
     /// Work on the response only (headers, compression); request header changes run last,
     /// just before the request goes upstream.
     Response,
@@ -67,8 +73,10 @@ pub enum Policy {
     Jwt(Box<jwt::JwtAuth>),
     /// `request_validation`.
     Validation(Box<validation::RequestValidation>),
-    /// `rate_limit`.
+    /// `rate_limit` of scope LOCAL.
     RateLimit(rate_limit::RateLimit),
+    /// `quota`, or `rate_limit` of scope FLEET.
+    Fleet(fleet::FleetLimit),
     /// `headers`.
     Headers(headers::HeaderPolicy),
     /// `compression`.
@@ -84,6 +92,8 @@ impl Policy {
             Policy::ApiKey(_) | Policy::Jwt(_) => Stage::Auth,
             Policy::Validation(_) => Stage::Validation,
             Policy::RateLimit(_) => Stage::RateLimit,
+            Policy::Fleet(f) if f.is_quota() => Stage::Quota,
+            Policy::Fleet(_) => Stage::RateLimit,
             Policy::Headers(_) | Policy::Compression(_) => Stage::Response,
         }
     }
@@ -133,21 +143,20 @@ pub fn compile(name: &str, spec: &pb::Policy, env: &Env<'_>) -> Result<Policy, C
         Some(policy::Policy::RequestValidation(v)) => Policy::Validation(Box::new(
             validation::RequestValidation::compile(v).map_err(err)?,
         )),
-        Some(policy::Policy::RateLimit(r)) => {
-            Policy::RateLimit(rate_limit::RateLimit::compile(r).map_err(err)?)
-        }
+        Some(policy::Policy::RateLimit(r)) => match fleet::FleetLimit::compile(name, spec) {
+            Some(f) => Policy::Fleet(f),
+            None => Policy::RateLimit(rate_limit::RateLimit::compile(r).map_err(err)?),
+        },
         Some(policy::Policy::Headers(h)) => {
             Policy::Headers(headers::HeaderPolicy::compile(h).map_err(err)?)
         }
         Some(policy::Policy::Compression(c)) => {
             Policy::Compression(compression::Compression::compile(c).map_err(err)?)
         }
-        Some(policy::Policy::Quota(_)) => {
-            return Err(err((
-                "quota".into(),
-                "not supported yet: agents do not keep quotas".into(),
-            )));
-        }
+        Some(policy::Policy::Quota(_)) => match fleet::FleetLimit::compile(name, spec) {
+            Some(f) => Policy::Fleet(f),
+            None => return Err(err(("quota.period".into(), "period is required".into()))),
+        },
     };
     Ok(compiled)
 }
@@ -219,7 +228,7 @@ impl Chain {
 pub struct Rejection {
     /// The status answered.
     pub status: StatusCode,
-    /// The reason code (`ip_denied`, `auth_missing`, `rate_limited`, ...).
+    /// The reason code (`ip_denied`, `auth_missing`, `rate_limited`, `quota_exhausted`, ...).
     pub reason: &'static str,
     /// A sentence for the client, when the status alone does not tell what to fix (the
     /// failing path of a JSON Schema check).

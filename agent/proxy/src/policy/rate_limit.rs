@@ -224,6 +224,15 @@ static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-rema
 static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
 impl RateHeaders {
+    /// The values of a limit of `limit` with `remaining` left, full again in `reset_secs`.
+    pub fn new(limit: HeaderValue, remaining: u32, reset_secs: u64) -> RateHeaders {
+        RateHeaders {
+            limit,
+            remaining,
+            reset_secs,
+        }
+    }
+
     /// Appends the three headers to `out`.
     pub fn write_into(&self, out: &mut Vec<(HeaderName, HeaderValue)>) {
         out.push((RATELIMIT_LIMIT.clone(), self.limit.clone()));

@@ -64,6 +64,19 @@ pub struct NodeInfo {
 }
 
 impl NodeInfo {
+    /// A node `selector` selects: its first region and zone, and its labels (what a compile of
+    /// a listener for some node it selects sees).
+    pub fn first_selected_by(selector: Option<&pb::AgentSelector>) -> NodeInfo {
+        let Some(s) = selector else {
+            return NodeInfo::default();
+        };
+        NodeInfo {
+            region: s.regions.first().cloned().unwrap_or_default(),
+            zone: s.zones.first().cloned().unwrap_or_default(),
+            labels: s.labels.clone(),
+        }
+    }
+
     /// Whether a listener with `selector` runs on this node.
     pub fn selected_by(&self, selector: Option<&pb::AgentSelector>) -> bool {
         portico_api::node::selects(selector, &self.region, &self.zone, &self.labels)

@@ -107,7 +107,7 @@ async fn serve(
         log.metrics = Some(m::request_handles(&ctx.listener, Some(&route.name), None));
     }
     let mut req = req.map(RequestBody::Incoming);
-    let Some(mut gate) = Gate::new(listener, route, ctx.peer) else {
+    let Some(mut gate) = Gate::new(listener, route, ctx.peer, &ctx.shared.budgets) else {
         let req = grpc_call(route, req, log);
         let mut response = act(ctx, listener, route, &head, req, None, log).await?;
         route.response_headers.apply(response.headers_mut());
@@ -119,6 +119,7 @@ async fn serve(
     match decided {
         Ok(None) => {}
         Ok(Some(mut answer)) => {
+            answered_on(ctx, route, log);
             route.response_headers.apply(answer.headers_mut());
             return Ok(answer);
         }
@@ -154,6 +155,7 @@ fn reject(
     rejection: crate::policy::Rejection,
     log: &mut RequestLog,
 ) -> Response<ResponseBody> {
+    answered_on(ctx, route, log);
     log.reason = Some(rejection.reason);
     log.rejection = Some(rejection.reason);
     m::rejection(&ctx.listener, &route.name, rejection.reason);
@@ -163,6 +165,14 @@ fn reject(
         .map(ResponseBody::Local);
     gate.decorate(&mut response);
     response
+}
+
+/// Records that the agent answered a request to `route` itself (a policy refused it or
+/// answered a preflight): its log line, metrics and usage name the route, with no cluster.
+fn answered_on(ctx: &ConnCtx, route: &Route, log: &mut RequestLog) {
+    if log.metrics.is_none() {
+        log.metrics = Some(m::request_handles(&ctx.listener, Some(&route.name), None));
+    }
 }
 
 /// A gRPC-Web call to a route that opts in, turned into gRPC: head and (for the text form)

@@ -13,7 +13,9 @@ use http_body::Body;
 use http_body_util::BodyExt;
 
 use crate::body::RequestBody;
+use crate::budgets::Budgets;
 use crate::policy::compression::Encoder;
+use crate::policy::fleet::Place;
 use crate::policy::rate_limit::{RateHeaders, Subject};
 use crate::policy::{Chain, Consumer, Policy, Rejection};
 use crate::response::ResponseBody;
@@ -26,6 +28,10 @@ pub(super) struct Gate<'r> {
     route: Option<&'r Chain>,
     /// Identifies the route's bucket for limits without a key.
     route_id: usize,
+    /// Names the route's budget for fleet budgets without a key.
+    place: Place<'r>,
+    /// The proxy's fleet budgets.
+    budgets: &'r Budgets,
     /// The client's address: the peer, or what an `ip_filter` found behind trusted proxies.
     client: IpAddr,
     /// The consumer an authentication policy identified.
@@ -63,7 +69,12 @@ fn merged<'a>(a: Option<&'a Chain>, b: Option<&'a Chain>) -> impl Iterator<Item 
 
 impl<'r> Gate<'r> {
     /// The gate of a request to `route` on `listener`; `None` when neither has policies.
-    pub fn new(listener: &'r ListenerRuntime, route: &'r Route, peer: IpAddr) -> Option<Self> {
+    pub fn new(
+        listener: &'r ListenerRuntime,
+        route: &'r Route,
+        peer: IpAddr,
+        budgets: &'r Budgets,
+    ) -> Option<Self> {
         if listener.policies.is_none() && route.policies.is_none() {
             return None;
         }
@@ -71,6 +82,11 @@ impl<'r> Gate<'r> {
             listener: listener.policies.as_deref(),
             route: route.policies.as_deref(),
             route_id: std::ptr::from_ref(route) as usize,
+            place: Place {
+                listener: &listener.conn.name,
+                route: &route.name,
+            },
+            budgets,
             client: peer.to_canonical(),
             consumer: None,
             origin: None,
@@ -139,12 +155,12 @@ impl<'r> Gate<'r> {
                         headers: req.headers(),
                     };
                     let headers = r.check(&subject)?;
-                    if self
-                        .rate
-                        .as_ref()
-                        .is_none_or(|h| headers.remaining < h.remaining)
-                    {
-                        self.rate = Some(headers);
+                    self.tighten(headers);
+                }
+                Policy::Fleet(f) => {
+                    let consumer = self.consumer.as_deref();
+                    if let Some(headers) = f.check(self.budgets, consumer, &self.place).await? {
+                        self.tighten(headers);
                     }
                 }
                 Policy::Headers(h) => h.request.apply(req.headers_mut()),
@@ -156,6 +172,17 @@ impl<'r> Gate<'r> {
             }
         }
         Ok(None)
+    }
+
+    /// Keeps `headers` if they are the tightest limit's so far.
+    fn tighten(&mut self, headers: RateHeaders) {
+        if self
+            .rate
+            .as_ref()
+            .is_none_or(|h| headers.remaining < h.remaining)
+        {
+            self.rate = Some(headers);
+        }
     }
 
     /// Runs the response side on an answer from the route's action.

@@ -946,7 +946,150 @@ async fn rejections_are_counted_by_reason_and_usage_by_consumer() {
         .find(|r| r.consumer == "alice" && r.status_class == "4xx")
         .unwrap();
     assert_eq!(limited.stats.rejections, vec![("rate_limited", 1)]);
+    // Refused before any cluster, still on their route.
     let anonymous = usage.rows.iter().find(|r| r.consumer.is_empty()).unwrap();
     assert_eq!(anonymous.stats.requests, 2);
+    assert_eq!(
+        (anonymous.route.as_str(), anonymous.cluster.as_str()),
+        ("api", "")
+    );
+    proxy.shutdown(Duration::from_secs(1)).await;
+}
+
+/// What the agent asks the control plane for, polled from the proxy until it asks.
+async fn asked(proxy: &portico_proxy::Proxy) -> Vec<pb::BudgetUse> {
+    eventually("a budget request", Duration::from_secs(5), || {
+        let asked = proxy.take_budget_requests();
+        async move { (!asked.is_empty()).then_some(asked) }
+    })
+    .await
+}
+
+/// The grant of `granted` requests for what `asked` names.
+fn grant(asked: &pb::BudgetUse, granted: u64, exhausted: bool, window_ms: i64) -> pb::BudgetGrant {
+    pb::BudgetGrant {
+        policy: asked.policy.clone(),
+        key: asked.key.clone(),
+        window_start_ms: asked.window_start_ms,
+        window_end_ms: asked.window_start_ms + window_ms,
+        granted,
+        exhausted,
+        limit: 10,
+        remaining: 10 - granted,
+    }
+}
+
+#[tokio::test]
+async fn fleet_budgets_admit_what_was_granted_and_refuse_once_exhausted() {
+    let up = Upstream::start("up").await;
+    let port = free_port();
+    let fleet = pb::RateLimit {
+        requests: 10,
+        period: Some(pbjson_types::Duration {
+            seconds: 3600,
+            nanos: 0,
+        }),
+        scope: pb::rate_limit::Scope::Fleet as i32,
+        ..Default::default()
+    };
+    let resources = vec![
+        cluster("up", &[up.addr]),
+        consumer("alice", "alice-key", &[], "gold"),
+        policy(
+            "keys",
+            policy::Policy::ApiKeyAuth(pb::ApiKeyAuth::default()),
+        ),
+        policy(
+            "daily",
+            policy::Policy::Quota(pb::Quota {
+                limit: 100,
+                period: pb::quota::Period::Day as i32,
+                plans: [("gold".to_string(), 10)].into(),
+            }),
+        ),
+        policy("shared", policy::Policy::RateLimit(fleet)),
+    ];
+    let routes = vec![
+        pb::Route {
+            policies: vec!["shared".into()],
+            ..route("fleet", prefix("/fleet"), to("up"))
+        },
+        pb::Route {
+            policies: vec!["shared".into()],
+            ..route("other", prefix("/other"), to("up"))
+        },
+        guarded(&["daily", "keys"]),
+    ];
+    let proxy = serve(resources, port, routes).await;
+    proxy.set_control_plane_connected(true);
+    let key = [("x-api-key", "alice-key")];
+
+    // A quota: the first request waits while the agent asks for the budget of alice's key in
+    // this calendar day; it goes on with the grant.
+    let waiting = tokio::spawn(request(port, "GET", "/", &key, ""));
+    let ask = asked(&proxy).await.remove(0);
+    assert_eq!(
+        (ask.policy.as_str(), ask.key.as_str()),
+        ("daily", "consumer:alice")
+    );
+    assert!(ask.wanted >= 1);
+    let day = 86_400_000;
+    assert_eq!(ask.window_start_ms % day, 0, "a calendar day");
+    proxy.grant_budgets(vec![grant(&ask, 2, false, day)]);
+    assert_eq!(waiting.await.unwrap().status, 200);
+    assert_eq!(request(port, "GET", "/", &key, "").await.status, 200);
+    // The fleet's budget is spent: refused at once, until the day ends.
+    proxy.grant_budgets(vec![grant(&ask, 0, true, day)]);
+    let refused = request(port, "GET", "/", &key, "").await;
+    assert_eq!(refused.status, 429);
+    let retry: i64 = refused.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let left = (ask.window_start_ms + day
+        - SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64)
+        / 1000;
+    assert!(
+        (left - 2..=left + 2).contains(&retry),
+        "Retry-After {retry}, {left} s left"
+    );
+    // Authentication ran first: no key is 401, not a quota refusal.
+    assert_eq!(request(port, "GET", "/", &[], "").await.status, 401);
+    let counts = proxy.take_budget_use();
+    let daily = counts.iter().find(|u| u.policy == "daily").unwrap();
+    assert_eq!((daily.admitted, daily.refused), (2, 1));
+
+    // A FLEET rate limit without a key: one budget per route, with the RateLimit-* headers.
+    let waiting = tokio::spawn(request(port, "GET", "/fleet", &[], ""));
+    let ask = asked(&proxy).await.remove(0);
+    assert_eq!(
+        (ask.policy.as_str(), ask.key.as_str()),
+        ("shared", "route:web/fleet")
+    );
+    proxy.grant_budgets(vec![grant(&ask, 1, true, 3_600_000)]);
+    let admitted = waiting.await.unwrap();
+    assert_eq!(admitted.status, 200);
+    assert_eq!(admitted.headers["ratelimit-limit"], "10");
+    let refused = request(port, "GET", "/fleet", &[], "").await;
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.headers["ratelimit-remaining"], "0");
+
+    // Without a control plane, a key never granted anything is refused at once, to be tried
+    // again in a second.
+    proxy.set_control_plane_connected(false);
+    let started = Instant::now();
+    let other = request(port, "GET", "/other", &[], "").await;
+    assert_eq!(other.status, 429);
+    assert_eq!(other.headers["retry-after"], "1");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(proxy.take_budget_requests().is_empty());
     proxy.shutdown(Duration::from_secs(1)).await;
 }

@@ -165,7 +165,8 @@ fn apply_rules() {
 #[test]
 fn refusals_judge_what_is_applied_not_what_is_stored() {
     // Stored before agents were known not to enforce it, e.g. by an older control plane.
-    let stored = gateway_with("");
+    let h2 = "kind: Cluster\nname: h2\nspec: {protocol: HTTP2, circuit_breakers: {max_connections: 10}}\n";
+    let stored = gateway_with(h2);
     let spare = parse("kind: Cluster\nname: spare\nspec: {}\n");
     let result = validate_apply(&stored, &spare, &[]).map_err(|e| lines(&e));
     assert!(
@@ -174,19 +175,19 @@ fn refusals_judge_what_is_applied_not_what_is_stored() {
             .contains(Kind::Cluster, "spare")
     );
 
-    let limit =
-        parse("kind: Policy\nname: limit\nspec: {rate_limit: {requests: 5, scope: FLEET}}\n");
-    let errors = validate_apply(&stored, &limit, &[]).expect_err("a fleet limit is refused");
+    let errors =
+        validate_apply(&stored, &parse(h2), &[]).expect_err("an HTTP2 connection limit is refused");
     assert_errors(
-        "policy",
+        "cluster",
         &errors,
-        &["Policy/limit: rate_limit.scope: not supported yet: agents do not share rate limits"],
+        &["Cluster/h2: circuit_breakers.max_connections: not supported yet"],
     );
 
     // Removing what is refused is always possible.
     let deletions = [
         ResourceKey::new(Kind::Listener, "gateway"),
         ResourceKey::new(Kind::RouteTable, "gateway"),
+        ResourceKey::new(Kind::Cluster, "h2"),
     ]
     .into_iter()
     .chain(

@@ -140,11 +140,34 @@ fn policy_rules() {
         ),
         (&policy("{rate_limit: {requests: 1, period: 0.001s}}"), &[]),
         (
-            &policy("{quota: {}}"),
+            &policy("{quota: {plans: {'': 5, gold: 0}}}"),
             &[
                 "quota.limit: limit must be above zero",
                 "quota.period: period is required",
+                "quota.plans[\"\"]: plan name must not be empty",
+                "quota.plans[\"gold\"]: limit must be above zero",
             ],
+        ),
+        (
+            &policy(
+                "{rate_limit: {requests: 10, scope: FLEET, burst: 20, key: {client_ip: true}, period: 0.5s, plans: {gold: {requests: 5, burst: 1}}}}",
+            ),
+            &[
+                "rate_limit.key.client_ip: applies to rate limits of scope LOCAL only: FLEET budgets are kept per consumer or per route",
+                "rate_limit.burst: applies to rate limits of scope LOCAL only",
+                "rate_limit.period: a FLEET limit's period is at least 1s",
+                "rate_limit.plans[\"gold\"].burst: applies to rate limits of scope LOCAL only",
+            ],
+        ),
+        (
+            &policy("{rate_limit: {requests: 10, scope: FLEET, key: {header: x-tenant}}}"),
+            &["rate_limit.key.header: applies to rate limits of scope LOCAL only"],
+        ),
+        (
+            &policy(
+                "{rate_limit: {requests: 10, scope: FLEET, key: {consumer: true}, period: 60s}}",
+            ),
+            &[],
         ),
         (
             &policy(

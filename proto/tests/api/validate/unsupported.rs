@@ -11,25 +11,12 @@ const NOT_YET: &str = "not supported yet: ";
 #[test]
 fn each_unsupported_field_is_refused_with_its_path() {
     let cluster = |spec: &str| format!("kind: Cluster\nname: api\nspec: {spec}\n");
-    let refused = [
-        (
-            "kind: Policy\nname: month\nspec: {quota: {limit: 1000, period: MONTH}}\n".to_string(),
-            format!("Policy/month: quota: {NOT_YET}agents do not keep quotas"),
+    let refused = [(
+        cluster("{protocol: HTTP2, circuit_breakers: {max_connections: 10}}"),
+        format!(
+            "Cluster/api: circuit_breakers.max_connections: {NOT_YET}agents limit the connections of HTTP1 clusters only"
         ),
-        (
-            "kind: Policy\nname: shared\nspec: {rate_limit: {requests: 10, scope: FLEET}}\n"
-                .to_string(),
-            format!(
-                "Policy/shared: rate_limit.scope: {NOT_YET}agents do not share rate limits; use scope LOCAL"
-            ),
-        ),
-        (
-            cluster("{protocol: HTTP2, circuit_breakers: {max_connections: 10}}"),
-            format!(
-                "Cluster/api: circuit_breakers.max_connections: {NOT_YET}agents limit the connections of HTTP1 clusters only"
-            ),
-        ),
-    ];
+    )];
     for (yaml, expected) in &refused {
         cases(&[(yaml.as_str(), &[expected.as_str()])]);
         // The public list of refusals says the same.
