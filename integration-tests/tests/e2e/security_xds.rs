@@ -1,7 +1,9 @@
 //! xDS admission with authentication on, through the real control plane over TLS: an xDS
 //! client with neither an agent certificate nor a join token gets nothing, one with a join
 //! token gets what a node within the token's bounds is scoped to, and a token client can
-//! neither claim a region outside them nor a joined agent's node id.
+//! neither claim a region outside them nor a joined agent's node id; a joined agent's
+//! certificate admits an xDS client over mutual TLS; a stream ends when its credential is
+//! revoked.
 
 use std::time::Duration;
 
@@ -18,6 +20,7 @@ use portico_test_support::resources::{
     Edit, cluster, listener, prefix, route, route_table, to, vhost,
 };
 use tonic::Code;
+use tonic::transport::Channel;
 
 const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 /// How long a refused or answered stream may take to say so.
@@ -53,16 +56,18 @@ fn join_token(cp: &ControlPlane, args: &[&str]) -> String {
         .to_string()
 }
 
-/// Opens a state-of-the-world ADS stream to `cp` as Envoy node `id` in `region`, sending
-/// `token` (none: no credential), subscribed to every cluster; the first response, or the
-/// status that refused the stream.
-async fn first_clusters(
-    cp: &ControlPlane,
+/// An open ADS stream.
+type Inbound = tonic::Streaming<DiscoveryResponse>;
+
+/// Opens a state-of-the-world ADS stream over `channel` as Envoy node `id` in `region`,
+/// sending `token` (none: no credential), subscribed to every cluster; the first response and
+/// the stream, or the status that refused the stream.
+async fn open_clusters(
+    channel: Channel,
     token: Option<&str>,
     id: &str,
     region: &str,
-) -> Result<DiscoveryResponse, tonic::Status> {
-    let channel = cp.channel(None).await.unwrap_or_else(|e| panic!("{e}"));
+) -> Result<(DiscoveryResponse, Inbound), tonic::Status> {
     let mut client =
         AggregatedDiscoveryServiceClient::with_interceptor(channel, Bearer::new(token));
     let request = DiscoveryRequest {
@@ -87,7 +92,7 @@ async fn first_clusters(
             .await?
             .into_inner();
         match inbound.message().await? {
-            Some(response) => Ok(response),
+            Some(response) => Ok((response, inbound)),
             None => Err(tonic::Status::unknown(
                 "the stream ended without a response",
             )),
@@ -95,6 +100,38 @@ async fn first_clusters(
     })
     .await;
     answered.unwrap_or_else(|_| panic!("no answer to the xDS stream of {id} in {ANSWER_TIMEOUT:?}"))
+}
+
+/// [`open_clusters`] over a channel without a client certificate; the first response.
+async fn first_clusters(
+    cp: &ControlPlane,
+    token: Option<&str>,
+    id: &str,
+    region: &str,
+) -> Result<DiscoveryResponse, tonic::Status> {
+    let channel = cp.channel(None).await.unwrap_or_else(|e| panic!("{e}"));
+    open_clusters(channel, token, id, region)
+        .await
+        .map(|(response, _)| response)
+}
+
+/// Waits until the control plane ends `inbound`; panics when it does not within the deadline.
+async fn ends(mut inbound: Inbound, what: &str) {
+    let ended = tokio::time::timeout(ANSWER_TIMEOUT, async {
+        while let Ok(Some(_)) = inbound.message().await {}
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "{what}: the stream still open after {ANSWER_TIMEOUT:?}"
+    );
+}
+
+/// Whether `inbound` is still open: no end and no error within a short look.
+async fn open(inbound: &mut Inbound) -> bool {
+    tokio::time::timeout(Duration::from_millis(500), inbound.message())
+        .await
+        .is_err()
 }
 
 /// The names of the clusters in `response`.
@@ -163,4 +200,79 @@ async fn xds_clients_are_admitted_by_join_token_and_scoped_by_it() {
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     assert!(status.message().contains("edge-1"), "{status:?}");
     drop(agent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_certificates_admit_xds_clients_and_revocation_ends_their_streams() {
+    let cp = ControlPlane::secured();
+    cp.apply(regional("eu")).await;
+
+    // A joined agent's certificate, over mutual TLS, admits an xDS client as that agent.
+    let any = join_token(&cp, &["--region", "eu"]);
+    let cache = tempfile::tempdir().expect("temp dir");
+    let agent = Agent::start_ready(
+        &AgentOptions::new("edge-1", &[cp.endpoint()])
+            .join(&any, &cp.fingerprint)
+            .cache_dir(cache.path()),
+    )
+    .await;
+    // One stream per node: the agent leaves before its certificate is used elsewhere.
+    drop(agent);
+    let text = std::fs::read_to_string(cache.path().join("identity.pem")).expect("identity.pem");
+    let key_start = text
+        .find("-----BEGIN PRIVATE KEY-----")
+        .expect("a key in identity.pem");
+    let identity = (text[..key_start].to_string(), text[key_start..].to_string());
+    let channel = cp
+        .channel(Some(identity.clone()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (response, mut by_cert) = open_clusters(channel, None, "edge-1", "eu")
+        .await
+        .unwrap_or_else(|s| panic!("an agent certificate admits an xDS client: {s:?}"));
+    assert_eq!(cluster_names(&response), ["eu-web"], "{response:?}");
+    // The certificate is edge-1's: it admits no other node id.
+    let channel = cp
+        .channel(Some(identity))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let status = open_clusters(channel, None, "edge-2", "eu")
+        .await
+        .map(|_| ())
+        .expect_err("a certificate admits only its own node id");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+
+    // A join token's stream, alongside.
+    let created = cp
+        .portico(&[
+            "-o", "json", "token", "create", "--join", "--name", "xds-eu-2", "--region", "eu",
+        ])
+        .ok()
+        .json();
+    let token = created["token"].as_str().expect("a token").to_string();
+    let (_, mut by_token) = open_clusters(
+        cp.channel(None).await.unwrap_or_else(|e| panic!("{e}")),
+        Some(&token),
+        "envoy-eu",
+        "eu",
+    )
+    .await
+    .unwrap_or_else(|s| panic!("a join token admits an xDS client: {s:?}"));
+    assert!(open(&mut by_cert).await && open(&mut by_token).await);
+
+    // Revoking the agent ends the certificate's stream, not the token's.
+    cp.portico(&["agents", "revoke", "edge-1"]).ok();
+    ends(by_cert, "edge-1 revoked").await;
+    assert!(
+        open(&mut by_token).await,
+        "the token's stream ended with the agent's revocation"
+    );
+
+    // Revoking the token ends its stream; the token admits no new one.
+    cp.portico(&["token", "revoke", "xds-eu-2"]).ok();
+    ends(by_token, "token xds-eu-2 revoked").await;
+    let status = first_clusters(&cp, Some(&token), "envoy-eu", "eu")
+        .await
+        .expect_err("a revoked token admits nothing");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
 }

@@ -340,7 +340,7 @@ fn files_past_a_limit_are_refused_with_the_limit_named() {
     check_errors(
         "deep.yaml",
         &nested(MAX_DEPTH),
-        &["deep.yaml: document 0: invalid YAML"],
+        &["deep.yaml: document 0 (line 1): invalid YAML"],
     );
     // Just within the limit, the structure parses (and fails on what labels must be).
     check_errors("ok.json", &nested(MAX_DEPTH - 2), &["labels"]);

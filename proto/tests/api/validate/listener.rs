@@ -224,12 +224,13 @@ fn names_and_labels_are_bounded_and_in_their_character_set() {
         ),
         (
             &format!(
-                "kind: Cluster\nname: cart\nlabels: {{'a b': x, ok: '{long}', tab: \"a\\tb\"}}\nspec: {{}}\n"
+                "kind: Cluster\nname: cart\nlabels: {{'a b': x, ok: '{}', tab: \"a\\tb\"}}\nspec: {{}}\n",
+                "n".repeat(257)
             ),
             &[
-                "Cluster/cart: labels: label key: invalid name \"a b\"",
-                "Cluster/cart: labels.ok: label value \"nnnn",
-                "Cluster/cart: labels.tab: label value \"a\\tb\" contains a control character",
+                "Cluster/cart: labels[\"a b\"]: label keys are 1-128 characters",
+                "Cluster/cart: labels[\"ok\"]: the value is 257 bytes long; the limit is 256",
+                "Cluster/cart: labels[\"tab\"]: the value contains a control character",
             ],
         ),
         (
