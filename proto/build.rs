@@ -18,6 +18,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_well_known_types(true)
         // Ordered maps make encoding deterministic, so every replica sends the same bytes.
         .btree_map(".")
+        // Their Debug is written by hand (`secret.rs`), so no `{:?}` shows secret material.
+        .skip_debug([".portico.v1.Secret", ".portico.v1.TlsSecret"])
         .extern_path(".google.protobuf", "::pbjson_types")
         .compile_with_config(config, &protos, &["proto"])?;
 

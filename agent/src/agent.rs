@@ -11,9 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin;
 use crate::cache::Cache;
+use crate::identity::Credentials;
 use crate::settings::Settings;
 use crate::state::State;
 use crate::sync;
+use crate::trust::Trust;
 use portico_proxy::runtime::NodeInfo;
 use portico_proxy::{Proxy, ProxyConfig};
 
@@ -51,6 +53,7 @@ pub async fn serve(
     };
     portico_api::node::check_services(&node.services)
         .map_err(|e| anyhow::anyhow!("--service: {e}"))?;
+    let credentials = credentials(&settings, &node)?.map(Arc::new);
     admin::prometheus();
     portico_proxy::metrics::describe();
     sync::describe_metrics();
@@ -92,6 +95,7 @@ pub async fn serve(
         accept_lower_version: settings.accept_lower_version,
         proxy: Arc::clone(&proxy),
         state: Arc::clone(&state),
+        credentials,
     };
     let sync_task = tokio::spawn(sync.run(stop_sync.clone()));
 
@@ -111,6 +115,40 @@ pub async fn serve(
     }
     tracing::info!("agent stopped");
     Ok(())
+}
+
+/// How the agent authenticates to `https://` control planes, from `--ca-file` or
+/// `--ca-fingerprint` and `--join-token`; refused when TLS would be unverified or a join token
+/// could go out in plaintext.
+fn credentials(settings: &Settings, node: &Node) -> anyhow::Result<Option<Credentials>> {
+    let https = settings
+        .control_planes
+        .iter()
+        .any(|u| u.starts_with("https://"));
+    let plaintext = settings
+        .control_planes
+        .iter()
+        .any(|u| u.starts_with("http://"));
+    if settings.join_token.is_some() && plaintext {
+        anyhow::bail!(
+            "--join-token is sent to control planes over TLS only: use https:// URLs in \
+             --control-plane"
+        );
+    }
+    let trust = Trust::from_options(settings.ca_file.as_deref(), settings.ca_fingerprint)?;
+    match trust {
+        Some(trust) => Ok(Some(Credentials::new(
+            trust,
+            settings.join_token.clone(),
+            node.clone(),
+            settings.cache_dir.as_deref(),
+        ))),
+        None if https || settings.join_token.is_some() => anyhow::bail!(
+            "the control plane is served over TLS (https://): say which CA to trust with \
+             --ca-file or --ca-fingerprint"
+        ),
+        None => Ok(None),
+    }
 }
 
 /// Applies the cached config, if there is a valid one, so the agent serves before any control

@@ -8,7 +8,8 @@
 //! thing on the new stream). Files of the first format (`PORTICO\x01`: the `Update` alone)
 //! still load. A file that is truncated, altered or not ours fails the check and is ignored;
 //! the agent then waits for the control plane. Writes are atomic: temp file, fsync, rename,
-//! fsync of the directory, so a crash leaves either the old file or the new one.
+//! fsync of the directory, so a crash leaves either the old file or the new one. The directory
+//! is made 0700 and the file 0600: the cache holds private keys.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -92,10 +93,10 @@ impl Cache {
             let path = path.to_path_buf();
             move |source| CacheError::Write { path, source }
         };
-        fs::create_dir_all(&self.dir).map_err(write_err(&self.dir))?;
+        private_dir(&self.dir).map_err(write_err(&self.dir))?;
         let path = self.path();
         let tmp = self.dir.join(format!("{FILE_NAME}.tmp"));
-        let mut file = File::create(&tmp).map_err(write_err(&tmp))?;
+        let mut file = private_file(&tmp).map_err(write_err(&tmp))?;
         file.write_all(&encode(config)).map_err(write_err(&tmp))?;
         file.sync_all().map_err(write_err(&tmp))?;
         drop(file);
@@ -134,6 +135,33 @@ impl Cache {
             }
         }
     }
+}
+
+/// Creates `dir` (and its parents) if needed and makes it readable by its owner alone: the
+/// cache holds the private keys of the agent's listeners.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    // A directory made earlier, or by someone else, is tightened too.
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+}
+
+/// A new file at `path` (replacing one left by a crash), readable and writable by its owner
+/// alone. The rename keeps the mode, so the cache file is 0600 too.
+fn private_file(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = File::options()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
+    // A temp file a crash left behind keeps its old mode on open.
+    file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    Ok(file)
 }
 
 /// The field number of `Update.upserts`.
@@ -237,6 +265,28 @@ mod tests {
             version: 42,
             resources,
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_cache_is_readable_by_its_owner_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        // A new directory, and one made before with the usual umask holding a temp file a
+        // crash left behind.
+        let new = Cache::new(dir.path().join("a/b"));
+        let old_dir = dir.path().join("old");
+        fs::create_dir(&old_dir).unwrap();
+        fs::set_permissions(&old_dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let stale = old_dir.join(format!("{FILE_NAME}.tmp"));
+        fs::write(&stale, b"stale").unwrap();
+        fs::set_permissions(&stale, fs::Permissions::from_mode(0o644)).unwrap();
+        for cache in [new, Cache::new(&old_dir)] {
+            cache.store(&config()).unwrap();
+            assert_eq!(mode(&cache.dir), 0o700);
+            assert_eq!(mode(&cache.path()), 0o600);
+            assert_eq!(cache.load().unwrap(), Some(config()));
         }
     }
 

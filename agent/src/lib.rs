@@ -6,7 +6,9 @@
 //! - [`agent`]: one whole agent from start to a drained shutdown ([`run`], [`serve`]).
 //! - [`settings`]: flags and environment ([`settings::Settings`]).
 //! - [`sync`]: the discovery stream to the control plane: apply, ACK/NACK, fail over, resume.
+//! - [`trust`]: which control planes to trust over TLS (a CA file or a pinned fingerprint).
 //! - [`cache`]: the last-good config on disk.
+//! - [`identity`]: the agent's client certificate: join, keep, renew.
 //! - [`state`]: what the agent serves now, shared by sync, cache, reports and admin.
 //! - [`report`]: the agent's periodic health report.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/config`.
@@ -18,9 +20,11 @@
 pub mod admin;
 pub mod agent;
 pub mod cache;
+pub mod identity;
 pub mod report;
 pub mod settings;
 pub mod state;
 pub mod sync;
+pub mod trust;
 
 pub use agent::{run, serve};

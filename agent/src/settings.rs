@@ -7,6 +7,8 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use portico_api::pb::ServicePort;
 
+use crate::trust::Fingerprint;
+
 /// How the agent is started. Built once in `main` (or by `portico dev`) and never changed.
 #[derive(Clone, Debug, Parser)]
 #[command(name = "portico-agent", version, about = "Portico proxy agent")]
@@ -60,6 +62,21 @@ pub struct Settings {
     /// default: the address the control plane sees this agent connect from.
     #[arg(long, env = "PORTICO_AGENT_ADVERTISE_ADDRESS", value_parser = parse_address)]
     pub advertise_address: Option<String>,
+
+    /// A join token (`portico token create --join`): with it the agent asks the control plane
+    /// for its client certificate when it has no valid one. Sent only over TLS, to a control
+    /// plane verified with --ca-file or --ca-fingerprint.
+    #[arg(long, env = "PORTICO_AGENT_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+
+    /// SHA-256 fingerprint of the control plane's CA (what `portico-cp` prints at start and
+    /// `portico ca show` prints): `https://` control planes must present a chain holding it.
+    #[arg(long, env = "PORTICO_AGENT_CA_FINGERPRINT", conflicts_with = "ca_file")]
+    pub ca_fingerprint: Option<Fingerprint>,
+
+    /// CA certificate (PEM) that `https://` control planes' certificates must chain to.
+    #[arg(long, env = "PORTICO_AGENT_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 
     /// Address of the admin endpoint (/healthz, /readyz, /metrics, /config).
     #[arg(
@@ -187,6 +204,40 @@ mod tests {
         assert!(s.labels.is_empty());
         assert!(s.services.is_empty());
         assert_eq!(s.advertise_address, None);
+        assert_eq!(s.join_token, None);
+        assert_eq!(s.ca_fingerprint, None);
+        assert_eq!(s.ca_file, None);
+    }
+
+    #[test]
+    fn identity_flags_parse_and_one_ca_option_is_allowed() {
+        let fp = "ab".repeat(32);
+        let s = parse(&[
+            "--control-plane",
+            "https://cp:7000",
+            "--join-token",
+            "pt_x",
+            "--ca-fingerprint",
+            &fp,
+        ])
+        .unwrap();
+        assert_eq!(s.join_token.as_deref(), Some("pt_x"));
+        assert_eq!(s.ca_fingerprint.unwrap().to_string(), fp);
+        let err = parse(&[
+            "--control-plane",
+            "https://cp:7000",
+            "--ca-fingerprint",
+            &fp,
+            "--ca-file",
+            "ca.pem",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--ca-file"), "{err}");
+        let err = parse(&["--control-plane", "https://cp", "--ca-fingerprint", "xyz"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--ca-fingerprint"), "{err}");
     }
 
     #[test]

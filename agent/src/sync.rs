@@ -15,6 +15,14 @@
 //! whatever comes next against an empty base. It keeps serving its config meanwhile. A full
 //! update replaces everything, so it applies on any base.
 //!
+//! # Authentication
+//! To an `https://` control plane the agent connects over TLS verified with `--ca-file` or
+//! `--ca-fingerprint`, presenting its client certificate ([`crate::identity`]): before a stream
+//! it joins when it has no valid certificate and holds a join token, and during a stream it
+//! renews the certificate when two thirds of its lifetime are over, then reconnects at once
+//! with the new one (the control plane ends a stream when the certificate it opened with
+//! expires).
+//!
 //! # Never backwards
 //! An agent never moves to a lower config version, and never replaces the config it serves
 //! with an empty one at no higher version, on its own: a control plane that offers that is
@@ -44,7 +52,7 @@
 //! at the pace of its previous grants.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use portico_api::pb::discovery_client::DiscoveryClient;
 use portico_api::pb::{
@@ -56,6 +64,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
+use crate::identity::{self, Credentials};
 use crate::report;
 use crate::state::{Ahead, State};
 use portico_api::backoff::Backoff;
@@ -117,6 +126,12 @@ pub enum StreamError {
     /// The control plane ended the stream.
     #[error("the control plane closed the stream")]
     Closed,
+    /// The agent could not get a certificate.
+    #[error("agent certificate: {0}")]
+    Identity(#[from] identity::IdentityError),
+    /// The agent renewed its certificate and reconnects with the new one.
+    #[error("the agent certificate was renewed; reconnecting with it")]
+    Renewed,
     /// An incremental update is based on another version than the agent's (see the module
     /// doc).
     #[error(
@@ -144,6 +159,9 @@ pub struct Client {
     pub proxy: Arc<Proxy>,
     /// Where applied configs are published.
     pub state: Arc<State>,
+    /// How `https://` control planes are verified and the agent authenticates to them (`None`:
+    /// plaintext only).
+    pub credentials: Option<Arc<Credentials>>,
 }
 
 /// How a stream ended, and what it achieved before.
@@ -186,6 +204,11 @@ impl Client {
                 resync = true;
                 continue;
             }
+            if let StreamError::Renewed = ended.error {
+                metrics::counter!(CONTROL_PLANE_DISCONNECTS, "reason" => "renewed").increment(1);
+                backoff.reset();
+                continue;
+            }
             metrics::counter!(CONTROL_PLANE_DISCONNECTS, "reason" => "error").increment(1);
             url_index += 1;
             let delay = backoff.next_delay();
@@ -215,6 +238,12 @@ impl Client {
             }),
             (_, None) => Arc::new(ConfigSet::default()),
         };
+        if let (Some(credentials), true) = (&self.credentials, url.starts_with("https://"))
+            && let Err(e) = credentials.ensure(url).await
+        {
+            ended.error = e.into();
+            return ended;
+        }
         let (tx, inbound) = match self.open(url, base.version).await {
             Ok(opened) => opened,
             Err(error) => {
@@ -229,7 +258,7 @@ impl Client {
         );
         metrics::gauge!(CONTROL_PLANE_CONNECTED).set(1.0);
         self.proxy.set_control_plane_connected(true);
-        let ended = self.serve_stream(base, tx, inbound, ended).await;
+        let ended = self.serve_stream(url, base, tx, inbound, ended).await;
         self.proxy.set_control_plane_connected(false);
         ended
     }
@@ -237,6 +266,7 @@ impl Client {
     /// Serves an open stream until it fails.
     async fn serve_stream(
         &self,
+        url: &str,
         mut base: Arc<ConfigSet>,
         tx: mpsc::Sender<AgentMessage>,
         mut inbound: tonic::Streaming<ControlMessage>,
@@ -251,6 +281,8 @@ impl Client {
         // The config an update replaced, held until the answer is sent: freeing a large config
         // takes longer than applying a diff to it, and need not delay the ACK.
         let mut replaced = None;
+        let renewal = tokio::time::sleep_until(self.renewal_due(url));
+        tokio::pin!(renewal);
         ended.error = loop {
             let reply = tokio::select! {
                 message = inbound.message() => match message {
@@ -290,6 +322,18 @@ impl Client {
                     }
                     agent_message::Message::BudgetRequest(BudgetRequest { budgets })
                 }
+                _ = &mut renewal => {
+                    let Some(credentials) = &self.credentials else { continue };
+                    match credentials.renew(url).await {
+                        Ok(()) => break StreamError::Renewed,
+                        Err(e) => {
+                            let retry = retry_delay(credentials.current().map(|c| c.not_after));
+                            tracing::warn!(url, error = %e, retry_in = ?retry, "renewing the agent certificate failed");
+                            renewal.as_mut().reset(tokio::time::Instant::now() + retry);
+                            continue;
+                        }
+                    }
+                }
             };
             if tx.send(message(reply)).await.is_err() {
                 break StreamError::Closed;
@@ -310,7 +354,11 @@ impl Client {
             url: url.to_string(),
             reason: Chain(&e).to_string(),
         };
-        let channel = Endpoint::from_shared(url.to_string())
+        let endpoint = match (&self.credentials, url.starts_with("https://")) {
+            (Some(credentials), true) => credentials.endpoint(url),
+            _ => Endpoint::from_shared(url.to_string()),
+        };
+        let channel = endpoint
             .map_err(connect_err)?
             .connect_timeout(CONNECT_TIMEOUT)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
@@ -341,16 +389,9 @@ impl Client {
         base: &mut Arc<ConfigSet>,
         update: Update,
     ) -> Result<agent_message::Message, StreamError> {
-        if !update.full && update.base_version != base.version {
-            return Err(StreamError::BaseMismatch {
-                update: update.version,
-                base: update.base_version,
-                applied: base.version,
-            });
-        }
         let (version, full, nonce) = (update.version, update.full, update.nonce.clone());
         let (upserts, removals) = (update.upserts.len(), update.removals.len());
-        let next = Arc::new(base.with_update(update));
+        let next = Arc::new(updated(base, update)?);
         if let Some(served) = self.state.applied()
             && older(&next, &served)
         {
@@ -443,6 +484,45 @@ impl Client {
     }
 }
 
+/// The config `update` makes of `base`, or why it does not apply to it (an incremental update
+/// based on another version, see the module doc). Whatever the update holds, this does not
+/// fail otherwise: what the config is worth is for the data path to judge.
+fn updated(base: &ConfigSet, update: Update) -> Result<ConfigSet, StreamError> {
+    if !update.full && update.base_version != base.version {
+        return Err(StreamError::BaseMismatch {
+            update: update.version,
+            base: update.base_version,
+            applied: base.version,
+        });
+    }
+    Ok(base.with_update(update))
+}
+
+impl Client {
+    /// When the certificate the stream to `url` presents is due for renewal (far away when it
+    /// presents none).
+    fn renewal_due(&self, url: &str) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        let due = match (&self.credentials, url.starts_with("https://")) {
+            (Some(credentials), true) => credentials.current().map(|c| c.renew_at),
+            _ => None,
+        };
+        match due {
+            Some(at) => now + at.duration_since(SystemTime::now()).unwrap_or_default(),
+            None => now + Duration::from_secs(100 * 365 * 24 * 3600),
+        }
+    }
+}
+
+/// How long to wait before trying a failed renewal again: a tenth of the time left, between 1 s
+/// and a minute.
+fn retry_delay(not_after: Option<SystemTime>) -> Duration {
+    let left = not_after
+        .and_then(|t| t.duration_since(SystemTime::now()).ok())
+        .unwrap_or_default();
+    (left / 10).clamp(Duration::from_secs(1), Duration::from_secs(60))
+}
+
 /// Whether `next` would move the agent back from `served`: a lower version, or an empty config
 /// in place of a non-empty one at no higher version.
 fn older(next: &ConfigSet, served: &ConfigSet) -> bool {
@@ -454,4 +534,111 @@ fn older(next: &ConfigSet, served: &ConfigSet) -> bool {
 
 fn message(m: agent_message::Message) -> AgentMessage {
     AgentMessage { message: Some(m) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portico_api::pb::ResourceKey;
+    use portico_proxy::runtime::{NodeInfo, Runtime};
+    use portico_test_support::fixtures::valid;
+    use portico_test_support::fuzz::{ByteEdit, CASES, byte_edits, edit_bytes};
+    use proptest::prelude::*;
+    use prost::Message;
+
+    /// A stream's messages built from the fixtures: upserts, removals and versions picked by
+    /// the case, then the encoded message edited byte by byte.
+    fn message_bytes(
+        picks: &[usize],
+        removals: &[usize],
+        (version, base, full): (i64, i64, bool),
+        edits: &[ByteEdit],
+    ) -> Vec<u8> {
+        let fixtures = valid();
+        let update = Update {
+            version,
+            base_version: base,
+            full,
+            nonce: "n".into(),
+            upserts: picks
+                .iter()
+                .map(|i| fixtures[i % fixtures.len()].clone())
+                .collect(),
+            removals: removals
+                .iter()
+                .map(|i| fixtures[i % fixtures.len()].key())
+                .chain([ResourceKey::default()])
+                .collect(),
+        };
+        let message = ControlMessage {
+            message: Some(control_message::Message::Update(update)),
+        };
+        edit_bytes(message.encode_to_vec(), edits)
+    }
+
+    /// Decodes one message and, for an update, makes and compiles the config as the agent
+    /// does (less binding sockets): the outcome as text, to compare.
+    fn handle(bytes: &[u8], base: &ConfigSet) -> String {
+        let update = match ControlMessage::decode(bytes) {
+            Err(e) => return format!("undecodable: {e}"),
+            Ok(ControlMessage {
+                message: Some(control_message::Message::Update(update)),
+            }) => update,
+            Ok(other) => return format!("not an update: {}", other.message.is_some()),
+        };
+        let next = match updated(base, update) {
+            Ok(next) => next,
+            Err(e) => return e.to_string(),
+        };
+        let compiled = Runtime::compile(&next, &NodeInfo::default(), &Runtime::default(), 1);
+        match compiled {
+            Ok(runtime) => format!("version {} compiled", runtime.version),
+            Err(e) => format!("nack: {e}"),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+        /// Whatever arrives on the stream, the agent decodes it and applies or refuses it
+        /// without panicking, the same way every time.
+        #[test]
+        fn any_update_is_applied_or_refused_without_panicking(
+            picks in proptest::collection::vec(any::<usize>(), 0..4),
+            removals in proptest::collection::vec(any::<usize>(), 0..2),
+            versions in (any::<i64>(), 0i64..3, any::<bool>()),
+            edits in byte_edits(8),
+            base_version in 0i64..3,
+        ) {
+            let bytes = message_bytes(&picks, &removals, versions, &edits);
+            let base = ConfigSet {
+                version: base_version,
+                ..ConfigSet::default()
+            }
+            .with_update(Update {
+                version: base_version,
+                full: true,
+                upserts: valid().into_iter().take(3).collect(),
+                ..Default::default()
+            });
+            let first = handle(&bytes, &base);
+            prop_assert_eq!(first, handle(&bytes, &base));
+        }
+    }
+
+    /// The generated messages reach compiling: some apply, some are refused by the data path.
+    #[test]
+    fn generated_updates_reach_the_data_path() {
+        let base = ConfigSet::default();
+        let whole = message_bytes(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9], &[], (1, 0, true), &[]);
+        assert_eq!(handle(&whole, &base), "version 1 compiled");
+        let partial = message_bytes(&[1], &[], (2, 0, true), &[]);
+        assert!(
+            handle(&partial, &base).starts_with("nack: "),
+            "{}",
+            handle(&partial, &base)
+        );
+        let mismatch = message_bytes(&[0], &[], (2, 1, false), &[]);
+        assert!(handle(&mismatch, &base).contains("applies on version 1"));
+    }
 }

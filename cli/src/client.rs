@@ -1,8 +1,10 @@
-//! Where the control plane is and how to authenticate to it: the global `--server` and
-//! `--token` options, and the Admin client built from them.
+//! Where the control plane is and how to authenticate to it: the global `--server`,
+//! `--token`, `--ca-file` and `--ca-fingerprint` options, and the Admin client built from them.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
+use portico_agent::trust::{Fingerprint, Trust};
 use portico_api::error::Chain;
 use portico_api::limits::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
 use portico_api::pb::admin_client::AdminClient;
@@ -28,6 +30,13 @@ pub struct ClientConfig {
     /// Bearer token sent with every call.
     #[arg(long, global = true, env = "PORTICO_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// CA certificate (PEM) that an `https://` server's certificate must chain to.
+    #[arg(long, global = true, env = "PORTICO_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// SHA-256 fingerprint of the CA an `https://` server's chain must hold (what `portico-cp`
+    /// prints at start and `portico ca show` prints).
+    #[arg(long, global = true, env = "PORTICO_CA_FINGERPRINT")]
+    pub ca_fingerprint: Option<Fingerprint>,
 }
 
 /// The Admin client with the token attached to every call.
@@ -62,6 +71,16 @@ impl Interceptor for BearerToken {
 }
 
 impl ClientConfig {
+    /// Plaintext to `server`, without a token (`portico dev`'s own calls).
+    pub fn local(server: &str) -> ClientConfig {
+        ClientConfig {
+            server: server.to_string(),
+            token: None,
+            ca_file: None,
+            ca_fingerprint: None,
+        }
+    }
+
     /// Connects to the control plane; an unreachable server is a one-line error naming it.
     pub async fn connect(&self) -> CliResult<Admin> {
         let token = BearerToken::new(self.token.as_deref())?;
@@ -69,8 +88,17 @@ impl ClientConfig {
             .map_err(|e| CliError::Usage(format!("bad --server URL {:?}: {e}", self.server)))?
             .connect_timeout(CONNECT_TIMEOUT);
         let endpoint = if self.server.starts_with("https://") {
-            endpoint
-                .tls_config(tonic::transport::ClientTlsConfig::new().with_enabled_roots())
+            let trust = Trust::from_options(self.ca_file.as_deref(), self.ca_fingerprint)
+                .map_err(|e| CliError::Usage(e.to_string()))?
+                .ok_or_else(|| {
+                    CliError::Usage(format!(
+                        "{} is served over TLS: say which CA to trust with --ca-file or \
+                         --ca-fingerprint (PORTICO_CA_FILE, PORTICO_CA_FINGERPRINT)",
+                        self.server
+                    ))
+                })?;
+            trust
+                .apply(endpoint, None)
                 .map_err(|e| self.unreachable(e))?
         } else {
             endpoint
@@ -130,10 +158,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn https_without_a_ca_is_a_usage_error_naming_both_options() {
+        let config = ClientConfig::local("https://127.0.0.1:1");
+        let err = config.connect().await.err().unwrap();
+        assert_eq!(err.exit_code(), crate::error::EXIT_USAGE, "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("--ca-file") && text.contains("--ca-fingerprint"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
     async fn a_malformed_server_url_is_a_usage_error() {
         let config = ClientConfig {
             server: "not a url".into(),
-            token: None,
+            ..ClientConfig::local("")
         };
         let err = config.connect().await.err().unwrap();
         assert_eq!(err.exit_code(), crate::error::EXIT_USAGE, "{err}");

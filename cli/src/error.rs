@@ -1,7 +1,8 @@
 //! Command failures and the exit code each one maps to.
 //!
 //! Scripts branch on the exit code, so the mapping lives here and nowhere else:
-//! 0 ok, 1 error, 2 usage, 3 conflict, 4 validation failed, 5 rollout failed or timed out.
+//! 0 ok, 1 error, 2 usage, 3 conflict, 4 validation failed, 5 rollout failed or timed out,
+//! 6 not authenticated or not allowed.
 //!
 //! A failed call is classified by what the control plane attached to it, not by its text:
 //! every status the control plane makes carries the [`ERROR_KIND`] metadata key. One without
@@ -20,6 +21,9 @@ pub const EXIT_CONFLICT: u8 = 3;
 pub const EXIT_VALIDATION: u8 = 4;
 /// Exit code when a rollout was rejected by an agent or did not finish in time.
 pub const EXIT_ROLLOUT: u8 = 5;
+/// Exit code when the control plane refused the caller: no or an unknown token
+/// (UNAUTHENTICATED), or a role that does not allow the command (PERMISSION_DENIED).
+pub const EXIT_AUTH: u8 = 6;
 
 /// The metadata key the control plane sets on every status it makes (its value says what
 /// failed: `store-unavailable`, `store`, `request`); the control plane's `status` module
@@ -58,9 +62,15 @@ pub enum CliError {
     /// A file or directory named on the command line cannot be read.
     #[error("{0}")]
     File(String),
-    /// The control plane refused the token.
-    #[error("the control plane refused the token ({0}); pass one with --token or PORTICO_TOKEN")]
+    /// The control plane did not accept the token (none, unknown, expired).
+    #[error(
+        "not authenticated: {0}; pass a token with --token or PORTICO_TOKEN \
+         (portico token create makes one)"
+    )]
     Unauthenticated(String),
+    /// The token's role does not allow the command.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// The config changed since it was read. The message says how (the control plane's
     /// message names the current revision).
     #[error("conflict: {0}; re-run the command to apply on top of the current config")]
@@ -87,11 +97,11 @@ impl CliError {
             CliError::Conflict(_) => EXIT_CONFLICT,
             CliError::Validation(_) => EXIT_VALIDATION,
             CliError::Rollout(_) => EXIT_ROLLOUT,
+            CliError::Unauthenticated(_) | CliError::PermissionDenied(_) => EXIT_AUTH,
             CliError::Unreachable { .. }
             | CliError::StoreUnavailable { .. }
             | CliError::Uncertain { .. }
             | CliError::File(_)
-            | CliError::Unauthenticated(_)
             | CliError::Server(_)
             | CliError::Other(_) => EXIT_ERROR,
         }
@@ -122,9 +132,8 @@ impl CliError {
         let Some(kind) = kind else {
             // Not made by the control plane: the call failed on the way there or back.
             return match status.code() {
-                Code::Unauthenticated | Code::PermissionDenied => {
-                    CliError::Unauthenticated(message)
-                }
+                Code::Unauthenticated => CliError::Unauthenticated(message),
+                Code::PermissionDenied => CliError::PermissionDenied(message),
                 // A message over a size limit, or a call the control plane does not know:
                 // nothing was done.
                 code @ (Code::OutOfRange | Code::ResourceExhausted | Code::Unimplemented) => {
@@ -153,7 +162,8 @@ impl CliError {
             Code::InvalidArgument => {
                 CliError::Validation(message.lines().map(String::from).collect())
             }
-            Code::Unauthenticated | Code::PermissionDenied => CliError::Unauthenticated(message),
+            Code::Unauthenticated => CliError::Unauthenticated(message),
+            Code::PermissionDenied => CliError::PermissionDenied(message),
             Code::Unavailable => CliError::Unreachable {
                 server: server.to_string(),
                 reason: if message.is_empty() {
@@ -196,7 +206,8 @@ mod tests {
             (Code::NotFound, EXIT_ERROR),
             (Code::Internal, EXIT_ERROR),
             (Code::FailedPrecondition, EXIT_ERROR),
-            (Code::Unauthenticated, EXIT_ERROR),
+            (Code::Unauthenticated, EXIT_AUTH),
+            (Code::PermissionDenied, EXIT_AUTH),
         ] {
             let err = CliError::from_status(from_server(code, "x", "request"), "http://s");
             assert_eq!(err.exit_code(), exit, "{code:?}");
@@ -212,6 +223,20 @@ mod tests {
             CliError::Other(anyhow::anyhow!("disk")).exit_code(),
             EXIT_ERROR
         );
+    }
+
+    #[test]
+    fn refusals_say_what_was_refused_and_how_to_authenticate() {
+        let err = CliError::from_status(
+            Status::permission_denied("apply needs role operator; token \"ci\" has role viewer"),
+            "http://s",
+        );
+        assert_eq!(
+            err.to_string(),
+            "permission denied: apply needs role operator; token \"ci\" has role viewer"
+        );
+        let err = CliError::from_status(Status::unauthenticated("unknown or revoked token"), "s");
+        assert!(err.to_string().contains("--token"), "{err}");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! documented exit codes (see [`error`]).
 //!
 //! # Layout
-//! - [`client`]: the global `--server`/`--token` options and the Admin client built from them.
+//! - [`client`]: the global `--server`/`--token`/`--ca-*` options and the Admin client built
+//!   from them.
 //! - [`commands`]: one module per subcommand.
 //! - [`demo`]: the echo upstream `portico dev` runs.
 //! - [`changes`]: the change list that `apply`, `rollback` and `delete` print.
@@ -25,8 +26,8 @@ use clap::{Parser, Subcommand};
 
 use crate::client::ClientConfig;
 use crate::commands::{
-    agents, apply, completion, consumer, delete, dev, diff, get, health, history, rollback,
-    rollout, usage,
+    agents, apply, ca, completion, consumer, delete, dev, diff, get, health, history, rollback,
+    rollout, token, usage,
 };
 use crate::error::CliResult;
 use crate::output::Format;
@@ -69,6 +70,12 @@ pub enum Command {
     Consumer(consumer::Command),
     /// Every endpoint's state as each agent sees it, by region, and where agents disagree.
     Health(health::Args),
+    /// The control plane's certificate authority.
+    #[command(subcommand)]
+    Ca(ca::Command),
+    /// API tokens with a role, and join tokens for agents.
+    #[command(subcommand)]
+    Token(token::Command),
     /// Traffic the agents reported: requests, error rate and latency by route and consumer.
     Usage(usage::Args),
     /// Run a control plane, an agent and a demo upstream in one process, with a demo config.
@@ -94,6 +101,8 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Rollout(rollout::Command::Status(args)) => rollout::status(&ctx, args).await,
         Command::Consumer(command) => consumer::run(&ctx, command).await,
         Command::Health(args) => health::run(&ctx, args).await,
+        Command::Ca(command) => ca::run(&ctx, command).await,
+        Command::Token(command) => token::run(&ctx, command).await,
         Command::Usage(args) => usage::run(&ctx, args).await,
         Command::Dev(args) => dev::run(args).await,
         Command::Completion(args) => completion::run(args),

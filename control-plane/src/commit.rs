@@ -34,6 +34,7 @@ use std::time::{Duration, SystemTime};
 use portico_api::pb::{HistoryPart, HistoryRecord, ResourceDelta, StagedChange};
 use prost::Message;
 
+use crate::history;
 use crate::keys::{self, Keys};
 use crate::metered::MeteredStore;
 use crate::registry::timestamp;
@@ -131,11 +132,12 @@ pub async fn commit(
     ];
     let resource_bytes: usize = change.deltas.iter().map(delta_after_len).sum();
     let mut record = change.record;
-    record.deltas = change.deltas;
+    // History keeps a fingerprint of secret material, never the material.
+    record.deltas = history::stripped(&change.deltas);
     if record.deltas.len() + 2 <= MAX_TXN_OPS
         && resource_bytes + record.encoded_len() <= STAGE_BYTES
     {
-        let mut ops = resource_ops(keys, &record.deltas);
+        let mut ops = resource_ops(keys, &change.deltas);
         ops.push(put(keys.history(next), keys::encode(&record)));
         ops.push(put(keys.config_revision(), keys::encode_revision(next)));
         return match store
@@ -178,7 +180,7 @@ pub async fn commit(
         staged,
         marker,
     };
-    match writer.write(&record, &parts).await {
+    match writer.write(&record, &parts, &change.deltas).await {
         Ok(()) => Ok(Some(next)),
         Err(WriteError::TakenOver) => Err(CommitError::TakenOver {
             by: current_owner(store, keys).await,
@@ -229,6 +231,7 @@ impl Writer<'_> {
         &mut self,
         record: &HistoryRecord,
         parts: &[HistoryPart],
+        deltas: &[ResourceDelta],
     ) -> Result<(), WriteError> {
         let next = self.staged.revision;
         // 2. The history parts, so that whatever is written next can be undone.
@@ -237,7 +240,6 @@ impl Writer<'_> {
             self.step(vec![put(key, keys::encode(part))]).await?;
         }
         // 3. The resources.
-        let deltas = parts.iter().flat_map(|p| &p.deltas);
         for batch in batches(deltas, MAX_TXN_OPS - 1) {
             self.step(resource_ops(self.keys, batch)).await?;
         }
@@ -305,10 +307,24 @@ pub async fn undo(
     }
     let undone: Vec<ResourceDelta> = deltas
         .into_iter()
+        .filter(|d| {
+            // History holds no secret material, so a Secret the change replaced cannot be put
+            // back: it keeps the change's material, which is valid, and is said.
+            let kept = !d.before_fingerprint.is_empty();
+            if kept {
+                tracing::warn!(
+                    revision = staged.revision,
+                    secret = ?d.key.as_ref().map(|k| k.name.clone()),
+                    "undoing a half-written change leaves this Secret as the change wrote it"
+                );
+            }
+            !kept
+        })
         .map(|d| ResourceDelta {
             key: d.key,
             before: None,
             after: d.before,
+            ..Default::default()
         })
         .collect();
     let mut writer = Writer {
@@ -449,6 +465,7 @@ mod tests {
             key: Some(ResourceKey::new(Kind::Cluster, name)),
             before: None,
             after: Some(after),
+            ..Default::default()
         }
     }
 

@@ -16,6 +16,18 @@ pub enum StoreKind {
     Etcd,
 }
 
+/// Whether Admin calls need a token and agents a certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// Always: every Admin call needs `authorization: Bearer TOKEN` with a role that allows it,
+    /// every agent a certificate of the control plane's CA.
+    On,
+    /// Never: anyone who reaches the port may do anything.
+    Off,
+    /// On whenever `--listen` is not a loopback address.
+    Auto,
+}
+
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -73,6 +85,45 @@ pub struct Config {
     #[arg(long, env = "PORTICO_CP_REPLICA_ID")]
     pub replica_id: Option<String>,
 
+    /// Certificate chain (PEM) to serve gRPC with, over TLS; with --tls-key. Without it the
+    /// control plane serves plaintext, or with --auth on a certificate of its own CA.
+    #[arg(long, env = "PORTICO_CP_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "PORTICO_CP_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Names (host names or IP addresses) agents and the CLI reach this replica at, for the
+    /// serving certificate the control plane issues itself (loopback names are always in it);
+    /// comma-separated.
+    #[arg(long, env = "PORTICO_CP_TLS_SAN", value_delimiter = ',')]
+    pub tls_san: Vec<String>,
+
+    /// Serve plaintext gRPC on an address that is not loopback (refused otherwise).
+    #[arg(long, env = "PORTICO_CP_ALLOW_INSECURE_REMOTE")]
+    pub allow_insecure_remote: bool,
+
+    /// Authentication of Admin calls (tokens with roles) and agents (certificates): on, off,
+    /// or auto (on whenever --listen is not a loopback address).
+    #[arg(long, env = "PORTICO_CP_AUTH", value_enum, default_value = "auto")]
+    pub auth: AuthMode,
+
+    /// File of the first admin token: read when it exists, else generated and written there
+    /// (mode 0600) on the installation's first start.
+    #[arg(long, env = "PORTICO_CP_BOOTSTRAP_TOKEN_FILE")]
+    pub bootstrap_token_file: Option<PathBuf>,
+
+    /// How long the client certificates issued to agents are valid; agents renew them after
+    /// two thirds of it.
+    #[arg(
+        long,
+        env = "PORTICO_CP_AGENT_CERT_TTL",
+        default_value = "24h",
+        value_parser = parse_ttl
+    )]
+    pub agent_cert_ttl: Duration,
+
     /// How long the registry keeps an agent with no open stream (shown as `disconnected`)
     /// before forgetting it, e.g. 24h, 30m.
     #[arg(
@@ -91,6 +142,18 @@ pub struct Config {
         default_value = "text"
     )]
     pub log_format: LogFormat,
+
+    /// Print the CA fingerprint on stdout at start (the binary does; `portico dev` does not).
+    #[arg(skip)]
+    pub announce: bool,
+}
+
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(1) {
+        return Err("must be at least 1s".to_string());
+    }
+    Ok(d)
 }
 
 /// How long a disconnected agent stays in the registry by default.
@@ -137,8 +200,16 @@ impl Config {
             etcd_endpoints: Vec::new(),
             etcd_prefix: crate::keys::DEFAULT_ROOT.to_string(),
             replica_id: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_san: Vec::new(),
+            allow_insecure_remote: false,
+            auth: AuthMode::Auto,
+            bootstrap_token_file: None,
+            agent_cert_ttl: Duration::from_secs(24 * 3600),
             agent_expiry: DEFAULT_AGENT_EXPIRY,
             log_format: LogFormat::Text,
+            announce: false,
         }
     }
 }
@@ -168,5 +239,40 @@ mod tests {
         let c = Config::try_parse_from(["portico-cp", "--agent-expiry", "90m"]).unwrap();
         assert_eq!(c.agent_expiry, Duration::from_secs(5400));
         assert!(Config::try_parse_from(["portico-cp", "--agent-expiry", "0s"]).is_err());
+    }
+
+    #[test]
+    fn security_flags_parse_and_the_tls_files_go_together() {
+        let c = Config::try_parse_from(["portico-cp"]).unwrap();
+        assert_eq!(c.auth, AuthMode::Auto);
+        assert_eq!(c.agent_cert_ttl, Duration::from_secs(24 * 3600));
+        assert!(!c.allow_insecure_remote);
+        let c = Config::try_parse_from([
+            "portico-cp",
+            "--auth",
+            "on",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-san",
+            "cp.internal,10.0.0.7",
+            "--agent-cert-ttl",
+            "3s",
+            "--bootstrap-token-file",
+            "t",
+        ])
+        .unwrap();
+        assert_eq!(c.auth, AuthMode::On);
+        assert_eq!(c.tls_san, ["cp.internal", "10.0.0.7"]);
+        assert_eq!(c.agent_cert_ttl, Duration::from_secs(3));
+        for bad in [
+            &["portico-cp", "--tls-cert", "c.pem"][..],
+            &["portico-cp", "--tls-key", "k.pem"],
+            &["portico-cp", "--agent-cert-ttl", "0s"],
+            &["portico-cp", "--auth", "maybe"],
+        ] {
+            assert!(Config::try_parse_from(bad).is_err(), "{bad:?}");
+        }
     }
 }

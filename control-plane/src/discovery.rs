@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes};
 use futures::{Stream, StreamExt};
-use portico_api::node::{check_address, check_id, check_services};
+use portico_api::node::{check_address, check_id, check_labels, check_services};
 use portico_api::pb::{AgentMessage, Hello, Node, agent_message, nack};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::WatchStream;
@@ -47,6 +47,8 @@ use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
 use tonic::server::{Grpc, NamedService, StreamingService};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::Auth;
+use crate::auth::identity::{AgentPeer, IdentityError, valid};
 use crate::budgets::Budgets;
 use crate::metrics::{
     AHEAD_REFUSALS, APPLY_TO_ACK, CONNECTED_AGENTS, NACKS, SERVICE_UPDATES_SENT, UPDATES_COALESCED,
@@ -67,9 +69,8 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const AHEAD_GRACE: Duration = Duration::from_secs(5);
 /// Limits on a Hello (ids, regions and zones follow [`portico_api::node::check_id`]).
 const MAX_ID_LEN: usize = portico_api::node::MAX_ID_LEN;
-const MAX_LABELS: usize = 64;
-const MAX_LABEL_KEY_LEN: usize = 63;
-const MAX_LABEL_VALUE_LEN: usize = 256;
+/// The longest NACK reason kept (registry, logs, `portico agents`), in bytes.
+pub const MAX_NACK_LEN: usize = 4096;
 
 /// Why a stream was refused or ended by the control plane.
 #[derive(Debug, thiserror::Error)]
@@ -101,12 +102,6 @@ pub fn check_hello(hello: &Hello) -> Result<&Node, ProtocolError> {
         field: field.to_string(),
         rule,
     };
-    let name_like = |s: &str, max: usize| {
-        !s.is_empty()
-            && s.len() <= max
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    };
     for (field, value) in [
         ("id", &node.id),
         ("region", &node.region),
@@ -117,23 +112,13 @@ pub fn check_hello(hello: &Hello) -> Result<&Node, ProtocolError> {
     if node.agent_version.len() > MAX_ID_LEN {
         return Err(bad("agent_version", format!("longer than {MAX_ID_LEN}")));
     }
-    if node.labels.len() > MAX_LABELS {
-        return Err(bad("labels", format!("more than {MAX_LABELS} labels")));
+    if portico_api::text::has_control(&node.agent_version) {
+        return Err(bad(
+            "agent_version",
+            "holds a control character".to_string(),
+        ));
     }
-    for (k, v) in &node.labels {
-        if !name_like(k, MAX_LABEL_KEY_LEN) {
-            return Err(bad(
-                "labels",
-                format!("key {k:?} must be 1–{MAX_LABEL_KEY_LEN} characters of [A-Za-z0-9._-]"),
-            ));
-        }
-        if v.len() > MAX_LABEL_VALUE_LEN {
-            return Err(bad(
-                "labels",
-                format!("value of {k:?} is longer than {MAX_LABEL_VALUE_LEN}"),
-            ));
-        }
-    }
+    check_labels(&node.labels).map_err(|rule| bad("labels", rule))?;
     check_services(&node.services).map_err(|rule| bad("services", rule))?;
     if !node.address.is_empty() {
         check_address(&node.address).map_err(|rule| bad("address", rule))?;
@@ -195,6 +180,7 @@ pub struct Discovery {
     views: Arc<Views>,
     registry: Arc<Registry>,
     services: Arc<Services>,
+    auth: Arc<Auth>,
     budgets: Arc<Budgets>,
     usage: Arc<UsageRollups>,
     cancel: CancellationToken,
@@ -214,14 +200,39 @@ pub struct Fleet {
 
 impl Discovery {
     /// Streams end when `cancel` fires.
-    pub fn new(views: Arc<Views>, fleet: Fleet, cancel: CancellationToken) -> Self {
+    pub fn new(
+        views: Arc<Views>,
+        fleet: Fleet,
+        auth: Arc<Auth>,
+        cancel: CancellationToken,
+    ) -> Self {
         Discovery {
             views,
             registry: fleet.registry,
             services: fleet.services,
             budgets: fleet.budgets,
             usage: fleet.usage,
+            auth,
             cancel,
+        }
+    }
+
+    /// With authentication on, the agent the stream's client certificate authenticates:
+    /// refused before anything is read or sent.
+    fn authenticate(
+        &self,
+        request: &Request<Streaming<AgentMessage>>,
+    ) -> Result<Option<AgentPeer>, Status> {
+        if !self.auth.on {
+            return Ok(None);
+        }
+        let certs = request.peer_certs();
+        match self.auth.agent(certs.as_deref().map(Vec::as_slice)) {
+            Ok(peer) => Ok(Some(peer)),
+            Err(e) => {
+                tracing::info!(peer = ?request.remote_addr(), error = %e, "refused an agent stream");
+                Err(e.into())
+            }
         }
     }
 
@@ -229,6 +240,7 @@ impl Discovery {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<UpdateStream>, Status> {
+        let authenticated = self.authenticate(&request)?;
         let peer = request.remote_addr();
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await;
@@ -240,6 +252,12 @@ impl Discovery {
             _ => return Err(ProtocolError::Missing.into()),
         };
         let mut node = check_hello(&hello)?.clone();
+        if let Some(agent) = &authenticated
+            && let Err(e) = agent.check_hello(&node)
+        {
+            tracing::warn!(node = %node.id, error = %e, "refused a Hello");
+            return Err(e.into());
+        }
         match service_address(&node, peer) {
             Some(address) => node.address = address,
             None if !node.services.is_empty() => tracing::warn!(
@@ -257,6 +275,8 @@ impl Discovery {
             views: self.views.clone(),
             registry: self.registry.clone(),
             services: self.services.clone(),
+            auth: self.auth.clone(),
+            authenticated,
             budgets: self.budgets.clone(),
             usage: self.usage.clone(),
             scope: ScopeMemo::new(&node),
@@ -289,6 +309,10 @@ struct Session {
     views: Arc<Views>,
     registry: Arc<Registry>,
     services: Arc<Services>,
+    auth: Arc<Auth>,
+    /// The agent its certificate authenticated (authentication on), checked again whenever
+    /// the identities change, and until its certificate expires.
+    authenticated: Option<AgentPeer>,
     budgets: Arc<Budgets>,
     usage: Arc<UsageRollups>,
     node: Node,
@@ -333,7 +357,9 @@ impl Session {
         let closed = tx.closed();
         let ahead_deadline = tokio::time::Instant::now() + AHEAD_GRACE;
         let ahead = tokio::time::sleep_until(ahead_deadline);
-        tokio::pin!(cancelled, closed, ahead);
+        let mut identities = WatchStream::from_changes(self.auth.state.subscribe());
+        let expiry = tokio::time::sleep_until(self.expiry());
+        tokio::pin!(cancelled, closed, ahead, expiry);
         loop {
             if !self.sync_services(&current, &table, &tx).await {
                 break;
@@ -357,6 +383,20 @@ impl Session {
                     None => break,
                 },
                 _ = &mut ahead, if self.in_flight.is_none() && current.version < self.sent => {}
+                next = identities.next(), if self.authenticated.is_some() => {
+                    if let (Some(table), Some(agent)) = (next, &self.authenticated)
+                        && let Err(e) = valid(&agent.cert, &table, std::time::SystemTime::now())
+                    {
+                        tracing::info!(node = %self.node.id, error = %e, "closing the stream");
+                        let _ = tx.send(Err(e.into())).await;
+                        break;
+                    }
+                }
+                _ = &mut expiry, if self.authenticated.is_some() => {
+                    tracing::info!(node = %self.node.id, "the agent's certificate expired; closing the stream");
+                    let _ = tx.send(Err(IdentityError::Expired(self.node.id.clone()).into())).await;
+                    break;
+                }
                 Some(message) = grants.recv() => {
                     if tx.send(Ok(Encoded(message))).await.is_err() {
                         break;
@@ -381,6 +421,21 @@ impl Session {
         self.budgets.unregister(self.stream_id);
         metrics::gauge!(CONNECTED_AGENTS).decrement(1.0);
         tracing::info!(node = %self.node.id, "agent disconnected");
+    }
+
+    /// When the stream's certificate expires (far away without one).
+    fn expiry(&self) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        match &self.authenticated {
+            Some(agent) => {
+                now + agent
+                    .cert
+                    .not_after
+                    .duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default()
+            }
+            None => now + Duration::from_secs(100 * 365 * 24 * 3600),
+        }
     }
 
     /// Sends the endpoints of every service the clusters of `current` name whose set in
@@ -506,10 +561,13 @@ impl Session {
                         .ahead(&self.node.id, self.stream_id, nack.served_version);
                 }
             }
-            Some(agent_message::Message::Nack(nack)) => {
+            Some(agent_message::Message::Nack(mut nack)) => {
                 if let Some((update, _)) = self.take_in_flight(&nack.nonce) {
                     metrics::counter!(NACKS).increment(1);
-                    tracing::warn!(node = %self.node.id, version = update.version, error = %nack.error, "agent rejected an update");
+                    // Agent-supplied text: bounded and with its control characters escaped
+                    // before the registry keeps it, the log writes it or the CLI shows it.
+                    portico_api::health::shorten(&mut nack.error, MAX_NACK_LEN);
+                    tracing::warn!(node = %self.node.id, version = update.version, error = ?nack.error, "agent rejected an update");
                     self.registry.nacked(
                         &self.node.id,
                         self.stream_id,
@@ -596,5 +654,87 @@ where
             let codec = tonic_prost::ProstCodec::<Encoded, AgentMessage>::default();
             Ok(Grpc::new(codec).streaming(discovery, req).await)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portico_test_support::fuzz::CASES;
+    use proptest::prelude::*;
+    use prost::Message;
+
+    /// What the control plane makes of the first message of a stream: the Hello's verdict.
+    fn verdict(bytes: &[u8]) -> String {
+        match AgentMessage::decode(bytes) {
+            Err(e) => format!("undecodable: {e}"),
+            Ok(AgentMessage {
+                message: Some(agent_message::Message::Hello(hello)),
+            }) => match check_hello(&hello) {
+                Ok(node) => format!("accepted {}", node.id),
+                Err(e) => format!("refused: {e}"),
+            },
+            Ok(_) => "not a Hello".to_string(),
+        }
+    }
+
+    fn hello_bytes(id: &str, region: &str, version: &str, label: (&str, &str)) -> Vec<u8> {
+        let node = Node {
+            id: id.into(),
+            region: region.into(),
+            zone: "z".into(),
+            agent_version: version.into(),
+            labels: [(label.0.to_string(), label.1.to_string())].into(),
+            ..Default::default()
+        };
+        AgentMessage {
+            message: Some(agent_message::Message::Hello(Hello {
+                node: Some(node),
+                ..Default::default()
+            })),
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn control_characters_in_agent_text_are_refused_with_the_field() {
+        let ok = verdict(&hello_bytes("a", "eu", "1.0", ("k", "v")));
+        assert_eq!(ok, "accepted a");
+        let bad = verdict(&hello_bytes("a", "eu", "1.0\x1b[2J", ("k", "v")));
+        assert!(bad.contains("agent_version"), "{bad}");
+        let bad = verdict(&hello_bytes("a", "eu", "1.0", ("k", "v\nforged")));
+        assert!(bad.contains("labels") && bad.contains("control"), "{bad}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+        /// Any bytes as a stream's first message: decoded and judged without panicking, the
+        /// same way every time.
+        #[test]
+        fn any_first_message_is_judged_the_same_way_every_time(
+            bytes in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let first = verdict(&bytes);
+            prop_assert_eq!(first, verdict(&bytes));
+        }
+
+        /// Hellos with arbitrary text in every field: accepted or refused naming a field.
+        #[test]
+        fn any_hello_is_accepted_or_refused_naming_a_field(
+            id in ".{0,140}",
+            region in "[a-z.-]{0,8}|.{0,8}",
+            version in ".{0,140}",
+            key in ".{0,70}",
+            value in ".{0,300}",
+        ) {
+            let bytes = hello_bytes(&id, &region, &version, (&key, &value));
+            let first = verdict(&bytes);
+            prop_assert!(
+                first.starts_with("accepted") || first.starts_with("refused"),
+                "{}", first
+            );
+            prop_assert_eq!(first, verdict(&bytes));
+        }
     }
 }

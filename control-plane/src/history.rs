@@ -11,12 +11,22 @@
 //! undo every record newer than REV, newest first (set each resource back to its `before`).
 //! Undoing is exact, because every change to the config went through a record, so a rollback
 //! restores the very resources REV had. It costs the records since REV, not all of history.
+//!
+//! # Secret material
+//! Records keep no secret material: a Secret's private key or opaque value is written as
+//! `<redacted>`, with the SHA-256 fingerprint of the material beside it
+//! (`ResourceDelta.before_fingerprint`, `after_fingerprint`). So a deleted or replaced key is
+//! gone from the store once the config no longer holds it, rather than readable in history
+//! for ever. Reconstructing REV puts the material back from the Secrets stored now, found by
+//! fingerprint (the same Secret unchanged, or any Secret holding the same material); when
+//! none holds it, [`config_at`] refuses with [`HistoryError::SecretGone`], naming the Secret,
+//! and the operator applies the material again before rolling back.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use portico_api::limits::MAX_MESSAGE_LEN;
 use portico_api::pb::{HistoryEntry, HistoryPart, HistoryRecord, HistoryResponse, ResourceDelta};
-use portico_api::{Kind, ResourceSet};
+use portico_api::{Kind, ResourceSet, secret};
 
 use crate::keys::{self, Keys};
 use crate::store::{Revision, Store, StoreError};
@@ -34,6 +44,17 @@ pub enum HistoryError {
     /// No config change happened at this revision.
     #[error("revision {0} is not a config revision (see `portico history`)")]
     UnknownRevision(Revision),
+    /// The config at `revision` holds secret material that no stored Secret holds any more.
+    #[error(
+        "cannot roll back to revision {revision}: Secret/{secret} then held material that is no \
+         longer stored (history keeps only its fingerprint, {fingerprint}); apply Secret/{secret} \
+         with that material again, then roll back"
+    )]
+    SecretGone {
+        revision: Revision,
+        secret: String,
+        fingerprint: String,
+    },
 }
 
 /// Every history record, oldest first, with its revision filled in and the deltas of a large
@@ -167,11 +188,20 @@ pub fn config_at(
         return Err(HistoryError::UnknownRevision(target));
     }
     let mut set = current.clone();
+    // The Secrets set back to a `before` without its material, with the material's fingerprint.
+    let mut stripped: BTreeMap<String, String> = BTreeMap::new();
     for record in records.iter().rev().take_while(|r| revision(r) > target) {
         for delta in &record.deltas {
             let Some(key) = &delta.key else { continue };
+            if key.kind() == Kind::Secret {
+                stripped.remove(&key.name);
+            }
             match &delta.before {
                 Some(before) => {
+                    // Records written before fingerprints existed hold the material itself.
+                    if !delta.before_fingerprint.is_empty() {
+                        stripped.insert(key.name.clone(), delta.before_fingerprint.clone());
+                    }
                     set.insert(before.clone());
                 }
                 None => {
@@ -179,6 +209,27 @@ pub fn config_at(
                 }
             }
         }
+    }
+    if stripped.is_empty() {
+        return Ok(set);
+    }
+    let held: HashMap<String, &str> = current
+        .of_kind(Kind::Secret)
+        .filter_map(|r| Some((secret::fingerprint(r)?, secret::material(r)?)))
+        .collect();
+    for (name, fingerprint) in stripped {
+        let (Some(material), Some(resource)) =
+            (held.get(&fingerprint), set.get(Kind::Secret, &name))
+        else {
+            return Err(HistoryError::SecretGone {
+                revision: target,
+                secret: name,
+                fingerprint,
+            });
+        };
+        let mut resource = resource.clone();
+        secret::restore(&mut resource, material);
+        set.insert(resource);
     }
     Ok(set)
 }
@@ -198,13 +249,28 @@ pub fn deltas(from: &ResourceSet, to: &ResourceSet) -> Vec<ResourceDelta> {
                 key: Some(portico_api::ResourceKey::new(kind, name)),
                 before: before.cloned(),
                 after: after.cloned(),
+                ..Default::default()
             })
         })
         .collect()
 }
 
-/// The record of a change of `deltas`, without them (the commit puts them in the record or in
-/// its parts); its revision is filled in when read back.
+/// `deltas` as history keeps them: secret material replaced by its fingerprint.
+pub fn stripped(deltas: &[ResourceDelta]) -> Vec<ResourceDelta> {
+    let mut deltas = deltas.to_vec();
+    for delta in &mut deltas {
+        if let Some(before) = delta.before.as_mut() {
+            delta.before_fingerprint = secret::strip(before).unwrap_or_default();
+        }
+        if let Some(after) = delta.after.as_mut() {
+            delta.after_fingerprint = secret::strip(after).unwrap_or_default();
+        }
+    }
+    deltas
+}
+
+/// The record of a change of `deltas`, without them (the commit puts them, [`stripped`], in
+/// the record or in its parts); its revision is filled in when read back.
 pub fn record(
     author: &str,
     message: &str,
@@ -254,7 +320,7 @@ mod tests {
     /// The record of the change `deltas` at `rev`, as read back.
     fn at(rev: Revision, deltas: Vec<ResourceDelta>) -> HistoryRecord {
         let mut record = record("t", "", &deltas, 0);
-        record.deltas = deltas;
+        record.deltas = stripped(&deltas);
         record.entry.get_or_insert_default().revision = rev;
         record
     }
@@ -278,6 +344,61 @@ mod tests {
         ));
         let counts = records[1].entry.as_ref().unwrap();
         assert_eq!((counts.created, counts.updated, counts.deleted), (1, 1, 0));
+    }
+
+    fn opaque(name: &str, value: &str) -> Resource {
+        Resource {
+            name: name.into(),
+            spec: Some(Spec::Secret(portico_api::pb::Secret {
+                secret: Some(portico_api::pb::secret::Secret::Opaque(value.into())),
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn records_keep_fingerprints_and_rollbacks_find_the_material_again() {
+        let marker = "MARKER-31d9-old-key";
+        let v1: ResourceSet = [opaque("key", marker), cluster("a", 1)]
+            .into_iter()
+            .collect();
+        let v2: ResourceSet = [opaque("key", "new-key"), cluster("a", 2)]
+            .into_iter()
+            .collect();
+        let v3: ResourceSet = [opaque("key", "new-key"), cluster("a", 3)]
+            .into_iter()
+            .collect();
+        let records = [
+            at(1, deltas(&ResourceSet::new(), &v1)),
+            at(2, deltas(&v1, &v2)),
+            at(3, deltas(&v2, &v3)),
+        ];
+        let stored: Vec<u8> = records
+            .iter()
+            .flat_map(prost::Message::encode_to_vec)
+            .collect();
+        let text = String::from_utf8_lossy(&stored);
+        assert!(
+            !text.contains(marker) && !text.contains("new-key"),
+            "{text}"
+        );
+        assert_eq!(
+            records[1].deltas[1].before_fingerprint,
+            secret::fingerprint(&opaque("key", marker)).unwrap()
+        );
+
+        // Revision 2's key is the current one: found again by its fingerprint.
+        assert_eq!(config_at(&v3, &records, 2).unwrap(), v2);
+        // Revision 1's key was replaced: refused, naming the Secret.
+        let err = config_at(&v3, &records, 1).unwrap_err();
+        assert!(matches!(&err, HistoryError::SecretGone { secret, .. } if secret == "key"));
+        assert!(err.to_string().contains("apply Secret/key"), "{err}");
+        // Once some Secret holds that material again, the rollback goes through.
+        let mut again = v3.clone();
+        again.insert(opaque("restored", marker));
+        let mut expected = v1.clone();
+        expected.insert(opaque("restored", marker));
+        assert_eq!(config_at(&again, &records, 1).unwrap(), expected);
     }
 
     #[test]

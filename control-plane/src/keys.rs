@@ -20,6 +20,12 @@
 //!                                  is the one other nodes reach them at
 //! <root>/v1/upstream-health/<node id> AgentHealth      (protobuf, on a lease): the endpoint
 //!                                  states the agent last reported
+//! <root>/v1/auth/ca                CaRecord            (protobuf): the certificate authority
+//! <root>/v1/auth/bootstrap         BootstrapRecord     (protobuf): the first admin token was
+//!                                  made from --bootstrap-token-file
+//! <root>/v1/auth/tokens/<name>     Token               (protobuf): API and join tokens, hashed
+//! <root>/v1/auth/agents/<node id>  AgentIdentity       (protobuf): what an agent's
+//!                                  certificates vouch for, and whether they are revoked
 //! <root>/v1/budgets/<policy>/<window start>/<key>  BudgetRecord  (protobuf): a fleet budget's
 //!                                  grants and counts in one window (start in ms, 20 digits;
 //!                                  '%' and '/' of the key percent-encoded)
@@ -163,6 +169,41 @@ impl Keys {
     /// Key of one agent's endpoint health.
     pub fn upstream_health(&self, node_id: &str) -> String {
         format!("{}{node_id}", self.upstream_health_prefix())
+    }
+
+    /// Prefix of everything authentication keeps: the CA, tokens, agent identities.
+    pub fn auth_prefix(&self) -> String {
+        format!("{}/v1/auth/", self.root)
+    }
+
+    /// Key of the certificate authority.
+    pub fn ca(&self) -> String {
+        format!("{}ca", self.auth_prefix())
+    }
+
+    /// Key of the bootstrap record.
+    pub fn bootstrap(&self) -> String {
+        format!("{}bootstrap", self.auth_prefix())
+    }
+
+    /// Prefix of the tokens.
+    pub fn tokens_prefix(&self) -> String {
+        format!("{}tokens/", self.auth_prefix())
+    }
+
+    /// Key of one token, by name.
+    pub fn token(&self, name: &str) -> String {
+        format!("{}{name}", self.tokens_prefix())
+    }
+
+    /// Prefix of the agent identities.
+    pub fn identities_prefix(&self) -> String {
+        format!("{}agents/", self.auth_prefix())
+    }
+
+    /// Key of one agent's identity, by node id.
+    pub fn identity(&self, node_id: &str) -> String {
+        format!("{}{node_id}", self.identities_prefix())
     }
 
     /// Prefix of every fleet budget record.
@@ -334,6 +375,9 @@ mod tests {
         assert!(!range.contains(&keys.agent("edge-1")));
         assert!(!range.contains(&keys.service_node("edge-1")));
         assert!(!range.contains(&keys.upstream_health("edge-1")));
+        assert!(!range.contains(&keys.token("t")));
+        assert!(!range.contains(&keys.identity("edge-1")));
+        assert!(!range.contains(&keys.ca()));
         assert!(!range.contains(&keys.budget("quota", 0, "consumer:ann")));
         assert!(!range.contains(&keys.usage_minute(0, "cp-1")));
         assert!(!range.contains(&keys.usage_hour(0)));

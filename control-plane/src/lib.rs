@@ -18,6 +18,8 @@
 //! - [`xds`]: the same config for Envoy proxies and proxyless gRPC clients, over xDS v3 (ADS,
 //!   state of the world and incremental).
 //! - [`admin`]: the Admin service (apply, get, list, delete, history, rollback, status).
+//! - [`auth`]: the certificate authority, tokens and roles, agent identities.
+//! - [`tls`]: plaintext or TLS (given or issued certificates), and where plaintext is refused.
 //! - [`compiler`]: the agents' own compiler run on a change before it is written.
 //! - [`commit`]: writing a change, in one transaction or staged in several behind one config
 //!   revision.
@@ -35,6 +37,7 @@
 //! - [`metrics`]: metric names and the Prometheus recorder.
 
 pub mod admin;
+pub mod auth;
 pub mod budgets;
 pub mod commit;
 pub mod compiler;
@@ -54,6 +57,7 @@ pub mod services;
 pub mod snapshot;
 pub mod status;
 pub mod store;
+pub mod tls;
 pub mod usage;
 pub mod views;
 pub mod watcher;

@@ -9,7 +9,8 @@ use portico_control_plane::server;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let config = Config::parse();
+    let mut config = Config::parse();
+    config.announce = true;
     init_tracing(config.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -29,6 +30,8 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Refused before anything is bound or opened.
+    portico_control_plane::tls::serving(&config, config.listen)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

@@ -6,12 +6,19 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use portico_api::pb::Role;
 use portico_api::pb::admin_server::AdminServer;
+use portico_api::pb::identity_server::IdentityServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::AdminService;
+use crate::auth::Auth;
+use crate::auth::ca::{Authority, CaError};
+use crate::auth::identity::IdentityService;
+use crate::auth::table::AuthState;
+use crate::auth::tokens::{self, BootstrapError};
 use crate::budgets::Budgets;
 use crate::config::{Config, StoreKind};
 use crate::discovery::{Discovery, DiscoveryServer, Fleet};
@@ -22,6 +29,7 @@ use crate::services::Services;
 use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use crate::store::etcd::{EtcdConfig, EtcdStore};
 use crate::store::{Store, StoreError};
+use crate::tls::{self, TlsError};
 use crate::usage::UsageRollups;
 use crate::views::Views;
 use crate::watcher;
@@ -60,6 +68,18 @@ pub enum ServerError {
     /// The gRPC server failed.
     #[error("serving gRPC: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// TLS is misconfigured, or plaintext is refused on this address.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The certificate authority could not be loaded or created.
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    /// The listener's address is unknown.
+    #[error("reading the listener's address: {0}")]
+    Address(#[source] std::io::Error),
+    /// The first admin token could not be read, made or stored.
+    #[error(transparent)]
+    Bootstrap(#[from] BootstrapError),
 }
 
 /// Opens the store named by `config` and checks that it answers.
@@ -118,8 +138,36 @@ pub async fn run_with_store(
 ) -> Result<(), ServerError> {
     // Install the recorder before anything records.
     crate::metrics::handle();
+    // Exactly one rustls provider (ring); idempotent, an in-process caller may have done it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let addr = listener.local_addr().map_err(ServerError::Address)?;
+    let serving = tls::serving(&config, addr)?;
     let store = MeteredStore::new(store);
     let keys = Keys::new(config.key_root());
+    let authority = Arc::new(Authority::load_or_create(&store, &keys).await?);
+    let tls = tls::server_config(serving, &config, &authority, addr)?;
+    let auth_on = tls::auth_on(&config, addr);
+    tracing::info!(
+        fingerprint = authority.fingerprint(),
+        ?serving,
+        auth = auth_on,
+        "certificate authority"
+    );
+    if config.announce {
+        println!("CA fingerprint (SHA-256): {}", authority.fingerprint());
+    }
+    let (auth_state, auth_listed) = AuthState::load(&store, &keys)
+        .await
+        .map_err(ServerError::Load)?;
+    let auth_state = Arc::new(auth_state);
+    let auth = Arc::new(Auth::new(
+        auth_on,
+        authority.clone(),
+        config.agent_cert_ttl,
+        auth_state.clone(),
+        store.clone(),
+        keys.clone(),
+    ));
     let (initial, listed_at) = watcher::load(&store, &keys)
         .await
         .map_err(ServerError::Load)?;
@@ -137,6 +185,27 @@ pub async fn run_with_store(
         config.agent_expiry,
     ));
     let cancel = CancellationToken::new();
+    let auth_follower = tokio::spawn(auth_state.follow(
+        store.clone(),
+        keys.clone(),
+        auth_listed + 1,
+        cancel.clone(),
+    ));
+    match &config.bootstrap_token_file {
+        Some(path) => {
+            if let Err(e) = tokens::bootstrap(&auth, path).await {
+                cancel.cancel();
+                return Err(e.into());
+            }
+        }
+        None if auth_on && !auth.table().tokens().any(|t| t.value.role() == Role::Admin) => {
+            tracing::warn!(
+                "authentication is on and no admin token exists: start with \
+                 --bootstrap-token-file PATH to make the first one"
+            );
+        }
+        None => {}
+    }
 
     let watcher = tokio::spawn(watcher::follow(
         store.clone(),
@@ -178,13 +247,16 @@ pub async fn run_with_store(
         registry.clone(),
         usage.clone(),
         replica.clone(),
+        auth.clone(),
     ))
     .max_decoding_message_size(portico_api::limits::MAX_REQUEST_BYTES)
     .max_encoding_message_size(portico_api::limits::MAX_RESPONSE_BYTES);
+    let identity = IdentityServer::new(IdentityService::new(auth.clone()));
     let xds = crate::xds::Xds::new(
         views.clone(),
         registry.clone(),
         services.clone(),
+        auth.clone(),
         cancel.clone(),
     )
     .server();
@@ -194,15 +266,20 @@ pub async fn run_with_store(
         budgets,
         usage,
     };
-    let discovery = DiscoveryServer(Discovery::new(views, fleet, cancel.clone()));
+    let discovery = DiscoveryServer(Discovery::new(views, fleet, auth, cancel.clone()));
     tracing::info!(%replica, addr = ?listener.local_addr().ok(), "control plane serving");
     let stop = cancel.clone();
-    let served = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let served = builder
         // An agent whose peer vanished without closing the connection stops answering these
         // pings: its stream closes, and with it the agent's service endpoints.
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(admin)
+        .add_service(identity)
         .add_service(discovery)
         .add_service(xds)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
@@ -212,6 +289,14 @@ pub async fn run_with_store(
         })
         .await;
     cancel.cancel();
-    let _ = tokio::join!(watcher, flusher, probes, service_nodes, granter, rollups);
+    let _ = tokio::join!(
+        watcher,
+        flusher,
+        probes,
+        service_nodes,
+        auth_follower,
+        granter,
+        rollups
+    );
     served.map_err(ServerError::from)
 }

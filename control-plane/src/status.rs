@@ -8,6 +8,9 @@ use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
 use crate::admin::AdminError;
+use crate::auth::AuthError;
+use crate::auth::ca::CaError;
+use crate::auth::identity::IdentityError;
 use crate::commit::CommitError;
 use crate::discovery::ProtocolError;
 use crate::history::HistoryError;
@@ -40,11 +43,67 @@ impl From<AdminError> for Status {
             AdminError::Invalid(_) | AdminError::BadRequest(_) => Code::InvalidArgument,
             AdminError::History(HistoryError::UnknownRevision(_))
             | AdminError::NotFound(_)
+            | AdminError::NoIdentity(_)
             | AdminError::NoSuchRevision { .. } => Code::NotFound,
-            AdminError::Referenced { .. } | AdminError::Unpaged { .. } => Code::FailedPrecondition,
+            AdminError::History(HistoryError::SecretGone { .. })
+            | AdminError::Referenced { .. }
+            | AdminError::Unpaged { .. } => Code::FailedPrecondition,
+            AdminError::Auth(e) => return auth_status(e),
         };
         with_kind(Status::new(code, error.to_string()), "request")
     }
+}
+
+/// The status of a refused call or join.
+impl From<AuthError> for Status {
+    fn from(error: AuthError) -> Status {
+        auth_status(&error)
+    }
+}
+
+/// The status refusing an agent: its certificate, its Hello or its join.
+impl From<IdentityError> for Status {
+    fn from(error: IdentityError) -> Status {
+        let code = match &error {
+            IdentityError::NoCertificate
+            | IdentityError::NoXdsCredential
+            | IdentityError::NotAnAgent
+            | IdentityError::Unknown(_)
+            | IdentityError::Expired(_) => Code::Unauthenticated,
+            IdentityError::Revoked(_)
+            | IdentityError::Superseded(_)
+            | IdentityError::NodeMismatch { .. }
+            | IdentityError::AgentNode(_)
+            | IdentityError::Region { .. }
+            | IdentityError::Label { .. }
+            | IdentityError::UsedUp(_)
+            | IdentityError::Live(_)
+            | IdentityError::RevokedBefore(..) => Code::PermissionDenied,
+            IdentityError::Token(e) => return auth_status(e),
+            IdentityError::BadRequest(_) | IdentityError::Ca(CaError::Request(_)) => {
+                Code::InvalidArgument
+            }
+            IdentityError::Ca(_) => Code::Internal,
+            IdentityError::Store(e) => return store_status(e),
+            IdentityError::Busy => Code::Aborted,
+        };
+        with_kind(Status::new(code, error.to_string()), "request")
+    }
+}
+
+fn auth_status(error: &AuthError) -> Status {
+    let code = match error {
+        AuthError::NoToken
+        | AuthError::Malformed
+        | AuthError::UnknownToken
+        | AuthError::Expired { .. } => Code::Unauthenticated,
+        AuthError::WrongKind { .. } | AuthError::Forbidden { .. } => Code::PermissionDenied,
+        AuthError::BadRequest(_) => Code::InvalidArgument,
+        AuthError::Exists(_) => Code::AlreadyExists,
+        AuthError::NoSuchToken(_) => Code::NotFound,
+        AuthError::Store(e) => return store_status(e),
+    };
+    with_kind(Status::new(code, error.to_string()), "request")
 }
 
 /// The status of a failed store call.

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use portico_api::pb::{ResourceKey, Update, resource::Spec};
+use portico_api::pb::{self, ResourceKey, Update, resource::Spec};
 use portico_api::{Kind, Resource, reference};
 use prost::Message;
 use prost::encoding::{self, WireType};
@@ -220,6 +220,10 @@ impl Views {
 /// The resources of `snapshot` reachable from the listeners `roots`, roots included, by kind
 /// then name, and every Consumer when an authentication policy is among them
 /// ([`reference::reads_every_consumer`]). Missing roots and dangling references are skipped.
+///
+/// A Consumer's API key hashes go only where an `api_key_auth` policy is among them (it
+/// identifies every key, to answer 403 rather than 401 for a consumer it does not allow);
+/// elsewhere (a `jwt_auth` policy needs subjects and plans) the agent gets a copy without them.
 fn reachable(snapshot: &Snapshot, roots: &[Arc<str>]) -> Vec<Arc<Stored>> {
     let mut seen: BTreeMap<(Kind, &str), &Arc<Stored>> = BTreeMap::new();
     let mut queue: VecDeque<(Kind, &str)> =
@@ -244,7 +248,38 @@ fn reachable(snapshot: &Snapshot, roots: &[Arc<str>]) -> Vec<Arc<Stored>> {
             );
         }
     }
-    seen.into_values().cloned().collect()
+    let keys = seen.values().any(|s| {
+        matches!(
+            &s.resource.spec,
+            Some(Spec::Policy(pb::Policy {
+                policy: Some(pb::policy::Policy::ApiKeyAuth(_))
+            }))
+        )
+    });
+    seen.into_values()
+        .map(|stored| match &stored.resource.spec {
+            Some(Spec::Consumer(c)) if !c.api_keys.is_empty() && !keys => {
+                Arc::new(without_keys(stored))
+            }
+            _ => stored.clone(),
+        })
+        .collect()
+}
+
+/// A copy of a Consumer without its API key hashes. Its revision is the negated store
+/// revision: the same Consumer with and without keys are different resources to a diff, and
+/// two copies of one stored Consumer are the same.
+fn without_keys(stored: &Stored) -> Stored {
+    let mut resource = stored.resource.clone();
+    if let Some(Spec::Consumer(c)) = &mut resource.spec {
+        c.api_keys.clear();
+    }
+    Stored {
+        resource,
+        revision: -stored.revision,
+        version: stored.version,
+        refs: stored.refs.clone(),
+    }
 }
 
 /// The services the clusters among `resources` name, sorted and without repeats.
@@ -638,6 +673,125 @@ mod tests {
         assert!(views.named_services(&mut eu, &snapshots[0]).is_empty());
         assert_eq!(*views.named_services(&mut eu, &snapshots[1]), ["api", "db"]);
         assert_eq!(*views.named_services(&mut us, &snapshots[1]), ["api"]);
+    }
+
+    fn policy(name: &str, policy: pb::policy::Policy) -> Resource {
+        named(
+            name,
+            Spec::Policy(pb::Policy {
+                policy: Some(policy),
+            }),
+        )
+    }
+
+    fn consumer(name: &str) -> Resource {
+        named(
+            name,
+            Spec::Consumer(pb::Consumer {
+                api_keys: vec![pb::ApiKey {
+                    id: "key-1".into(),
+                    sha256: "ab".repeat(32),
+                }],
+                jwt_subjects: vec![format!("{name}@example.com")],
+                ..Default::default()
+            }),
+        )
+    }
+
+    /// The listener `all`, guarded by `policies`, and three consumers.
+    fn guarded(policies: Vec<Resource>) -> Vec<Resource> {
+        let names: Vec<String> = policies.iter().map(|p| p.name.clone()).collect();
+        let mut all = listener("all", "global", &[]);
+        if let Some(Spec::Listener(l)) = &mut all.spec {
+            l.policies = names;
+        }
+        let mut out = vec![all, consumer("a"), consumer("b"), consumer("c")];
+        out.extend(policies);
+        out
+    }
+
+    /// The consumers an agent gets at the snapshot, and whether each has its key hashes.
+    fn consumers(views: &Views, snapshot: &Arc<Snapshot>) -> Vec<(String, bool)> {
+        let mut memo = ScopeMemo::new(&node(1, "us"));
+        let update = decode(&views.update(&mut memo, 0, snapshot));
+        update
+            .upserts
+            .iter()
+            .filter_map(|r| match &r.spec {
+                Some(Spec::Consumer(c)) => Some((r.name.clone(), !c.api_keys.is_empty())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn consumer_key_hashes_go_only_where_an_api_key_policy_needs_them() {
+        use pb::policy::Policy;
+        let keyed = |consumers: &[&str]| {
+            Policy::ApiKeyAuth(pb::ApiKeyAuth {
+                consumers: consumers.iter().map(|c| c.to_string()).collect(),
+                ..Default::default()
+            })
+        };
+        let jwt = |consumers: &[&str]| {
+            Policy::JwtAuth(pb::JwtAuth {
+                consumers: consumers.iter().map(|c| c.to_string()).collect(),
+                ..Default::default()
+            })
+        };
+        let (views, snapshots) = history(&[
+            // No policy: no consumer.
+            (11, guarded(vec![]), &[]),
+            // API keys of two named consumers: every consumer's hashes, so that the others
+            // get 403, not 401.
+            (12, guarded(vec![policy("keys", keyed(&["a", "b"]))]), &[]),
+            // Any valid JWT: every consumer, for subjects and plans, without key hashes.
+            (13, guarded(vec![policy("keys", jwt(&[]))]), &[]),
+            // Any API key: every consumer with its hashes.
+            (14, guarded(vec![policy("keys", keyed(&[]))]), &[]),
+            // JWTs for any consumer, API keys of one: every consumer with its hashes.
+            (
+                15,
+                guarded(vec![policy("keys", keyed(&["c"])), policy("jwt", jwt(&[]))]),
+                &[],
+            ),
+        ]);
+        let owned = |v: &[(&str, bool)]| -> Vec<(String, bool)> {
+            v.iter().map(|(n, k)| (n.to_string(), *k)).collect()
+        };
+        assert_eq!(consumers(&views, &snapshots[1]), owned(&[]));
+        assert_eq!(
+            consumers(&views, &snapshots[2]),
+            owned(&[("a", true), ("b", true), ("c", true)])
+        );
+        assert_eq!(
+            consumers(&views, &snapshots[3]),
+            owned(&[("a", false), ("b", false), ("c", false)])
+        );
+        assert_eq!(
+            consumers(&views, &snapshots[4]),
+            owned(&[("a", true), ("b", true), ("c", true)])
+        );
+        assert_eq!(
+            consumers(&views, &snapshots[5]),
+            owned(&[("a", true), ("b", true), ("c", true)])
+        );
+        // Hashes coming and going are changes to the agent, though the Consumers are not.
+        let (views, snapshots) = history(&[
+            (11, guarded(vec![policy("keys", jwt(&[]))]), &[]),
+            (12, vec![policy("keys", keyed(&[]))], &[]),
+            (13, vec![policy("keys", jwt(&[]))], &[]),
+        ]);
+        let mut memo = ScopeMemo::new(&node(1, "us"));
+        views.update(&mut memo, 0, &snapshots[1]);
+        for (from, to) in [(11, 2), (12, 3)] {
+            let update = decode(&views.update(&mut memo, from, &snapshots[to]));
+            assert_eq!(
+                names(&update).0,
+                ["Policy/keys", "Consumer/a", "Consumer/b", "Consumer/c"],
+                "{from}"
+            );
+        }
     }
 
     #[test]

@@ -35,10 +35,17 @@ pub struct AgentOptions {
     pub cache_dir: Option<PathBuf>,
     /// `--drain-timeout`.
     pub drain_timeout: Option<Duration>,
-    /// Passed as environment variables instead of flags.
+    /// Environment variables: settings passed this way instead of as flags, `RUST_LOG` (default
+    /// `info,portico_agent=debug`), `SSL_CERT_FILE`.
     pub env: Vec<(String, String)>,
     /// `--service NAME=PORT` each.
     pub services: Vec<(String, u16)>,
+    /// `--join-token`.
+    pub join_token: Option<String>,
+    /// `--ca-fingerprint`.
+    pub ca_fingerprint: Option<String>,
+    /// `--ca-file`.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl AgentOptions {
@@ -54,7 +61,17 @@ impl AgentOptions {
             drain_timeout: None,
             env: Vec::new(),
             services: Vec::new(),
+            join_token: None,
+            ca_fingerprint: None,
+            ca_file: None,
         }
+    }
+
+    /// Joining with `token`, trusting the CA of fingerprint `fingerprint`.
+    pub fn join(mut self, token: &str, fingerprint: &str) -> Self {
+        self.join_token = Some(token.to_string());
+        self.ca_fingerprint = Some(fingerprint.to_string());
+        self
     }
 
     /// Announcing service `name` on `port`.
@@ -104,12 +121,22 @@ impl Agent {
         if let Some(dir) = &options.cache_dir {
             cmd.arg("--cache-dir").arg(dir);
         }
+        if let Some(token) = &options.join_token {
+            cmd.args(["--join-token", token]);
+        }
+        if let Some(fingerprint) = &options.ca_fingerprint {
+            cmd.args(["--ca-fingerprint", fingerprint]);
+        }
+        if let Some(file) = &options.ca_file {
+            cmd.arg("--ca-file").arg(file);
+        }
         if let Some(grace) = options.drain_timeout {
             cmd.arg("--drain-timeout")
                 .arg(format!("{}ms", grace.as_millis()));
         }
-        cmd.envs(options.env.iter().map(|(k, v)| (k, v)))
-            .env("RUST_LOG", "info,portico_agent=debug");
+        // The options' variables come last, so they may set RUST_LOG too.
+        cmd.env("RUST_LOG", "info,portico_agent=debug")
+            .envs(options.env.iter().map(|(k, v)| (k, v)));
         Agent {
             process: Process::spawn(&format!("portico-agent {}", options.node_id), cmd),
             admin,

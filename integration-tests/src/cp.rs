@@ -1,12 +1,15 @@
 //! A real `portico-cp` process on free ports, with an embedded or etcd store, and what tests do
 //! with it: apply through the Admin API, read the registry and rollout status, run the CLI
-//! against it.
+//! against it. With [`CpOptions`] it serves TLS (its own CA's certificate or given files) and
+//! authentication; the harness then talks to it over TLS pinned to the CA fingerprint the
+//! process prints, with the bootstrap admin token.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use portico_agent::trust::{Fingerprint, Trust};
 use portico_api::Resource;
 use portico_api::pb::admin_client::AdminClient;
 use portico_api::pb::{
@@ -18,7 +21,10 @@ use portico_test_support::net::{free_addr, localhost};
 use portico_test_support::process::Process;
 use portico_test_support::resources::{cluster, listener, prefix, route, route_table, to, vhost};
 use portico_test_support::wait::{eventually, within_blocking};
-use tonic::transport::Channel;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint, Identity};
 
 use crate::cli::{self, Run};
 
@@ -37,40 +43,117 @@ pub enum StoreSpec {
     Etcd { endpoint: String, prefix: String },
 }
 
+/// How to start a control plane beyond its store.
+#[derive(Clone, Debug)]
+pub struct CpOptions {
+    /// Where it keeps its config.
+    pub store: StoreSpec,
+    /// `--replica-id`.
+    pub replica: String,
+    /// `--auth` (`on`, `off`, `auto`); the binary's default when `None`.
+    pub auth: Option<String>,
+    /// `--tls-cert` and `--tls-key`.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// A CA file clients trust instead of the printed fingerprint (with `tls` from another CA).
+    pub ca_file: Option<PathBuf>,
+    /// `--bootstrap-token-file`; with auth on and none given, a file in a temp dir.
+    pub bootstrap_token_file: Option<PathBuf>,
+    /// `--agent-cert-ttl`.
+    pub agent_cert_ttl: Option<Duration>,
+    /// Listen on every address (0.0.0.0) instead of 127.0.0.1; clients still use 127.0.0.1.
+    pub listen_any: bool,
+    /// `RUST_LOG` of the process.
+    pub log_filter: String,
+    /// More flags, e.g. `["--agent-expiry", "2s"]`; kept for restarts.
+    pub args: Vec<String>,
+}
+
+impl CpOptions {
+    /// `store` as replica `replica`, every other flag the binary's default.
+    pub fn new(store: StoreSpec, replica: &str) -> CpOptions {
+        CpOptions {
+            store,
+            replica: replica.to_string(),
+            auth: None,
+            tls: None,
+            ca_file: None,
+            bootstrap_token_file: None,
+            agent_cert_ttl: None,
+            listen_any: false,
+            log_filter: "warn".to_string(),
+            args: Vec::new(),
+        }
+    }
+
+    /// With `--auth on` (and so TLS with a certificate of the control plane's CA).
+    pub fn auth_on(mut self) -> CpOptions {
+        self.auth = Some("on".into());
+        self
+    }
+
+    /// Whether authentication is on with these options: `--auth on`, or the default `auto`
+    /// on every address.
+    pub fn auth_served(&self) -> bool {
+        match self.auth.as_deref() {
+            Some("on") => true,
+            Some("off") => false,
+            _ => self.listen_any,
+        }
+    }
+
+    /// Whether the control plane serves TLS with these options: given certificates, or its
+    /// own CA's with authentication on.
+    pub fn tls_served(&self) -> bool {
+        self.tls.is_some() || self.auth_served()
+    }
+}
+
 /// A running control plane, killed when dropped.
 pub struct ControlPlane {
     process: Process,
-    store: StoreSpec,
-    replica: String,
-    /// Flags beyond the store's and the addresses, kept for restarts.
-    args: Vec<String>,
+    options: CpOptions,
     /// The gRPC address (Admin and Discovery).
     pub grpc: SocketAddr,
     /// The HTTP address (/metrics, /healthz, /readyz).
     pub metrics: SocketAddr,
-    // The embedded store's directory when this value owns it; dropped after the process.
-    _dir: Option<tempfile::TempDir>,
+    /// The CA fingerprint the process printed.
+    pub fingerprint: String,
+    /// The bootstrap admin token, with authentication on.
+    pub admin_token: Option<String>,
+    // Temp dirs (the embedded store, the bootstrap token); dropped after the process.
+    _dirs: Vec<tempfile::TempDir>,
 }
 
 impl ControlPlane {
     /// Starts `portico-cp` with `store` and waits until it is ready.
     pub fn start(store: StoreSpec, replica: &str) -> ControlPlane {
-        ControlPlane::start_with(store, replica, &[])
+        ControlPlane::start_with(CpOptions::new(store, replica))
     }
 
-    /// [`ControlPlane::start`] with more flags, e.g. `["--agent-expiry", "2s"]`.
-    pub fn start_with(store: StoreSpec, replica: &str, args: &[&str]) -> ControlPlane {
+    /// [`ControlPlane::start`] logging what `log_filter` (`RUST_LOG`) lets through; see
+    /// [`ControlPlane::log`].
+    pub fn start_logging(store: StoreSpec, replica: &str, log_filter: &str) -> ControlPlane {
+        let mut options = CpOptions::new(store, replica);
+        options.log_filter = log_filter.to_string();
+        ControlPlane::start_with(options)
+    }
+
+    /// Starts `portico-cp` with `options` and waits until it is ready.
+    pub fn start_with(mut options: CpOptions) -> ControlPlane {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        if options.auth_served() && options.bootstrap_token_file.is_none() {
+            options.bootstrap_token_file = Some(dir.path().join("bootstrap-token"));
+        }
         let (grpc, metrics) = (free_addr(), free_addr());
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let process = spawn(&store, replica, grpc, metrics, &args);
+        let process = spawn(&options, grpc, metrics);
         let mut cp = ControlPlane {
             process,
-            store,
-            replica: replica.to_string(),
-            args,
+            options,
             grpc,
             metrics,
-            _dir: None,
+            fingerprint: String::new(),
+            admin_token: None,
+            _dirs: vec![dir],
         };
         cp.wait_ready();
         cp
@@ -78,28 +161,84 @@ impl ControlPlane {
 
     /// Replica `cp-1` on an embedded store in a temp dir of its own, which outlives restarts.
     pub fn embedded() -> ControlPlane {
-        ControlPlane::embedded_with(&[])
+        ControlPlane::embedded_with(|o| o)
     }
 
-    /// [`ControlPlane::embedded`] with more flags.
-    pub fn embedded_with(args: &[&str]) -> ControlPlane {
+    /// Like [`ControlPlane::embedded`], with options changed by `change`.
+    pub fn embedded_with(change: impl FnOnce(CpOptions) -> CpOptions) -> ControlPlane {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
-        let store = StoreSpec::Embedded(dir.path().join("store"));
-        let mut cp = ControlPlane::start_with(store, "cp-1", args);
-        cp._dir = Some(dir);
+        let options = change(CpOptions::new(
+            StoreSpec::Embedded(dir.path().join("store")),
+            "cp-1",
+        ));
+        let mut cp = ControlPlane::start_with(options);
+        // The store's directory lives as long as the control plane.
+        cp._dirs.push(dir);
         cp
+    }
+
+    /// An embedded control plane with authentication on, serving TLS with its own CA.
+    pub fn secured() -> ControlPlane {
+        ControlPlane::embedded_with(CpOptions::auth_on)
     }
 
     /// The gRPC endpoint URL.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.grpc)
+        let scheme = if self.options.tls_served() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.grpc)
     }
 
-    /// An Admin client.
-    pub async fn admin(&self) -> AdminClient<Channel> {
-        AdminClient::connect(self.endpoint())
+    /// How clients verify this control plane: the CA file given, or the printed fingerprint.
+    pub fn trust(&self) -> Trust {
+        match &self.options.ca_file {
+            Some(file) => Trust::from_options(Some(file), None)
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| panic!("the CA file {} is unusable", file.display())),
+            None => Trust::Pinned(self.fingerprint()),
+        }
+    }
+
+    /// The CA fingerprint the process printed, parsed.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+            .parse()
+            .unwrap_or_else(|e| panic!("the printed CA fingerprint: {e}"))
+    }
+
+    /// A channel to the gRPC API, over TLS when served, presenting `identity` (a client
+    /// certificate and key, PEM) when given.
+    pub async fn channel(&self, identity: Option<(String, String)>) -> Result<Channel, String> {
+        let mut endpoint = Endpoint::from_shared(self.endpoint()).map_err(|e| e.to_string())?;
+        if self.options.tls_served() {
+            let identity = identity.map(|(cert, key)| Identity::from_pem(cert, key));
+            endpoint = self
+                .trust()
+                .apply(endpoint, identity)
+                .map_err(|e| e.to_string())?;
+        }
+        endpoint
+            .connect()
             .await
-            .unwrap_or_else(|e| panic!("connecting to the admin API at {}: {e}", self.grpc))
+            .map_err(|e| portico_api::error::Chain(&e).to_string())
+    }
+
+    /// An Admin client with the admin token (when authentication is on).
+    pub async fn admin(&self) -> Admin {
+        self.admin_as(self.admin_token.as_deref()).await
+    }
+
+    /// An Admin client sending `token`.
+    pub async fn admin_as(&self, token: Option<&str>) -> Admin {
+        let channel = self
+            .channel(None)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to the admin API at {}: {e}", self.grpc));
+        AdminClient::with_interceptor(channel, Bearer::new(token))
     }
 
     /// Applies `resources` through the Admin API; panics when the apply fails or is invalid.
@@ -155,14 +294,27 @@ impl ControlPlane {
         .await
     }
 
-    /// Runs `portico` against this control plane.
+    /// Runs `portico` against this control plane (with the admin token, when authentication
+    /// is on).
     pub fn portico(&self, args: &[&str]) -> Run {
-        cli::portico(&self.endpoint(), args)
+        self.portico_as(self.admin_token.as_deref(), args)
     }
 
-    /// The process's log so far (warnings and errors: it runs with `RUST_LOG=warn`).
-    pub fn log(&self) -> String {
-        self.process.stdout() + &self.process.stderr()
+    /// Runs `portico --token TOKEN` (none: no token) against this control plane.
+    pub fn portico_as(&self, token: Option<&str>, args: &[&str]) -> Run {
+        let mut all: Vec<String> = Vec::new();
+        if self.options.tls_served() {
+            match &self.options.ca_file {
+                Some(file) => all.extend(["--ca-file".into(), file.display().to_string()]),
+                None => all.extend(["--ca-fingerprint".into(), self.fingerprint.clone()]),
+            }
+        }
+        if let Some(token) = token {
+            all.extend(["--token".into(), token.to_string()]);
+        }
+        all.extend(args.iter().map(|a| a.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        cli::portico(&self.endpoint(), &all)
     }
 
     /// SIGKILL: no shutdown code runs.
@@ -173,14 +325,13 @@ impl ControlPlane {
     /// Starts the process again on the same ports and store, and waits until it is ready.
     pub fn restart(&mut self) {
         self.process.kill();
-        self.process = spawn(
-            &self.store,
-            &self.replica,
-            self.grpc,
-            self.metrics,
-            &self.args,
-        );
+        self.process = spawn(&self.options, self.grpc, self.metrics);
         self.wait_ready();
+    }
+
+    /// The process's output so far: its log (stderr) and whatever it printed.
+    pub fn log(&self) -> String {
+        self.process.stdout() + &self.process.stderr()
     }
 
     /// The HTTP status and body of `GET path` on the metrics address.
@@ -209,20 +360,89 @@ impl ControlPlane {
                 self.metrics
             );
         }
+        // Printed before it serves, so it is there once it is ready.
+        let stdout = self.process.stdout();
+        self.fingerprint = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("CA fingerprint (SHA-256): "))
+            .map(|f| f.trim().to_string())
+            .unwrap_or_else(|| panic!("portico-cp printed no CA fingerprint: {stdout:?}"));
+        if let Some(path) = &self.options.bootstrap_token_file
+            && let Ok(token) = std::fs::read_to_string(path)
+        {
+            self.admin_token = Some(token.trim().to_string());
+        }
+    }
+}
+
+/// An Admin client that sends a bearer token (when it has one).
+pub type Admin = AdminClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds `authorization: Bearer TOKEN` to every call.
+#[derive(Clone, Debug)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Bearer {
+    /// Sending `token` (none: nothing).
+    pub fn new(token: Option<&str>) -> Bearer {
+        Bearer(token.map(|t| {
+            format!("Bearer {t}")
+                .parse()
+                .unwrap_or_else(|e| panic!("a token that is not a header value: {e}"))
+        }))
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
     }
 }
 
 /// The command line of a control plane (without starting it), for tests of start-up errors.
 pub fn command(store: &StoreSpec, replica: &str, grpc: SocketAddr, metrics: SocketAddr) -> Command {
+    command_with(&CpOptions::new(store.clone(), replica), grpc, metrics)
+}
+
+/// The command line of a control plane with `options` (without starting it).
+pub fn command_with(options: &CpOptions, grpc: SocketAddr, metrics: SocketAddr) -> Command {
     let mut cmd = Command::new(crate::bins::path("portico-cp"));
+    let listen = if options.listen_any {
+        SocketAddr::from(([0, 0, 0, 0], grpc.port()))
+    } else {
+        grpc
+    };
     cmd.arg("--listen")
-        .arg(grpc.to_string())
+        .arg(listen.to_string())
         .arg("--metrics-listen")
         .arg(metrics.to_string())
         .arg("--replica-id")
-        .arg(replica)
+        .arg(&options.replica)
         .env("RUST_LOG", "warn");
-    match store {
+    for var in [
+        "PORTICO_CP_AUTH",
+        "PORTICO_CP_TLS_CERT",
+        "PORTICO_CP_TLS_KEY",
+    ] {
+        cmd.env_remove(var);
+    }
+    if let Some(auth) = &options.auth {
+        cmd.args(["--auth", auth]);
+    }
+    if let Some((cert, key)) = &options.tls {
+        cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+    }
+    if let Some(path) = &options.bootstrap_token_file {
+        cmd.arg("--bootstrap-token-file").arg(path);
+    }
+    if let Some(ttl) = options.agent_cert_ttl {
+        cmd.arg("--agent-cert-ttl")
+            .arg(format!("{}ms", ttl.as_millis()));
+    }
+    match &options.store {
         StoreSpec::Embedded(dir) => {
             cmd.args(["--store", "embedded", "--data-dir"]).arg(dir);
         }
@@ -234,16 +454,10 @@ pub fn command(store: &StoreSpec, replica: &str, grpc: SocketAddr, metrics: Sock
     cmd
 }
 
-fn spawn(
-    store: &StoreSpec,
-    replica: &str,
-    grpc: SocketAddr,
-    metrics: SocketAddr,
-    args: &[String],
-) -> Process {
-    let mut cmd = command(store, replica, grpc, metrics);
-    cmd.args(args);
-    Process::spawn(&format!("portico-cp {replica}"), cmd)
+fn spawn(options: &CpOptions, grpc: SocketAddr, metrics: SocketAddr) -> Process {
+    let mut cmd = command_with(options, grpc, metrics);
+    cmd.env("RUST_LOG", &options.log_filter).args(&options.args);
+    Process::spawn(&format!("portico-cp {}", options.replica), cmd)
 }
 
 /// A small valid config: Listener `web` on port 8080 → RouteTable `shop` → Cluster `backend`
@@ -265,7 +479,7 @@ pub fn catch_all(name: &str, cluster: &str) -> Resource {
 }
 
 /// Applies `resources`; panics when the apply fails or is invalid.
-pub async fn apply(admin: &mut AdminClient<Channel>, resources: Vec<Resource>) -> ApplyResponse {
+pub async fn apply(admin: &mut Admin, resources: Vec<Resource>) -> ApplyResponse {
     let response = admin
         .apply(ApplyRequest {
             resources,
@@ -280,7 +494,7 @@ pub async fn apply(admin: &mut AdminClient<Channel>, resources: Vec<Resource>) -
 }
 
 /// Lists every resource; panics when the call fails.
-pub async fn list(admin: &mut AdminClient<Channel>) -> ListResponse {
+pub async fn list(admin: &mut Admin) -> ListResponse {
     admin
         .list(ListRequest::default())
         .await

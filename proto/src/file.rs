@@ -5,6 +5,15 @@
 //! message in the proto3 JSON mapping, so both `route_table` and `routeTable` are accepted and
 //! unknown fields are rejected. Every document is read through [`serde_json::Value`] so that
 //! both formats share one decoder and one field-path convention.
+//!
+//! # Limits
+//! A file is refused, with an error naming it, when it is larger than [`MAX_FILE_BYTES`]
+//! (64 MiB), holds more than [`MAX_DOCUMENTS`] documents, nests lists and mappings deeper than
+//! [`MAX_DEPTH`] levels, uses more than [`MAX_ALIASES`] YAML aliases (`*name`), or holds more
+//! than [`MAX_NODES`] values, or more than [`MAX_NODES_PER_BYTE`] per byte of the file, once
+//! aliases are expanded (which stops "billion laughs" files that are small on disk and huge in
+//! memory). Parsing a file costs memory in proportion to its
+//! size, and no input makes it panic.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -13,6 +22,23 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
 use crate::pb::{Kind, Resource, resource::Spec};
+use crate::reference::REDACTED;
+
+/// Largest file read, in bytes (64 MiB).
+pub const MAX_FILE_BYTES: usize = 64 << 20;
+/// Most documents in one file: YAML documents, or the items of a top-level list.
+pub const MAX_DOCUMENTS: usize = 100_000;
+/// Deepest nesting of lists and mappings in a document.
+pub const MAX_DEPTH: usize = 64;
+/// Most YAML alias uses (`*name`) in one file.
+pub const MAX_ALIASES: usize = 10_000;
+/// Most values (mappings, lists and scalars) in one file, aliases expanded: more than a file of
+/// [`MAX_FILE_BYTES`] of real config holds.
+pub const MAX_NODES: usize = 5_000_000;
+/// Most values per byte of a YAML file, aliases expanded. A file without aliases holds fewer
+/// values than bytes; this leaves room for anchors used a few times over, and stops a small
+/// file whose aliases expand to millions of values (a "billion laughs") at once.
+pub const MAX_NODES_PER_BYTE: usize = 8;
 
 /// A resource and where it was read from.
 #[derive(Clone, Debug, PartialEq)]
@@ -88,6 +114,13 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<Loaded>, Vec<FileError>> {
     let mut loaded = Vec::new();
     let mut errors = Vec::new();
     for file in expand(paths, &mut errors) {
+        // Refused before it is read, so a huge file costs nothing.
+        if let Ok(meta) = std::fs::metadata(&file)
+            && meta.len() > MAX_FILE_BYTES as u64
+        {
+            errors.push(file_error(&file, FILE, "", too_large(meta.len())));
+            continue;
+        }
         match std::fs::read_to_string(&file) {
             Ok(text) => decode_file(&file, &text, &mut loaded, &mut errors),
             // Text that is not UTF-8 was read: its content is at fault.
@@ -227,8 +260,16 @@ fn file_error(path: &Path, at: Place, field: &str, message: String) -> FileError
     }
 }
 
+fn too_large(bytes: u64) -> String {
+    format!("the file is {bytes} bytes; the limit is {MAX_FILE_BYTES} (64 MiB)")
+}
+
 /// Decodes every document of one file, collecting resources and errors.
 fn decode_file(path: &Path, text: &str, loaded: &mut Vec<Loaded>, errors: &mut Vec<FileError>) {
+    if text.len() > MAX_FILE_BYTES {
+        errors.push(file_error(path, FILE, "", too_large(text.len() as u64)));
+        return;
+    }
     let documents = match documents(path, text) {
         Ok(documents) => documents,
         Err((message, at)) => {
@@ -256,21 +297,33 @@ fn decode_file(path: &Path, text: &str, loaded: &mut Vec<Loaded>, errors: &mut V
 /// document per item. A YAML syntax error names the document it is in.
 fn documents(path: &Path, text: &str) -> Result<Vec<(Value, usize)>, (String, Place)> {
     let roots: Vec<(Value, usize)> = if is_json(path) {
-        let root = serde_json::from_str(text).map_err(|e| (format!("invalid JSON: {e}"), FILE))?;
+        // serde_json stops at 128 levels itself, before the depth check below.
+        let root: Value =
+            serde_json::from_str(text).map_err(|e| (format!("invalid JSON: {e}"), FILE))?;
+        if depth(&root) > MAX_DEPTH {
+            return Err((
+                format!("invalid JSON: nested deeper than {MAX_DEPTH} levels"),
+                FILE,
+            ));
+        }
         vec![(root, 0)]
     } else {
         // YAML 1.1 booleans would turn names like `y` or `no` into `false`; the JSON mapping
-        // wants real booleans spelled `true`/`false` anyway. The default budget stops at
-        // 1,024 documents and 250,000 nodes; a fleet's config can be larger. Depth and alias
-        // limits stay as they are.
+        // wants real booleans spelled `true`/`false` anyway. The budget is the module's
+        // limits; events are at most two per node.
+        let max_nodes = MAX_NODES.min(MAX_NODES_PER_BYTE * text.len() + 1024);
         let options = serde_saphyr::options! {
             with_snippet: false,
             strict_booleans: true,
             leading_zero_numbers_as_strings: true,
             budget: serde_saphyr::budget! {
-                max_documents: 1_000_000,
-                max_nodes: 50_000_000,
-                max_events: 100_000_000,
+                max_documents: MAX_DOCUMENTS,
+                max_nodes: max_nodes,
+                max_events: 2 * max_nodes + 2 * MAX_DOCUMENTS,
+                max_depth: MAX_DEPTH,
+                flow_nesting_limit: MAX_DEPTH,
+                max_aliases: MAX_ALIASES,
+                max_total_scalar_bytes: MAX_FILE_BYTES,
             },
         };
         serde_saphyr::from_multiple_with_options::<serde_saphyr::Spanned<Value>>(text, options)
@@ -284,14 +337,40 @@ fn documents(path: &Path, text: &str) -> Result<Vec<(Value, usize)>, (String, Pl
             .map(|s| (s.value, usize::try_from(s.referenced.line()).unwrap_or(0)))
             .collect()
     };
-    Ok(roots
+    let documents: Vec<(Value, usize)> = roots
         .into_iter()
         .flat_map(|(root, line)| match root {
             Value::Array(items) => items.into_iter().map(|item| (item, 0)).collect(),
             Value::Null => Vec::new(),
             other => vec![(other, line)],
         })
-        .collect())
+        .collect();
+    if documents.len() > MAX_DOCUMENTS {
+        return Err((
+            format!(
+                "{} documents; the limit is {MAX_DOCUMENTS} per file",
+                documents.len()
+            ),
+            FILE,
+        ));
+    }
+    Ok(documents)
+}
+
+/// How deeply lists and mappings nest in `value` (a scalar is 0), without recursion.
+fn depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0)];
+    while let Some((v, d)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(d + 1);
+        stack.extend(children.map(|c| (c, d + 1)));
+    }
+    deepest
 }
 
 /// The YAML document that line `line` (1-based) of `text` is in, and the line it starts on:
@@ -403,11 +482,42 @@ fn decode_spec(kind: Kind, spec: &Value) -> Result<Spec, (String, String)> {
         Kind::Cluster => Spec::Cluster(deserialize_at("spec", spec)?),
         Kind::Policy => Spec::Policy(deserialize_at("spec", spec)?),
         Kind::Consumer => Spec::Consumer(deserialize_at("spec", spec)?),
-        Kind::Secret => Spec::Secret(deserialize_at("spec", spec)?),
+        Kind::Secret => Spec::Secret(
+            deserialize_at("spec", spec)
+                .map_err(|(field, message)| (field, redact_values(&message, spec)))?,
+        ),
         Kind::Unspecified => {
             return Err(("kind".into(), format!("missing kind ({})", valid_kinds())));
         }
     })
+}
+
+/// `message` with every string of `spec` that it quotes replaced by [`REDACTED`]: a Secret's
+/// material must not reach an error, and serde's messages quote what they found.
+fn redact_values(message: &str, spec: &Value) -> String {
+    fn strings<'v>(value: &'v Value, out: &mut Vec<&'v str>) {
+        match value {
+            Value::String(s) if !s.is_empty() => out.push(s),
+            Value::Array(items) => items.iter().for_each(|v| strings(v, out)),
+            Value::Object(map) => map.values().for_each(|v| strings(v, out)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    strings(spec, &mut found);
+    // Longest first, so a value inside another is not left half replaced.
+    found.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    let mut message = message.to_string();
+    for s in found {
+        message = message.replace(s, REDACTED);
+        // serde_json quotes with escapes: "a\nb" for a value holding a newline.
+        let escaped = Value::String(s.to_string()).to_string();
+        let escaped = escaped.trim_matches('"');
+        if escaped != s {
+            message = message.replace(escaped, REDACTED);
+        }
+    }
+    message
 }
 
 /// Deserializes `value`; an error names the field under `prefix` and, when the message does

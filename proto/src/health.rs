@@ -8,11 +8,13 @@ use crate::pb::{ClusterHealth, endpoint_health::State};
 pub const MAX_REPORTED_ENDPOINTS: usize = 512;
 /// The longest reason kept, in bytes.
 pub const MAX_REASON_LEN: usize = 256;
+/// The longest cluster name, address, region or zone kept, in bytes.
+pub const MAX_NAME_LEN: usize = 256;
 
 /// Keeps at most `max` endpoints over `clusters`: every endpoint that is not healthy first (in
 /// cluster order), then healthy ones in cluster order until the cap; a cluster none of whose
-/// endpoints is kept is dropped. Shortens reasons to [`MAX_REASON_LEN`]. Returns how many
-/// endpoints were left out.
+/// endpoints is kept is dropped. Shortens reasons to [`MAX_REASON_LEN`] and names, addresses,
+/// regions and zones to [`MAX_NAME_LEN`]. Returns how many endpoints were left out.
 pub fn bound(clusters: &mut Vec<ClusterHealth>, max: usize) -> u32 {
     let healthy = |state: i32| state == State::Healthy as i32;
     let not_healthy = clusters
@@ -37,22 +39,24 @@ pub fn bound(clusters: &mut Vec<ClusterHealth>, max: usize) -> u32 {
             *room -= 1;
             true
         });
+        shorten(&mut cluster.cluster, MAX_NAME_LEN);
         for e in &mut cluster.endpoints {
             shorten(&mut e.reason, MAX_REASON_LEN);
+            for field in [&mut e.address, &mut e.region, &mut e.zone] {
+                shorten(field, MAX_NAME_LEN);
+            }
         }
     }
     clusters.retain(|c| !c.endpoints.is_empty());
     omitted
 }
 
-/// Cuts `s` to at most `max` bytes, at a character boundary.
-fn shorten(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
+/// Cuts `s` to at most `max` bytes, at a character boundary, with its control characters
+/// escaped ([`crate::text::printable`]): how agent-supplied text is bounded and defused before
+/// the control plane keeps, logs or shows it.
+pub fn shorten(s: &mut String, max: usize) {
+    if s.len() > max || crate::text::has_control(s) {
+        *s = crate::text::printable(s, max);
     }
 }
 
@@ -126,5 +130,20 @@ mod tests {
         bound(&mut clusters, 1);
         let reason = &clusters[0].endpoints[0].reason;
         assert!(reason.len() <= MAX_REASON_LEN && reason.len() >= MAX_REASON_LEN - 1);
+    }
+
+    #[test]
+    fn long_names_and_addresses_are_cut() {
+        let mut clusters = vec![cluster(&"c".repeat(100_000), &[State::Unhealthy])];
+        let e = &mut clusters[0].endpoints[0];
+        e.address = "a".repeat(100_000);
+        e.region = "r".repeat(100_000);
+        e.zone = "z".repeat(100_000);
+        bound(&mut clusters, 1);
+        assert_eq!(clusters[0].cluster.len(), MAX_NAME_LEN);
+        let e = &clusters[0].endpoints[0];
+        for field in [&e.address, &e.region, &e.zone] {
+            assert_eq!(field.len(), MAX_NAME_LEN);
+        }
     }
 }

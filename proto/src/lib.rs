@@ -12,10 +12,14 @@
 //! - [`error`]: [`error::Chain`], an error shown with its causes.
 //! - [`file`](mod@file): the resource file format (YAML/JSON envelope), loading files and directories.
 //! - [`health`]: how much endpoint health one agent report carries.
+//! - [`pattern`]: regular expressions compiled alike everywhere, within size limits.
 //! - [`limits`]: size limits of resources, changes and Admin API messages.
 //! - [`node`]: node ids, announced services and which listeners select a node, for agents and
 //!   control plane alike.
 //! - [`reference`](mod@reference): what each resource refers to (for validation and scoping); redaction.
+//! - [`text`]: agent-supplied text made safe to keep, log and print.
+//! - [`secret`]: secret material kept out of sight: a `Debug` of Secrets that never shows it,
+//!   and the fingerprints history keeps instead.
 //! - [`validate`]: validation of a whole resource set with field-path errors.
 //! - [`resource`]: the kind of a resource, its key, [`ResourceSet`], helpers on [`pb::Resource`].
 //! - [`usage`]: usage counts in reports and rollups: latency buckets, sums, quantiles, bounds.
@@ -27,8 +31,11 @@ pub mod file;
 pub mod health;
 pub mod limits;
 pub mod node;
+pub mod pattern;
 pub mod reference;
 pub mod resource;
+pub mod secret;
+pub mod text;
 pub mod usage;
 pub mod validate;
 

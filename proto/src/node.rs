@@ -25,6 +25,45 @@ pub fn check_id(s: &str) -> Result<(), String> {
     }
 }
 
+/// The most labels one node has.
+pub const MAX_LABELS: usize = 64;
+/// The longest label key.
+pub const MAX_LABEL_KEY_LEN: usize = 63;
+/// The longest label value.
+pub const MAX_LABEL_VALUE_LEN: usize = 256;
+
+/// Whether node labels are within the protocol's limits: at most [`MAX_LABELS`], keys of 1–63
+/// characters of `[A-Za-z0-9._-]`, values of at most 256 bytes.
+pub fn check_labels<'a>(
+    labels: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Result<(), String> {
+    let mut count = 0;
+    for (k, v) in labels {
+        count += 1;
+        let key_ok = !k.is_empty()
+            && k.len() <= MAX_LABEL_KEY_LEN
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !key_ok {
+            return Err(format!(
+                "key {k:?} must be 1–{MAX_LABEL_KEY_LEN} characters of [A-Za-z0-9._-]"
+            ));
+        }
+        if v.len() > MAX_LABEL_VALUE_LEN {
+            return Err(format!(
+                "value of {k:?} is longer than {MAX_LABEL_VALUE_LEN}"
+            ));
+        }
+        if crate::text::has_control(v) {
+            return Err(format!("value of {k:?} holds a control character"));
+        }
+    }
+    if count > MAX_LABELS {
+        return Err(format!("more than {MAX_LABELS} labels"));
+    }
+    Ok(())
+}
+
 /// The most services one node announces.
 pub const MAX_SERVICES: usize = 64;
 

@@ -49,6 +49,10 @@ pub(crate) fn references_with_needs(resource: &Resource) -> Vec<(Reference, Need
                 let field = format!("tls.certificates[{i}].secret");
                 out.need(Kind::Secret, &c.secret, field, Need::KeyPair);
             }
+            if let Some(tls) = &l.tls {
+                let field = "tls.client_ca_secret".to_string();
+                out.need(Kind::Secret, &tls.client_ca_secret, field, Need::Chain);
+            }
         }
         Some(Spec::RouteTable(t)) => {
             for (v, host) in t.virtual_hosts.iter().enumerate() {

@@ -411,6 +411,76 @@ mod tests {
         chunks.iter().find_map(|c| s.feed(c.as_bytes(), 1024))
     }
 
+    mod properties {
+        use super::*;
+        use portico_test_support::fuzz::CASES;
+        use proptest::prelude::*;
+
+        /// What the scan must find, read the plain way: the head's lines up to the first empty
+        /// one, each checked for the two header names.
+        fn reference(data: &[u8]) -> Option<u8> {
+            let mut flags = 0;
+            let mut lines = data.split(|b| *b == b'\n');
+            lines.next_back(); // Not ended by a newline: not a line yet.
+            for (n, line) in lines.enumerate() {
+                if n == 0 {
+                    continue;
+                }
+                if line.strip_suffix(b"\r").unwrap_or(line).is_empty() {
+                    return Some(if flags == CL | TE { HEAD_CL_AND_TE } else { 0 });
+                }
+                let lower = line.to_ascii_lowercase();
+                if lower.starts_with(b"content-length:") {
+                    flags |= CL;
+                } else if lower.starts_with(b"transfer-encoding:") {
+                    flags |= TE;
+                }
+            }
+            None
+        }
+
+        fn head_bytes() -> impl Strategy<Value = Vec<u8>> {
+            let piece = prop_oneof![
+                Just(b"\r\n".to_vec()),
+                Just(b"\n".to_vec()),
+                Just(b"\r".to_vec()),
+                Just(b"Content-Length: 1".to_vec()),
+                Just(b"TRANSFER-ENCODING: chunked".to_vec()),
+                Just(b"transfer-encoding:".to_vec()),
+                Just(b"content-length".to_vec()),
+                Just(b"Host: a".to_vec()),
+                Just(b"GET / HTTP/1.1".to_vec()),
+                proptest::collection::vec(any::<u8>(), 0..8),
+            ];
+            proptest::collection::vec(piece, 0..16).prop_map(|p| p.concat())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+            /// However a head's bytes are split into reads, the scan finds what reading the
+            /// whole head line by line finds, and never panics.
+            #[test]
+            fn the_scan_does_not_depend_on_how_a_head_is_split(
+                data in head_bytes(),
+                cuts in proptest::collection::vec(any::<usize>(), 0..6),
+            ) {
+                let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
+                cuts.sort_unstable();
+                let mut scan = HeadScan::default();
+                let mut found = None;
+                let mut from = 0;
+                for cut in cuts.into_iter().chain([data.len()]) {
+                    if found.is_none() {
+                        found = scan.feed(&data[from..cut], usize::MAX / 2);
+                    }
+                    from = cut;
+                }
+                prop_assert_eq!(found, reference(&data), "{:?}", String::from_utf8_lossy(&data));
+            }
+        }
+    }
+
     #[test]
     fn head_scan_finds_framing_headers_across_chunks() {
         let cases: &[(&[&str], Option<u8>)] = &[

@@ -33,6 +33,9 @@ pub enum ProxyError {
     /// The body is larger than the listener allows.
     #[error("request body too large")]
     BodyTooLarge,
+    /// The request carries more header fields than an agent accepts.
+    #[error("more than {} request headers", crate::headers::MAX_REQUEST_HEADERS)]
+    TooManyHeaders,
     /// The client's request body was malformed (bad chunked framing) or cut off.
     #[error("malformed request body")]
     BodyMalformed,
@@ -74,6 +77,7 @@ impl ProxyError {
             ProxyError::BadRequest(_)
             | ProxyError::NoRoute
             | ProxyError::BodyTooLarge
+            | ProxyError::TooManyHeaders
             | ProxyError::BodyMalformed
             | ProxyError::BodyTimeout
             | ProxyError::Rejected(_) => Side::Downstream,
@@ -92,6 +96,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::BodyMalformed => StatusCode::BAD_REQUEST,
             ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::ListenerRemoved | ProxyError::NoEndpoint(_) | ProxyError::Overflow(_) => {
@@ -111,6 +116,7 @@ impl ProxyError {
             ProxyError::BadRequest(why) => why,
             ProxyError::NoRoute => "no_route",
             ProxyError::BodyTooLarge => "body_too_large",
+            ProxyError::TooManyHeaders => "too_many_headers",
             ProxyError::BodyMalformed => "client_body_malformed",
             ProxyError::BodyTimeout => "client_body_timeout",
             ProxyError::ListenerRemoved => "listener_removed",
@@ -143,7 +149,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => Code::Unimplemented,
             ProxyError::UpstreamTimeout | ProxyError::BodyTimeout => Code::DeadlineExceeded,
-            ProxyError::BodyTooLarge => Code::ResourceExhausted,
+            ProxyError::BodyTooLarge | ProxyError::TooManyHeaders => Code::ResourceExhausted,
             ProxyError::BadRequest(_) | ProxyError::BodyMalformed => Code::Internal,
             ProxyError::ListenerRemoved
             | ProxyError::NoEndpoint(_)

@@ -9,6 +9,10 @@ use portico_api::pb;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+/// Most header fields a request may carry (a repeated name counts each time): hyper's limit
+/// for HTTP/1 heads, which answers 431 past it, applied to HTTP/2 requests by the head checks.
+pub const MAX_REQUEST_HEADERS: usize = 100;
+
 /// The request id header, generated when absent and echoed on the response.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

@@ -83,6 +83,11 @@ fn form(value: &[u8]) -> Option<Form> {
     } else {
         host
     };
+    // A name with an empty label ("a..b", ".a", "a.." once one dot is dropped) is no host name,
+    // and would not stay the same when normalised again.
+    if !bracketed && trimmed.split('.').any(str::is_empty) {
+        return None;
+    }
     let lower = trimmed.bytes().any(|b| b.is_ascii_uppercase());
     if trimmed.len() == host.len() && !lower {
         return Some(Form::Normal);
@@ -132,6 +137,57 @@ mod tests {
             .map(|v| v.map(|v| v.to_str().unwrap().to_string()))
     }
 
+    mod properties {
+        use super::*;
+        use portico_test_support::fuzz::CASES;
+        use proptest::prelude::*;
+
+        fn normalised(
+            version: Version,
+            authority: Option<&Authority>,
+            hosts: &[HeaderValue],
+        ) -> Result<Option<HeaderValue>, Refusal> {
+            let mut headers = HeaderMap::new();
+            for h in hosts {
+                headers.append(header::HOST, h.clone());
+            }
+            normalise(version, authority, headers.get_all(header::HOST))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+            /// Whatever the Host headers and authority, the answer is the same every time, and
+            /// a host it accepts is accepted again as it is (it is already normal).
+            #[test]
+            fn any_host_is_refused_or_normalised_for_good(
+                hosts in proptest::collection::vec(
+                    prop_oneof![
+                        proptest::collection::vec(any::<u8>(), 0..24),
+                        proptest::collection::vec(
+                            proptest::sample::select(b"aZ09.-_:[]@%".to_vec()),
+                            0..24,
+                        ),
+                    ],
+                    0..3,
+                ),
+                authority in proptest::option::of("[a-zA-Z0-9.:\\[\\]@_-]{0,24}"),
+                h2 in any::<bool>(),
+            ) {
+                let version = if h2 { Version::HTTP_2 } else { Version::HTTP_11 };
+                let hosts: Vec<HeaderValue> =
+                    hosts.iter().filter_map(|h| HeaderValue::from_bytes(h).ok()).collect();
+                let authority = authority.and_then(|a| a.parse::<Authority>().ok());
+                let first = normalised(version, authority.as_ref(), &hosts);
+                prop_assert_eq!(&first, &normalised(version, authority.as_ref(), &hosts));
+                if let Ok(Some(host)) = first {
+                    let again = normalised(Version::HTTP_11, None, std::slice::from_ref(&host));
+                    prop_assert_eq!(again, Ok(Some(host)));
+                }
+            }
+        }
+    }
+
     #[test]
     fn one_host_is_routed_and_forwarded() {
         use Version as V;
@@ -155,6 +211,9 @@ mod tests {
                 &["shop.example.com."],
                 ok("shop.example.com"),
             ),
+            (V::HTTP_11, None, &["shop.example.com.."], Err("bad_host")),
+            (V::HTTP_11, None, &["shop..example.com"], Err("bad_host")),
+            (V::HTTP_11, None, &[".example.com"], Err("bad_host")),
             (
                 V::HTTP_11,
                 None,

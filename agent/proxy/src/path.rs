@@ -168,6 +168,40 @@ mod tests {
         }
     }
 
+    mod properties {
+        use super::*;
+        use portico_test_support::fuzz::CASES;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+            /// Whatever the path, normalising it twice gives what normalising it once gave, with
+            /// no dot segment left (and no run of '/' when merging), and the same input always
+            /// gives the same answer.
+            #[test]
+            fn normalised_paths_are_stable_and_free_of_dot_segments(
+                path in proptest::collection::vec(
+                    proptest::sample::select(&[
+                        "/", ".", "..", "%", "%2e", "%2E", "%2f", "%41", "%zz", "%4", "a", "é", "?", " ",
+                    ][..]),
+                    0..16,
+                ).prop_map(|p| format!("/{}", p.concat())),
+                merge in any::<bool>(),
+            ) {
+                let first = normalise(&path, merge);
+                prop_assert_eq!(&first, &normalise(&path, merge));
+                if let Ok(out) = first {
+                    prop_assert!(out.starts_with('/'));
+                    prop_assert!(!out.split('/').any(|s| s == "." || s == ".."), "{:?}", out);
+                    prop_assert!(!merge || !out.contains("//"), "{:?}", out);
+                    let again = normalise(&out, merge).map(Cow::into_owned);
+                    prop_assert_eq!(again, Ok(out.to_string()));
+                }
+            }
+        }
+    }
+
     #[test]
     fn clean_paths_are_borrowed() {
         assert!(matches!(

@@ -1,8 +1,10 @@
-//! TLS termination material: certificates from Secrets, chosen by SNI, in a rustls server
-//! config built on the ring provider (the only crypto provider in the build).
+//! TLS material: certificates from Secrets, chosen by SNI, and client certificates verified
+//! against a CA Secret, in rustls server configs; CA Secrets or the system's trusted roots in
+//! upstream client configs. Everything is built on the ring provider (the only crypto provider
+//! in the build).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use portico_api::pb;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -25,6 +27,12 @@ pub enum TlsError {
     /// rustls refused the configuration.
     #[error("tls config: {0}")]
     Config(#[from] rustls::Error),
+    /// The CAs client certificates are verified against do not make a verifier.
+    #[error("client_ca_secret: {0}")]
+    ClientCa(String),
+    /// The host's trusted roots could not be read.
+    #[error("system trust roots: {0}")]
+    SystemRoots(String),
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -115,8 +123,48 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
+/// The certificates of a CA Secret as trust anchors.
+fn roots(ca: &pb::TlsSecret) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certificates(&ca.certificate_chain)? {
+        roots
+            .add(cert)
+            .map_err(|e| TlsError::Certificate(e.to_string()))?;
+    }
+    Ok(roots)
+}
+
+/// The verifier of client certificates a listener asks for, `None` when it asks for none.
+fn client_verifier(
+    tls: &pb::ListenerTls,
+    secret: &impl Fn(&str) -> Option<pb::TlsSecret>,
+) -> Result<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>, TlsError> {
+    if tls.client_ca_secret.is_empty() {
+        return Ok(None);
+    }
+    let ca = secret(&tls.client_ca_secret).ok_or_else(|| {
+        TlsError::ClientCa(format!(
+            "tls secret {:?} does not exist",
+            tls.client_ca_secret
+        ))
+    })?;
+    let roots = roots(&ca).map_err(|e| TlsError::ClientCa(e.to_string()))?;
+    let builder =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+    let builder = if tls.require_client_cert {
+        builder
+    } else {
+        builder.allow_unauthenticated()
+    };
+    builder
+        .build()
+        .map(Some)
+        .map_err(|e| TlsError::ClientCa(e.to_string()))
+}
+
 /// A server config for a listener: its certificates by SNI (`secrets` resolves Secret names),
-/// the minimum version and ALPN (default h2 then http/1.1).
+/// client certificates verified against `client_ca_secret` when set, the minimum version and
+/// ALPN (default h2 then http/1.1).
 pub fn server_config(
     tls: &pb::ListenerTls,
     secret: impl Fn(&str) -> Option<pb::TlsSecret>,
@@ -136,10 +184,13 @@ pub fn server_config(
         pb::TlsVersion::Tls13 => &[&rustls::version::TLS13],
         _ => &[&rustls::version::TLS13, &rustls::version::TLS12],
     };
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(versions)?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
+    let builder =
+        rustls::ServerConfig::builder_with_provider(provider()).with_protocol_versions(versions)?;
+    let builder = match client_verifier(tls, &secret)? {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = if tls.alpn.is_empty() {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     } else {
@@ -148,19 +199,46 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
-/// A client config for upstream TLS: trusts the certificates in `ca`, presents `client` when
-/// set (mTLS), and offers `h2` or `http/1.1` by ALPN.
+/// The system's trusted roots, read once: every cluster trusting them shares one store.
+static SYSTEM_ROOTS: Mutex<Option<Arc<rustls::RootCertStore>>> = Mutex::new(None);
+
+/// The host's trusted roots (its CA bundle; `SSL_CERT_FILE` and `SSL_CERT_DIR` point
+/// elsewhere), read on first use. A failure is not kept: the next compile reads again, so a
+/// bundle installed later is found without a restart.
+pub fn system_roots() -> Result<Arc<rustls::RootCertStore>, TlsError> {
+    let mut cached = SYSTEM_ROOTS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(roots) = cached.as_ref() {
+        return Ok(roots.clone());
+    }
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let why = match found.errors.first() {
+            Some(e) => e.to_string(),
+            None => "the host's CA bundle holds no certificate".to_string(),
+        };
+        return Err(TlsError::SystemRoots(format!(
+            "none found ({why}); name a CA Secret in tls.ca_secret, or install the host's CA \
+             certificates"
+        )));
+    }
+    let roots = Arc::new(roots);
+    *cached = Some(roots.clone());
+    Ok(roots)
+}
+
+/// A client config for upstream TLS: trusts the certificates in `ca`, or the system's roots
+/// without one, presents `client` when set (mTLS), and offers `h2` or `http/1.1` by ALPN.
 pub fn client_config(
-    ca: &pb::TlsSecret,
+    ca: Option<&pb::TlsSecret>,
     client: Option<&pb::TlsSecret>,
     http2: bool,
 ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in certificates(&ca.certificate_chain)? {
-        roots
-            .add(cert)
-            .map_err(|e| TlsError::Certificate(e.to_string()))?;
-    }
+    let roots = match ca {
+        Some(ca) => Arc::new(roots(ca)?),
+        None => system_roots()?,
+    };
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots);

@@ -1,24 +1,39 @@
-//! `portico agents`: the agent registry, with how far each agent has applied the config.
+//! `portico agents`: the agent registry, with how far each agent has applied the config;
+//! `portico agents revoke ID`: revoke an agent's certificate.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use portico_api::pb::{AgentRecord, AgentsRequest};
+use portico_api::pb::{AgentRecord, AgentsRequest, RevokeAgentRequest};
 use serde::Serialize;
 
 use crate::commands::Context;
 use crate::error::{CliError, CliResult};
 use crate::output::{self, Table};
 
-/// `portico agents [--region R] [--selector k=v,...]`.
+/// `portico agents [--region R] [--selector k=v,...]` and `portico agents revoke ID`.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Only agents of this region.
     #[arg(long)]
     pub region: Option<String>,
     /// Only agents with these labels: `k=v`, comma-separated or repeated.
     #[arg(short = 'l', long, value_name = "K=V", value_delimiter = ',')]
     pub selector: Vec<String>,
+}
+
+/// `portico agents …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Revoke an agent's certificate: its streams close, and it is refused until it joins
+    /// again with a join token created after now.
+    Revoke {
+        /// The agent's node id.
+        id: String,
+    },
 }
 
 /// One agent. JSON fields are stable.
@@ -149,6 +164,17 @@ pub fn parse_selector(items: &[String]) -> CliResult<BTreeMap<String, String>> {
 
 /// Runs `agents`.
 pub async fn run(ctx: &Context, args: Args) -> CliResult {
+    if let Some(Command::Revoke { id }) = args.command {
+        let mut admin = ctx.connect().await?;
+        admin
+            .revoke_agent(RevokeAgentRequest {
+                node_id: id.clone(),
+            })
+            .await
+            .map_err(|s| ctx.status(s))?;
+        println!("agent {id} revoked: its certificates are refused and its streams closed");
+        return Ok(());
+    }
     let labels = parse_selector(&args.selector)?;
     let mut admin = ctx.connect().await?;
     let resp = admin

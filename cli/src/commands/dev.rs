@@ -188,10 +188,7 @@ pub fn quickstart(proxy_port: u16, upstream: SocketAddr) -> CliResult<Vec<Resour
 }
 
 fn client(server: &str) -> ClientConfig {
-    ClientConfig {
-        server: server.to_string(),
-        token: None,
-    }
+    ClientConfig::local(server)
 }
 
 async fn apply_quickstart(server: &str, proxy_port: u16, upstream: SocketAddr) -> CliResult {
@@ -244,6 +241,9 @@ fn agent_settings(server: &str, admin: SocketAddr) -> portico_agent::settings::S
         labels: Vec::new(),
         services: Vec::new(),
         advertise_address: None,
+        join_token: None,
+        ca_fingerprint: None,
+        ca_file: None,
         admin_listen: admin,
         cache_dir: None,
         log_format: portico_agent::settings::LogFormat::Text,

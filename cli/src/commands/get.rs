@@ -5,6 +5,7 @@ use portico_api::pb::cluster::UpstreamProtocol;
 use portico_api::pb::listener::Protocol;
 use portico_api::pb::resource::Spec;
 use portico_api::pb::{GetRequest, Kind, Resource, ResourceKey, StoredResource, policy, secret};
+use portico_api::reference::redacted;
 
 use crate::commands::{Context, parse_kind};
 use crate::error::CliResult;
@@ -68,7 +69,11 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
 /// The resources printed for `-o yaml|json`, and how many secrets were left out: a dump of
 /// every kind must be safe to apply back, and a redacted secret is not.
 fn dump(kind: Kind, stored: &[StoredResource]) -> (Vec<Resource>, usize) {
-    let all = stored.iter().filter_map(|s| s.resource.clone());
+    // The control plane sends secrets redacted already; redacting again here keeps material
+    // off the terminal whatever a server sends.
+    let all = stored
+        .iter()
+        .filter_map(|s| s.resource.as_ref().map(redacted));
     if kind != Kind::Unspecified {
         return (all.collect(), 0);
     }

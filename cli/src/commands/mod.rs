@@ -2,6 +2,7 @@
 
 pub mod agents;
 pub mod apply;
+pub mod ca;
 pub mod completion;
 pub mod consumer;
 pub mod delete;
@@ -12,6 +13,7 @@ pub mod health;
 pub mod history;
 pub mod rollback;
 pub mod rollout;
+pub mod token;
 pub mod usage;
 
 use portico_api::Kind;

@@ -5,6 +5,7 @@ use std::time::{Instant, SystemTime};
 use portico_api::limits::{
     self, MAX_CHANGE_BYTES, MAX_CHANGE_RESOURCES, MAX_ERRORS, MAX_MESSAGE_LEN,
 };
+use portico_api::pb::Role;
 use portico_api::pb::{
     ApplyRequest, ApplyResponse, ChangeType, DeleteRequest, DeleteResponse, ResourceChange,
     ResourceDelta, RollbackRequest, RollbackResponse,
@@ -13,6 +14,7 @@ use portico_api::{Kind, Resource, ResourceSet, reference, validate};
 use prost::Message;
 
 use super::{AdminError, AdminService, secrets};
+use crate::auth::Caller;
 use crate::commit::{self, Change, Marker, STALE_AFTER};
 use crate::compiler;
 use crate::history;
@@ -88,11 +90,19 @@ impl AdminService {
         &self,
         stored: &Stored,
         deltas: Vec<ResourceDelta>,
-        author: &str,
+        caller: &Caller,
         message: &str,
         rollback_of: Revision,
     ) -> Result<Option<Revision>, AdminError> {
-        let record = history::record(author, message, &deltas, rollback_of);
+        // Secrets hold private keys: changing one takes an admin.
+        if let Some(key) = deltas
+            .iter()
+            .filter_map(|d| d.key.as_ref())
+            .find(|k| k.kind() == Kind::Secret)
+        {
+            caller.require(Role::Admin, format!("changing {key}"))?;
+        }
+        let record = history::record(&caller.name, message, &deltas, rollback_of);
         let change = Change {
             revision: stored.revision,
             guard: stored.guard,
@@ -117,7 +127,7 @@ impl AdminService {
     pub(super) async fn apply_inner(
         &self,
         mut req: ApplyRequest,
-        author: &str,
+        caller: &Caller,
     ) -> Result<ApplyResponse, AdminError> {
         check_request(&req)?;
         for _ in 0..MAX_ATTEMPTS {
@@ -159,7 +169,7 @@ impl AdminService {
                 });
             }
             if let Some(revision) = self
-                .commit(&stored, deltas, author, &req.message, 0)
+                .commit(&stored, deltas, caller, &req.message, 0)
                 .await?
             {
                 return Ok(ApplyResponse {
@@ -177,7 +187,7 @@ impl AdminService {
     pub(super) async fn delete_inner(
         &self,
         req: DeleteRequest,
-        author: &str,
+        caller: &Caller,
     ) -> Result<DeleteResponse, AdminError> {
         let key = req
             .key
@@ -206,7 +216,7 @@ impl AdminService {
                     message: req.message,
                     ..Default::default()
                 },
-                author,
+                caller,
             )
             .await?;
         if !response.errors.is_empty() {
@@ -221,7 +231,7 @@ impl AdminService {
     pub(super) async fn rollback_inner(
         &self,
         req: RollbackRequest,
-        author: &str,
+        caller: &Caller,
     ) -> Result<RollbackResponse, AdminError> {
         check_message(&req.message)?;
         for _ in 0..MAX_ATTEMPTS {
@@ -248,7 +258,7 @@ impl AdminService {
                 req.message.clone()
             };
             if let Some(revision) = self
-                .commit(&stored, deltas, author, &message, req.revision)
+                .commit(&stored, deltas, caller, &message, req.revision)
                 .await?
             {
                 return Ok(RollbackResponse { revision, changes });

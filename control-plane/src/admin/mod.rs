@@ -25,16 +25,20 @@ mod secrets;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use portico_api::pb::Role;
 use portico_api::pb::admin_server::Admin;
 use portico_api::pb::{
-    AgentsRequest, AgentsResponse, ApplyRequest, ApplyResponse, DeleteRequest, DeleteResponse,
-    GetRequest, GetResponse, HealthRequest, HealthResponse, HistoryRequest, HistoryResponse,
-    ListRequest, ListResponse, RollbackRequest, RollbackResponse, RolloutStatusRequest,
-    RolloutStatusResponse, StoredResource, UsageRequest, UsageResponse,
+    AgentsRequest, AgentsResponse, ApplyRequest, ApplyResponse, CreateTokenRequest,
+    CreateTokenResponse, DeleteRequest, DeleteResponse, GetCaRequest, GetCaResponse, GetRequest,
+    GetResponse, HealthRequest, HealthResponse, HistoryRequest, HistoryResponse, ListRequest,
+    ListResponse, ListTokensRequest, ListTokensResponse, RevokeAgentRequest, RevokeAgentResponse,
+    RevokeTokenRequest, RevokeTokenResponse, RollbackRequest, RollbackResponse,
+    RolloutStatusRequest, RolloutStatusResponse, StoredResource, UsageRequest, UsageResponse,
 };
 use portico_api::{Kind, Resource, ResourceKey, reference, validate};
 use tonic::{Request, Response, Status};
 
+use crate::auth::{self, Auth, AuthError, Caller};
 use crate::commit::CommitError;
 use crate::health;
 use crate::history::{self, HistoryError};
@@ -99,6 +103,12 @@ pub enum AdminError {
     /// A page token names a listing no longer kept, or is not one this service made.
     #[error("{0}; list again")]
     PageToken(String),
+    /// The caller is unknown, or its role does not allow the call.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// No agent identity of this node id.
+    #[error("node {0:?} has no certificate to revoke (it never joined)")]
+    NoIdentity(String),
 }
 
 /// How far back `Usage` looks by default.
@@ -114,6 +124,7 @@ pub struct AdminService {
     /// This replica's name, which a staged change's marker carries.
     replica: String,
     listings: Listings,
+    auth: Arc<Auth>,
 }
 
 impl AdminService {
@@ -125,6 +136,7 @@ impl AdminService {
         registry: Arc<Registry>,
         usage: Arc<UsageRollups>,
         replica: String,
+        auth: Arc<Auth>,
     ) -> Self {
         AdminService {
             store,
@@ -134,18 +146,16 @@ impl AdminService {
             usage,
             replica,
             listings: Listings::default(),
+            auth,
         }
     }
-}
 
-/// The caller, from the `x-portico-author` header; "anonymous" until authentication exists.
-fn author<T>(req: &Request<T>) -> String {
-    req.metadata()
-        .get("x-portico-author")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .unwrap_or("anonymous")
-        .to_string()
+    /// The caller of `req`, refused unless its role allows `need`.
+    fn caller<T>(&self, req: &Request<T>, need: Role, what: &str) -> Result<Caller, Status> {
+        self.auth
+            .caller(req, need, what)
+            .map_err(|e| Status::from(AdminError::from(e)))
+    }
 }
 
 fn stored_resource(resource: &Resource, revision: Revision) -> StoredResource {
@@ -158,12 +168,13 @@ fn stored_resource(resource: &Resource, revision: Revision) -> StoredResource {
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
-        let author = author(&req);
-        let response = self.apply_inner(req.into_inner(), &author).await;
+        let caller = self.caller(&req, Role::Operator, "apply")?;
+        let response = self.apply_inner(req.into_inner(), &caller).await;
         response.map(Response::new).map_err(Status::from)
     }
 
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        self.caller(&req, Role::Viewer, "get")?;
         let key = req.into_inner().key.unwrap_or_default();
         let snapshot = self.views.current();
         match snapshot.get(key.kind(), &key.name) {
@@ -175,6 +186,7 @@ impl Admin for AdminService {
     }
 
     async fn list(&self, req: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        self.caller(&req, Role::Viewer, "list")?;
         let response = self.listings.page(&self.views, req.into_inner());
         response.map(Response::new).map_err(Status::from)
     }
@@ -183,8 +195,8 @@ impl Admin for AdminService {
         &self,
         req: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        let author = author(&req);
-        let response = self.delete_inner(req.into_inner(), &author).await;
+        let caller = self.caller(&req, Role::Operator, "delete")?;
+        let response = self.delete_inner(req.into_inner(), &caller).await;
         response.map(Response::new).map_err(Status::from)
     }
 
@@ -192,6 +204,7 @@ impl Admin for AdminService {
         &self,
         req: Request<HistoryRequest>,
     ) -> Result<Response<HistoryResponse>, Status> {
+        self.caller(&req, Role::Viewer, "history")?;
         let req = req.into_inner();
         let records = history::read_all(&self.store, &self.keys)
             .await
@@ -207,8 +220,8 @@ impl Admin for AdminService {
         &self,
         req: Request<RollbackRequest>,
     ) -> Result<Response<RollbackResponse>, Status> {
-        let author = author(&req);
-        let response = self.rollback_inner(req.into_inner(), &author).await;
+        let caller = self.caller(&req, Role::Operator, "rollback")?;
+        let response = self.rollback_inner(req.into_inner(), &caller).await;
         response.map(Response::new).map_err(Status::from)
     }
 
@@ -216,6 +229,7 @@ impl Admin for AdminService {
         &self,
         req: Request<AgentsRequest>,
     ) -> Result<Response<AgentsResponse>, Status> {
+        self.caller(&req, Role::Viewer, "agents")?;
         let req = req.into_inner();
         let records = self.registry.list().await.map_err(Status::from)?;
         let agents = records
@@ -239,6 +253,7 @@ impl Admin for AdminService {
         &self,
         req: Request<RolloutStatusRequest>,
     ) -> Result<Response<RolloutStatusResponse>, Status> {
+        self.caller(&req, Role::Viewer, "rollout status")?;
         let current = self.views.current().version;
         let revision = match req.into_inner().revision {
             0 => current,
@@ -259,6 +274,7 @@ impl Admin for AdminService {
         &self,
         req: Request<HealthRequest>,
     ) -> Result<Response<HealthResponse>, Status> {
+        self.caller(&req, Role::Viewer, "health")?;
         let req = req.into_inner();
         if !req.cluster.is_empty()
             && self
@@ -278,6 +294,7 @@ impl Admin for AdminService {
     }
 
     async fn usage(&self, req: Request<UsageRequest>) -> Result<Response<UsageResponse>, Status> {
+        self.caller(&req, Role::Viewer, "usage")?;
         let req = req.into_inner();
         let since = match req.since {
             None => DEFAULT_USAGE_SINCE,
@@ -309,5 +326,59 @@ impl Admin for AdminService {
             from_ms,
             to_ms,
         }))
+    }
+
+    async fn get_ca(&self, req: Request<GetCaRequest>) -> Result<Response<GetCaResponse>, Status> {
+        self.caller(&req, Role::Admin, "ca show")?;
+        let authority = &self.auth.authority;
+        Ok(Response::new(GetCaResponse {
+            fingerprint: authority.fingerprint().to_string(),
+            certificate_pem: authority.certificate_pem().to_string(),
+            not_after: Some(crate::registry::timestamp(authority.not_after())),
+        }))
+    }
+
+    async fn create_token(
+        &self,
+        req: Request<CreateTokenRequest>,
+    ) -> Result<Response<CreateTokenResponse>, Status> {
+        self.caller(&req, Role::Admin, "token create")?;
+        let created = auth::tokens::create(&self.auth, req.into_inner()).await;
+        created
+            .map(Response::new)
+            .map_err(|e| AdminError::from(e).into())
+    }
+
+    async fn list_tokens(
+        &self,
+        req: Request<ListTokensRequest>,
+    ) -> Result<Response<ListTokensResponse>, Status> {
+        self.caller(&req, Role::Admin, "token list")?;
+        Ok(Response::new(auth::tokens::list(&self.auth)))
+    }
+
+    async fn revoke_token(
+        &self,
+        req: Request<RevokeTokenRequest>,
+    ) -> Result<Response<RevokeTokenResponse>, Status> {
+        self.caller(&req, Role::Admin, "token revoke")?;
+        let name = req.into_inner().name;
+        auth::tokens::revoke(&self.auth, &name)
+            .await
+            .map_err(|e| Status::from(AdminError::from(e)))?;
+        Ok(Response::new(RevokeTokenResponse {}))
+    }
+
+    async fn revoke_agent(
+        &self,
+        req: Request<RevokeAgentRequest>,
+    ) -> Result<Response<RevokeAgentResponse>, Status> {
+        self.caller(&req, Role::Admin, "agents revoke")?;
+        let node_id = req.into_inner().node_id;
+        match auth::identity::revoke(&self.auth, &node_id).await {
+            Ok(true) => Ok(Response::new(RevokeAgentResponse {})),
+            Ok(false) => Err(AdminError::NoIdentity(node_id).into()),
+            Err(e) => Err(e.into()),
+        }
     }
 }

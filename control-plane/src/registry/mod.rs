@@ -370,6 +370,13 @@ fn count_unhealthy(counted: &mut BTreeMap<String, u64>, now: BTreeMap<String, u6
     *counted = now;
 }
 
+/// The time of a protobuf timestamp (times before the epoch are the epoch).
+pub fn system_time(t: &pbjson_types::Timestamp) -> SystemTime {
+    let seconds = u64::try_from(t.seconds).unwrap_or(0);
+    let nanos = u32::try_from(t.nanos).unwrap_or(0).min(999_999_999);
+    SystemTime::UNIX_EPOCH + std::time::Duration::new(seconds, nanos)
+}
+
 /// A protobuf timestamp.
 pub fn timestamp(t: SystemTime) -> pbjson_types::Timestamp {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();

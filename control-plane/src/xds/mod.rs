@@ -53,6 +53,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::Auth;
+use crate::auth::xds::XdsPeer;
 use crate::metrics::NACKS;
 use crate::registry::{Registry, StreamId};
 use crate::scope::{Identity, ScopeMemo};
@@ -64,6 +66,9 @@ use catalog::{Catalog, Translator};
 
 /// How long a new stream may take to send its first request.
 const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an authenticated stream's credential is checked for expiry (revocations end
+/// streams as soon as this replica learns of them).
+const CREDENTIAL_CHECK: Duration = Duration::from_secs(10);
 
 /// The resource types served, in the order a change is sent: what listeners and routes need
 /// (clusters, their endpoints, certificates) before them.
@@ -151,23 +156,79 @@ pub struct Xds {
     views: Arc<Views>,
     registry: Arc<Registry>,
     services: Arc<Services>,
+    auth: Arc<Auth>,
     cancel: CancellationToken,
 }
 
 impl Xds {
-    /// Streams end when `cancel` fires.
+    /// Streams end when `cancel` fires. With authentication on, a stream is admitted by
+    /// [`crate::auth::xds`] before its first request is read.
     pub fn new(
         views: Arc<Views>,
         registry: Arc<Registry>,
         services: Arc<Services>,
+        auth: Arc<Auth>,
         cancel: CancellationToken,
     ) -> Self {
         Xds {
             views,
             registry,
             services,
+            auth,
             cancel,
         }
+    }
+
+    /// With authentication on, the credential of the stream `request` opens: refused before
+    /// anything is read or sent.
+    fn authenticate<T>(&self, request: &Request<T>) -> Result<Option<XdsPeer>, Status> {
+        self.auth.xds_peer(request).map_err(|e| {
+            tracing::info!(peer = ?request.remote_addr(), error = %e, "refused an xDS stream");
+            Status::from(e)
+        })
+    }
+
+    /// Refuses a node its credential does not allow to claim.
+    fn admit(
+        &self,
+        peer: &Option<XdsPeer>,
+        node: &envoy_types::pb::envoy::config::core::v3::Node,
+    ) -> Result<(), Status> {
+        let Some(peer) = peer else { return Ok(()) };
+        let (claimed, _) = client::identify(node)?;
+        peer.check_node(&self.auth.table(), &claimed).map_err(|e| {
+            tracing::warn!(node = %claimed.id, error = %e, "refused an xDS client's node");
+            Status::from(e)
+        })
+    }
+
+    /// The token a session runs under: cancelled with the service, or when the stream's
+    /// credential is revoked or expires.
+    fn session_cancel(&self, peer: Option<XdsPeer>) -> CancellationToken {
+        let cancel = self.cancel.child_token();
+        let Some(peer) = peer else { return cancel };
+        let mut tables = self.auth.state.subscribe();
+        let ended = cancel.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(CREDENTIAL_CHECK);
+            loop {
+                tokio::select! {
+                    _ = ended.cancelled() => return,
+                    changed = tables.changed() => if changed.is_err() { return },
+                    _ = tick.tick() => {}
+                }
+                let table = tables.borrow_and_update().clone();
+                if !peer.still_valid(&table, std::time::SystemTime::now()) {
+                    tracing::info!(
+                        ?peer,
+                        "ending an xDS stream: its credential was revoked or expired"
+                    );
+                    ended.cancel();
+                    return;
+                }
+            }
+        });
+        cancel
     }
 
     /// The tonic service.
@@ -210,12 +271,19 @@ impl AggregatedDiscoveryService for Xds {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let peer = self.authenticate(&request)?;
         let mut inbound = request.into_inner();
         let first = first(inbound.message()).await?;
-        let stream = self.stream(first.node.as_ref().ok_or_else(no_node)?)?;
+        let node = first.node.as_ref().ok_or_else(no_node)?;
+        self.admit(&peer, node)?;
+        let stream = self.stream(node)?;
         let (tx, rx) = mpsc::channel(8);
         let session = sotw::Session::new(stream);
-        tokio::spawn(session.run(first, inbound, tx, self.cancel.clone()));
+        let cancel = self.session_cancel(peer);
+        tokio::spawn(async move {
+            session.run(first, inbound, tx, cancel.clone()).await;
+            cancel.cancel();
+        });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -223,12 +291,19 @@ impl AggregatedDiscoveryService for Xds {
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let peer = self.authenticate(&request)?;
         let mut inbound = request.into_inner();
         let first = first(inbound.message()).await?;
-        let stream = self.stream(first.node.as_ref().ok_or_else(no_node)?)?;
+        let node = first.node.as_ref().ok_or_else(no_node)?;
+        self.admit(&peer, node)?;
+        let stream = self.stream(node)?;
         let (tx, rx) = mpsc::channel(8);
         let session = delta::Session::new(stream);
-        tokio::spawn(session.run(first, inbound, tx, self.cancel.clone()));
+        let cancel = self.session_cancel(peer);
+        tokio::spawn(async move {
+            session.run(first, inbound, tx, cancel.clone()).await;
+            cancel.cancel();
+        });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

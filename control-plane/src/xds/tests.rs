@@ -52,6 +52,19 @@ impl Harness {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = EmbeddedStore::open(dir.path()).expect("store");
         let store = MeteredStore::new(Arc::new(store));
+        let (authority, _) = crate::auth::ca::Authority::generate().expect("ca");
+        let (auth_state, _) = crate::auth::table::AuthState::load(&store, &Keys::default())
+            .await
+            .expect("auth state");
+        // Authentication off, as on loopback by default; admission is tested end to end.
+        let auth = Arc::new(crate::auth::Auth::new(
+            false,
+            Arc::new(authority),
+            std::time::Duration::from_secs(3600),
+            Arc::new(auth_state),
+            store.clone(),
+            Keys::default(),
+        ));
         let registry = Arc::new(Registry::new(
             store,
             Keys::default(),
@@ -64,6 +77,7 @@ impl Harness {
             views.clone(),
             registry.clone(),
             Arc::new(Services::default()),
+            auth,
             cancel.clone(),
         );
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -191,6 +191,26 @@ pub fn accepted() -> Vec<(&'static str, String)> {
             ),
         ),
         (
+            "a cluster over TLS trusting the system roots",
+            cluster("{endpoints: [{address: api.example.com, port: 443}], tls: {enabled: true}}"),
+        ),
+        (
+            "an HTTPS listener verifying client certificates when clients present one",
+            listener(
+                "port: 8443, protocol: HTTPS, tls: {certificates: [{secret: web-cert}], client_ca_secret: upstream-ca}",
+            ),
+        ),
+        (
+            "an HTTPS listener requiring client certificates, trusting a CA that has a key",
+            listener(
+                "port: 8443, protocol: HTTPS, tls: {certificates: [{secret: web-cert}], client_ca_secret: client-cert, require_client_cert: true}",
+            ),
+        ),
+        (
+            "an HTTP listener redirecting to HTTPS on the default port",
+            "kind: Listener\nname: edge-case\nspec: {port: 8088, protocol: HTTP, redirect_to_https: {}}\n".to_string(),
+        ),
+        (
             "a TLS 1.3 listener offering HTTP/1.1 alone, the certificate named for no server",
             listener(
                 "port: 8443, protocol: HTTPS, tls: {certificates: [{secret: web-cert}], min_version: TLS_1_3, alpn: [http/1.1]}",
@@ -232,6 +252,13 @@ spec:
   port: 80
   protocol: HTTP
   routeTable: shop
+---
+kind: Listener
+name: to-https
+spec:
+  port: 8000
+  protocol: HTTP
+  redirect_to_https: {port: 443, status: 308}
 ---
 kind: Listener
 name: web-us

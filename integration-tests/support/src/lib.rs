@@ -17,9 +17,11 @@
 //! - [`fixtures`]: the valid configuration that uses every supported field, and edge cases
 //!   validation accepts.
 //! - [`examples`]: the example config files shipped under `deploy/`.
+//! - [`fuzz`]: inputs for property tests: the fixtures with random edits, as values or bytes.
 
 pub mod examples;
 pub mod fixtures;
+pub mod fuzz;
 pub mod http;
 pub mod net;
 pub mod process;

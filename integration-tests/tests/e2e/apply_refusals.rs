@@ -129,18 +129,4 @@ fn config_every_agent_would_refuse_is_refused_at_apply_and_dry_run() {
         "{}",
         refused.stderr
     );
-
-    // Upstream TLS with no CA to verify the upstream by.
-    let tls = cluster("secure", &[localhost(free_port())]).with(|c: &mut pb::Cluster| {
-        c.tls = Some(pb::UpstreamTls {
-            enabled: true,
-            ..Default::default()
-        });
-    });
-    let path = files.write_yaml("tls.yaml", &[tls]);
-    let refused = cp.portico(&["apply", "-f", &path]).expect(4);
-    assert!(
-        refused.stderr.contains("Cluster/secure: tls.ca_secret"),
-        "{refused:#?}"
-    );
 }

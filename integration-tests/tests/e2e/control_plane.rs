@@ -4,13 +4,12 @@
 use std::time::Duration;
 
 use portico_api::Resource;
-use portico_api::pb::admin_client::AdminClient;
 use portico_api::pb::{
     self, AgentsRequest, ApplyRequest, HistoryRequest, Kind, ListRequest, ResourceKey,
     RollbackRequest, RolloutStatusRequest, RolloutStatusResponse,
 };
 use portico_integration_tests::cp::{
-    ControlPlane, StoreSpec, apply, base_config, catch_all, command, list,
+    Admin, ControlPlane, StoreSpec, apply, base_config, catch_all, command, list,
 };
 use portico_integration_tests::scripted_agent::{ScriptedAgent, node};
 use portico_test_support::net::{free_addr, localhost, refusing};
@@ -20,7 +19,6 @@ use portico_test_support::resources::{
 };
 use portico_test_support::wait::eventually;
 use tonic::Code;
-use tonic::transport::Channel;
 
 /// Cluster `backend` with one endpoint on `port`.
 fn backend(port: u16) -> Resource {
@@ -32,7 +30,7 @@ fn regional(name: &str, port: u16, table: &str, region: &str) -> Resource {
     listener(name, port, table).with(|l: &mut pb::Listener| l.selector = Some(regions(&[region])))
 }
 
-async fn rollout(admin: &mut AdminClient<Channel>, revision: i64) -> RolloutStatusResponse {
+async fn rollout(admin: &mut Admin, revision: i64) -> RolloutStatusResponse {
     admin
         .rollout_status(RolloutStatusRequest { revision })
         .await
@@ -216,7 +214,7 @@ async fn rollback_restores_the_exact_resources_of_a_revision() {
     let cp = ControlPlane::embedded();
     let mut admin = cp.admin().await;
     let v1 = apply(&mut admin, base_config()).await;
-    let listed = |admin: &mut AdminClient<Channel>| {
+    let listed = |admin: &mut Admin| {
         let mut admin = admin.clone();
         async move {
             let list = admin.list(ListRequest::default()).await.expect("list");

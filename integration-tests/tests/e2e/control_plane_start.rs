@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use portico_integration_tests::cp::{ControlPlane, StoreSpec, base_config, command};
+use portico_integration_tests::cp::{ControlPlane, CpOptions, StoreSpec, base_config, command};
 use portico_test_support::net::free_addr;
 use portico_test_support::process::Process;
 
@@ -55,7 +55,10 @@ async fn an_empty_or_vanished_store_file_is_refused_until_init() {
     assert!(!db.exists(), "nothing created");
 
     // On purpose: a new, empty store.
-    let cp = ControlPlane::start_with(StoreSpec::Embedded(dir.clone()), "cp-1", &["--init"]);
+    let cp = ControlPlane::start_with(CpOptions {
+        args: vec!["--init".into()],
+        ..CpOptions::new(StoreSpec::Embedded(dir.clone()), "cp-1")
+    });
     let history = cp.portico(&["-o", "json", "history"]).ok().json();
     assert_eq!(history["entries"], serde_json::json!([]));
 }
@@ -65,7 +68,10 @@ async fn init_never_empties_a_store_with_data() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
     applied_store(&dir).await;
-    let cp = ControlPlane::start_with(StoreSpec::Embedded(dir), "cp-1", &["--init"]);
+    let cp = ControlPlane::start_with(CpOptions {
+        args: vec!["--init".into()],
+        ..CpOptions::new(StoreSpec::Embedded(dir), "cp-1")
+    });
     let history = cp.portico(&["-o", "json", "history"]).ok().json();
     assert_eq!(history["entries"][0]["revision"], 1, "{history}");
 }

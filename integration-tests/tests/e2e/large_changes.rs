@@ -109,11 +109,9 @@ async fn hundreds_of_resources_apply_and_roll_back_on_etcd_in_one_revision() {
     // Readers never see part of the large change.
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = {
-        let (stop, endpoint) = (stop.clone(), cp.endpoint());
+        let stop = stop.clone();
+        let mut admin = cp.admin().await;
         tokio::spawn(async move {
-            let mut admin = portico_api::pb::admin_client::AdminClient::connect(endpoint)
-                .await
-                .unwrap();
             let mut seen = std::collections::BTreeSet::new();
             while !stop.load(Ordering::Relaxed) {
                 let listed = list(&mut admin).await;
@@ -315,6 +313,7 @@ async fn a_large_change_left_half_written_is_never_served_and_is_undone() {
             key: Some(r.key()),
             before: None,
             after: Some(r),
+            ..Default::default()
         })
         .collect();
     let marker = StagedChange {

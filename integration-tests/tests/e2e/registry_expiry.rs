@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use portico_integration_tests::agent::{Agent, AgentOptions};
-use portico_integration_tests::cp::ControlPlane;
+use portico_integration_tests::cp::{ControlPlane, CpOptions};
 use portico_test_support::wait::eventually;
 
 /// Each agent's id and state, as `portico agents -o json` lists them.
@@ -23,7 +23,10 @@ fn states(cp: &ControlPlane) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disconnected_agent_is_listed_until_it_expires() {
-    let cp = ControlPlane::embedded_with(&["--agent-expiry", "3s"]);
+    let cp = ControlPlane::embedded_with(|o| CpOptions {
+        args: vec!["--agent-expiry".into(), "3s".into()],
+        ..o
+    });
     let mut gone = Agent::start(&AgentOptions::new("gone-1", &[cp.endpoint()]));
     let _stays = Agent::start(&AgentOptions::new("stays-1", &[cp.endpoint()]));
     for id in ["gone-1", "stays-1"] {

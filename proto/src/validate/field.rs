@@ -10,10 +10,6 @@ use super::Errors;
 use crate::limits::{MAX_LABEL_KEY_LEN, MAX_LABEL_VALUE_LEN, MAX_LABELS};
 use crate::pb::HeaderTransform;
 
-/// Longest accepted regular expression, in bytes.
-pub(crate) const MAX_REGEX_LEN: usize = 4096;
-/// Largest compiled program of a regular expression; bounds matching cost and memory.
-pub(crate) const MAX_REGEX_SIZE: usize = 1 << 20;
 /// Upper bound of timeouts.
 pub(crate) const MAX_TIMEOUT_SECS: i64 = 3600;
 /// Upper bound of periods and intervals.
@@ -41,6 +37,68 @@ pub(crate) fn resource_name(name: &str) -> Result<(), String> {
             "invalid name {name:?}: use labels of 1-63 lowercase letters, digits and '-' \
              (not starting or ending with '-') joined by '.', at most {MAX_NAME_LEN} characters"
         ))
+    }
+}
+
+/// Longest name (of a route, a virtual host, a label key, a selector value) and label value,
+/// in bytes.
+pub(crate) const MAX_NAME_BYTES: usize = 253;
+
+/// `value` for an error message, cut after 64 characters so a huge input is not echoed whole.
+pub(crate) fn shown(value: &str) -> String {
+    match value.char_indices().nth(64) {
+        Some((cut, _)) => format!("{:?}…", &value[..cut]),
+        None => format!("{value:?}"),
+    }
+}
+
+/// A name that is not a resource name (a route's, a virtual host's, a label key, a selector
+/// value): 1–253 bytes of visible ASCII (letters, digits and punctuation; no spaces).
+pub(crate) fn name(value: &str) -> Result<(), String> {
+    let valid = !value.is_empty()
+        && value.len() <= MAX_NAME_BYTES
+        && value.bytes().all(|b| b.is_ascii_graphic());
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid name {}: use 1-{MAX_NAME_BYTES} bytes of visible ASCII (letters, digits and \
+             punctuation, no spaces)",
+            shown(value)
+        ))
+    }
+}
+
+/// A label value: at most 253 bytes, without control characters.
+pub(crate) fn label_value(value: &str) -> Result<(), String> {
+    if value.len() > MAX_NAME_BYTES {
+        Err(format!(
+            "label value {} is {} bytes; the limit is {MAX_NAME_BYTES}",
+            shown(value),
+            value.len()
+        ))
+    } else if value.chars().any(char::is_control) {
+        Err(format!(
+            "label value {} contains a control character",
+            shown(value)
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Label keys and values of a selector (see [`name`] and [`label_value`]), at `field`.
+pub(crate) fn labels_at<'a>(
+    e: &mut Errors,
+    field: &str,
+    labels: impl IntoIterator<Item = (&'a String, &'a String)>,
+) {
+    for (key, value) in labels {
+        if let Err(message) = name(key) {
+            e.add(field, format!("label key: {message}"));
+        } else {
+            e.check(format!("{field}.{key}"), label_value(value));
+        }
     }
 }
 
@@ -115,19 +173,12 @@ pub(crate) fn at_most(e: &mut Errors, field: &str, value: u64, max: u64) {
     }
 }
 
-/// A regular expression compiles within the length and size limits.
+/// A regular expression compiles as agents compile it, within the limits of
+/// [`crate::pattern`].
 pub(crate) fn regex(pattern: &str) -> Result<(), String> {
-    if pattern.len() > MAX_REGEX_LEN {
-        return Err(format!(
-            "regex is {} bytes long; the limit is {MAX_REGEX_LEN}",
-            pattern.len()
-        ));
-    }
-    regex::RegexBuilder::new(pattern)
-        .size_limit(MAX_REGEX_SIZE)
-        .build()
+    crate::pattern::anchored(pattern)
         .map(|_| ())
-        .map_err(|e| format!("invalid regex: {e}"))
+        .map_err(|e| e.to_string())
 }
 
 /// An HTTP token (RFC 9110): a header name or a method.

@@ -7,7 +7,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use super::field::{self, MAX_TIMEOUT_SECS};
 use super::{Errors, ValidationError, error};
 use crate::node::DataPlane;
-use crate::pb::{AgentSelector, Kind, Listener, ListenerTls, TlsVersion, listener::Protocol};
+use crate::pb::{
+    AgentSelector, HttpsRedirect, Kind, Listener, ListenerTls, TlsVersion, listener::Protocol,
+};
 use crate::{Resource, ResourceSet};
 
 const ALPN: &[&str] = &["h2", "http/1.1"];
@@ -20,22 +22,34 @@ pub(crate) fn check(l: &Listener, e: &mut Errors) {
     } else {
         check_socket(l, e);
     }
-    e.check(
-        "route_table",
-        field::required(&l.route_table, "route_table"),
-    );
+    match &l.redirect_to_https {
+        Some(redirect) => check_redirect(l, redirect, e),
+        None => e.check(
+            "route_table",
+            field::required(&l.route_table, "route_table"),
+        ),
+    }
     for (i, p) in l.policies.iter().enumerate() {
         e.check(format!("policies[{i}]"), field::required(p, "policy name"));
     }
     if let Some(s) = &l.selector {
         for (list, values) in [("regions", &s.regions), ("zones", &s.zones)] {
             for (i, v) in values.iter().enumerate() {
-                e.check(format!("selector.{list}[{i}]"), field::required(v, "value"));
+                let field = format!("selector.{list}[{i}]");
+                match field::required(v, "value") {
+                    Ok(()) => e.check(field, field::name(v)),
+                    Err(message) => e.add(field, message),
+                }
             }
         }
         if s.labels.contains_key("") {
             e.add("selector.labels", "label keys must not be empty");
         }
+        field::labels_at(
+            e,
+            "selector.labels",
+            s.labels.iter().filter(|(k, _)| !k.is_empty()),
+        );
         check_kinds(l, &s.kinds, e);
     }
 }
@@ -49,6 +63,7 @@ fn check_api(l: &Listener, e: &mut Errors) {
         ("tls", l.tls.is_some()),
         ("limits", l.limits.is_some()),
         ("merge_slashes", l.merge_slashes),
+        ("redirect_to_https", l.redirect_to_https.is_some()),
     ];
     for (field, set) in set {
         if set {
@@ -151,7 +166,54 @@ fn check_socket(l: &Listener, e: &mut Errors) {
     }
 }
 
+/// An HTTP→HTTPS redirect listener answers every request itself: what would route or filter
+/// its requests would never run.
+fn check_redirect(l: &Listener, redirect: &HttpsRedirect, e: &mut Errors) {
+    if l.protocol == Protocol::Https as i32 {
+        e.add(
+            "redirect_to_https",
+            "only HTTP listeners redirect to HTTPS; this listener is HTTPS already",
+        );
+    }
+    if !l.route_table.is_empty() {
+        e.add(
+            "route_table",
+            format!(
+                "{:?} would be ignored: a listener with redirect_to_https routes nothing",
+                l.route_table
+            ),
+        );
+    }
+    if !l.policies.is_empty() {
+        e.add(
+            "policies",
+            "would be ignored: a listener with redirect_to_https runs no policies",
+        );
+    }
+    if redirect.port > 65535 {
+        e.add(
+            "redirect_to_https.port",
+            format!("port {} is not in 1-65535", redirect.port),
+        );
+    }
+    if !matches!(redirect.status, 0 | 301 | 302 | 303 | 307 | 308) {
+        e.add(
+            "redirect_to_https.status",
+            format!(
+                "status {} is not a redirect: use 301, 302, 303, 307 or 308",
+                redirect.status
+            ),
+        );
+    }
+}
+
 fn check_tls(tls: &ListenerTls, e: &mut Errors) {
+    if tls.require_client_cert && tls.client_ca_secret.is_empty() {
+        e.add(
+            "tls.require_client_cert",
+            "needs tls.client_ca_secret: the CAs client certificates are verified against",
+        );
+    }
     let mut names = HashMap::new();
     for (i, c) in tls.certificates.iter().enumerate() {
         let at = format!("tls.certificates[{i}]");

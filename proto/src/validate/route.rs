@@ -42,6 +42,9 @@ pub(crate) fn check(t: &RouteTable, e: &mut Errors) {
     let mut domains = HashMap::new();
     for (v, host) in t.virtual_hosts.iter().enumerate() {
         let at = format!("virtual_hosts[{v}]");
+        if !host.name.is_empty() {
+            e.check(format!("{at}.name"), field::name(&host.name));
+        }
         if host.domains.is_empty() {
             e.add(format!("{at}.domains"), "at least one domain is required");
         }
@@ -58,8 +61,8 @@ pub(crate) fn check(t: &RouteTable, e: &mut Errors) {
     }
 }
 
-/// Agents match a virtual host's regex paths as one set, anchored, with the regex crate's
-/// default size limit: regexes each small enough can still be too many together.
+/// Agents match a virtual host's regex paths as one set ([`crate::pattern::anchored_set`]):
+/// regexes each small enough can still be too many together.
 fn regex_paths(host: &VirtualHost, at: &str, e: &mut Errors) {
     let regexes: Vec<&str> = host
         .routes
@@ -72,9 +75,8 @@ fn regex_paths(host: &VirtualHost, at: &str, e: &mut Errors) {
     if regexes.len() < 2 {
         return;
     }
-    let anchored = regexes.iter().map(|re| format!("^(?:{re})$"));
     // A bad regex alone fails the set too; it is reported on its route already.
-    if let Err(err) = regex::RegexSet::new(anchored)
+    if let Err(err) = crate::pattern::anchored_set(regexes.iter().copied())
         && regexes.iter().all(|re| field::regex(re).is_ok())
     {
         e.add(
@@ -85,6 +87,9 @@ fn regex_paths(host: &VirtualHost, at: &str, e: &mut Errors) {
 }
 
 fn check_route(route: &Route, at: &str, e: &mut Errors) {
+    if !route.name.is_empty() {
+        e.check(format!("{at}.name"), field::name(&route.name));
+    }
     let forwards = matches!(
         route.action.as_ref().and_then(|a| a.action.as_ref()),
         Some(Action::Cluster(_) | Action::WeightedClusters(_))

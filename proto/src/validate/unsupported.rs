@@ -44,17 +44,6 @@ const REFUSALS: &[Refusal] = &[
             found
         },
     },
-    // Lifted by trusting the system roots for upstream TLS.
-    Refusal {
-        reason: "agents do not trust the system roots; name a Secret holding the CA certificates",
-        find: |r| {
-            cluster(r, "tls.ca_secret", |c| {
-                c.tls
-                    .as_ref()
-                    .is_some_and(|t| t.enabled && t.ca_secret.is_empty())
-            })
-        },
-    },
 ];
 
 /// Everything `resource` sets that agents do not enforce yet, as the errors validation
@@ -75,22 +64,9 @@ pub(super) fn check(resource: &Resource, e: &mut Errors) {
     }
 }
 
-/// `field`, when `set`.
-fn at(set: bool, field: &str) -> Vec<String> {
-    if set {
-        vec![field.to_string()]
-    } else {
-        Vec::new()
-    }
-}
-
 fn cluster_spec(r: &Resource) -> Option<&Cluster> {
     match &r.spec {
         Some(Spec::Cluster(c)) => Some(c),
         _ => None,
     }
-}
-
-fn cluster(r: &Resource, field: &str, set: impl Fn(&Cluster) -> bool) -> Vec<String> {
-    cluster_spec(r).map_or(Vec::new(), |c| at(set(c), field))
 }

@@ -97,6 +97,27 @@ fn envoy_listener(key: &ResourceKey, l: &Listener, r: &mut Report<'_>) {
             "Envoy is not sent Portico's gateway policies",
         );
     }
+    if l.redirect_to_https.is_some() {
+        r.add(
+            key,
+            "redirect_to_https",
+            "the HTTPS redirect listener is not translated to xDS yet",
+        );
+    }
+    if let Some(tls) = &l.tls
+        && (!tls.client_ca_secret.is_empty() || tls.require_client_cert)
+    {
+        let field = if tls.client_ca_secret.is_empty() {
+            "tls.require_client_cert"
+        } else {
+            "tls.client_ca_secret"
+        };
+        r.add(
+            key,
+            field,
+            "client certificate verification is not translated to xDS yet",
+        );
+    }
     if let Some(limits) = &l.limits {
         if limits.max_request_body_bytes != 0 {
             r.add(

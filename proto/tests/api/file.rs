@@ -23,11 +23,11 @@ fn every_fixture() -> Vec<Resource> {
 
 #[test]
 fn yaml_round_trip_is_lossless() {
-    assert_eq!(valid().len(), 9, "every valid fixture document is read");
+    assert_eq!(valid().len(), 10, "every valid fixture document is read");
     let resources = every_fixture();
     assert_eq!(
         resources.len(),
-        23,
+        24,
         "every gateway fixture document is read"
     );
     for kind in Kind::ALL {
@@ -102,6 +102,30 @@ fn yaml_scalars_stay_strings_where_strings_are_meant() {
     assert_eq!(loaded[0].name, "y");
     assert_eq!(loaded[0].labels["version"], "2");
     assert_eq!(loaded[0].labels["beta"], "no");
+}
+
+#[test]
+fn secret_material_never_appears_in_a_file_error() {
+    const MARKER: &str = "MARKER-e41c";
+    let cases = [
+        // An unknown field holding the key, a key of the wrong type, a misspelt kind of secret.
+        format!("kind: Secret\nname: s\nspec: {{tls: {{private_key_pem: \"{MARKER}\"}}}}\n"),
+        format!("kind: Secret\nname: s\nspec: {{tls: {{certificate_chain: [\"{MARKER}\"]}}}}\n"),
+        format!("kind: Secret\nname: s\nspec: {{tls: \"{MARKER}\"}}\n"),
+        format!("kind: Secret\nname: s\nspec: {{opaque: {{v: \"{MARKER}\"}}}}\n"),
+        format!("kind: Secret\nname: s\nspec: {{opaqe: \"{MARKER}\\nline two\"}}\n"),
+    ];
+    for yaml in &cases {
+        let errors = file::parse(std::path::Path::new("s.yaml"), yaml).expect_err(yaml);
+        for e in &errors {
+            let shown = format!("{e} {e:?}");
+            assert!(!shown.contains(MARKER), "{yaml}: {shown}");
+            assert!(
+                shown.contains("s.yaml: document 0 (line 1): spec"),
+                "{shown}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -269,6 +293,75 @@ fn large_files_load_and_deep_nesting_is_an_error_not_a_crash() {
     check_errors("deep.yaml", &deep, &["invalid YAML"]);
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
     check_errors("deep.json", &deep, &["deep.json: document 0: invalid JSON"]);
+}
+
+#[test]
+fn files_past_a_limit_are_refused_with_the_limit_named() {
+    use portico_api::file::{MAX_DEPTH, MAX_DOCUMENTS, MAX_FILE_BYTES};
+    // Size: refused before it is read whole.
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.yaml");
+    let file = std::fs::File::create(&big).unwrap();
+    file.set_len(MAX_FILE_BYTES as u64 + 1).unwrap();
+    let errors = file::load_paths(&[big]).expect_err("too large");
+    assert_errors(
+        "big.yaml",
+        &errors,
+        &["big.yaml: document 0: the file is 67108865 bytes; the limit is 67108864 (64 MiB)"],
+    );
+    let text = " ".repeat(MAX_FILE_BYTES + 1);
+    check_errors("big.yaml", &text, &["the limit is 67108864 (64 MiB)"]);
+
+    // Documents, as YAML documents or as the items of a list.
+    let docs = "--- {}\n".repeat(MAX_DOCUMENTS + 1);
+    let errors = file::parse("docs.yaml".as_ref(), &docs).expect_err("too many");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].to_string().contains("documents"), "{}", errors[0]);
+    let list = format!("[{}{{}}]", "{},".repeat(MAX_DOCUMENTS));
+    check_errors(
+        "list.json",
+        &list,
+        &["list.json: document 0: 100001 documents; the limit is 100000 per file"],
+    );
+
+    // Nesting, in both formats.
+    let nested = |depth: usize| {
+        format!(
+            "{{\"kind\": \"Consumer\", \"name\": \"a\", \"labels\": {}{}}}",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        )
+    };
+    check_errors(
+        "deep.json",
+        &nested(MAX_DEPTH),
+        &["deep.json: document 0: invalid JSON: nested deeper than 64 levels"],
+    );
+    check_errors(
+        "deep.yaml",
+        &nested(MAX_DEPTH),
+        &["deep.yaml: document 0 (line 1): invalid YAML"],
+    );
+    // Just within the limit, the structure parses (and fails on what labels must be).
+    check_errors("ok.json", &nested(MAX_DEPTH - 2), &["labels"]);
+}
+
+#[test]
+fn alias_bombs_stop_at_the_node_limit_at_once() {
+    // Nine levels of ten aliases each: a billion values from a file of a few hundred bytes.
+    let mut yaml = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..10 {
+        let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+        yaml.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+    }
+    yaml.push_str("kind: Consumer\nname: bomb\nspec: {}\n");
+    let errors = file::parse("bomb.yaml".as_ref(), &yaml).expect_err("a bomb");
+    assert!(errors[0].message.contains("invalid YAML"), "{}", errors[0]);
+    assert!(errors[0].message.contains("nodes"), "{}", errors[0]);
+    // Aliases used with measure still work.
+    let anchors = "- {kind: Consumer, name: a, labels: &l {team: edge}, spec: {}}\n- {kind: Consumer, name: b, labels: *l, spec: {}}\n";
+    let loaded = file::parse("anchors.yaml".as_ref(), anchors).expect("anchors");
+    assert_eq!(loaded[1].resource.labels["team"], "edge");
 }
 
 #[test]

@@ -2,5 +2,6 @@
 
 mod file;
 mod fixtures;
+mod properties;
 mod reference;
 mod validate;

@@ -138,6 +138,20 @@ fn redirect(r: &pb::Redirect) -> Result<Redirect, FieldError> {
     })
 }
 
+/// The redirect of an HTTP→HTTPS redirect listener: the request's host, path and query over
+/// HTTPS, on `port` (443 and 0 leave it out).
+pub fn https_redirect(r: &pb::HttpsRedirect) -> Result<Redirect, FieldError> {
+    let field = |f: &str| format!("redirect_to_https.{f}");
+    let compiled = redirect(&pb::Redirect {
+        scheme: "https".into(),
+        port: if r.port == 443 { 0 } else { r.port },
+        status: r.status,
+        ..Default::default()
+    })
+    .map_err(|(f, message)| (field(f.trim_start_matches("action.redirect.")), message))?;
+    Ok(compiled)
+}
+
 fn direct(d: &pb::DirectResponse) -> Result<Action, FieldError> {
     let status = u16::try_from(d.status)
         .ok()

@@ -235,12 +235,6 @@ fn upstream_tls(
     http2: bool,
     secret: &impl Fn(&str) -> Option<pb::TlsSecret>,
 ) -> Result<UpstreamTls, (String, String)> {
-    if t.ca_secret.is_empty() {
-        return Err((
-            "tls.ca_secret".into(),
-            "required: system trust roots are not supported yet".into(),
-        ));
-    }
     let lookup = |field: &str, name: &str| {
         secret(name).ok_or_else(|| {
             (
@@ -249,12 +243,16 @@ fn upstream_tls(
             )
         })
     };
-    let ca = lookup("tls.ca_secret", &t.ca_secret)?;
+    // Without a CA Secret, the system's roots.
+    let ca = match t.ca_secret.as_str() {
+        "" => None,
+        name => Some(lookup("tls.ca_secret", name)?),
+    };
     let client = match t.client_certificate_secret.as_str() {
         "" => None,
         name => Some(lookup("tls.client_certificate_secret", name)?),
     };
-    let config = crate::tls::client_config(&ca, client.as_ref(), http2)
+    let config = crate::tls::client_config(ca.as_ref(), client.as_ref(), http2)
         .map_err(|e| ("tls".to_string(), e.to_string()))?;
     let server_name = match t.server_name.as_str() {
         "" => None,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use portico_api::Kind;
 use portico_api::pb;
 
+use super::action::{self, Redirect};
 use super::router::RouteTable;
 use super::{CompileError, compile_error, duration_or};
 use crate::policy::{Chain, Policies};
@@ -85,14 +86,22 @@ pub struct ListenerRuntime {
     pub merge_slashes: bool,
     /// The policies every request on the listener runs; `None` without any.
     pub policies: Option<Arc<Chain>>,
+    /// Set on an HTTP→HTTPS redirect listener: every request gets this redirect, unrouted.
+    pub redirect_to_https: Option<Redirect>,
 }
 
-/// The Secrets a listener's TLS settings name.
+/// The Secrets a listener's TLS settings name: its certificates, and the CAs of client
+/// certificates.
 pub fn secret_names(spec: &pb::Listener) -> impl Iterator<Item = &str> {
     spec.tls
         .iter()
         .filter(|_| spec.protocol() == pb::listener::Protocol::Https)
-        .flat_map(|t| t.certificates.iter().map(|c| c.secret.as_str()))
+        .flat_map(|t| {
+            t.certificates
+                .iter()
+                .map(|c| c.secret.as_str())
+                .chain(Some(t.client_ca_secret.as_str()).filter(|n| !n.is_empty()))
+        })
 }
 
 /// Compiles listener `name`; `secret` resolves tls Secret names.
@@ -130,6 +139,12 @@ pub fn compile(
         }
         _ => None,
     };
+    let redirect_to_https = spec
+        .redirect_to_https
+        .as_ref()
+        .map(action::https_redirect)
+        .transpose()
+        .map_err(|(field, message)| err(&field, message))?;
     Ok(ListenerRuntime {
         addr: SocketAddr::new(ip, port),
         conn: Arc::new(ConnSettings {
@@ -140,5 +155,6 @@ pub fn compile(
         routes,
         merge_slashes: spec.merge_slashes,
         policies,
+        redirect_to_https,
     })
 }

@@ -338,7 +338,11 @@ impl Runtime {
                 continue;
             }
             let parts = (&upstreams, &policies);
-            let routes = route_table(&r.name, &spec.route_table, set, old, &mut built, parts)?;
+            let routes = if spec.redirect_to_https.is_some() {
+                RouteTable::none()
+            } else {
+                route_table(&r.name, &spec.route_table, set, old, &mut built, parts)?
+            };
             let source = Source::new(r, listener::secret_names(spec), set);
             let compiled = match old.listeners.get(&r.name) {
                 Some((was, l))

@@ -48,7 +48,7 @@ pub struct RequestView<'a> {
 }
 
 /// A compiled route table.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct RouteTable {
     hosts: Vec<VirtualHost>,
     exact_hosts: HashMap<String, usize>,
@@ -187,6 +187,12 @@ impl Route {
 }
 
 impl RouteTable {
+    /// The table that routes nothing, shared: what a listener that routes nothing holds.
+    pub fn none() -> Arc<RouteTable> {
+        static NONE: std::sync::LazyLock<Arc<RouteTable>> = std::sync::LazyLock::new(Arc::default);
+        NONE.clone()
+    }
+
     /// The virtual host serving `host` (lowercase, without port).
     pub fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
         let index = self.exact_hosts.get(host).copied().or_else(|| {
@@ -389,8 +395,8 @@ pub fn strip_port(host: &str) -> &str {
     }
 }
 
-fn anchored(re: &str) -> Result<Regex, regex::Error> {
-    Regex::new(&format!("^(?:{re})$"))
+fn anchored(re: &str) -> Result<Regex, portico_api::pattern::PatternError> {
+    portico_api::pattern::anchored(re)
 }
 
 fn value_match(

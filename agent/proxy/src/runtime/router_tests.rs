@@ -393,6 +393,102 @@ fn prefix_keys_are_looked_up_at_every_slash() {
     }
 }
 
+/// Route matching through the index picks what checking every route in order picks.
+mod properties {
+    use super::*;
+    use portico_test_support::fuzz::CASES;
+    use proptest::prelude::*;
+
+    const SEGMENTS: &[&str] = &["a", "b", "a.b", "", "ab"];
+    const REGEXES: &[&str] = &["/a.*", "/[ab]/b", "/a/?", ".*b", "/(a|b)+"];
+
+    fn path() -> impl Strategy<Value = String> {
+        proptest::collection::vec(proptest::sample::select(SEGMENTS), 0..4)
+            .prop_map(|s| format!("/{}", s.join("/")))
+    }
+
+    fn path_match() -> impl Strategy<Value = Option<route_match::Path>> {
+        prop_oneof![
+            Just(None),
+            path().prop_map(|p| exact(&p)),
+            path().prop_map(|p| prefix(&p)),
+            proptest::sample::select(REGEXES).prop_map(regex),
+        ]
+    }
+
+    /// A route: a path condition, maybe a method and a header condition.
+    fn spec_route() -> impl Strategy<Value = (Option<route_match::Path>, bool, Option<bool>)> {
+        (
+            path_match(),
+            any::<bool>(),
+            proptest::option::of(any::<bool>()),
+        )
+    }
+
+    fn compile_routes(specs: &[(Option<route_match::Path>, bool, Option<bool>)]) -> Vec<pb::Route> {
+        specs
+            .iter()
+            .enumerate()
+            .map(|(i, (path, get_only, header))| {
+                let mut r = route(&i.to_string(), path.clone());
+                let m = r.r#match.get_or_insert_default();
+                if *get_only {
+                    m.methods = vec!["GET".into()];
+                }
+                if let Some(invert) = header {
+                    m.headers = vec![HeaderMatch {
+                        name: "x-h".into(),
+                        value: Some(header_match::Value::Exact("1".into())),
+                        invert: *invert,
+                    }];
+                }
+                r
+            })
+            .collect()
+    }
+
+    /// The first route, in order, whose conditions all hold: matching without the index.
+    fn linear(specs: &[pb::Route], host: &VirtualHost, req: &RequestView<'_>) -> Option<String> {
+        let mut query = None;
+        specs.iter().zip(&host.routes).find_map(|(spec, route)| {
+            let holds = match spec.r#match.as_ref().and_then(|m| m.path.as_ref()) {
+                None => true,
+                Some(route_match::Path::Exact(p)) => req.path == p,
+                Some(route_match::Path::Prefix(p)) => prefix_holds(p, req.path),
+                Some(route_match::Path::Regex(re)) => {
+                    anchored(re).is_ok_and(|r| r.is_match(req.path))
+                }
+            };
+            (holds && route.matches(req, &mut query)).then(|| route.name.to_string())
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+        #[test]
+        fn the_index_finds_what_checking_every_route_finds(
+            specs in proptest::collection::vec(spec_route(), 0..5),
+            requests in proptest::collection::vec((path(), any::<bool>(), 0u8..3), 1..4),
+        ) {
+            let routes = compile_routes(&specs);
+            let t = table(vec![vhost("all", &["*"], routes.clone())]);
+            let host = t.virtual_host("any.example").expect("the default host");
+            for (path, get, header) in requests {
+                let method = if get { Method::GET } else { Method::POST };
+                let mut headers = HeaderMap::new();
+                if header > 0 {
+                    headers.insert("x-h", HeaderValue::from_static(if header == 1 { "1" } else { "2" }));
+                }
+                let req = RequestView { host: "any.example", path: &path, query: None, method: &method, headers: &headers };
+                let found = t.find(&req).map(|(_, r)| r.name.to_string());
+                prop_assert_eq!(&found, &linear(&routes, host, &req), "{}", path);
+                prop_assert_eq!(found, t.find(&req).map(|(_, r)| r.name.to_string()));
+            }
+        }
+    }
+}
+
 fn grpc(name: &str, service: &str, method: &str) -> pb::Route {
     let mut r = route(name, None);
     if let Some(m) = r.r#match.as_mut() {

@@ -92,6 +92,16 @@ async fn serve(
     // request itself moves on to the action.
     let uri = req.uri().clone();
     let head = Head::check(listener, &req, &uri, head_flags)?;
+    if let Some(redirect) = &listener.redirect_to_https {
+        // An HTTP→HTTPS redirect listener: no route, no policy, the same URL over HTTPS.
+        log.metrics = Some(m::request_handles(&ctx.listener, None, None));
+        if head.authority.is_none() {
+            return Err(ProxyError::BadRequest("missing_host"));
+        }
+        let response =
+            redirect::response(redirect, false, head.authority(), &head.path, uri.query());
+        return Ok(response.map(ResponseBody::Local));
+    }
     let route = head.route(listener, &req)?;
     if !matches!(route.action, Action::Forward(_)) {
         log.metrics = Some(m::request_handles(&ctx.listener, Some(&route.name), None));
@@ -207,6 +217,9 @@ impl<'r> Head<'r> {
             return Err(ProxyError::BadRequest(
                 "content_length_and_transfer_encoding",
             ));
+        }
+        if req.headers().len() > headers::MAX_REQUEST_HEADERS {
+            return Err(ProxyError::TooManyHeaders);
         }
         let authority = host::normalise(
             req.version(),

@@ -13,3 +13,4 @@ mod pool;
 mod protocols;
 mod routing;
 mod support;
+mod tls;

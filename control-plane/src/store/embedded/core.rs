@@ -92,12 +92,15 @@ impl Core {
         watch_buffer: usize,
         init: bool,
     ) -> Result<Core, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
+        private_dir(dir).map_err(|e| {
             StoreError::Unavailable(format!("creating store directory {}: {e}", dir.display()))
         })?;
         check_present(dir, init)?;
         let lock = lock_dir(dir)?;
-        let db = Database::create(dir.join(DB_FILE)).map_err(|e| match e {
+        let db_path = dir.join(DB_FILE);
+        private_file(&db_path)
+            .map_err(|e| StoreError::Unavailable(format!("opening {}: {e}", db_path.display())))?;
+        let db = Database::create(db_path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => locked(dir),
             e => db_err(dir, e),
         })?;
@@ -454,7 +457,30 @@ impl Core {
     }
 }
 
-/// Takes the directory's lock file, or reports who has it.
+/// Creates `dir` (and its parents) if needed, and makes it readable by its owner alone: the
+/// store holds private keys.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    // A directory made earlier, or by someone else, is tightened too.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Creates the file at `path` if needed with mode 0600, and sets 0600 on one that exists.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
 /// Refuses a directory whose database is gone while the directory is not new: a 0-byte
 /// database file, or none beside other files (its lock, a stray backup). Opening either would
 /// create an empty store, and the control plane would serve an empty config as if nothing had
@@ -498,12 +524,15 @@ fn check_present(dir: &Path, init: bool) -> Result<(), StoreError> {
     })
 }
 
+/// Takes the directory's lock file, or reports who has it.
 fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join(LOCK_FILE);
     let file = File::options()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&path)
         .map_err(|e| StoreError::Unavailable(format!("opening {}: {e}", path.display())))?;
     match file.try_lock() {
@@ -635,5 +664,35 @@ fn db_err(dir: &Path, e: impl Into<redb::Error>) -> StoreError {
             StoreError::Corrupt(format!("{}: {msg}", dir.join(DB_FILE).display()))
         }
         e => StoreError::Unavailable(format!("{}: {e}", dir.join(DB_FILE).display())),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_store_is_readable_by_its_owner_alone() {
+        let parent = tempfile::tempdir().unwrap();
+        // A new directory, and one made before with the usual umask.
+        let new = parent.path().join("a/b/store");
+        let old = parent.path().join("old");
+        std::fs::create_dir(&old).unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for dir in [&new, &old] {
+            let core = Core::open(dir, 10, 1, false).unwrap();
+            assert_eq!(mode(dir), 0o700, "{}", dir.display());
+            for file in [DB_FILE, LOCK_FILE] {
+                assert_eq!(mode(&dir.join(file)), 0o600, "{file} in {}", dir.display());
+            }
+            drop(core);
+        }
     }
 }

@@ -72,6 +72,30 @@ spec:
             ],
         ),
         (
+            "kind: Listener\nname: plain\nspec: {port: 8443, protocol: HTTPS, route_table: shop, tls: {certificates: [{secret: web-cert}], require_client_cert: true}}\n",
+            &["Listener/plain: tls.require_client_cert: needs tls.client_ca_secret"],
+        ),
+        (
+            "kind: Listener\nname: plain\nspec: {port: 8443, protocol: HTTPS, route_table: shop, tls: {certificates: [{secret: web-cert}], client_ca_secret: nope}}\n",
+            &["Listener/plain: tls.client_ca_secret: secret \"nope\" does not exist"],
+        ),
+        (
+            "kind: Listener\nname: plain\nspec: {port: 8443, protocol: HTTPS, route_table: shop, tls: {certificates: [{secret: web-cert}], client_ca_secret: token}}\n---\nkind: Secret\nname: token\nspec: {opaque: x}\n",
+            &["Listener/plain: tls.client_ca_secret: secret \"token\" is not a tls secret"],
+        ),
+        (
+            "kind: Listener\nname: plain\nspec: {port: 80, protocol: HTTP, route_table: shop, policies: [], redirect_to_https: {port: 70000, status: 200}}\n",
+            &[
+                "Listener/plain: route_table: \"shop\" would be ignored: a listener with redirect_to_https routes nothing",
+                "Listener/plain: redirect_to_https.port: port 70000 is not in 1-65535",
+                "Listener/plain: redirect_to_https.status: status 200 is not a redirect",
+            ],
+        ),
+        (
+            "kind: Listener\nname: plain\nspec: {port: 8443, protocol: HTTPS, tls: {certificates: [{secret: web-cert}]}, redirect_to_https: {}}\n",
+            &["Listener/plain: redirect_to_https: only HTTP listeners redirect to HTTPS"],
+        ),
+        (
             "kind: Listener\nname: plain\nspec: {port: 80, protocol: HTTP, route_table: shop, limits: {max_request_header_bytes: 8191}}\n",
             &["Listener/plain: limits.max_request_header_bytes: 8191 is below the minimum of 8192"],
         ),
@@ -176,6 +200,47 @@ fn listeners_must_not_share_a_socket_on_overlapping_agents() {
         (
             &listener("zz", "", 443, "{}"),
             &["Listener/zz: port: 0.0.0.0:443 is also bound by Listener/web on agents both select"],
+        ),
+    ]);
+}
+
+#[test]
+fn names_and_labels_are_bounded_and_in_their_character_set() {
+    let long = "n".repeat(254);
+    let fine = "n".repeat(253);
+    let table = |vhost: &str, route: &str| {
+        format!(
+            "kind: RouteTable\nname: shop\nspec: {{virtual_hosts: [{{name: '{vhost}', domains: ['*'], routes: [{{name: '{route}', action: {{cluster: cart}}}}]}}]}}\n"
+        )
+    };
+    cases(&[
+        (&table(&fine, "v1/get:items"), &[]),
+        (
+            &table(&long, "has space"),
+            &[
+                "RouteTable/shop: virtual_hosts[0].name: invalid name \"nnnn",
+                "RouteTable/shop: virtual_hosts[0].routes[0].name: invalid name \"has space\": use 1-253 bytes of visible ASCII",
+            ],
+        ),
+        (
+            &format!(
+                "kind: Cluster\nname: cart\nlabels: {{'a b': x, ok: '{}', tab: \"a\\tb\"}}\nspec: {{}}\n",
+                "n".repeat(257)
+            ),
+            &[
+                "Cluster/cart: labels[\"a b\"]: label keys are 1-128 characters",
+                "Cluster/cart: labels[\"ok\"]: the value is 257 bytes long; the limit is 256",
+                "Cluster/cart: labels[\"tab\"]: the value contains a control character",
+            ],
+        ),
+        (
+            &format!(
+                "kind: Listener\nname: plain\nspec: {{port: 80, protocol: HTTP, route_table: shop, selector: {{regions: ['{long}'], labels: {{'k k': v}}}}}}\n"
+            ),
+            &[
+                "Listener/plain: selector.regions[0]: invalid name",
+                "Listener/plain: selector.labels: label key: invalid name \"k k\"",
+            ],
         ),
     ]);
 }

@@ -167,3 +167,29 @@ fn what_envoy_cannot_be_sent_is_refused_on_listeners_for_envoy_only() {
         ),
     ]);
 }
+
+#[test]
+fn redirect_listeners_and_client_certificates_are_refused_for_envoy() {
+    cases(&[
+        (
+            "kind: Listener\nname: edge\nspec: {protocol: HTTP, port: 9090, selector: {kinds: [envoy]}, redirect_to_https: {port: 443}}\n",
+            &[
+                "Listener/edge: redirect_to_https: cannot be sent over xDS: the HTTPS redirect listener is not translated to xDS yet",
+            ],
+        ),
+        (
+            "kind: Listener\nname: edge\nspec: {protocol: HTTPS, port: 9443, route_table: shop, selector: {kinds: [envoy]}, tls: {certificates: [{secret: web-cert}], client_ca_secret: upstream-ca}}\n",
+            &[
+                "Listener/edge: tls.client_ca_secret: cannot be sent over xDS: client certificate verification is not translated",
+                // What the fixture's route table reaches, refused for Envoy as well.
+                "Cluster/cart: endpoints[1].address: cannot be sent over xDS",
+                "Cluster/cart: tls: cannot be sent over xDS",
+            ],
+        ),
+        // For Portico agents both work.
+        (
+            "kind: Listener\nname: edge\nspec: {protocol: HTTP, port: 9090, redirect_to_https: {port: 443}}\n",
+            &[],
+        ),
+    ]);
+}

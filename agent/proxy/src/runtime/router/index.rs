@@ -85,7 +85,7 @@ impl RouteIndex {
     pub(super) fn build(
         routes: &[pb::Route],
         compiled: &[Arc<Route>],
-    ) -> Result<RouteIndex, regex::Error> {
+    ) -> Result<RouteIndex, portico_api::pattern::PatternError> {
         let count = |want: fn(&route_match::Path) -> bool| {
             routes
                 .iter()
@@ -125,13 +125,14 @@ impl RouteIndex {
                     index.next[i] = previous;
                 }
                 Some(route_match::Path::Regex(re)) => {
-                    regexes.push(format!("^(?:{re})$"));
+                    regexes.push(re.as_str());
                     regex_routes.push(r);
                 }
             }
         }
         if !regexes.is_empty() {
-            index.regex = Some((RegexSet::new(&regexes)?, regex_routes));
+            let set = portico_api::pattern::anchored_set(regexes)?;
+            index.regex = Some((set, regex_routes));
         }
         Ok(index)
     }
