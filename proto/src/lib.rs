@@ -21,6 +21,7 @@
 //! - [`secret`]: secret material kept out of sight: a `Debug` of Secrets that never shows it,
 //!   and the fingerprints history keeps instead.
 //! - [`validate`]: validation of a whole resource set with field-path errors.
+//! - [`role`]: token roles by name.
 //! - [`resource`]: the kind of a resource, its key, [`ResourceSet`], helpers on [`pb::Resource`].
 //! - [`usage`]: usage counts in reports and rollups: latency buckets, sums, quantiles, bounds.
 
@@ -34,6 +35,7 @@ pub mod node;
 pub mod pattern;
 pub mod reference;
 pub mod resource;
+pub mod role;
 pub mod secret;
 pub mod text;
 pub mod usage;

@@ -99,7 +99,7 @@ impl TokenInfo {
     fn from_pb(t: &Token) -> TokenInfo {
         TokenInfo {
             name: t.name.clone(),
-            role: role_name(t.role()),
+            role: t.role().name(),
             created: output::rfc3339(t.created.as_ref()),
             expires: output::rfc3339(t.expires.as_ref()),
             region: t.region.clone(),
@@ -284,16 +284,6 @@ fn parse_labels(items: &[String]) -> CliResult<BTreeMap<String, String>> {
             ))),
         })
         .collect()
-}
-
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Viewer => "viewer",
-        Role::Operator => "operator",
-        Role::Admin => "admin",
-        Role::Join => "join",
-        Role::Unspecified => "none",
-    }
 }
 
 #[cfg(test)]

@@ -417,7 +417,7 @@ fn check_join(
     if token.role() != Role::Join {
         return Err(IdentityError::Token(AuthError::WrongKind {
             name: token.name.clone(),
-            role: super::role_name(token.role()),
+            role: token.role().name(),
             what: "only join tokens let agents join (portico token create --join)",
         }));
     }

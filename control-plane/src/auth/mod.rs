@@ -24,7 +24,7 @@ pub mod xds;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use portico_api::pb::Role;
+use portico_api::pb::{Role, Token};
 use sha2::{Digest, Sha256};
 use tonic::Request;
 
@@ -98,8 +98,8 @@ impl Caller {
         } else {
             Err(AuthError::Forbidden {
                 name: self.name.clone(),
-                role: role_name(self.role),
-                need: role_name(need),
+                role: self.role.name(),
+                need: need.name(),
                 what: what.into(),
             })
         }
@@ -116,17 +116,6 @@ pub fn allows(have: Role, need: Role) -> bool {
         Role::Join | Role::Unspecified => 0,
     };
     rank(have) > 0 && rank(have) >= rank(need)
-}
-
-/// The role's name as the CLI spells it.
-pub fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Viewer => "viewer",
-        Role::Operator => "operator",
-        Role::Admin => "admin",
-        Role::Join => "join",
-        Role::Unspecified => "none",
-    }
 }
 
 /// The lowercase hex SHA-256 of a token: what the store keeps.
@@ -182,27 +171,7 @@ impl Auth {
                 role: Role::Admin,
             });
         }
-        let header = req
-            .metadata()
-            .get("authorization")
-            .ok_or(AuthError::NoToken)?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or(AuthError::Malformed)?;
-        let table = self.table();
-        let entry = table
-            .token_by_hash(&hash(token))
-            .ok_or(AuthError::UnknownToken)?;
-        let token = &entry.value;
-        if expired(token, SystemTime::now()) {
-            return Err(AuthError::Expired {
-                name: token.name.clone(),
-            });
-        }
+        let token = self.presented(req)?.ok_or(AuthError::NoToken)?;
         if token.role() == Role::Join {
             return Err(AuthError::WrongKind {
                 name: token.name.clone(),
@@ -216,6 +185,31 @@ impl Auth {
         };
         caller.require(need, what)?;
         Ok(caller)
+    }
+
+    /// The token `req` presents (`authorization: Bearer TOKEN`), as stored: `None` without the
+    /// header; refused when the header is malformed or the token unknown, revoked or expired.
+    fn presented<T>(&self, req: &Request<T>) -> Result<Option<Token>, AuthError> {
+        let Some(header) = req.metadata().get("authorization") else {
+            return Ok(None);
+        };
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(AuthError::Malformed)?;
+        let table = self.table();
+        let entry = table
+            .token_by_hash(&hash(token))
+            .ok_or(AuthError::UnknownToken)?;
+        if expired(&entry.value, SystemTime::now()) {
+            return Err(AuthError::Expired {
+                name: entry.value.name.clone(),
+            });
+        }
+        Ok(Some(entry.value.clone()))
     }
 }
 

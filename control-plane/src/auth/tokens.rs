@@ -93,7 +93,7 @@ pub async fn create(
         TxnOutcome::Committed(revision) => auth.state.shown(revision).await,
         TxnOutcome::Conflict(_) => return Err(AuthError::Exists(req.name)),
     }
-    tracing::info!(name = %record.name, role = super::role_name(role), "token created");
+    tracing::info!(name = %record.name, role = role.name(), "token created");
     Ok(CreateTokenResponse {
         token,
         info: Some(without_hash(record)),

@@ -19,7 +19,7 @@ use tonic::Request;
 
 use super::identity::{AgentPeer, IdentityError, within};
 use super::table::AuthTable;
-use super::{Auth, AuthError, expired, hash};
+use super::{Auth, AuthError, expired};
 
 /// What authenticated an xDS stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,31 +76,14 @@ impl Auth {
             let certs: &[CertificateDer<'static>] = certs;
             return self.agent(Some(certs)).map(|a| Some(XdsPeer::Agent(a)));
         }
-        let Some(header) = req.metadata().get("authorization") else {
+        let Some(token) = self.presented(req).map_err(IdentityError::Token)? else {
             return Err(IdentityError::NoXdsCredential);
         };
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or(IdentityError::Token(AuthError::Malformed))?;
-        let table = self.table();
-        let entry = table
-            .token_by_hash(&hash(token))
-            .ok_or(IdentityError::Token(AuthError::UnknownToken))?;
-        let token = &entry.value;
         if token.role() != Role::Join {
             return Err(IdentityError::Token(AuthError::WrongKind {
                 name: token.name.clone(),
-                role: super::role_name(token.role()),
+                role: token.role().name(),
                 what: "xDS clients authenticate with a join token (portico token create --join)",
-            }));
-        }
-        if expired(token, SystemTime::now()) {
-            return Err(IdentityError::Token(AuthError::Expired {
-                name: token.name.clone(),
             }));
         }
         Ok(Some(XdsPeer::Token(token.name.clone())))
