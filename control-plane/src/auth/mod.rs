@@ -3,7 +3,7 @@
 //!
 //! With authentication on, every Admin call carries `authorization: Bearer TOKEN`. The token
 //! is looked up by its SHA-256 in this replica's [`table::AuthTable`]; its role must allow the
-//! call ([`required`]), and its name is the caller recorded as the author of changes. With
+//! call ([`Caller::require`]), and its name is the caller recorded as the author of changes. With
 //! authentication off every caller is `anonymous` with every role. Agents authenticate with
 //! client certificates instead ([`identity`]).
 //!
