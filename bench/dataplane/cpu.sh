@@ -10,7 +10,11 @@
 #             e.g. "AGENTS=/tmp/agent-before /tmp/agent-after" to compare a change
 #   REQUESTS  measured requests per round (default 200000)    CONNS  connections (default 16)
 #   ROUNDS    rounds (default 5)
-# Prints one line per binary and round, then "<binary>: median <µs> µs/request".
+#   AGENT_CPU, LOAD_CPUS  with both set, the agent runs on core AGENT_CPU and everything else
+#             (h2load, the upstream, the control plane) on LOAD_CPUS (taskset lists), so that
+#             the agent does not share its core with the load, e.g. AGENT_CPU=1 LOAD_CPUS=0
+# Prints one line per binary and round (CPU µs per request: user + system, and user alone), then
+# "<binary>: median <µs> µs/request (user <µs>)".
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -27,6 +31,11 @@ for tool in h2load:nghttp2-client curl:curl; do
   command -v "${tool%%:*}" >/dev/null || { echo "installing ${tool#*:}" >&2; apt-get install -y -qq "${tool#*:}" >/dev/null; }
 done
 . "$here/processes.sh"
+pin=()
+if [[ -n ${AGENT_CPU:-} && -n ${LOAD_CPUS:-} ]]; then
+  taskset -pc "$LOAD_CPUS" $$ >/dev/null
+  pin=(taskset -c "$AGENT_CPU")
+fi
 
 start upstream "$bin/bench-upstream" --listen "127.0.0.1:$UP_PORT" --threads 2
 wait_http "http://127.0.0.1:$UP_PORT/"
@@ -36,30 +45,33 @@ start portico-cp "$bin/portico-cp" --data-dir "$work/cp-data" --listen "127.0.0.
   --upstream-port "$UP_PORT" >/dev/null
 url="http://127.0.0.1:$PROXY_PORT$(route_prefix 0)/bench"
 
-# ticks PID: the process's user + system clock ticks (all its threads).
-ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+# ticks PID: the process's user and system clock ticks (all its threads).
+ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12, $13}'; }
 
-declare -A results
+declare -A results users
 for ((round = 1; round <= ROUNDS; round++)); do
   for agent_bin in "${agents[@]}"; do
-    start agent env RUST_LOG=info,portico::access=off "$agent_bin" --proxy-workers 1 \
+    start agent env RUST_LOG=info,portico::access=off "${pin[@]}" "$agent_bin" --proxy-workers 1 \
       --control-plane "http://127.0.0.1:$CP_PORT" --admin-listen "127.0.0.1:$AGENT_ADMIN_PORT" \
       --node-id bench --region bench --zone bench --drain-timeout 1s
     agent=$last
     wait_http "$url"
     h2load --h1 -n 20000 -c "$CONNS" "$url" >/dev/null
-    before=$(ticks "$agent")
+    read -r user_before sys_before < <(ticks "$agent")
     h2load --h1 -n "$REQUESTS" -c "$CONNS" "$url" >"$work/h2load.out"
-    after=$(ticks "$agent")
+    read -r user_after sys_after < <(ticks "$agent")
     grep -q " 0 failed, 0 errored" "$work/h2load.out" || { cat "$work/h2load.out" >&2; exit 1; }
     stop "$agent"
-    us=$(python3 -c "print(f'{($after - $before) / $(getconf CLK_TCK) / $REQUESTS * 1e6:.3f}')")
+    per_request="1e6 / $(getconf CLK_TCK) / $REQUESTS"
+    us=$(python3 -c "print(f'{($user_after - $user_before + $sys_after - $sys_before) * $per_request:.3f}')")
+    user=$(python3 -c "print(f'{($user_after - $user_before) * $per_request:.3f}')")
     results[$agent_bin]+="$us "
-    echo "$agent_bin round $round: $us µs/request"
+    users[$agent_bin]+="$user "
+    echo "$agent_bin round $round: $us µs/request (user $user)"
   done
 done
+median() { python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.3f}')" "$@"; }
 for agent_bin in "${agents[@]}"; do
   # shellcheck disable=SC2086
-  median=$(python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.3f}')" ${results[$agent_bin]})
-  echo "$agent_bin: median $median µs/request"
+  echo "$agent_bin: median $(median ${results[$agent_bin]}) µs/request (user $(median ${users[$agent_bin]}))"
 done
