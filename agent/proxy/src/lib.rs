@@ -5,6 +5,8 @@
 //!
 //! # Layout
 //! Compiling a config:
+//! - `compile`: what compiling any resource shares (errors in validation's shape, duration
+//!   defaults), below `runtime` and `policy`.
 //! - [`config`]: [`config::ConfigSet`], every resource at one config version, and how an update
 //!   changes it.
 //! - [`runtime`]: a config compiled into an immutable [`runtime::Runtime`] (route tables,
@@ -38,6 +40,7 @@
 pub mod access_log;
 pub mod body;
 mod budgets;
+mod compile;
 pub mod config;
 pub mod connector;
 pub mod error;

@@ -14,7 +14,7 @@ use portico_api::{Kind, ResourceSet};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::runtime::{CompileError, compile_error};
+use crate::compile::{CompileError, compile_error};
 
 /// An API client, as requests are attributed to it.
 #[derive(Debug)]

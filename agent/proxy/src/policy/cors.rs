@@ -6,7 +6,7 @@ use portico_api::pb;
 
 use super::Rejection;
 use crate::body::{self, ProxyBody};
-use crate::runtime::duration_or;
+use crate::compile::duration_or;
 
 /// A compiled `cors` policy.
 #[derive(Debug)]

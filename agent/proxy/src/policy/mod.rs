@@ -37,7 +37,7 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use portico_api::pb::{self, policy};
 use portico_api::{Kind, ResourceSet};
 
-use crate::runtime::{CompileError, compile_error};
+use crate::compile::{CompileError, compile_error};
 pub use consumer::{Consumer, Consumers};
 
 /// Where a policy kind runs in a request, in order.

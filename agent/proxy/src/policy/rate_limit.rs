@@ -36,7 +36,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use portico_api::pb::{self, rate_limit_key};
 
 use super::{Consumer, Rejection, header_name};
-use crate::runtime::duration_or;
+use crate::compile::duration_or;
 
 /// Checks per worker between two looks at a limiter's size.
 pub const SWEEP_EVERY: u32 = 4096;

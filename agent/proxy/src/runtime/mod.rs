@@ -18,12 +18,10 @@ pub mod router;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use portico_api::node::DataPlane;
 use portico_api::pb::{self, resource::Spec};
-use portico_api::validate::ValidationError;
-use portico_api::{Kind, Resource, ResourceKey, ResourceSet};
+use portico_api::{Kind, Resource, ResourceSet};
 
 use crate::config::ConfigSet;
 use crate::policy::{self, Consumers, Policies, Policy};
@@ -31,23 +29,8 @@ use crate::upstream::Upstream;
 pub use listener::{ConnSettings, Limits, ListenerRuntime};
 use router::RouteTable;
 
-/// Why a config does not compile: the resource, the field path and what is wrong, in the
-/// shape of a validation error, so agents and the control plane report faults alike.
-pub type CompileError = ValidationError;
-
-/// An error in field `field` of resource `kind/name`.
-pub(crate) fn compile_error(
-    kind: Kind,
-    name: &str,
-    field: impl Into<String>,
-    message: impl Into<String>,
-) -> CompileError {
-    ValidationError {
-        key: ResourceKey::new(kind, name),
-        field: field.into(),
-        message: message.into(),
-    }
-}
+pub(crate) use crate::compile::compile_error;
+pub use crate::compile::{CompileError, duration_or};
 
 /// A field path and what is wrong with it.
 pub type FieldError = (String, String);
@@ -481,16 +464,6 @@ fn route_table(
     let table = compiled.table.clone();
     built.tables.insert(name.to_string(), compiled);
     Ok(table)
-}
-
-/// A protobuf duration, or `default` when unset or zero.
-pub fn duration_or(d: Option<&pbjson_types::Duration>, default: Duration) -> Duration {
-    match d {
-        Some(d) if d.seconds > 0 || d.nanos > 0 => {
-            Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32)
-        }
-        _ => default,
-    }
 }
 
 #[cfg(test)]
