@@ -12,20 +12,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
 };
-use futures::StreamExt;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::WatchStream;
-use tokio_util::sync::CancellationToken;
-use tonic::{Status, Streaming};
 
 use super::catalog::Catalog;
+use super::session::{self, Flavour};
 use super::{Stream, Subscription, Sync, TypeUrl, must_wait};
 use crate::store::Revision;
 
-type Tx = mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>;
+type Tx = session::Tx<Session>;
 
 /// Resource versions by name.
 type Versions = BTreeMap<String, String>;
@@ -62,58 +59,23 @@ pub struct Session {
     types: BTreeMap<TypeUrl, TypeState>,
 }
 
-impl Session {
-    pub(super) fn new(stream: Stream) -> Self {
+impl Flavour for Session {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+
+    fn new(stream: Stream) -> Self {
         Session {
             stream,
             types: BTreeMap::new(),
         }
     }
 
-    pub(super) async fn run(
-        mut self,
-        first: DeltaDiscoveryRequest,
-        mut inbound: Streaming<DeltaDiscoveryRequest>,
-        tx: Tx,
-        cancel: CancellationToken,
-    ) {
-        let snapshots = self.stream.views.subscribe();
-        let mut current = snapshots.borrow().clone();
-        let tables = self.stream.services.subscribe();
-        let mut table = tables.borrow().clone();
-        let mut changes = WatchStream::from_changes(snapshots);
-        let mut table_changes = WatchStream::from_changes(tables);
-        let cancelled = cancel.cancelled();
-        let closed = tx.closed();
-        tokio::pin!(cancelled, closed);
-        self.receive(first);
-        loop {
-            let catalog = self.stream.catalog(&current, &table);
-            match self.step(&catalog, &tx).await {
-                Some(sync) => self.stream.account(catalog.version, sync),
-                None => break,
-            }
-            tokio::select! {
-                _ = &mut cancelled => break,
-                _ = &mut closed => break,
-                next = changes.next() => match next {
-                    Some(snapshot) => current = snapshot,
-                    None => break,
-                },
-                next = table_changes.next() => match next {
-                    Some(t) => table = t,
-                    None => break,
-                },
-                message = inbound.message() => match message {
-                    Ok(Some(request)) => self.receive(request),
-                    Ok(None) => break,
-                    Err(status) => {
-                        tracing::debug!(node = %self.stream.node.id, %status, "xDS stream failed");
-                        break;
-                    }
-                },
-            }
-        }
+    fn node(request: &DeltaDiscoveryRequest) -> Option<&Node> {
+        request.node.as_ref()
+    }
+
+    fn stream(&mut self) -> &mut Stream {
+        &mut self.stream
     }
 
     fn receive(&mut self, request: DeltaDiscoveryRequest) {

@@ -27,12 +27,14 @@
 //! - [`client`]: who a client is, from its node.
 //! - [`translate`]: Portico resources as xDS resources.
 //! - [`catalog`]: what one client can be sent at one snapshot.
+//! - `session`: what both streams do alike: take requests, follow snapshots, send.
 //! - [`sotw`]: the state-of-the-world stream.
 //! - [`delta`]: the incremental stream.
 
 pub mod catalog;
 pub mod client;
 pub mod delta;
+mod session;
 pub mod sotw;
 pub mod translate;
 
@@ -63,6 +65,7 @@ use crate::snapshot::Snapshot;
 use crate::store::Revision;
 use crate::views::Views;
 use catalog::{Catalog, Translator};
+use session::Flavour;
 
 /// How long a new stream may take to send its first request.
 const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -271,37 +274,33 @@ impl AggregatedDiscoveryService for Xds {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let peer = self.authenticate(&request)?;
-        let mut inbound = request.into_inner();
-        let first = first(inbound.message()).await?;
-        let node = first.node.as_ref().ok_or_else(no_node)?;
-        self.admit(&peer, node)?;
-        let stream = self.stream(node)?;
-        let (tx, rx) = mpsc::channel(8);
-        let session = sotw::Session::new(stream);
-        let cancel = self.session_cancel(peer);
-        tokio::spawn(async move {
-            session.run(first, inbound, tx, cancel.clone()).await;
-            cancel.cancel();
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        self.open::<sotw::Session>(request).await
     }
 
     async fn delta_aggregated_resources(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        self.open::<delta::Session>(request).await
+    }
+}
+
+impl Xds {
+    /// Admits a stream of flavour `F` and serves it in a task of its own.
+    async fn open<F: Flavour>(
+        &self,
+        request: Request<Streaming<F::Request>>,
+    ) -> Result<Response<ReceiverStream<Result<F::Response, Status>>>, Status> {
         let peer = self.authenticate(&request)?;
         let mut inbound = request.into_inner();
         let first = first(inbound.message()).await?;
-        let node = first.node.as_ref().ok_or_else(no_node)?;
+        let node = F::node(&first).ok_or_else(no_node)?;
         self.admit(&peer, node)?;
         let stream = self.stream(node)?;
         let (tx, rx) = mpsc::channel(8);
-        let session = delta::Session::new(stream);
         let cancel = self.session_cancel(peer);
         tokio::spawn(async move {
-            session.run(first, inbound, tx, cancel.clone()).await;
+            session::run(F::new(stream), first, inbound, tx, cancel.clone()).await;
             cancel.cancel();
         });
         Ok(Response::new(ReceiverStream::new(rx)))
