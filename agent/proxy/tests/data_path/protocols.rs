@@ -218,37 +218,16 @@ async fn websockets_are_passed_through_both_ways() {
 async fn clusters_can_reach_their_endpoints_over_tls() {
     let up_cert = self_signed("up.internal");
     let other_ca = self_signed("someone.else");
-    let server_tls = portico_proxy::tls::server_config(
-        &pb::ListenerTls {
-            certificates: vec![pb::SniCertificate {
-                server_names: vec!["up.internal".into()],
-                secret: "up".into(),
-            }],
-            ..Default::default()
-        },
-        |_| Some(up_cert.secret.clone()),
-    )
-    .unwrap();
-    let up = Upstream::start_tls("secure-up", server_tls).await;
+    let up = tls_upstream(&up_cert.secret).await;
     let port = free_port();
-    let tls_cluster = |name: &str, ca: &str| {
-        cluster(name, &[up.addr]).with(|c: &mut pb::Cluster| {
-            c.tls = Some(pb::UpstreamTls {
-                enabled: true,
-                server_name: "up.internal".into(),
-                ca_secret: ca.into(),
-                client_certificate_secret: String::new(),
-            })
-        })
-    };
     let cfg = web(
         1,
         port,
         vec![
             secret("up-ca", up_cert.ca()),
             secret("wrong-ca", other_ca.ca()),
-            tls_cluster("trusted", "up-ca"),
-            tls_cluster("untrusted", "wrong-ca"),
+            tls_cluster("trusted", up.addr, "up-ca"),
+            tls_cluster("untrusted", up.addr, "wrong-ca"),
         ],
         vec![
             route("bad", prefix("/untrusted"), to("untrusted")),
@@ -264,7 +243,9 @@ async fn clusters_can_reach_their_endpoints_over_tls() {
     assert_eq!(up.hits(), 1);
 
     let mut missing = cfg.clone();
-    missing.resources.insert(tls_cluster("trusted", "nope"));
+    missing
+        .resources
+        .insert(tls_cluster("trusted", up.addr, "nope"));
     let err = proxy.apply(&missing).await.unwrap_err();
     assert!(
         err.to_string().contains("Cluster/trusted: tls.ca_secret"),

@@ -46,6 +46,32 @@ pub async fn proxy_with(config: &ConfigSet) -> Proxy {
     proxy
 }
 
+/// An upstream named `secure-up` serving TLS for `up.internal` with `certificate`.
+pub async fn tls_upstream(certificate: &pb::TlsSecret) -> Upstream {
+    let server_tls = portico_proxy::tls::server_config(
+        &pb::ListenerTls {
+            certificates: vec![sni("up", &["up.internal"])],
+            ..Default::default()
+        },
+        |_| Some(certificate.clone()),
+    )
+    .unwrap();
+    Upstream::start_tls("secure-up", server_tls).await
+}
+
+/// Cluster `name` of `endpoint` over TLS to `up.internal`, verified with the CA Secret `ca`
+/// (empty: the system roots).
+pub fn tls_cluster(name: &str, endpoint: SocketAddr, ca: &str) -> Resource {
+    cluster(name, &[endpoint]).with(|c: &mut pb::Cluster| {
+        c.tls = Some(pb::UpstreamTls {
+            enabled: true,
+            server_name: "up.internal".into(),
+            ca_secret: ca.into(),
+            client_certificate_secret: String::new(),
+        })
+    })
+}
+
 /// A WebSocket echo upstream, until the token is cancelled.
 pub async fn websocket_echo() -> (SocketAddr, CancellationToken) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

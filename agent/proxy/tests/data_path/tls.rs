@@ -291,33 +291,15 @@ async fn upstream_tls_without_a_ca_secret_trusts_the_system_roots() {
     // request gets 502, while the config itself applies (the system roots loaded).
     let up_ca = Ca::new("private");
     let up_cert = up_ca.issue("up.internal");
-    let server_tls = portico_proxy::tls::server_config(
-        &pb::ListenerTls {
-            certificates: vec![sni("up", &["up.internal"])],
-            ..Default::default()
-        },
-        |_| Some(up_cert.secret.clone()),
-    )
-    .unwrap();
-    let up = Upstream::start_tls("secure-up", server_tls).await;
+    let up = tls_upstream(&up_cert.secret).await;
     let port = free_port();
-    let tls_cluster = |name: &str, ca: &str| {
-        cluster(name, &[up.addr]).with(|c: &mut pb::Cluster| {
-            c.tls = Some(pb::UpstreamTls {
-                enabled: true,
-                server_name: "up.internal".into(),
-                ca_secret: ca.into(),
-                client_certificate_secret: String::new(),
-            })
-        })
-    };
     let cfg = web(
         1,
         port,
         vec![
             secret("private-ca", up_ca.trust()),
-            tls_cluster("system", ""),
-            tls_cluster("private", "private-ca"),
+            tls_cluster("system", up.addr, ""),
+            tls_cluster("private", up.addr, "private-ca"),
         ],
         vec![
             route("system", prefix("/system"), to("system")),
