@@ -3,8 +3,9 @@
 //! One stream at a time, to one control plane. The agent sends `Hello` with the version it
 //! serves, then answers every `Update` with `Ack` (applied) or `Nack` (rejected, the previous
 //! config keeps serving), and sends a `Report` every report interval. When the stream fails the
-//! agent waits (capped exponential backoff with jitter) and connects to the next control-plane
-//! URL, resuming from the version it serves.
+//! agent waits (capped exponential backoff with full jitter) and connects to the next
+//! control-plane URL, resuming from the version it serves. A control plane refusing the stream
+//! as too busy (`RESOURCE_EXHAUSTED` with a retry-after hint) is tried again after the hint.
 //!
 //! # Base versions
 //! An incremental update is a diff against what the control plane believes the agent has, and
@@ -74,7 +75,8 @@ use portico_proxy::config::ConfigSet;
 
 /// Gauge: 1 while a stream to a control plane is open.
 pub const CONTROL_PLANE_CONNECTED: &str = "portico_agent_control_plane_connected";
-/// Counter: streams that ended, by `reason` (`error` or `resync`).
+/// Counter: streams that ended, by `reason` (`error`, `resync`, `renewed`, or `busy`: refused
+/// with a retry-after hint).
 pub const CONTROL_PLANE_DISCONNECTS: &str = "portico_agent_control_plane_disconnects_total";
 /// Gauge: 1 while the agent refuses its control plane's config as older than the one it
 /// serves (see the module doc); 0 otherwise.
@@ -145,6 +147,20 @@ pub enum StreamError {
     },
 }
 
+impl StreamError {
+    /// The retry-after hint of a control plane that refused the stream as too busy.
+    fn pushback(&self) -> Option<Duration> {
+        match self {
+            StreamError::Open(status) | StreamError::Receive(status)
+                if status.code() == tonic::Code::ResourceExhausted =>
+            {
+                portico_api::backoff::pushback(status)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// The discovery client of one agent.
 pub struct Client {
     /// Control plane URLs, tried in turn.
@@ -208,6 +224,17 @@ impl Client {
                 metrics::counter!(CONTROL_PLANE_DISCONNECTS, "reason" => "renewed").increment(1);
                 backoff.reset();
                 continue;
+            }
+            // A control plane that admits streams no faster than it can serve them (a storm
+            // after another replica died) says when to come back, in a slot of its own: the
+            // agent waits that long and returns to it.
+            if let Some(after) = ended.error.pushback() {
+                metrics::counter!(CONTROL_PLANE_DISCONNECTS, "reason" => "busy").increment(1);
+                tracing::info!(url, retry_in = ?after, "the control plane is busy admitting streams");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(after) => continue,
+                }
             }
             metrics::counter!(CONTROL_PLANE_DISCONNECTS, "reason" => "error").increment(1);
             url_index += 1;

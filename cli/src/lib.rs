@@ -27,7 +27,7 @@ use clap::{Parser, Subcommand};
 use crate::client::ClientConfig;
 use crate::commands::{
     agents, apply, ca, completion, consumer, delete, dev, diff, get, health, history, rollback,
-    rollout, token, usage,
+    rollout, status, token, usage,
 };
 use crate::error::CliResult;
 use crate::output::Format;
@@ -76,6 +76,8 @@ pub enum Command {
     /// API tokens with a role, and join tokens for agents.
     #[command(subcommand)]
     Token(token::Command),
+    /// The control-plane replicas: which one leads, each one's agents and store health.
+    Status(status::Args),
     /// Traffic the agents reported: requests, error rate and latency by route and consumer.
     Usage(usage::Args),
     /// Run a control plane, an agent and a demo upstream in one process, with a demo config.
@@ -103,6 +105,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Health(args) => health::run(&ctx, args).await,
         Command::Ca(command) => ca::run(&ctx, command).await,
         Command::Token(command) => token::run(&ctx, command).await,
+        Command::Status(args) => status::run(&ctx, args).await,
         Command::Usage(args) => usage::run(&ctx, args).await,
         Command::Dev(args) => dev::run(args).await,
         Command::Completion(args) => completion::run(args),

@@ -8,7 +8,7 @@
 //! exceeds the window's budget, and agents admit only what they were granted: the fleet stays
 //! within the limit while its agents reach a control plane. The records are not on a lease:
 //! they survive restarts of every part; a new window starts a new record; the records of
-//! windows that ended are deleted by any replica (idempotently).
+//! windows that ended are deleted by the leader.
 //!
 //! Budget requests and report counts from this replica's streams are queued ([`Budgets::demand`])
 //! and served by one task in rounds: a round groups the queue by record, grants each record's
@@ -37,6 +37,7 @@ use prost::Message;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::election::Leadership;
 use crate::keys::{self, Keys};
 use crate::metered::MeteredStore;
 use crate::metrics::{BUDGET_GRANTED, BUDGET_WRITES};
@@ -166,7 +167,7 @@ impl Budgets {
 
     /// Serves rounds until `cancel`, and deletes the records of ended windows every
     /// [`PRUNE_EVERY`].
-    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+    pub async fn run(self: Arc<Self>, leadership: Arc<Leadership>, cancel: CancellationToken) {
         let mut counts = tokio::time::interval(COUNTS_EVERY);
         counts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut prune = tokio::time::interval(PRUNE_EVERY);
@@ -177,8 +178,11 @@ impl Budgets {
                 _ = self.wake.notified() => false,
                 _ = counts.tick() => true,
                 _ = prune.tick() => {
-                    if let Err(e) = self.prune(unix_ms(SystemTime::now())).await {
-                        tracing::warn!(error = %e, "deleting ended fleet budget records failed");
+                    if let Some(term) = leadership.term() {
+                        let now = unix_ms(SystemTime::now());
+                        if let Some(Err(e)) = term.run(self.prune(now, &[term.fence()])).await {
+                            tracing::warn!(error = %e, "deleting ended fleet budget records failed");
+                        }
                     }
                     continue;
                 }
@@ -362,7 +366,7 @@ impl Budgets {
     }
 
     /// Deletes the records of windows that ended before `now_ms` (and forgets them).
-    async fn prune(&self, now_ms: i64) -> Result<(), StoreError> {
+    async fn prune(&self, now_ms: i64, fence: &[Compare]) -> Result<(), StoreError> {
         let (kvs, _) = self.store.list(&self.keys.budgets_prefix()).await?;
         let ended: Vec<String> = kvs
             .into_iter()
@@ -384,7 +388,7 @@ impl Budgets {
             metrics::counter!(BUDGET_WRITES).increment(1);
             self.store
                 .txn(Txn {
-                    compares: Vec::new(),
+                    compares: fence.to_vec(),
                     ops,
                 })
                 .await?;

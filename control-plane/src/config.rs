@@ -134,6 +134,26 @@ pub struct Config {
     )]
     pub agent_expiry: Duration,
 
+    /// How many config changes keep their full history record (what diffs and rollbacks
+    /// need); older ones keep only their summary. 0 keeps every one. The leader prunes.
+    #[arg(
+        long,
+        env = "PORTICO_CP_HISTORY_RETENTION",
+        default_value_t = DEFAULT_HISTORY_RETENTION
+    )]
+    pub history_retention: u64,
+
+    /// Most new agent streams (Discovery and xDS) this replica admits per second; beyond it,
+    /// streams are refused with RESOURCE_EXHAUSTED and a retry-after hint agents honour, so a
+    /// replica's failure does not land all its agents on the others in the same second.
+    #[arg(
+        long,
+        env = "PORTICO_CP_MAX_STREAM_ACCEPT_RATE",
+        default_value_t = DEFAULT_MAX_STREAM_ACCEPT_RATE,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_stream_accept_rate: u32,
+
     /// Log format.
     #[arg(
         long,
@@ -155,6 +175,13 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
     }
     Ok(d)
 }
+
+/// How many changes keep their full history record by default.
+pub const DEFAULT_HISTORY_RETENTION: u64 = 1000;
+
+/// New agent streams admitted per second by default: what one replica on 2 cores serves
+/// while it keeps its other agents in sync (bench/README.md, "Reconnect storms").
+pub const DEFAULT_MAX_STREAM_ACCEPT_RATE: u32 = 1000;
 
 /// How long a disconnected agent stays in the registry by default.
 pub const DEFAULT_AGENT_EXPIRY: Duration = Duration::from_secs(24 * 3600);
@@ -208,6 +235,8 @@ impl Config {
             bootstrap_token_file: None,
             agent_cert_ttl: Duration::from_secs(24 * 3600),
             agent_expiry: DEFAULT_AGENT_EXPIRY,
+            history_retention: DEFAULT_HISTORY_RETENTION,
+            max_stream_accept_rate: DEFAULT_MAX_STREAM_ACCEPT_RATE,
             log_format: LogFormat::Text,
             announce: false,
         }

@@ -59,6 +59,7 @@ use crate::scope::ScopeMemo;
 use crate::services::{self, ServiceSet, ServiceTable, Services};
 use crate::snapshot::Snapshot;
 use crate::store::Revision;
+use crate::throttle::StreamThrottle;
 use crate::usage::{UsageRollups, requests_per_second};
 use crate::views::{EncodedUpdate, Views};
 
@@ -183,6 +184,7 @@ pub struct Discovery {
     auth: Arc<Auth>,
     budgets: Arc<Budgets>,
     usage: Arc<UsageRollups>,
+    throttle: Arc<StreamThrottle>,
     cancel: CancellationToken,
 }
 
@@ -196,6 +198,8 @@ pub struct Fleet {
     pub budgets: Arc<Budgets>,
     /// The usage rollups.
     pub usage: Arc<UsageRollups>,
+    /// How fast new streams are admitted (shared with xDS).
+    pub throttle: Arc<StreamThrottle>,
 }
 
 impl Discovery {
@@ -212,6 +216,7 @@ impl Discovery {
             services: fleet.services,
             budgets: fleet.budgets,
             usage: fleet.usage,
+            throttle: fleet.throttle,
             auth,
             cancel,
         }
@@ -240,6 +245,7 @@ impl Discovery {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<UpdateStream>, Status> {
+        self.throttle.admit()?;
         let authenticated = self.authenticate(&request)?;
         let peer = request.remote_addr();
         let mut inbound = request.into_inner();

@@ -29,7 +29,7 @@ use portico_api::pb::{HistoryEntry, HistoryPart, HistoryRecord, HistoryResponse,
 use portico_api::{Kind, ResourceSet, secret};
 
 use crate::keys::{self, Keys};
-use crate::store::{Revision, Store, StoreError};
+use crate::store::{Compare, Op, Revision, Store, StoreError, Txn, TxnOutcome};
 
 /// Default and largest page of [`page`].
 const DEFAULT_LIMIT: usize = 20;
@@ -44,6 +44,16 @@ pub enum HistoryError {
     /// No config change happened at this revision.
     #[error("revision {0} is not a config revision (see `portico history`)")]
     UnknownRevision(Revision),
+    /// A change between `revision` and now was pruned: it can no longer be undone.
+    #[error(
+        "cannot roll back to revision {revision}: the history of revision {pruned} was pruned \
+         (the control plane keeps the last --history-retention changes); roll back to a newer \
+         revision, or apply the config you want"
+    )]
+    Pruned {
+        revision: Revision,
+        pruned: Revision,
+    },
     /// The config at `revision` holds secret material that no stored Secret holds any more.
     #[error(
         "cannot roll back to revision {revision}: Secret/{secret} then held material that is no \
@@ -147,6 +157,114 @@ fn revision(record: &HistoryRecord) -> Revision {
         .unwrap_or_default()
 }
 
+/// Most records one [`prune`] call prunes; the rest wait for the next.
+const MAX_PRUNED_PER_CALL: usize = 256;
+
+/// Prunes the records of changes older than the newest `keep` and newer than `after` (pruned
+/// before): each keeps its entry, marked `pruned`, and loses its deltas; a large change's parts
+/// are emptied but kept, since their keys date the change ([`change_revisions`]). Every write
+/// also checks `fence`. Returns how many records were pruned and the newest revision that is
+/// now pruned (or was found pruned), for the next call's `after`.
+pub async fn prune(
+    store: &dyn Store,
+    keys: &Keys,
+    keep: u64,
+    after: Revision,
+    fence: &[Compare],
+) -> Result<(usize, Revision), StoreError> {
+    let (kvs, _) = store.list_keys(&keys.history_prefix()).await?;
+    let Some(newest) = kvs
+        .iter()
+        .filter_map(|kv| keys.parse_history(&kv.key))
+        .max()
+    else {
+        return Ok((0, after));
+    };
+    let cut = newest - keep.min(i64::MAX as u64) as i64;
+    let mut parts: BTreeMap<Revision, Vec<String>> = BTreeMap::new();
+    let mut old = Vec::new();
+    for kv in kvs {
+        if let Some((at, _)) = keys.parse_history_part(&kv.key) {
+            if at > after && at <= cut {
+                parts.entry(at).or_default().push(kv.key);
+            }
+        } else if let Some(at) = keys.parse_history(&kv.key)
+            && at > after
+            && at <= cut
+        {
+            old.push(at);
+        }
+    }
+    old.sort_unstable();
+    let (mut pruned, mut through) = (0, after);
+    let mut ops = Vec::new();
+    for at in old.into_iter().take(MAX_PRUNED_PER_CALL) {
+        let key = keys.history(at);
+        let Some(kv) = store.get(&key).await? else {
+            continue;
+        };
+        // An undecodable record stays as it is: pruning must not lose what a reader may yet
+        // make sense of.
+        let Ok(mut record) = keys::decode::<HistoryRecord>(&kv.key, &kv.value) else {
+            through = at;
+            continue;
+        };
+        let entry = record.entry.get_or_insert_with(Default::default);
+        if !entry.pruned {
+            entry.pruned = true;
+            record.deltas.clear();
+            let empty = keys::encode(&HistoryPart::default());
+            let part_ops = parts
+                .remove(&at)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|key| Op::Put {
+                    key,
+                    value: empty.clone(),
+                    lease: None,
+                });
+            let record_op = Op::Put {
+                key,
+                value: keys::encode(&record),
+                lease: None,
+            };
+            let these: Vec<Op> = std::iter::once(record_op).chain(part_ops).collect();
+            if ops.len() + these.len() > crate::store::MAX_TXN_OPS - 1 {
+                write(store, std::mem::take(&mut ops), fence).await?;
+            }
+            // A change of more parts than one transaction holds: its own transactions.
+            for chunk in these.chunks(crate::store::MAX_TXN_OPS - 1) {
+                if chunk.len() == crate::store::MAX_TXN_OPS - 1 {
+                    write(store, chunk.to_vec(), fence).await?;
+                } else {
+                    ops.extend_from_slice(chunk);
+                }
+            }
+            pruned += 1;
+        }
+        through = at;
+    }
+    write(store, ops, fence).await?;
+    Ok((pruned, through))
+}
+
+/// Writes `ops` (if any) behind `fence`; a failed fence is an error (the term ended).
+async fn write(store: &dyn Store, ops: Vec<Op>, fence: &[Compare]) -> Result<(), StoreError> {
+    if ops.is_empty() {
+        return Ok(());
+    }
+    let txn = Txn {
+        compares: fence.to_vec(),
+        ops,
+    };
+    match store.txn(txn).await? {
+        TxnOutcome::Committed(_) => Ok(()),
+        TxnOutcome::Conflict(_) => Err(StoreError::Unavailable(
+            "the leader's term ended while pruning history".into(),
+        )),
+    }
+}
+
 /// One page of history, newest first: at most `limit` entries (0: the default) older than
 /// `before` (0: from the newest).
 pub fn page(records: &[HistoryRecord], limit: u32, before: Revision) -> HistoryResponse {
@@ -186,6 +304,17 @@ pub fn config_at(
 ) -> Result<ResourceSet, HistoryError> {
     if !records.iter().any(|r| revision(r) == target) {
         return Err(HistoryError::UnknownRevision(target));
+    }
+    if let Some(pruned) = records
+        .iter()
+        .rev()
+        .take_while(|r| revision(r) > target)
+        .find(|r| r.entry.as_ref().is_some_and(|e| e.pruned))
+    {
+        return Err(HistoryError::Pruned {
+            revision: target,
+            pruned: revision(pruned),
+        });
     }
     let mut set = current.clone();
     // The Secrets set back to a `before` without its material, with the material's fingerprint.
@@ -288,6 +417,7 @@ pub fn record(
             updated: count(|d| d.before.is_some() && d.after.is_some()),
             deleted: count(|d| d.after.is_none()),
             rollback_of,
+            pruned: false,
         }),
         deltas: Vec::new(),
         parts: 0,

@@ -33,6 +33,9 @@
 //!                                  usage one replica's agents reported in one minute
 //! <root>/v1/usage/hour/<hour start>  UsageRollup  (protobuf): the whole fleet's usage in one
 //!                                  hour, rolled up from the minutes
+//! <root>/v1/meta/leader            the leading replica's id (on its election lease)
+//! <root>/v1/replicas/<replica id>  ReplicaRecord       (protobuf, on the replica's election
+//!                                  lease): what `portico status` shows of it
 //! ```
 //!
 //! Every replica watches [`Keys::config_watch_range`], from the config prefix through the
@@ -283,6 +286,21 @@ impl Keys {
         format!("{}/v1/meta/config-revision", self.root)
     }
 
+    /// Key of the leader election: the leading replica's id, on its lease.
+    pub fn leader(&self) -> String {
+        format!("{}/v1/meta/leader", self.root)
+    }
+
+    /// Prefix of the replicas' records.
+    pub fn replicas_prefix(&self) -> String {
+        format!("{}/v1/replicas/", self.root)
+    }
+
+    /// Key of one replica's record.
+    pub fn replica(&self, id: &str) -> String {
+        format!("{}{id}", self.replicas_prefix())
+    }
+
     /// The keys a snapshot watcher follows: the config prefix through the config-revision key.
     pub fn config_watch_range(&self) -> KeyRange {
         KeyRange::Span {
@@ -381,6 +399,8 @@ mod tests {
         assert!(!range.contains(&keys.budget("quota", 0, "consumer:ann")));
         assert!(!range.contains(&keys.usage_minute(0, "cp-1")));
         assert!(!range.contains(&keys.usage_hour(0)));
+        assert!(!range.contains(&keys.leader()));
+        assert!(!range.contains(&keys.replica("cp-1")));
         assert!(!range.contains(&format!("{}x", keys.config_revision())));
     }
 

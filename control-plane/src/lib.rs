@@ -14,6 +14,8 @@
 //! - [`watcher`]: loads the config and follows the store's watch, publishing snapshots.
 //! - [`scope`]: which listeners an agent gets, computed once per node identity and selector set.
 //! - [`views`]: per-scope views, diffs by revision and the encoded-update cache.
+//! - [`throttle`]: how fast new agent streams are admitted, and the retry-after hints of the
+//!   rest.
 //! - [`discovery`]: agent streams (Hello, updates, ACK/NACK, coalescing, resume).
 //! - [`xds`]: the same config for Envoy proxies and proxyless gRPC clients, over xDS v3 (ADS,
 //!   state of the world and incremental).
@@ -26,6 +28,8 @@
 //! - [`history`]: history records and rollback reconstruction.
 //! - [`registry`]: the store-backed agent registry and its batched flusher; which agents are
 //!   service endpoints; each agent's endpoint health.
+//! - [`election`]: leader election through the store, fencing of the leader's singleton work,
+//!   and each replica's record (`portico status`).
 //! - [`services`]: the endpoints of each announced service, the same on every replica.
 //! - [`budgets`]: fleet budgets (quotas, FLEET rate limits) granted to agents from records in
 //!   the store.
@@ -43,6 +47,7 @@ pub mod commit;
 pub mod compiler;
 pub mod config;
 pub mod discovery;
+pub mod election;
 pub mod health;
 pub mod history;
 pub mod keys;
@@ -57,6 +62,7 @@ pub mod services;
 pub mod snapshot;
 pub mod status;
 pub mod store;
+pub mod throttle;
 pub mod tls;
 pub mod usage;
 pub mod views;

@@ -19,6 +19,9 @@
 //! | `portico_cp_budget_writes_total` | counter | fleet budget record writes (grants, counts, deletions of ended windows) |
 //! | `portico_cp_budget_granted_total` | counter | requests of fleet budget granted to this replica's agents |
 //! | `portico_cp_usage_writes_total` | counter | usage rollup writes (minutes, hours, deletions) |
+//! | `portico_cp_leader` | gauge | 1 while this replica leads (does the fleet's singleton work), 0 otherwise |
+//! | `portico_cp_streams_refused_total` | counter | agent streams refused with `RESOURCE_EXHAUSTED` beyond `--max-stream-accept-rate` |
+//! | `portico_cp_history_pruned_total` | counter | history records pruned beyond `--history-retention` |
 //! | `portico_cp_xds_streams{kind}` | gauge | xDS streams open on this replica, by kind of client (`envoy`, `grpc`) |
 //! | `portico_cp_xds_responses_total{type}` | counter | xDS responses sent, by resource type (`Listener`, `RouteConfiguration`, `Cluster`, `ClusterLoadAssignment`, `Secret`) |
 
@@ -28,6 +31,12 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
+/// 1 while this replica leads.
+pub const LEADER: &str = "portico_cp_leader";
+/// Streams refused beyond the accept rate.
+pub const STREAMS_REFUSED: &str = "portico_cp_streams_refused_total";
+/// History records pruned.
+pub const HISTORY_PRUNED: &str = "portico_cp_history_pruned_total";
 /// Discovery streams open on this replica.
 pub const CONNECTED_AGENTS: &str = "portico_cp_connected_agents";
 /// Updates sent to agents.

@@ -22,6 +22,7 @@ use crate::auth::tokens::{self, BootstrapError};
 use crate::budgets::Budgets;
 use crate::config::{Config, StoreKind};
 use crate::discovery::{Discovery, DiscoveryServer, Fleet};
+use crate::election::{Election, Leadership, Replica};
 use crate::keys::Keys;
 use crate::metered::MeteredStore;
 use crate::registry::Registry;
@@ -29,6 +30,7 @@ use crate::services::Services;
 use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use crate::store::etcd::{EtcdConfig, EtcdStore};
 use crate::store::{Store, StoreError};
+use crate::throttle::StreamThrottle;
 use crate::tls::{self, TlsError};
 use crate::usage::UsageRollups;
 use crate::views::Views;
@@ -215,6 +217,28 @@ pub async fn run_with_store(
         cancel.clone(),
     ));
     let flusher = tokio::spawn(registry.clone().run_flusher(cancel.clone()));
+    let leadership = Arc::new(Leadership::default());
+    let election = Arc::new(Election::new(
+        store.clone(),
+        keys.clone(),
+        Replica {
+            id: replica.clone(),
+            address: addr.to_string(),
+            exclusive: config.store == StoreKind::Embedded,
+        },
+        registry.clone(),
+        views.clone(),
+        leadership.clone(),
+    ));
+    let elector = tokio::spawn(election.clone().run(cancel.clone()));
+    let singletons = tokio::spawn(singletons(
+        leadership.clone(),
+        registry.clone(),
+        store.clone(),
+        keys.clone(),
+        config.history_retention,
+        cancel.clone(),
+    ));
     let services = Arc::new(Services::default());
     let service_nodes = tokio::spawn(crate::services::follow(
         store.clone(),
@@ -224,15 +248,15 @@ pub async fn run_with_store(
         cancel.clone(),
     ));
     let budgets = Arc::new(Budgets::new(store.clone(), keys.clone(), views.clone()));
-    let granter = tokio::spawn(budgets.clone().run(cancel.clone()));
+    let granter = tokio::spawn(budgets.clone().run(leadership.clone(), cancel.clone()));
     let usage = Arc::new(UsageRollups::new(
         store.clone(),
         keys.clone(),
         replica.clone(),
     ));
     let rollups = tokio::spawn({
-        let (usage, cancel) = (usage.clone(), cancel.clone());
-        async move { usage.run(cancel).await }
+        let (usage, leadership, cancel) = (usage.clone(), leadership.clone(), cancel.clone());
+        async move { usage.run(&leadership, cancel).await }
     });
     let probes = tokio::spawn(crate::probes::run(
         metrics_listener,
@@ -246,17 +270,19 @@ pub async fn run_with_store(
         views.clone(),
         registry.clone(),
         usage.clone(),
-        replica.clone(),
+        election,
         auth.clone(),
     ))
     .max_decoding_message_size(portico_api::limits::MAX_REQUEST_BYTES)
     .max_encoding_message_size(portico_api::limits::MAX_RESPONSE_BYTES);
     let identity = IdentityServer::new(IdentityService::new(auth.clone()));
+    let throttle = Arc::new(StreamThrottle::new(config.max_stream_accept_rate));
     let xds = crate::xds::Xds::new(
         views.clone(),
         registry.clone(),
         services.clone(),
         auth.clone(),
+        throttle.clone(),
         cancel.clone(),
     )
     .server();
@@ -265,6 +291,7 @@ pub async fn run_with_store(
         services,
         budgets,
         usage,
+        throttle,
     };
     let discovery = DiscoveryServer(Discovery::new(views, fleet, auth, cancel.clone()));
     tracing::info!(%replica, addr = ?listener.local_addr().ok(), "control plane serving");
@@ -292,6 +319,8 @@ pub async fn run_with_store(
     let _ = tokio::join!(
         watcher,
         flusher,
+        elector,
+        singletons,
         probes,
         service_nodes,
         auth_follower,
@@ -299,4 +328,53 @@ pub async fn run_with_store(
         rollups
     );
     served.map_err(ServerError::from)
+}
+
+/// How often the leader prunes history.
+const HISTORY_PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// The leader's singleton work beside the rollups and budgets (which run their own loops):
+/// expiring disconnected agents and pruning history beyond `retention` changes.
+async fn singletons(
+    leadership: Arc<Leadership>,
+    registry: Arc<Registry>,
+    store: MeteredStore,
+    keys: Keys,
+    retention: u64,
+    cancel: CancellationToken,
+) {
+    let expire = leadership.while_leading(
+        crate::registry::expiry::sweep_every(registry.expiry()),
+        cancel.clone(),
+        |term| {
+            let registry = registry.clone();
+            async move {
+                if let Err(e) = registry.expire(std::time::SystemTime::now(), &term).await {
+                    tracing::warn!(error = %e, "expiring disconnected agents failed; retrying");
+                }
+            }
+        },
+    );
+    // The newest revision pruned, as far as this replica knows (0 after each start).
+    let pruned_through = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let prune = leadership.while_leading(HISTORY_PRUNE_EVERY, cancel.clone(), |term| {
+        let (store, keys, through) = (store.clone(), keys.clone(), pruned_through.clone());
+        async move {
+            if retention == 0 {
+                return;
+            }
+            let after = through.load(std::sync::atomic::Ordering::Relaxed);
+            match crate::history::prune(&store, &keys, retention, after, &[term.fence()]).await {
+                Ok((pruned, newest)) => {
+                    through.store(newest, std::sync::atomic::Ordering::Relaxed);
+                    if pruned > 0 {
+                        metrics::counter!(crate::metrics::HISTORY_PRUNED).increment(pruned as u64);
+                        tracing::info!(pruned, through = newest, retention, "pruned history");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "pruning history failed; retrying"),
+            }
+        }
+    });
+    tokio::join!(expire, prune);
 }

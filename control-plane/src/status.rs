@@ -46,6 +46,7 @@ impl From<AdminError> for Status {
             | AdminError::NoIdentity(_)
             | AdminError::NoSuchRevision { .. } => Code::NotFound,
             AdminError::History(HistoryError::SecretGone { .. })
+            | AdminError::History(HistoryError::Pruned { .. })
             | AdminError::Referenced { .. }
             | AdminError::Unpaged { .. } => Code::FailedPrecondition,
             AdminError::Auth(e) => return auth_status(e),

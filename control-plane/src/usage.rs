@@ -6,14 +6,14 @@
 //! (`usage/minute/<hour>/<minute>/<replica>`, at most [`MAX_ROLLUP_ROWS`] rows, the rest folded
 //! into rows without names) every [`FLUSH_EVERY`], so a minute costs each replica a few
 //! writes, whatever the fleet's size. An hour's rollup (`usage/hour/<hour>`) is made from the
-//! minutes of every replica once the hour is over by [`ROLL_UP_AFTER`], by whichever replica
-//! gets there first: the write creates the key only if it does not exist, so replicas can all
-//! try and one wins, and a leader, when there is one, can be the only one to try. Rollups past
-//! their retention are deleted by any replica; deleting is idempotent.
+//! minutes of every replica once the hour is over by [`ROLL_UP_AFTER`], by the leader (the
+//! write creates the key only if it does not exist and the leader's term lasts, so a leader
+//! elected while its predecessor's write is in flight cannot write the hour twice). Rollups
+//! past their retention are deleted by the leader.
 //!
 //! **Write bound:** per replica, one put per [`FLUSH_EVERY`] (the minutes changed since the
-//! last flush, usually one), one hour rollup per hour at most, and one delete transaction per
-//! [`PRUNE_EVERY`]; values are at most [`MAX_ROLLUP_ROWS`] rows (about 100 KB).
+//! last flush, usually one); for the leader also one hour rollup per hour at most, and one
+//! delete transaction per [`PRUNE_EVERY`]; values are at most [`MAX_ROLLUP_ROWS`] rows (about 100 KB).
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -24,6 +24,7 @@ use portico_api::pb::{UsageRollup, UsageRow, UsageStats};
 use portico_api::usage::{Rows, merge, row_key};
 use tokio_util::sync::CancellationToken;
 
+use crate::election::Leadership;
 use crate::keys::{self, Keys};
 use crate::metered::MeteredStore;
 use crate::metrics::USAGE_WRITES;
@@ -137,7 +138,7 @@ impl UsageRollups {
 
     /// Writes changed minutes every [`FLUSH_EVERY`], makes hour rollups and deletes old ones,
     /// until `cancel`; then writes changed minutes once more.
-    pub async fn run(&self, cancel: CancellationToken) {
+    pub async fn run(&self, leadership: &Leadership, cancel: CancellationToken) {
         let mut flush = tokio::time::interval(FLUSH_EVERY);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut prune = tokio::time::interval(PRUNE_EVERY);
@@ -150,12 +151,15 @@ impl UsageRollups {
                     if let Err(e) = self.flush(now).await {
                         tracing::warn!(error = %e, "writing usage rollups failed; retrying");
                     }
-                    if let Err(e) = self.roll_up(now).await {
+                    let Some(term) = leadership.term() else { continue };
+                    if let Some(Err(e)) = term.run(self.roll_up(now, &[term.fence()])).await {
                         tracing::warn!(error = %e, "rolling up an hour of usage failed; retrying");
                     }
                 }
                 _ = prune.tick() => {
-                    if let Err(e) = self.prune(unix_ms(SystemTime::now())).await {
+                    let Some(term) = leadership.term() else { continue };
+                    let now = unix_ms(SystemTime::now());
+                    if let Some(Err(e)) = term.run(self.prune(now, &[term.fence()])).await {
                         tracing::warn!(error = %e, "deleting old usage rollups failed");
                     }
                 }
@@ -217,13 +221,13 @@ impl UsageRollups {
     /// Makes the rollup of every hour that ended [`ROLL_UP_AFTER`] ago or more and whose
     /// minutes are all still kept, unless it exists: a replica that was down when an hour
     /// ended (or the only replica, restarted) still rolls it up before its minutes are pruned.
-    async fn roll_up(&self, now: i64) -> Result<(), StoreError> {
+    async fn roll_up(&self, now: i64, fence: &[Compare]) -> Result<(), StoreError> {
         let last = (now - ROLL_UP_AFTER.as_millis() as i64).div_euclid(HOUR_MS) * HOUR_MS - HOUR_MS;
         let oldest_whole =
             (now - MINUTES_KEPT.as_millis() as i64 + HOUR_MS - 1).div_euclid(HOUR_MS) * HOUR_MS;
         let mut hour = oldest_whole.max(self.lock().rolled_up + HOUR_MS);
         while hour <= last {
-            self.roll_up_hour(hour).await?;
+            self.roll_up_hour(hour, fence).await?;
             self.lock().rolled_up = hour;
             hour += HOUR_MS;
         }
@@ -232,7 +236,7 @@ impl UsageRollups {
 
     /// Makes the rollup of the hour starting at `hour` from every replica's minutes, unless it
     /// exists (or there was no traffic).
-    async fn roll_up_hour(&self, hour: i64) -> Result<(), StoreError> {
+    async fn roll_up_hour(&self, hour: i64, fence: &[Compare]) -> Result<(), StoreError> {
         let key = self.keys.usage_hour(hour);
         if self.store.get(&key).await?.is_some() {
             return Ok(());
@@ -255,10 +259,13 @@ impl UsageRollups {
         // Created only if no replica did first.
         self.store
             .txn(Txn {
-                compares: vec![Compare::ModRevision {
+                compares: [Compare::ModRevision {
                     key: key.clone(),
                     revision: 0,
-                }],
+                }]
+                .into_iter()
+                .chain(fence.iter().cloned())
+                .collect(),
                 ops: vec![Op::Put {
                     key,
                     value: keys::encode(&rollup),
@@ -289,7 +296,7 @@ impl UsageRollups {
 
     /// Deletes minute rollups older than [`MINUTES_KEPT`] and hour rollups older than
     /// [`HOURS_KEPT`].
-    async fn prune(&self, now: i64) -> Result<(), StoreError> {
+    async fn prune(&self, now: i64, fence: &[Compare]) -> Result<(), StoreError> {
         let (minutes, _) = self
             .store
             .list_keys(&self.keys.usage_minutes_prefix())
@@ -318,7 +325,7 @@ impl UsageRollups {
             metrics::counter!(USAGE_WRITES).increment(1);
             self.store
                 .txn(Txn {
-                    compares: Vec::new(),
+                    compares: fence.to_vec(),
                     ops: chunk
                         .iter()
                         .map(|key| Op::Delete { key: key.clone() })
@@ -509,18 +516,18 @@ mod tests {
         assert_eq!(minutes.len(), 2, "one minute key per replica");
 
         // Not before every replica has had the time to write its last minutes.
-        r[0].roll_up(H + HOUR_MS + 60_000).await.unwrap();
+        r[0].roll_up(H + HOUR_MS + 60_000, &[]).await.unwrap();
         assert!(hour_rollup(&store, H).await.is_none());
 
         // A replica that was not running when the hour ended rolls it up later (within the
         // 24 hours its minutes are kept).
-        r[2].roll_up(H + 5 * HOUR_MS).await.unwrap();
+        r[2].roll_up(H + 5 * HOUR_MS, &[]).await.unwrap();
         let (rollup, revision) = hour_rollup(&store, H).await.expect("the hour's rollup");
         assert_eq!((rollup.start_ms, rollup.seconds), (H, 3600));
         assert_eq!(requests(&rollup.rows), 20);
         // The others find it made and leave it as it is.
-        r[0].roll_up(H + HOUR_MS + 180_000).await.unwrap();
-        r[1].roll_up(H + 5 * HOUR_MS).await.unwrap();
+        r[0].roll_up(H + HOUR_MS + 180_000, &[]).await.unwrap();
+        r[1].roll_up(H + 5 * HOUR_MS, &[]).await.unwrap();
         assert_eq!(hour_rollup(&store, H).await.unwrap().1, revision);
 
         // A replica with nothing in memory answers from the store, each request counted once,
@@ -573,7 +580,7 @@ mod tests {
             at(H + 300_000),
         );
         r[0].flush(H + 360_000).await.unwrap();
-        r[0].roll_up(H + HOUR_MS + 180_000).await.unwrap();
+        r[0].roll_up(H + HOUR_MS + 180_000, &[]).await.unwrap();
         let count = |prefix: String| {
             let store = store.clone();
             async move { store.list_keys(&prefix).await.unwrap().0.len() }
@@ -582,16 +589,16 @@ mod tests {
         assert_eq!(count(keys.usage_hours_prefix()).await, 1);
 
         // Within the day nothing goes.
-        r[0].prune(H + 23 * HOUR_MS).await.unwrap();
+        r[0].prune(H + 23 * HOUR_MS, &[]).await.unwrap();
         assert_eq!(count(keys.usage_minutes_prefix()).await, 1);
 
         // After a day the minute goes and the hour stays; both replicas prune at once, and
         // again: the same outcome, no error.
         let later = H + 25 * HOUR_MS;
-        let (a, b) = tokio::join!(r[0].prune(later), r[1].prune(later));
+        let (a, b) = tokio::join!(r[0].prune(later, &[]), r[1].prune(later, &[]));
         a.unwrap();
         b.unwrap();
-        r[1].prune(later).await.unwrap();
+        r[1].prune(later, &[]).await.unwrap();
         assert_eq!(count(keys.usage_minutes_prefix()).await, 0);
         assert_eq!(count(keys.usage_hours_prefix()).await, 1);
         let (rows, _, _) = r[1]
@@ -606,8 +613,8 @@ mod tests {
 
         // After 30 days the hour goes too.
         let month = H + 30 * 24 * HOUR_MS + 2 * HOUR_MS;
-        r[0].prune(month).await.unwrap();
-        r[0].prune(month).await.unwrap();
+        r[0].prune(month, &[]).await.unwrap();
+        r[0].prune(month, &[]).await.unwrap();
         assert_eq!(count(keys.usage_hours_prefix()).await, 0);
     }
 }

@@ -13,6 +13,7 @@ pub mod health;
 pub mod history;
 pub mod rollback;
 pub mod rollout;
+pub mod status;
 pub mod token;
 pub mod usage;
 

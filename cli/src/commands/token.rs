@@ -26,7 +26,7 @@ pub enum Command {
 /// A role an API token has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum RoleArg {
-    /// get, list, history, agents, rollout status, health, usage.
+    /// get, list, history, agents, rollout status, health, usage, status.
     Viewer,
     /// The viewer's, and apply, delete, rollback, consumers.
     Operator,

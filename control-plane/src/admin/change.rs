@@ -76,7 +76,7 @@ impl AdminService {
                     });
                 }
                 Some(m) if m.is_stale(SystemTime::now()) => {
-                    commit::undo(&self.store, &self.keys, m, &self.replica).await?;
+                    commit::undo(&self.store, &self.keys, m, &self.election.replica).await?;
                 }
                 Some(_) if Instant::now() >= deadline => return Err(AdminError::Busy),
                 Some(_) => tokio::time::sleep(commit::WAIT_POLL).await,
@@ -108,7 +108,7 @@ impl AdminService {
             guard: stored.guard,
             deltas,
             record,
-            replica: &self.replica,
+            replica: &self.election.replica,
         };
         let committed = commit::commit(&self.store, &self.keys, change).await?;
         if let Some(revision) = committed {

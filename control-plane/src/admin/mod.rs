@@ -33,13 +33,15 @@ use portico_api::pb::{
     GetResponse, HealthRequest, HealthResponse, HistoryRequest, HistoryResponse, ListRequest,
     ListResponse, ListTokensRequest, ListTokensResponse, RevokeAgentRequest, RevokeAgentResponse,
     RevokeTokenRequest, RevokeTokenResponse, RollbackRequest, RollbackResponse,
-    RolloutStatusRequest, RolloutStatusResponse, StoredResource, UsageRequest, UsageResponse,
+    RolloutStatusRequest, RolloutStatusResponse, StatusRequest, StatusResponse, StoredResource,
+    UsageRequest, UsageResponse,
 };
 use portico_api::{Kind, Resource, ResourceKey, reference, validate};
 use tonic::{Request, Response, Status};
 
 use crate::auth::{self, Auth, AuthError, Caller};
 use crate::commit::CommitError;
+use crate::election::Election;
 use crate::health;
 use crate::history::{self, HistoryError};
 use crate::keys::Keys;
@@ -121,21 +123,21 @@ pub struct AdminService {
     views: Arc<Views>,
     registry: Arc<Registry>,
     usage: Arc<UsageRollups>,
-    /// This replica's name, which a staged change's marker carries.
-    replica: String,
+    /// This replica's name (which a staged change's marker carries) and its election.
+    election: Arc<Election>,
     listings: Listings,
     auth: Arc<Auth>,
 }
 
 impl AdminService {
-    /// The service over one store, as replica `replica`.
+    /// The service over one store, as the replica of `election`.
     pub fn new(
         store: MeteredStore,
         keys: Keys,
         views: Arc<Views>,
         registry: Arc<Registry>,
         usage: Arc<UsageRollups>,
-        replica: String,
+        election: Arc<Election>,
         auth: Arc<Auth>,
     ) -> Self {
         AdminService {
@@ -144,7 +146,7 @@ impl AdminService {
             views,
             registry,
             usage,
-            replica,
+            election,
             listings: Listings::default(),
             auth,
         }
@@ -291,6 +293,14 @@ impl Admin for AdminService {
             &req.cluster,
             &req.region,
         )))
+    }
+
+    async fn status(
+        &self,
+        req: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        self.caller(&req, Role::Viewer, "status")?;
+        Ok(Response::new(self.election.status().await))
     }
 
     async fn usage(&self, req: Request<UsageRequest>) -> Result<Response<UsageResponse>, Status> {

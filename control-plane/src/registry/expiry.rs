@@ -1,17 +1,18 @@
 //! Expiry of disconnected agents' records. When an agent's stream closes, its record stays in
 //! the store (`connected: false`, on the lease of the replica that held the stream), so
-//! `portico agents` shows it `disconnected`; a replica that lives on would keep it forever. Each
-//! replica therefore sweeps, every quarter of the expiry (at least every second, at most every
-//! 5 minutes), the records it wrote of agents whose stream closed longer than the expiry ago,
-//! and deletes them, each compared against the mod revision it listed: a record another replica
-//! wrote meanwhile (the agent came back there) stays. A dead replica's records go with its
-//! lease.
+//! `portico agents` shows it `disconnected`; a replica that lives on would keep it forever. The
+//! leader therefore sweeps, every quarter of the expiry (at least every second, at most every
+//! 5 minutes), the records of agents whose stream closed longer than the expiry ago, whichever
+//! replica wrote them, and deletes them, each compared against the mod revision it listed (a
+//! record written meanwhile, the agent came back, stays) and against the leader's term. A dead
+//! replica's records go with its lease.
 
 use std::time::{Duration, SystemTime};
 
 use portico_api::pb::AgentRecord;
 
 use super::Registry;
+use crate::election::Term;
 use crate::keys;
 use crate::store::{Compare, MAX_TXN_OPS, Op, Store, StoreError, Txn, TxnOutcome};
 
@@ -19,24 +20,24 @@ use crate::store::{Compare, MAX_TXN_OPS, Op, Store, StoreError, Txn, TxnOutcome}
 const MAX_PER_SWEEP: usize = 8 * MAX_TXN_OPS;
 
 /// How often records are swept for an expiry of `expiry`.
-pub(super) fn sweep_every(expiry: Duration) -> Duration {
+pub fn sweep_every(expiry: Duration) -> Duration {
     (expiry / 4).clamp(Duration::from_secs(1), Duration::from_secs(300))
 }
 
-/// Whether `record`, written by `replica`, is of an agent disconnected since before `cutoff`.
-fn expired(record: &AgentRecord, replica: &str, cutoff: SystemTime) -> bool {
+/// Whether `record` is of an agent disconnected since before `cutoff`.
+fn expired(record: &AgentRecord, cutoff: SystemTime) -> bool {
     let last_seen = record
         .last_seen
         .as_ref()
         .map_or(SystemTime::UNIX_EPOCH, |t| {
             SystemTime::UNIX_EPOCH + Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32)
         });
-    !record.connected && record.replica == replica && last_seen < cutoff
+    !record.connected && last_seen < cutoff
 }
 
 impl Registry {
-    /// Deletes the expired records this replica wrote; returns how many.
-    pub(super) async fn expire(&self, now: SystemTime) -> Result<usize, StoreError> {
+    /// Deletes the expired records, within the leader's `term`; returns how many.
+    pub async fn expire(&self, now: SystemTime, term: &Term) -> Result<usize, StoreError> {
         let Some(cutoff) = now.checked_sub(self.expiry) else {
             return Ok(0);
         };
@@ -49,7 +50,7 @@ impl Registry {
             let id = record.node.as_ref().map(|n| n.id.as_str()).unwrap_or("");
             // An agent whose stream this replica holds again is not stale, whatever the store
             // says until the next flush.
-            if !expired(&record, &self.replica, cutoff) || self.lock().local.contains_key(id) {
+            if !expired(&record, cutoff) || self.lock().local.contains_key(id) {
                 continue;
             }
             stale.push((kv.key, kv.mod_revision));
@@ -66,6 +67,7 @@ impl Registry {
                         key: key.clone(),
                         revision: *revision,
                     })
+                    .chain([term.fence()])
                     .collect(),
                 ops: chunk
                     .iter()
@@ -79,10 +81,13 @@ impl Registry {
                 TxnOutcome::Conflict(_) => {
                     for (key, revision) in chunk {
                         let one = Txn {
-                            compares: vec![Compare::ModRevision {
-                                key: key.clone(),
-                                revision: *revision,
-                            }],
+                            compares: vec![
+                                Compare::ModRevision {
+                                    key: key.clone(),
+                                    revision: *revision,
+                                },
+                                term.fence(),
+                            ],
                             ops: vec![Op::Delete { key: key.clone() }],
                         };
                         if let TxnOutcome::Committed(_) = self.store.txn(one).await? {
@@ -124,14 +129,14 @@ mod tests {
     }
 
     #[test]
-    fn only_this_replicas_long_disconnected_records_expire() {
+    fn only_long_disconnected_records_expire_whichever_replica_wrote_them() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(100_000);
         let cutoff = now - Duration::from_secs(3600);
         let old = now - Duration::from_secs(7200);
-        assert!(expired(&record(false, "cp-1", old), "cp-1", cutoff));
-        assert!(!expired(&record(false, "cp-1", now), "cp-1", cutoff));
-        assert!(!expired(&record(true, "cp-1", old), "cp-1", cutoff));
-        assert!(!expired(&record(false, "cp-2", old), "cp-1", cutoff));
+        assert!(expired(&record(false, "cp-1", old), cutoff));
+        assert!(expired(&record(false, "cp-2", old), cutoff));
+        assert!(!expired(&record(false, "cp-1", now), cutoff));
+        assert!(!expired(&record(true, "cp-1", old), cutoff));
     }
 
     #[test]

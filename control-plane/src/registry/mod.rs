@@ -23,11 +23,11 @@
 //! A record is written when its stream opens, on every ACK/NACK/Report (coalesced by the
 //! flusher) and when it closes. A closed stream's record stays, `connected: false`, so
 //! `portico agents` shows the agent `disconnected`, until it is older than the agent expiry
-//! (`--agent-expiry`, default 24 h): then the replica that wrote it deletes it (`expiry.rs`). The closing write compares the key's mod revision with this
+//! (`--agent-expiry`, default 24 h): then the leader deletes it (`expiry.rs`). The closing write compares the key's mod revision with this
 //! replica's last write, so it never overwrites a record another replica wrote after the agent
 //! moved there; the same write deletes the agent's service-node and health keys.
 
-mod expiry;
+pub mod expiry;
 mod flush;
 pub mod health;
 pub mod membership;
@@ -113,6 +113,16 @@ impl Registry {
             next_stream: AtomicU64::new(1),
             inner: Mutex::new(Inner::default()),
         }
+    }
+
+    /// How long disconnected agents' records are kept.
+    pub fn expiry(&self) -> Duration {
+        self.expiry
+    }
+
+    /// The agent streams this replica holds.
+    pub fn connected(&self) -> usize {
+        self.lock().local.len()
     }
 
     /// Registers a stream that said Hello. `node.address` is where its services are reached
@@ -289,7 +299,6 @@ impl Registry {
         let mut tick = tokio::time::interval(FLUSH_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_keep_alive = Instant::now();
-        let mut last_sweep = Instant::now();
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -298,12 +307,6 @@ impl Registry {
             if last_keep_alive.elapsed() >= KEEP_ALIVE_EVERY {
                 self.keep_alive().await;
                 last_keep_alive = Instant::now();
-            }
-            if last_sweep.elapsed() >= expiry::sweep_every(self.expiry) {
-                last_sweep = Instant::now();
-                if let Err(e) = self.expire(SystemTime::now()).await {
-                    tracing::warn!(error = %e, "expiring disconnected agents failed; retrying");
-                }
             }
             if let Err(e) = self.flush().await {
                 tracing::warn!(error = %e, "writing the agent registry failed; retrying");

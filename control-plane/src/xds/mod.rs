@@ -63,6 +63,7 @@ use crate::scope::{Identity, ScopeMemo};
 use crate::services::{ServiceTable, Services};
 use crate::snapshot::Snapshot;
 use crate::store::Revision;
+use crate::throttle::StreamThrottle;
 use crate::views::Views;
 use catalog::{Catalog, Translator};
 use session::Flavour;
@@ -160,6 +161,7 @@ pub struct Xds {
     registry: Arc<Registry>,
     services: Arc<Services>,
     auth: Arc<Auth>,
+    throttle: Arc<StreamThrottle>,
     cancel: CancellationToken,
 }
 
@@ -171,6 +173,7 @@ impl Xds {
         registry: Arc<Registry>,
         services: Arc<Services>,
         auth: Arc<Auth>,
+        throttle: Arc<StreamThrottle>,
         cancel: CancellationToken,
     ) -> Self {
         Xds {
@@ -178,6 +181,7 @@ impl Xds {
             registry,
             services,
             auth,
+            throttle,
             cancel,
         }
     }
@@ -291,6 +295,7 @@ impl Xds {
         &self,
         request: Request<Streaming<F::Request>>,
     ) -> Result<Response<ReceiverStream<Result<F::Response, Status>>>, Status> {
+        self.throttle.admit()?;
         let peer = self.authenticate(&request)?;
         let mut inbound = request.into_inner();
         let first = first(inbound.message()).await?;

@@ -78,6 +78,9 @@ impl Harness {
             registry.clone(),
             Arc::new(Services::default()),
             auth,
+            Arc::new(crate::throttle::StreamThrottle::new(
+                crate::config::DEFAULT_MAX_STREAM_ACCEPT_RATE,
+            )),
             cancel.clone(),
         );
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
