@@ -6,7 +6,8 @@
 //! - [`config`]: the generated bench configs (listeners, route tables, clusters).
 //! - [`gateway`]: the policies of the gateway cells.
 //! - [`admin`]: applying configs through the control plane's Admin API.
-//! - [`fleet`]: simulated agents for the control-plane fan-out benchmark.
+//! - [`fleet`]: quantiles of the fan-out benchmark (its simulated agents are
+//!   `portico_integration_tests::fleet`).
 //! - [`process`]: CPU time and RSS of the measured processes, from `/proc`.
 //!
 //! The binaries in `src/bin/` are thin wrappers; `dataplane/` holds the load scripts and

@@ -44,7 +44,7 @@ pub enum CliError {
     Unreachable { server: String, reason: String },
     /// The control plane answered, but its store did not.
     #[error(
-        "the control plane at {server} answered, but its store is unavailable ({reason}); \
+        "the control plane at {server} answered: store unavailable ({reason}); \
          the config cannot be changed, nor history read, until the store is back"
     )]
     StoreUnavailable { server: String, reason: String },
@@ -263,9 +263,7 @@ mod tests {
         );
         let text = CliError::from_status(status, "http://cp:7000").to_string();
         assert!(
-            text.starts_with(
-                "the control plane at http://cp:7000 answered, but its store is unavailable"
-            ),
+            text.starts_with("the control plane at http://cp:7000 answered: store unavailable"),
             "{text}"
         );
         assert!(!text.contains("--server"), "{text}");

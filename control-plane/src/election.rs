@@ -111,8 +111,8 @@ impl Leadership {
         self.leader.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
-    /// Runs `step` every `every` while this replica leads, until `cancel`; a step is cut
-    /// short when the term ends.
+    /// Runs `step` every `every` while this replica leads, until `cancel`: the first step at
+    /// once when a term begins; a step is cut short when the term ends.
     pub async fn while_leading<F, Fut>(
         &self,
         every: Duration,
@@ -122,15 +122,22 @@ impl Leadership {
         F: FnMut(Term) -> Fut,
         Fut: Future<Output = ()>,
     {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut terms = self.term.subscribe();
         loop {
+            let Some(term) = terms.borrow_and_update().clone() else {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    changed = terms.changed() => match changed {
+                        Ok(()) => continue,
+                        Err(_) => return,
+                    },
+                }
+            };
+            term.run(step(term.clone())).await;
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            if let Some(term) = self.term() {
-                term.run(step(term.clone())).await;
+                _ = term.ended.cancelled() => {}
+                _ = tokio::time::sleep(every) => {}
             }
         }
     }
@@ -335,7 +342,12 @@ impl Election {
             match timed(self.store.lease_keep_alive(lease)).await {
                 Ok(()) => last_answered = sent,
                 Err(StoreError::LeaseNotFound(_)) => return "the election lease expired",
-                Err(e) => tracing::warn!(error = %e, "refreshing the election lease failed"),
+                Err(e) => {
+                    // A call cut short by the timeout never reports itself: readiness hears
+                    // of it here.
+                    self.store.mark_unreachable();
+                    tracing::warn!(error = %e, "refreshing the election lease failed");
+                }
             }
             if last_answered.elapsed() >= STEP_DOWN_AFTER {
                 return "no keep-alive answered in time (store unreachable)";

@@ -4,7 +4,7 @@
 //! authentication; the harness then talks to it over TLS pinned to the CA fingerprint the
 //! process prints, with the bootstrap admin token.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -66,6 +66,9 @@ pub struct CpOptions {
     pub log_filter: String,
     /// More flags, e.g. `["--agent-expiry", "2s"]`; kept for restarts.
     pub args: Vec<String>,
+    /// Run inside this network namespace ([`crate::netns`]), listening on this address of it
+    /// (clients reach it there).
+    pub netns: Option<(String, IpAddr)>,
 }
 
 impl CpOptions {
@@ -82,7 +85,16 @@ impl CpOptions {
             listen_any: false,
             log_filter: "warn".to_string(),
             args: Vec::new(),
+            netns: None,
         }
+    }
+
+    /// Inside the network namespace `netns`, reached at its address `ip`: plaintext, without
+    /// authentication (the namespace's network is the test's own).
+    pub fn inside(mut self, netns: &crate::netns::Netns, ip: IpAddr) -> CpOptions {
+        self.netns = Some((netns.name().to_string(), ip));
+        self.auth = Some("off".into());
+        self
     }
 
     /// With `--auth on` (and so TLS with a certificate of the control plane's CA).
@@ -97,7 +109,7 @@ impl CpOptions {
         match self.auth.as_deref() {
             Some("on") => true,
             Some("off") => false,
-            _ => self.listen_any,
+            _ => self.listen_any || self.netns.is_some(),
         }
     }
 
@@ -144,7 +156,11 @@ impl ControlPlane {
         if options.auth_served() && options.bootstrap_token_file.is_none() {
             options.bootstrap_token_file = Some(dir.path().join("bootstrap-token"));
         }
-        let (grpc, metrics) = (free_addr(), free_addr());
+        let (grpc, metrics) = match &options.netns {
+            // A new namespace has every port free.
+            Some((_, ip)) => (SocketAddr::new(*ip, 7000), SocketAddr::new(*ip, 9100)),
+            None => (free_addr(), free_addr()),
+        };
         let process = spawn(&options, grpc, metrics);
         let mut cp = ControlPlane {
             process,
@@ -317,6 +333,11 @@ impl ControlPlane {
         cli::portico(&self.endpoint(), &all)
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub fn kill(&mut self) {
         self.process.kill();
@@ -410,7 +431,8 @@ pub fn command(store: &StoreSpec, replica: &str, grpc: SocketAddr, metrics: Sock
 /// The command line of a control plane with `options` (without starting it).
 pub fn command_with(options: &CpOptions, grpc: SocketAddr, metrics: SocketAddr) -> Command {
     let mut cmd = Command::new(crate::bins::path("portico-cp"));
-    let listen = if options.listen_any {
+    // In a namespace of its own, on every address there (tools run inside reach 127.0.0.1).
+    let listen = if options.listen_any || options.netns.is_some() {
         SocketAddr::from(([0, 0, 0, 0], grpc.port()))
     } else {
         grpc
@@ -431,6 +453,10 @@ pub fn command_with(options: &CpOptions, grpc: SocketAddr, metrics: SocketAddr) 
     }
     if let Some(auth) = &options.auth {
         cmd.args(["--auth", auth]);
+    }
+    if options.netns.is_some() && !options.tls_served() {
+        // Plaintext on the namespace's own addresses: the test's private network.
+        cmd.arg("--allow-insecure-remote");
     }
     if let Some((cert, key)) = &options.tls {
         cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
@@ -457,6 +483,9 @@ pub fn command_with(options: &CpOptions, grpc: SocketAddr, metrics: SocketAddr) 
 fn spawn(options: &CpOptions, grpc: SocketAddr, metrics: SocketAddr) -> Process {
     let mut cmd = command_with(options, grpc, metrics);
     cmd.env("RUST_LOG", &options.log_filter).args(&options.args);
+    if let Some((netns, _)) = &options.netns {
+        cmd = crate::netns::inside(netns, &cmd);
+    }
     Process::spawn(&format!("portico-cp {}", options.replica), cmd)
 }
 

@@ -25,6 +25,18 @@ pub struct EtcdTlsFiles {
     pub client_ca: PathBuf,
 }
 
+/// Panics with [`INSTALL_HINT`] when the `etcd` binary is not on PATH.
+fn check_installed() {
+    if Command::new("etcd")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_err()
+    {
+        panic!("the etcd binary is not on PATH: {INSTALL_HINT}");
+    }
+}
+
 /// A running etcd.
 pub struct Etcd {
     client: SocketAddr,
@@ -45,20 +57,21 @@ impl Etcd {
         Etcd::start_with(Some(tls))
     }
 
+    /// Starts etcd inside the network namespace `netns`, serving clients on port 2379 of every
+    /// address there; [`Etcd::endpoint`] is the one at `ip`, which the test reaches.
+    pub fn start_in(netns: &crate::netns::Netns, ip: std::net::IpAddr) -> Etcd {
+        check_installed();
+        Etcd::try_start(None, Some((netns, ip)))
+            .unwrap_or_else(|e| panic!("etcd did not start in {}: {e}", netns.name()))
+    }
+
     fn start_with(tls: Option<&EtcdTlsFiles>) -> Etcd {
-        if Command::new("etcd")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_err()
-        {
-            panic!("the etcd binary is not on PATH: {INSTALL_HINT}");
-        }
+        check_installed();
         // A port that was free a moment ago can be taken by someone else before etcd binds it
         // (tests run in parallel); etcd then exits at once, and a new pair of ports fixes it.
         let mut failures = Vec::new();
         for _ in 0..5 {
-            match Etcd::try_start(tls) {
+            match Etcd::try_start(tls, None) {
                 Ok(etcd) => return etcd,
                 Err(e) => failures.push(e),
             }
@@ -66,10 +79,22 @@ impl Etcd {
         panic!("etcd did not start:\n{}", failures.join("\n"));
     }
 
-    fn try_start(tls: Option<&EtcdTlsFiles>) -> Result<Etcd, String> {
+    fn try_start(
+        tls: Option<&EtcdTlsFiles>,
+        netns: Option<(&crate::netns::Netns, std::net::IpAddr)>,
+    ) -> Result<Etcd, String> {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
-        let client = free_addr();
-        let peer = free_addr();
+        let (client, peer, listen) = match netns {
+            Some((_, ip)) => (
+                SocketAddr::new(ip, 2379),
+                SocketAddr::from(([127, 0, 0, 1], 2380)),
+                SocketAddr::from(([0, 0, 0, 0], 2379)),
+            ),
+            None => {
+                let (client, peer) = (free_addr(), free_addr());
+                (client, peer, client)
+            }
+        };
         if peer == client {
             return Err(format!("got port {} twice", client.port()));
         }
@@ -78,7 +103,7 @@ impl Etcd {
         cmd.args(["--name", "n1", "--logger", "zap", "--log-level", "error"])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
-            .arg(format!("--listen-client-urls={scheme}://{client}"))
+            .arg(format!("--listen-client-urls={scheme}://{listen}"))
             .arg(format!("--advertise-client-urls={scheme}://{client}"))
             .arg(format!("--listen-peer-urls=http://{peer}"))
             .arg(format!("--initial-advertise-peer-urls=http://{peer}"))
@@ -91,6 +116,9 @@ impl Etcd {
                 .arg("--trusted-ca-file")
                 .arg(&tls.client_ca)
                 .arg("--client-cert-auth");
+        }
+        if let Some((netns, _)) = netns {
+            cmd = netns.command(&cmd);
         }
         let mut process = Process::spawn("etcd", cmd);
         let started = within_blocking(START_TIMEOUT, || {

@@ -16,6 +16,8 @@
 //! - [`cp`]: a real `portico-cp` process with an embedded or etcd store, applies through its
 //!   Admin API, and waits on its registry and rollout status.
 //! - [`etcd`]: a real single-node etcd in a temp dir.
+//! - [`fleet`]: simulated agents, many streams on few connections, for storms and benchmarks.
+//! - [`netns`]: network namespaces and veth links, cut and restored, for network faults.
 //! - [`scripted_agent`]: a raw-gRPC agent that ACKs or NACKs on command.
 //! - [`xds`]: real xDS clients: grpcio's xDS client and gRPC backends (Python), and Envoy,
 //!   from a virtualenv made once under the target directory.
@@ -25,5 +27,7 @@ pub mod bins;
 pub mod cli;
 pub mod cp;
 pub mod etcd;
+pub mod fleet;
+pub mod netns;
 pub mod scripted_agent;
 pub mod xds;

@@ -1,13 +1,15 @@
-//! `fleet`: the control-plane fan-out benchmark. Applies a fleet config to one `portico-cp`,
-//! connects N simulated agents, then pushes single route changes and measures how fast every
-//! agent receives them, and what the control plane spends in memory and CPU.
+//! `fleet`: the control-plane fan-out benchmark. Applies a fleet config through one
+//! `portico-cp`, connects N simulated agents spread over the replicas given, then pushes single
+//! route changes and measures how fast every agent receives them, and what the control planes
+//! spend in memory and CPU (summed over the replicas).
 
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use portico_bench::fleet::{Fleet, quantile};
+use portico_bench::fleet::quantile;
 use portico_bench::{admin, config, process};
+use portico_integration_tests::fleet::{Fleet, Placement};
 use tokio::time::Instant;
 
 /// Resources per Apply call (the control plane caps one change at 126).
@@ -18,15 +20,16 @@ struct Args {
     /// The control plane's Admin API.
     #[arg(long, default_value = "http://127.0.0.1:7000")]
     admin: String,
-    /// The control plane's Discovery API (default: the Admin URL).
-    #[arg(long)]
-    discovery: Option<String>,
+    /// The Discovery API of every replica, comma-separated; agent i starts on replica
+    /// i mod n and fails over to the others (default: the Admin URL).
+    #[arg(long, value_delimiter = ',')]
+    discovery: Vec<String>,
     /// Bearer token for the Admin API, if it needs one.
     #[arg(long, env = "PORTICO_TOKEN")]
     token: Option<String>,
-    /// The control plane's process id, for RSS and CPU.
-    #[arg(long)]
-    cp_pid: u32,
+    /// The replicas' process ids, comma-separated, for RSS and CPU.
+    #[arg(long, value_delimiter = ',', required = true)]
+    cp_pid: Vec<u32>,
     /// Simulated agents.
     #[arg(long, default_value_t = 1000)]
     agents: usize,
@@ -55,7 +58,11 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let discovery = args.discovery.clone().unwrap_or_else(|| args.admin.clone());
+    let discovery = if args.discovery.is_empty() {
+        vec![args.admin.clone()]
+    } else {
+        args.discovery.clone()
+    };
     let token = args.token.as_deref();
     let mut client = admin::connect(&args.admin, Duration::from_secs(30)).await?;
     // One apply may touch only so many resources; referenced kinds go first so that every
@@ -67,16 +74,29 @@ async fn main() -> anyhow::Result<()> {
         base = admin::apply(&mut client, token, batch.to_vec(), "fleet bench config").await?;
     }
 
-    let rss_before = process::rss_bytes(args.cp_pid)?;
+    let rss_before = rss(&args.cp_pid)?;
     let start = Instant::now();
-    let mut fleet = Fleet::start(&discovery, args.agents, args.streams_per_connection).await?;
+    let placement = Placement {
+        homes: discovery,
+        fallbacks: Vec::new(),
+        streams_per_connection: args.streams_per_connection,
+        id_prefix: "sim".into(),
+    };
+    let mut fleet = Fleet::start(&placement, args.agents);
     fleet
         .wait_for(base, start, Duration::from_secs(300))
         .await
         .context("connect storm")?;
     let storm = start.elapsed();
-    let rss_after = process::rss_bytes(args.cp_pid)?;
-    let storm_retries = fleet.retries.load(std::sync::atomic::Ordering::Relaxed);
+    let rss_after = rss(&args.cp_pid)?;
+    let storm_retries = fleet
+        .counters
+        .retries
+        .load(std::sync::atomic::Ordering::Relaxed)
+        + fleet
+            .counters
+            .pushed_back
+            .load(std::sync::atomic::Ordering::Relaxed);
     let per_agent = rss_after.saturating_sub(rss_before) as f64 / args.agents as f64;
 
     let mut p50 = Vec::new();
@@ -85,7 +105,7 @@ async fn main() -> anyhow::Result<()> {
     let mut cpu = Vec::new();
     let mut cpu_settled = Vec::new();
     for generation in 1..=args.pushes {
-        let cpu_before = process::ThreadCpu::read(args.cp_pid)?;
+        let cpu_before = cpu_now(&args.cp_pid)?;
         let pushed = Instant::now();
         let version = admin::apply(
             &mut client,
@@ -98,13 +118,15 @@ async fn main() -> anyhow::Result<()> {
             .wait_for(version, pushed, Duration::from_secs(60))
             .await
             .with_context(|| format!("push {generation}"))?;
-        cpu.push(Duration::from_secs_f64(
-            process::ThreadCpu::read(args.cp_pid)?.seconds_since(&cpu_before),
-        ));
+        cpu.push(Duration::from_secs_f64(seconds_since(
+            &args.cp_pid,
+            &cpu_before,
+        )?));
         tokio::time::sleep_until(pushed + Duration::from_secs_f64(args.settle)).await;
-        cpu_settled.push(Duration::from_secs_f64(
-            process::ThreadCpu::read(args.cp_pid)?.seconds_since(&cpu_before),
-        ));
+        cpu_settled.push(Duration::from_secs_f64(seconds_since(
+            &args.cp_pid,
+            &cpu_before,
+        )?));
         p50.push(quantile(&times, 0.50));
         p99.push(quantile(&times, 0.99));
         max.push(quantile(&times, 1.0));
@@ -126,13 +148,14 @@ async fn main() -> anyhow::Result<()> {
     };
     if !args.row {
         println!(
-            "| agents | connect storm s | storm reconnects | push→50% ms | push→99% ms | push→100% ms | CP RSS MiB | RSS KiB/agent | CP CPU ms/push | CP CPU ms/push, settled |"
+            "| agents | replicas | connect storm s | storm reconnects | push→50% ms | push→99% ms | push→100% ms | CP RSS MiB | RSS KiB/agent | CP CPU ms/push | CP CPU ms/push, settled |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|");
     }
     println!(
-        "| {} | {:.2} | {} | {} | {} | {} | {:.1} | {:.1} | {} | {} |",
+        "| {} | {} | {:.2} | {} | {} | {} | {} | {:.1} | {:.1} | {} | {} |",
         args.agents,
+        args.cp_pid.len(),
         storm.as_secs_f64(),
         storm_retries,
         ms(median(&mut p50)),
@@ -144,4 +167,26 @@ async fn main() -> anyhow::Result<()> {
         ms(median(&mut cpu_settled)),
     );
     Ok(())
+}
+
+/// The replicas' RSS together, in bytes.
+fn rss(pids: &[u32]) -> anyhow::Result<u64> {
+    pids.iter().map(|&pid| process::rss_bytes(pid)).sum()
+}
+
+/// The replicas' CPU time counters now.
+fn cpu_now(pids: &[u32]) -> anyhow::Result<Vec<process::ThreadCpu>> {
+    pids.iter()
+        .map(|&pid| process::ThreadCpu::read(pid))
+        .collect()
+}
+
+/// The replicas' CPU seconds since `before`, summed.
+fn seconds_since(pids: &[u32], before: &[process::ThreadCpu]) -> anyhow::Result<f64> {
+    let now = cpu_now(pids)?;
+    Ok(now
+        .iter()
+        .zip(before)
+        .map(|(n, b)| n.seconds_since(b))
+        .sum())
 }

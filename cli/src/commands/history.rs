@@ -37,6 +37,9 @@ pub struct Entry {
     pub deleted: u32,
     /// The revision restored, when the change was a rollback.
     pub rollback_of: Option<i64>,
+    /// The change's before and after were pruned (older than the control plane's
+    /// `--history-retention`): it can no longer be rolled back through.
+    pub pruned: bool,
 }
 
 /// The whole output.
@@ -59,6 +62,7 @@ impl Entry {
             updated: e.updated,
             deleted: e.deleted,
             rollback_of: (e.rollback_of != 0).then_some(e.rollback_of),
+            pruned: e.pruned,
         }
     }
 }
@@ -90,6 +94,9 @@ fn table(history: &History) -> String {
                 "rollback to {old}{}{message}",
                 if message.is_empty() { "" } else { ": " }
             );
+        }
+        if e.pruned {
+            message = format!("(pruned) {message}");
         }
         t.row([
             e.revision.to_string(),

@@ -42,14 +42,14 @@ async fn a_store_that_is_down_is_not_an_unreachable_control_plane() {
         let line = down.stderr.trim_end();
         assert!(
             line.starts_with(&format!(
-                "error: the control plane at {} answered, but its store is unavailable",
+                "error: the control plane at {} answered: store unavailable",
                 cp.endpoint()
             )),
             "{args:?}: {down:#?}"
         );
         assert!(!line.contains("--server"), "{down:#?}");
         // The store's own words follow, once.
-        assert!(line.contains("its store is unavailable (etcd"), "{line}");
+        assert!(line.contains("store unavailable (etcd"), "{line}");
         assert_eq!(line.matches("unavailable").count(), 1, "{line}");
         assert_eq!(line.lines().count(), 1, "{line}");
     }

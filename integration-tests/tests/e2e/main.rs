@@ -23,6 +23,7 @@ mod control_plane_start;
 mod deploy_examples;
 mod fleet_safety;
 mod gateway_fleet;
+mod high_availability;
 mod large_changes;
 mod registry_expiry;
 mod secret_hygiene;
