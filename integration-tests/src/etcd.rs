@@ -154,4 +154,86 @@ impl Etcd {
     pub fn kill(&mut self) {
         self.process.kill();
     }
+
+    /// Starts an etcd cluster of `members` members on free ports and waits until each one
+    /// accepts clients.
+    pub fn start_cluster(members: usize) -> Vec<Etcd> {
+        check_installed();
+        let addrs: Vec<(SocketAddr, SocketAddr)> =
+            (0..members).map(|_| (free_addr(), free_addr())).collect();
+        let initial = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut started: Vec<Etcd> = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, (client, peer))| {
+                let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+                let mut cmd = Command::new("etcd");
+                cmd.args([
+                    "--name",
+                    &format!("m{i}"),
+                    "--logger",
+                    "zap",
+                    "--log-level",
+                    "error",
+                ])
+                .arg("--data-dir")
+                .arg(dir.path().join("data"))
+                .arg(format!("--listen-client-urls=http://{client}"))
+                .arg(format!("--advertise-client-urls=http://{client}"))
+                .arg(format!("--listen-peer-urls=http://{peer}"))
+                .arg(format!("--initial-advertise-peer-urls=http://{peer}"))
+                .arg(format!("--initial-cluster={initial}"))
+                .arg("--initial-cluster-state=new");
+                Etcd {
+                    client: *client,
+                    scheme: "http",
+                    process: Process::spawn(&format!("etcd m{i}"), cmd),
+                    _dir: dir,
+                }
+            })
+            .collect();
+        for member in &mut started {
+            let up = within_blocking(START_TIMEOUT, || {
+                if let Some(status) = member.process.try_wait() {
+                    panic!(
+                        "etcd member exited at start ({status}): {}",
+                        member.process.stderr()
+                    );
+                }
+                is_listening(member.client).then_some(())
+            });
+            if up.is_none() {
+                panic!("etcd member at {} did not accept clients", member.client);
+            }
+        }
+        started
+    }
+
+    /// Whether this member leads its cluster (from its maintenance status), `None` when it
+    /// does not answer.
+    pub async fn is_leader(&self) -> Option<bool> {
+        let body = "{}";
+        let request = format!(
+            "POST /v3/maintenance/status HTTP/1.1\r\nHost: {}\r\nContent-Type: \
+             application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.client,
+            body.len()
+        );
+        let answer = portico_test_support::http::raw(
+            self.client.port(),
+            request.as_bytes(),
+            Duration::from_secs(2),
+        )
+        .await;
+        // The JSON object of the body, whether or not it came chunked.
+        let body = answer.get(answer.find('{')?..=answer.rfind('}')?)?;
+        let json: serde_json::Value = serde_json::from_str(body).ok()?;
+        let member = json["header"]["member_id"].as_str()?;
+        Some(json["leader"].as_str()? == member)
+    }
 }

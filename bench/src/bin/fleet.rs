@@ -50,6 +50,10 @@ struct Args {
     /// and kept out of the next push's.
     #[arg(long, default_value_t = 2.0)]
     settle: f64,
+    /// The replicas' metrics URLs (`http://HOST:PORT`), comma-separated, to count the registry
+    /// transactions each push costs.
+    #[arg(long, value_delimiter = ',')]
+    metrics: Vec<String>,
     /// Print only the Markdown table row.
     #[arg(long)]
     row: bool,
@@ -104,8 +108,10 @@ async fn main() -> anyhow::Result<()> {
     let mut max = Vec::new();
     let mut cpu = Vec::new();
     let mut cpu_settled = Vec::new();
+    let mut registry: Vec<u64> = Vec::new();
     for generation in 1..=args.pushes {
         let cpu_before = cpu_now(&args.cp_pid)?;
+        let writes_before = registry_writes(&args.metrics).await;
         let pushed = Instant::now();
         let version = admin::apply(
             &mut client,
@@ -127,6 +133,11 @@ async fn main() -> anyhow::Result<()> {
             &args.cp_pid,
             &cpu_before,
         )?));
+        registry.push(
+            registry_writes(&args.metrics)
+                .await
+                .saturating_sub(writes_before),
+        );
         p50.push(quantile(&times, 0.50));
         p99.push(quantile(&times, 0.99));
         max.push(quantile(&times, 1.0));
@@ -148,12 +159,12 @@ async fn main() -> anyhow::Result<()> {
     };
     if !args.row {
         println!(
-            "| agents | replicas | connect storm s | storm reconnects | push→50% ms | push→99% ms | push→100% ms | CP RSS MiB | RSS KiB/agent | CP CPU ms/push | CP CPU ms/push, settled |"
+            "| agents | replicas | connect storm s | storm reconnects | push→50% ms | push→99% ms | push→100% ms | CP RSS MiB | RSS KiB/agent | CP CPU ms/push | CP CPU ms/push, settled | registry txns/push |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     }
     println!(
-        "| {} | {} | {:.2} | {} | {} | {} | {} | {:.1} | {:.1} | {} | {} |",
+        "| {} | {} | {:.2} | {} | {} | {} | {} | {:.1} | {:.1} | {} | {} | {} |",
         args.agents,
         args.cp_pid.len(),
         storm.as_secs_f64(),
@@ -165,6 +176,13 @@ async fn main() -> anyhow::Result<()> {
         per_agent / 1024.0,
         ms(median(&mut cpu)),
         ms(median(&mut cpu_settled)),
+        {
+            registry.sort_unstable();
+            registry
+                .get(registry.len() / 2)
+                .copied()
+                .unwrap_or_default()
+        },
     );
     Ok(())
 }
@@ -189,4 +207,21 @@ fn seconds_since(pids: &[u32], before: &[process::ThreadCpu]) -> anyhow::Result<
         .zip(before)
         .map(|(n, b)| n.seconds_since(b))
         .sum())
+}
+
+/// `portico_cp_registry_writes_total` summed over the replicas' metrics (0 for one that does
+/// not answer).
+async fn registry_writes(urls: &[String]) -> u64 {
+    let mut total = 0.0;
+    for url in urls {
+        if let Some((200, text)) = portico_test_support::http::fetch(format!("{url}/metrics")).await
+        {
+            total += text
+                .lines()
+                .find_map(|l| l.strip_prefix("portico_cp_registry_writes_total "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0);
+        }
+    }
+    total as u64
 }

@@ -592,3 +592,175 @@ async fn the_leader_prunes_history_beyond_the_retention_and_rollback_says_so() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_etcd_leader_of_three_members_keeps_changes_and_traffic_flowing() {
+    let mut members = Etcd::start_cluster(3);
+    let endpoints = members
+        .iter()
+        .map(Etcd::endpoint)
+        .collect::<Vec<_>>()
+        .join(",");
+    let one = ControlPlane::start(on(endpoints.clone()), "cp-1");
+    let two = ControlPlane::start(on(endpoints), "cp-2");
+    let upstream = Upstream::start_name_only("blue").await;
+    let port = free_port();
+    let v1 = one
+        .apply(routed("shop", port, &[upstream.addr]))
+        .await
+        .revision;
+    let agent = Agent::start(&AgentOptions::new(
+        "edge",
+        &[two.endpoint(), one.endpoint()],
+    ));
+    agent.wait_for_version(v1).await;
+    let traffic = Traffic::start(port);
+
+    let leader = eventually("an etcd leader", Duration::from_secs(20), || async {
+        for (i, m) in members.iter().enumerate() {
+            if m.is_leader().await == Some(true) {
+                return Some(i);
+            }
+        }
+        None
+    })
+    .await;
+    members[leader].kill();
+    // The other two elect a leader; both replicas keep taking changes through them.
+    let v2 = eventually(
+        "a change through replica one",
+        Duration::from_secs(30),
+        || async {
+            let mut admin = one.admin().await;
+            let req = portico_api::pb::ApplyRequest {
+                resources: vec![cluster("spare", &[localhost(9)])],
+                ..Default::default()
+            };
+            admin.apply(req).await.ok().map(|r| r.into_inner().revision)
+        },
+    )
+    .await;
+    agent.wait_for_version(v2).await;
+    let v3 = two
+        .apply(vec![cluster("more", &[localhost(10)])])
+        .await
+        .revision;
+    agent.wait_for_version(v3).await;
+    for cp in [&one, &two] {
+        assert!(matches!(cp.http_get("/readyz"), Some((200, _))));
+    }
+    let gauges = eventually(
+        "one leader among the replicas",
+        LEADER_MOVES_WITHIN,
+        || async {
+            let g = (leader_gauge(&one)?, leader_gauge(&two)?);
+            (g.0 + g.1 == 1).then_some(g)
+        },
+    )
+    .await;
+    assert_eq!(gauges.0 + gauges.1, 1);
+    let (sent, failures) = traffic.stop().await;
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} requests failed: {failures:?}",
+        failures.len()
+    );
+}
+
+/// A tmpfs of `size` mounted on a temp dir (root only), unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .unwrap_or_else(|e| panic!("running mount: {e}"));
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { dir }
+    }
+
+    /// Fills what is left with a file; returns its path.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.dir.path().join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while file.write_all(&block).is_ok() {}
+        let _ = file.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_the_embedded_store_refuses_changes_and_loses_nothing() {
+    let disk = SmallDisk::mount("16m");
+    let data = disk.dir.path().join("data");
+    let cp = ControlPlane::start_with(CpOptions::new(StoreSpec::Embedded(data), "cp-1"));
+    let upstream = Upstream::start_name_only("blue").await;
+    let port = free_port();
+    let v1 = cp
+        .apply(routed("shop", port, &[upstream.addr]))
+        .await
+        .revision;
+    let agent = Agent::start(&AgentOptions::new("edge", &[cp.endpoint()]));
+    agent.wait_for_version(v1).await;
+    let traffic = Traffic::start(port);
+
+    let filler = disk.fill();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let big: Vec<_> = (0..100)
+        .map(|i| cluster(&format!("c{i}"), &[localhost(9000 + i)]))
+        .collect();
+    std::fs::write(file.path(), portico_test_support::resources::yaml(&big)).unwrap();
+    let refused = cp.portico(&["apply", "-f", file.path().to_str().unwrap()]);
+    assert_ne!(refused.code, 0, "{refused:#?}");
+    assert!(
+        refused.stderr.contains("No space left on device"),
+        "{refused:#?}"
+    );
+    assert_eq!(agent.version().await, v1);
+
+    std::fs::remove_file(filler).unwrap();
+    let v2 = eventually(
+        "a change once there is room",
+        Duration::from_secs(30),
+        || async {
+            let r = cp.portico(&["apply", "-f", file.path().to_str().unwrap()]);
+            (r.code == 0).then(|| {
+                cp.portico(&["-o", "json", "history", "--limit", "1"])
+                    .ok()
+                    .json()
+            })
+        },
+    )
+    .await["entries"][0]["revision"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(v2, v1 + 1, "the refused change wrote nothing");
+    agent.wait_for_version(v2).await;
+    let (sent, failures) = traffic.stop().await;
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} requests failed: {failures:?}",
+        failures.len()
+    );
+    drop(cp);
+}

@@ -9,7 +9,8 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
@@ -56,7 +57,12 @@ pub(super) struct Subscription {
 }
 
 pub(super) struct Core {
-    db: Database,
+    /// `None` only while it is being opened again after an I/O error.
+    db: RwLock<Option<Database>>,
+    /// Set by an I/O error (a full disk, say): redb then refuses every call until the database
+    /// is opened again, which the next call does. What was committed before stays; the
+    /// in-memory state only ever follows successful commits, so it needs no reloading.
+    broken: AtomicBool,
     state: Mutex<State>,
     events: broadcast::Sender<Arc<Revised>>,
     history: i64,
@@ -106,7 +112,8 @@ impl Core {
         })?;
         let state = load(&db, dir)?;
         Ok(Core {
-            db,
+            db: RwLock::new(Some(db)),
+            broken: AtomicBool::new(false),
             state: Mutex::new(state),
             events: broadcast::channel(watch_buffer.max(1)).0,
             history: history.max(1),
@@ -122,11 +129,58 @@ impl Core {
     }
 
     fn err(&self, e: impl Into<redb::Error>) -> StoreError {
+        let e = e.into();
+        if matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo) {
+            self.broken.store(true, Ordering::Relaxed);
+        }
         db_err(&self.dir, e)
     }
 
+    /// The database, opened again first if an I/O error broke it.
+    fn database(&self) -> Result<RwLockReadGuard<'_, Option<Database>>, StoreError> {
+        if self.broken.load(Ordering::Relaxed) {
+            self.reopen()?;
+        }
+        Ok(self.db.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn begin_read(&self) -> Result<ReadTransaction, StoreError> {
+        let db = self.database()?;
+        let db = db.as_ref().ok_or_else(|| self.closed())?;
+        db.begin_read().map_err(|e| self.err(e))
+    }
+
+    fn begin_write(&self) -> Result<redb::WriteTransaction, StoreError> {
+        let db = self.database()?;
+        let db = db.as_ref().ok_or_else(|| self.closed())?;
+        db.begin_write().map_err(|e| self.err(e))
+    }
+
+    fn closed(&self) -> StoreError {
+        StoreError::Unavailable(format!(
+            "{}: opening the database again after an I/O error failed; retrying",
+            self.dir.join(DB_FILE).display()
+        ))
+    }
+
+    /// Closes the database and opens it again, as redb asks after an I/O error. Fails (and is
+    /// tried again by the next call) while the cause lasts, or while a transaction of the old
+    /// handle is still open.
+    fn reopen(&self) -> Result<(), StoreError> {
+        let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        if !self.broken.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        *db = None;
+        let opened = Database::create(self.dir.join(DB_FILE)).map_err(|e| db_err(&self.dir, e))?;
+        *db = Some(opened);
+        self.broken.store(false, Ordering::Relaxed);
+        tracing::warn!(dir = %self.dir.display(), "opened the store again after an I/O error");
+        Ok(())
+    }
+
     pub fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        let read = self.db.begin_read().map_err(|e| self.err(e))?;
+        let read = self.begin_read()?;
         let kv = read.open_table(KV).map_err(|e| self.err(e))?;
         let Some(bytes) = kv.get(key).map_err(|e| self.err(e))? else {
             return Ok(None);
@@ -136,7 +190,7 @@ impl Core {
     }
 
     pub fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision), StoreError> {
-        let read = self.db.begin_read().map_err(|e| self.err(e))?;
+        let read = self.begin_read()?;
         let meta = read.open_table(META).map_err(|e| self.err(e))?;
         let revision = read_meta(&meta, META_REVISION).map_err(|e| self.err(e))?;
         let kv = read.open_table(KV).map_err(|e| self.err(e))?;
@@ -165,7 +219,7 @@ impl Core {
                 return Err(StoreError::LeaseNotFound(*lease));
             }
         }
-        let write = self.db.begin_write().map_err(|e| self.err(e))?;
+        let write = self.begin_write()?;
         let revision = state.revision + 1;
         let staged = {
             let mut kv = write.open_table(KV).map_err(|e| self.err(e))?;
@@ -305,7 +359,7 @@ impl Core {
         }
         let mut state = self.state();
         let id = state.next_lease;
-        let write = self.db.begin_write().map_err(|e| self.err(e))?;
+        let write = self.begin_write()?;
         {
             let mut leases = write.open_table(LEASES).map_err(|e| self.err(e))?;
             leases.insert(id, ttl_ms).map_err(|e| self.err(e))?;
@@ -349,7 +403,7 @@ impl Core {
         let Some(lease) = state.leases.get(&id) else {
             return Err(StoreError::LeaseNotFound(id));
         };
-        let write = self.db.begin_write().map_err(|e| self.err(e))?;
+        let write = self.begin_write()?;
         let revision = state.revision + 1;
         let staged = {
             let mut kv = write.open_table(KV).map_err(|e| self.err(e))?;
@@ -401,7 +455,7 @@ impl Core {
         if revision <= state.oldest {
             return Ok(());
         }
-        let write = self.db.begin_write().map_err(|e| self.err(e))?;
+        let write = self.begin_write()?;
         {
             let mut log = write.open_table(LOG).map_err(|e| self.err(e))?;
             log.retain_in(state.oldest..revision, |_, _| false)
@@ -420,7 +474,7 @@ impl Core {
     pub fn subscribe(&self) -> Result<Subscription, StoreError> {
         let state = self.state();
         let events = self.events.subscribe();
-        let snapshot = self.db.begin_read().map_err(|e| self.err(e))?;
+        let snapshot = self.begin_read()?;
         Ok(Subscription {
             events,
             snapshot,
