@@ -69,6 +69,9 @@ pub struct CpOptions {
     /// Run inside this network namespace ([`crate::netns`]), listening on this address of it
     /// (clients reach it there).
     pub netns: Option<(String, IpAddr)>,
+    /// Run with the wall clock shifted by this much (`faketime` syntax, e.g. `+3m`), to test
+    /// clock skew between replicas.
+    pub clock_offset: Option<String>,
 }
 
 impl CpOptions {
@@ -86,6 +89,7 @@ impl CpOptions {
             log_filter: "warn".to_string(),
             args: Vec::new(),
             netns: None,
+            clock_offset: None,
         }
     }
 
@@ -483,10 +487,42 @@ pub fn command_with(options: &CpOptions, grpc: SocketAddr, metrics: SocketAddr) 
 fn spawn(options: &CpOptions, grpc: SocketAddr, metrics: SocketAddr) -> Process {
     let mut cmd = command_with(options, grpc, metrics);
     cmd.env("RUST_LOG", &options.log_filter).args(&options.args);
+    if let Some(offset) = &options.clock_offset {
+        cmd = skewed(offset, &cmd);
+    }
     if let Some((netns, _)) = &options.netns {
         cmd = crate::netns::inside(netns, &cmd);
     }
     Process::spawn(&format!("portico-cp {}", options.replica), cmd)
+}
+
+/// What to tell whoever runs the tests when `faketime` is missing.
+pub const FAKETIME_HINT: &str = "install faketime (apt-get install -y faketime)";
+
+/// `cmd` under libfaketime: its wall clock shifted by `offset`, its monotonic clock not.
+fn skewed(offset: &str, cmd: &Command) -> Command {
+    if Command::new("faketime")
+        .arg("--help")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_err()
+    {
+        panic!("the faketime binary is not on PATH: {FAKETIME_HINT}");
+    }
+    let mut skewed = Command::new("faketime");
+    skewed
+        .args(["-f", offset])
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => skewed.env(key, value),
+            None => skewed.env_remove(key),
+        };
+    }
+    skewed
 }
 
 /// A small valid config: Listener `web` on port 8080 → RouteTable `shop` → Cluster `backend`

@@ -764,3 +764,73 @@ async fn a_full_disk_under_the_embedded_store_refuses_changes_and_loses_nothing(
     );
     drop(cp);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_with_skewed_clocks_elect_one_leader_and_serve_alike() {
+    let etcd = Etcd::start();
+    let one = ControlPlane::start(on(etcd.endpoint()), "cp-1");
+    let mut ahead = CpOptions::new(on(etcd.endpoint()), "cp-2");
+    ahead.clock_offset = Some("+4m".into());
+    let two = ControlPlane::start_with(ahead);
+    let gauges = eventually("exactly one leader", LEADER_MOVES_WITHIN, || async {
+        let g = (leader_gauge(&one)?, leader_gauge(&two)?);
+        (g.0 + g.1 == 1).then_some(g)
+    })
+    .await;
+
+    // Changes through either reach the agents of both.
+    let upstream = Upstream::start_name_only("blue").await;
+    let (port_one, port_two) = (free_port(), free_port());
+    let mut config = routed("shop", port_one, &[upstream.addr]);
+    config[0] = config[0]
+        .clone()
+        .with(|l: &mut pb::Listener| l.selector = Some(regions(&["eu"])));
+    let mut other = routed("other", port_two, &[upstream.addr]);
+    other[0] = other[0]
+        .clone()
+        .with(|l: &mut pb::Listener| l.selector = Some(regions(&["us"])));
+    one.apply(config).await;
+    let v = two.apply(other).await.revision;
+    let on_one = Agent::start(&AgentOptions::new("eu-1", &[one.endpoint()]));
+    let mut us = AgentOptions::new("us-1", &[two.endpoint()]);
+    us.region = "us".into();
+    let on_two = Agent::start(&us);
+    on_one.wait_for_version(v).await;
+    on_two.wait_for_version(v).await;
+    for port in [port_one, port_two] {
+        assert_eq!(
+            fetch(format!("http://127.0.0.1:{port}/"))
+                .await
+                .map(|a| a.0),
+            Some(200)
+        );
+    }
+    let shown = eventually("status to list both", Duration::from_secs(20), || async {
+        let s = status(&one);
+        (s["replicas"].as_array()?.len() == 2).then_some(s)
+    })
+    .await;
+    for r in shown["replicas"].as_array().unwrap() {
+        assert_eq!(r["store"], "ok", "{shown}");
+    }
+
+    // The leadership still moves within a lease, whichever clock the leader had.
+    let (mut leader, follower) = if gauges.0 == 1 {
+        (one, two)
+    } else {
+        (two, one)
+    };
+    let killed = Instant::now();
+    leader.kill();
+    eventually(
+        "the other to lead",
+        LEADER_MOVES_WITHIN + Duration::from_secs(5),
+        || async { (leader_gauge(&follower)? == 1).then_some(()) },
+    )
+    .await;
+    assert!(
+        killed.elapsed() <= LEADER_MOVES_WITHIN,
+        "{:?}",
+        killed.elapsed()
+    );
+}
