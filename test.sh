@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, installing first what the tests need and the machine
 # lacks: etcd (the tests start real etcd servers), iproute2 (the network-fault tests make
-# network namespaces with `ip`, as root), faketime (the clock-skew test), python3 with its venv module (the gRPC and xDS tests
+# network namespaces with `ip`, as root), libfaketime (the clock-skew test), python3 with its venv module (the gRPC and xDS tests
 # install grpcio and Envoy in a virtualenv) and cargo-nextest. Extra arguments go to
 # `cargo nextest run`, e.g. `./test.sh -p portico-proxy`.
 set -euo pipefail
@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 packages=()
 command -v etcd >/dev/null || packages+=(etcd-server)
 command -v ip >/dev/null || packages+=(iproute2)
-command -v faketime >/dev/null || packages+=(faketime)
+ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || packages+=(libfaketime)
 # The gRPC and xDS tests make a virtualenv with grpcio (and Envoy's wheel) from PyPI.
 command -v python3 >/dev/null || packages+=(python3)
 python3 -c 'import ensurepip, venv' 2>/dev/null || packages+=(python3-venv)

@@ -9,6 +9,7 @@
 #   STREAMS_PER_CONNECTION  agent streams per HTTP/2 connection (default 100; 1: a TCP
 #             connection per agent)
 #   ACCEPT_RATE  each replica's --max-stream-accept-rate (default: the binary's)
+#   FLEET_ARGS   more flags of `fleet`, e.g. "--listeners 20" (a lighter config per agent)
 #   ROWS      output file (default bench/results/raw-fleet.md)
 #   BIN       where portico-cp and fleet are (default target/release)
 set -euo pipefail
@@ -81,7 +82,7 @@ for agents in $AGENTS; do
   if ! "$bin/fleet" --admin "${urls[0]}" --discovery "$(IFS=,; echo "${urls[*]}")" \
     --cp-pid "$(IFS=,; echo "${cp_pids[*]}")" --metrics "$(IFS=,; echo "${metrics[*]}")" \
     --agents "$agents" --pushes "$PUSHES" \
-    --streams-per-connection "$STREAMS_PER_CONNECTION" --row >>"$ROWS"; then
+    --streams-per-connection "$STREAMS_PER_CONNECTION" ${FLEET_ARGS:-} --row >>"$ROWS"; then
     echo "fleet bench with $agents agents failed; control-plane logs:" >&2
     tail -n 30 "$work"/cp-*.log >&2
     exit 1

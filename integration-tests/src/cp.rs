@@ -496,32 +496,34 @@ fn spawn(options: &CpOptions, grpc: SocketAddr, metrics: SocketAddr) -> Process 
     Process::spawn(&format!("portico-cp {}", options.replica), cmd)
 }
 
-/// What to tell whoever runs the tests when `faketime` is missing.
-pub const FAKETIME_HINT: &str = "install faketime (apt-get install -y faketime)";
+/// What to tell whoever runs the tests when libfaketime is missing.
+pub const FAKETIME_HINT: &str = "install libfaketime (apt-get install -y libfaketime)";
 
-/// `cmd` under libfaketime: its wall clock shifted by `offset`, its monotonic clock not.
+/// `cmd` under libfaketime: its wall clock shifted by `offset`, its monotonic clock not. The
+/// library is preloaded into the process itself (the `faketime` command would fork, and
+/// killing it would leave the control plane running).
 fn skewed(offset: &str, cmd: &Command) -> Command {
-    if Command::new("faketime")
-        .arg("--help")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_err()
-    {
-        panic!("the faketime binary is not on PATH: {FAKETIME_HINT}");
+    let installed = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|dir| dir.path().join("faketime/libfaketime.so.1").exists());
+    if !installed {
+        panic!("libfaketime is not installed: {FAKETIME_HINT}");
     }
-    let mut skewed = Command::new("faketime");
-    skewed
-        .args(["-f", offset])
-        .arg(cmd.get_program())
-        .args(cmd.get_args())
-        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    let mut skewed = Command::new(cmd.get_program());
+    skewed.args(cmd.get_args());
     for (key, value) in cmd.get_envs() {
         match value {
             Some(value) => skewed.env(key, value),
             None => skewed.env_remove(key),
         };
     }
+    // The dynamic loader expands $LIB to the library directory of the platform.
+    skewed
+        .env("LD_PRELOAD", "/usr/$LIB/faketime/libfaketime.so.1")
+        .env("FAKETIME", offset)
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
     skewed
 }
 

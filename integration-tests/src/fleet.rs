@@ -94,8 +94,9 @@ impl Channels {
             .context("discovery url")?
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(2))
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5))
+            // No keepalive pings of its own: a simulator busy decoding updates would miss
+            // their deadlines and drop healthy connections. A killed replica's connections
+            // are reset by its kernel.
             .connect_lazy();
         map.insert((url.clone(), connection), channel.clone());
         Ok(channel)
