@@ -439,3 +439,99 @@ async fn timed<T>(
             )))
         })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::snapshot::Snapshot;
+    use crate::store::embedded::EmbeddedStore;
+
+    /// Two contenders on one store (as replicas on one etcd would be).
+    fn contender(store: &MeteredStore, id: &str) -> (Arc<Election>, Arc<Leadership>) {
+        let registry = Arc::new(Registry::new(
+            store.clone(),
+            Keys::default(),
+            id.into(),
+            crate::config::DEFAULT_AGENT_EXPIRY,
+        ));
+        let views = Arc::new(Views::new(Arc::new(Snapshot::default())));
+        let leadership = Arc::new(Leadership::default());
+        let replica = Replica {
+            id: id.into(),
+            address: "127.0.0.1:7000".into(),
+            exclusive: false,
+        };
+        let election = Election::new(
+            store.clone(),
+            Keys::default(),
+            replica,
+            registry,
+            views,
+            leadership.clone(),
+        );
+        (Arc::new(election), leadership)
+    }
+
+    async fn until(what: &str, check: impl Fn() -> bool) {
+        for _ in 0..200 {
+            if check() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    #[tokio::test]
+    async fn one_contender_leads_and_a_resigned_leaders_fence_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MeteredStore::new(Arc::new(EmbeddedStore::open(dir.path()).unwrap()));
+        let (a, a_leads) = contender(&store, "cp-a");
+        let (b, b_leads) = contender(&store, "cp-b");
+        let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
+        let running_a = tokio::spawn(a.clone().run(stop_a.clone()));
+        until("cp-a to lead", || a_leads.is_leader()).await;
+        let running_b = tokio::spawn(b.clone().run(stop_b.clone()));
+        until("cp-b to see cp-a lead", || b_leads.leader() == "cp-a").await;
+        assert!(!b_leads.is_leader());
+        let term = a_leads.term().unwrap();
+        let status = b.status().await;
+        assert_eq!(status.leader, "cp-a");
+        let ids: Vec<&str> = status.replicas.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["cp-a", "cp-b"]);
+
+        // cp-a shuts down: its term ends, its lease goes, cp-b leads at once.
+        stop_a.cancel();
+        running_a.await.unwrap();
+        assert!(term.ended.is_cancelled());
+        until("cp-b to lead", || b_leads.is_leader()).await;
+        let late = Txn {
+            compares: vec![term.fence()],
+            ops: vec![Op::Put {
+                key: "/late-singleton-write".into(),
+                value: Vec::new(),
+                lease: None,
+            }],
+        };
+        assert!(matches!(
+            store.txn(late).await.unwrap(),
+            TxnOutcome::Conflict(_)
+        ));
+        let current = b_leads.term().unwrap();
+        let fenced = Txn {
+            compares: vec![current.fence()],
+            ops: vec![Op::Put {
+                key: "/singleton-write".into(),
+                value: Vec::new(),
+                lease: None,
+            }],
+        };
+        assert!(matches!(
+            store.txn(fenced).await.unwrap(),
+            TxnOutcome::Committed(_)
+        ));
+        stop_b.cancel();
+        running_b.await.unwrap();
+    }
+}
