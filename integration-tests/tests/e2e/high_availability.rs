@@ -46,6 +46,41 @@ fn status(cp: &ControlPlane) -> serde_json::Value {
     cp.portico(&["-o", "json", "status"]).ok().json()
 }
 
+/// Replicas of one etcd, one of which can be cut off from it: etcd in a network namespace of
+/// its own, the replica in another with a link to etcd (cut it to partition the replica) and
+/// one to the test; the test's own replicas reach etcd over a third link.
+struct Split {
+    /// The replica in a namespace of its own.
+    replica: ControlPlane,
+    etcd: Etcd,
+    /// The replica's link to etcd.
+    replica_to_etcd: Link,
+    // Dropped after the processes: links, then namespaces.
+    _links: [Link; 2],
+    _namespaces: [Netns; 2],
+}
+
+impl Split {
+    fn start(replica: &str) -> Split {
+        let (etcd_ns, replica_ns) = (Netns::new(), Netns::new());
+        let to_etcd = Link::new(None, Some(&etcd_ns));
+        let replica_to_etcd = Link::new(Some(&replica_ns), Some(&etcd_ns));
+        let to_replica = Link::new(None, Some(&replica_ns));
+        let etcd = Etcd::start_in(&etcd_ns, to_etcd.b);
+        let store = on(format!("http://{}:2379", replica_to_etcd.b));
+        let replica = ControlPlane::start_with(
+            CpOptions::new(store, replica).inside(&replica_ns, to_replica.b),
+        );
+        Split {
+            replica,
+            etcd,
+            replica_to_etcd,
+            _links: [to_etcd, to_replica],
+            _namespaces: [etcd_ns, replica_ns],
+        }
+    }
+}
+
 /// Sends a request to `port` every 10 ms until stopped; counts answers other than 200 and
 /// failed requests.
 struct Traffic {
@@ -86,12 +121,18 @@ impl Traffic {
         }
     }
 
-    /// Stops; returns (requests sent, the failures).
-    async fn stop(self) -> (u64, Vec<String>) {
+    /// Stops; panics unless every request was answered 200. Returns how many were sent.
+    async fn stop_without_failures(self) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
         let failures = self.task.await.unwrap();
         assert_eq!(self.failed.load(Ordering::Relaxed), failures.len() as u64);
-        (self.sent.load(Ordering::Relaxed), failures)
+        let sent = self.sent.load(Ordering::Relaxed);
+        assert!(
+            failures.is_empty(),
+            "{} of {sent} requests failed: {failures:?}",
+            failures.len()
+        );
+        sent
     }
 }
 
@@ -168,21 +209,14 @@ async fn one_replica_leads_and_the_leadership_moves_within_a_lease_when_it_dies(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_cut_off_from_etcd_steps_down_before_another_is_elected() {
-    // etcd in a namespace of its own; replica P in another, with a link to etcd (cut below)
-    // and one to the test; replica Q beside the test.
-    let (etcd_ns, p_ns) = (Netns::new(), Netns::new());
-    let to_etcd = Link::new(None, Some(&etcd_ns));
-    let p_to_etcd = Link::new(Some(&p_ns), Some(&etcd_ns));
-    let to_p = Link::new(None, Some(&p_ns));
-    let etcd = Etcd::start_in(&etcd_ns, to_etcd.b);
-    let p = ControlPlane::start_with(
-        CpOptions::new(on(format!("http://{}:2379", p_to_etcd.b)), "cp-p").inside(&p_ns, to_p.b),
-    );
+    // Replica P can be cut off from etcd; replica Q is beside the test.
+    let split = Split::start("cp-p");
+    let (p, p_to_etcd) = (&split.replica, &split.replica_to_etcd);
     eventually("P to lead", LEADER_MOVES_WITHIN, || async {
-        (leader_gauge(&p)? == 1).then_some(())
+        (leader_gauge(p)? == 1).then_some(())
     })
     .await;
-    let q = ControlPlane::start(on(etcd.endpoint()), "cp-q");
+    let q = ControlPlane::start(on(split.etcd.endpoint()), "cp-q");
     assert_eq!(leader_gauge(&q), Some(0));
 
     let cut = Instant::now();
@@ -193,7 +227,7 @@ async fn a_leader_cut_off_from_etcd_steps_down_before_another_is_elected() {
         if elected.is_none() && leader_gauge(&q) == Some(1) {
             elected = Some(cut.elapsed());
         }
-        if stepped_down.is_none() && leader_gauge(&p) == Some(0) {
+        if stepped_down.is_none() && leader_gauge(p) == Some(0) {
             stepped_down = Some(cut.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -217,7 +251,7 @@ async fn a_leader_cut_off_from_etcd_steps_down_before_another_is_elected() {
         (code, body.as_str()),
         (503, "not ready: store unavailable\n")
     );
-    let alone = status(&p);
+    let alone = status(p);
     assert_eq!(alone["store_reachable"], false, "{alone}");
 
     // Back on the network, P follows.
@@ -230,13 +264,13 @@ async fn a_leader_cut_off_from_etcd_steps_down_before_another_is_elected() {
         "status from P to list both",
         Duration::from_secs(20),
         || async {
-            let s = status(&p);
+            let s = status(p);
             (s["replicas"].as_array()?.len() == 2).then_some(s)
         },
     )
     .await;
     assert_eq!(both["leader"], "cp-q", "{both}");
-    assert_eq!((leader_gauge(&p), leader_gauge(&q)), (Some(0), Some(1)));
+    assert_eq!((leader_gauge(p), leader_gauge(&q)), (Some(0), Some(1)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,13 +321,8 @@ async fn an_agent_cut_off_from_every_control_plane_keeps_serving_and_resumes_wit
     }
     link.restore();
     agent.wait_for_version(v2).await;
-    let (sent, failures) = traffic.stop().await;
+    let sent = traffic.stop_without_failures().await;
     assert!(sent > 1000, "only {sent} requests in over 60 s");
-    assert!(
-        failures.is_empty(),
-        "{} of {sent} requests failed: {failures:?}",
-        failures.len()
-    );
     let log = agent.log();
     assert!(
         log.lines().any(|l| l.contains("acked update")
@@ -357,27 +386,15 @@ async fn a_replica_cut_off_from_etcd_is_not_ready_refuses_writes_and_recovers() 
     assert_eq!(v2, v1 + 1, "the refused apply wrote nothing");
     first.wait_for_version(v2).await;
     second.wait_for_version(v2).await;
-    let (sent, failures) = traffic.stop().await;
-    assert!(
-        failures.is_empty(),
-        "{} of {sent} requests failed: {failures:?}",
-        failures.len()
-    );
+    traffic.stop_without_failures().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_never_goes_back_to_a_lagging_replicas_version() {
-    // etcd in a namespace; replica A beside the test; replica B in a namespace of its own,
-    // with its own link to etcd (cut: its watch stops) and one to the test and agents.
-    let (etcd_ns, b_ns) = (Netns::new(), Netns::new());
-    let to_etcd = Link::new(None, Some(&etcd_ns));
-    let b_to_etcd = Link::new(Some(&b_ns), Some(&etcd_ns));
-    let to_b = Link::new(None, Some(&b_ns));
-    let etcd = Etcd::start_in(&etcd_ns, to_etcd.b);
-    let mut a = ControlPlane::start(on(etcd.endpoint()), "cp-a");
-    let b = ControlPlane::start_with(
-        CpOptions::new(on(format!("http://{}:2379", b_to_etcd.b)), "cp-b").inside(&b_ns, to_b.b),
-    );
+    // Replica B can be cut off from etcd (its watch stops); replica A is beside the test.
+    let split = Split::start("cp-b");
+    let (b, b_to_etcd) = (&split.replica, &split.replica_to_etcd);
+    let mut a = ControlPlane::start(on(split.etcd.endpoint()), "cp-a");
     let upstream = Upstream::start_name_only("blue").await;
     let port = free_port();
     let v1 = a
@@ -387,7 +404,7 @@ async fn an_agent_never_goes_back_to_a_lagging_replicas_version() {
     let agent = Agent::start(&AgentOptions::new("steady", &[a.endpoint(), b.endpoint()]));
     agent.wait_for_version(v1).await;
     eventually("B to serve v1", Duration::from_secs(20), || async {
-        (status(&b)["config_revision"] == v1).then_some(())
+        (status(b)["config_revision"] == v1).then_some(())
     })
     .await;
 
@@ -398,7 +415,7 @@ async fn an_agent_never_goes_back_to_a_lagging_replicas_version() {
         .await
         .revision;
     agent.wait_for_version(v2).await;
-    assert_eq!(status(&b)["config_revision"], v1, "B is behind");
+    assert_eq!(status(b)["config_revision"], v1, "B is behind");
 
     // The agent moves to B, which is behind it.
     a.kill();
@@ -430,7 +447,7 @@ async fn an_agent_never_goes_back_to_a_lagging_replicas_version() {
     // B catches up by itself and moves the agent on.
     b_to_etcd.restore();
     eventually("B to catch up", Duration::from_secs(60), || async {
-        (status(&b)["config_revision"] == v2).then_some(())
+        (status(b)["config_revision"] == v2).then_some(())
     })
     .await;
     let v3 = b
@@ -659,12 +676,7 @@ async fn losing_the_etcd_leader_of_three_members_keeps_changes_and_traffic_flowi
     )
     .await;
     assert_eq!(gauges.0 + gauges.1, 1);
-    let (sent, failures) = traffic.stop().await;
-    assert!(
-        failures.is_empty(),
-        "{} of {sent} requests failed: {failures:?}",
-        failures.len()
-    );
+    traffic.stop_without_failures().await;
 }
 
 /// A tmpfs of `size` mounted on a temp dir (root only), unmounted when dropped.
@@ -756,12 +768,7 @@ async fn a_full_disk_under_the_embedded_store_refuses_changes_and_loses_nothing(
         .unwrap();
     assert_eq!(v2, v1 + 1, "the refused change wrote nothing");
     agent.wait_for_version(v2).await;
-    let (sent, failures) = traffic.stop().await;
-    assert!(
-        failures.is_empty(),
-        "{} of {sent} requests failed: {failures:?}",
-        failures.len()
-    );
+    traffic.stop_without_failures().await;
     drop(cp);
 }
 
