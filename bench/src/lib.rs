@@ -8,7 +8,8 @@
 //! - [`admin`]: applying configs through the control plane's Admin API.
 //! - [`fleet`]: quantiles of the fan-out benchmark (its simulated agents are
 //!   `portico_integration_tests::fleet`).
-//! - [`process`]: CPU time and RSS of the measured processes, from `/proc`.
+//!
+//! CPU time and RSS of the measured processes come from `portico_integration_tests::footprint`.
 //!
 //! The binaries in `src/bin/` are thin wrappers; `dataplane/` holds the load scripts and
 //! `run.sh` runs everything.
@@ -17,5 +18,4 @@ pub mod admin;
 pub mod config;
 pub mod fleet;
 pub mod gateway;
-pub mod process;
 pub mod upstream;

@@ -82,15 +82,12 @@ impl Term {
 /// This replica's view of the election.
 pub struct Leadership {
     term: watch::Sender<Option<Term>>,
-    /// The leader's replica id, as last read from the leader key ("" when none).
-    leader: std::sync::Mutex<String>,
 }
 
 impl Default for Leadership {
     fn default() -> Self {
         Leadership {
             term: watch::channel(None).0,
-            leader: std::sync::Mutex::new(String::new()),
         }
     }
 }
@@ -104,11 +101,6 @@ impl Leadership {
     /// Whether this replica leads.
     pub fn is_leader(&self) -> bool {
         self.term.borrow().is_some()
-    }
-
-    /// The leader's replica id as this replica last saw it ("" when none).
-    pub fn leader(&self) -> String {
-        self.leader.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     /// Runs `step` every `every` while this replica leads, until `cancel`: the first step at
@@ -139,12 +131,6 @@ impl Leadership {
                 _ = term.ended.cancelled() => {}
                 _ = tokio::time::sleep(every) => {}
             }
-        }
-    }
-
-    fn set_leader(&self, id: &str) {
-        if let Ok(mut leader) = self.leader.lock() {
-            id.clone_into(&mut leader);
         }
     }
 
@@ -223,7 +209,6 @@ impl Election {
             heartbeat: Some(timestamp(SystemTime::now())),
             agents: self.registry.connected() as u64,
             config_revision: self.views.current().version,
-            leader: self.leadership.is_leader(),
             store_reachable: self.store.is_reachable(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             store_latency_ms: self.latency_ms.load(Ordering::Relaxed).min(u32::MAX as u64) as u32,
@@ -317,21 +302,14 @@ impl Election {
                 _ = cancel.cancelled() => return "shutting down",
                 _ = tick.tick() => {}
                 event = next_event(&mut watch) => {
-                    match event {
-                        Some(Ok(WatchEvent::Changes(changes))) => {
-                            for change in changes {
-                                match change {
-                                    Change::Delete { .. } => {
-                                        self.leadership.set_leader("");
-                                        campaign = true;
-                                    }
-                                    Change::Put(kv) => self.leadership.set_leader(&String::from_utf8_lossy(&kv.value)),
-                                }
-                            }
-                        }
+                    campaign = match event {
+                        // The leader key is gone: its lease ended.
+                        Some(Ok(WatchEvent::Changes(changes))) => changes
+                            .iter()
+                            .any(|c| matches!(c, Change::Delete { .. })),
                         // The watch broke or was compacted: look again.
-                        _ => campaign = true,
-                    }
+                        _ => true,
+                    };
                     if campaign {
                         watch = None;
                     }
@@ -351,10 +329,6 @@ impl Election {
             }
             if last_answered.elapsed() >= STEP_DOWN_AFTER {
                 return "no keep-alive answered in time (store unreachable)";
-            }
-            // Without a leader watch (a failed watch or campaign), campaign on every tick.
-            if watch.is_none() && !self.leadership.is_leader() {
-                campaign = true;
             }
             let record = self.record();
             let began = Instant::now();
@@ -394,24 +368,19 @@ impl Election {
             }],
         };
         match timed(self.store.txn(txn)).await? {
-            TxnOutcome::Committed(revision) => {
-                self.leadership.set_leader(&self.replica);
-                Ok(Some(Term {
-                    key: key.to_string(),
-                    revision,
-                    ended: CancellationToken::new(),
-                }))
-            }
+            TxnOutcome::Committed(revision) => Ok(Some(Term {
+                key: key.to_string(),
+                revision,
+                ended: CancellationToken::new(),
+            })),
             TxnOutcome::Conflict(_) => Ok(None),
         }
     }
 
-    /// Reads the leader and watches its key from there; `None` when that failed or the key is
-    /// already gone (campaign again).
+    /// Watches the leader key from its current revision; `None` when that failed or the key
+    /// is already gone (campaign again).
     async fn watch_leader(&self, key: &str) -> Option<crate::store::WatchStream> {
         let current = timed(self.store.get(key)).await.ok()??;
-        self.leadership
-            .set_leader(&String::from_utf8_lossy(&current.value));
         timed(self.store.watch(key, current.mod_revision + 1))
             .await
             .ok()
@@ -493,11 +462,17 @@ mod tests {
         let running_a = tokio::spawn(a.clone().run(stop_a.clone()));
         until("cp-a to lead", || a_leads.is_leader()).await;
         let running_b = tokio::spawn(b.clone().run(stop_b.clone()));
-        until("cp-b to see cp-a lead", || b_leads.leader() == "cp-a").await;
+        let mut status = b.status().await;
+        for _ in 0..200 {
+            if status.replicas.len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            status = b.status().await;
+        }
+        assert_eq!(status.leader, "cp-a");
         assert!(!b_leads.is_leader());
         let term = a_leads.term().unwrap();
-        let status = b.status().await;
-        assert_eq!(status.leader, "cp-a");
         let ids: Vec<&str> = status.replicas.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(ids, ["cp-a", "cp-b"]);
 

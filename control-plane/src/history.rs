@@ -197,8 +197,11 @@ pub async fn prune(
     }
     old.sort_unstable();
     let (mut pruned, mut through) = (0, after);
+    // Each record's emptied parts first, the record last: a pass cut short leaves the record
+    // unpruned, and the next pass does it again.
     let mut ops = Vec::new();
     for at in old.into_iter().take(MAX_PRUNED_PER_CALL) {
+        through = at;
         let key = keys.history(at);
         let Some(kv) = store.get(&key).await? else {
             continue;
@@ -206,15 +209,17 @@ pub async fn prune(
         // An undecodable record stays as it is: pruning must not lose what a reader may yet
         // make sense of.
         let Ok(mut record) = keys::decode::<HistoryRecord>(&kv.key, &kv.value) else {
-            through = at;
             continue;
         };
         let entry = record.entry.get_or_insert_with(Default::default);
-        if !entry.pruned {
-            entry.pruned = true;
-            record.deltas.clear();
-            let empty = keys::encode(&HistoryPart::default());
-            let part_ops = parts
+        if entry.pruned {
+            continue;
+        }
+        entry.pruned = true;
+        record.deltas.clear();
+        let empty = keys::encode(&HistoryPart::default());
+        ops.extend(
+            parts
                 .remove(&at)
                 .unwrap_or_default()
                 .into_iter()
@@ -222,37 +227,23 @@ pub async fn prune(
                     key,
                     value: empty.clone(),
                     lease: None,
-                });
-            let record_op = Op::Put {
-                key,
-                value: keys::encode(&record),
-                lease: None,
-            };
-            let these: Vec<Op> = std::iter::once(record_op).chain(part_ops).collect();
-            if ops.len() + these.len() > crate::store::MAX_TXN_OPS - 1 {
-                write(store, std::mem::take(&mut ops), fence).await?;
-            }
-            // A change of more parts than one transaction holds: its own transactions.
-            for chunk in these.chunks(crate::store::MAX_TXN_OPS - 1) {
-                if chunk.len() == crate::store::MAX_TXN_OPS - 1 {
-                    write(store, chunk.to_vec(), fence).await?;
-                } else {
-                    ops.extend_from_slice(chunk);
-                }
-            }
-            pruned += 1;
-        }
-        through = at;
+                }),
+        );
+        ops.push(Op::Put {
+            key,
+            value: keys::encode(&record),
+            lease: None,
+        });
+        pruned += 1;
     }
-    write(store, ops, fence).await?;
+    for chunk in ops.chunks(crate::store::MAX_TXN_OPS - 1) {
+        write(store, chunk.to_vec(), fence).await?;
+    }
     Ok((pruned, through))
 }
 
-/// Writes `ops` (if any) behind `fence`; a failed fence is an error (the term ended).
+/// Writes `ops` behind `fence`; a failed fence is an error (the term ended).
 async fn write(store: &dyn Store, ops: Vec<Op>, fence: &[Compare]) -> Result<(), StoreError> {
-    if ops.is_empty() {
-        return Ok(());
-    }
     let txn = Txn {
         compares: fence.to_vec(),
         ops,

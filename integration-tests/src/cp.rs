@@ -488,7 +488,7 @@ fn spawn(options: &CpOptions, grpc: SocketAddr, metrics: SocketAddr) -> Process 
     let mut cmd = command_with(options, grpc, metrics);
     cmd.env("RUST_LOG", &options.log_filter).args(&options.args);
     if let Some(offset) = &options.clock_offset {
-        cmd = skewed(offset, &cmd);
+        skew(offset, &mut cmd);
     }
     if let Some((netns, _)) = &options.netns {
         cmd = crate::netns::inside(netns, &cmd);
@@ -502,7 +502,7 @@ pub const FAKETIME_HINT: &str = "install libfaketime (apt-get install -y libfake
 /// `cmd` under libfaketime: its wall clock shifted by `offset`, its monotonic clock not. The
 /// library is preloaded into the process itself (the `faketime` command would fork, and
 /// killing it would leave the control plane running).
-fn skewed(offset: &str, cmd: &Command) -> Command {
+fn skew(offset: &str, cmd: &mut Command) {
     let installed = std::fs::read_dir("/usr/lib")
         .into_iter()
         .flatten()
@@ -511,20 +511,10 @@ fn skewed(offset: &str, cmd: &Command) -> Command {
     if !installed {
         panic!("libfaketime is not installed: {FAKETIME_HINT}");
     }
-    let mut skewed = Command::new(cmd.get_program());
-    skewed.args(cmd.get_args());
-    for (key, value) in cmd.get_envs() {
-        match value {
-            Some(value) => skewed.env(key, value),
-            None => skewed.env_remove(key),
-        };
-    }
     // The dynamic loader expands $LIB to the library directory of the platform.
-    skewed
-        .env("LD_PRELOAD", "/usr/$LIB/faketime/libfaketime.so.1")
+    cmd.env("LD_PRELOAD", "/usr/$LIB/faketime/libfaketime.so.1")
         .env("FAKETIME", offset)
         .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
-    skewed
 }
 
 /// A small valid config: Listener `web` on port 8080 → RouteTable `shop` → Cluster `backend`

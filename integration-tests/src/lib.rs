@@ -16,6 +16,7 @@
 //! - [`cp`]: a real `portico-cp` process with an embedded or etcd store, applies through its
 //!   Admin API, and waits on its registry and rollout status.
 //! - [`etcd`]: a real single-node etcd in a temp dir.
+//! - [`footprint`]: CPU time and memory of other processes, read from `/proc`.
 //! - [`fleet`]: simulated agents, many streams on few connections, for storms and benchmarks.
 //! - [`netns`]: network namespaces and veth links, cut and restored, for network faults.
 //! - [`scripted_agent`]: a raw-gRPC agent that ACKs or NACKs on command.
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod cp;
 pub mod etcd;
 pub mod fleet;
+pub mod footprint;
 pub mod netns;
 pub mod scripted_agent;
 pub mod xds;

@@ -66,23 +66,21 @@ impl Netns {
 
 /// `cmd` (same program, arguments and environment), run inside the namespace `name`.
 pub fn inside(name: &str, cmd: &Command) -> Command {
-    {
-        let mut inside = Command::new("ip");
-        inside
-            .args(["netns", "exec", name])
-            .arg(cmd.get_program())
-            .args(cmd.get_args());
-        for (key, value) in cmd.get_envs() {
-            match value {
-                Some(value) => inside.env(key, value),
-                None => inside.env_remove(key),
-            };
-        }
-        if let Some(dir) = cmd.get_current_dir() {
-            inside.current_dir(dir);
-        }
-        inside
+    let mut inside = Command::new("ip");
+    inside
+        .args(["netns", "exec", name])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => inside.env(key, value),
+            None => inside.env_remove(key),
+        };
     }
+    if let Some(dir) = cmd.get_current_dir() {
+        inside.current_dir(dir);
+    }
+    inside
 }
 
 impl Default for Netns {

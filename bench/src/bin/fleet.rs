@@ -8,8 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use portico_bench::fleet::quantile;
-use portico_bench::{admin, config, process};
+use portico_bench::{admin, config};
 use portico_integration_tests::fleet::{Fleet, Placement};
+use portico_integration_tests::footprint as process;
 use tokio::time::Instant;
 
 /// Resources per Apply call (the control plane caps one change at 126).

@@ -3,7 +3,7 @@
 //! and network faults made with Linux network namespaces (`portico_integration_tests::netns`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use portico_api::pb::{self, AgentsRequest};
@@ -12,6 +12,7 @@ use portico_integration_tests::bins;
 use portico_integration_tests::cp::{ControlPlane, CpOptions, StoreSpec, base_config};
 use portico_integration_tests::etcd::Etcd;
 use portico_integration_tests::fleet::{Event, Fleet, Placement};
+use portico_integration_tests::footprint;
 use portico_integration_tests::netns::{Link, Netns};
 use portico_test_support::http::fetch;
 use portico_test_support::net::{free_port, localhost};
@@ -39,6 +40,26 @@ fn leader_gauge(cp: &ControlPlane) -> Option<u8> {
         .find_map(|l| l.strip_prefix("portico_cp_leader "))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map(|v| v as u8)
+}
+
+/// Waits until exactly one of `one` and `two` leads; whether it is `one`.
+async fn one_leader(one: &ControlPlane, two: &ControlPlane) -> bool {
+    eventually("exactly one leader", LEADER_MOVES_WITHIN, || async {
+        let g = (leader_gauge(one)?, leader_gauge(two)?);
+        (g.0 + g.1 == 1).then_some(g.0 == 1)
+    })
+    .await
+}
+
+/// `resources` (a listener first) with the listener selecting agents of `region` only.
+fn for_region(
+    mut resources: Vec<portico_api::Resource>,
+    region: &str,
+) -> Vec<portico_api::Resource> {
+    resources[0] = resources[0]
+        .clone()
+        .with(|l: &mut pb::Listener| l.selector = Some(regions(&[region])));
+    resources
 }
 
 /// `portico status -o json` against `cp`.
@@ -85,48 +106,36 @@ impl Split {
 /// failed requests.
 struct Traffic {
     stop: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<Vec<String>>,
+    /// Requests sent, and the failures.
+    task: tokio::task::JoinHandle<(u64, Vec<String>)>,
 }
 
 impl Traffic {
     fn start(port: u16) -> Traffic {
-        let (stop, sent, failed) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicU64::new(0)),
-            Arc::new(AtomicU64::new(0)),
-        );
+        let stop = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn({
-            let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
+            let stop = stop.clone();
             async move {
-                let mut failures = Vec::new();
+                let (mut sent, mut failures) = (0, Vec::new());
                 while !stop.load(Ordering::Relaxed) {
                     let answer = fetch(format!("http://127.0.0.1:{port}/")).await;
-                    sent.fetch_add(1, Ordering::Relaxed);
+                    sent += 1;
                     if !matches!(answer, Some((200, _))) {
-                        failed.fetch_add(1, Ordering::Relaxed);
                         failures.push(format!("{answer:?}"));
                     }
+                    // The pace of the traffic.
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                failures
+                (sent, failures)
             }
         });
-        Traffic {
-            stop,
-            sent,
-            failed,
-            task,
-        }
+        Traffic { stop, task }
     }
 
     /// Stops; panics unless every request was answered 200. Returns how many were sent.
     async fn stop_without_failures(self) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
-        let failures = self.task.await.unwrap();
-        assert_eq!(self.failed.load(Ordering::Relaxed), failures.len() as u64);
-        let sent = self.sent.load(Ordering::Relaxed);
+        let (sent, failures) = self.task.await.unwrap();
         assert!(
             failures.is_empty(),
             "{} of {sent} requests failed: {failures:?}",
@@ -141,17 +150,9 @@ async fn one_replica_leads_and_the_leadership_moves_within_a_lease_when_it_dies(
     let etcd = Etcd::start();
     let one = ControlPlane::start(on(etcd.endpoint()), "cp-1");
     let two = ControlPlane::start(on(etcd.endpoint()), "cp-2");
-    let gauges = eventually("exactly one leader", LEADER_MOVES_WITHIN, || async {
-        let g = (leader_gauge(&one)?, leader_gauge(&two)?);
-        (g.0 + g.1 == 1).then_some(g)
-    })
-    .await;
-    let (mut leader, follower) = if gauges.0 == 1 {
-        (one, two)
-    } else {
-        (two, one)
-    };
-    let (leader_id, follower_id) = if gauges.0 == 1 {
+    let one_leads = one_leader(&one, &two).await;
+    let (mut leader, follower) = if one_leads { (one, two) } else { (two, one) };
+    let (leader_id, follower_id) = if one_leads {
         ("cp-1", "cp-2")
     } else {
         ("cp-2", "cp-1")
@@ -301,13 +302,11 @@ async fn an_agent_cut_off_from_every_control_plane_keeps_serving_and_resumes_wit
         portico_test_support::resources::yaml(&[cluster("spare", &[localhost(9)])]),
     )
     .unwrap();
-    let applied = std::process::Command::new("ip")
-        .args(["netns", "exec", cp_ns.name()])
-        .arg(bins::path("portico"))
+    let mut apply = std::process::Command::new(bins::path("portico"));
+    apply
         .args(["--server", "http://127.0.0.1:7000", "apply", "-f"])
-        .arg(&file)
-        .output()
-        .unwrap();
+        .arg(&file);
+    let applied = cp_ns.command(&apply).output().unwrap();
     assert!(applied.status.success(), "{applied:?}");
     let v2 = v1 + 1;
     // Past the agent's keepalive (20 s) and several reconnect attempts.
@@ -341,10 +340,7 @@ async fn a_replica_cut_off_from_etcd_is_not_ready_refuses_writes_and_recovers() 
     let upstream = Upstream::start_name_only("blue").await;
     let port = free_port();
     // The listener for agents of region eu; the one started later is elsewhere.
-    let mut config = routed("shop", port, &[upstream.addr]);
-    config[0] = config[0]
-        .clone()
-        .with(|l: &mut pb::Listener| l.selector = Some(regions(&["eu"])));
+    let config = for_region(routed("shop", port, &[upstream.addr]), "eu");
     let v1 = cp.apply(config).await.revision;
     let first = Agent::start(&AgentOptions::new("before", &[cp.endpoint()]));
     first.wait_for_version(v1).await;
@@ -532,9 +528,11 @@ async fn five_thousand_streams_move_from_a_killed_replica_spread_by_the_accept_r
     .await;
 
     // Nothing runs away once they are in: B idles with 5,000 streams.
-    let (rss, cpu_before) = (rss_mib(b_pid), cpu_seconds(b_pid));
+    let rss = footprint::rss_bytes(b_pid).unwrap() as f64 / (1024.0 * 1024.0);
+    let cpu_before = footprint::cpu_seconds(b_pid).unwrap();
+    // A measurement window, not a wait for anything.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let busy = (cpu_seconds(b_pid) - cpu_before) / 5.0;
+    let busy = (footprint::cpu_seconds(b_pid).unwrap() - cpu_before) / 5.0;
     eprintln!(
         "storm: {STORM_AGENTS} agents back on B {all_back:?} after the kill (first {:?}), {pushed_back} refusals with a retry-after hint; B: {rss:.0} MiB RSS, {:.0} % CPU idle",
         times[0],
@@ -543,26 +541,6 @@ async fn five_thousand_streams_move_from_a_killed_replica_spread_by_the_accept_r
     assert!(rss < 1024.0, "B holds {rss:.0} MiB");
     assert!(busy < 0.5, "B idles at {:.0} % CPU", busy * 100.0);
     fleet.stop().await;
-}
-
-fn proc_stat(pid: u32) -> Vec<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command (in parentheses, which may hold spaces).
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    after.split_whitespace().map(str::to_string).collect()
-}
-
-/// Resident memory of `pid`, MiB.
-fn rss_mib(pid: u32) -> f64 {
-    let pages: f64 = proc_stat(pid)[21].parse().unwrap();
-    pages * 4096.0 / (1024.0 * 1024.0)
-}
-
-/// CPU time (user + system) of `pid`, seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = proc_stat(pid);
-    let ticks: f64 = stat[11].parse::<f64>().unwrap() + stat[12].parse::<f64>().unwrap();
-    ticks / 100.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -666,16 +644,7 @@ async fn losing_the_etcd_leader_of_three_members_keeps_changes_and_traffic_flowi
     for cp in [&one, &two] {
         assert!(matches!(cp.http_get("/readyz"), Some((200, _))));
     }
-    let gauges = eventually(
-        "one leader among the replicas",
-        LEADER_MOVES_WITHIN,
-        || async {
-            let g = (leader_gauge(&one)?, leader_gauge(&two)?);
-            (g.0 + g.1 == 1).then_some(g)
-        },
-    )
-    .await;
-    assert_eq!(gauges.0 + gauges.1, 1);
+    one_leader(&one, &two).await;
     traffic.stop_without_failures().await;
 }
 
@@ -769,7 +738,6 @@ async fn a_full_disk_under_the_embedded_store_refuses_changes_and_loses_nothing(
     assert_eq!(v2, v1 + 1, "the refused change wrote nothing");
     agent.wait_for_version(v2).await;
     traffic.stop_without_failures().await;
-    drop(cp);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -779,23 +747,13 @@ async fn replicas_with_skewed_clocks_elect_one_leader_and_serve_alike() {
     let mut ahead = CpOptions::new(on(etcd.endpoint()), "cp-2");
     ahead.clock_offset = Some("+4m".into());
     let two = ControlPlane::start_with(ahead);
-    let gauges = eventually("exactly one leader", LEADER_MOVES_WITHIN, || async {
-        let g = (leader_gauge(&one)?, leader_gauge(&two)?);
-        (g.0 + g.1 == 1).then_some(g)
-    })
-    .await;
+    let one_leads = one_leader(&one, &two).await;
 
     // Changes through either reach the agents of both.
     let upstream = Upstream::start_name_only("blue").await;
     let (port_one, port_two) = (free_port(), free_port());
-    let mut config = routed("shop", port_one, &[upstream.addr]);
-    config[0] = config[0]
-        .clone()
-        .with(|l: &mut pb::Listener| l.selector = Some(regions(&["eu"])));
-    let mut other = routed("other", port_two, &[upstream.addr]);
-    other[0] = other[0]
-        .clone()
-        .with(|l: &mut pb::Listener| l.selector = Some(regions(&["us"])));
+    let config = for_region(routed("shop", port_one, &[upstream.addr]), "eu");
+    let other = for_region(routed("other", port_two, &[upstream.addr]), "us");
     one.apply(config).await;
     let v = two.apply(other).await.revision;
     let on_one = Agent::start(&AgentOptions::new("eu-1", &[one.endpoint()]));
@@ -822,11 +780,7 @@ async fn replicas_with_skewed_clocks_elect_one_leader_and_serve_alike() {
     }
 
     // The leadership still moves within a lease, whichever clock the leader had.
-    let (mut leader, follower) = if gauges.0 == 1 {
-        (one, two)
-    } else {
-        (two, one)
-    };
+    let (mut leader, follower) = if one_leads { (one, two) } else { (two, one) };
     let killed = Instant::now();
     leader.kill();
     eventually(
