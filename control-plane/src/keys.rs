@@ -12,6 +12,9 @@
 //! <root>/v1/history/<revision>/<part> HistoryPart      (protobuf; the deltas of a large
 //!                                                       change, part zero-padded to 6 digits)
 //! <root>/v1/agents/<node id>       AgentRecord         (protobuf, on a lease)
+//! <root>/v1/applied/<replica id>/<chunk>  AppliedVersions  (protobuf, on the replica's
+//!                                  registry lease): the versions its agents applied (chunk
+//!                                  zero-padded to 6 digits)
 //! <root>/v1/meta/config-revision   the config revision: the number of config changes so far
 //!                                  (decimal), advanced by one by every change; a CAS on its
 //!                                  mod revision orders changes across replicas
@@ -147,6 +150,22 @@ impl Keys {
     /// Key of one agent's registry record.
     pub fn agent(&self, node_id: &str) -> String {
         format!("{}{node_id}", self.agents_prefix())
+    }
+
+    /// Prefix of the replicas' summaries of the versions their agents applied.
+    pub fn applied_prefix(&self) -> String {
+        format!("{}/v1/applied/", self.root)
+    }
+
+    /// Key of one chunk of a replica's applied versions.
+    pub fn applied(&self, replica: &str, chunk: usize) -> String {
+        format!("{}{replica}/{chunk:06}", self.applied_prefix())
+    }
+
+    /// The replica and chunk of an [`Keys::applied`] key.
+    pub fn parse_applied<'k>(&self, key: &'k str) -> Option<(&'k str, usize)> {
+        let (replica, chunk) = key.strip_prefix(&self.applied_prefix())?.rsplit_once('/')?;
+        Some((replica, chunk.parse().ok()?))
     }
 
     /// Prefix of the healthy nodes announcing services.
@@ -384,6 +403,17 @@ mod tests {
     }
 
     #[test]
+    fn applied_keys_round_trip_whatever_the_replica_id() {
+        let keys = Keys::default();
+        for replica in ["cp-1", "eu/cp-2", ""] {
+            let key = keys.applied(replica, 12);
+            assert_eq!(keys.parse_applied(&key), Some((replica, 12)), "{key}");
+        }
+        assert_eq!(keys.parse_applied("/portico/v1/applied/cp-1"), None);
+        assert_eq!(keys.parse_applied("/portico/v1/applied/cp-1/x"), None);
+    }
+
+    #[test]
     fn the_watch_range_holds_config_and_the_revision_but_not_the_registry() {
         let keys = Keys::default();
         let range = keys.config_watch_range();
@@ -393,6 +423,7 @@ mod tests {
         assert!(!range.contains(&keys.agent("edge-1")));
         assert!(!range.contains(&keys.service_node("edge-1")));
         assert!(!range.contains(&keys.upstream_health("edge-1")));
+        assert!(!range.contains(&keys.applied("cp-1", 0)));
         assert!(!range.contains(&keys.token("t")));
         assert!(!range.contains(&keys.identity("edge-1")));
         assert!(!range.contains(&keys.ca()));

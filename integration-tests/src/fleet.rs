@@ -3,7 +3,8 @@
 //! Like a real agent it fails over between control planes and honours a busy replica's
 //! retry-after hint (full-jitter backoff otherwise), so it stands in for a fleet in storm
 //! tests and in the fan-out benchmark (`bench/fleet`) without the simulator being the
-//! bottleneck.
+//! bottleneck: it reads only an update's version and nonce ([`Received`]), skipping the
+//! resources undecoded, since a simulated agent applies nothing.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -12,12 +13,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use portico_api::backoff::{Backoff, pushback};
-use portico_api::pb::discovery_client::DiscoveryClient;
-use portico_api::pb::{Ack, AgentMessage, Hello, Node, agent_message, control_message};
+use portico_api::pb::{Ack, AgentMessage, Hello, Node, agent_message};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint};
 
 /// The regions simulated agents are spread over.
@@ -280,8 +281,12 @@ impl Stream<'_> {
             applied_version: version,
         })))
         .await?;
-        let mut client = DiscoveryClient::new(channel).max_decoding_message_size(64 << 20);
-        let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+        let mut client = tonic::client::Grpc::new(channel).max_decoding_message_size(64 << 20);
+        client.ready().await?;
+        let codec = tonic_prost::ProstCodec::<AgentMessage, Received>::default();
+        let path = PathAndQuery::from_static("/portico.v1.Discovery/Stream");
+        let request = tonic::Request::new(ReceiverStream::new(rx));
+        let mut inbound = client.streaming(request, path, codec).await?.into_inner();
         backoff.reset();
         let _ = self.events.send(Event::Connected {
             agent: self.agent,
@@ -290,7 +295,7 @@ impl Stream<'_> {
             at: Instant::now(),
         });
         while let Some(msg) = inbound.message().await? {
-            let Some(control_message::Message::Update(update)) = msg.message else {
+            let Some(update) = msg.update else {
                 continue;
             };
             let at = Instant::now();
@@ -310,6 +315,58 @@ impl Stream<'_> {
     }
 }
 
+/// What a simulated agent reads of a `ControlMessage`: its update's version and nonce (the
+/// field numbers of `portico.v1.ControlMessage.update`, `Update.version` and `Update.nonce`);
+/// every other field is skipped by length, not decoded.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Received {
+    #[prost(message, optional, tag = "1")]
+    update: Option<ReceivedUpdate>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ReceivedUpdate {
+    #[prost(int64, tag = "1")]
+    version: i64,
+    #[prost(string, tag = "2")]
+    nonce: String,
+}
+
 fn message(m: agent_message::Message) -> AgentMessage {
     AgentMessage { message: Some(m) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portico_api::pb::{ControlMessage, ServiceEndpoints, Update, control_message};
+    use portico_test_support::resources::listener;
+    use prost::Message;
+
+    #[test]
+    fn a_simulated_agent_reads_the_version_and_nonce_of_a_real_update() {
+        let update = ControlMessage {
+            message: Some(control_message::Message::Update(Update {
+                version: 42,
+                nonce: "n-42".into(),
+                full: true,
+                upserts: vec![listener("web", 8080, "routes")],
+                ..Default::default()
+            })),
+        };
+        let read = Received::decode(update.encode_to_vec().as_slice()).expect("decodes");
+        let update = read.update.expect("an update");
+        assert_eq!((update.version, update.nonce.as_str()), (42, "n-42"));
+
+        let endpoints = ControlMessage {
+            message: Some(control_message::Message::ServiceEndpoints(
+                ServiceEndpoints {
+                    service: "billing".into(),
+                    ..Default::default()
+                },
+            )),
+        };
+        let read = Received::decode(endpoints.encode_to_vec().as_slice()).expect("decodes");
+        assert_eq!(read.update, None);
+    }
 }

@@ -1,17 +1,18 @@
 //! The registry's flusher: each [`FLUSH_INTERVAL`](super::FLUSH_INTERVAL), the dirty entries
 //! of connected agents go out in batch transactions (each agent's record, and its service-node
 //! and health keys when they changed), then the streams that closed in compare-and-write
-//! transactions of their own. See the module doc of [`super`] for the bounds.
+//! transactions of their own, then the summary of applied versions when it changed (one
+//! transaction per chunk). See the module doc of [`super`] for the bounds.
 
 use std::time::Instant;
 
-use portico_api::pb::{AgentHealth, AgentRecord, Node};
+use portico_api::pb::{AgentHealth, AgentRecord, AppliedVersions, Node};
 use prost::Message;
 
 use super::membership::{self, Stored};
 use super::{
     Entry, MAX_BATCH, MAX_BATCHES_PER_FLUSH, MAX_DISCONNECTS_PER_FLUSH, MAX_HEALTH_BYTES_PER_FLUSH,
-    MAX_TXN_BYTES, Registry, StreamId,
+    MAX_TXN_BYTES, Registry, StreamId, applied,
 };
 use crate::keys::{self, Keys};
 use crate::metrics::REGISTRY_WRITES;
@@ -86,7 +87,7 @@ impl Registry {
     /// One flush: batches of connected agents, then closing writes one by one.
     pub(super) async fn flush(&self) -> Result<(), StoreError> {
         if !self.lock().local.values().any(|e| e.dirty) {
-            return Ok(());
+            return self.write_applied().await;
         }
         let lease = self.lease().await?;
         // One pass over the entries per flush: taking each batch with its own pass would cost
@@ -162,6 +163,67 @@ impl Registry {
             }
             // Written, or another replica owns the record now: either way this one is done.
             self.forget_closed(&id);
+        }
+        self.write_applied().await
+    }
+
+    /// Writes the summary of the versions the connected agents applied, if it changed: after
+    /// the records, so a new agent's record is in the store before the summary that counts it.
+    async fn write_applied(&self) -> Result<(), StoreError> {
+        let (chunks, before) = {
+            let mut inner = self.lock();
+            if !inner.applied_dirty {
+                return Ok(());
+            }
+            inner.applied_dirty = false;
+            let agents = inner
+                .local
+                .iter()
+                .filter(|(_, e)| e.record.connected)
+                .map(|(id, e)| (id.as_str(), e.record.applied_version));
+            (applied::chunks(agents), inner.applied_chunks)
+        };
+        let result = self.put_applied(&chunks, before).await;
+        let mut inner = self.lock();
+        match result {
+            Ok(()) => inner.applied_chunks = chunks.len(),
+            Err(_) => {
+                inner.applied_dirty = true;
+                // Some chunks may be in the store: delete every one that could be next time.
+                inner.applied_chunks = inner.applied_chunks.max(chunks.len());
+            }
+        }
+        result
+    }
+
+    /// Puts each chunk in a transaction of its own and deletes the ones past them that an
+    /// earlier, longer summary left (`before` chunks).
+    async fn put_applied(
+        &self,
+        chunks: &[AppliedVersions],
+        before: usize,
+    ) -> Result<(), StoreError> {
+        let lease = self.lease().await?;
+        let puts = chunks.iter().enumerate().map(|(n, chunk)| {
+            vec![Op::Put {
+                key: self.keys.applied(&self.replica, n),
+                value: keys::encode(chunk),
+                lease: Some(lease),
+            }]
+        });
+        let stale: Vec<Op> = (chunks.len()..before)
+            .map(|n| Op::Delete {
+                key: self.keys.applied(&self.replica, n),
+            })
+            .collect();
+        for ops in puts.chain(stale.chunks(MAX_BATCH).map(<[Op]>::to_vec)) {
+            let txn = Txn {
+                compares: Vec::new(),
+                ops,
+            };
+            let result = self.store.txn(txn).await;
+            metrics::counter!(REGISTRY_WRITES).increment(1);
+            result?;
         }
         Ok(())
     }

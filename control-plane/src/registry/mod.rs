@@ -1,6 +1,7 @@
 //! The agent registry: one [`AgentRecord`] per agent, kept in the store under this replica's
 //! lease so every replica lists the whole fleet and a dead replica's agents expire. Beside each
-//! record, two smaller key families on the same lease:
+//! record, two smaller key families on the same lease (and the replica's summary of applied
+//! versions, below):
 //! - `service-nodes/<id>`: the node of a healthy agent that announces services
 //!   ([`membership`]), from which every replica derives the same service endpoints;
 //! - `upstream-health/<id>`: the endpoint states the agent last reported ([`health`]), which
@@ -9,24 +10,28 @@
 //! Streams change records only in memory; a flusher writes the changed ("dirty") ones every
 //! [`FLUSH_INTERVAL`] (`flush.rs`). **Write bound:** per replica at most
 //! `(MAX_BATCHES_PER_FLUSH + MAX_DISCONNECTS_PER_FLUSH) / FLUSH_INTERVAL` = (32 + 64) / 0.5 s
-//! = 192 transactions per second (plus one lease keep-alive every 3 s), each of at most
-//! [`MAX_BATCH`] = 128 keys and [`MAX_TXN_BYTES`] = 1 MiB, so at most 32 × 128 = 4,096 keys per
-//! flush (8,192 per second), of which endpoint-health values at most
+//! = 192 transactions per second (plus one lease keep-alive every 3 s, and the summary below),
+//! each of at most [`MAX_BATCH`] = 128 keys and [`MAX_TXN_BYTES`] = 1 MiB, so at most
+//! 32 × 128 = 4,096 keys per flush (8,192 per second), of which endpoint-health values at most
 //! [`MAX_HEALTH_BYTES_PER_FLUSH`] = 1 MiB per flush (2 MiB per second); what does not fit stays
 //! dirty for the next flush. A service-node key is written only when the agent turns healthy
 //! or unhealthy (or changes its address or services); a health value only when an endpoint's
-//! state changes, at most every 30 s for its counts, and every 5 min at least. A flush takes at
-//! most 32 × 126 keys, so agents writing three keys still pack into 32 transactions: 10,000
-//! agents ACKing one change cost 80 transactions over about 1.5 s, however often each agent
-//! writes in between.
+//! state changes, at most every 30 s for its counts, and every 5 min at least.
 //!
-//! A record is written when its stream opens, on every ACK/NACK/Report (coalesced by the
-//! flusher) and when it closes. A closed stream's record stays, `connected: false`, so
+//! A record is written when its stream opens, on a NACK or a report (coalesced by the
+//! flusher), and when it closes. **ACKs do not write records:** the versions the connected
+//! agents applied go to one summary per replica ([`applied`]: the common version and the
+//! agents on another), written at most once per flush when it changed, in one transaction per
+//! 512 KiB of listed node ids (one while no more than about 20,000 agents lag). So a push costs
+//! each replica one or two transactions per flush while its agents ACK, however many agents it
+//! holds; listings read the summaries over the records. A closed stream's record stays,
+//! `connected: false`, so
 //! `portico agents` shows the agent `disconnected`, until it is older than the agent expiry
 //! (`--agent-expiry`, default 24 h): then the leader deletes it (`expiry.rs`). The closing write compares the key's mod revision with this
 //! replica's last write, so it never overwrites a record another replica wrote after the agent
 //! moved there; the same write deletes the agent's service-node and health keys.
 
+mod applied;
 pub mod expiry;
 mod flush;
 pub mod health;
@@ -99,6 +104,10 @@ pub struct Registry {
 struct Inner {
     lease: Option<LeaseId>,
     local: HashMap<String, Entry>,
+    /// Whether the versions the agents applied changed since the summary was last written.
+    applied_dirty: bool,
+    /// How many chunks of the summary are in the store.
+    applied_chunks: usize,
 }
 
 impl Registry {
@@ -149,6 +158,7 @@ impl Registry {
             ahead_of_control_plane: false,
         };
         let mut inner = self.lock();
+        inner.applied_dirty = true;
         let written = inner.local.get(&node.id).map(|e| e.written).unwrap_or(0);
         if let Some(old) = inner.local.get_mut(&node.id) {
             count_unhealthy(&mut old.unhealthy, BTreeMap::new());
@@ -170,12 +180,15 @@ impl Registry {
         stream
     }
 
-    /// The agent ACKed `version`.
+    /// The agent ACKed `version`. Only the replica's summary of applied versions changes, unless
+    /// the record held a NACK or the agent's being ahead, which the ACK clears.
     pub fn acked(&self, id: &str, stream: StreamId, version: Revision) {
         self.touch(id, stream, |e| {
+            let clears = e.record.last_nack.is_some() || e.record.ahead_of_control_plane;
             e.record.applied_version = version;
             e.record.last_nack = None;
             e.record.ahead_of_control_plane = false;
+            clears
         });
     }
 
@@ -186,6 +199,7 @@ impl Registry {
             e.record.applied_version = served;
             e.record.last_nack = None;
             e.record.ahead_of_control_plane = true;
+            true
         });
     }
 
@@ -197,6 +211,7 @@ impl Registry {
                 error: error.to_string(),
                 time: Some(timestamp(SystemTime::now())),
             });
+            true
         });
     }
 
@@ -218,6 +233,7 @@ impl Registry {
             e.record.requests_per_second = requests_per_second;
             count_unhealthy(&mut e.unhealthy, health::unhealthy_by_cluster(&clusters));
             e.health.observe(clusters, omitted, at, now);
+            true
         });
     }
 
@@ -226,15 +242,25 @@ impl Registry {
         self.touch(id, stream, |e| {
             e.record.connected = false;
             count_unhealthy(&mut e.unhealthy, BTreeMap::new());
+            true
         });
     }
 
-    fn touch(&self, id: &str, stream: StreamId, change: impl FnOnce(&mut Entry)) {
+    /// Applies `change` to the entry of `id` if it still belongs to `stream`; `change` says
+    /// whether the stored record changes (so the next flush writes it). The summary of applied
+    /// versions changes with the agent's version, or when it leaves.
+    fn touch(&self, id: &str, stream: StreamId, change: impl FnOnce(&mut Entry) -> bool) {
         let mut inner = self.lock();
-        if let Some(entry) = inner.local.get_mut(id).filter(|e| e.stream == stream) {
-            change(entry);
+        let Inner {
+            local,
+            applied_dirty,
+            ..
+        } = &mut *inner;
+        if let Some(entry) = local.get_mut(id).filter(|e| e.stream == stream) {
+            let before = (entry.record.applied_version, entry.record.connected);
+            entry.dirty |= change(entry);
             entry.record.last_seen = Some(timestamp(SystemTime::now()));
-            entry.dirty = true;
+            *applied_dirty |= (entry.record.applied_version, entry.record.connected) != before;
         }
     }
 
@@ -255,14 +281,17 @@ impl Registry {
         }
     }
 
-    /// Every registered agent, by node id: the store's records with this replica's (fresher)
-    /// ones on top.
+    /// Every registered agent, by node id: the store's records with their replicas' applied
+    /// versions over them, and this replica's (fresher) ones on top.
     pub async fn list(&self) -> Result<Vec<AgentRecord>, StoreError> {
         let (kvs, _) = self.store.list(&self.keys.agents_prefix()).await?;
+        let (applied, _) = self.store.list(&self.keys.applied_prefix()).await?;
+        let applied = applied::Summaries::read(&self.keys, &applied);
         let mut by_id = BTreeMap::new();
         for kv in kvs {
             match keys::decode::<AgentRecord>(&kv.key, &kv.value) {
-                Ok(record) => {
+                Ok(mut record) => {
+                    applied.overlay(&mut record);
                     let id = record
                         .node
                         .as_ref()
@@ -333,6 +362,8 @@ impl Registry {
                 );
                 let mut inner = self.lock();
                 inner.lease = None;
+                inner.applied_dirty = true;
+                inner.applied_chunks = 0;
                 for entry in inner.local.values_mut() {
                     entry.dirty = true;
                     entry.written = 0;
@@ -386,5 +417,101 @@ pub fn timestamp(t: SystemTime) -> pbjson_types::Timestamp {
     pbjson_types::Timestamp {
         seconds: d.as_secs() as i64,
         nanos: d.subsec_nanos() as i32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::embedded::EmbeddedStore;
+
+    fn replica(store: &MeteredStore, id: &str) -> Registry {
+        Registry::new(
+            store.clone(),
+            Keys::default(),
+            id.into(),
+            crate::config::DEFAULT_AGENT_EXPIRY,
+        )
+    }
+
+    fn node(i: usize) -> Node {
+        Node {
+            id: format!("edge-{i}"),
+            ..Default::default()
+        }
+    }
+
+    /// The store's revision: one more per committed transaction.
+    async fn revision(store: &MeteredStore) -> Revision {
+        store.list("/").await.expect("list").1
+    }
+
+    #[tokio::test]
+    async fn a_push_costs_one_write_and_every_replica_lists_the_new_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MeteredStore::new(Arc::new(EmbeddedStore::open(dir.path()).unwrap()));
+        let (holder, other) = (replica(&store, "cp-1"), replica(&store, "cp-2"));
+        let streams: Vec<StreamId> = (0..1_000).map(|i| holder.connect(&node(i), 1)).collect();
+        holder.flush().await.expect("flush");
+        let records = |list: Vec<AgentRecord>| -> Vec<(Revision, bool)> {
+            list.iter()
+                .map(|r| (r.applied_version, r.last_nack.is_some()))
+                .collect()
+        };
+        assert_eq!(
+            records(other.list().await.unwrap()),
+            vec![(1, false); 1_000]
+        );
+
+        // Every agent ACKs version 2 but one, which NACKs it: the summary and that one
+        // agent's record are written, in two transactions.
+        for (i, &stream) in streams.iter().enumerate().skip(1) {
+            holder.acked(&node(i).id, stream, 2);
+        }
+        holder.nacked(&node(0).id, streams[0], 2, "bad route");
+        let before = revision(&store).await;
+        holder.flush().await.expect("flush");
+        assert_eq!(revision(&store).await - before, 2);
+        let listed = records(other.list().await.unwrap());
+        let nacked = listed.iter().filter(|r| **r == (1, true)).count();
+        let applied = listed.iter().filter(|r| **r == (2, false)).count();
+        assert_eq!((nacked, applied), (1, 999));
+
+        // The NACKed agent gets version 3 and the rest follow: one transaction for them, one
+        // for the record whose NACK the ACK clears.
+        holder.acked(&node(0).id, streams[0], 3);
+        let before = revision(&store).await;
+        holder.flush().await.expect("flush");
+        assert_eq!(revision(&store).await - before, 2);
+        for (i, &stream) in streams.iter().enumerate().skip(1) {
+            holder.acked(&node(i).id, stream, 3);
+        }
+        let before = revision(&store).await;
+        holder.flush().await.expect("flush");
+        assert_eq!(revision(&store).await - before, 1);
+        assert_eq!(
+            records(other.list().await.unwrap()),
+            vec![(3, false); 1_000]
+        );
+
+        // A closed stream's record keeps its final version, whatever the summary says.
+        holder.disconnect(&node(7).id, streams[7]);
+        holder.flush().await.expect("flush");
+        let listed = other.list().await.unwrap();
+        let closed = listed
+            .iter()
+            .find(|r| !r.connected)
+            .expect("a closed stream");
+        assert_eq!(
+            (
+                closed.applied_version,
+                closed.node.as_ref().unwrap().id.as_str()
+            ),
+            (3, "edge-7")
+        );
+        // Nothing changed: nothing is written.
+        let before = revision(&store).await;
+        holder.flush().await.expect("flush");
+        assert_eq!(revision(&store).await, before);
     }
 }
