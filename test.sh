@@ -10,6 +10,7 @@ cd "$(dirname "$0")"
 packages=()
 command -v etcd >/dev/null || packages+=(etcd-server)
 command -v ip >/dev/null || packages+=(iproute2)
+command -v taskset >/dev/null || packages+=(util-linux)
 ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || packages+=(libfaketime)
 # The gRPC and xDS tests make a virtualenv with grpcio (and Envoy's wheel) from PyPI.
 command -v python3 >/dev/null || packages+=(python3)

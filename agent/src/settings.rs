@@ -103,7 +103,7 @@ pub struct Settings {
     pub drain_timeout: Duration,
 
     /// Threads serving traffic, each with its own runtime, sockets and upstream pools
-    /// (0: one per core).
+    /// (0: one per core the process may use, after its CPU affinity and cgroup quota).
     #[arg(long, env = "PORTICO_AGENT_PROXY_WORKERS", default_value_t = 0)]
     pub proxy_workers: usize,
 

@@ -38,16 +38,15 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes};
 use futures::{Stream, StreamExt};
+use portico_api::codec::SmallBuffers;
 use portico_api::node::{check_address, check_id, check_labels, check_services};
 use portico_api::pb::{AgentMessage, Hello, Node, agent_message, nack};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::WatchStream;
 use tokio_util::sync::CancellationToken;
-use tonic::codec::{BufferSettings, Codec};
 use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
 use tonic::server::{Grpc, NamedService, StreamingService};
 use tonic::{Request, Response, Status, Streaming};
-use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
 use crate::auth::Auth;
 use crate::auth::identity::{AgentPeer, IdentityError, valid};
@@ -160,37 +159,6 @@ impl prost::Message for Encoded {
 
     fn clear(&mut self) {
         self.0 = Bytes::new();
-    }
-}
-
-/// Each stream's encode and decode buffers start at this size (tonic's default is 8 KiB each
-/// way) and grow only for a larger message: an ACK is tens of bytes and a one-route diff a few
-/// hundred, so at 100,000 streams the defaults held about 1.5 GiB that a push then touched.
-const STREAM_BUFFER: usize = 1024;
-
-/// Prost's encoding with [`STREAM_BUFFER`]-sized buffers per stream.
-#[derive(Clone, Copy, Debug, Default)]
-struct DiscoveryCodec;
-
-/// Tonic's default: an encoded batch is handed to the stream once it passes this size.
-const YIELD_THRESHOLD: usize = 32 * 1024;
-
-fn buffers() -> BufferSettings {
-    BufferSettings::new(STREAM_BUFFER, YIELD_THRESHOLD)
-}
-
-impl Codec for DiscoveryCodec {
-    type Encode = Encoded;
-    type Decode = AgentMessage;
-    type Encoder = ProstEncoder<Encoded>;
-    type Decoder = ProstDecoder<AgentMessage>;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        ProstCodec::<Encoded, AgentMessage>::raw_encoder(buffers())
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        ProstCodec::<Encoded, AgentMessage>::raw_decoder(buffers())
     }
 }
 
@@ -689,7 +657,12 @@ where
             };
             return Box::pin(async { Ok(Status::from(unknown).into_http()) });
         }
-        Box::pin(async move { Ok(Grpc::new(DiscoveryCodec).streaming(discovery, req).await) })
+        Box::pin(async move {
+            // Small buffers: 100,000 streams with tonic's 8 KiB each way held 1.5 GiB
+            // that every push touched.
+            let codec = SmallBuffers::<Encoded, AgentMessage>::default();
+            Ok(Grpc::new(codec).streaming(discovery, req).await)
+        })
     }
 }
 

@@ -46,6 +46,8 @@ pub struct AgentOptions {
     pub ca_fingerprint: Option<String>,
     /// `--ca-file`.
     pub ca_file: Option<PathBuf>,
+    /// The CPUs it may run on (`taskset -c` syntax, e.g. "0"); all of them when `None`.
+    pub cpus: Option<String>,
 }
 
 impl AgentOptions {
@@ -64,6 +66,7 @@ impl AgentOptions {
             join_token: None,
             ca_fingerprint: None,
             ca_file: None,
+            cpus: None,
         }
     }
 
@@ -103,7 +106,14 @@ impl Agent {
     /// Starts `portico-agent` (building it first if needed). Does not wait for readiness.
     pub fn start(options: &AgentOptions) -> Agent {
         let admin = free_addr();
-        let mut cmd = Command::new(bins::path("portico-agent"));
+        let mut cmd = match &options.cpus {
+            Some(cpus) => {
+                let mut taskset = Command::new("taskset");
+                taskset.args(["-c", cpus]).arg(bins::path("portico-agent"));
+                taskset
+            }
+            None => Command::new(bins::path("portico-agent")),
+        };
         cmd.arg("--control-plane")
             .arg(options.control_planes.join(","))
             .args(["--node-id", &options.node_id])

@@ -8,6 +8,7 @@
 //! # Layout
 //! - [`pb`]: generated messages and gRPC stubs (`portico.v1`).
 //! - [`backoff`]: capped exponential backoff with jitter.
+//! - [`codec`]: prost's gRPC codec with small per-stream buffers.
 //! - [`budget`]: fleet budgets (quotas, FLEET rate limits): keys, sizes by plan, windows.
 //! - [`error`]: [`error::Chain`], an error shown with its causes.
 //! - [`file`](mod@file): the resource file format (YAML/JSON envelope), loading files and directories.
@@ -27,6 +28,7 @@
 
 pub mod backoff;
 pub mod budget;
+pub mod codec;
 pub mod error;
 pub mod file;
 pub mod health;

@@ -46,6 +46,8 @@ pub const REJECTIONS_TOTAL: &str = "portico_agent_rejections_total";
 pub const ACTIVE_CONNECTIONS: &str = "portico_agent_active_connections";
 /// Gauge: the config version being served.
 pub const CONFIG_VERSION: &str = "portico_agent_config_version";
+/// Gauge: the worker threads serving traffic.
+pub const PROXY_WORKERS: &str = "portico_agent_proxy_workers";
 /// Counter: configs applied successfully.
 pub const APPLIES_TOTAL: &str = "portico_agent_applies_total";
 /// Counter: configs rejected by apply, by `reason` ("compile" or "bind").
@@ -95,6 +97,7 @@ pub fn describe() {
         "Times a cluster had no healthy endpoint and used all of them."
     );
     describe_gauge!(CONFIG_VERSION, "Config version being served.");
+    describe_gauge!(PROXY_WORKERS, "Worker threads serving traffic.");
     describe_counter!(APPLIES_TOTAL, "Configs applied.");
     describe_counter!(APPLY_FAILURES_TOTAL, "Configs rejected by apply.");
 }

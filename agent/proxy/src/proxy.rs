@@ -85,6 +85,9 @@ impl Proxy {
             0 => workers::default_count(),
             n => n,
         });
+        let count = workers.handles().len();
+        tracing::info!(workers = count, "proxy workers started");
+        metrics::gauge!(crate::metrics::PROXY_WORKERS).set(count as f64);
         Proxy {
             shared: Arc::new(Shared {
                 runtime: ArcSwap::from_pointee(Runtime::default()),

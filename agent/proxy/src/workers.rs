@@ -19,7 +19,10 @@ pub(crate) fn current() -> usize {
     WORKER.with(Cell::get)
 }
 
-/// The default worker count: one per available core.
+/// The default worker count: one per core this process may run on. The standard library reads
+/// the CPU affinity mask and the cgroup's CPU quota (v1 and v2, rounded down), so an agent
+/// pinned to one core with `taskset`, or limited to 1.5 CPUs by its container, starts one
+/// worker, not one per host core.
 pub(crate) fn default_count() -> usize {
     std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
 }

@@ -10,6 +10,7 @@ mod agent_cache;
 mod agent_shutdown;
 mod agent_sync;
 mod agent_tls;
+mod agent_workers;
 mod apply_refusals;
 mod cli_commands;
 mod cli_fleet;
