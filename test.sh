@@ -32,4 +32,13 @@ for arg in "$@"; do
     -p | -p* | --package | --package=*) scope=() ;;
   esac
 done
+# The binaries the end-to-end tests run, built once here, as each test process would build them
+# otherwise (integration-tests/src/bins.rs); not for another profile, whose tests build their own.
+case " $* " in
+  *" --release "* | *" --cargo-profile"*) ;;
+  *)
+    cargo build --workspace --bins --tests
+    export PORTICO_TEST_BINS_BUILT=1
+    ;;
+esac
 exec cargo nextest run "${scope[@]}" --no-fail-fast "$@"

@@ -4,11 +4,17 @@
 //! packages, so the first test that needs one runs `cargo build --bins --tests` for the
 //! workspace (with the same profile as the test), once per test process. `--tests` makes cargo
 //! resolve features as `cargo test` does, so the build reuses the test build's artifacts
-//! instead of rebuilding every crate with dev-dependency features off.
+//! instead of rebuilding every crate with dev-dependency features off. `test.sh` builds them
+//! once before the tests and sets [`BUILT`]: then no test process runs cargo (hundreds of
+//! no-op builds, each waiting on cargo's lock of the target directory while tests run in
+//! parallel).
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
+
+/// Set (to anything) when the binaries were built, as below, before the tests started.
+pub const BUILT: &str = "PORTICO_TEST_BINS_BUILT";
 
 /// The path of a workspace binary (`portico-cp`, `portico-agent` or `portico`), built first if
 /// needed. Panics with the build output if it does not build: a test cannot run without it.
@@ -29,6 +35,9 @@ fn build() -> Result<PathBuf, String> {
         .and_then(|deps| deps.parent())
         .ok_or("test executable has no target/<profile> directory")?
         .to_path_buf();
+    if std::env::var_os(BUILT).is_some() {
+        return Ok(profile_dir);
+    }
     let mut cmd = Command::new(env!("CARGO"));
     cmd.args(["build", "--workspace", "--bins", "--tests"]);
     if profile_dir.file_name().is_some_and(|p| p == "release") {

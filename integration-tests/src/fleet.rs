@@ -3,7 +3,7 @@
 //! Like a real agent it fails over between control planes and honours a busy replica's
 //! retry-after hint (full-jitter backoff otherwise), so it stands in for a fleet in storm
 //! tests and in the fan-out benchmark (`bench/fleet`) without the simulator being the
-//! bottleneck: it reads only an update's version and nonce ([`Received`]), skipping the
+//! bottleneck: it reads only an update's version and nonce (`Received`), skipping the
 //! resources undecoded, since a simulated agent applies nothing.
 
 use std::collections::HashMap;

@@ -20,7 +20,7 @@
 //!
 //! A record is written when its stream opens, on a NACK or a report (coalesced by the
 //! flusher), and when it closes. **ACKs do not write records:** the versions the connected
-//! agents applied go to one summary per replica ([`applied`]: the common version and the
+//! agents applied go to one summary per replica (`applied.rs`: the common version and the
 //! agents on another), written at most once per flush when it changed, in one transaction per
 //! 512 KiB of listed node ids (one while no more than about 20,000 agents lag). So a push costs
 //! each replica one or two transactions per flush while its agents ACK, however many agents it
