@@ -142,8 +142,19 @@ async fn a_fleet_quota_of_1000_per_minute_holds_across_3_agents_and_2_replicas()
     // All of it inside one calendar minute: 8 clients per agent, each until 50 refusals in a row
     // or 20 s.
     let minute = minute_with_room(Duration::from_secs(30)).await;
-    let stop = Instant::now() + Duration::from_secs(20);
     let seen: Vec<Arc<Seen>> = (0..3).map(|_| Arc::default()).collect();
+    // Every agent takes part: each admits a first request on a grant from its own replica
+    // before the flood, in which the fastest agent may well spend all that is left.
+    let http = client();
+    for (port, seen) in ports.iter().zip(&seen) {
+        eventually("a first grant", SHOW_TIMEOUT, || async {
+            let answer = get_with(&http, *port, "/api/items", &[("x-api-key", &key)]).await;
+            (answer.status == 200).then_some(())
+        })
+        .await;
+        seen.admitted.fetch_add(1, Ordering::Relaxed);
+    }
+    let stop = Instant::now() + Duration::from_secs(20);
     let mut clients = Vec::new();
     for (port, seen) in ports.iter().zip(&seen) {
         for _ in 0..8 {
@@ -201,9 +212,8 @@ async fn a_fleet_quota_of_1000_per_minute_holds_across_3_agents_and_2_replicas()
         total >= 990,
         "the fleet admitted only {total} of a quota of 1000"
     );
-    // Every agent took part, and every one refused with the quota's reason.
-    for (a, n) in agents.iter().zip(&admitted) {
-        assert!(*n > 0, "an agent admitted nothing: {admitted:?}");
+    // Every agent refused with the quota's reason.
+    for a in &agents {
         assert!(
             rejections(a, "quota_exhausted").await > 0.0,
             "an agent refused for no quota"
