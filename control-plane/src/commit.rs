@@ -57,6 +57,14 @@ pub enum CommitError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The change has writes that must commit with it, and does not fit in one transaction.
+    #[error(
+        "a canary rollout's change must fit in one store transaction (at most {} resources \
+         and {} of them); apply a change this large without --canary",
+        MAX_TXN_OPS - 6,
+        portico_api::limits::bytes(STAGE_BYTES / 2)
+    )]
+    TooLarge,
     /// Another replica undid this staged change after it stalled; nothing of it remains.
     #[error(
         "the change was taken over and undone by replica {by} after it stalled; nothing was \
@@ -79,6 +87,9 @@ pub struct Change<'a> {
     pub deltas: Vec<ResourceDelta>,
     pub record: HistoryRecord,
     pub replica: &'a str,
+    /// More writes that must commit with the change (a canary rollout's pin and record); a
+    /// change with any must fit in one transaction.
+    pub extra: Vec<Op>,
 }
 
 /// What the store held for a change's marker when it was read: none, or one with its mod
@@ -134,10 +145,12 @@ pub async fn commit(
     let mut record = change.record;
     // History keeps a fingerprint of secret material, never the material.
     record.deltas = history::stripped(&change.deltas);
-    if record.deltas.len() + 2 <= MAX_TXN_OPS
-        && resource_bytes + record.encoded_len() <= STAGE_BYTES
+    let extra_bytes: usize = change.extra.iter().map(op_len).sum();
+    if record.deltas.len() + 2 + change.extra.len() <= MAX_TXN_OPS
+        && resource_bytes + record.encoded_len() + extra_bytes <= STAGE_BYTES
     {
         let mut ops = resource_ops(keys, &change.deltas);
+        ops.extend(change.extra);
         ops.push(put(keys.history(next), keys::encode(&record)));
         ops.push(put(keys.config_revision(), keys::encode_revision(next)));
         return match store
@@ -150,6 +163,9 @@ pub async fn commit(
             TxnOutcome::Committed(_) => Ok(Some(next)),
             TxnOutcome::Conflict(_) => Ok(None),
         };
+    }
+    if !change.extra.is_empty() {
+        return Err(CommitError::TooLarge);
     }
     let deltas = std::mem::take(&mut record.deltas);
     let parts = parts(deltas);
@@ -381,6 +397,13 @@ fn put(key: String, value: Vec<u8>) -> Op {
 fn marker_op(keys: &Keys, staged: &mut StagedChange) -> Op {
     staged.heartbeat = Some(timestamp(SystemTime::now()));
     put(keys.staged_change(), keys::encode(staged))
+}
+
+fn op_len(op: &Op) -> usize {
+    match op {
+        Op::Put { key, value, .. } => key.len() + value.len(),
+        Op::Delete { key } => key.len(),
+    }
 }
 
 fn delta_after_len(delta: &ResourceDelta) -> usize {

@@ -51,6 +51,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth::Auth;
 use crate::auth::identity::{AgentPeer, IdentityError, valid};
 use crate::budgets::Budgets;
+use crate::canary::{self, Rollouts};
 use crate::metrics::{
     AHEAD_REFUSALS, APPLY_TO_ACK, CONNECTED_AGENTS, NACKS, SERVICE_UPDATES_SENT, UPDATES_COALESCED,
     UPDATES_SENT,
@@ -186,6 +187,7 @@ pub struct Discovery {
     budgets: Arc<Budgets>,
     usage: Arc<UsageRollups>,
     throttle: Arc<StreamThrottle>,
+    rollouts: Arc<Rollouts>,
     cancel: CancellationToken,
 }
 
@@ -201,6 +203,8 @@ pub struct Fleet {
     pub usage: Arc<UsageRollups>,
     /// How fast new streams are admitted (shared with xDS).
     pub throttle: Arc<StreamThrottle>,
+    /// Canary rollouts: which revision each agent gets, and its traffic by cohort.
+    pub rollouts: Arc<Rollouts>,
 }
 
 impl Discovery {
@@ -218,6 +222,7 @@ impl Discovery {
             budgets: fleet.budgets,
             usage: fleet.usage,
             throttle: fleet.throttle,
+            rollouts: fleet.rollouts,
             auth,
             cancel,
         }
@@ -286,6 +291,7 @@ impl Discovery {
             authenticated,
             budgets: self.budgets.clone(),
             usage: self.usage.clone(),
+            rollouts: self.rollouts.clone(),
             scope: ScopeMemo::new(&node),
             node,
             stream_id,
@@ -322,6 +328,7 @@ struct Session {
     authenticated: Option<AgentPeer>,
     budgets: Arc<Budgets>,
     usage: Arc<UsageRollups>,
+    rollouts: Arc<Rollouts>,
     node: Node,
     /// The node's scope, looked up again only when the listeners' selectors change.
     scope: ScopeMemo,
@@ -368,14 +375,20 @@ impl Session {
         let expiry = tokio::time::sleep_until(self.expiry());
         tokio::pin!(cancelled, closed, ahead, expiry);
         loop {
-            if !self.sync_services(&current, &table, &tx).await {
-                break;
-            }
-            if self.in_flight.is_none() {
-                let behind = current.version < self.sent;
-                let give_up = behind && tokio::time::Instant::now() >= ahead_deadline;
-                if (current.version > self.sent || give_up) && !self.send(&current, &tx).await {
+            // While a canary rollout does not pick the agent, the revision before it; `None`
+            // (that revision not at hand) holds the agent where it is.
+            let target = canary::served(&self.views, &current, &self.node);
+            let target_version = target.as_ref().map_or(self.sent, |t| t.version);
+            if let Some(target) = &target {
+                if !self.sync_services(target, &table, &tx).await {
                     break;
+                }
+                if self.in_flight.is_none() {
+                    let behind = target.version < self.sent;
+                    let give_up = behind && tokio::time::Instant::now() >= ahead_deadline;
+                    if (target.version > self.sent || give_up) && !self.send(target, &tx).await {
+                        break;
+                    }
                 }
             }
             tokio::select! {
@@ -389,7 +402,7 @@ impl Session {
                     Some(t) => table = t,
                     None => break,
                 },
-                _ = &mut ahead, if self.in_flight.is_none() && current.version < self.sent => {}
+                _ = &mut ahead, if self.in_flight.is_none() && target_version < self.sent => {}
                 next = identities.next(), if self.authenticated.is_some() => {
                     if let (Some(table), Some(agent)) = (next, &self.authenticated)
                         && let Err(e) = valid(&agent.cert, &table, std::time::SystemTime::now())
@@ -589,6 +602,8 @@ impl Session {
                 let rate = requests_per_second(&rows, other.as_ref(), report.usage_millis);
                 self.budgets
                     .demand(self.stream_id, std::mem::take(&mut report.budgets));
+                self.rollouts
+                    .report(&self.node, report.applied_version, &rows);
                 self.usage
                     .report(&self.node.region, rows, other, std::time::SystemTime::now());
                 self.registry

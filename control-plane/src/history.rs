@@ -408,7 +408,7 @@ pub fn record(
             updated: count(|d| d.before.is_some() && d.after.is_some()),
             deleted: count(|d| d.after.is_none()),
             rollback_of,
-            pruned: false,
+            ..Default::default()
         }),
         deltas: Vec::new(),
         parts: 0,

@@ -36,6 +36,13 @@
 //!                                  usage one replica's agents reported in one minute
 //! <root>/v1/usage/hour/<hour start>  UsageRollup  (protobuf): the whole fleet's usage in one
 //!                                  hour, rolled up from the minutes
+//! <root>/v1/meta/canary            CanaryPin           (protobuf): present while a canary
+//!                                  rollout is active, written and deleted with the config
+//!                                  revisions that start and end it (in the watch range)
+//! <root>/v1/rollout/record         RolloutRecord       (protobuf): the active canary rollout
+//!                                  or the last one
+//! <root>/v1/rollout/usage/<revision>/<replica>  RolloutUsage  (protobuf): one replica's
+//!                                  agents' traffic on the rollout's routes, by cohort
 //! <root>/v1/meta/leader            the leading replica's id (on its election lease)
 //! <root>/v1/replicas/<replica id>  ReplicaRecord       (protobuf, on the replica's election
 //!                                  lease): what `portico status` shows of it
@@ -303,6 +310,33 @@ impl Keys {
     /// its mod revision and rewrites it.
     pub fn config_revision(&self) -> String {
         format!("{}/v1/meta/config-revision", self.root)
+    }
+
+    /// Key of the active canary rollout's pin ([`portico_api::pb::CanaryPin`]). It lies in
+    /// [`Keys::config_watch_range`], so watchers see it with the config revision that starts or
+    /// ends the rollout.
+    pub fn canary_pin(&self) -> String {
+        format!("{}/v1/meta/canary", self.root)
+    }
+
+    /// Key of the canary rollout record: the active rollout or the last one.
+    pub fn rollout(&self) -> String {
+        format!("{}/v1/rollout/record", self.root)
+    }
+
+    /// Prefix of the replicas' traffic counts for the rollout of `revision`.
+    pub fn rollout_usage_prefix(&self, revision: i64) -> String {
+        format!("{}/v1/rollout/usage/{revision:020}/", self.root)
+    }
+
+    /// Key of one replica's traffic counts for the rollout of `revision`.
+    pub fn rollout_usage(&self, revision: i64, replica: &str) -> String {
+        format!("{}{replica}", self.rollout_usage_prefix(revision))
+    }
+
+    /// Prefix of every rollout's traffic counts.
+    pub fn rollout_usages_prefix(&self) -> String {
+        format!("{}/v1/rollout/usage/", self.root)
     }
 
     /// Key of the leader election: the leading replica's id, on its lease.

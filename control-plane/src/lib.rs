@@ -36,6 +36,8 @@
 //! - [`usage`]: the usage agents report, rolled up by minute and hour in the store.
 //! - [`health`]: every endpoint's state as each agent sees it, grouped for `portico health`.
 //! - [`rollout`]: rollout status of a revision.
+//! - [`canary`]: canary rollouts: which agents get which revision, the gates, the leader's
+//!   driving.
 //! - [`status`]: the one place errors become gRPC statuses (`From<E> for Status`).
 //! - [`probes`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`metrics`]: metric names and the Prometheus recorder.
@@ -43,6 +45,7 @@
 pub mod admin;
 pub mod auth;
 pub mod budgets;
+pub mod canary;
 pub mod commit;
 pub mod compiler;
 pub mod config;

@@ -22,6 +22,8 @@
 //! | `portico_cp_leader` | gauge | 1 while this replica leads (does the fleet's singleton work), 0 otherwise |
 //! | `portico_cp_streams_refused_total` | counter | agent streams refused with `RESOURCE_EXHAUSTED` beyond `--max-stream-accept-rate` |
 //! | `portico_cp_history_pruned_total` | counter | history records pruned beyond `--history-retention` |
+//! | `portico_cp_rollouts_total{outcome}` | counter | canary rollouts ended through this replica, by outcome (`promoted`, `aborted`) |
+//! | `portico_cp_rollout_stage{stage}` | gauge | 1 for the stage of the canary rollout in the store (`canary`, `baking`, `promoting`, `done`, `aborted`), 0 for the others |
 //! | `portico_cp_xds_streams{kind}` | gauge | xDS streams open on this replica, by kind of client (`envoy`, `grpc`) |
 //! | `portico_cp_xds_responses_total{type}` | counter | xDS responses sent, by resource type (`Listener`, `RouteConfiguration`, `Cluster`, `ClusterLoadAssignment`, `Secret`) |
 
@@ -31,6 +33,10 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
+/// Canary rollouts ended, labelled `outcome`.
+pub const ROLLOUTS: &str = "portico_cp_rollouts_total";
+/// The stage of the canary rollout in the store, labelled `stage`.
+pub const ROLLOUT_STAGE: &str = "portico_cp_rollout_stage";
 /// 1 while this replica leads.
 pub const LEADER: &str = "portico_cp_leader";
 /// Streams refused beyond the accept rate.

@@ -20,6 +20,7 @@ use crate::auth::identity::IdentityService;
 use crate::auth::table::AuthState;
 use crate::auth::tokens::{self, BootstrapError};
 use crate::budgets::Budgets;
+use crate::canary::Rollouts;
 use crate::config::{Config, StoreKind};
 use crate::discovery::{Discovery, DiscoveryServer, Fleet};
 use crate::election::{Election, Leadership, Replica};
@@ -178,7 +179,10 @@ pub async fn run_with_store(
         resources = initial.len(),
         "config loaded"
     );
-    let views = Arc::new(Views::new(Arc::new(initial)));
+    let initial = Arc::new(initial);
+    let views = Arc::new(Views::new(initial.clone()));
+    // With a canary rollout active, the revision before it too.
+    watcher::publish(&store, &keys, &views, initial).await;
     let replica = config.replica_id();
     let registry = Arc::new(Registry::new(
         store.clone(),
@@ -264,7 +268,14 @@ pub async fn run_with_store(
         cancel.clone(),
     ));
 
-    let admin = AdminServer::new(AdminService::new(
+    let rollouts = Arc::new(Rollouts::new(
+        store.clone(),
+        keys.clone(),
+        views.clone(),
+        registry.clone(),
+        replica.clone(),
+    ));
+    let admin_service = Arc::new(AdminService::new(
         store.clone(),
         keys,
         views.clone(),
@@ -272,9 +283,16 @@ pub async fn run_with_store(
         usage.clone(),
         election,
         auth.clone(),
-    ))
-    .max_decoding_message_size(portico_api::limits::MAX_REQUEST_BYTES)
-    .max_encoding_message_size(portico_api::limits::MAX_RESPONSE_BYTES);
+    ));
+    let rollout_flusher = tokio::spawn(rollouts.clone().run_flusher(cancel.clone()));
+    let rollout_driver = tokio::spawn(rollouts.clone().drive(
+        admin_service.clone(),
+        leadership.clone(),
+        cancel.clone(),
+    ));
+    let admin = AdminServer::from_arc(admin_service)
+        .max_decoding_message_size(portico_api::limits::MAX_REQUEST_BYTES)
+        .max_encoding_message_size(portico_api::limits::MAX_RESPONSE_BYTES);
     let identity = IdentityServer::new(IdentityService::new(auth.clone()));
     let throttle = Arc::new(StreamThrottle::new(config.max_stream_accept_rate));
     let xds = crate::xds::Xds::new(
@@ -292,6 +310,7 @@ pub async fn run_with_store(
         budgets,
         usage,
         throttle,
+        rollouts,
     };
     let discovery = DiscoveryServer(Discovery::new(views, fleet, auth, cancel.clone()));
     tracing::info!(%replica, addr = ?listener.local_addr().ok(), "control plane serving");
@@ -325,6 +344,8 @@ pub async fn run_with_store(
         service_nodes,
         auth_follower,
         granter,
+        rollout_flusher,
+        rollout_driver,
         rollups
     );
     served.map_err(ServerError::from)

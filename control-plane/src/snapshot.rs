@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use portico_api::pb::CanaryPin;
 use portico_api::{Kind, Resource, ResourceKey, reference};
 
 use crate::scope::{self, Selectors};
@@ -57,6 +58,8 @@ pub struct Snapshot {
     pub published: Option<Instant>,
     resources: BTreeMap<Kind, ByName>,
     selectors: Arc<Selectors>,
+    /// The active canary rollout: agents it does not select are served its previous revision.
+    pub canary: Option<Arc<CanaryPin>>,
 }
 
 impl Snapshot {
@@ -109,6 +112,8 @@ pub struct SnapshotBuilder {
     resources: BTreeMap<Kind, ByName>,
     /// The selectors to carry over; None once a change touched them.
     selectors: Option<Arc<Selectors>>,
+    /// The active canary rollout's pin.
+    pub canary: Option<Arc<CanaryPin>>,
 }
 
 impl SnapshotBuilder {
@@ -117,6 +122,7 @@ impl SnapshotBuilder {
         SnapshotBuilder {
             resources: snapshot.resources.clone(),
             selectors: Some(snapshot.selectors.clone()),
+            canary: snapshot.canary.clone(),
         }
     }
 
@@ -184,6 +190,7 @@ impl SnapshotBuilder {
             published: Some(Instant::now()),
             resources: self.resources,
             selectors,
+            canary: self.canary,
         }
     }
 }

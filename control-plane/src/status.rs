@@ -40,7 +40,11 @@ impl From<AdminError> for Status {
             | AdminError::Busy
             | AdminError::Commit(CommitError::TakenOver { .. })
             | AdminError::PageToken(_) => Code::Aborted,
-            AdminError::Invalid(_) | AdminError::BadRequest(_) => Code::InvalidArgument,
+            AdminError::Invalid(_)
+            | AdminError::BadRequest(_)
+            | AdminError::Commit(CommitError::TooLarge) => Code::InvalidArgument,
+            AdminError::RolloutActive(_) | AdminError::NoRollout => Code::FailedPrecondition,
+            AdminError::Decode(_) => Code::Internal,
             AdminError::History(HistoryError::UnknownRevision(_))
             | AdminError::NotFound(_)
             | AdminError::NoIdentity(_)

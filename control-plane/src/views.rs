@@ -140,6 +140,20 @@ impl Views {
         self.current.send_replace(snapshot);
     }
 
+    /// Keeps `snapshot`, older than the current one, among the retained versions (the revision
+    /// before a canary rollout, rebuilt for the agents it does not pick) unless that version is
+    /// retained already.
+    pub fn keep(&self, snapshot: Arc<Snapshot>) {
+        let mut inner = self.lock();
+        if inner.recent.iter().any(|s| s.version == snapshot.version) {
+            return;
+        }
+        let at = inner
+            .recent
+            .partition_point(|s| s.version < snapshot.version);
+        inner.recent.insert(at, snapshot);
+    }
+
     /// A retained snapshot of `version`, if still kept.
     pub fn at(&self, version: Revision) -> Option<Arc<Snapshot>> {
         self.lock()

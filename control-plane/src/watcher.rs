@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use portico_api::pb::HistoryPart;
+use portico_api::pb::{CanaryPin, HistoryPart, HistoryRecord};
 
 use crate::history;
 use crate::keys::{self, Keys};
@@ -40,6 +40,11 @@ use crate::views::Views;
 pub async fn load(store: &dyn Store, keys: &Keys) -> Result<(Snapshot, Revision), StoreError> {
     loop {
         let (mut kvs, list_revision) = store.list(&keys.config_prefix()).await?;
+        // The pin changes only with the config revision, read after it.
+        let canary = match store.get(&keys.canary_pin()).await? {
+            Some(kv) => decode_pin(&kv),
+            None => None,
+        };
         let (version, changed_at) = match store.get(&keys.config_revision()).await? {
             Some(kv) => (keys::decode_revision(&kv.key, &kv.value)?, kv.mod_revision),
             None => (0, 0),
@@ -58,6 +63,7 @@ pub async fn load(store: &dyn Store, keys: &Keys) -> Result<(Snapshot, Revision)
             i.checked_sub(1).map_or(0, |i| changes[i].1)
         };
         let mut builder = SnapshotBuilder::default();
+        builder.canary = canary;
         for kv in kvs.iter().filter(|kv| !keys.is_staged_change(&kv.key)) {
             let version = version_at(kv.mod_revision);
             put(&mut builder, keys, kv, version);
@@ -118,6 +124,73 @@ async fn undo_staged(
     Ok(())
 }
 
+/// The pin in `kv`; an undecodable one is logged and taken as none.
+fn decode_pin(kv: &KeyValue) -> Option<Arc<CanaryPin>> {
+    match keys::decode::<CanaryPin>(&kv.key, &kv.value) {
+        Ok(pin) => Some(Arc::new(pin)),
+        Err(e) => {
+            tracing::error!(error = %e, "undecodable canary pin; serving every agent the newest config");
+            None
+        }
+    }
+}
+
+/// Publishes `snapshot`, first making sure that, while it carries a canary pin, `views` holds
+/// the revision before the rollout for the agents the canary does not pick: the one this
+/// replica published, or one rebuilt from the current config and the change's history record.
+pub async fn publish(store: &dyn Store, keys: &Keys, views: &Views, snapshot: Arc<Snapshot>) {
+    if let Some(pin) = &snapshot.canary
+        && views.at(pin.previous).is_none()
+    {
+        match previous(store, keys, &snapshot, pin).await {
+            Ok(previous) => views.keep(Arc::new(previous)),
+            // The agents the canary does not pick keep what they run until it is at hand.
+            Err(e) => tracing::error!(
+                error = %e,
+                revision = pin.previous,
+                "rebuilding the revision before the canary rollout failed"
+            ),
+        }
+    }
+    views.publish(snapshot);
+}
+
+/// The config at `pin.previous`: `snapshot` with the canary change's resources set back from
+/// its history record. They get a store revision of their own (minus the rollout's revision),
+/// so diffs against them resend them whole.
+async fn previous(
+    store: &dyn Store,
+    keys: &Keys,
+    snapshot: &Snapshot,
+    pin: &CanaryPin,
+) -> Result<Snapshot, StoreError> {
+    let key = keys.history(pin.revision);
+    let kv = store.get(&key).await?.ok_or_else(|| {
+        StoreError::Invalid(format!(
+            "the history record of revision {} is missing",
+            pin.revision
+        ))
+    })?;
+    let record: HistoryRecord =
+        keys::decode(&kv.key, &kv.value).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let mut builder = SnapshotBuilder::from_snapshot(snapshot);
+    builder.canary = None;
+    for delta in &record.deltas {
+        let Some(key) = &delta.key else { continue };
+        match &delta.before {
+            Some(before) => {
+                builder.insert(Stored::new(before.clone(), -pin.revision, pin.previous))
+            }
+            None => builder.remove(key.kind(), &key.name),
+        }
+    }
+    tracing::info!(
+        revision = pin.previous,
+        "rebuilt the revision before the canary rollout"
+    );
+    Ok(builder.build(pin.previous))
+}
+
 /// Follows the store until `cancel`, publishing every config change to `views`. `from` is the
 /// store revision the snapshot already published was listed at.
 pub async fn follow(
@@ -141,7 +214,7 @@ pub async fn follow(
                 };
                 match loaded {
                     Ok((snapshot, revision)) => {
-                        views.publish(Arc::new(snapshot));
+                        publish(&store, &keys, &views, Arc::new(snapshot)).await;
                         from = revision;
                         backoff.reset();
                         continue;
@@ -198,7 +271,7 @@ async fn follow_once(
                 let snapshot = Arc::new(builder.build(version));
                 metrics::histogram!(SNAPSHOT_BUILD).record(start.elapsed().as_secs_f64());
                 if version > latest.version {
-                    views.publish(snapshot.clone());
+                    publish(store, keys, views, snapshot.clone()).await;
                 }
                 latest = snapshot;
             }
@@ -227,6 +300,7 @@ fn apply(
 ) -> Option<Revision> {
     let config_prefix = keys.config_prefix();
     let revision_key = keys.config_revision();
+    let pin_key = keys.canary_pin();
     let mut touched = false;
     for group in changes.chunk_by(|a, b| a.revision() == b.revision()) {
         let counter = group.iter().find_map(|change| match change {
@@ -274,6 +348,13 @@ fn apply(
                     }
                 }
             }
+        }
+        if let Some(change) = group.iter().find(|c| c.key() == pin_key) {
+            touched = true;
+            builder.canary = match change {
+                Change::Put(kv) => decode_pin(kv),
+                Change::Delete { .. } => None,
+            };
         }
         if marker == Some(false) {
             // The change completed (with its config revision) or was undone (without): the

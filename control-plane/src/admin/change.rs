@@ -7,8 +7,8 @@ use portico_api::limits::{
 };
 use portico_api::pb::Role;
 use portico_api::pb::{
-    ApplyRequest, ApplyResponse, ChangeType, DeleteRequest, DeleteResponse, ResourceChange,
-    ResourceDelta, RollbackRequest, RollbackResponse,
+    ApplyRequest, ApplyResponse, CanaryPin, ChangeType, DeleteRequest, DeleteResponse,
+    HistoryRecord, ResourceChange, ResourceDelta, RollbackRequest, RollbackResponse,
 };
 use portico_api::{Kind, Resource, ResourceSet, reference, validate};
 use prost::Message;
@@ -19,7 +19,7 @@ use crate::commit::{self, Change, Marker, STALE_AFTER};
 use crate::compiler;
 use crate::history;
 use crate::keys;
-use crate::store::{Revision, Store};
+use crate::store::{Op, Revision, Store};
 
 /// How often a change is retried when another change committed between its read and write.
 const MAX_ATTEMPTS: usize = 8;
@@ -36,6 +36,8 @@ pub(super) struct Stored {
     /// The config-revision key's mod revision, which the change's transaction compares.
     pub guard: Revision,
     pub resources: ResourceSet,
+    /// The active canary rollout's pin: while it exists every other change is refused.
+    pub canary: Option<CanaryPin>,
 }
 
 impl AdminService {
@@ -46,6 +48,11 @@ impl AdminService {
         loop {
             let meta = self.store.get(&self.keys.config_revision()).await?;
             let (kvs, _) = self.store.list(&self.keys.config_prefix()).await?;
+            // The pin changes only with the config revision, which the commit compares.
+            let canary = match self.store.get(&self.keys.canary_pin()).await? {
+                Some(kv) => Some(keys::decode::<CanaryPin>(&kv.key, &kv.value)?),
+                None => None,
+            };
             let mut resources = ResourceSet::new();
             let mut marker = None;
             for kv in kvs {
@@ -73,6 +80,7 @@ impl AdminService {
                         revision,
                         guard,
                         resources,
+                        canary,
                     });
                 }
                 Some(m) if m.is_stale(SystemTime::now()) => {
@@ -94,6 +102,20 @@ impl AdminService {
         message: &str,
         rollback_of: Revision,
     ) -> Result<Option<Revision>, AdminError> {
+        let record = history::record(&caller.name, message, &deltas, rollback_of);
+        self.commit_with(stored, deltas, caller, record, Vec::new())
+            .await
+    }
+
+    /// [`Self::commit`] with its history record given, and more writes that commit with it.
+    pub(super) async fn commit_with(
+        &self,
+        stored: &Stored,
+        deltas: Vec<ResourceDelta>,
+        caller: &Caller,
+        record: HistoryRecord,
+        extra: Vec<Op>,
+    ) -> Result<Option<Revision>, AdminError> {
         // Secrets hold private keys: changing one takes an admin.
         if let Some(key) = deltas
             .iter()
@@ -102,13 +124,13 @@ impl AdminService {
         {
             caller.require(Role::Admin, format!("changing {key}"))?;
         }
-        let record = history::record(&caller.name, message, &deltas, rollback_of);
         let change = Change {
             revision: stored.revision,
             guard: stored.guard,
             deltas,
             record,
             replica: &self.election.replica,
+            extra,
         };
         let committed = commit::commit(&self.store, &self.keys, change).await?;
         if let Some(revision) = committed {
@@ -132,6 +154,16 @@ impl AdminService {
         check_request(&req)?;
         for _ in 0..MAX_ATTEMPTS {
             let stored = self.read().await?;
+            if let Some(pin) = &stored.canary
+                && !req.dry_run
+            {
+                if !req.force {
+                    return Err(AdminError::RolloutActive(active(pin)));
+                }
+                let reason = format!("aborted by a forced apply of {}", caller.name);
+                self.abort_rollout_inner(&reason, caller).await?;
+                continue;
+            }
             expect_revision(req.expected_revision, stored.revision)?;
             let kept = secrets::keep_redacted(&stored.resources, &mut req.resources);
             let changes = changes(&stored.resources, &req);
@@ -156,6 +188,17 @@ impl AdminService {
                 };
             let deltas = history::deltas(&stored.resources, &target);
             let noop = deltas.is_empty();
+            let canary = match &req.canary {
+                Some(canary) if !noop => Some(self.canary_start(
+                    &stored,
+                    &deltas,
+                    &target,
+                    canary,
+                    caller,
+                    &req.message,
+                )?),
+                _ => None,
+            };
             if !noop && let Err(error) = compiler::check(target).await {
                 return Ok(invalid(vec![error]));
             }
@@ -168,10 +211,17 @@ impl AdminService {
                     errors_omitted: 0,
                 });
             }
-            if let Some(revision) = self
-                .commit(&stored, deltas, caller, &req.message, 0)
-                .await?
-            {
+            let committed = match canary {
+                Some((record, extra)) => {
+                    self.commit_with(&stored, deltas, caller, record, extra)
+                        .await?
+                }
+                None => {
+                    self.commit(&stored, deltas, caller, &req.message, 0)
+                        .await?
+                }
+            };
+            if let Some(revision) = committed {
                 return Ok(ApplyResponse {
                     revision,
                     changes,
@@ -236,6 +286,9 @@ impl AdminService {
         check_message(&req.message)?;
         for _ in 0..MAX_ATTEMPTS {
             let stored = self.read().await?;
+            if let Some(pin) = &stored.canary {
+                return Err(AdminError::RolloutActive(active(pin)));
+            }
             expect_revision(req.expected_revision, stored.revision)?;
             let records = history::read_all(&self.store, &self.keys).await?;
             let target = history::config_at(&stored.resources, &records, req.revision)?;
@@ -302,7 +355,7 @@ fn check_request(req: &ApplyRequest) -> Result<(), AdminError> {
     check_message(&req.message)
 }
 
-fn check_message(message: &str) -> Result<(), AdminError> {
+pub(super) fn check_message(message: &str) -> Result<(), AdminError> {
     if message.len() > MAX_MESSAGE_LEN {
         return Err(AdminError::BadRequest(format!(
             "the message is {} bytes long; the limit is {MAX_MESSAGE_LEN}",
@@ -350,6 +403,18 @@ fn delta_change(delta: &ResourceDelta) -> ResourceChange {
         change: change as i32,
     }
 }
+/// What refusing a change names of the active rollout of `pin`.
+fn active(pin: &CanaryPin) -> String {
+    format!(
+        "the canary rollout of revision {} (to {}) is active",
+        pin.revision,
+        pin.selector
+            .as_ref()
+            .map(|s| s.text.as_str())
+            .unwrap_or_default()
+    )
+}
+
 /// Refuses a change made against another config revision than the caller expected.
 fn expect_revision(expected: Option<i64>, current: Revision) -> Result<(), AdminError> {
     match expected {

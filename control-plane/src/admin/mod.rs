@@ -16,10 +16,12 @@
 //! # Layout
 //! - `change`: apply, delete and rollback, from the read to the commit.
 //! - `listing`: List, a page at a time, every page of a listing read from one snapshot.
+//! - `rollout`: canary rollouts: their start (with the change), promotion, abort and status.
 //! - `secrets`: the redacted placeholder applied back keeps the stored secret material.
 
 mod change;
 mod listing;
+mod rollout;
 mod secrets;
 
 use std::sync::Arc;
@@ -28,13 +30,14 @@ use std::time::{Duration, SystemTime};
 use portico_api::pb::Role;
 use portico_api::pb::admin_server::Admin;
 use portico_api::pb::{
-    AgentsRequest, AgentsResponse, ApplyRequest, ApplyResponse, CreateTokenRequest,
-    CreateTokenResponse, DeleteRequest, DeleteResponse, GetCaRequest, GetCaResponse, GetRequest,
-    GetResponse, HealthRequest, HealthResponse, HistoryRequest, HistoryResponse, ListRequest,
-    ListResponse, ListTokensRequest, ListTokensResponse, RevokeAgentRequest, RevokeAgentResponse,
-    RevokeTokenRequest, RevokeTokenResponse, RollbackRequest, RollbackResponse,
-    RolloutStatusRequest, RolloutStatusResponse, StatusRequest, StatusResponse, StoredResource,
-    UsageRequest, UsageResponse,
+    AbortRolloutRequest, AbortRolloutResponse, AgentsRequest, AgentsResponse, ApplyRequest,
+    ApplyResponse, CreateTokenRequest, CreateTokenResponse, DeleteRequest, DeleteResponse,
+    GetCaRequest, GetCaResponse, GetRequest, GetResponse, GetRolloutRequest, GetRolloutResponse,
+    HealthRequest, HealthResponse, HistoryRequest, HistoryResponse, ListRequest, ListResponse,
+    ListTokensRequest, ListTokensResponse, PromoteRolloutRequest, PromoteRolloutResponse,
+    RevokeAgentRequest, RevokeAgentResponse, RevokeTokenRequest, RevokeTokenResponse,
+    RollbackRequest, RollbackResponse, RolloutStatusRequest, RolloutStatusResponse, StatusRequest,
+    StatusResponse, StoredResource, UsageRequest, UsageResponse,
 };
 use portico_api::{Kind, Resource, ResourceKey, reference, validate};
 use tonic::{Request, Response, Status};
@@ -47,7 +50,6 @@ use crate::history::{self, HistoryError};
 use crate::keys::Keys;
 use crate::metered::MeteredStore;
 use crate::registry::Registry;
-use crate::rollout;
 use crate::store::{Revision, StoreError};
 use crate::usage::{self, UsageRollups};
 use crate::views::Views;
@@ -108,6 +110,18 @@ pub enum AdminError {
     /// The caller is unknown, or its role does not allow the call.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// A canary rollout is active: every other change waits for it.
+    #[error(
+        "{0}: wait for it (`portico rollout status --wait`), end it (`portico rollout \
+         promote` or `abort`), or apply with --force to abort it first"
+    )]
+    RolloutActive(String),
+    /// Promote or abort with no canary rollout active.
+    #[error("no canary rollout is active")]
+    NoRollout,
+    /// A stored value does not decode.
+    #[error(transparent)]
+    Decode(#[from] crate::keys::DecodeError),
     /// No agent identity of this node id.
     #[error("node {0:?} has no certificate to revoke (it never joined)")]
     NoIdentity(String),
@@ -269,7 +283,7 @@ impl Admin for AdminService {
             r => r,
         };
         let records = self.registry.list().await.map_err(Status::from)?;
-        Ok(Response::new(rollout::status(revision, &records)))
+        Ok(Response::new(crate::rollout::status(revision, &records)))
     }
 
     async fn health(
@@ -377,6 +391,47 @@ impl Admin for AdminService {
             .await
             .map_err(|e| Status::from(AdminError::from(e)))?;
         Ok(Response::new(RevokeTokenResponse {}))
+    }
+
+    async fn get_rollout(
+        &self,
+        req: Request<GetRolloutRequest>,
+    ) -> Result<Response<GetRolloutResponse>, Status> {
+        self.caller(&req, Role::Viewer, "rollout status")?;
+        let response = self.get_rollout_inner().await;
+        response.map(Response::new).map_err(Status::from)
+    }
+
+    async fn promote_rollout(
+        &self,
+        req: Request<PromoteRolloutRequest>,
+    ) -> Result<Response<PromoteRolloutResponse>, Status> {
+        let caller = self.caller(&req, Role::Operator, "rollout promote")?;
+        let message = req.into_inner().message;
+        let promoted = self
+            .promote_rollout_inner(&message, Vec::new(), &caller)
+            .await;
+        promoted
+            .map(|revision| Response::new(PromoteRolloutResponse { revision }))
+            .map_err(Status::from)
+    }
+
+    async fn abort_rollout(
+        &self,
+        req: Request<AbortRolloutRequest>,
+    ) -> Result<Response<AbortRolloutResponse>, Status> {
+        let caller = self.caller(&req, Role::Operator, "rollout abort")?;
+        let message = req.into_inner().message;
+        change::check_message(&message).map_err(Status::from)?;
+        let reason = if message.is_empty() {
+            format!("aborted by {}", caller.name)
+        } else {
+            format!("aborted by {}: {message}", caller.name)
+        };
+        let aborted = self.abort_rollout_inner(&reason, &caller).await;
+        aborted
+            .map(|revision| Response::new(AbortRolloutResponse { revision }))
+            .map_err(Status::from)
     }
 
     async fn revoke_agent(

@@ -62,7 +62,11 @@ pub(super) async fn run<F: Flavour>(
     tokio::pin!(cancelled, closed);
     session.receive(first);
     loop {
-        let catalog = session.stream().catalog(&current, &table);
+        // While a canary rollout does not pick the client, the revision before it.
+        let stream = session.stream();
+        let served = crate::canary::served(&stream.views, &current, &stream.node)
+            .unwrap_or_else(|| current.clone());
+        let catalog = session.stream().catalog(&served, &table);
         match session.step(&catalog, &tx).await {
             Some(sync) => session.stream().account(catalog.version, sync),
             None => break,
