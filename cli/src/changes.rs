@@ -55,6 +55,9 @@ pub struct Outcome {
     /// For a rollback: the revision whose config was restored.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollback_of: Option<i64>,
+    /// For `apply --canary`: the selector of the agents that get the revision first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary: Option<String>,
     /// Every resource involved, in the order the server listed them.
     pub changes: Vec<Change>,
     /// Validation errors; when non-empty nothing was written.
@@ -62,7 +65,8 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// The human form: one line per resource, then a summary line.
+    /// The human form: one line per resource, then a summary line, and for a canary apply
+    /// that wrote a revision, how to follow its rollout.
     pub fn table(&self, style: Style) -> String {
         let mut out = String::new();
         for c in &self.changes {
@@ -79,6 +83,18 @@ impl Outcome {
         }
         out.push_str(&self.summary());
         out.push('\n');
+        if let Some(selector) = self
+            .canary
+            .as_deref()
+            .filter(|_| !self.dry_run && !self.noop)
+        {
+            out.push_str(&format!(
+                "revision {} is rolling out to the canary agents ({}); follow it with: \
+                 portico rollout status --wait\n",
+                self.revision,
+                crate::output::escaped(selector, false)
+            ));
+        }
         out
     }
 
@@ -161,6 +177,39 @@ mod tests {
             noop.table(Style::plain()),
             "no changes; config is at revision 4\n"
         );
+    }
+
+    #[test]
+    fn a_canary_apply_says_how_to_follow_the_rollout() {
+        let outcome = Outcome {
+            revision: 7,
+            canary: Some("slot=1".into()),
+            changes: vec![change("RouteTable", "shop", "updated")],
+            ..Default::default()
+        };
+        assert_eq!(
+            outcome.table(Style::plain()),
+            "updated     RouteTable/shop\n\
+             0 created, 1 updated, 0 deleted, 0 unchanged; revision 7\n\
+             revision 7 is rolling out to the canary agents (slot=1); follow it with: portico \
+             rollout status --wait\n"
+        );
+        // Nothing rolls out when nothing was written.
+        for outcome in [
+            Outcome {
+                noop: true,
+                ..outcome.clone()
+            },
+            Outcome {
+                dry_run: true,
+                ..outcome.clone()
+            },
+        ] {
+            assert!(!outcome.table(Style::plain()).contains("rolling out"));
+        }
+        let v = serde_json::to_value(&outcome).unwrap();
+        assert_eq!(v["canary"], "slot=1");
+        assert_eq!(v["revision"], 7);
     }
 
     #[test]

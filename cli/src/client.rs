@@ -116,7 +116,7 @@ impl ClientConfig {
     }
 
     /// Classifies a failed call that changes the config (`what`: "apply", "delete",
-    /// "rollback"): one cut off on the way may or may not have committed.
+    /// "rollback", "promotion", "abort"): one cut off on the way may or may not have committed.
     pub fn write_status(&self, status: tonic::Status, what: &'static str) -> CliError {
         CliError::from_write_status(status, &self.server, what)
     }

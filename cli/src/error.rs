@@ -108,7 +108,8 @@ impl CliError {
     }
 
     /// Classifies a gRPC status from a call to `server` that changes the config (`what`:
-    /// "apply", "delete", "rollback"): a failure on the way leaves the change uncertain.
+    /// "apply", "delete", "rollback", "promotion", "abort"): a failure on the way leaves the
+    /// change uncertain.
     pub fn from_write_status(status: tonic::Status, server: &str, what: &'static str) -> CliError {
         match CliError::from_status(status, server) {
             CliError::Unreachable { server, reason } => CliError::Uncertain {

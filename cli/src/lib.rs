@@ -62,7 +62,8 @@ pub enum Command {
     Rollback(rollback::Args),
     /// List the agents and how far each has applied the config.
     Agents(agents::Args),
-    /// How far a revision has rolled out to the agents.
+    /// How far a revision has rolled out to the agents; follow, promote or abort a canary
+    /// rollout.
     #[command(subcommand)]
     Rollout(rollout::Command),
     /// Create API consumers and their keys (printed once, stored as SHA-256).
@@ -101,6 +102,8 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Rollback(args) => rollback::run(&ctx, args).await,
         Command::Agents(args) => agents::run(&ctx, args).await,
         Command::Rollout(rollout::Command::Status(args)) => rollout::status(&ctx, args).await,
+        Command::Rollout(rollout::Command::Promote(args)) => rollout::promote(&ctx, args).await,
+        Command::Rollout(rollout::Command::Abort(args)) => rollout::abort(&ctx, args).await,
         Command::Consumer(command) => consumer::run(&ctx, command).await,
         Command::Health(args) => health::run(&ctx, args).await,
         Command::Ca(command) => ca::run(&ctx, command).await,

@@ -40,6 +40,12 @@ pub struct Entry {
     /// The change's before and after were pruned (older than the control plane's
     /// `--history-retention`): it can no longer be rolled back through.
     pub pruned: bool,
+    /// The canary selector, when the change was rolled out as a canary (`apply --canary`).
+    pub canary: Option<String>,
+    /// The change's canary rollout was aborted (the next change restored the config before it).
+    pub aborted: bool,
+    /// The revision whose canary rollout this change promoted to every agent.
+    pub promotion_of: Option<i64>,
 }
 
 /// The whole output.
@@ -63,6 +69,39 @@ impl Entry {
             deleted: e.deleted,
             rollback_of: (e.rollback_of != 0).then_some(e.rollback_of),
             pruned: e.pruned,
+            canary: (!e.canary.is_empty()).then(|| e.canary.clone()),
+            aborted: e.aborted,
+            promotion_of: (e.promotion_of != 0).then_some(e.promotion_of),
+        }
+    }
+
+    /// The MESSAGE column: what kind of change it was (a rollback, a canary rollout and
+    /// whether it was aborted, a promotion), then the message after a colon; `(pruned)` first
+    /// for a pruned record.
+    fn message_cell(&self) -> String {
+        let mut tags = Vec::new();
+        if let Some(old) = self.rollback_of {
+            tags.push(format!("rollback to {old}"));
+        }
+        if let Some(selector) = &self.canary {
+            tags.push(format!("canary {selector}"));
+        }
+        if self.aborted {
+            tags.push("aborted".to_string());
+        }
+        if let Some(revision) = self.promotion_of {
+            tags.push(format!("promotes {revision}"));
+        }
+        let tags = tags.join(", ");
+        let cell = match (tags.is_empty(), self.message.is_empty()) {
+            (true, _) => self.message.clone(),
+            (false, true) => tags,
+            (false, false) => format!("{tags}: {}", self.message),
+        };
+        if self.pruned {
+            format!("(pruned) {cell}")
+        } else {
+            cell
         }
     }
 }
@@ -88,23 +127,103 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
 fn table(history: &History) -> String {
     let mut t = Table::new(["REVISION", "TIME", "AUTHOR", "CHANGES", "MESSAGE"]);
     for e in &history.entries {
-        let mut message = e.message.clone();
-        if let Some(old) = e.rollback_of {
-            message = format!(
-                "rollback to {old}{}{message}",
-                if message.is_empty() { "" } else { ": " }
-            );
-        }
-        if e.pruned {
-            message = format!("(pruned) {message}");
-        }
         t.row([
             e.revision.to_string(),
             e.time.clone(),
             e.author.clone(),
             format!("+{} ~{} -{}", e.created, e.updated, e.deleted),
-            message,
+            e.message_cell(),
         ]);
     }
     t.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(revision: i64, message: &str) -> HistoryEntry {
+        HistoryEntry {
+            revision,
+            author: "ci".into(),
+            message: message.into(),
+            updated: 1,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn message_column_marks_rollbacks_canaries_aborts_and_promotions() {
+        let cases = [
+            (entry(5, "more workers"), "more workers"),
+            (
+                HistoryEntry {
+                    rollback_of: 3,
+                    ..entry(6, "")
+                },
+                "rollback to 3",
+            ),
+            (
+                HistoryEntry {
+                    canary: "slot=1".into(),
+                    ..entry(7, "new timeout")
+                },
+                "canary slot=1: new timeout",
+            ),
+            (
+                HistoryEntry {
+                    canary: "5%".into(),
+                    aborted: true,
+                    ..entry(8, "retries")
+                },
+                "canary 5%, aborted: retries",
+            ),
+            (
+                HistoryEntry {
+                    promotion_of: 7,
+                    ..entry(9, "")
+                },
+                "promotes 7",
+            ),
+            (
+                HistoryEntry {
+                    pruned: true,
+                    ..entry(2, "old")
+                },
+                "(pruned) old",
+            ),
+            (
+                HistoryEntry {
+                    pruned: true,
+                    rollback_of: 1,
+                    ..entry(3, "undo")
+                },
+                "(pruned) rollback to 1: undo",
+            ),
+        ];
+        for (pb, want) in cases {
+            assert_eq!(Entry::from_pb(&pb).message_cell(), want, "{pb:?}");
+        }
+    }
+
+    #[test]
+    fn json_has_the_rollout_fields() {
+        let pb = HistoryEntry {
+            canary: "slot=1".into(),
+            aborted: true,
+            ..entry(8, "retries")
+        };
+        let v = serde_json::to_value(Entry::from_pb(&pb)).unwrap();
+        assert_eq!(v["canary"], "slot=1");
+        assert_eq!(v["aborted"], true);
+        assert_eq!(v["promotion_of"], serde_json::Value::Null);
+        let v = serde_json::to_value(Entry::from_pb(&HistoryEntry {
+            promotion_of: 8,
+            ..entry(9, "")
+        }))
+        .unwrap();
+        assert_eq!(v["canary"], serde_json::Value::Null);
+        assert_eq!(v["aborted"], false);
+        assert_eq!(v["promotion_of"], 8);
+    }
 }

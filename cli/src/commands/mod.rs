@@ -81,7 +81,8 @@ impl Context {
         }
     }
 
-    /// Classifies a failed config change (`what`: "apply", "delete", "rollback").
+    /// Classifies a failed config change (`what`: "apply", "delete", "rollback", "promotion",
+    /// "abort").
     pub fn write_failed(&self, status: tonic::Status, what: &'static str) -> CliError {
         self.client.write_status(status, what)
     }

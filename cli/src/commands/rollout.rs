@@ -1,6 +1,15 @@
 //! `portico rollout status`: how far a revision has rolled out, and with `--wait`, live
 //! progress until every connected agent applied it (exit 0), one rejected it or the timeout
-//! passed (exit 5).
+//! passed (exit 5). For a canary rollout (`apply --canary`) it shows the rollout instead, and
+//! `--wait` follows it until it is promoted (exit 0) or aborted (exit 5); `rollout promote`
+//! and `rollout abort` end it by hand.
+//!
+//! # Layout
+//! - [`canary`]: the canary rollout view of `status`, and deciding when it applies.
+//! - [`control`]: `promote` and `abort`.
+
+pub mod canary;
+pub mod control;
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -8,31 +17,43 @@ use std::time::{Duration, Instant};
 use portico_api::pb::{RolloutStatusRequest, RolloutStatusResponse};
 use serde::Serialize;
 
+use crate::client::Admin;
 use crate::commands::Context;
 use crate::error::{CliError, CliResult};
 use crate::output::{self, Format};
 
+pub use control::{EndArgs, abort, promote};
+
 /// How often `--wait` asks the control plane.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How long `--wait` waits for a plain revision without `--timeout`.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 /// `portico rollout ...`.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Agent counts for a revision; `--wait` follows it until done.
+    /// Agent counts for a revision, or the canary rollout; `--wait` follows it until done.
     Status(StatusArgs),
+    /// Promote the active canary rollout to every agent now.
+    Promote(EndArgs),
+    /// Abort the active canary rollout: its canary agents get the previous config back.
+    Abort(EndArgs),
 }
 
 /// `portico rollout status [REV] [--wait] [--timeout DUR]`.
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
-    /// The revision; the current one when omitted.
+    /// The revision; the current one, or the active canary rollout, when omitted.
     pub revision: Option<i64>,
-    /// Wait until every connected agent applied the revision, one rejected it, or the timeout.
+    /// Wait until every connected agent applied the revision, one rejected it, or the timeout;
+    /// for a canary rollout, until it is promoted or aborted.
     #[arg(long)]
     pub wait: bool,
-    /// How long `--wait` waits, e.g. "30s", "5m".
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
-    pub timeout: Duration,
+    /// How long `--wait` waits, e.g. "30s", "5m" [default: 5m; for a canary rollout, 5m more
+    /// than its ACK timeout and bake have left].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
 }
 
 /// A rollout's state. JSON fields are stable.
@@ -141,26 +162,37 @@ impl Status {
     }
 }
 
-/// Runs `rollout status`.
+/// The agent counts of `revision` (0: the current one).
+async fn fetch(ctx: &Context, admin: &mut Admin, revision: i64) -> CliResult<Status> {
+    let resp = admin
+        .rollout_status(RolloutStatusRequest { revision })
+        .await
+        .map_err(|s| ctx.status(s))?
+        .into_inner();
+    Ok(Status::from_pb(&resp))
+}
+
+/// Runs `rollout status`: the canary rollout when [`canary::canary_mode`] says so, else the
+/// agent counts of the revision.
 pub async fn status(ctx: &Context, args: StatusArgs) -> CliResult {
     let mut admin = ctx.connect().await?;
-    let mut revision = args.revision.unwrap_or(0);
-    let mut fetch = async |revision: i64| -> CliResult<Status> {
-        let resp = admin
-            .rollout_status(RolloutStatusRequest { revision })
-            .await
-            .map_err(|s| ctx.status(s))?
-            .into_inner();
-        Ok(Status::from_pb(&resp))
-    };
-    let mut status = fetch(revision).await?;
+    // Revision 0 is how the API says "the current one", as an omitted REV does.
+    let requested = args.revision.filter(|r| *r != 0);
+    if let Some(rollout) = canary::get(ctx, &mut admin).await?
+        && canary::canary_mode(requested, &rollout)
+    {
+        return canary::status(ctx, &mut admin, rollout, &args).await;
+    }
+    let mut revision = requested.unwrap_or(0);
+    let mut status = fetch(ctx, &mut admin, revision).await?;
     if !args.wait {
         output::print(ctx.format, &status, || status.table())?;
         return status.failure().map_or(Ok(()), Err);
     }
     // Follow the revision first reported, even if a newer one is applied meanwhile.
     revision = status.revision;
-    let deadline = Instant::now() + args.timeout;
+    let timeout = args.timeout.unwrap_or(DEFAULT_TIMEOUT);
+    let deadline = Instant::now() + timeout;
     let mut progress = Progress::new(ctx.format);
     loop {
         progress.show(&status);
@@ -172,7 +204,7 @@ pub async fn status(ctx: &Context, args: StatusArgs) -> CliResult {
             output::print(ctx.format, &status, || status.table())?;
             return Err(CliError::Rollout(format!(
                 "timed out after {} waiting for revision {}: {} of {} agents applied it",
-                humantime::format_duration(args.timeout),
+                humantime::format_duration(timeout),
                 revision,
                 status.applied,
                 status.total()
@@ -180,7 +212,7 @@ pub async fn status(ctx: &Context, args: StatusArgs) -> CliResult {
         }
         tokio::time::sleep(POLL_INTERVAL.min(deadline.saturating_duration_since(Instant::now())))
             .await;
-        status = fetch(revision).await?;
+        status = fetch(ctx, &mut admin, revision).await?;
     }
     progress.finish();
     output::print(ctx.format, &status, || status.table())?;

@@ -161,7 +161,7 @@ impl AdminService {
                     return Err(AdminError::RolloutActive(active(pin)));
                 }
                 let reason = format!("aborted by a forced apply of {}", caller.name);
-                self.abort_rollout_inner(&reason, caller).await?;
+                self.abort_rollout_inner(&reason, &[], caller).await?;
                 continue;
             }
             expect_revision(req.expected_revision, stored.revision)?;

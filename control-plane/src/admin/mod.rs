@@ -428,7 +428,7 @@ impl Admin for AdminService {
         } else {
             format!("aborted by {}: {message}", caller.name)
         };
-        let aborted = self.abort_rollout_inner(&reason, &caller).await;
+        let aborted = self.abort_rollout_inner(&reason, &[], &caller).await;
         aborted
             .map(|revision| Response::new(AbortRolloutResponse { revision }))
             .map_err(Status::from)

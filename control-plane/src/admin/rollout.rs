@@ -12,8 +12,8 @@ use std::time::SystemTime;
 
 use portico_api::limits::MAX_MESSAGE_LEN;
 use portico_api::pb::{
-    CanaryPin, CanaryRequest, GetRolloutResponse, HistoryRecord, ResourceDelta, RolloutRecord,
-    RolloutStage, resource::Spec,
+    CanaryPin, CanaryRequest, GetRolloutResponse, HistoryRecord, ResourceDelta, RolloutGate,
+    RolloutRecord, RolloutStage, resource::Spec,
 };
 use portico_api::{Kind, ResourceKey, ResourceSet, reference};
 
@@ -199,11 +199,12 @@ impl AdminService {
         Err(AdminError::Busy)
     }
 
-    /// Aborts the active rollout for `reason`; returns the revision that restored the config
-    /// before it.
+    /// Aborts the active rollout for `reason` (with `gates` as judged, when not empty); returns
+    /// the revision that restored the config before it.
     pub(crate) async fn abort_rollout_inner(
         &self,
         reason: &str,
+        gates: &[RolloutGate],
         caller: &Caller,
     ) -> Result<Revision, AdminError> {
         for _ in 0..MAX_ATTEMPTS {
@@ -223,6 +224,9 @@ impl AdminService {
             rollout.stage_since = Some(timestamp(SystemTime::now()));
             rollout.ended_revision = next;
             rollout.reason = reason.to_string();
+            if !gates.is_empty() {
+                rollout.gates = gates.to_vec();
+            }
             let message = truncated(&format!(
                 "abort the canary rollout of revision {}: {reason}",
                 pin.revision

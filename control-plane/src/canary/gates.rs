@@ -8,6 +8,10 @@
 //!   a broken change aborts early.
 //! - `p99_increase`: at the end of the bake, the canary p99 on the changed routes is at most
 //!   `max_p99_increase` × the other agents' p99 there (both with [`MIN_LATENCY_REQUESTS`]).
+//!   Latencies are known by bucket (`portico_api::usage::LATENCY_BOUNDS_MS`), so the gate
+//!   compares what is proven: the lower bound of the canary's p99 bucket against the upper
+//!   bound of the others'. A canary p99 of 2–5 ms against 1–2 ms passes; 50–100 ms against
+//!   5–10 ms fails.
 //!
 //! A gate with too little traffic is `insufficient`: the rollout passes it after the bake with
 //! a warning, unless it is manual (then the operator decides).
@@ -147,12 +151,11 @@ pub fn judge(
             usage.canary_5xx, canary.requests
         ),
     };
-    let p99 =
-        |s| quantile_ms(s, 0.99).unwrap_or(2 * LATENCY_BOUNDS_MS[LATENCY_BOUNDS_MS.len() - 1]);
     let latency_judged =
         canary.requests >= MIN_LATENCY_REQUESTS && baseline.requests >= MIN_LATENCY_REQUESTS;
     let (canary_p99, baseline_p99) = (p99(&canary), p99(&baseline));
-    let increase = canary_p99 as f64 / baseline_p99.max(1) as f64;
+    let canary_floor = lower_bound(canary_p99);
+    let increase = canary_floor as f64 / baseline_p99.max(1) as f64;
     let bake_over = baking && in_stage >= bake;
     let latency_failed = latency_judged && increase > record.max_p99_increase;
     let p99_gate = RolloutGate {
@@ -172,7 +175,9 @@ pub fn judge(
         }
         .into(),
         detail: if latency_judged {
-            format!("canary p99 ≤ {canary_p99} ms, other agents' p99 ≤ {baseline_p99} ms")
+            format!(
+                "canary p99 {canary_floor}–{canary_p99} ms, other agents' p99 ≤ {baseline_p99} ms"
+            )
         } else {
             format!(
                 "{} canary and {} other requests on the changed routes; {MIN_LATENCY_REQUESTS} \
@@ -219,7 +224,7 @@ pub fn judge(
         Verdict::Wait
     } else if latency_failed {
         Verdict::Abort(format!(
-            "p99_increase: {increase:.2} > {} (canary p99 ≤ {canary_p99} ms, other agents' \
+            "p99_increase: {increase:.2} > {} (canary p99 {canary_floor}–{canary_p99} ms, other agents' \
              p99 ≤ {baseline_p99} ms)",
             record.max_p99_increase
         ))
@@ -246,6 +251,22 @@ pub fn judge(
         }
     };
     (vec![ack, nack_gate, error_gate, p99_gate], verdict)
+}
+
+/// The upper bound of the bucket holding the p99 of `s`, in milliseconds (the unbounded last
+/// bucket counts as twice the last bound).
+fn p99(s: &portico_api::pb::UsageStats) -> u64 {
+    quantile_ms(s, 0.99).unwrap_or(2 * LATENCY_BOUNDS_MS[LATENCY_BOUNDS_MS.len() - 1])
+}
+
+/// The lower bound of the latency bucket whose upper bound is `upper`.
+fn lower_bound(upper: u64) -> u64 {
+    LATENCY_BOUNDS_MS
+        .iter()
+        .rev()
+        .find(|b| **b < upper)
+        .copied()
+        .unwrap_or(0)
 }
 
 /// How long ago `t` was (zero when unset or in the future).
@@ -403,7 +424,13 @@ mod tests {
         let Verdict::Abort(reason) = judge(&r, &agents, &slow, at(61)).1 else {
             panic!("no abort")
         };
-        assert!(reason.starts_with("p99_increase: 25.00 > 1.5"), "{reason}");
+        assert!(reason.starts_with("p99_increase: 10.00 > 1.5"), "{reason}");
+        // One bucket apart is not proof: 2–5 ms against 1–2 ms.
+        let close = usage(stats(200, 2), 0, stats(500, 1));
+        assert_eq!(
+            judge(&r, &agents, &close, at(61)).1,
+            Verdict::Promote(Vec::new())
+        );
         let fine = usage(stats(200, 3), 1, stats(500, 3));
         assert_eq!(
             judge(&r, &agents, &fine, at(61)).1,

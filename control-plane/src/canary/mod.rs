@@ -309,7 +309,7 @@ impl Rollouts {
         let before = record.clone();
         match verdict {
             Verdict::Abort(reason) => {
-                match admin.abort_rollout_inner(&reason, &caller).await {
+                match admin.abort_rollout_inner(&reason, &gates, &caller).await {
                     Ok(_) | Err(crate::admin::AdminError::NoRollout) => {}
                     Err(e) => return Err(e),
                 }
