@@ -12,7 +12,7 @@
 //! **Judging.** Each replica sums its agents' reported traffic on the changed routes by
 //! cohort (canary agents that run the revision, every other agent) and writes the sums every
 //! [`FLUSH_EVERY`] while a rollout is active (`rollout/usage/<revision>/<replica>`). The
-//! leader ([`drive`]) reads them, with the registry, every [`TICK`], judges the gates
+//! leader ([`Rollouts::drive`]) reads them, with the registry, every [`TICK`], judges the gates
 //! ([`gates`]), writes what it found into the rollout record, and promotes or aborts. The
 //! state is all in the store, so a restart or a failover continues where it was.
 //!
