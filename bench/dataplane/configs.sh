@@ -1,4 +1,5 @@
-# Writes the equivalent nginx and HAProxy configs for the data-plane bench.
+# Writes the equivalent nginx and HAProxy configs for the data-plane bench, and the nginx
+# upstream.
 # Both: 2 workers, keep-alive to clients and to the upstream, no access log, N prefix routes of
 # which the bench requests only the last. Sourced by run.sh.
 
@@ -72,4 +73,32 @@ backend u
   server s1 127.0.0.1:$up
 CONF
   } >"$dir/haproxy.cfg"
+}
+
+# upstream_config DIR PORT: an nginx (2 workers) answering every request with a fixed 200 of
+# a few bytes: the upstream every target proxies to, a server no one here wrote.
+upstream_config() {
+  local dir=$1 port=$2
+  mkdir -p "$dir/tmp"
+  cat >"$dir/nginx.conf" <<CONF
+worker_processes 2;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+worker_rlimit_nofile 65536;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  client_body_temp_path $dir/tmp/body;
+  proxy_temp_path $dir/tmp/proxy;
+  fastcgi_temp_path $dir/tmp/fastcgi;
+  uwsgi_temp_path $dir/tmp/uwsgi;
+  scgi_temp_path $dir/tmp/scgi;
+  keepalive_requests 100000000;
+  server {
+    listen 127.0.0.1:$port;
+    location / { return 200 "ok\n"; }
+  }
+}
+CONF
 }
