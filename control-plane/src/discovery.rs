@@ -301,6 +301,7 @@ impl Discovery {
             in_flight: None,
             announced: BTreeMap::new(),
             services_synced: None,
+            served: None,
         };
         tokio::spawn(session.run(inbound, tx, grants, self.cancel.clone()));
         Ok(Response::new(UpdateStream(rx)))
@@ -346,6 +347,8 @@ struct Session {
     announced: BTreeMap<String, Option<Arc<ServiceSet>>>,
     /// The snapshot and service table the announced sets were last brought up to date with.
     services_synced: Option<(Arc<Snapshot>, Arc<ServiceTable>)>,
+    /// The newest snapshot and the one the agent is due then (see [`Session::served`]).
+    served: Option<(Arc<Snapshot>, Option<Arc<Snapshot>>)>,
 }
 
 impl Session {
@@ -377,7 +380,7 @@ impl Session {
         loop {
             // While a canary rollout does not pick the agent, the revision before it; `None`
             // (that revision not at hand) holds the agent where it is.
-            let target = canary::served(&self.views, &current, &self.node);
+            let target = self.served(&current);
             let target_version = target.as_ref().map_or(self.sent, |t| t.version);
             if let Some(target) = &target {
                 if !self.sync_services(target, &table, &tx).await {
@@ -441,6 +444,19 @@ impl Session {
         self.budgets.unregister(self.stream_id);
         metrics::gauge!(CONNECTED_AGENTS).decrement(1.0);
         tracing::info!(node = %self.node.id, "agent disconnected");
+    }
+
+    /// The snapshot the agent is due while `current` is the newest ([`canary::served`]),
+    /// looked up once per published snapshot.
+    fn served(&mut self, current: &Arc<Snapshot>) -> Option<Arc<Snapshot>> {
+        match &self.served {
+            Some((newest, target)) if Arc::ptr_eq(newest, current) => target.clone(),
+            _ => {
+                let target = canary::served(&self.views, current, &self.node);
+                self.served = Some((current.clone(), target.clone()));
+                target
+            }
+        }
     }
 
     /// When the stream's certificate expires (far away without one).
