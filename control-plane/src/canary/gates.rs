@@ -25,8 +25,10 @@ use super::selector;
 
 /// Canary requests needed to judge the error rate.
 pub const MIN_REQUESTS: u64 = 20;
-/// Requests needed on each side to judge the p99.
-pub const MIN_LATENCY_REQUESTS: u64 = 100;
+/// Requests needed on each side to judge the p99: with fewer, the p99 is the slowest one or
+/// two requests, and a canary's are often its first ones on a new config, over upstream
+/// connections still being opened.
+pub const MIN_LATENCY_REQUESTS: u64 = 1000;
 
 /// What the rollout should do next.
 #[derive(Debug, PartialEq)]
@@ -419,19 +421,19 @@ mod tests {
             "{reason}"
         );
         // Slow canaries: 250 ms against 10 ms, judged only once the bake is over.
-        let slow = usage(stats(200, 7), 0, stats(500, 3));
+        let slow = usage(stats(2000, 7), 0, stats(5000, 3));
         assert_eq!(judge(&r, &agents, &slow, at(5)).1, Verdict::Wait);
         let Verdict::Abort(reason) = judge(&r, &agents, &slow, at(61)).1 else {
             panic!("no abort")
         };
         assert!(reason.starts_with("p99_increase: 10.00 > 1.5"), "{reason}");
         // One bucket apart is not proof: 2–5 ms against 1–2 ms.
-        let close = usage(stats(200, 2), 0, stats(500, 1));
+        let close = usage(stats(2000, 2), 0, stats(5000, 1));
         assert_eq!(
             judge(&r, &agents, &close, at(61)).1,
             Verdict::Promote(Vec::new())
         );
-        let fine = usage(stats(200, 3), 1, stats(500, 3));
+        let fine = usage(stats(2000, 3), 1, stats(5000, 3));
         assert_eq!(
             judge(&r, &agents, &fine, at(61)).1,
             Verdict::Promote(Vec::new())
