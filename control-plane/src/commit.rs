@@ -386,7 +386,8 @@ async fn current_owner(store: &MeteredStore, keys: &Keys) -> String {
     }
 }
 
-fn put(key: String, value: Vec<u8>) -> Op {
+/// A put of `value` at `key`, on no lease.
+pub(crate) fn put(key: String, value: Vec<u8>) -> Op {
     Op::Put {
         key,
         value,

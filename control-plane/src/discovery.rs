@@ -4,7 +4,9 @@
 //! version to the newest one: a diff when that version is still retained, else a full update.
 //! At most one update is unacknowledged; versions published meanwhile are coalesced, so the next
 //! update goes straight to the newest. Every version reaches every agent (with an empty diff
-//! when its scope did not change), which is what rollout status relies on.
+//! when its scope did not change), which is what rollout status relies on; while a canary
+//! rollout is active, an agent it does not pick gets the revision before it instead
+//! ([`crate::canary::served`]).
 //!
 //! The stream also carries the endpoints of the services the agent's clusters name
 //! ([`crate::services`]): each named service's current set when the stream starts, when the

@@ -1,8 +1,9 @@
 //! How far a revision has rolled out, from the registry.
 //!
 //! Every agent receives every config version, with an empty diff when its scope did not change,
-//! so "applied version ≥ REV" means the agent runs REV's config (or a newer one). An agent
-//! ahead of the control plane (it refused this store's config as older than its own, see
+//! so "applied version ≥ REV" means the agent runs REV's config (or a newer one). The agents a
+//! canary rollout does not pick stay below its revision, so they count as pending until it is
+//! promoted. An agent ahead of the control plane (it refused this store's config as older than its own, see
 //! `discovery`) runs none of this store's revisions: it counts as rejecting every one.
 
 use portico_api::pb::{AgentNack, AgentRecord, RolloutStatusResponse};

@@ -21,6 +21,7 @@ use super::change::Stored;
 use super::{AdminError, AdminService};
 use crate::auth::Caller;
 use crate::canary::{gates, selector};
+use crate::commit::put;
 use crate::history;
 use crate::keys;
 use crate::metrics::ROLLOUTS;
@@ -227,10 +228,13 @@ impl AdminService {
             if !gates.is_empty() {
                 rollout.gates = gates.to_vec();
             }
-            let message = truncated(&format!(
-                "abort the canary rollout of revision {}: {reason}",
-                pin.revision
-            ));
+            let message = portico_api::text::printable(
+                &format!(
+                    "abort the canary rollout of revision {}: {reason}",
+                    pin.revision
+                ),
+                MAX_MESSAGE_LEN,
+            );
             let record = history::record(&caller.name, &message, &deltas, pin.previous);
             let mut extra = vec![
                 Op::Delete {
@@ -300,26 +304,6 @@ impl AdminService {
             rollout: Some(rollout),
         })
     }
-}
-
-fn put(key: String, value: Vec<u8>) -> Op {
-    Op::Put {
-        key,
-        value,
-        lease: None,
-    }
-}
-
-/// `message` cut to what history keeps.
-fn truncated(message: &str) -> String {
-    if message.len() <= MAX_MESSAGE_LEN {
-        return message.to_string();
-    }
-    let mut end = MAX_MESSAGE_LEN - 3;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &message[..end])
 }
 
 /// The names of the routes a change of `deltas` touches in `target`: routes whose definition

@@ -22,6 +22,7 @@ use portico_api::pb::{AgentRecord, RolloutGate, RolloutRecord, RolloutStage, Rol
 use portico_api::usage::{LATENCY_BOUNDS_MS, quantile_ms};
 
 use super::selector;
+use crate::registry::system_time;
 
 /// Canary requests needed to judge the error rate.
 pub const MIN_REQUESTS: u64 = 20;
@@ -73,21 +74,25 @@ pub fn judge(
         .iter()
         .filter(|a| !a.ahead_of_control_plane && a.applied_version >= revision)
         .count();
-    let nack = canaries.iter().find_map(|a| {
-        let n = a.last_nack.as_ref()?;
-        (n.version >= revision && a.applied_version < revision).then(|| {
-            let id = a.node.as_ref().map(|n| n.id.as_str()).unwrap_or_default();
-            format!("agent {id} rejected revision {revision}: {}", n.error)
-        })
-    });
-    let nacks = canaries
+    // Canary agents whose last NACK rejected this revision (or a newer one) they do not run.
+    let rejected: Vec<&&AgentRecord> = canaries
         .iter()
         .filter(|a| {
             a.last_nack
                 .as_ref()
                 .is_some_and(|n| n.version >= revision && a.applied_version < revision)
         })
-        .count();
+        .collect();
+    let nacks = rejected.len();
+    let nack = rejected.first().map(|a| {
+        let id = a.node.as_ref().map(|n| n.id.as_str()).unwrap_or_default();
+        let error = a
+            .last_nack
+            .as_ref()
+            .map(|n| n.error.as_str())
+            .unwrap_or_default();
+        format!("agent {id} rejected revision {revision}: {error}")
+    });
     let in_stage = since(record.stage_since.as_ref(), now);
     let baking = record.stage() == RolloutStage::Baking;
     let ack_timeout = duration(record.ack_timeout.as_ref());
@@ -273,15 +278,9 @@ fn lower_bound(upper: u64) -> u64 {
 
 /// How long ago `t` was (zero when unset or in the future).
 pub fn since(t: Option<&pbjson_types::Timestamp>, now: SystemTime) -> Duration {
-    let Some(t) = t else {
-        return Duration::ZERO;
-    };
-    let at = SystemTime::UNIX_EPOCH
-        + Duration::new(
-            t.seconds.max(0) as u64,
-            t.nanos.clamp(0, 999_999_999) as u32,
-        );
-    now.duration_since(at).unwrap_or_default()
+    t.map_or(Duration::ZERO, |t| {
+        now.duration_since(system_time(t)).unwrap_or_default()
+    })
 }
 
 /// A stored duration (zero when unset or negative).

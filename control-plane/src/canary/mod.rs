@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::AdminService;
 use crate::auth::Caller;
+use crate::commit::put;
 use crate::election::Leadership;
 use crate::keys::{self, Keys};
 use crate::metered::MeteredStore;
@@ -202,11 +203,7 @@ impl Rollouts {
         self.store
             .txn(Txn {
                 compares: Vec::new(),
-                ops: vec![Op::Put {
-                    key,
-                    value: keys::encode(&usage),
-                    lease: None,
-                }],
+                ops: vec![put(key, keys::encode(&usage))],
             })
             .await?;
         Ok(())
@@ -353,7 +350,10 @@ impl Rollouts {
         if self.forgotten.load(Ordering::Relaxed) == revision {
             return Ok(());
         }
-        let (kvs, _) = self.store.list(&self.keys.rollout_usages_prefix()).await?;
+        let (kvs, _) = self
+            .store
+            .list_keys(&self.keys.rollout_usages_prefix())
+            .await?;
         if kvs.is_empty() {
             return Ok(());
         }
@@ -403,11 +403,7 @@ impl Rollouts {
                         revision: mod_revision,
                     },
                 ],
-                ops: vec![Op::Put {
-                    key: self.keys.rollout(),
-                    value: keys::encode(record),
-                    lease: None,
-                }],
+                ops: vec![put(self.keys.rollout(), keys::encode(record))],
             })
             .await?;
         Ok(matches!(outcome, crate::store::TxnOutcome::Committed(_)))

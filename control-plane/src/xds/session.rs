@@ -15,6 +15,7 @@ use tonic::{Status, Streaming};
 
 use super::catalog::Catalog;
 use super::{Stream, Sync};
+use crate::snapshot::Snapshot;
 
 /// Where a flavour's responses go.
 pub(super) type Tx<F> = mpsc::Sender<Result<<F as Flavour>::Response, Status>>;
@@ -52,7 +53,13 @@ pub(super) async fn run<F: Flavour>(
     cancel: CancellationToken,
 ) {
     let snapshots = session.stream().views.subscribe();
-    let mut current = snapshots.borrow().clone();
+    // While a canary rollout does not pick the client, the revision before it; looked up once
+    // per published snapshot.
+    let served = |stream: &Stream, current: &Arc<Snapshot>| {
+        crate::canary::served(&stream.views, current, &stream.node)
+            .unwrap_or_else(|| current.clone())
+    };
+    let mut current = served(session.stream(), &snapshots.borrow());
     let tables = session.stream().services.subscribe();
     let mut table = tables.borrow().clone();
     let mut changes = WatchStream::from_changes(snapshots);
@@ -62,11 +69,7 @@ pub(super) async fn run<F: Flavour>(
     tokio::pin!(cancelled, closed);
     session.receive(first);
     loop {
-        // While a canary rollout does not pick the client, the revision before it.
-        let stream = session.stream();
-        let served = crate::canary::served(&stream.views, &current, &stream.node)
-            .unwrap_or_else(|| current.clone());
-        let catalog = session.stream().catalog(&served, &table);
+        let catalog = session.stream().catalog(&current, &table);
         match session.step(&catalog, &tx).await {
             Some(sync) => session.stream().account(catalog.version, sync),
             None => break,
@@ -75,7 +78,7 @@ pub(super) async fn run<F: Flavour>(
             _ = &mut cancelled => break,
             _ = &mut closed => break,
             next = changes.next() => match next {
-                Some(snapshot) => current = snapshot,
+                Some(snapshot) => current = served(session.stream(), &snapshot),
                 None => break,
             },
             next = table_changes.next() => match next {
