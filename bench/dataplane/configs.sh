@@ -6,12 +6,12 @@
 # route_prefix I: the path prefix of route I (the same as portico_bench::config::route_prefix).
 route_prefix() { printf '/r%05d' "$1"; }
 
-# nginx_config DIR PORT H2PORT UPSTREAM_PORT ROUTES
-nginx_config() {
-  local dir=$1 port=$2 h2port=$3 up=$4 routes=$5 i
-  mkdir -p "$dir/tmp"
-  {
-    cat <<CONF
+# nginx_head DIR: what every nginx of the bench starts with (2 workers, no access log, its
+# pid, log and temp files under DIR, which must exist with a tmp/ inside), up to the inside of
+# its http block.
+nginx_head() {
+  local dir=$1
+  cat <<CONF
 worker_processes 2;
 daemon off;
 pid $dir/nginx.pid;
@@ -25,6 +25,16 @@ http {
   fastcgi_temp_path $dir/tmp/fastcgi;
   uwsgi_temp_path $dir/tmp/uwsgi;
   scgi_temp_path $dir/tmp/scgi;
+CONF
+}
+
+# nginx_config DIR PORT H2PORT UPSTREAM_PORT ROUTES
+nginx_config() {
+  local dir=$1 port=$2 h2port=$3 up=$4 routes=$5 i
+  mkdir -p "$dir/tmp"
+  {
+    nginx_head "$dir"
+    cat <<CONF
   # The other proxies never close an idle-free client or upstream connection by count.
   keepalive_requests 100000000;
   upstream u {
@@ -80,20 +90,9 @@ CONF
 upstream_config() {
   local dir=$1 port=$2
   mkdir -p "$dir/tmp"
-  cat >"$dir/nginx.conf" <<CONF
-worker_processes 2;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-worker_rlimit_nofile 65536;
-events { worker_connections 16384; }
-http {
-  access_log off;
-  client_body_temp_path $dir/tmp/body;
-  proxy_temp_path $dir/tmp/proxy;
-  fastcgi_temp_path $dir/tmp/fastcgi;
-  uwsgi_temp_path $dir/tmp/uwsgi;
-  scgi_temp_path $dir/tmp/scgi;
+  {
+    nginx_head "$dir"
+    cat <<CONF
   keepalive_requests 100000000;
   server {
     listen 127.0.0.1:$port;
@@ -101,4 +100,5 @@ http {
   }
 }
 CONF
+  } >"$dir/nginx.conf"
 }
