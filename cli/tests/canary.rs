@@ -3,41 +3,12 @@
 //! `rollout abort`, `apply --force`, and what `history` shows of them.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
 
-use portico_api::pb::admin_client::AdminClient;
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
-
-/// What `portico` printed and how it exited.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {}\n{}", self.stdout, self.stderr))
-    }
-}
-
-/// Runs `portico --server URL ARGS…` off the async runtime.
-async fn portico(server: &str, args: &[&str]) -> Run {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_portico"));
-    command.arg("--server").arg(server).args(args);
-    let out = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
-}
+use support::{ControlPlane, portico};
 
 /// A cluster whose connect timeout is `seconds`, as a file in `dir`.
 fn cluster_file(dir: &Path, seconds: u32) -> String {
@@ -55,24 +26,9 @@ fn cluster_file(dir: &Path, seconds: u32) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_rollouts_are_applied_followed_promoted_and_aborted() {
-    let dir = tempfile::tempdir().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = format!("http://{}", listener.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    let config = portico_control_plane::config::Config::embedded(dir.path().join("store"));
-    let cp = tokio::spawn(portico_control_plane::server::run(
-        listener,
-        metrics,
-        config,
-        stop.clone().cancelled_owned(),
-    ));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while let Err(e) = AdminClient::connect(server.clone()).await {
-        assert!(Instant::now() < deadline, "control plane not up: {e}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let s = server.as_str();
+    let cp = ControlPlane::start().await;
+    let dir = &cp.dir;
+    let s = cp.server.as_str();
     let run = portico(s, &["apply", "-f", &cluster_file(dir.path(), 1)]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
 
@@ -258,6 +214,5 @@ async fn canary_rollouts_are_applied_followed_promoted_and_aborted() {
         run.stdout
     );
 
-    stop.cancel();
-    cp.await.unwrap().unwrap();
+    cp.stop().await;
 }
