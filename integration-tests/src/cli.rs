@@ -104,6 +104,21 @@ impl Default for Files {
     }
 }
 
+/// One YAML listener per agent: `edge-<n>` on 127.0.0.1:`ports[n-1]`, for the route table
+/// `main`, selecting the agent labelled `node: a<n>`.
+pub fn agent_listeners_yaml(ports: &[u16]) -> Vec<String> {
+    ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            format!(
+                "kind: Listener\nname: edge-{n}\nspec:\n  address: 127.0.0.1\n  port: {port}\n  protocol: HTTP\n  route_table: main\n  selector: {{labels: {{node: a{n}}}}}\n",
+                n = i + 1
+            )
+        })
+        .collect()
+}
+
 /// A listener on `port`, a route table with a route to cluster `app` and a direct response
 /// of `body`, and that cluster pointing at `upstream_port`: the smallest complete config.
 pub fn small_config(port: u16, body: &str, upstream_port: u16) -> Vec<Resource> {

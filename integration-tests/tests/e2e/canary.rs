@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use portico_integration_tests::agent::{Agent, AgentOptions};
-use portico_integration_tests::cli::{Files, Run};
+use portico_integration_tests::cli::{Files, Run, agent_listeners_yaml};
 use portico_integration_tests::cp::{ControlPlane, StoreSpec};
 use portico_integration_tests::etcd::Etcd;
 use portico_test_support::http::{client, get_with};
@@ -28,16 +28,7 @@ const LEADER_MOVES_WITHIN: Duration = Duration::from_secs(20);
 /// One listener per agent (`edge-<n>` on `ports[n-1]`, selecting the agent labelled
 /// `node: a<n>`), each routing `/api` with `api` (an action) and `/other` to a direct 200.
 fn config(ports: &[u16], upstream: u16, api: &str) -> String {
-    let mut docs: Vec<String> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, port)| {
-            format!(
-                "kind: Listener\nname: edge-{n}\nspec:\n  address: 127.0.0.1\n  port: {port}\n  protocol: HTTP\n  route_table: main\n  selector: {{labels: {{node: a{n}}}}}\n",
-                n = i + 1
-            )
-        })
-        .collect();
+    let mut docs = agent_listeners_yaml(ports);
     docs.push(format!(
         "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: [\"*\"]\n      routes:\n\
          \x20       - {{name: api, match: {{prefix: /api}}, action: {api}}}\n\

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use portico_integration_tests::agent::{Agent, AgentOptions};
-use portico_integration_tests::cli::Files;
+use portico_integration_tests::cli::{Files, agent_listeners_yaml};
 use portico_integration_tests::cp::{ControlPlane, StoreSpec};
 use portico_integration_tests::etcd::Etcd;
 use portico_test_support::http::{client, get_with};
@@ -47,16 +47,7 @@ async fn minute_with_room(room: Duration) -> u64 {
 /// A listener per agent (on `ports`, selecting the agent labelled `node: a<i>`), all routing
 /// `/api/…` to the upstream at `upstream` with `policies` attached, and `/broken` to a 503.
 fn config(ports: &[u16], upstream: u16, policies: &[&str], extra: &str) -> String {
-    let mut docs: Vec<String> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, port)| {
-            format!(
-                "kind: Listener\nname: edge-{n}\nspec:\n  address: 127.0.0.1\n  port: {port}\n  protocol: HTTP\n  route_table: main\n  selector: {{labels: {{node: a{n}}}}}\n",
-                n = i + 1
-            )
-        })
-        .collect();
+    let mut docs = agent_listeners_yaml(ports);
     docs.push(format!(
         "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: [\"*\"]\n      routes:\n\
          \x20       - {{name: api, match: {{prefix: /api}}, action: {{cluster: backend}}, policies: [{}]}}\n\
