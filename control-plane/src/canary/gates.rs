@@ -362,7 +362,6 @@ mod tests {
             canary: Some(canary),
             baseline: Some(baseline),
             canary_5xx: errors,
-            baseline_5xx: 0,
         }
     }
 

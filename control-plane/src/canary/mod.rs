@@ -154,13 +154,12 @@ impl Rollouts {
             };
         }
         let usage = &mut cohorts.usage;
-        let (stats, five) = if canary {
-            (&mut usage.canary, &mut usage.canary_5xx)
+        if canary {
+            merge(usage.canary.get_or_insert_default(), &sum);
+            usage.canary_5xx += errors;
         } else {
-            (&mut usage.baseline, &mut usage.baseline_5xx)
-        };
-        merge(stats.get_or_insert_default(), &sum);
-        *five += errors;
+            merge(usage.baseline.get_or_insert_default(), &sum);
+        }
         cohorts.dirty = true;
     }
 
@@ -418,7 +417,6 @@ fn add(a: &mut RolloutUsage, b: &RolloutUsage) {
         }
     }
     a.canary_5xx += b.canary_5xx;
-    a.baseline_5xx += b.baseline_5xx;
 }
 
 /// The stage as the CLI and metrics name it.
