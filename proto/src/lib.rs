@@ -23,6 +23,7 @@
 //!   and the fingerprints history keeps instead.
 //! - [`validate`]: validation of a whole resource set with field-path errors.
 //! - [`role`]: token roles by name.
+//! - [`stage`]: canary rollout stages by name.
 //! - [`resource`]: the kind of a resource, its key, [`ResourceSet`], helpers on [`pb::Resource`].
 //! - [`usage`]: usage counts in reports and rollups: latency buckets, sums, quantiles, bounds.
 
@@ -39,6 +40,7 @@ pub mod reference;
 pub mod resource;
 pub mod role;
 pub mod secret;
+pub mod stage;
 pub mod text;
 pub mod usage;
 pub mod validate;

@@ -263,7 +263,7 @@ impl Rollouts {
                 RolloutStage::Aborted,
             ] {
                 let value = if stage == Some(s) { 1.0 } else { 0.0 };
-                metrics::gauge!(ROLLOUT_STAGE, "stage" => stage_name(s)).set(value);
+                metrics::gauge!(ROLLOUT_STAGE, "stage" => s.name()).set(value);
             }
             let Some(term) = leadership.term() else {
                 continue;
@@ -417,16 +417,4 @@ fn add(a: &mut RolloutUsage, b: &RolloutUsage) {
         }
     }
     a.canary_5xx += b.canary_5xx;
-}
-
-/// The stage as the CLI and metrics name it.
-pub fn stage_name(stage: RolloutStage) -> &'static str {
-    match stage {
-        RolloutStage::Unspecified => "none",
-        RolloutStage::Canary => "canary",
-        RolloutStage::Baking => "baking",
-        RolloutStage::Promoting => "promoting",
-        RolloutStage::Done => "done",
-        RolloutStage::Aborted => "aborted",
-    }
 }

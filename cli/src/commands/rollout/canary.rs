@@ -61,18 +61,6 @@ fn active(stage: RolloutStage) -> bool {
     )
 }
 
-/// The name of a stage as printed and in JSON.
-pub fn stage_name(stage: RolloutStage) -> &'static str {
-    match stage {
-        RolloutStage::Canary => "canary",
-        RolloutStage::Baking => "baking",
-        RolloutStage::Promoting => "promoting",
-        RolloutStage::Done => "done",
-        RolloutStage::Aborted => "aborted",
-        RolloutStage::Unspecified => "unknown",
-    }
-}
-
 /// A canary rollout. JSON fields are stable (cli/README.md).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Rollout {
@@ -182,7 +170,7 @@ impl Rollout {
         Some(Rollout {
             revision: r.revision,
             previous: r.previous,
-            stage: stage_name(r.stage()),
+            stage: r.stage().name(),
             selector: r
                 .selector
                 .as_ref()
