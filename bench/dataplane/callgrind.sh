@@ -31,7 +31,7 @@ OUT=${OUT:-/tmp/portico-callgrind.out}
 
 start upstream "$bin/bench-upstream" --listen "127.0.0.1:$UP_PORT" --threads 2
 wait_http "http://127.0.0.1:$UP_PORT/"
-start portico-cp "$bin/portico-cp" --data-dir "$work/cp-data" --listen "127.0.0.1:$CP_PORT" \
+start portico-cp "$bin/portico-cp" --web-listen off --data-dir "$work/cp-data" --listen "127.0.0.1:$CP_PORT" \
   --metrics-listen "127.0.0.1:$CP_METRICS_PORT"
 "$bin/bench-apply" --admin "http://127.0.0.1:$CP_PORT" --listen-port "$PROXY_PORT" \
   --upstream-port "$UP_PORT" --routes "$ROUTES" >/dev/null

@@ -41,7 +41,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 start upstream "$bin/bench-upstream" --listen "127.0.0.1:$UP_PORT" --threads 2
 wait_http "http://127.0.0.1:$UP_PORT/"
-start portico-cp "$bin/portico-cp" --data-dir "$work/cp-data" --listen "127.0.0.1:$CP_PORT" \
+start portico-cp "$bin/portico-cp" --web-listen off --data-dir "$work/cp-data" --listen "127.0.0.1:$CP_PORT" \
   --metrics-listen "127.0.0.1:$CP_METRICS_PORT"
 # apply CELL: applies the bench config with CELL's policies; sets $revision and $header.
 apply() {

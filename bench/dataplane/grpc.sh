@@ -63,7 +63,7 @@ grpc_ok() {
 }
 
 start upstream "$bin/grpc-echo-server" "127.0.0.1:$UP_PORT" 2
-start portico-cp "$bin/portico-cp" --data-dir "$work/cp-data" --listen "127.0.0.1:$CP_PORT" \
+start portico-cp "$bin/portico-cp" --web-listen off --data-dir "$work/cp-data" --listen "127.0.0.1:$CP_PORT" \
   --metrics-listen "127.0.0.1:$CP_METRICS_PORT"
 cat >"$work/grpc.yaml" <<YAML
 kind: Listener

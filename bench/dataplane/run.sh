@@ -141,7 +141,7 @@ cp_pid=
 start_portico() {
   if [[ -z $cp_pid ]]; then
     rm -rf "$work/cp-data"
-    start portico-cp "$bin/portico-cp" --data-dir "$work/cp-data" --listen "127.0.0.1:$CP_PORT" \
+    start portico-cp "$bin/portico-cp" --web-listen off --data-dir "$work/cp-data" --listen "127.0.0.1:$CP_PORT" \
       --metrics-listen "127.0.0.1:$CP_METRICS_PORT"
     cp_pid=$last
   fi

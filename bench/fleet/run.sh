@@ -70,7 +70,7 @@ for agents in $AGENTS; do
   fi
   urls=() cp_pids=() metrics=()
   for ((r = 0; r < REPLICAS; r++)); do
-    RUST_LOG=${RUST_LOG:-warn} "$bin/portico-cp" "${store[@]}" "${accept[@]}" \
+    RUST_LOG=${RUST_LOG:-warn} "$bin/portico-cp" --web-listen off "${store[@]}" "${accept[@]}" \
       --replica-id "bench-$r" \
       --listen "127.0.0.1:$((CP_PORT + r))" --metrics-listen "127.0.0.1:$((CP_METRICS_PORT + r))" \
       >"$work/cp-$r.log" 2>&1 &

@@ -53,6 +53,12 @@ pub struct Config {
     )]
     pub metrics_listen: SocketAddr,
 
+    /// Address of the dashboard (a read-only web UI over the Admin API), or `off`. Served over
+    /// TLS with the gRPC API's certificate when that is TLS; plaintext only on loopback
+    /// (unless --allow-insecure-remote).
+    #[arg(long, env = "PORTICO_CP_WEB_LISTEN", default_value = "127.0.0.1:7080")]
+    pub web_listen: WebListen,
+
     /// The store.
     #[arg(long, env = "PORTICO_CP_STORE", value_enum, default_value = "embedded")]
     pub store: StoreKind,
@@ -168,6 +174,23 @@ pub struct Config {
     pub announce: bool,
 }
 
+/// Where the dashboard is served: an address, or nowhere (`off`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WebListen(pub Option<SocketAddr>);
+
+impl std::str::FromStr for WebListen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "off" {
+            return Ok(WebListen(None));
+        }
+        s.parse()
+            .map(|addr| WebListen(Some(addr)))
+            .map_err(|_| format!("{s:?} is neither an address (127.0.0.1:7080) nor off"))
+    }
+}
+
 fn parse_ttl(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
     if d < Duration::from_secs(1) {
@@ -218,11 +241,13 @@ impl Config {
     }
 
     /// A config for tests and `portico dev`: embedded store in `data_dir`, everything else
-    /// default (the listen addresses are ignored by [`crate::server::run`]).
+    /// default (the gRPC and metrics listen addresses are ignored by [`crate::server::run`],
+    /// which takes bound listeners; the dashboard is off).
     pub fn embedded(data_dir: impl Into<PathBuf>) -> Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            web_listen: WebListen(None),
             store: StoreKind::Embedded,
             data_dir: data_dir.into(),
             init: false,
@@ -256,6 +281,14 @@ mod tests {
         assert_eq!(c.store, StoreKind::Embedded);
         assert_eq!(c.listen.port(), 7000);
         assert_eq!(c.metrics_listen.port(), 9100);
+        assert_eq!(
+            c.web_listen,
+            WebListen(Some("127.0.0.1:7080".parse().unwrap()))
+        );
+        let off = Config::try_parse_from(["portico-cp", "--web-listen", "off"]).unwrap();
+        assert_eq!(off.web_listen, WebListen(None));
+        let err = Config::try_parse_from(["portico-cp", "--web-listen", "7080"]).unwrap_err();
+        assert!(err.to_string().contains("neither an address"), "{err}");
         let c = Config::try_parse_from([
             "portico-cp",
             "--store",

@@ -64,7 +64,7 @@ use crate::services::{self, ServiceSet, ServiceTable, Services};
 use crate::snapshot::Snapshot;
 use crate::store::Revision;
 use crate::throttle::StreamThrottle;
-use crate::usage::{UsageRollups, requests_per_second};
+use crate::usage::{UsageRollups, error_rate, requests_per_second};
 use crate::views::{EncodedUpdate, Views};
 
 /// How long a new stream may take to say Hello.
@@ -617,7 +617,10 @@ impl Session {
             Some(agent_message::Message::Report(mut report)) => {
                 let rows = std::mem::take(&mut report.usage);
                 let other = report.usage_other.take();
-                let rate = requests_per_second(&rows, other.as_ref(), report.usage_millis);
+                let traffic = (
+                    requests_per_second(&rows, other.as_ref(), report.usage_millis),
+                    error_rate(&rows, other.as_ref()),
+                );
                 self.budgets
                     .demand(self.stream_id, std::mem::take(&mut report.budgets));
                 self.rollouts
@@ -625,7 +628,7 @@ impl Session {
                 self.usage
                     .report(&self.node.region, rows, other, std::time::SystemTime::now());
                 self.registry
-                    .report(&self.node.id, self.stream_id, report, rate);
+                    .report(&self.node.id, self.stream_id, report, traffic);
             }
             Some(agent_message::Message::BudgetRequest(request)) => {
                 self.budgets.demand(self.stream_id, request.budgets);

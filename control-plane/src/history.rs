@@ -41,6 +41,9 @@ pub enum HistoryError {
     /// Reading the records failed.
     #[error(transparent)]
     Read(#[from] StoreError),
+    /// A stored record does not decode.
+    #[error(transparent)]
+    Undecodable(#[from] keys::DecodeError),
     /// No config change happened at this revision.
     #[error("revision {0} is not a config revision (see `portico history`)")]
     UnknownRevision(Revision),
@@ -114,6 +117,29 @@ pub async fn read_all(store: &dyn Store, keys: &Keys) -> Result<Vec<HistoryRecor
     }
     records.sort_by_key(revision);
     Ok(records)
+}
+
+/// The history record of the change that made `revision`, with the deltas of a large change
+/// assembled from its parts.
+pub async fn read_one(
+    store: &dyn Store,
+    keys: &Keys,
+    revision: Revision,
+) -> Result<HistoryRecord, HistoryError> {
+    let Some(kv) = store.get(&keys.history(revision)).await? else {
+        return Err(HistoryError::UnknownRevision(revision));
+    };
+    let mut record = keys::decode::<HistoryRecord>(&kv.key, &kv.value)?;
+    record.entry.get_or_insert_default().revision = revision;
+    if record.parts > 0 {
+        let (kvs, _) = store.list(&keys.history_parts_prefix(revision)).await?;
+        // Part keys sort by part number.
+        for kv in kvs {
+            let part = keys::decode::<HistoryPart>(&kv.key, &kv.value)?;
+            record.deltas.extend(part.deltas);
+        }
+    }
+    Ok(record)
 }
 
 /// The store revision each change started at and its config revision, in order, read from the

@@ -40,6 +40,7 @@
 //!   driving.
 //! - [`status`]: the one place errors become gRPC statuses (`From<E> for Status`).
 //! - [`probes`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`web`]: the dashboard, a read-only web UI over the Admin API.
 //! - [`metrics`]: metric names and the Prometheus recorder.
 
 pub mod admin;
@@ -70,4 +71,5 @@ pub mod tls;
 pub mod usage;
 pub mod views;
 pub mod watcher;
+pub mod web;
 pub mod xds;

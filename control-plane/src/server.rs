@@ -1,5 +1,5 @@
 //! Wiring: opens the store, loads the config, and serves gRPC (Admin, Discovery, and xDS's
-//! aggregated discovery) and the HTTP probes until shutdown. `main`, the tests and
+//! aggregated discovery), the HTTP probes and the dashboard until shutdown. `main`, the tests and
 //! `portico dev` all start a control plane here.
 
 use std::future::Future;
@@ -80,6 +80,13 @@ pub enum ServerError {
     /// The listener's address is unknown.
     #[error("reading the listener's address: {0}")]
     Address(#[source] std::io::Error),
+    /// The dashboard's address could not be bound.
+    #[error("binding the dashboard on {addr} (--web-listen): {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     /// The first admin token could not be read, made or stored.
     #[error(transparent)]
     Bootstrap(#[from] BootstrapError),
@@ -148,7 +155,24 @@ pub async fn run_with_store(
     let store = MeteredStore::new(store);
     let keys = Keys::new(config.key_root());
     let authority = Arc::new(Authority::load_or_create(&store, &keys).await?);
-    let tls = tls::server_config(serving, &config, &authority, addr)?;
+    let pem = tls::identity(serving, &config, &authority, addr)?;
+    let web_tls = pem.as_ref().map(tls::web_config).transpose()?;
+    let tls = pem.as_ref().map(|pem| tls::grpc_config(pem, &authority));
+    let web_listener = match config.web_listen.0 {
+        Some(web) => {
+            tls::check_web(&config, web, web_tls.is_some())?;
+            let bound = TcpListener::bind(web)
+                .await
+                .map_err(|source| ServerError::Bind { addr: web, source })?;
+            if config.announce {
+                let scheme = if web_tls.is_some() { "https" } else { "http" };
+                let at = bound.local_addr().map_err(ServerError::Address)?;
+                println!("dashboard: {scheme}://{at}/");
+            }
+            Some(bound)
+        }
+        None => None,
+    };
     let auth_on = tls::auth_on(&config, addr);
     tracing::info!(
         fingerprint = authority.fingerprint(),
@@ -284,6 +308,14 @@ pub async fn run_with_store(
         election,
         auth.clone(),
     ));
+    let web = tokio::spawn({
+        let (admin, cancel) = (admin_service.clone(), cancel.clone());
+        async move {
+            if let Some(listener) = web_listener {
+                crate::web::run(listener, web_tls, admin, cancel).await;
+            }
+        }
+    });
     let rollout_flusher = tokio::spawn(rollouts.clone().run_flusher(cancel.clone()));
     let rollout_driver = tokio::spawn(rollouts.clone().drive(
         admin_service.clone(),
@@ -341,6 +373,7 @@ pub async fn run_with_store(
         elector,
         singletons,
         probes,
+        web,
         service_nodes,
         auth_follower,
         granter,

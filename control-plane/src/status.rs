@@ -44,7 +44,9 @@ impl From<AdminError> for Status {
             | AdminError::BadRequest(_)
             | AdminError::Commit(CommitError::TooLarge) => Code::InvalidArgument,
             AdminError::RolloutActive(_) | AdminError::NoRollout => Code::FailedPrecondition,
-            AdminError::Decode(_) => Code::Internal,
+            AdminError::Decode(_) | AdminError::History(HistoryError::Undecodable(_)) => {
+                Code::Internal
+            }
             AdminError::History(HistoryError::UnknownRevision(_))
             | AdminError::NotFound(_)
             | AdminError::NoIdentity(_)

@@ -41,6 +41,13 @@ pub enum TlsError {
          to serve plaintext anyway"
     )]
     InsecureRemote { addr: SocketAddr },
+    /// The dashboard in plaintext on an address other machines reach.
+    #[error(
+        "refusing to serve the dashboard in plaintext on {addr}, which is not a loopback \
+         address: serve TLS (--tls-cert and --tls-key, or --auth on), keep --web-listen on \
+         loopback, turn it off (--web-listen off), or pass --allow-insecure-remote"
+    )]
+    InsecureWeb { addr: SocketAddr },
     /// A certificate or key file cannot be read.
     #[error("reading {flag} {path}: {source}")]
     Read {
@@ -70,6 +77,15 @@ pub fn auth_on(config: &Config, addr: SocketAddr) -> bool {
     }
 }
 
+/// Refuses a plaintext dashboard beyond loopback unless `--allow-insecure-remote`.
+pub fn check_web(config: &Config, web: SocketAddr, tls: bool) -> Result<(), TlsError> {
+    if tls || web.ip().is_loopback() || config.allow_insecure_remote {
+        Ok(())
+    } else {
+        Err(TlsError::InsecureWeb { addr: web })
+    }
+}
+
 /// What a control plane serving on `addr` serves with, or why it must not start: the given
 /// certificate; else, with authentication on (`--auth on`, or `auto` beyond loopback), a
 /// certificate of its own CA; else plaintext, which beyond loopback needs
@@ -87,22 +103,20 @@ pub fn serving(config: &Config, addr: SocketAddr) -> Result<Serving, TlsError> {
     Ok(Serving::Plaintext)
 }
 
-/// The server's TLS settings for `serving` (`None`: plaintext). Client certificates of
-/// `authority` are verified when presented.
-pub fn server_config(
+/// The certificate chain and private key a control plane serving on `addr` presents, as
+/// PEM (`None`: plaintext): the given files, or a certificate of `authority` issued now.
+pub fn identity(
     serving: Serving,
     config: &Config,
     authority: &Authority,
     addr: SocketAddr,
-) -> Result<Option<ServerTlsConfig>, TlsError> {
-    let identity = match serving {
-        Serving::Plaintext => return Ok(None),
-        Serving::Given => {
-            let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
-                return Ok(None);
-            };
-            given_identity(cert, key)?
-        }
+) -> Result<Option<Pem>, TlsError> {
+    match serving {
+        Serving::Plaintext => Ok(None),
+        Serving::Given => match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => given_identity(cert, key).map(Some),
+            _ => Ok(None),
+        },
         Serving::Generated => {
             let mut names = config.tls_san.clone();
             if !addr.ip().is_unspecified() {
@@ -114,20 +128,61 @@ pub fn server_config(
             // A name a certificate cannot hold (e.g. an odd hostname) is left out.
             names.retain(|n| rcgen::string::Ia5String::try_from(n.as_str()).is_ok());
             let (chain, key) = authority.serving(&names)?;
-            Identity::from_pem(chain, key)
+            Ok(Some(Pem {
+                chain: chain.into_bytes(),
+                key: key.into_bytes(),
+            }))
         }
+    }
+}
+
+/// A certificate chain and its private key, as PEM.
+#[derive(Clone)]
+pub struct Pem {
+    pub chain: Vec<u8>,
+    pub key: Vec<u8>,
+}
+
+/// Never shows the key.
+impl std::fmt::Debug for Pem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pem")
+            .field("chain_bytes", &self.chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The gRPC server's TLS settings for `pem`. Client certificates of `authority` are verified
+/// when presented.
+pub fn grpc_config(pem: &Pem, authority: &Authority) -> ServerTlsConfig {
+    ServerTlsConfig::new()
+        .identity(Identity::from_pem(&pem.chain, &pem.key))
+        .client_ca_root(Certificate::from_pem(authority.certificate_pem()))
+        .client_auth_optional(true)
+        .timeout(HANDSHAKE_TIMEOUT)
+}
+
+/// The dashboard's TLS settings for `pem` (no client certificates: browsers bring tokens).
+pub fn web_config(pem: &Pem) -> Result<rustls::ServerConfig, TlsError> {
+    let invalid = |reason| TlsError::Invalid {
+        flag: "--tls-cert",
+        path: PathBuf::from("(the serving certificate)"),
+        reason,
     };
-    Ok(Some(
-        ServerTlsConfig::new()
-            .identity(identity)
-            .client_ca_root(Certificate::from_pem(authority.certificate_pem()))
-            .client_auth_optional(true)
-            .timeout(HANDSHAKE_TIMEOUT),
-    ))
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem.chain)
+        .collect::<Result<_, _>>()
+        .map_err(|_| invalid("no PEM certificate in it"))?;
+    let key = PrivateKeyDer::from_pem_slice(&pem.key).map_err(|_| invalid("no PEM private key"))?;
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|_| invalid("the key does not match the certificate"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 /// `--tls-cert` and `--tls-key`, checked so that a bad file is named at start.
-fn given_identity(cert: &Path, key: &Path) -> Result<Identity, TlsError> {
+fn given_identity(cert: &Path, key: &Path) -> Result<Pem, TlsError> {
     let read = |flag: &'static str, path: &Path| {
         std::fs::read(path).map_err(|source| TlsError::Read {
             flag,
@@ -154,7 +209,10 @@ fn given_identity(cert: &Path, key: &Path) -> Result<Identity, TlsError> {
             reason: "no PEM private key in it",
         });
     }
-    Ok(Identity::from_pem(cert_pem, key_pem))
+    Ok(Pem {
+        chain: cert_pem,
+        key: key_pem,
+    })
 }
 
 #[cfg(test)]
@@ -193,6 +251,22 @@ mod tests {
         assert_eq!(serving(&c, lo).unwrap(), Serving::Generated);
         let c = config(&["--tls-cert", "c", "--tls-key", "k", "--auth", "off"]);
         assert_eq!(serving(&c, any).unwrap(), Serving::Given);
+    }
+
+    #[test]
+    fn the_dashboard_is_plaintext_only_on_loopback_unless_consented() {
+        let lo: SocketAddr = "127.0.0.1:7080".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:7080".parse().unwrap();
+        let c = config(&[]);
+        assert!(check_web(&c, lo, false).is_ok());
+        assert!(check_web(&c, any, true).is_ok());
+        let err = check_web(&c, any, false).unwrap_err().to_string();
+        assert!(
+            err.contains("dashboard in plaintext on 0.0.0.0:7080"),
+            "{err}"
+        );
+        let c = config(&["--allow-insecure-remote"]);
+        assert!(check_web(&c, any, false).is_ok());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use portico_api::budget::unix_ms;
-use portico_api::pb::{UsageRollup, UsageRow, UsageStats};
+use portico_api::pb::{UsagePoint, UsageRollup, UsageRow, UsageStats};
 use portico_api::usage::{Rows, merge, row_key};
 use tokio_util::sync::CancellationToken;
 
@@ -44,6 +44,8 @@ pub const HOURS_KEPT: Duration = Duration::from_secs(30 * 24 * 3600);
 pub const MAX_ROLLUP_ROWS: usize = 1000;
 /// The longest `since` a query may ask for.
 pub const MAX_SINCE: Duration = HOURS_KEPT;
+/// The most steps of time one usage query answers.
+pub const MAX_STEPS: u64 = 1_500;
 
 const MINUTE_MS: i64 = 60_000;
 const HOUR_MS: i64 = 3_600_000;
@@ -338,28 +340,37 @@ impl UsageRollups {
 
     /// The usage of the last `since` that `filter` keeps, summed by row: from the hour
     /// rollups of whole hours in the range that have one, from the minute rollups otherwise
-    /// (this replica's own minutes from memory, fresher than the store). Returns the rows and
-    /// the range covered, `[from, to)` in milliseconds.
+    /// (this replica's own minutes from memory, fresher than the store). With `step`, also
+    /// summed by step of time (minute rollups are read then for steps under an hour, so the
+    /// steps are not lumped into hours). The range covered is `[from, to)` in milliseconds.
     pub async fn query(
         &self,
         since: Duration,
+        step: Option<Duration>,
         filter: &Filter,
         now: SystemTime,
-    ) -> Result<(Vec<UsageRow>, i64, i64), StoreError> {
+    ) -> Result<Answer, StoreError> {
         let to = unix_ms(now);
         let since = since.min(MAX_SINCE);
         let from = (to - since.as_millis() as i64).div_euclid(MINUTE_MS) * MINUTE_MS;
-        let mut total: BTreeMap<portico_api::usage::RowKey, UsageRow> = BTreeMap::new();
-        let mut add = |row: &UsageRow| {
+        let step_ms = step.map(|s| {
+            let unit = if since > MINUTES_KEPT {
+                HOUR_MS
+            } else {
+                MINUTE_MS
+            };
+            ((s.as_millis() as u64).max(1).div_ceil(unit as u64) as i64) * unit
+        });
+        let mut total = Sums::default();
+        let mut series: BTreeMap<i64, Sums> = BTreeMap::new();
+        let mut add = |start: i64, row: &UsageRow| {
             if !filter.keeps(row) {
                 return;
             }
-            let entry = total.entry(row_key(row)).or_insert_with(|| UsageRow {
-                stats: Some(UsageStats::default()),
-                ..row.clone()
-            });
-            if let (Some(sum), Some(s)) = (entry.stats.as_mut(), row.stats.as_ref()) {
-                merge(sum, s);
+            total.add(row);
+            if let Some(step) = step_ms {
+                let bucket = from + (start - from).max(0) / step * step;
+                series.entry(bucket).or_default().add(row);
             }
         };
         let mine: BTreeMap<i64, Rows> = self
@@ -371,14 +382,16 @@ impl UsageRollups {
         let first_hour = from.div_euclid(HOUR_MS) * HOUR_MS;
         let mut hour = first_hour;
         while hour < to {
-            let whole = hour >= from && hour + HOUR_MS <= to;
+            let whole = hour >= from
+                && hour + HOUR_MS <= to
+                && step_ms.is_none_or(|s| s >= HOUR_MS || since > MINUTES_KEPT);
             let rolled = if whole {
                 self.store.get(&self.keys.usage_hour(hour)).await?
             } else {
                 None
             };
             match rolled.map(|kv| keys::decode::<UsageRollup>(&kv.key, &kv.value)) {
-                Some(Ok(rollup)) => rollup.rows.iter().for_each(&mut add),
+                Some(Ok(rollup)) => rollup.rows.iter().for_each(|r| add(hour, r)),
                 _ => {
                     let (kvs, _) = self
                         .store
@@ -395,25 +408,72 @@ impl UsageRollups {
                             continue;
                         }
                         match keys::decode::<UsageRollup>(&kv.key, &kv.value) {
-                            Ok(r) => r.rows.iter().for_each(&mut add),
+                            Ok(r) => r.rows.iter().for_each(|row| add(start, row)),
                             Err(e) => {
                                 tracing::warn!(error = %e, "skipping an undecodable usage rollup")
                             }
                         }
                     }
-                    for rows in mine.range(hour..hour + HOUR_MS).map(|(_, r)| r) {
-                        rows.clone().bounded(usize::MAX).iter().for_each(&mut add);
+                    for (start, rows) in mine.range(hour..hour + HOUR_MS) {
+                        rows.clone()
+                            .bounded(usize::MAX)
+                            .iter()
+                            .for_each(|row| add(*start, row));
                     }
                 }
             }
             hour += HOUR_MS;
         }
-        let mut rows: Vec<UsageRow> = total.into_values().collect();
+        Ok(Answer {
+            rows: total.rows(),
+            series: series
+                .into_iter()
+                .map(|(start_ms, sums)| UsagePoint {
+                    start_ms,
+                    rows: sums.rows(),
+                })
+                .collect(),
+            from,
+            to,
+        })
+    }
+}
+
+/// What [`UsageRollups::query`] found.
+#[derive(Debug, Default)]
+pub struct Answer {
+    /// Summed by row, most requests first.
+    pub rows: Vec<UsageRow>,
+    /// Summed by row within each step, oldest first (empty without a step).
+    pub series: Vec<UsagePoint>,
+    /// The range covered, `[from, to)` in milliseconds since the Unix epoch.
+    pub from: i64,
+    pub to: i64,
+}
+
+/// Rows summed by their names.
+#[derive(Default)]
+struct Sums(BTreeMap<portico_api::usage::RowKey, UsageRow>);
+
+impl Sums {
+    fn add(&mut self, row: &UsageRow) {
+        let entry = self.0.entry(row_key(row)).or_insert_with(|| UsageRow {
+            stats: Some(UsageStats::default()),
+            ..row.clone()
+        });
+        if let (Some(sum), Some(s)) = (entry.stats.as_mut(), row.stats.as_ref()) {
+            merge(sum, s);
+        }
+    }
+
+    /// The sums, most requests first.
+    fn rows(self) -> Vec<UsageRow> {
+        let mut rows: Vec<UsageRow> = self.0.into_values().collect();
         rows.sort_by(|a, b| {
             let n = |r: &UsageRow| r.stats.as_ref().map_or(0, |s| s.requests);
             n(b).cmp(&n(a))
         });
-        Ok((rows, from, to))
+        rows
     }
 }
 
@@ -429,6 +489,22 @@ pub fn requests_per_second(rows: &[UsageRow], other: Option<&UsageStats>, millis
         .map(|s| s.requests)
         .sum();
     requests as f64 * 1000.0 / millis as f64
+}
+
+/// The share of a report's requests answered 5xx (0 without requests).
+pub fn error_rate(rows: &[UsageRow], other: Option<&UsageStats>) -> f64 {
+    let count = |r: &UsageRow| r.stats.as_ref().map_or(0, |s| s.requests);
+    let errors: u64 = rows
+        .iter()
+        .filter(|r| r.status_class == "5xx")
+        .map(count)
+        .sum();
+    let requests: u64 = rows.iter().map(count).sum::<u64>() + other.map_or(0, |s| s.requests);
+    if requests == 0 {
+        0.0
+    } else {
+        errors as f64 / requests as f64
+    }
 }
 
 #[cfg(test)]
@@ -534,15 +610,42 @@ mod tests {
         // with filters.
         let fresh = &r[2];
         let query = |filter: Filter| async move {
-            let (rows, from, to) = fresh
-                .query(Duration::from_secs(2 * 3600), &filter, at(H + 2 * HOUR_MS))
+            let answer = fresh
+                .query(
+                    Duration::from_secs(2 * 3600),
+                    None,
+                    &filter,
+                    at(H + 2 * HOUR_MS),
+                )
                 .await
                 .unwrap();
-            assert_eq!((from, to), (H, H + 2 * HOUR_MS));
-            rows
+            assert_eq!((answer.from, answer.to), (H, H + 2 * HOUR_MS));
+            assert!(answer.series.is_empty(), "no step, no series");
+            answer.rows
         };
         let all = query(Filter::default()).await;
         assert_eq!(requests(&all), 20);
+        // By 10-minute steps: the minutes of the two replicas (5 and 30 minutes in), not the
+        // hour's rollup, which would lump them together.
+        let by_step = fresh
+            .query(
+                Duration::from_secs(2 * 3600),
+                Some(Duration::from_secs(570)),
+                &Filter::default(),
+                at(H + 2 * HOUR_MS),
+            )
+            .await
+            .unwrap();
+        let steps: Vec<(i64, u64)> = by_step
+            .series
+            .iter()
+            .map(|p| (p.start_ms - H, requests(&p.rows)))
+            .collect();
+        assert_eq!(
+            steps,
+            [(0, 10), (1_800_000, 10)],
+            "steps rounded up to 10 min"
+        );
         let ann = query(Filter {
             consumer: Some("ann".into()),
             ..Default::default()
@@ -601,15 +704,16 @@ mod tests {
         r[1].prune(later, &[]).await.unwrap();
         assert_eq!(count(keys.usage_minutes_prefix()).await, 0);
         assert_eq!(count(keys.usage_hours_prefix()).await, 1);
-        let (rows, _, _) = r[1]
+        let answer = r[1]
             .query(
                 Duration::from_secs(26 * 3600),
+                None,
                 &Filter::default(),
                 at(later),
             )
             .await
             .unwrap();
-        assert_eq!(requests(&rows), 7, "the hour still answers");
+        assert_eq!(requests(&answer.rows), 7, "the hour still answers");
 
         // After 30 days the hour goes too.
         let month = H + 30 * 24 * HOUR_MS + 2 * HOUR_MS;

@@ -72,6 +72,9 @@ pub struct CpOptions {
     /// Run with the wall clock shifted by this much (`faketime` syntax, e.g. `+3m`), to test
     /// clock skew between replicas.
     pub clock_offset: Option<String>,
+    /// `--web-listen`: the dashboard on this address (`off` when `None`, so that control
+    /// planes started side by side do not all claim the default port).
+    pub web: Option<SocketAddr>,
 }
 
 impl CpOptions {
@@ -90,7 +93,14 @@ impl CpOptions {
             args: Vec::new(),
             netns: None,
             clock_offset: None,
+            web: None,
         }
+    }
+
+    /// With the dashboard on a free port of 127.0.0.1 ([`ControlPlane::web_url`]).
+    pub fn with_web(mut self) -> CpOptions {
+        self.web = Some(free_addr());
+        self
     }
 
     /// Inside the network namespace `netns`, reached at its address `ip`: plaintext, without
@@ -359,6 +369,21 @@ impl ControlPlane {
         self.process.stdout() + &self.process.stderr()
     }
 
+    /// The dashboard's address (`http://` or `https://` as the control plane serves TLS);
+    /// panics unless started [`CpOptions::with_web`].
+    pub fn web_url(&self) -> String {
+        let addr = self
+            .options
+            .web
+            .unwrap_or_else(|| panic!("this control plane was started without the dashboard"));
+        let scheme = if self.options.tls_served() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{addr}")
+    }
+
     /// The HTTP status and body of `GET path` on the metrics address.
     pub fn http_get(&self, path: &str) -> Option<(u16, String)> {
         fetch_blocking(self.metrics, path)
@@ -447,6 +472,8 @@ pub fn command_with(options: &CpOptions, grpc: SocketAddr, metrics: SocketAddr) 
         .arg(metrics.to_string())
         .arg("--replica-id")
         .arg(&options.replica)
+        .arg("--web-listen")
+        .arg(options.web.map_or("off".to_string(), |a| a.to_string()))
         .env("RUST_LOG", "warn");
     for var in [
         "PORTICO_CP_AUTH",

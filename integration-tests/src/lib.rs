@@ -10,6 +10,7 @@
 //!
 //! # Layout
 //! - [`agent`]: a real `portico-agent` process and its admin endpoint (`/readyz`, `/config`).
+//! - [`browser`]: headless chromium driven over the DevTools protocol, for dashboard tests.
 //! - [`bins`]: builds and locates the workspace binaries so `cargo test` alone is enough.
 //! - [`cli`]: the `portico` binary run against a control plane, config files for it, and the
 //!   small configs the CLI tests apply.
@@ -25,6 +26,7 @@
 
 pub mod agent;
 pub mod bins;
+pub mod browser;
 pub mod cli;
 pub mod cp;
 pub mod etcd;

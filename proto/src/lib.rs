@@ -10,6 +10,7 @@
 //! - [`backoff`]: capped exponential backoff with jitter.
 //! - [`codec`]: prost's gRPC codec with small per-stream buffers.
 //! - [`budget`]: fleet budgets (quotas, FLEET rate limits): keys, sizes by plan, windows.
+//! - [`diff`]: unified diffs of resources as YAML (`portico diff`, a history change's diff).
 //! - [`error`]: [`error::Chain`], an error shown with its causes.
 //! - [`file`](mod@file): the resource file format (YAML/JSON envelope), loading files and directories.
 //! - [`health`]: how much endpoint health one agent report carries.
@@ -30,6 +31,7 @@
 pub mod backoff;
 pub mod budget;
 pub mod codec;
+pub mod diff;
 pub mod error;
 pub mod file;
 pub mod health;

@@ -49,6 +49,9 @@ pub struct Args {
     /// Address of the control plane's HTTP endpoints (/metrics, /healthz, /readyz).
     #[arg(long, default_value = "127.0.0.1:9100")]
     pub metrics_listen: SocketAddr,
+    /// Address of the dashboard.
+    #[arg(long, default_value = "127.0.0.1:7080")]
+    pub web_listen: SocketAddr,
 }
 
 /// A part that runs until shutdown, by name.
@@ -66,6 +69,8 @@ pub async fn run(args: Args) -> CliResult {
     // The agent binds the proxy port itself when the config arrives; check it is free now
     // rather than have the agent NACK later.
     drop(bind(proxy, "--proxy-port").await?);
+    // The control plane binds the dashboard itself.
+    drop(bind(args.web_listen, "--web-listen").await?);
 
     let data = tempfile::Builder::new()
         .prefix("portico-dev-")
@@ -76,7 +81,8 @@ pub async fn run(args: Args) -> CliResult {
 
     let mut parts: Vec<Part> = Vec::new();
     metrics_per_part();
-    let config = portico_control_plane::config::Config::embedded(data.path().join("store"));
+    let mut config = portico_control_plane::config::Config::embedded(data.path().join("store"));
+    config.web_listen = portico_control_plane::config::WebListen(Some(args.web_listen));
     parts.push((
         "control plane",
         tokio::spawn(wrap(portico_control_plane::server::run(
@@ -293,6 +299,7 @@ fn print_banner(args: &Args, server: &str, proxy: SocketAddr) {
         "portico dev is running; press Ctrl-C to stop.\n\
          \n\
          \x20 control plane   {server}\n\
+         \x20 dashboard       http://{web}/\n\
          \x20 proxy           http://{proxy}\n\
          \x20 demo upstream   http://{upstream}\n\
          \x20 agent admin     http://{admin}/config\n\
@@ -309,6 +316,7 @@ fn print_banner(args: &Args, server: &str, proxy: SocketAddr) {
          \x20 portico history",
         upstream = args.upstream,
         admin = args.agent_admin,
+        web = args.web_listen,
     );
 }
 

@@ -10,9 +10,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use portico_api::Kind;
+use portico_api::diff::unified;
 use portico_api::pb::{ApplyRequest, ChangeType, Resource, resource::Spec, secret};
 use portico_api::reference::{REDACTED, redacted};
-use similar::TextDiff;
 
 use crate::commands::Context;
 use crate::commands::apply::absent_from;
@@ -156,15 +156,6 @@ fn yaml(resource: &Resource) -> CliResult<String> {
     output::resources(Format::Yaml, std::slice::from_ref(resource))
 }
 
-/// A unified diff with three lines of context.
-pub fn unified(old: &str, new: &str, old_label: &str, new_label: &str) -> String {
-    TextDiff::from_lines(old, new)
-        .unified_diff()
-        .context_radius(3)
-        .header(old_label, new_label)
-        .to_string()
-}
-
 /// Colors a unified diff: headers bold, hunks cyan, removals red, additions green.
 pub fn colorize(diff: &str, style: Style) -> String {
     let mut out = String::with_capacity(diff.len());
@@ -193,15 +184,6 @@ pub fn colorize(diff: &str, style: Style) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn unified_diff_shows_changed_lines_with_labels() {
-        let d = unified("a: 1\nb: 2\n", "a: 1\nb: 3\n", "old", "new");
-        assert_eq!(
-            d,
-            "--- old\n+++ new\n@@ -1,2 +1,2 @@\n a: 1\n-b: 2\n+b: 3\n"
-        );
-    }
 
     #[test]
     fn plain_diffs_are_not_colored() {

@@ -155,6 +155,7 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
             route: args.route.unwrap_or_default(),
             region: args.region.unwrap_or_default(),
             since: Some(since),
+            step: None,
         })
         .await
         .map_err(|s| ctx.status(s))?

@@ -15,11 +15,13 @@
 //!
 //! # Layout
 //! - `change`: apply, delete and rollback, from the read to the commit.
+//! - `fleet`: every agent's state against the revision due to it, summed by region and zone.
 //! - `listing`: List, a page at a time, every page of a listing read from one snapshot.
 //! - `rollout`: canary rollouts: their start (with the change), promotion, abort and status.
 //! - `secrets`: the redacted placeholder applied back keeps the stored secret material.
 
 mod change;
+mod fleet;
 mod listing;
 mod rollout;
 mod secrets;
@@ -37,8 +39,9 @@ use portico_api::pb::{
     ListTokensRequest, ListTokensResponse, PromoteRolloutRequest, PromoteRolloutResponse,
     RevokeAgentRequest, RevokeAgentResponse, RevokeTokenRequest, RevokeTokenResponse,
     RollbackRequest, RollbackResponse, RolloutStatusRequest, RolloutStatusResponse, StatusRequest,
-    StatusResponse, StoredResource, UsageRequest, UsageResponse,
+    StatusResponse, StoredResource, UsageRequest, UsageResponse, WhoAmIRequest, WhoAmIResponse,
 };
+use portico_api::pb::{FleetRequest, FleetResponse, GetChangeRequest, GetChangeResponse};
 use portico_api::{Kind, Resource, ResourceKey, reference, validate};
 use tonic::{Request, Response, Status};
 
@@ -334,21 +337,37 @@ impl Admin for AdminService {
             ))
             .into());
         }
+        let step = match req.step {
+            None => None,
+            Some(d) if d.seconds < 0 || d.nanos < 0 || (d.seconds == 0 && d.nanos == 0) => {
+                return Err(AdminError::BadRequest("step: must be above zero".into()).into());
+            }
+            Some(d) => Some(Duration::new(d.seconds as u64, d.nanos as u32)),
+        };
+        if step.is_some_and(|s| s.as_secs() * usage::MAX_STEPS < since.as_secs()) {
+            return Err(AdminError::BadRequest(format!(
+                "step: at most {} steps in the time asked for",
+                usage::MAX_STEPS
+            ))
+            .into());
+        }
         let some = |s: String| (!s.is_empty()).then_some(s);
         let filter = usage::Filter {
             consumer: some(req.consumer),
             route: some(req.route),
             region: some(req.region),
         };
-        let (rows, from_ms, to_ms) = self
+        let answer = self
             .usage
-            .query(since, &filter, SystemTime::now())
+            .query(since, step, &filter, SystemTime::now())
             .await
             .map_err(Status::from)?;
         Ok(Response::new(UsageResponse {
-            rows,
-            from_ms,
-            to_ms,
+            rows: answer.rows,
+            from_ms: answer.from,
+            to_ms: answer.to,
+            series: answer.series,
+            latency_bounds_ms: portico_api::usage::LATENCY_BOUNDS_MS.to_vec(),
         }))
     }
 
@@ -432,6 +451,45 @@ impl Admin for AdminService {
         aborted
             .map(|revision| Response::new(AbortRolloutResponse { revision }))
             .map_err(Status::from)
+    }
+
+    async fn who_am_i(
+        &self,
+        req: Request<WhoAmIRequest>,
+    ) -> Result<Response<WhoAmIResponse>, Status> {
+        let caller = self.caller(&req, Role::Viewer, "whoami")?;
+        Ok(Response::new(WhoAmIResponse {
+            name: caller.name,
+            role: caller.role.name().to_string(),
+            auth: self.auth.on,
+        }))
+    }
+
+    async fn fleet(&self, req: Request<FleetRequest>) -> Result<Response<FleetResponse>, Status> {
+        self.caller(&req, Role::Viewer, "fleet")?;
+        let snapshot = self.views.current();
+        let records = self.registry.list().await.map_err(Status::from)?;
+        let pin = snapshot.canary.as_deref();
+        let fleet = fleet::view(&records, snapshot.version, pin, &req.into_inner());
+        fleet.map(Response::new).map_err(Status::from)
+    }
+
+    async fn get_change(
+        &self,
+        req: Request<GetChangeRequest>,
+    ) -> Result<Response<GetChangeResponse>, Status> {
+        self.caller(&req, Role::Viewer, "history")?;
+        let revision = req.into_inner().revision;
+        let record = history::read_one(&self.store, &self.keys, revision)
+            .await
+            .map_err(|e| Status::from(AdminError::from(e)))?;
+        let diff = portico_api::diff::change(revision, &record.deltas)
+            .map_err(|e| Status::internal(format!("rendering the change: {e}")))?;
+        Ok(Response::new(GetChangeResponse {
+            entry: record.entry,
+            deltas: record.deltas,
+            diff,
+        }))
     }
 
     async fn revoke_agent(

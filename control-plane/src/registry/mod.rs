@@ -154,6 +154,7 @@ impl Registry {
             last_report: None,
             connected: true,
             requests_per_second: 0.0,
+            error_rate: 0.0,
             kind: kind.as_str().to_string(),
             ahead_of_control_plane: false,
         };
@@ -216,9 +217,15 @@ impl Registry {
     }
 
     /// The agent reported on itself, answering `requests_per_second` since its previous
-    /// report. Its endpoint health goes to the health key, not the record, so the record stays
+    /// report, `error_rate` of them with a 5xx. Its endpoint health goes to the health key, not the record, so the record stays
     /// small (its usage and budget counts are taken out before, by the stream).
-    pub fn report(&self, id: &str, stream: StreamId, mut report: Report, requests_per_second: f64) {
+    pub fn report(
+        &self,
+        id: &str,
+        stream: StreamId,
+        mut report: Report,
+        (requests_per_second, error_rate): (f64, f64),
+    ) {
         let mut clusters = std::mem::take(&mut report.clusters);
         let omitted = report
             .endpoints_omitted
@@ -231,6 +238,7 @@ impl Registry {
         self.touch(id, stream, |e| {
             e.record.last_report = Some(report);
             e.record.requests_per_second = requests_per_second;
+            e.record.error_rate = error_rate;
             count_unhealthy(&mut e.unhealthy, health::unhealthy_by_cluster(&clusters));
             e.health.observe(clusters, omitted, at, now);
             true

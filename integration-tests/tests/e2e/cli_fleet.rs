@@ -307,7 +307,9 @@ fn start_dev(ports: &DevPorts) -> Process {
         .arg("--agent-admin")
         .arg(ports.agent_admin.to_string())
         .arg("--metrics-listen")
-        .arg(ports.metrics.to_string());
+        .arg(ports.metrics.to_string())
+        .arg("--web-listen")
+        .arg(ports.web.to_string());
     Process::spawn("portico dev", cmd)
 }
 
@@ -317,6 +319,7 @@ struct DevPorts {
     upstream: SocketAddr,
     agent_admin: SocketAddr,
     metrics: SocketAddr,
+    web: SocketAddr,
 }
 
 impl DevPorts {
@@ -327,6 +330,7 @@ impl DevPorts {
             upstream: free_addr(),
             agent_admin: free_addr(),
             metrics: free_addr(),
+            web: free_addr(),
         }
     }
 }

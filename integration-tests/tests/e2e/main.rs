@@ -12,6 +12,7 @@ mod agent_sync;
 mod agent_tls;
 mod agent_workers;
 mod apply_refusals;
+mod browser;
 mod canary;
 mod cli_commands;
 mod cli_fleet;
