@@ -92,6 +92,12 @@ impl Browser {
     /// Starts chromium (`PORTICO_CHROMIUM`, else `/usr/bin/chromium`) with a fresh profile
     /// and connects to its DevTools socket.
     pub async fn launch() -> anyhow::Result<Browser> {
+        Browser::launch_with(&[]).await
+    }
+
+    /// [`Browser::launch`] with more command-line flags (e.g. `--ignore-certificate-errors`
+    /// for a server whose CA the browser does not know).
+    pub async fn launch_with(extra: &[&str]) -> anyhow::Result<Browser> {
         let binary = std::env::var_os("PORTICO_CHROMIUM")
             .map_or_else(|| PathBuf::from(CHROMIUM), PathBuf::from);
         if !binary.is_file() {
@@ -104,6 +110,7 @@ impl Browser {
         let mut child = Command::new(&binary)
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .args(FLAGS)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -23,6 +23,7 @@ mod control_plane;
 mod control_plane_etcd;
 mod control_plane_latency;
 mod control_plane_start;
+mod dashboard;
 mod deploy_examples;
 mod fleet_safety;
 mod gateway_fleet;
