@@ -188,13 +188,18 @@ async function refresh() {
   const seq = ++app.seq;
   const view = VIEWS[app.view];
   try {
+    const asked = performance.now();
     const data = await view.load();
     if (seq !== app.seq) return; // the view changed, or a newer refresh started
     app.revision = num(data.revision);
+    const answered = performance.now();
     view.render(data);
     app.refreshes += 1;
     app.updated = Date.now();
     const v = $('#view');
+    // How long the calls and the rendering took, for bench/dashboard.
+    v.dataset.loadMs = (answered - asked).toFixed(1);
+    v.dataset.renderMs = (performance.now() - answered).toFixed(1);
     v.dataset.revision = String(app.revision);
     v.dataset.refreshes = String(app.refreshes);
     setText($('#revision'), app.revision ? 'r' + app.revision : '–');

@@ -53,15 +53,19 @@ async fn screenshot(page: &Page, name: &str) {
         .unwrap_or_else(|e| panic!("screenshot {name}: {e:#}"));
 }
 
-/// Shows view `name` (`#/name`) and waits until it has refreshed once.
+/// Shows view `name` (`#/name`) and waits until it has refreshed since.
 async fn show(page: &Page, name: &str) {
+    let before = page
+        .eval("Number(document.querySelector('#view')?.dataset.refreshes ?? 0)")
+        .await
+        .unwrap();
     page.eval(&format!("location.hash = '#/{name}'"))
         .await
         .unwrap();
     page.wait_for(
         &format!(
             "document.querySelector('#view')?.dataset.view === '{name}' && \
-             Number(document.querySelector('#view').dataset.refreshes) > 0"
+             Number(document.querySelector('#view').dataset.refreshes) > {before}"
         ),
         &format!("the {name} view to load"),
         SHOW,
@@ -227,6 +231,10 @@ async fn the_page_lists_the_fleet_and_follows_a_rollout_and_a_nack_live() {
         "authentication off: every caller may roll back"
     );
     screenshot(&page, "history").await;
+    for view in ["traffic", "health"] {
+        show(&page, view).await;
+        screenshot(&page, view).await;
+    }
     assert_eq!(page.errors(), Vec::<String>::new(), "the page's errors");
 }
 
@@ -325,13 +333,11 @@ async fn with_authentication_on_the_page_asks_for_a_token_and_keeps_it_from_scri
 
     // The token is in an HttpOnly cookie: not in the page's reach, storage or address.
     let exposed = page
-        .eval(
-            &format!(
-                "[document.cookie, location.href, localStorage.length, sessionStorage.length, \
+        .eval(&format!(
+            "[document.cookie, location.href, localStorage.length, sessionStorage.length, \
                   document.documentElement.outerHTML.includes({viewer:?}), \
                   document.querySelector('#login-token').value]"
-            ),
-        )
+        ))
         .await
         .unwrap();
     assert_eq!(exposed[0], "", "{exposed}");
