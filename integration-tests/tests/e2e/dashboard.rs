@@ -1,7 +1,7 @@
 //! The dashboard in a real browser (Debian's headless chromium, driven over the DevTools
 //! protocol) against a control plane with real agents: the fleet page lists the agents, the
 //! rollout page follows a new revision to every agent without a reload and shows a NACK with
-//! its reason, the history page diffs a change; with authentication on, the page asks for a
+//! its reason, the history page diffs a change, a canary rollout shows its stage and gates; with authentication on, the page asks for a
 //! token, keeps it out of the page's reach and the URL, and offers rollback to operators only.
 //! Screenshots go to `target/test-artifacts/dashboard/`.
 
@@ -235,6 +235,29 @@ async fn the_page_lists_the_fleet_and_follows_a_rollout_and_a_nack_live() {
         show(&page, view).await;
         screenshot(&page, view).await;
     }
+
+    // A canary rollout to a2, held for the operator: the rollout page shows its stage.
+    show(&page, "rollout").await;
+    let path = files.write("canary.yaml", &config(&ports, "v3", ""));
+    cp.portico(&["apply", "-f", &path, "--canary", "node=a2", "--manual"])
+        .ok();
+    page.wait_for(
+        "document.querySelector('#rollout-canary')?.dataset.stage === 'BAKING' && \
+         document.querySelectorAll('#rollout-gates tr[data-gate]').length > 0",
+        "the canary rollout baking on the rollout page",
+        SHOW,
+    )
+    .await
+    .unwrap();
+    screenshot(&page, "rollout-canary").await;
+    cp.portico(&["rollout", "abort"]).ok();
+    page.wait_for(
+        "document.querySelector('#rollout-canary')?.dataset.stage === 'ABORTED'",
+        "the aborted canary rollout on the rollout page",
+        SHOW,
+    )
+    .await
+    .unwrap();
     assert_eq!(page.errors(), Vec::<String>::new(), "the page's errors");
 }
 
