@@ -344,7 +344,7 @@ impl Admin for AdminService {
             }
             Some(d) => Some(Duration::new(d.seconds as u64, d.nanos as u32)),
         };
-        if step.is_some_and(|s| s.as_secs() * usage::MAX_STEPS < since.as_secs()) {
+        if step.is_some_and(|s| s.as_secs().saturating_mul(usage::MAX_STEPS) < since.as_secs()) {
             return Err(AdminError::BadRequest(format!(
                 "step: at most {} steps in the time asked for",
                 usage::MAX_STEPS

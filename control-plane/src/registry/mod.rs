@@ -217,8 +217,9 @@ impl Registry {
     }
 
     /// The agent reported on itself, answering `requests_per_second` since its previous
-    /// report, `error_rate` of them with a 5xx. Its endpoint health goes to the health key, not the record, so the record stays
-    /// small (its usage and budget counts are taken out before, by the stream).
+    /// report, `error_rate` of them with a 5xx. Its endpoint health goes to the health key,
+    /// not the record, so the record stays small (its usage and budget counts are taken out
+    /// before, by the stream).
     pub fn report(
         &self,
         id: &str,
