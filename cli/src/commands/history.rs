@@ -1,13 +1,13 @@
 //! `portico history`: config changes, newest first.
 
-use portico_api::pb::{HistoryEntry, HistoryRequest};
+use portico_api::pb::{GetChangeRequest, HistoryEntry, HistoryRequest};
 use serde::Serialize;
 
 use crate::commands::Context;
 use crate::error::CliResult;
 use crate::output::{self, Table};
 
-/// `portico history [--limit N] [--before REV]`.
+/// `portico history [--limit N] [--before REV]`, or `portico history --diff REV`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// At most this many entries (at most 1000).
@@ -16,6 +16,10 @@ pub struct Args {
     /// Only entries older than this revision (for paging).
     #[arg(long, value_name = "REV")]
     pub before: Option<i64>,
+    /// Show what the change that made REV changed instead, as a unified diff of the
+    /// resources' YAML (Secrets redacted, as history keeps them).
+    #[arg(long, value_name = "REV", conflicts_with_all = ["limit", "before"])]
+    pub diff: Option<i64>,
 }
 
 /// One history entry. JSON fields are stable.
@@ -106,9 +110,53 @@ impl Entry {
     }
 }
 
+/// One change with its diff (`--diff`). JSON fields are stable.
+#[derive(Debug, Serialize)]
+pub struct Change {
+    /// The change, as `history` lists it.
+    #[serde(flatten)]
+    pub entry: Entry,
+    /// The unified diff.
+    pub diff: String,
+}
+
 /// Runs `history`.
 pub async fn run(ctx: &Context, args: Args) -> CliResult {
     let mut admin = ctx.connect().await?;
+    if let Some(revision) = args.diff {
+        let change = admin
+            .get_change(GetChangeRequest { revision })
+            .await
+            .map_err(|s| ctx.status(s))?
+            .into_inner();
+        let change = Change {
+            entry: Entry::from_pb(&change.entry.unwrap_or_default()),
+            diff: change.diff,
+        };
+        return output::print(ctx.format, &change, || {
+            let e = &change.entry;
+            let head = format!(
+                "revision {}  {}  {}  +{} ~{} -{}  {}\n",
+                e.revision,
+                e.time,
+                e.author,
+                e.created,
+                e.updated,
+                e.deleted,
+                e.message_cell()
+            );
+            let body = if e.pruned {
+                "(pruned: the change's before and after are no longer kept)\n".to_string()
+            } else {
+                output::escaped(&change.diff, true)
+            };
+            format!(
+                "{}{}",
+                output::escaped(&head, true),
+                crate::commands::diff::colorize(&body, output::Style::stdout())
+            )
+        });
+    }
     let resp = admin
         .history(HistoryRequest {
             limit: args.limit,

@@ -165,6 +165,18 @@ async fn secret_material_shows_on_no_surface_and_leaves_history_when_replaced() 
     let v3 = latest.json()["entries"][0]["revision"].as_i64().unwrap();
     cli_runs.push(latest);
     cli_runs.push(cp.portico(&["history"]).ok());
+    // The diffs of the changes that made and rotated them, as the dashboard shows them too.
+    let rotation = (v3 - 1).to_string();
+    let rotated = cp.portico(&["history", "--diff", &rotation]).ok();
+    assert!(
+        rotated.stdout.contains("Secret/web-cert (revision"),
+        "{rotated:#?}"
+    );
+    cli_runs.push(rotated);
+    cli_runs.push(
+        cp.portico(&["history", "--diff", &v1.to_string(), "-o", "json"])
+            .ok(),
+    );
     eu.wait_for_version(v3).await;
     us.wait_for_version(v3).await;
 
