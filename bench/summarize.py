@@ -3,7 +3,8 @@
 Usage: summarize.py [--dataplane RAW.tsv] [--fleet ROWS.md] [--criterion TARGET/criterion]
 
 Every data-plane cell is the median of its runs; ratios compare portico-agent with nginx and
-HAProxy in the same cell, and each budget of DESIGN.md §8 is marked met or missed.
+HAProxy in the same cell, and each budget of DESIGN.md §8 is marked met or missed. The idle
+cells (RSS per 1,000 idle keep-alive connections, plain and TLS) get a table of their own.
 """
 import argparse
 import json
@@ -14,12 +15,23 @@ import sys
 PROXIES = ["portico", "nginx", "haproxy"]
 # Requests per second portico must reach against each of nginx and HAProxy.
 TARGET_RATIO = 1.05
+# Requests per second portico must reach against nginx in the HTTPS cells.
+HTTPS_TARGET_RATIO = 1.0
+HTTPS_PROTOS = ("https", "https-new10")
+IDLE_PROTOS = ("idle", "idle-tls")
 
 
 def load_dataplane(path):
+    """The load cells, by (routes, proto, conns, target), and the idle cells, by (proto, target)."""
     cells = {}
+    idle = {}
     for line in open(path):
         f = line.rstrip("\n").split("\t")
+        if len(f) >= 10 and f[2] in IDLE_PROTOS:
+            # target routes idle|idle-tls conns run open rss_before rss_after kib_per_1000 errors
+            cell = idle.setdefault((f[2], f[0]), [])
+            cell.append((int(f[3]), int(f[5]), int(f[6]), int(f[7]), float(f[8]), int(f[9])))
+            continue
         if len(f) < 12:
             continue
         target, routes, proto, conns = f[0], int(f[1]), f[2], int(f[3])
@@ -44,7 +56,18 @@ def load_dataplane(path):
             "cpu": statistics.median(cpus) if cpus else None,
             "rss": max(rsss) if rsss else None,
         }
-    return out
+    idle_out = {}
+    for key, runs in idle.items():
+        med = lambda i: statistics.median(r[i] for r in runs)
+        idle_out[key] = {
+            "runs": len(runs),
+            "conns": max(r[0] for r in runs),
+            "before": med(2),
+            "per_1000": med(4),
+            "spread": (min(r[4] for r in runs), max(r[4] for r in runs)),
+            "errors": sum(r[5] for r in runs),
+        }
+    return out, idle_out
 
 
 def ms(us):
@@ -61,8 +84,11 @@ def dataplane_tables(cells):
     titles = {
         ("h1",): "HTTP/1.1 (wrk)",
         ("h2",): "HTTP/2 h2c (h2load)",
+        ("https",): "HTTPS, TLS 1.3 keep-alive (wrk)",
+        ("https-new10",): "HTTPS, TLS 1.3, a new connection every 10 requests (wrk)",
     }
     budget = []
+    https_budget = []
     for routes, proto in groups:
         title = titles[(proto,)]
         route_note = "1 route" if routes == 1 else f"{routes} routes, the last one matches"
@@ -88,7 +114,15 @@ def dataplane_tables(cells):
                     f"| {vs(nginx, 'p99')} | {vs(haproxy, 'p99')} | {c['errors']} |"
                 )
             portico = row("portico")
-            if portico and nginx and haproxy:
+            if proto in HTTPS_PROTOS:
+                if portico and nginx:
+                    r = portico["rps"] / nginx["rps"]
+                    vs_haproxy = ratio(portico["rps"], haproxy["rps"]) if haproxy else "–"
+                    https_budget.append(
+                        f"| {title}, {conns} conns | {r:.2f}× | {vs_haproxy} "
+                        f"| {'met' if r >= HTTPS_TARGET_RATIO else 'MISSED'} |"
+                    )
+            elif portico and nginx and haproxy:
                 best_p99 = min(nginx["p99"], haproxy["p99"])
                 cpu_ok = (
                     portico["cpu"] is not None
@@ -122,6 +156,65 @@ def dataplane_tables(cells):
             "| p99 vs the better | targets |"
         )
         lines.append("|---|---:|---:|---:|---:|---|")
+        lines.extend(budget)
+        lines.append("")
+    if https_budget:
+        lines.append(
+            f"Targets (data-plane issue, HTTPS): portico ≥ {HTTPS_TARGET_RATIO}× the req/s of "
+            "nginx in both cells.\n"
+        )
+        lines.append("| cell | req/s vs nginx | req/s vs haproxy | target |")
+        lines.append("|---|---:|---:|---|")
+        lines.extend(https_budget)
+        lines.append("")
+    return "\n".join(lines)
+
+
+def idle_table(idle):
+    """RSS per 1,000 idle keep-alive client connections, plain and TLS, per proxy."""
+    if not idle:
+        return ""
+    conns = max(c["conns"] for c in idle.values())
+    lines = [
+        f"#### Idle keep-alive connections: RSS per 1,000 ({conns} open, plain then TLS)\n",
+        "| target | RSS before MiB | plain KiB / 1,000 conns | plain, runs' range "
+        "| TLS KiB / 1,000 conns | TLS, runs' range | plain vs nginx | TLS vs nginx | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    kib = lambda c: f"{c['per_1000']:.0f}" if c else "–"
+    spread = lambda c: f"{c['spread'][0]:.0f}–{c['spread'][1]:.0f}" if c else "–"
+    budget = []
+    for target in PROXIES:
+        plain, tls = idle.get(("idle", target)), idle.get(("idle-tls", target))
+        if not plain and not tls:
+            continue
+        vs = lambda c, kind: (
+            ratio(c["per_1000"], idle[(kind, "nginx")]["per_1000"])
+            if c and (kind, "nginx") in idle and target != "nginx"
+            else "–"
+        )
+        before = (plain or tls)["before"]
+        errors = sum(c["errors"] for c in (plain, tls) if c)
+        lines.append(
+            f"| {target} | {before / 1024:.1f} | {kib(plain)} | {spread(plain)} | {kib(tls)} "
+            f"| {spread(tls)} | {vs(plain, 'idle')} | {vs(tls, 'idle-tls')} | {errors} |"
+        )
+    lines.append("")
+    for kind, name in (("idle", "plain"), ("idle-tls", "TLS")):
+        portico, nginx = idle.get((kind, "portico")), idle.get((kind, "nginx"))
+        if portico and nginx:
+            met = portico["per_1000"] <= nginx["per_1000"]
+            budget.append(
+                f"| {name} | {portico['per_1000']:.0f} KiB | {nginx['per_1000']:.0f} KiB "
+                f"| {'met' if met else 'MISSED'} |"
+            )
+    if budget:
+        lines.append(
+            "Target (data-plane issue): portico's RSS per 1,000 idle connections ≤ nginx's, "
+            "plain and TLS.\n"
+        )
+        lines.append("| connections | portico / 1,000 | nginx / 1,000 | target |")
+        lines.append("|---|---:|---:|---|")
         lines.extend(budget)
         lines.append("")
     return "\n".join(lines)
@@ -213,7 +306,9 @@ def main():
     out = []
     if a.dataplane and os.path.exists(a.dataplane):
         out.append("### Data plane\n")
-        out.append(dataplane_tables(load_dataplane(a.dataplane)))
+        cells, idle = load_dataplane(a.dataplane)
+        out.append(dataplane_tables(cells))
+        out.append(idle_table(idle))
     if a.fleet and os.path.exists(a.fleet):
         out.append("### Control plane fan-out\n")
         out.append(fleet_table(a.fleet))
