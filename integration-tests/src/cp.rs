@@ -330,6 +330,34 @@ impl ControlPlane {
         self.portico_as(self.admin_token.as_deref(), args)
     }
 
+    /// `portico -o json apply -f FILE ARGS…` of `text` (written to a new file of `files`);
+    /// the revision it wrote.
+    pub fn apply_text(&self, files: &cli::Files, text: &str, args: &[&str]) -> i64 {
+        let path = files.write(&format!("config-{}.yaml", free_addr().port()), text);
+        let mut all = vec!["-o", "json", "apply", "-f", &path];
+        all.extend_from_slice(args);
+        let out = self.portico(&all).ok().json();
+        out["revision"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no revision in {out}"))
+    }
+
+    /// `portico -o json token create --role ROLE --name NAME`; the token (checked to be the
+    /// one asked for).
+    pub fn create_token(&self, role: &str, name: &str) -> String {
+        let created = self
+            .portico(&[
+                "-o", "json", "token", "create", "--role", role, "--name", name,
+            ])
+            .ok()
+            .json();
+        assert_eq!(created["name"], name, "{created}");
+        assert_eq!(created["role"], role, "{created}");
+        let token = created["token"].as_str().unwrap_or_default().to_string();
+        assert!(token.starts_with("pt_"), "{created}");
+        token
+    }
+
     /// Runs `portico --token TOKEN` (none: no token) against this control plane.
     pub fn portico_as(&self, token: Option<&str>, args: &[&str]) -> Run {
         let mut all: Vec<String> = Vec::new();

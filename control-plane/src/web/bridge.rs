@@ -123,7 +123,7 @@ where
 }
 
 /// The HTTP answer of a failed call: the status its gRPC code maps to, and the message.
-pub fn refused(status: &Status) -> Response<Full<Bytes>> {
+fn refused(status: &Status) -> Response<Full<Bytes>> {
     let http = match status.code() {
         Code::Unauthenticated => StatusCode::UNAUTHORIZED,
         Code::PermissionDenied => StatusCode::FORBIDDEN,

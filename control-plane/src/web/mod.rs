@@ -80,38 +80,38 @@ pub async fn run(
                 let web = web.clone();
                 async move { Ok::<_, Infallible>(web.answer(req).await) }
             });
-            let served = match acceptor {
-                None => {
-                    let conn =
-                        http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-                    tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        served = conn => served,
-                    }
-                }
+            match acceptor {
+                None => serve(stream, service, &cancel).await,
                 Some(acceptor) => {
                     let handshake =
                         tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
-                    let stream = match handshake.await {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(e)) => {
-                            tracing::debug!(error = %e, "dashboard TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
-                    };
-                    let conn =
-                        http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-                    tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        served = conn => served,
+                    match handshake.await {
+                        Ok(Ok(stream)) => serve(stream, service, &cancel).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "dashboard TLS handshake failed"),
+                        Err(_) => tracing::debug!("dashboard TLS handshake timed out"),
                     }
                 }
-            };
+            }
+        });
+    }
+}
+
+/// Serves HTTP/1.1 on one connection until it ends or `cancel`.
+async fn serve<IO, S>(io: IO, service: S, cancel: &CancellationToken)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Full<Bytes>>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: Send + 'static,
+{
+    let conn = http1::Builder::new().serve_connection(TokioIo::new(io), service);
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        served = conn => {
             if let Err(e) = served {
                 tracing::debug!(error = %e, "dashboard connection ended");
             }
-        });
+        }
     }
 }
 

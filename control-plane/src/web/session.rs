@@ -8,12 +8,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Response, StatusCode};
-use portico_api::pb::WhoAmIRequest;
-use portico_api::pb::admin_server::Admin;
-use tonic::Request;
-use tonic::metadata::MetadataValue;
 
-use super::bridge::refused;
 use super::{error, json};
 use crate::admin::AdminService;
 
@@ -67,18 +62,12 @@ pub async fn open(admin: &AdminService, body: &Bytes, secure: bool) -> Response<
             "that is not a Portico token",
         );
     }
-    let mut request = Request::new(WhoAmIRequest {});
-    if let Ok(value) = MetadataValue::try_from(format!("Bearer {token}")) {
-        request.metadata_mut().insert("authorization", value);
+    // The answer is WhoAmI's, refusals included: the cookie only for a token it accepts.
+    let mut response =
+        super::bridge::call(admin, "WhoAmI", &Bytes::new(), Some(token.to_string())).await;
+    if !response.status().is_success() {
+        return response;
     }
-    let who = match admin.who_am_i(request).await {
-        Ok(who) => who.into_inner(),
-        Err(status) => return refused(&status),
-    };
-    let mut response = match serde_json::to_vec(&who) {
-        Ok(body) => json(StatusCode::OK, body),
-        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "encoding"),
-    };
     set_cookie(&mut response, token, MAX_AGE_SECONDS, secure);
     response
 }

@@ -64,7 +64,7 @@ async fn fleet(
     ports: &[u16],
     upstream: u16,
 ) -> (Vec<Agent>, i64) {
-    let first = apply(cp, files, &config(ports, upstream, TO_BACKEND), &[]);
+    let first = cp.apply_text(files, &config(ports, upstream, TO_BACKEND), &[]);
     let agents: Vec<Agent> = (1..=ports.len())
         .map(|n| agent(cps, n, if n == 1 { "1" } else { "2" }))
         .collect();
@@ -72,17 +72,6 @@ async fn fleet(
         a.wait_for_version(first).await;
     }
     (agents, first)
-}
-
-/// `portico apply -o json -f <file> ARGS…` through `cp`; the revision it wrote.
-fn apply(cp: &ControlPlane, files: &Files, text: &str, args: &[&str]) -> i64 {
-    let path = files.write(&format!("config-{}.yaml", free_port()), text);
-    let mut all = vec!["-o", "json", "apply", "-f", &path];
-    all.extend_from_slice(args);
-    let out = cp.portico(&all).ok().json();
-    out["revision"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no revision in {out}"))
 }
 
 /// `portico rollout status -o json` through `cp`: the exit code and the `rollout` object.
@@ -160,8 +149,7 @@ async fn a_good_change_reaches_the_canaries_first_then_every_agent_after_the_bak
     let files = Files::new();
     let (agents, first) = fleet(&cp, &[cp.endpoint()], &files, &ports, v1.addr.port()).await;
 
-    let canary = apply(
-        &cp,
+    let canary = cp.apply_text(
         &files,
         &config(&ports, v2.addr.port(), TO_BACKEND),
         &["--canary", "slot=1", "--bake", "4s"],
@@ -235,7 +223,7 @@ async fn a_change_a_canary_agent_rejects_aborts_and_puts_it_back_on_the_previous
     let change = format!(
         "{base}---\nkind: Listener\nname: taken\nspec:\n  address: 127.0.0.1\n  port: {port}\n  protocol: HTTP\n  route_table: main\n  selector: {{labels: {{node: a1}}}}\n"
     );
-    let canary = apply(&cp, &files, &change, &["--canary", "node=a1"]);
+    let canary = cp.apply_text(&files, &change, &["--canary", "node=a1"]);
 
     let wait = cp.portico(&["rollout", "status", "--wait", "--timeout", "60s"]);
     assert_eq!(wait.code, 5, "{wait:#?}");
@@ -280,8 +268,7 @@ async fn a_canary_answering_500_aborts_on_the_error_rate_and_other_clients_never
             }
         }));
     }
-    apply(
-        &cp,
+    cp.apply_text(
         &files,
         &config(&ports, upstream.addr.port(), BROKEN),
         &["--canary", "slot=1", "--bake", "10m"],
@@ -329,8 +316,7 @@ async fn operators_promote_and_abort_by_hand_and_one_rollout_runs_at_a_time() {
     let (agents, first) = fleet(&cp, &[cp.endpoint()], &files, &ports, v1.addr.port()).await;
 
     // Manual: the bake ends and the rollout waits for the operator.
-    let canary = apply(
-        &cp,
+    let canary = cp.apply_text(
         &files,
         &two,
         &["--canary", "slot=1", "--bake", "1s", "--manual"],
@@ -365,7 +351,7 @@ async fn operators_promote_and_abort_by_hand_and_one_rollout_runs_at_a_time() {
     assert_eq!(rollout(&cp).1["stage"], "done");
 
     // Abort by hand: the canary agent goes back to v2.
-    apply(&cp, &files, &one, &["--canary", "slot=1", "--bake", "10m"]);
+    cp.apply_text(&files, &one, &["--canary", "slot=1", "--bake", "10m"]);
     let aborted = cp
         .portico(&["-o", "json", "rollout", "abort", "-m", "looks wrong"])
         .ok()
@@ -380,13 +366,8 @@ async fn operators_promote_and_abort_by_hand_and_one_rollout_runs_at_a_time() {
     assert!(r["reason"].as_str().unwrap().contains("looks wrong"), "{r}");
 
     // --force aborts the active rollout before it applies.
-    let third = apply(&cp, &files, &one, &["--canary", "slot=1", "--bake", "10m"]);
-    let forced = apply(
-        &cp,
-        &files,
-        &one.replace("other", "elsewhere"),
-        &["--force"],
-    );
+    let third = cp.apply_text(&files, &one, &["--canary", "slot=1", "--bake", "10m"]);
+    let forced = cp.apply_text(&files, &one.replace("other", "elsewhere"), &["--force"]);
     // The forced change is the current revision; the rollout is asked for by its own.
     let (_, r) = rollout_of(&cp, &[&third.to_string()]);
     assert_eq!(r["stage"], "aborted", "{r}");
@@ -432,8 +413,7 @@ async fn a_rollout_whose_leader_dies_mid_bake_finishes_on_the_other_replica() {
     .await;
     let (mut leader, survivor) = if one_leads { (one, two) } else { (two, one) };
 
-    let canary = apply(
-        &leader,
+    let canary = leader.apply_text(
         &files,
         &config(&ports, v2.addr.port(), TO_BACKEND),
         &["--canary", "slot=1", "--bake", "8s"],

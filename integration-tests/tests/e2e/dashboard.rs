@@ -31,18 +31,6 @@ fn config(ports: &[u16], body: &str, extra: &str) -> String {
     docs.join("---\n")
 }
 
-/// `portico apply -o json -f FILE` through `cp`; the revision written.
-fn apply(cp: &ControlPlane, files: &Files, text: &str) -> i64 {
-    let path = files.write(&format!("config-{}.yaml", free_port()), text);
-    let out = cp
-        .portico(&["-o", "json", "apply", "-f", &path])
-        .ok()
-        .json();
-    out["revision"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no revision in {out}"))
-}
-
 /// Saves a screenshot of `page` as `dashboard/NAME.png` among the test artifacts.
 async fn screenshot(page: &Page, name: &str) {
     let path = artifacts_dir()
@@ -84,7 +72,7 @@ async fn the_page_lists_the_fleet_and_follows_a_rollout_and_a_nack_live() {
     let cp = ControlPlane::embedded_with(CpOptions::with_web);
     let files = Files::new();
     let ports = [free_port(), free_port()];
-    let first = apply(&cp, &files, &config(&ports, "v1", ""));
+    let first = cp.apply_text(&files, &config(&ports, "v1", ""), &[]);
     let agents: Vec<Agent> = (1..=2)
         .map(|n| {
             Agent::start(
@@ -124,7 +112,7 @@ async fn the_page_lists_the_fleet_and_follows_a_rollout_and_a_nack_live() {
 
     // A new revision: the rollout page, left open, follows it to both agents.
     show(&page, "rollout").await;
-    let second = apply(&cp, &files, &config(&ports, "v2", ""));
+    let second = cp.apply_text(&files, &config(&ports, "v2", ""), &[]);
     page.wait_for(
         &format!(
             "{} === '{second}' && {} === '2'",
@@ -149,7 +137,7 @@ async fn the_page_lists_the_fleet_and_follows_a_rollout_and_a_nack_live() {
     let listener = format!(
         "kind: Listener\nname: taken\nspec:\n  address: 127.0.0.1\n  port: {port}\n  protocol: HTTP\n  route_table: main\n  selector: {{labels: {{node: a1}}}}\n"
     );
-    let third = apply(&cp, &files, &config(&ports, "v2", &listener));
+    let third = cp.apply_text(&files, &config(&ports, "v2", &listener), &[]);
     let shown = page
         .wait_for(
             &format!(
@@ -261,20 +249,6 @@ async fn the_page_lists_the_fleet_and_follows_a_rollout_and_a_nack_live() {
     assert_eq!(page.errors(), Vec::<String>::new(), "the page's errors");
 }
 
-/// `portico token create --role ROLE --name NAME -o json` on `cp`; the token.
-fn token(cp: &ControlPlane, role: &str, name: &str) -> String {
-    let created = cp
-        .portico(&[
-            "-o", "json", "token", "create", "--role", role, "--name", name,
-        ])
-        .ok()
-        .json();
-    created["token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no token in {created}"))
-        .to_string()
-}
-
 /// Logs in on the page's form with `token`.
 async fn log_in(page: &Page, token: &str) {
     page.wait_for(
@@ -298,10 +272,10 @@ async fn with_authentication_on_the_page_asks_for_a_token_and_keeps_it_from_scri
     );
     let files = Files::new();
     let ports = [free_port()];
-    let first = apply(&cp, &files, &config(&ports, "v1", ""));
-    apply(&cp, &files, &config(&ports, "v2", ""));
-    let viewer = token(&cp, "viewer", "dash-viewer");
-    let operator = token(&cp, "operator", "dash-operator");
+    let first = cp.apply_text(&files, &config(&ports, "v1", ""), &[]);
+    cp.apply_text(&files, &config(&ports, "v2", ""), &[]);
+    let viewer = cp.create_token("viewer", "dash-viewer");
+    let operator = cp.create_token("operator", "dash-operator");
 
     // The control plane's own CA is not among the browser's.
     let browser = Browser::launch_with(&["--ignore-certificate-errors"])

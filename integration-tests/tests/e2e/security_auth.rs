@@ -15,21 +15,6 @@ use portico_test_support::wait::eventually_blocking;
 /// Exit code of a refused caller (cli/README.md).
 const EXIT_AUTH: i32 = 6;
 
-/// `portico token create --role ROLE --name NAME -o json` on `cp`; the token.
-fn token(cp: &ControlPlane, role: &str, name: &str) -> String {
-    let created = cp
-        .portico(&[
-            "-o", "json", "token", "create", "--role", role, "--name", name,
-        ])
-        .ok()
-        .json();
-    assert_eq!(created["name"], name, "{created}");
-    assert_eq!(created["role"], role, "{created}");
-    let token = created["token"].as_str().unwrap().to_string();
-    assert!(token.starts_with("pt_"), "{created}");
-    token
-}
-
 /// Asserts `run` was refused with exit 6 and a message containing `needle`.
 fn refused(run: Run, needle: &str) {
     assert_eq!(run.code, EXIT_AUTH, "{run:#?}");
@@ -39,9 +24,9 @@ fn refused(run: Run, needle: &str) {
 #[test]
 fn each_role_is_allowed_its_commands_and_refused_the_others() {
     let cp = ControlPlane::secured();
-    let viewer = token(&cp, "viewer", "ro");
-    let operator = token(&cp, "operator", "deployer");
-    let admin = token(&cp, "admin", "root");
+    let viewer = cp.create_token("viewer", "ro");
+    let operator = cp.create_token("operator", "deployer");
+    let admin = cp.create_token("admin", "root");
     let files = Files::new();
     let config = files.write_yaml("web.yaml", &small_config(free_port(), "hi", free_port()));
     let secret = files.write_yaml("secret.yaml", &[tls_secret("site-cert", "example.com")]);
@@ -115,7 +100,7 @@ fn each_role_is_allowed_its_commands_and_refused_the_others() {
 #[tokio::test]
 async fn the_history_author_is_the_token_name_never_a_header() {
     let cp = ControlPlane::secured();
-    let operator = token(&cp, "operator", "deploy-bot");
+    let operator = cp.create_token("operator", "deploy-bot");
     let files = Files::new();
     let config = files.write_yaml("web.yaml", &small_config(free_port(), "hi", free_port()));
     cp.portico_as(Some(&operator), &["apply", "-f", &config])
@@ -170,7 +155,7 @@ fn tokens_are_shown_once_stored_hashed_listed_revoked_and_expire() {
         )
         .auth_on(),
     );
-    let ci = token(&cp, "viewer", "ci");
+    let ci = cp.create_token("viewer", "ci");
     let listed = cp.portico(&["-o", "json", "token", "list"]).ok();
     assert!(!listed.stdout.contains(&ci), "{listed:#?}");
     let names: Vec<String> = listed.json()["tokens"]
@@ -201,7 +186,7 @@ fn tokens_are_shown_once_stored_hashed_listed_revoked_and_expire() {
     );
     cp.portico(&["token", "revoke", "ci"]).expect(1);
     // A name is unique.
-    token(&cp, "viewer", "again");
+    cp.create_token("viewer", "again");
     let dup = cp.portico(&["token", "create", "--role", "viewer", "--name", "again"]);
     assert_eq!(dup.code, 1, "{dup:#?}");
     assert!(dup.stderr.contains("exists"), "{dup:#?}");
@@ -240,7 +225,7 @@ fn the_bootstrap_token_file_is_written_once_then_read() {
     cp.portico(&["get", "all"]).ok();
 
     // Once revoked, the bootstrap token stays revoked, even though the file is still there.
-    let other = token(&cp, "admin", "ops");
+    let other = cp.create_token("admin", "ops");
     cp.portico_as(Some(&other), &["token", "revoke", "bootstrap"])
         .ok();
     cp.restart();
