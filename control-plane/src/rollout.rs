@@ -6,7 +6,7 @@
 //! promoted. An agent ahead of the control plane (it refused this store's config as older than its own, see
 //! `discovery`) runs none of this store's revisions: it counts as rejecting every one.
 
-use portico_api::pb::{AgentNack, AgentRecord, RolloutStatusResponse};
+use portico_api::pb::{AgentNack, AgentRecord, NackInfo, RolloutStatusResponse};
 
 use crate::store::Revision;
 
@@ -21,18 +21,11 @@ pub fn status(revision: Revision, records: &[AgentRecord]) -> RolloutStatusRespo
             out.nacked += 1;
             out.nacks.push(AgentNack {
                 node_id: node_id(record),
-                error: format!(
-                    "ahead of the control plane: serves version {} of another history and \
-                     refuses this control plane's",
-                    record.applied_version
-                ),
+                error: ahead(record),
             });
             continue;
         }
-        let nack = record
-            .last_nack
-            .as_ref()
-            .filter(|n| n.version >= revision && record.applied_version < revision);
+        let nack = rejection(record, revision);
         if let Some(nack) = nack {
             out.nacks.push(AgentNack {
                 node_id: node_id(record),
@@ -50,6 +43,23 @@ pub fn status(revision: Revision, records: &[AgentRecord]) -> RolloutStatusRespo
         }
     }
     out
+}
+
+/// The agent's NACK of `revision` or a newer one, while it runs an older one.
+pub fn rejection(record: &AgentRecord, revision: Revision) -> Option<&NackInfo> {
+    record
+        .last_nack
+        .as_ref()
+        .filter(|n| n.version >= revision && record.applied_version < revision)
+}
+
+/// Why an agent ahead of the control plane runs none of its revisions.
+pub fn ahead(record: &AgentRecord) -> String {
+    format!(
+        "ahead of the control plane: serves version {} of another history and refuses this \
+         control plane's",
+        record.applied_version
+    )
 }
 
 fn node_id(record: &AgentRecord) -> String {

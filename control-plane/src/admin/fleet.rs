@@ -9,6 +9,7 @@ use portico_api::pb::{
 };
 
 use super::AdminError;
+use crate::rollout;
 use crate::store::Revision;
 
 /// Agents on a page unless asked otherwise.
@@ -78,23 +79,13 @@ pub fn view(
 fn agent(record: &AgentRecord, current: Revision, pin: Option<&CanaryPin>) -> FleetAgent {
     let node = record.node.clone().unwrap_or_default();
     let due = due(&node, current, pin);
-    let nack = record
-        .last_nack
-        .as_ref()
-        .filter(|n| n.version >= due && record.applied_version < due);
     let (state, reason) = if !record.connected {
         ("disconnected", String::new())
     } else if record.ahead_of_control_plane {
-        (
-            "ahead",
-            format!(
-                "serves version {} of another history and refuses this control plane's",
-                record.applied_version
-            ),
-        )
+        ("ahead", rollout::ahead(record))
     } else if record.applied_version >= due {
         ("in-sync", String::new())
-    } else if let Some(nack) = nack {
+    } else if let Some(nack) = rollout::rejection(record, due) {
         ("nacked", nack.error.clone())
     } else {
         ("pending", String::new())
